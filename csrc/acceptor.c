@@ -1,0 +1,201 @@
+/* acceptor.c - the main thread's accept loop and dispatch(), plus the server object.
+ *
+ * The acceptor sleeps in epoll_wait on two fds: the listening socket and a
+ * wake-up pipe (Python's signal.set_wakeup_fd writes to it when a signal
+ * arrives).  It never spins:
+ *   - the listening socket is non-blocking and drained until EAGAIN;
+ *   - on EMFILE/ENFILE (out of fds) it takes the socket out of the epoll set
+ *     for 100 ms and retries, rather than being woken again at once by the
+ *     connection it could not accept.
+ * Each accepted fd goes to the next worker round-robin, as a 4-byte write
+ * down that worker's dispatch pipe (see worker.c: read_dispatch_pipe).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ACCEPT_BACKOFF_MS 100
+
+void mg_log(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof(line) - 2)
+        n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    (void)!write(STDERR_FILENO, line, (size_t)n);
+}
+
+/* --------------------------------------------------------------- server */
+
+mg_server *mg_server_new(const mg_config *cfg, int *err)
+{
+    mg_server *srv = calloc(1, sizeof(*srv));
+    if (!srv) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    srv->cfg = *cfg;
+    srv->root_fd = srv->accept_epfd = -1;
+    if (srv->cfg.stack_size < MG_MIN_STACK_SIZE || cfg->policy < 0 || cfg->policy >= RDY_POLICY_MAX) {
+        *err = -EINVAL;
+        free(srv);
+        return NULL;
+    }
+    srv->root = strdup(cfg->root ? cfg->root : ".");
+    srv->cfg.root = srv->root;
+    if (!srv->root)
+        goto fail;
+    srv->root_real = realpath(srv->root, NULL);
+    if (!srv->root_real)
+        goto fail;
+    srv->root_fd = open(srv->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (srv->root_fd < 0)
+        goto fail;
+    srv->accept_epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (srv->accept_epfd < 0)
+        goto fail;
+    /* SIGPIPE can never kill us: sends use MSG_NOSIGNAL, and sendfile()
+     * to a closed socket would raise it, so it is ignored process-wide
+     * (CPython does the same at start-up). */
+    signal(SIGPIPE, SIG_IGN);
+    return srv;
+
+fail:
+    *err = -errno;
+    mg_server_free(srv);
+    return NULL;
+}
+
+void mg_server_free(mg_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->root_fd >= 0)
+        close(srv->root_fd);
+    if (srv->accept_epfd >= 0)
+        close(srv->accept_epfd);
+    free(srv->root);
+    free(srv->root_real);
+    free(srv);
+}
+
+/* ------------------------------------------------------------- dispatch */
+
+/* Hand fd to a worker: round-robin, skipping a worker whose pipe is full. */
+int dispatch(mg_server *srv, int fd)
+{
+    for (int tries = 0; tries < srv->nworkers; tries++) {
+        mg_worker *w = srv->workers[srv->next_worker++ % (unsigned)srv->nworkers];
+        for (;;) {
+            if (write(w->pipe_w, &fd, sizeof(fd)) == (ssize_t)sizeof(fd))
+                return 0;
+            if (errno != EINTR)
+                break;
+        }
+        if (errno != EAGAIN)
+            return -errno;
+    }
+    return -EAGAIN;   /* every worker is 16,000 connections behind: shed this one */
+}
+
+/* ------------------------------------------------------------- acceptor */
+
+static int listen_in_epoll(mg_server *srv, int listen_fd, int op)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = listen_fd};
+    return epoll_ctl(srv->accept_epfd, op, listen_fd, op == EPOLL_CTL_DEL ? NULL : &ev);
+}
+
+/* Returns 1 if the acceptor should back off (out of fds), else 0. */
+static int accept_batch(mg_server *srv, int listen_fd)
+{
+    for (int i = 0; i < 1024; i++) {
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            switch (errno) {
+            case EAGAIN:
+                return 0;
+            case EINTR:
+            case ECONNABORTED:
+            case EPROTO:
+            case EPERM:
+                continue;
+            case EMFILE:
+            case ENFILE:
+            case ENOBUFS:
+            case ENOMEM:
+                mg_log("minginx: accept4: %s; pausing accepts for %d ms", strerror(errno),
+                       ACCEPT_BACKOFF_MS);
+                return 1;
+            default:
+                mg_log("minginx: accept4: %s", strerror(errno));
+                return 1;
+            }
+        }
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        int r = dispatch(srv, fd);
+        if (r < 0) {
+            mg_log("minginx: dispatch: %s; closing the connection", strerror(-r));
+            close(fd);
+        }
+    }
+    return 0;
+}
+
+int mg_accept_loop(mg_server *srv, int listen_fd, int wake_fd)
+{
+    struct epoll_event evs[4];
+
+    if (srv->nworkers == 0)
+        return -EINVAL;
+    struct epoll_event wev = {.events = EPOLLIN, .data.fd = wake_fd};
+    if (epoll_ctl(srv->accept_epfd, EPOLL_CTL_ADD, wake_fd, &wev) < 0 && errno != EEXIST)
+        return -errno;
+    if (!srv->accept_paused && listen_in_epoll(srv, listen_fd, EPOLL_CTL_ADD) < 0 && errno != EEXIST)
+        return -errno;
+
+    for (;;) {
+        int n = epoll_wait(srv->accept_epfd, evs, 4, srv->accept_paused ? ACCEPT_BACKOFF_MS : -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;   /* a signal's handler wrote to wake_fd: we see it next */
+            return -errno;
+        }
+        if (n == 0 && srv->accept_paused) {
+            srv->accept_paused = 0;
+            listen_in_epoll(srv, listen_fd, EPOLL_CTL_ADD);
+            continue;
+        }
+        int woken = 0;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == wake_fd) {
+                char drain[64];
+                while (read(wake_fd, drain, sizeof(drain)) > 0)
+                    ;
+                woken = 1;
+            } else if (evs[i].data.fd == listen_fd && accept_batch(srv, listen_fd)) {
+                srv->accept_paused = 1;
+                listen_in_epoll(srv, listen_fd, EPOLL_CTL_DEL);
+            }
+        }
+        if (woken)
+            return 0;
+    }
+}

@@ -1,0 +1,266 @@
+/* conn.c - a connection's life: the coroutine entry that reads, parses and answers requests.
+ *
+ * conn_entry() is the seed's `entry`: trampoline_start() calls it on the
+ * coroutine's own stack, and when it returns the connection is over
+ * (trampoline_start sets finished = 1, schedule() calls coroutine_destroy(),
+ * which closes the socket).
+ *
+ *   for each request on the connection:
+ *     read until parse_http() has a whole head     (recv_async yields on EAGAIN)
+ *     read and discard a request body, if any      (never parsed as a request)
+ *     the static-file middleware answers           (send_async, sendfile_async)
+ *     keep the bytes after this request: they are the next one (pipelining)
+ *
+ * Between requests an idle connection hands its request buffer back to the
+ * worker's pool, so 10,000 idle keep-alive connections hold only their
+ * coroutine's top page or two.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "http.h"
+
+/* ------------------------------------------------------ the buffer pool */
+
+mg_reqbuf *reqbuf_get(mg_worker *w)
+{
+    mg_reqbuf *rb = w->reqbuf_pool;
+    if (rb) {
+        w->reqbuf_pool = rb->next_free;
+        w->reqbuf_pool_len--;
+    } else {
+        rb = malloc(sizeof(*rb));   /* only while the pool warms up */
+        if (!rb)
+            return NULL;
+    }
+    rb->next_free = NULL;
+    rb->len = 0;
+    rb->scanned = 0;
+    return rb;
+}
+
+void reqbuf_put(mg_worker *w, mg_reqbuf *rb)
+{
+    if (w->reqbuf_pool_len >= MG_REQBUF_POOL_MAX) {
+        free(rb);
+        return;
+    }
+    rb->next_free = w->reqbuf_pool;
+    w->reqbuf_pool = rb;
+    w->reqbuf_pool_len++;
+}
+
+void reqbuf_pool_drain(mg_worker *w)
+{
+    while (w->reqbuf_pool) {
+        mg_reqbuf *rb = w->reqbuf_pool;
+        w->reqbuf_pool = rb->next_free;
+        free(rb);
+    }
+    w->reqbuf_pool_len = 0;
+}
+
+/* ------------------------------------------------------------- reading */
+
+/* Read more bytes into the request buffer.  When the connection is idle and
+ * the buffer is empty, the buffer goes back to the pool while we wait.
+ * Returns bytes read (0 = the peer closed), or -errno. */
+static ssize_t recv_more(mg_coroutine *co)
+{
+    mg_worker *w = co->worker;
+    for (;;) {
+        if (!co->rb && !(co->rb = reqbuf_get(w)))
+            return -ENOMEM;
+        mg_reqbuf *rb = co->rb;
+        size_t room = sizeof(rb->data) - rb->len;
+        if (room == 0)
+            return -ENOBUFS;
+        ssize_t n = recv(co->fd, rb->data + rb->len, room, 0);
+        if (n > 0) {
+            rb->len += (size_t)n;
+            return n;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        if (rb->len == 0) {
+            reqbuf_put(w, rb);
+            co->rb = NULL;
+        }
+        int r = io_park(co, MG_YIELD_READ);
+        if (r < 0)
+            return r;
+    }
+}
+
+/* Drop the first n bytes of the buffer, keeping what follows. */
+static void buffer_consume(mg_reqbuf *rb, size_t from, size_t n)
+{
+    memmove(rb->data + from, rb->data + from + n, rb->len - from - n);
+    rb->len -= n;
+}
+
+/* Read and throw away the request body that follows a head of head_len
+ * bytes; bytes after the body stay in the buffer (the next request).
+ * Returns 0, an HTTP status to answer with (400, 413), or -errno. */
+static int discard_body(mg_coroutine *co, mg_request *req, size_t head_len)
+{
+    mg_reqbuf *rb = co->rb;
+    int64_t max = co->worker->srv ? co->worker->srv->cfg.max_body : 0;
+
+    if (!req->chunked && req->content_length <= 0)
+        return 0;
+    if (!req->chunked && req->content_length > max)
+        return 413;
+    if (req->expect_continue && rb->len == head_len) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (send_async(co, cont, sizeof(cont) - 1) < 0)
+            return -EPIPE;
+    }
+    timer_set(co, MG_TIMER_HEADER);   /* the body, too, must keep coming */
+
+    if (!req->chunked) {
+        uint64_t left = (uint64_t)req->content_length;
+        for (;;) {
+            size_t have = rb->len - head_len;
+            size_t take = have < left ? have : (size_t)left;
+            buffer_consume(rb, head_len, take);
+            left -= take;
+            if (left == 0)
+                return 0;
+            ssize_t n = recv_more(co);
+            if (n <= 0)
+                return n == 0 ? -ECONNRESET : (int)n;
+        }
+    }
+
+    mg_chunked dec = {0};
+    uint64_t total = 0;
+    for (;;) {
+        size_t len = rb->len - head_len, consumed = 0;
+        int r = chunked_decode(&dec, rb->data + head_len, &len, &consumed);
+        if (r > 1)
+            return r;
+        total += len;
+        if (total > (uint64_t)max)
+            return 413;
+        /* decoded bytes are at the front; drop them and what was consumed */
+        buffer_consume(rb, head_len, consumed);
+        if (r == 1)
+            return 0;
+        ssize_t n = recv_more(co);
+        if (n <= 0)
+            return n == 0 ? -ECONNRESET : (int)n;
+    }
+}
+
+/* Close after answering an error: stop sending, then read and drop what the
+ * client still sends for a moment, so the kernel does not answer it with a
+ * RST that could destroy our response before the client reads it. */
+static void lingering_close(mg_coroutine *co)
+{
+    shutdown(co->fd, SHUT_WR);
+    timer_set(co, MG_TIMER_LINGER);
+    size_t total = 0;
+    for (;;) {
+        if (co->rb)
+            co->rb->len = 0;
+        ssize_t n = recv_more(co);
+        if (n <= 0)
+            break;
+        total += (size_t)n;
+        if (total > (1u << 20))
+            break;
+    }
+}
+
+/* --------------------------------------------------------------- entry */
+
+void conn_entry(mg_coroutine *co)
+{
+    mg_worker *w = co->worker;
+    int first = 1;
+
+    for (;;) {
+        /* -- a request head -- */
+        co->idle = 1;
+        timer_set(co, first ? MG_TIMER_HEADER : MG_TIMER_KEEPALIVE);
+        int head = 0;
+        for (;;) {
+            mg_reqbuf *rb = co->rb;
+            if (rb && rb->len > 0) {
+                if (co->idle) {
+                    /* RFC 9112 section 2.2: empty lines before a request-line are ignored */
+                    size_t skip = 0;
+                    while (skip < rb->len && (rb->data[skip] == '\r' || rb->data[skip] == '\n'))
+                        skip++;
+                    if (skip)
+                        buffer_consume(rb, 0, skip);
+                    if (rb->len > 0) {
+                        co->idle = 0;   /* a request has begun: it has header_timeout to finish */
+                        if (!first)
+                            timer_set(co, MG_TIMER_HEADER);
+                    }
+                }
+                if (rb->len > 0 && (head = http_find_head_end(rb->data, rb->len, &rb->scanned)) != 0)
+                    break;
+            }
+            ssize_t n = recv_more(co);
+            if (n == 0 || n == -ECANCELED || n == -ECONNRESET)
+                return;   /* closed (or we are shutting down) between requests or mid-head */
+            if (n == -ETIMEDOUT) {
+                if (!co->idle && co->rb) {
+                    send_error(co, 408, 0, 0);
+                    lingering_close(co);
+                }
+                return;
+            }
+            if (n < 0)
+                return;
+        }
+        first = 0;
+        timer_clear(co);
+
+        mg_reqbuf *rb = co->rb;
+        mg_request *req = &rb->req;
+        int status = head < 0 ? -head : parse_http(rb->data, (size_t)head, req);
+        if (status != MG_PARSE_OK) {
+            /* A head we cannot read: its framing is unknown, so nothing after
+             * it can be trusted as the next request.  Answer and close. */
+            send_error(co, status, 0, 0);
+            lingering_close(co);
+            return;
+        }
+
+        /* -- the body, if any: read and discarded by the static files -- */
+        int keep_alive = req->keep_alive && !w->stopping;
+        int bst = discard_body(co, req, (size_t)head);
+        if (bst != 0) {
+            if (bst > 0) {
+                send_error(co, bst, 0, req->method_id == MG_M_HEAD);
+                lingering_close(co);
+            }
+            return;
+        }
+
+        /* -- the middleware chain: for now, the static files -- */
+        if (static_serve(co, req, keep_alive) < 0)
+            return;
+        if (!keep_alive) {
+            if (rb->len > (size_t)head)
+                lingering_close(co);   /* pipelined requests we will not answer */
+            return;
+        }
+
+        /* -- pipelining: the bytes after this request start the next -- */
+        buffer_consume(rb, 0, (size_t)head);
+        rb->scanned = 0;
+    }
+}

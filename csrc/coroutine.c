@@ -1,0 +1,194 @@
+/* coroutine.c - stackful coroutines on ucontext: coroutine_create, trampoline_start, coroutine_destroy.
+ *
+ * Memory: each coroutine lives in one anonymous mapping,
+ *
+ *     region                                              region + region_size
+ *     | guard page (PROT_NONE) | stack, grows down <-- | struct mg_coroutine |
+ *
+ * so a stack overflow faults on the guard page instead of silently writing
+ * over a neighbour, and the struct and the first stack frames share a page.
+ * Pages are touched only when used: an idle keep-alive connection costs about
+ * two pages.  Finished regions are parked in a per-worker pool and reused, so
+ * the steady state makes no mmap/munmap calls (the seed's "thread-local pools
+ * instead of malloc in hot paths").
+ *
+ * Switching: schedule() resumes a coroutine with swapcontext(sched -> co); the
+ * coroutine gives the CPU back with swapcontext(co -> sched).  glibc's
+ * swapcontext also saves and restores the signal mask, a system call per
+ * switch; that is the price of portability here.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+_Static_assert(sizeof(void *) <= 2 * sizeof(unsigned int),
+               "trampoline_start passes a pointer as two unsigned ints");
+
+static size_t page_size(void)
+{
+    static size_t ps;
+    if (!ps)
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+    return ps;
+}
+
+/* makecontext() only promises to pass int arguments, so the coroutine pointer
+ * travels as two 32-bit halves and is put back together here. */
+static void trampoline_start(unsigned int lo, unsigned int hi)
+{
+    mg_coroutine *co = (mg_coroutine *)(((uintptr_t)hi << 32) | (uintptr_t)lo);
+
+    co->entry(co);
+    co->finished = 1;
+    /* Back to schedule(), which sees finished and calls coroutine_destroy().
+     * This context is never resumed again. */
+    swapcontext(&co->ctx, &co->worker->sched_ctx);
+    fprintf(stderr, "minginx: finished coroutine %llu was resumed\n",
+            (unsigned long long)co->id);
+    abort();
+}
+
+static void *region_get(mg_worker *w)
+{
+    if (w->stack_pool_len > 0) {
+        w->stats.stack_pool = (uint64_t)--w->stack_pool_len;
+        return w->stack_pool[w->stack_pool_len];
+    }
+    size_t size = page_size() + w->stack_size;
+    void *region = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (region == MAP_FAILED)
+        return NULL;
+    if (mprotect(region, page_size(), PROT_NONE) < 0) {
+        munmap(region, size);
+        return NULL;
+    }
+    w->stats.stacks_mapped++;
+    return region;
+}
+
+static void region_put(mg_worker *w, void *region)
+{
+    if (w->stack_pool_len < MG_STACK_POOL_MAX) {
+        w->stack_pool[w->stack_pool_len++] = region;
+        w->stats.stack_pool = (uint64_t)w->stack_pool_len;
+        return;
+    }
+    munmap(region, page_size() + w->stack_size);
+    w->stats.stacks_mapped--;
+}
+
+void coroutine_pool_drain(mg_worker *w)
+{
+    while (w->stack_pool_len > 0) {
+        munmap(w->stack_pool[--w->stack_pool_len], page_size() + w->stack_size);
+        w->stats.stacks_mapped--;
+    }
+    w->stats.stack_pool = 0;
+}
+
+/* getcontext() returns twice as far as the compiler knows: keep it out of
+ * coroutine_create() so that function's locals are not "clobbered". */
+static __attribute__((noinline)) int context_init(ucontext_t *ctx)
+{
+    return getcontext(ctx);
+}
+
+mg_coroutine *coroutine_create(mg_worker *w, mg_entry_fn entry, void *arg, int fd)
+{
+    void *region = region_get(w);
+    if (!region)
+        return NULL;
+
+    size_t region_size = page_size() + w->stack_size;
+    uintptr_t top = ((uintptr_t)region + region_size - sizeof(mg_coroutine)) & ~(uintptr_t)63;
+    mg_coroutine *co = (mg_coroutine *)top;
+    memset(co, 0, sizeof(*co));
+    co->worker = w;
+    co->entry = entry;
+    co->arg = arg;
+    co->id = ++w->next_id;
+    co->fd = fd;
+    co->file_fd = -1;
+    co->waiting = -1;
+    co->region = region;
+    co->region_size = region_size;
+
+    if (context_init(&co->ctx) < 0) {
+        region_put(w, region);
+        return NULL;
+    }
+    char *stack_lo = (char *)region + page_size();
+    co->ctx.uc_stack.ss_sp = stack_lo;
+    co->ctx.uc_stack.ss_size = (size_t)((top & ~(uintptr_t)15) - (uintptr_t)stack_lo);
+    co->ctx.uc_link = NULL;   /* trampoline_start never returns */
+    uintptr_t p = (uintptr_t)co;
+    makecontext(&co->ctx, (void (*)(void))trampoline_start, 2,
+                (unsigned int)(p & 0xffffffffu), (unsigned int)(p >> 32));
+
+    /* the worker's list of live coroutines */
+    co->next = w->all;
+    if (w->all)
+        w->all->prev = co;
+    w->all = co;
+    if (fd >= 0)
+        w->fd_table[fd] = co;
+    w->stats.coroutines_alive++;
+    w->stats.coroutines_total++;
+    return co;
+}
+
+void coroutine_destroy(mg_coroutine *co)
+{
+    mg_worker *w = co->worker;
+
+    timer_clear(co);
+    if (co->prev)
+        co->prev->next = co->next;
+    else
+        w->all = co->next;
+    if (co->next)
+        co->next->prev = co->prev;
+
+    if (co->fd >= 0) {
+        w->fd_table[co->fd] = NULL;
+        close(co->fd);   /* also removes it from the epoll set */
+    }
+    if (co->file_fd >= 0)
+        close(co->file_fd);
+    if (co->rb)
+        reqbuf_put(w, co->rb);
+    w->stats.coroutines_alive--;
+    region_put(w, co->region);
+}
+
+void coroutine_resume(mg_worker *w, mg_coroutine *co)
+{
+    w->current = co;
+    co->waiting = -1;
+    w->stats.switches++;
+    if (swapcontext(&w->sched_ctx, &co->ctx) < 0) {
+        perror("minginx: swapcontext");
+        abort();
+    }
+    w->current = NULL;
+}
+
+void coroutine_yield(mg_coroutine *co, int reason)
+{
+    mg_worker *w = co->worker;
+
+    w->stats.yields[reason]++;
+    co->waiting = reason;
+    if (reason == MG_YIELD_READY)
+        add_to_ready(w, co);
+    if (swapcontext(&co->ctx, &w->sched_ctx) < 0) {
+        perror("minginx: swapcontext");
+        abort();
+    }
+}

@@ -1,0 +1,127 @@
+/* http.h - HTTP/1.1 request parsing (RFC 9112): types shared by http.c, conn.c and static.c.
+ *
+ * parse_http() works on a view of the connection's buffer: every string in
+ * mg_request points into that buffer, nothing is copied or malloc'ed.  It is
+ * called each time bytes arrive; it first looks for the end of the head
+ * (CRLF CRLF) in the new bytes only, so a request that arrives one byte per
+ * packet costs O(n) in all, then parses the complete head in one pass.
+ */
+#ifndef MINGINX_HTTP_H
+#define MINGINX_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "internal.h"
+
+typedef struct {
+    const char *p;
+    uint32_t len;
+} mg_str;
+
+/* Header fields the server acts on, resolved to ids while parsing so a lookup
+ * is req->hdr[MG_H_...], never a strcasecmp() scan of the field list. */
+typedef enum {
+    MG_H_OTHER = 0,
+    MG_H_HOST,
+    MG_H_CONNECTION,
+    MG_H_CONTENT_LENGTH,
+    MG_H_TRANSFER_ENCODING,
+    MG_H_EXPECT,
+    MG_H_ACCEPT_ENCODING,
+    MG_H_IF_MODIFIED_SINCE,
+    MG_H_IF_NONE_MATCH,
+    MG_H_IF_MATCH,
+    MG_H_IF_UNMODIFIED_SINCE,
+    MG_H_RANGE,
+    MG_H_IF_RANGE,
+    MG_H_UPGRADE,
+    MG_H_MAX
+} mg_header_id;
+
+typedef enum {
+    MG_M_OTHER = 0,  /* a valid token we do not implement: 501 */
+    MG_M_GET,
+    MG_M_HEAD,
+    MG_M_POST,
+    MG_M_PUT,
+    MG_M_DELETE,
+    MG_M_OPTIONS,
+    MG_M_PATCH,
+    MG_M_TRACE,
+    MG_M_CONNECT,
+    MG_M_MAX
+} mg_method_id;
+
+typedef struct {
+    mg_str name, value;
+    int id;          /* mg_header_id */
+} mg_header;
+
+typedef struct {
+    mg_str method, target, path, query;
+    int method_id;               /* mg_method_id */
+    int minor_version;           /* HTTP/1.<minor> */
+    int header_len;              /* bytes of the head, CRLFCRLF included */
+    int keep_alive;
+    int expect_continue;
+    int chunked;                 /* Transfer-Encoding: chunked */
+    int64_t content_length;      /* -1 when absent */
+    int num_headers;
+    int16_t hdr[MG_H_MAX];       /* index of the first field with that id, -1 if none */
+    mg_header headers[MG_MAX_HEADERS];
+} mg_request;
+
+/* Parse results (negative) beside the HTTP statuses (positive). */
+#define MG_PARSE_OK 0
+#define MG_PARSE_INCOMPLETE (-1)
+
+/* Look for the end of the head in buf[0..len); *scanned remembers how far an
+ * earlier call got.  Returns the head length, 0 if not there yet, or a
+ * negated HTTP status (-414, -431) when the bytes so far break a limit. */
+MG_HIDDEN int http_find_head_end(const char *buf, size_t len, size_t *scanned);
+/* Parse a complete head of head_len bytes.  Returns MG_PARSE_OK or an HTTP
+ * error status (400, 414, 431, 501, 505). */
+MG_HIDDEN int parse_http(const char *buf, size_t head_len, mg_request *req);
+/* The header-name matcher: the plain version (a table scan, kept for readers
+ * and as the reference the tests compare against) and the fast one. */
+MG_HIDDEN int header_id_plain(const char *name, size_t len);
+MG_HIDDEN int header_id(const char *name, size_t len);
+
+/* Chunked transfer coding (RFC 9112 section 7.1), decoded in place. */
+typedef struct {
+    int state;
+    uint64_t remaining;          /* bytes left in the current chunk */
+    int hex_digits;
+    int ext_or_trailer_bytes;
+} mg_chunked;
+/* Consume buf[0..*len): on return buf[0..*len) holds the decoded data.
+ * Returns 1 when the last chunk and trailers are done (*consumed tells how far
+ * into the input that was), 0 if it needs more, 400 on malformed input. */
+MG_HIDDEN int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed);
+
+MG_HIDDEN const char *http_reason(int status);
+/* IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes) of t into out;
+ * returns its length.  Locale-free, unlike strftime's %a and %b. */
+MG_HIDDEN int http_date(char *out, time_t t);
+
+/* ----------------------------------------------- connection buffers (conn.c) */
+/* A request buffer is held by a connection only while a request is in
+ * flight; an idle keep-alive connection gives it back to the worker's pool. */
+struct mg_reqbuf {
+    mg_reqbuf *next_free;
+    size_t len;                  /* bytes in data */
+    size_t scanned;              /* how far the head-end search got */
+    mg_request req;
+    char path[4096];             /* the decoded, normalised path */
+    char out[2048];              /* the response head being built */
+    char data[MG_REQBUF_DATA];   /* bytes read from the socket */
+};
+
+/* --------------------------------------------------- responses (static.c) */
+/* The static-file middleware: answer req from the document root.  Returns 0
+ * when the connection may carry another request, < 0 when it must close. */
+MG_HIDDEN int static_serve(mg_coroutine *co, mg_request *req, int keep_alive);
+/* A small HTML error response.  Returns what send_async() returned. */
+MG_HIDDEN ssize_t send_error(mg_coroutine *co, int status, int keep_alive, int head_only);
+
+#endif /* MINGINX_HTTP_H */

@@ -1,0 +1,193 @@
+/* internal.h - structures and functions shared by the engine's C files (not seen by cffi).
+ *
+ * Theory of operation (the seed's "happy path", each step named as in the seed):
+ *
+ *   acceptor.c  main thread: accept4() a connection, dispatch() its fd down a
+ *               worker's pipe (round-robin).
+ *   worker.c    worker thread: epoll_wait() returns for the pipe; the fds are
+ *               read into fd_batch; coroutine_create() builds a stack for each
+ *               and add_to_ready() queues it; schedule() swaps context into it.
+ *   coroutine.c trampoline_start() -> entry (conn.c: conn_entry).
+ *   io.c        recv_async() finds no data and yields: swapcontext() saves the
+ *               stack and registers and returns to schedule().  Data arrives,
+ *               epoll reports the fd, wake_fd() moves the coroutine back to the
+ *               ready queue.
+ *   conn.c      parse_http() (http.c), the static-file middleware (static.c),
+ *               the response via send_async()/sendfile_async() (io.c).
+ *   coroutine.c the entry returns, trampoline_start() sets finished = 1 and
+ *               schedule() calls coroutine_destroy().
+ *
+ * Threads: one acceptor (Python's main thread, GIL released), N workers.  A
+ * worker's state is touched only by its own thread, except the dispatch pipe
+ * (written by the acceptor) and the stats (read, racily but untorn, by Python).
+ */
+#ifndef MINGINX_INTERNAL_H
+#define MINGINX_INTERNAL_H
+
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <ucontext.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include "minginx.h"
+
+#define MG_HIDDEN __attribute__((visibility("hidden")))
+#define MG_UNUSED(x) (void)(x)
+#define MG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define MG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Limits with precedents: nginx large_client_header_buffers is 4 x 8 KiB,
+ * h11 caps a head at 16 KiB, node.js at 16 KiB (was 80 KiB). */
+#define MG_MAX_REQUEST_LINE 8192      /* bytes; longer is 414 */
+#define MG_MAX_HEADER_BYTES 32768     /* bytes of header fields; more is 431 */
+#define MG_MAX_HEADERS 100            /* fields; more is 431 */
+#define MG_REQBUF_DATA (MG_MAX_REQUEST_LINE + MG_MAX_HEADER_BYTES + 4096)
+#define MG_FD_BATCH 256               /* fds read from the dispatch pipe at once */
+#define MG_MAX_EVENTS 512             /* epoll events taken per epoll_wait */
+#define MG_STACK_POOL_MAX 4096        /* stacks parked per worker */
+#define MG_REQBUF_POOL_MAX 256        /* request buffers parked per worker */
+#define MG_SEND_SLICE (1 << 20)       /* bytes sent before letting others run */
+
+typedef struct mg_coroutine mg_coroutine;
+typedef struct mg_reqbuf mg_reqbuf;
+
+/* ---------------------------------------------------------------- timers */
+/* Each timer class has a fixed duration, so appending a timer at the tail
+ * keeps its list sorted by deadline: arming, disarming and finding the next
+ * deadline are all O(1).  (nginx uses a red-black tree because its durations
+ * vary; ours do not.) */
+typedef enum {
+    MG_TIMER_NONE = 0,
+    MG_TIMER_HEADER,      /* waiting for the rest of a request head */
+    MG_TIMER_KEEPALIVE,   /* idle between requests */
+    MG_TIMER_SEND,        /* a send that makes no progress */
+    MG_TIMER_LINGER,      /* draining input before close */
+    MG_TIMER_MAX
+} mg_timer_class;
+
+typedef struct mg_timer_list {
+    mg_coroutine *head, *tail;
+    int64_t duration_ms;
+} mg_timer_list;
+
+/* ------------------------------------------------------------ coroutines */
+typedef void (*mg_entry_fn)(mg_coroutine *co);
+
+struct mg_coroutine {
+    ucontext_t ctx;              /* saved registers and stack pointer */
+    struct mg_worker *worker;
+    mg_entry_fn entry;           /* what trampoline_start() calls */
+    void *arg;
+    uint64_t id;
+    int fd;                      /* the connection's socket, or -1 */
+    int finished;                /* set by trampoline_start() when entry returns */
+    int waiting;                 /* mg_yield it is parked on, -1 when not parked */
+    int woken_by;                /* 0, or EPOLL* bits that woke it */
+    int timed_out;               /* its timer fired while it waited */
+    int cancelled;               /* the worker is shutting down */
+    int idle;                    /* between requests: may be closed at shutdown */
+    mg_coroutine *next_ready;    /* ready-queue link */
+    mg_coroutine *prev, *next;   /* the worker's list of live coroutines */
+    /* timer: one per coroutine, in at most one class list */
+    int timer_class;
+    int64_t deadline_ms;
+    mg_coroutine *timer_prev, *timer_next;
+    /* memory: one mmap holding [guard page][stack] with this struct at the top */
+    void *region;
+    size_t region_size;
+    /* connection state (conn.c) */
+    mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
+    int file_fd;                 /* file being sent, closed by coroutine_destroy */
+};
+
+/* ---------------------------------------------------------------- workers */
+struct mg_worker {
+    struct mg_server *srv;
+    int index;
+    int epfd;                    /* this worker's epoll instance */
+    int pipe_r, pipe_w;          /* dispatch pipe: the acceptor writes fds to pipe_w */
+    int policy;                  /* RDY_FIFO or RDY_LIFO */
+    size_t stack_size;
+    /* ready queue: a singly-linked list; FIFO appends at the tail, LIFO pushes at the head */
+    mg_coroutine *ready_head, *ready_tail;
+    uint64_t ready_len;
+    /* the scheduler's own context: where yields return to */
+    ucontext_t sched_ctx;
+    mg_coroutine *current;
+    /* fd -> waiting coroutine; sized from RLIMIT_NOFILE, not FD_SETSIZE */
+    mg_coroutine **fd_table;
+    int fd_table_size;
+    /* all live coroutines, for shutdown */
+    mg_coroutine *all;
+    /* pools: stacks (whole regions) and request buffers */
+    void **stack_pool;
+    int stack_pool_len;
+    mg_reqbuf *reqbuf_pool;
+    int reqbuf_pool_len;
+    /* timers */
+    mg_timer_list timers[MG_TIMER_MAX];
+    int64_t now_ms;              /* CLOCK_MONOTONIC, refreshed after each epoll_wait */
+    time_t date_sec;             /* second the cached Date header is for */
+    char date_hdr[40];           /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
+    int date_len;
+    int stopping;                /* graceful stop asked */
+    int exiting;                 /* leave the loop now */
+    uint64_t next_id;
+    mg_stats stats;
+    int fd_batch[MG_FD_BATCH];
+    struct epoll_event events[MG_MAX_EVENTS];
+};
+
+struct mg_server {
+    mg_config cfg;
+    char *root;                  /* our copy of cfg.root */
+    char *root_real;             /* realpath() of the root, for symlink checks */
+    int root_fd;                 /* O_PATH fd of the root directory */
+    struct mg_worker *workers[MG_MAX_WORKERS];
+    int nworkers;
+    unsigned next_worker;        /* round-robin cursor of dispatch() */
+    int accept_epfd;
+    int accept_paused;           /* EMFILE back-off in progress */
+};
+
+/* coroutine.c */
+MG_HIDDEN mg_coroutine *coroutine_create(struct mg_worker *w, mg_entry_fn entry, void *arg, int fd);
+MG_HIDDEN void coroutine_destroy(mg_coroutine *co);
+MG_HIDDEN void coroutine_yield(mg_coroutine *co, int reason);
+MG_HIDDEN void coroutine_resume(struct mg_worker *w, mg_coroutine *co);
+MG_HIDDEN void coroutine_pool_drain(struct mg_worker *w);
+
+/* worker.c */
+MG_HIDDEN void add_to_ready(struct mg_worker *w, mg_coroutine *co);
+MG_HIDDEN void schedule(struct mg_worker *w);
+MG_HIDDEN void wake_fd(struct mg_worker *w, int fd, uint32_t events);
+MG_HIDDEN void timer_set(mg_coroutine *co, int cls);
+MG_HIDDEN void timer_clear(mg_coroutine *co);
+MG_HIDDEN int64_t mg_now_ms(void);
+MG_HIDDEN void worker_refresh_date(struct mg_worker *w);
+
+/* acceptor.c */
+MG_HIDDEN int dispatch(struct mg_server *srv, int fd);
+
+/* io.c: each returns bytes moved (>= 0, 0 = EOF for recv) or -errno;
+ * -ETIMEDOUT when the coroutine's timer fired, -ECANCELED at shutdown. */
+MG_HIDDEN ssize_t recv_async(mg_coroutine *co, void *buf, size_t len);
+MG_HIDDEN ssize_t send_async(mg_coroutine *co, const void *buf, size_t len);
+MG_HIDDEN ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count);
+MG_HIDDEN void set_cork(int fd, int on);
+/* Park on the fd until it is ready for `reason` (after a call said EAGAIN).
+ * Returns 0 to try again, -ETIMEDOUT or -ECANCELED. */
+MG_HIDDEN int io_park(mg_coroutine *co, int reason);
+
+/* conn.c */
+MG_HIDDEN void conn_entry(mg_coroutine *co);
+MG_HIDDEN mg_reqbuf *reqbuf_get(struct mg_worker *w);
+MG_HIDDEN void reqbuf_put(struct mg_worker *w, mg_reqbuf *rb);
+MG_HIDDEN void reqbuf_pool_drain(struct mg_worker *w);
+
+/* helpers */
+MG_HIDDEN void mg_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif /* MINGINX_INTERNAL_H */

@@ -1,0 +1,122 @@
+/* io.c - the coroutine's system calls: recv_async, send_async, sendfile_async, TCP_CORK.
+ *
+ * Each tries the call first (sockets are non-blocking).  EINTR: try again.
+ * EAGAIN: park on the fd (coroutine_yield, back to schedule()) until wake_fd()
+ * or a timer puts us back on the ready queue, then try again.  The results
+ * follow the kernel's style: bytes moved, or -errno.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+
+/* Park until the fd is ready for `reason`.  Returns 0 to retry the call, or
+ * -ETIMEDOUT / -ECANCELED when the wait itself is over. */
+int io_park(mg_coroutine *co, int reason)
+{
+    if (co->timed_out)
+        return -ETIMEDOUT;
+    if (co->cancelled && co->idle)
+        return -ECANCELED;
+    co->woken_by = 0;
+    coroutine_yield(co, reason);
+    return 0;
+}
+
+ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = recv(co->fd, buf, len, 0);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        int r = io_park(co, MG_YIELD_READ);
+        if (r < 0)
+            return r;
+    }
+}
+
+ssize_t send_async(mg_coroutine *co, const void *buf, size_t len)
+{
+    const char *p = buf;
+    size_t left = len;
+    int progressed = 1;   /* arm the send timer afresh only after progress */
+
+    while (left > 0) {
+        /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE */
+        ssize_t n = send(co->fd, p, left, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            left -= (size_t)n;
+            co->worker->stats.bytes_out += (uint64_t)n;
+            progressed = 1;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        if (progressed)
+            timer_set(co, MG_TIMER_SEND);   /* no progress for send_timeout: give up */
+        progressed = 0;
+        int r = io_park(co, MG_YIELD_WRITE);
+        if (r < 0)
+            return r;
+    }
+    if (co->timer_class == MG_TIMER_SEND)
+        timer_clear(co);
+    return (ssize_t)len;
+}
+
+ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count)
+{
+    mg_worker *w = co->worker;
+    size_t left = count, since_yield = 0;
+    int progressed = 1;
+
+    while (left > 0) {
+        ssize_t n = sendfile(co->fd, file_fd, &offset, left);
+        if (n > 0) {
+            left -= (size_t)n;
+            since_yield += (size_t)n;
+            w->stats.bytes_out += (uint64_t)n;
+            progressed = 1;
+            /* A fast reader on loopback can take a large file without the
+             * socket ever filling up: let the other coroutines have a turn. */
+            if (since_yield >= MG_SEND_SLICE && w->ready_head) {
+                since_yield = 0;
+                coroutine_yield(co, MG_YIELD_READY);
+            }
+            continue;
+        }
+        if (n == 0)
+            break;   /* the file got shorter under us: the caller sees a short count */
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        since_yield = 0;
+        if (progressed)
+            timer_set(co, MG_TIMER_SEND);
+        progressed = 0;
+        int r = io_park(co, MG_YIELD_WRITE);
+        if (r < 0)
+            return r;
+    }
+    if (co->timer_class == MG_TIMER_SEND)
+        timer_clear(co);
+    return (ssize_t)(count - left);
+}
+
+/* TCP_CORK holds partial frames back until uncorked, so the header and the
+ * first bytes of the file leave in one segment. */
+void set_cork(int fd, int on)
+{
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+}

@@ -1,0 +1,116 @@
+/* minginx.h - the contract between the C engine and Python (cffi reads this file).
+ *
+ * This header holds only what cffi's cdef parser understands: opaque types,
+ * plain structs, enums, integer #defines and prototypes.  minginx_cffi/_build.py
+ * drops the other preprocessor lines and turns every #define value into "..."
+ * so the compiler, not a second copy in Python, decides the numbers.
+ *
+ * Return contract, for every function here unless it says otherwise:
+ *   >= 0 success (a count or a handle index), < 0 a negated errno value.
+ * Pointer-returning constructors return NULL and store -errno in *err.
+ */
+#ifndef MINGINX_H
+#define MINGINX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MG_VERSION_MAJOR 0
+#define MG_VERSION_MINOR 1
+
+#define MG_DEFAULT_STACK_SIZE (64 * 1024)   /* bytes, per coroutine */
+#define MG_MIN_STACK_SIZE (16 * 1024)
+#define MG_MAX_WORKERS 256
+
+/* Ready-queue policy of a worker (the seed's "Worker policy"). */
+typedef enum {
+    RDY_FIFO = 0,   /* oldest ready coroutine runs first: fair */
+    RDY_LIFO = 1,   /* newest runs first: its data is still in cache */
+    RDY_POLICY_MAX
+} mg_policy;
+
+/* Why a coroutine gave the CPU back to schedule(): the coroutine-to-loop
+ * protocol.  Counted per reason in mg_stats. */
+typedef enum {
+    MG_YIELD_READY = 0,  /* still runnable: just let the others run */
+    MG_YIELD_READ = 1,   /* recv would block: wake me when the fd is readable */
+    MG_YIELD_WRITE = 2,  /* send would block: wake me when the fd is writable */
+    MG_YIELD_MAX
+} mg_yield;
+
+/* Server-wide settings, filled by Python before mg_server_new(). */
+typedef struct {
+    const char *root;            /* document root (a directory) */
+    int policy;                  /* mg_policy */
+    int stack_size;              /* bytes per coroutine stack, page-rounded */
+    int serve_dotfiles;          /* 0: "/.git", "/.env" ... are 404 */
+    int follow_symlinks;         /* 0: symlinks may not leave the root */
+    int header_timeout_ms;       /* a whole request header must arrive in this */
+    int keepalive_timeout_ms;    /* an idle keep-alive connection lives this long */
+    int send_timeout_ms;         /* a send making no progress is dropped after this */
+    int max_body;                /* bytes of request body read and discarded */
+} mg_config;
+
+/* Per-worker counters, kept by the worker thread, copied out on request. */
+typedef struct {
+    uint64_t connections;        /* connections handed to this worker */
+    uint64_t requests;           /* responses started */
+    uint64_t bytes_out;          /* response bytes written (headers + bodies) */
+    uint64_t switches;           /* context switches into coroutines */
+    uint64_t yields[3];          /* by mg_yield reason: ready, read, write */
+    uint64_t wakeups;            /* coroutines woken by wake_fd */
+    uint64_t timeouts;           /* coroutines woken by an expired timer */
+    uint64_t ready_max;          /* deepest the ready queue has been */
+    int64_t coroutines_alive;    /* created and not yet destroyed */
+    uint64_t coroutines_total;   /* created since start */
+    uint64_t stack_pool;         /* stacks parked in the pool for reuse */
+    uint64_t stacks_mapped;      /* stacks currently mmap'ed (pool + live) */
+} mg_stats;
+
+typedef struct mg_server mg_server;
+typedef struct mg_worker mg_worker;
+
+/* ---- server: shared, read-only configuration plus the acceptor ---- */
+mg_server *mg_server_new(const mg_config *cfg, int *err);
+void mg_server_free(mg_server *srv);
+/* Create worker number `index` and attach it to srv (dispatch targets). */
+mg_worker *mg_worker_new(mg_server *srv, int *err);
+void mg_worker_free(mg_worker *w);
+/* The acceptor: accept on listen_fd and dispatch() each connection to the
+ * workers round-robin.  Blocks in epoll_wait; returns 0 when wake_fd becomes
+ * readable (a signal arrived or Python asked it to return). */
+int mg_accept_loop(mg_server *srv, int listen_fd, int wake_fd);
+
+/* ---- worker ---- */
+/* The worker loop; runs on its own thread until stopped.  Returns 0. */
+int mg_worker_run(mg_worker *w);
+/* Ask a worker to stop: graceful (finish in-flight responses, close idle
+ * connections) or not (destroy every coroutine now).  Thread-safe. */
+int mg_worker_stop(mg_worker *w, int graceful);
+void mg_worker_stats(mg_worker *w, mg_stats *out);
+
+/* ---- the coroutine runtime, exposed for its unit tests (tests/test_coroutine.py) ---- */
+/* A worker with no thread and no listener: coroutines are run by
+ * mg_test_run() on the caller's thread. */
+mg_worker *mg_test_worker_new(int policy, int stack_size, int *err);
+/* Create a coroutine that logs its id to log[], yields `yields` times
+ * (MG_YIELD_READY), logs again each time it runs, and finishes. */
+int mg_test_spawn(mg_worker *w, int id, int yields, int *log, int log_cap, int *log_len);
+/* Create a coroutine that recurses until it has used `bytes` of stack. */
+int mg_test_spawn_deep(mg_worker *w, int bytes);
+/* Run schedule() until the ready queue is empty; returns switches made. */
+int mg_test_run(mg_worker *w);
+
+/* ---- HTTP parsing, exposed for parser tests and the fuzzer ---- */
+typedef struct {
+    int status;          /* 0 = complete, -1 = need more, else HTTP error status */
+    int header_len;      /* bytes of request line + headers (when complete) */
+    int method_len, target_len, minor_version, num_headers;
+    int keep_alive;      /* 1 if the connection may be reused after this one */
+    int64_t content_length; /* -1 if absent */
+    int chunked;
+} mg_parse_result;
+/* Parse buf[0..len) as one request head; fills *out.  Returns out->status. */
+int mg_parse_request(const char *buf, size_t len, mg_parse_result *out);
+
+#endif /* MINGINX_H */

@@ -1,0 +1,494 @@
+/* worker.c - a worker thread's loop: epoll, the dispatch pipe, fd_batch, the ready queue, timers.
+ *
+ * Theory of operation.  Each worker owns an epoll instance whose set holds
+ * the read end of its dispatch pipe and every connection it serves.  One turn
+ * of the loop:
+ *
+ *   schedule()      run the coroutines on the ready queue (RDY_FIFO: oldest
+ *                   first; RDY_LIFO: newest first) until each has yielded;
+ *   epoll_wait()    sleep until an fd is ready or the nearest timer is due
+ *                   (timeout 0 when something is still runnable);
+ *   pipe readable   read new connection fds into fd_batch, coroutine_create()
+ *                   one for each and add_to_ready() it;
+ *   socket ready    wake_fd(): the coroutine parked on that fd goes back on
+ *                   the ready queue;
+ *   timers          coroutines whose deadline passed are woken with
+ *                   timed_out set, so their recv_async() returns -ETIMEDOUT.
+ *
+ * Sockets are registered once, edge-triggered, for both directions.  That is
+ * safe because a coroutine only parks after its recv/send returned EAGAIN:
+ * any byte that arrives after that makes a new edge.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/resource.h>
+
+#include "http.h"
+
+#define MG_CMD_STOP (-1)   /* dispatch-pipe command: graceful stop */
+#define MG_CMD_EXIT (-2)   /* dispatch-pipe command: leave now */
+
+int64_t mg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------ ready queue */
+
+void add_to_ready(mg_worker *w, mg_coroutine *co)
+{
+    co->waiting = MG_YIELD_READY;   /* queued: wake_fd() leaves it alone */
+    co->next_ready = NULL;
+    if (w->policy == RDY_LIFO || !w->ready_tail) {
+        co->next_ready = w->ready_head;
+        w->ready_head = co;
+        if (!w->ready_tail)
+            w->ready_tail = co;
+    } else {
+        w->ready_tail->next_ready = co;
+        w->ready_tail = co;
+    }
+    if (++w->ready_len > w->stats.ready_max)
+        w->stats.ready_max = w->ready_len;
+}
+
+static mg_coroutine *ready_pop(mg_worker *w)
+{
+    mg_coroutine *co = w->ready_head;
+    if (co) {
+        w->ready_head = co->next_ready;
+        if (!w->ready_head)
+            w->ready_tail = NULL;
+        w->ready_len--;
+        co->next_ready = NULL;
+    }
+    return co;
+}
+
+/* Run what is ready.  At most as many resumptions as were queued on entry:
+ * a coroutine that yields MG_YIELD_READY (a long sendfile letting others go)
+ * must not keep the loop from epoll_wait. */
+void schedule(mg_worker *w)
+{
+    uint64_t budget = w->ready_len;
+    mg_coroutine *co;
+
+    while (budget-- > 0 && (co = ready_pop(w)) != NULL) {
+        coroutine_resume(w, co);
+        if (co->finished)
+            coroutine_destroy(co);
+    }
+}
+
+void wake_fd(mg_worker *w, int fd, uint32_t events)
+{
+    if (fd < 0 || fd >= w->fd_table_size)
+        return;
+    mg_coroutine *co = w->fd_table[fd];
+    if (!co)
+        return;
+    co->woken_by |= (int)events;
+    int want = co->waiting == MG_YIELD_READ
+        ? (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
+        : co->waiting == MG_YIELD_WRITE ? (EPOLLOUT | EPOLLHUP | EPOLLERR) : 0;
+    if (events & (uint32_t)want) {
+        w->stats.wakeups++;
+        add_to_ready(w, co);
+    }
+}
+
+/* ----------------------------------------------------------------- timers */
+
+void timer_clear(mg_coroutine *co)
+{
+    if (co->timer_class == MG_TIMER_NONE)
+        return;
+    mg_timer_list *l = &co->worker->timers[co->timer_class];
+    if (co->timer_prev)
+        co->timer_prev->timer_next = co->timer_next;
+    else
+        l->head = co->timer_next;
+    if (co->timer_next)
+        co->timer_next->timer_prev = co->timer_prev;
+    else
+        l->tail = co->timer_prev;
+    co->timer_prev = co->timer_next = NULL;
+    co->timer_class = MG_TIMER_NONE;
+}
+
+/* (Re)arm the coroutine's timer: now + the class's duration.  Every timer in a
+ * class has the same duration, so the tail is always the latest deadline. */
+void timer_set(mg_coroutine *co, int cls)
+{
+    mg_worker *w = co->worker;
+    mg_timer_list *l = &w->timers[cls];
+
+    timer_clear(co);
+    co->timed_out = 0;
+    if (l->duration_ms <= 0)
+        return;   /* this timeout is switched off */
+    co->timer_class = cls;
+    co->deadline_ms = w->now_ms + l->duration_ms;
+    co->timer_prev = l->tail;
+    co->timer_next = NULL;
+    if (l->tail)
+        l->tail->timer_next = co;
+    else
+        l->head = co;
+    l->tail = co;
+}
+
+static int timers_next_timeout(mg_worker *w)
+{
+    if (w->ready_head)
+        return 0;
+    int64_t best = -1;
+    for (int c = 1; c < MG_TIMER_MAX; c++) {
+        mg_coroutine *h = w->timers[c].head;
+        if (h && (best < 0 || h->deadline_ms < best))
+            best = h->deadline_ms;
+    }
+    if (best < 0)
+        return -1;
+    int64_t d = best - w->now_ms;
+    /* CLOCK_MONOTONIC_COARSE ticks in jiffies: add 1 ms so we do not wake a
+     * hair early and spin once. */
+    return d <= 0 ? 0 : (int)(d > 60000 ? 60000 : d + 1);
+}
+
+static void timers_expire(mg_worker *w)
+{
+    for (int c = 1; c < MG_TIMER_MAX; c++) {
+        mg_timer_list *l = &w->timers[c];
+        while (l->head && l->head->deadline_ms <= w->now_ms) {
+            mg_coroutine *co = l->head;
+            timer_clear(co);
+            co->timed_out = 1;
+            w->stats.timeouts++;
+            if (co->waiting == MG_YIELD_READ || co->waiting == MG_YIELD_WRITE)
+                add_to_ready(w, co);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------- Date */
+
+void worker_refresh_date(mg_worker *w)
+{
+    time_t now = time(NULL);
+    if (now == w->date_sec)
+        return;
+    w->date_sec = now;
+    memcpy(w->date_hdr, "Date: ", 6);
+    int n = http_date(w->date_hdr + 6, now);
+    memcpy(w->date_hdr + 6 + n, "\r\n", 2);
+    w->date_len = 6 + n + 2;
+}
+
+/* --------------------------------------------------------- dispatch pipe */
+
+static void begin_graceful_stop(mg_worker *w)
+{
+    w->stopping = 1;
+    /* idle keep-alive connections have nothing in flight: close them now */
+    for (mg_coroutine *co = w->all; co; co = co->next) {
+        if (co->idle && co->waiting == MG_YIELD_READ) {
+            co->cancelled = 1;
+            add_to_ready(w, co);
+        }
+    }
+}
+
+static void accept_from_pipe(mg_worker *w, int fd)
+{
+    w->stats.connections++;
+    if (fd >= w->fd_table_size) {
+        mg_log("minginx: fd %d is above the fd table (%d); closing it", fd, w->fd_table_size);
+        close(fd);
+        return;
+    }
+    mg_coroutine *co = coroutine_create(w, conn_entry, NULL, fd);
+    if (!co) {
+        mg_log("minginx: coroutine_create: %s", strerror(errno));
+        close(fd);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.fd = fd};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        mg_log("minginx: epoll_ctl(ADD): %s", strerror(errno));
+        coroutine_destroy(co);
+        return;
+    }
+    add_to_ready(w, co);
+}
+
+/* The pipe carries 4-byte records (fds, or a negative command).  Writes of
+ * 4 bytes are atomic (< PIPE_BUF), so reads always return whole records. */
+static void read_dispatch_pipe(mg_worker *w)
+{
+    for (;;) {
+        ssize_t n = read(w->pipe_r, w->fd_batch, sizeof(w->fd_batch));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                mg_log("minginx: read(dispatch pipe): %s", strerror(errno));
+            return;
+        }
+        if (n == 0)
+            return;
+        int count = (int)(n / (ssize_t)sizeof(int));
+        for (int i = 0; i < count; i++) {
+            int v = w->fd_batch[i];
+            if (v >= 0)
+                accept_from_pipe(w, v);
+            else if (v == MG_CMD_STOP)
+                begin_graceful_stop(w);
+            else if (v == MG_CMD_EXIT)
+                w->exiting = 1;
+        }
+        if (n < (ssize_t)sizeof(w->fd_batch))
+            return;
+    }
+}
+
+/* -------------------------------------------------------------- lifecycle */
+
+static mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
+{
+    mg_worker *w = calloc(1, sizeof(*w));
+    if (!w) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    w->srv = srv;
+    w->policy = policy;
+    w->epfd = w->pipe_r = w->pipe_w = -1;
+    long ps = sysconf(_SC_PAGESIZE);
+    w->stack_size = ((size_t)stack_size + (size_t)ps - 1) & ~((size_t)ps - 1);
+    w->now_ms = mg_now_ms();
+
+    struct rlimit rl;
+    rlim_t lim = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        lim = rl.rlim_cur;
+    if (lim > (1u << 24) || lim == RLIM_INFINITY)
+        lim = 1u << 24;
+    w->fd_table_size = (int)lim;
+    w->fd_table = calloc((size_t)lim, sizeof(*w->fd_table));
+    w->stack_pool = calloc(MG_STACK_POOL_MAX, sizeof(void *));
+    if (!w->fd_table || !w->stack_pool)
+        goto fail_nomem;
+
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd < 0)
+        goto fail;
+    int p[2];
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
+        goto fail;
+    w->pipe_r = p[0];
+    w->pipe_w = p[1];
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = w->pipe_r};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->pipe_r, &ev) < 0)
+        goto fail;
+    return w;
+
+fail_nomem:
+    errno = ENOMEM;
+fail:
+    *err = -errno;
+    mg_worker_free(w);
+    return NULL;
+}
+
+mg_worker *mg_worker_new(mg_server *srv, int *err)
+{
+    if (srv->nworkers >= MG_MAX_WORKERS) {
+        *err = -E2BIG;
+        return NULL;
+    }
+    mg_worker *w = worker_alloc(srv, srv->cfg.policy, srv->cfg.stack_size, err);
+    if (!w)
+        return NULL;
+    w->timers[MG_TIMER_HEADER].duration_ms = srv->cfg.header_timeout_ms;
+    w->timers[MG_TIMER_KEEPALIVE].duration_ms = srv->cfg.keepalive_timeout_ms;
+    w->timers[MG_TIMER_SEND].duration_ms = srv->cfg.send_timeout_ms;
+    w->timers[MG_TIMER_LINGER].duration_ms = 2000;
+    w->index = srv->nworkers;
+    srv->workers[srv->nworkers++] = w;
+    return w;
+}
+
+void mg_worker_free(mg_worker *w)
+{
+    if (!w)
+        return;
+    while (w->all)
+        coroutine_destroy(w->all);
+    coroutine_pool_drain(w);
+    reqbuf_pool_drain(w);
+    if (w->epfd >= 0)
+        close(w->epfd);
+    if (w->pipe_r >= 0)
+        close(w->pipe_r);
+    if (w->pipe_w >= 0)
+        close(w->pipe_w);
+    free(w->fd_table);
+    free(w->stack_pool);
+    free(w);
+}
+
+int mg_worker_run(mg_worker *w)
+{
+    /* Signals are for the main thread (Python's handlers run there). */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    w->now_ms = mg_now_ms();
+    while (!w->exiting) {
+        schedule(w);
+        if (w->stopping && w->stats.coroutines_alive == 0)
+            break;
+        int timeout = timers_next_timeout(w);
+        int n = epoll_wait(w->epfd, w->events, MG_MAX_EVENTS, timeout);
+        w->now_ms = mg_now_ms();
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            mg_log("minginx: epoll_wait: %s", strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            int fd = w->events[i].data.fd;
+            if (fd == w->pipe_r)
+                read_dispatch_pipe(w);
+            else
+                wake_fd(w, fd, w->events[i].events);
+        }
+        timers_expire(w);
+    }
+    /* Whatever is left is cut off: the grace period is over. */
+    w->ready_head = w->ready_tail = NULL;
+    w->ready_len = 0;
+    while (w->all)
+        coroutine_destroy(w->all);
+    return 0;
+}
+
+int mg_worker_stop(mg_worker *w, int graceful)
+{
+    int cmd = graceful ? MG_CMD_STOP : MG_CMD_EXIT;
+    for (;;) {
+        if (write(w->pipe_w, &cmd, sizeof(cmd)) == (ssize_t)sizeof(cmd))
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        struct pollfd pfd = {.fd = w->pipe_w, .events = POLLOUT};
+        if (poll(&pfd, 1, 1000) <= 0)
+            return -EAGAIN;
+    }
+}
+
+void mg_worker_stats(mg_worker *w, mg_stats *out)
+{
+    /* Another thread is updating these: each 64-bit field is read untorn on
+     * the platforms we build for; the set as a whole is a snapshot in motion. */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    memcpy(out, &w->stats, sizeof(*out));
+}
+
+/* ------------------------------------------------------- runtime self-tests */
+/* Used by tests/test_coroutine.py through cffi: real coroutines on a real
+ * worker struct, driven by mg_test_run() on the caller's thread. */
+
+mg_worker *mg_test_worker_new(int policy, int stack_size, int *err)
+{
+    if (policy < 0 || policy >= RDY_POLICY_MAX || stack_size < MG_MIN_STACK_SIZE) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    return worker_alloc(NULL, policy, stack_size, err);
+}
+
+typedef struct {
+    int id, yields;
+    int *log, cap, *len;
+} test_args;
+
+static void test_entry(mg_coroutine *co)
+{
+    test_args *a = co->arg;
+    for (int i = 0; i <= a->yields; i++) {
+        if (*a->len < a->cap)
+            a->log[(*a->len)++] = a->id;
+        if (i < a->yields)
+            coroutine_yield(co, MG_YIELD_READY);
+    }
+    free(a);
+}
+
+int mg_test_spawn(mg_worker *w, int id, int yields, int *log, int log_cap, int *log_len)
+{
+    test_args *a = malloc(sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    *a = (test_args){id, yields, log, log_cap, log_len};
+    mg_coroutine *co = coroutine_create(w, test_entry, a, -1);
+    if (!co) {
+        free(a);
+        return -ENOMEM;
+    }
+    add_to_ready(w, co);
+    return 0;
+}
+
+static __attribute__((noinline)) int burn_stack(int depth_left)
+{
+    volatile char pad[1024];
+    pad[0] = (char)depth_left;
+    if (depth_left <= 0)
+        return pad[0];
+    return burn_stack(depth_left - 1) + pad[0];
+}
+
+static void deep_entry(mg_coroutine *co)
+{
+    int kib = (int)(intptr_t)co->arg;
+    burn_stack(kib);
+}
+
+int mg_test_spawn_deep(mg_worker *w, int bytes)
+{
+    mg_coroutine *co = coroutine_create(w, deep_entry, (void *)(intptr_t)(bytes / 1024), -1);
+    if (!co)
+        return -ENOMEM;
+    add_to_ready(w, co);
+    return 0;
+}
+
+int mg_test_run(mg_worker *w)
+{
+    uint64_t before = w->stats.switches;
+    while (w->ready_head)
+        schedule(w);
+    return (int)(w->stats.switches - before);
+}

@@ -1,0 +1,58 @@
+"""The cffi build script: compiles csrc/ into the extension module ``minginx_cffi._minginx``.
+
+API mode, out of line (cffi's "main mode of usage"): setup.py names this file
+in ``cffi_modules`` and setuptools compiles the module at ``pip install``.
+
+The contract is ``csrc/minginx.h``, read here as it is: the lines cffi's cdef
+parser does not take (include guards, #include) are dropped, and every
+``#define NAME value`` becomes ``#define NAME ...`` so the C compiler, not a
+copy in Python, supplies the numbers.
+"""
+
+import os
+import re
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(os.path.dirname(HERE), "csrc")
+
+SOURCES = ["coroutine.c", "worker.c", "acceptor.c", "io.c", "http.c", "static.c", "conn.c"]
+
+# -Werror holds the engine's own files to a warning-free build (the Makefile's
+# `build` target compiles them alone with the same flags); the code cffi
+# generates is compiled with them too, minus the one warning it trips.
+CFLAGS = [
+    "-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
+    "-fvisibility=hidden", "-pthread",
+]
+if os.environ.get("MINGINX_SANITIZE"):
+    CFLAGS += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1"]
+
+
+def read_cdef(path):
+    out = []
+    for line in open(path, encoding="utf-8"):
+        s = line.strip()
+        if s.startswith("#"):
+            m = re.match(r"#define\s+(MG_\w+|RDY_\w+)\s+\S", s)
+            if m:
+                out.append("#define %s ..." % m.group(1))
+            continue
+        out.append(line.rstrip("\n"))
+    return "\n".join(out)
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(read_cdef(os.path.join(CSRC, "minginx.h")))
+ffibuilder.set_source(
+    "minginx_cffi._minginx",
+    '#include "minginx.h"\n',
+    sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
+    include_dirs=[os.path.relpath(CSRC)],
+    extra_compile_args=CFLAGS,
+    extra_link_args=["-pthread"] + (["-fsanitize=address,undefined"] if os.environ.get("MINGINX_SANITIZE") else []),
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

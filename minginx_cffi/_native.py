@@ -1,0 +1,156 @@
+"""The one module that touches the C library: it checks arguments, calls ``lib``, turns -errno into OSError.
+
+Every other module goes through the classes here.  cffi releases the GIL
+around each call into C, so ``Worker.run()`` (the worker loop) and
+``Engine.accept_loop()`` (the acceptor) run without it.
+"""
+
+import os
+
+from ._minginx import ffi, lib
+
+#: ready-queue policies by name (the CLI's --policy choices)
+POLICIES = {"fifo": lib.RDY_FIFO, "lifo": lib.RDY_LIFO}
+DEFAULT_STACK_SIZE = lib.MG_DEFAULT_STACK_SIZE
+MIN_STACK_SIZE = lib.MG_MIN_STACK_SIZE
+MAX_WORKERS = lib.MG_MAX_WORKERS
+YIELD_REASONS = ("ready", "read", "write")
+
+
+def _raise_errno(rc, what):
+    raise OSError(-rc, "%s: %s" % (what, os.strerror(-rc)))
+
+
+def _check(rc, what):
+    if rc < 0:
+        _raise_errno(rc, what)
+    return rc
+
+
+def _stats_dict(st):
+    d = {name: getattr(st, name) for name in (
+        "connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
+        "ready_max", "coroutines_alive", "coroutines_total", "stack_pool", "stacks_mapped")}
+    d["yields"] = {reason: st.yields[i] for i, reason in enumerate(YIELD_REASONS)}
+    return d
+
+
+class Worker:
+    """A worker: epoll set, dispatch pipe, ready queue, coroutines."""
+
+    def __init__(self, handle, owner):
+        self._w = handle
+        self._owner = owner   # keeps the Engine (and its config strings) alive
+
+    def run(self):
+        """The worker loop; returns when the worker has stopped."""
+        return _check(lib.mg_worker_run(self._w), "mg_worker_run")
+
+    def stop(self, graceful=True):
+        _check(lib.mg_worker_stop(self._w, 1 if graceful else 0), "mg_worker_stop")
+
+    def stats(self):
+        st = ffi.new("mg_stats *")
+        lib.mg_worker_stats(self._w, st)
+        return _stats_dict(st)
+
+    def free(self):
+        if self._w is not None:
+            lib.mg_worker_free(self._w)
+            self._w = None
+
+
+class Engine:
+    """The C server object: configuration, document root, workers, acceptor."""
+
+    def __init__(self, root, policy="lifo", stack_size=DEFAULT_STACK_SIZE, serve_dotfiles=False,
+                 follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
+                 send_timeout=60.0, max_body=1 << 20):
+        if policy not in POLICIES:
+            raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
+        if stack_size < MIN_STACK_SIZE:
+            raise ValueError("stack size must be at least %d bytes" % MIN_STACK_SIZE)
+        self._root = ffi.new("char[]", os.fsencode(root))
+        cfg = ffi.new("mg_config *")
+        cfg.root = self._root
+        cfg.policy = POLICIES[policy]
+        cfg.stack_size = int(stack_size)
+        cfg.serve_dotfiles = int(bool(serve_dotfiles))
+        cfg.follow_symlinks = int(bool(follow_symlinks))
+        cfg.header_timeout_ms = int(header_timeout * 1000)
+        cfg.keepalive_timeout_ms = int(keepalive_timeout * 1000)
+        cfg.send_timeout_ms = int(send_timeout * 1000)
+        cfg.max_body = int(max_body)
+        err = ffi.new("int *")
+        self._srv = lib.mg_server_new(cfg, err)
+        if self._srv == ffi.NULL:
+            _raise_errno(err[0], "mg_server_new(%s)" % root)
+        self.workers = []
+
+    def add_worker(self):
+        err = ffi.new("int *")
+        w = lib.mg_worker_new(self._srv, err)
+        if w == ffi.NULL:
+            _raise_errno(err[0], "mg_worker_new")
+        worker = Worker(w, self)
+        self.workers.append(worker)
+        return worker
+
+    def accept_loop(self, listen_fd, wake_fd):
+        """Accept and dispatch until wake_fd is readable; then return."""
+        return _check(lib.mg_accept_loop(self._srv, listen_fd, wake_fd), "accept loop")
+
+    def free(self):
+        for w in self.workers:
+            w.free()
+        self.workers = []
+        if self._srv is not None:
+            lib.mg_server_free(self._srv)
+            self._srv = None
+
+
+class RuntimeWorker:
+    """A worker with no thread: the coroutine runtime alone, for its unit tests."""
+
+    def __init__(self, policy="fifo", stack_size=DEFAULT_STACK_SIZE, log_size=4096):
+        err = ffi.new("int *")
+        self._w = lib.mg_test_worker_new(POLICIES[policy], stack_size, err)
+        if self._w == ffi.NULL:
+            _raise_errno(err[0], "mg_test_worker_new")
+        self._log = ffi.new("int[]", log_size)
+        self._log_len = ffi.new("int *")
+        self._log_size = log_size
+
+    def spawn(self, ident, yields=0):
+        _check(lib.mg_test_spawn(self._w, ident, yields, self._log, self._log_size,
+                                 self._log_len), "mg_test_spawn")
+
+    def spawn_deep(self, nbytes):
+        _check(lib.mg_test_spawn_deep(self._w, nbytes), "mg_test_spawn_deep")
+
+    def run(self):
+        """Run until nothing is ready; returns the number of context switches."""
+        return lib.mg_test_run(self._w)
+
+    @property
+    def log(self):
+        return [self._log[i] for i in range(self._log_len[0])]
+
+    def stats(self):
+        st = ffi.new("mg_stats *")
+        lib.mg_worker_stats(self._w, st)
+        return _stats_dict(st)
+
+    def free(self):
+        if self._w is not None:
+            lib.mg_worker_free(self._w)
+            self._w = None
+
+
+def parse_request(data):
+    """Parse one request head with the C parser: a dict, status 0 when complete."""
+    res = ffi.new("mg_parse_result *")
+    lib.mg_parse_request(data, len(data), res)
+    return {name: getattr(res, name) for name in (
+        "status", "header_len", "method_len", "target_len", "minor_version", "num_headers",
+        "keep_alive", "content_length", "chunked")}

@@ -1,0 +1,63 @@
+"""The command line: ``minginx-cffi serve``.  The click command only calls ``server.serve()``."""
+
+import sys
+
+import click
+
+from . import __version__
+from ._native import DEFAULT_STACK_SIZE, MIN_STACK_SIZE, POLICIES
+from .server import ServerError, serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="minginx-cffi")
+def cli():
+    """minginx-cffi: a coroutine HTTP/1.1 server with a C engine, driven from Python."""
+
+
+@cli.command("serve")
+@click.option("--root", type=click.Path(file_okay=False, dir_okay=True), default=None,
+              help="Directory to serve (default: the bundled demo site).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=3094, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Worker threads (default: CPU count).")
+@click.option("--policy", type=click.Choice(sorted(POLICIES)), default="lifo", show_default=True,
+              help="Ready-queue order: RDY_FIFO or RDY_LIFO.")
+@click.option("--grace", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
+              help="Seconds in-flight responses get to finish at shutdown.")
+@click.option("--stack-size", type=click.IntRange(MIN_STACK_SIZE, 64 << 20),
+              default=DEFAULT_STACK_SIZE, show_default=True, help="Bytes per coroutine stack.")
+@click.option("--header-timeout", type=click.FloatRange(0, 86400), default=10.0, show_default=True,
+              help="Seconds to receive a whole request head (0: no limit).")
+@click.option("--keepalive-timeout", type=click.FloatRange(0, 86400), default=15.0,
+              show_default=True, help="Seconds an idle keep-alive connection is kept.")
+@click.option("--send-timeout", type=click.FloatRange(0, 86400), default=60.0, show_default=True,
+              help="Seconds a send may make no progress.")
+@click.option("--max-body", type=click.IntRange(0, 1 << 40), default=1 << 20, show_default=True,
+              help="Largest request body read (and discarded by the static files).")
+@click.option("--serve-dotfiles/--no-serve-dotfiles", default=False, show_default=True,
+              help="Serve /.git, /.env and other dotfiles.")
+@click.option("--follow-symlinks/--no-follow-symlinks", default=False, show_default=True,
+              help="Follow symlinks that lead outside the root.")
+def serve_command(**options):
+    """Serve static files over HTTP/1.1."""
+    serve(**options)
+
+
+def main(argv=None):
+    """Entry point: click's errors and ours become one line on stderr and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="minginx-cffi", standalone_mode=False)
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as e:
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
+    except click.UsageError as e:
+        click.echo("minginx-cffi: %s" % e.format_message(), err=True)
+        sys.exit(2)
+    except click.Abort:
+        sys.exit(1)
+    except ServerError as e:
+        click.echo("minginx-cffi: %s" % e, err=True)
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,238 @@
+"""Orchestration: the listening socket, N worker threads running the C loop, the acceptor, shutdown.
+
+The threads, and what each runs:
+
+* N worker threads: ``Worker.run()``, the C worker loop, with the GIL released
+  for as long as the worker lives;
+* the main thread: ``Engine.accept_loop()``, the C acceptor, also without the
+  GIL.  It returns to Python only when the wake-up pipe is written to, which
+  ``signal.set_wakeup_fd`` does on SIGINT/SIGTERM, so Python's signal handlers
+  run promptly and the loop never polls.
+
+Shutdown (SIGINT/SIGTERM, or ``Server.shutdown()``): stop accepting, ask each
+worker to stop gracefully (idle connections close, in-flight responses
+finish, the last response on each connection says ``Connection: close``), wait
+up to ``grace`` seconds, then cut off whatever is left.  A second SIGINT cuts
+off at once.
+"""
+
+import os
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+
+from . import _native
+
+__all__ = ["Server", "ServerError", "serve", "default_root"]
+
+
+class ServerError(Exception):
+    """A problem the user can fix (a root that is not a directory, a port in use...)."""
+
+
+def default_root():
+    """The demo site bundled with the package."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
+
+
+def raise_fd_limit():
+    """The seed's ``ulimit -n`` step: lift the soft fd limit to the hard one.  Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    except (ValueError, OSError):
+        return soft
+
+
+class Server:
+    """A minginx-cffi server: ``Server(root=...).serve_forever()``.
+
+    For embedding (and the tests), ``start()`` runs the acceptor on a
+    background thread instead and ``shutdown()`` stops it.
+    """
+
+    def __init__(self, root=None, host="127.0.0.1", port=3094, workers=None, policy="lifo",
+                 grace=5.0, stack_size=_native.DEFAULT_STACK_SIZE, serve_dotfiles=False,
+                 follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
+                 send_timeout=60.0, max_body=1 << 20):
+        self.root = os.path.abspath(root if root is not None else default_root())
+        if not os.path.isdir(self.root):
+            raise ServerError("root %r is not a directory" % self.root)
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise ServerError("root %r is not readable" % self.root)
+        self.host = host
+        self.port = port
+        self.nworkers = workers or os.cpu_count() or 1
+        if not 1 <= self.nworkers <= _native.MAX_WORKERS:
+            raise ServerError("workers must be between 1 and %d" % _native.MAX_WORKERS)
+        if policy not in _native.POLICIES:
+            raise ServerError("policy must be one of: %s" % ", ".join(_native.POLICIES))
+        self.policy = policy
+        self.grace = grace
+        self._engine_args = dict(
+            policy=policy, stack_size=stack_size, serve_dotfiles=serve_dotfiles,
+            follow_symlinks=follow_symlinks, header_timeout=header_timeout,
+            keepalive_timeout=keepalive_timeout, send_timeout=send_timeout, max_body=max_body)
+        self.fd_limit = None
+        self._sock = None
+        self._engine = None
+        self._threads = []
+        self._wake_r = self._wake_w = -1
+        self._acceptor = None
+        self._stop_requested = 0
+
+    # -- set-up ---------------------------------------------------------
+
+    def bind(self):
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except socket.gaierror as e:
+            raise ServerError("cannot resolve host %r: %s" % (self.host, e.strerror)) from None
+        family, stype, proto, _, addr = infos[0]
+        sock = socket.socket(family, stype, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            # The kernel caps the backlog at net.core.somaxconn (4096 here);
+            # the seed's 10 was the cause of its 1.6 s latency spikes.
+            sock.listen(65535)
+        except OSError as e:
+            sock.close()
+            raise ServerError("cannot listen on %s port %s: %s" % (self.host, self.port,
+                                                                   e.strerror)) from None
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _start_workers(self):
+        self.fd_limit = raise_fd_limit()
+        try:
+            self._engine = _native.Engine(self.root, **self._engine_args)
+        except OSError as e:
+            raise ServerError("cannot serve %s: %s" % (self.root, e.strerror)) from None
+        for i in range(self.nworkers):
+            w = self._engine.add_worker()
+            t = threading.Thread(target=w.run, name="minginx-worker-%d" % i, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    @property
+    def address(self):
+        return (self.host, self.port)
+
+    def banner(self):
+        return ("minginx-cffi: serving %s on http://%s:%d (workers %d, policy %s, engine cffi, "
+                "fd limit %s)" % (self.root, self.host if ":" not in self.host else
+                                  "[%s]" % self.host, self.port, self.nworkers, self.policy,
+                                  self.fd_limit))
+
+    # -- the main-thread way: signals stop it ---------------------------
+
+    def serve_forever(self, quiet=False):
+        if self._sock is None:
+            self.bind()
+        self._start_workers()
+        if not quiet:
+            print(self.banner(), flush=True)
+        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        old_int = signal.signal(signal.SIGINT, self._on_signal)
+        old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            while not self._stop_requested:
+                self._engine.accept_loop(self._sock.fileno(), self._wake_r)
+            self._close_listener()
+            self._drain(lambda: self._stop_requested > 1)
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            signal.set_wakeup_fd(old_wakeup)
+            self._free()
+
+    def _on_signal(self, signum, frame):
+        self._stop_requested += 1
+        if self._stop_requested == 1:
+            print("minginx-cffi: %s, finishing in-flight responses (up to %gs; again to quit now)"
+                  % (signal.Signals(signum).name, self.grace), file=sys.stderr, flush=True)
+
+    # -- the embedded way: acceptor on a thread --------------------------
+
+    def start(self):
+        if self._sock is None:
+            self.bind()
+        self._start_workers()
+        self._acceptor = threading.Thread(target=self._accept_thread, name="minginx-acceptor",
+                                          daemon=True)
+        self._acceptor.start()
+        return self
+
+    def _accept_thread(self):
+        while not self._stop_requested:
+            self._engine.accept_loop(self._sock.fileno(), self._wake_r)
+
+    def shutdown(self):
+        if self._engine is None:
+            return
+        self._stop_requested = max(self._stop_requested, 1)
+        os.write(self._wake_w, b"x")
+        if self._acceptor is not None:
+            self._acceptor.join()
+        self._close_listener()
+        self._drain(lambda: False)
+        self._free()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    # -- shared ---------------------------------------------------------
+
+    def stats(self):
+        """Per-worker counters from C, a list of dicts."""
+        return [w.stats() for w in self._engine.workers] if self._engine else []
+
+    def _close_listener(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _drain(self, cut_short):
+        for w in self._engine.workers:
+            w.stop(graceful=True)
+        deadline = time.monotonic() + self.grace
+        while any(t.is_alive() for t in self._threads):
+            if time.monotonic() >= deadline or cut_short():
+                for w in self._engine.workers:
+                    w.stop(graceful=False)
+                break
+            for t in self._threads:
+                t.join(0.05)
+        for t in self._threads:
+            t.join()
+
+    def _free(self):
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+        if self._engine is not None:
+            self._engine.free()
+            self._engine = None
+        self._threads = []
+
+
+def serve(**options):
+    """What ``minginx-cffi serve`` does: build a Server and run it until a signal."""
+    Server(**options).serve_forever()

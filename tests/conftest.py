@@ -1,0 +1,234 @@
+"""Shared fixtures: a document root with known files, a server on 127.0.0.1 port 0, a raw HTTP client."""
+
+import hashlib
+import os
+import socket
+import time
+
+import pytest
+
+from minginx_cffi import Server
+
+INDEX = b"<!doctype html><title>t</title><h1>hello from the test root</h1>\n"
+
+
+@pytest.fixture(scope="session")
+def site_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    (root / "index.html").write_bytes(INDEX)
+    (root / "hello.txt").write_bytes(b"hello world\n")
+    (root / "style.css").write_bytes(b"body{color:red}\n")
+    (root / "app.js").write_bytes(b"console.log(1)\n")
+    (root / "mod.mjs").write_bytes(b"export default 1\n")
+    (root / "data.json").write_bytes(b'{"a": 1}\n')
+    (root / "pic.svg").write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>\n")
+    (root / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (root / "pic.webp").write_bytes(b"RIFF")
+    (root / "code.wasm").write_bytes(b"\0asm\1\0\0\0")
+    (root / "font.woff2").write_bytes(b"wOF2")
+    (root / "blob.unknownext").write_bytes(b"???")
+    (root / "empty.txt").write_bytes(b"")
+    (root / "with space.txt").write_bytes(b"spaced\n")
+    (root / ".env").write_bytes(b"SECRET=1\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_bytes(b"[core]\n")
+    (root / ".well-known").mkdir()
+    (root / ".well-known" / "security.txt").write_bytes(b"Contact: x\n")
+    (root / "sub").mkdir()
+    (root / "sub" / "index.html").write_bytes(b"<p>sub index</p>\n")
+    (root / "sub" / "page.html").write_bytes(b"<p>sub page</p>\n")
+    (root / "noindex").mkdir()
+    (root / "noindex" / "file.txt").write_bytes(b"x\n")
+    rnd = os.urandom(1 << 20)
+    (root / "1mib.bin").write_bytes(rnd)
+    with open(root / "50mib.bin", "wb") as f:
+        for i in range(50):
+            f.write(hashlib.sha256(b"%d" % i).digest() * (1 << 15))
+    return root
+
+
+@pytest.fixture(scope="session")
+def outside_secret(site_root):
+    """A file next to (outside) the root, and a symlink in the root pointing at it."""
+    secret = site_root.parent / "secret.txt"
+    secret.write_bytes(b"TOP SECRET\n")
+    link = site_root / "escape.txt"
+    if not link.exists():
+        link.symlink_to(secret)
+    inside = site_root / "inside-link.txt"
+    if not inside.exists():
+        inside.symlink_to(site_root / "hello.txt")
+    return secret
+
+
+@pytest.fixture(params=["lifo", "fifo"])
+def policy(request):
+    return request.param
+
+
+@pytest.fixture
+def make_server(site_root):
+    servers = []
+
+    def make(**kw):
+        kw.setdefault("root", str(site_root))
+        kw.setdefault("port", 0)
+        kw.setdefault("workers", 2)
+        kw.setdefault("grace", 2.0)
+        srv = Server(**kw).start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.shutdown()
+
+
+@pytest.fixture
+def server(make_server, policy):
+    return make_server(policy=policy)
+
+
+# ----------------------------------------------------------------- client
+
+
+class Response:
+    def __init__(self, status, reason, headers, body, raw_head):
+        self.status = status
+        self.reason = reason
+        self.headers = headers          # list of (name, value)
+        self.body = body
+        self.raw_head = raw_head
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def __repr__(self):
+        return "<Response %d %s %r>" % (self.status, self.reason, self.body[:60])
+
+
+class Conn:
+    """A raw HTTP/1.1 client over one socket: send bytes, read whole responses."""
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise EOFError("connection closed by the server")
+        self.buf += chunk
+
+    def read_response(self, head_request=False):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+        assert version == "HTTP/1.1", lines[0]
+        headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:]]
+        resp = Response(int(status), reason, headers, b"", head)
+        if head_request or resp.status in (204, 304) or resp.status < 200:
+            return resp
+        length = resp.header("content-length")
+        assert length is not None, "no Content-Length in %r" % head
+        n = int(length)
+        while len(self.buf) < n:
+            self._fill()
+        resp.body, self.buf = self.buf[:n], self.buf[n:]
+        return resp
+
+    def request(self, method="GET", path="/", headers=None, body=b""):
+        hdrs = {"Host": "127.0.0.1"}
+        hdrs.update(headers or {})
+        req = "%s %s HTTP/1.1\r\n" % (method, path)
+        req += "".join("%s: %s\r\n" % kv for kv in hdrs.items()) + "\r\n"
+        self.send(req.encode("latin-1") + body)
+        return self.read_response(head_request=(method == "HEAD"))
+
+    def closed_by_peer(self, timeout=3.0):
+        """True if the server closes the connection (EOF or reset) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def connect():
+    conns = []
+
+    def make(port, timeout=10.0):
+        c = Conn(port, timeout)
+        conns.append(c)
+        return c
+
+    yield make
+    for c in conns:
+        c.close()
+
+
+def raw(port, data, timeout=5.0, per_byte=False):
+    """Send data on a fresh connection, return everything the server sends until it closes or goes quiet."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        if per_byte:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(len(data)):
+                s.send(data[i:i + 1])
+        else:
+            s.sendall(data)
+        out = b""
+        s.settimeout(timeout)
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+def status_of(resp_bytes):
+    line = resp_bytes.split(b"\r\n", 1)[0]
+    return int(line.split(b" ")[1]) if line.startswith(b"HTTP/1.1 ") else None
+
+
+def wait_for(pred, timeout=5.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+def alive(srv):
+    return sum(w["coroutines_alive"] for w in srv.stats())

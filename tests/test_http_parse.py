@@ -1,0 +1,118 @@
+"""parse_http through cffi: each rule as a named case, run whole, as every prefix, and with trailing bytes."""
+
+import pytest
+
+from minginx_cffi._native import parse_request
+
+INCOMPLETE = -1
+
+
+def check(data, status):
+    """The whole head gives `status`; every proper prefix asks for more; bytes after it change nothing."""
+    r = parse_request(data)
+    assert r["status"] == status, (data, r)
+    for i in range(len(data)):
+        p = parse_request(data[:i])
+        assert p["status"] in (INCOMPLETE, status), (data[:i], p)
+    if status == 0:
+        t = parse_request(data + b"GET /next HTTP/1.1\r\n")
+        assert t["status"] == 0 and t["header_len"] == r["header_len"]
+    return r
+
+
+OK = [
+    ("simple", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("http10 no host", b"GET / HTTP/1.0\r\n\r\n"),
+    ("lf only line ends", b"GET / HTTP/1.1\nHost: a\n\n"),
+    ("leading empty line", b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("absolute form", b"GET http://example.com/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+    ("options asterisk", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("empty value", b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\n\r\n"),
+    ("tab in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\r\n\r\n"),
+    ("obs-text in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: caf\xc3\xa9\r\n\r\n"),
+    ("identical content-length list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n"),
+    ("two identical content-length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+    ("chunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ("http 1.2 read as 1.1", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"),
+    ("unknown method is parsed (501 later)", b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("name,data", OK, ids=[n for n, _ in OK])
+def test_valid_heads(name, data):
+    check(data, 0)
+
+
+BAD = [
+    ("no host in 1.1", b"GET / HTTP/1.1\r\n\r\n", 400),
+    ("two hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    ("bad host chars", b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n", 400),
+    ("space before colon", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400),
+    ("bare CR in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400),
+    ("NUL in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
+    ("NUL in header name", b"GET / HTTP/1.1\r\nHost: a\r\nX\x00Y: 1\r\n\r\n", 400),
+    ("control byte in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", 400),
+    ("empty header name", b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", 400),
+    ("cl and te", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    ("cl not a number", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\n", 400),
+    ("cl negative", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+    ("cl plus sign", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", 400),
+    ("cl conflicting", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+    ("cl conflicting list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n", 400),
+    ("cl overflow", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400),
+    ("unknown transfer-encoding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    ("chunked not last", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
+    ("chunked twice", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+    ("te in http 1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    ("version 2.0", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    ("version 0.9", b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
+    ("malformed version", b"GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400),
+    ("lowercase version", b"GET / http/1.1\r\nHost: a\r\n\r\n", 400),
+    ("no version", b"GET /\r\nHost: a\r\n\r\n", 400),
+    ("two spaces", b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("space in target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("bad method char", b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("relative target", b"GET index.html HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("asterisk not options", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment", b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("unknown expectation", b"GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417),
+    ("too many fields", b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n", 431),
+]
+
+
+@pytest.mark.parametrize("name,data,status", BAD, ids=[n for n, _, _ in BAD])
+def test_rejected_heads(name, data, status):
+    check(data, status)
+
+
+def test_request_line_over_8k_is_414_before_the_head_ends():
+    r = parse_request(b"GET /" + b"a" * 9000)
+    assert r["status"] == 414
+
+
+def test_long_request_line_complete_is_414():
+    check(b"GET /" + b"a" * 8200 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414)
+
+
+def test_header_section_over_32k_is_431():
+    big = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Big: " + b"v" * 33000 + b"\r\n\r\n"
+    assert parse_request(big)["status"] == 431
+    assert parse_request(big[:-4] + b"x" * 8000)["status"] == 431   # before it ends, too
+
+
+def test_keep_alive_rules():
+    assert parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")["keep_alive"] == 1
+    assert parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")["keep_alive"] == 0
+    assert parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, Close\r\n\r\n")["keep_alive"] == 0
+    assert parse_request(b"GET / HTTP/1.0\r\n\r\n")["keep_alive"] == 0
+    assert parse_request(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")["keep_alive"] == 1
+
+
+def test_framing_fields():
+    r = parse_request(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n")
+    assert r["content_length"] == 12 and r["chunked"] == 0
+    r = parse_request(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n")
+    assert r["content_length"] == -1 and r["chunked"] == 1
+    r = parse_request(b"GET /p?q=1 HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n")
+    assert (r["method_len"], r["target_len"], r["num_headers"], r["minor_version"]) == (3, 6, 3, 1)
