@@ -82,9 +82,9 @@ def rss_kib(pid):
 # ------------------------------------------------------------------ servers
 
 
-def start_minginx(root, port, workers, pin, policy):
+def start_minginx(root, port, workers, pin, policy, *extra):
     cmd = [sys.executable, "-m", "minginx_cffi", "serve", "--root", root, "--port", str(port),
-           "--workers", str(workers), "--policy", policy]
+           "--workers", str(workers), "--policy", policy] + list(extra)
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,6 +137,8 @@ def servers_available():
     out = {
         "minginx-cffi lifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo"),
         "minginx-cffi fifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "fifo"),
+        "minginx-cffi lifo, no caches": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--open-file-cache", "0", "--small-file-cache", "0"),
     }
     if shutil.which("nginx"):
         out["nginx"] = start_nginx

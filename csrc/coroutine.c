@@ -26,6 +26,8 @@
 #include <unistd.h>
 #include <sys/mman.h>
 
+#include "cache.h"
+
 _Static_assert(sizeof(void *) <= 2 * sizeof(unsigned int),
                "trampoline_start passes a pointer as two unsigned ints");
 
@@ -114,7 +116,6 @@ mg_coroutine *coroutine_create(mg_worker *w, mg_entry_fn entry, void *arg, int f
     co->arg = arg;
     co->id = ++w->next_id;
     co->fd = fd;
-    co->file_fd = -1;
     co->waiting = -1;
     co->region = region;
     co->region_size = region_size;
@@ -159,8 +160,8 @@ void coroutine_destroy(mg_coroutine *co)
         w->fd_table[co->fd] = NULL;
         close(co->fd);   /* also removes it from the epoll set */
     }
-    if (co->file_fd >= 0)
-        close(co->file_fd);
+    if (co->centry)
+        file_release(w, co->centry);
     if (co->rb)
         reqbuf_put(w, co->rb);
     w->stats.coroutines_alive--;

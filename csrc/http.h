@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "internal.h"
+#include "cache.h"
 
 typedef struct {
     const char *p;
@@ -36,7 +37,7 @@ typedef enum {
     MG_H_IF_RANGE,
     MG_H_UPGRADE,
     MG_H_MAX
-} mg_header_id;
+} mg_hdr_id;
 
 typedef enum {
     MG_M_OTHER = 0,  /* a valid token we do not implement: 501 */
@@ -54,7 +55,7 @@ typedef enum {
 
 typedef struct {
     mg_str name, value;
-    int id;          /* mg_header_id */
+    int id;          /* mg_hdr_id */
 } mg_header;
 
 typedef struct {
@@ -100,6 +101,11 @@ typedef struct {
 MG_HIDDEN int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed);
 
 MG_HIDDEN const char *http_reason(int status);
+/* HTTP-date -> time_t, or -1. */
+MG_HIDDEN time_t http_parse_date(const char *s, size_t len);
+MG_HIDDEN int etag_list_matches(mg_str list, const char *etag, size_t etag_len, int weak);
+MG_HIDDEN int accepts_gzip(mg_str v);
+MG_HIDDEN int parse_range(mg_str v, int64_t size, int64_t *start, int64_t *len);
 /* IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes) of t into out;
  * returns its length.  Locale-free, unlike strftime's %a and %b. */
 MG_HIDDEN int http_date(char *out, time_t t);
@@ -114,6 +120,8 @@ struct mg_reqbuf {
     mg_request req;
     char path[4096];             /* the decoded, normalised path */
     char out[2048];              /* the response head being built */
+    mg_centry scratch;           /* the file, when the open-file cache is off or full */
+    char scratch_path[4096 + 32];
     char data[MG_REQBUF_DATA];   /* bytes read from the socket */
 };
 

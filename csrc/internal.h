@@ -99,7 +99,7 @@ struct mg_coroutine {
     size_t region_size;
     /* connection state (conn.c) */
     mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
-    int file_fd;                 /* file being sent, closed by coroutine_destroy */
+    struct mg_centry *centry;    /* file being sent (cache.c), released by coroutine_destroy */
 };
 
 /* ---------------------------------------------------------------- workers */
@@ -126,6 +126,7 @@ struct mg_worker {
     int stack_pool_len;
     mg_reqbuf *reqbuf_pool;
     int reqbuf_pool_len;
+    struct mg_file_cache *cache; /* open-file cache (cache.c), NULL when off */
     /* timers */
     mg_timer_list timers[MG_TIMER_MAX];
     int64_t now_ms;              /* CLOCK_MONOTONIC, refreshed after each epoll_wait */
@@ -175,6 +176,8 @@ MG_HIDDEN int dispatch(struct mg_server *srv, int fd);
  * -ETIMEDOUT when the coroutine's timer fired, -ECANCELED at shutdown. */
 MG_HIDDEN ssize_t recv_async(mg_coroutine *co, void *buf, size_t len);
 MG_HIDDEN ssize_t send_async(mg_coroutine *co, const void *buf, size_t len);
+struct iovec;
+MG_HIDDEN ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt);
 MG_HIDDEN ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count);
 MG_HIDDEN void set_cork(int fd, int on);
 /* Park on the fd until it is ready for `reason` (after a call said EAGAIN).

@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 /* Park until the fd is ready for `reason`.  Returns 0 to retry the call, or
  * -ETIMEDOUT / -ECANCELED when the wait itself is over. */
@@ -42,20 +43,30 @@ ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
     }
 }
 
-ssize_t send_async(mg_coroutine *co, const void *buf, size_t len)
+/* Send every byte of iov[0..iovcnt) (the iovec array is consumed). */
+ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
 {
-    const char *p = buf;
-    size_t left = len;
+    size_t total = 0;
     int progressed = 1;   /* arm the send timer afresh only after progress */
 
-    while (left > 0) {
+    while (iovcnt > 0) {
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
         /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE */
-        ssize_t n = send(co->fd, p, left, MSG_NOSIGNAL);
+        ssize_t n = sendmsg(co->fd, &msg, MSG_NOSIGNAL);
         if (n > 0) {
-            p += n;
-            left -= (size_t)n;
+            total += (size_t)n;
             co->worker->stats.bytes_out += (uint64_t)n;
             progressed = 1;
+            size_t left = (size_t)n;
+            while (iovcnt > 0 && left >= iov->iov_len) {
+                left -= iov->iov_len;
+                iov++;
+                iovcnt--;
+            }
+            if (iovcnt > 0) {
+                iov->iov_base = (char *)iov->iov_base + left;
+                iov->iov_len -= left;
+            }
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -71,7 +82,13 @@ ssize_t send_async(mg_coroutine *co, const void *buf, size_t len)
     }
     if (co->timer_class == MG_TIMER_SEND)
         timer_clear(co);
-    return (ssize_t)len;
+    return (ssize_t)total;
+}
+
+ssize_t send_async(mg_coroutine *co, const void *buf, size_t len)
+{
+    struct iovec iov = {(void *)buf, len};
+    return sendv_async(co, &iov, 1);
 }
 
 ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count)

@@ -49,6 +49,9 @@ typedef struct {
     int keepalive_timeout_ms;    /* an idle keep-alive connection lives this long */
     int send_timeout_ms;         /* a send making no progress is dropped after this */
     int max_body;                /* bytes of request body read and discarded */
+    int gzip_static;             /* serve FILE.gz to clients that accept gzip */
+    int open_file_cache;         /* entries per worker (0: no cache) */
+    int small_file_max;          /* files up to this many bytes are kept in memory */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */
@@ -65,6 +68,9 @@ typedef struct {
     uint64_t coroutines_total;   /* created since start */
     uint64_t stack_pool;         /* stacks parked in the pool for reuse */
     uint64_t stacks_mapped;      /* stacks currently mmap'ed (pool + live) */
+    uint64_t cache_hits;         /* requests answered from the open-file cache */
+    uint64_t cache_misses;       /* requests that had to open the file */
+    uint64_t cache_entries;      /* entries in the open-file cache now */
 } mg_stats;
 
 typedef struct mg_server mg_server;
@@ -112,5 +118,10 @@ typedef struct {
 } mg_parse_result;
 /* Parse buf[0..len) as one request head; fills *out.  Returns out->status. */
 int mg_parse_request(const char *buf, size_t len, mg_parse_result *out);
+/* The header-name matcher (plain: the readable table scan; else the fast one). */
+int mg_header_id(const char *name, size_t len, int plain);
+/* An HTTP-date (IMF-fixdate, RFC 850 or asctime form) as seconds since the
+ * epoch, or -1 if it is not one. */
+int64_t mg_parse_http_date(const char *s, size_t len);
 
 #endif /* MINGINX_H */

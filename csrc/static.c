@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "cache.h"
 
 #define SERVER_HDR "Server: minginx-cffi\r\n"
 #define ALLOW_HDR "Allow: GET, HEAD, OPTIONS\r\n"
@@ -78,7 +79,9 @@ static char *out_area(mg_coroutine *co)
     return co->rb->out;
 }
 
-ssize_t send_error(mg_coroutine *co, int status, int keep_alive, int head_only)
+/* An error page, with one optional extra header line (CRLF-terminated). */
+static ssize_t send_error_with(mg_coroutine *co, int status, int keep_alive, int head_only,
+                               const char *extra, size_t extra_len)
 {
     char *start = out_area(co);
     outbuf o = {start, start + sizeof(co->rb->out)};
@@ -98,6 +101,8 @@ ssize_t send_error(mg_coroutine *co, int status, int keep_alive, int head_only)
     put_status(&o, co->worker, status);
     if (status == 405)
         put_str(&o, ALLOW_HDR);
+    if (extra)
+        put_mem(&o, extra, extra_len);
     put_str(&o, "Content-Type: text/html; charset=utf-8\r\nContent-Length: ");
     put_u64(&o, (uint64_t)(b.p - body), 10);
     put_str(&o, "\r\n");
@@ -108,68 +113,9 @@ ssize_t send_error(mg_coroutine *co, int status, int keep_alive, int head_only)
     return send_async(co, start, (size_t)(o.p - start));
 }
 
-/* ------------------------------------------------------------ MIME types */
-
-static const struct {
-    const char *ext;
-    const char *type;
-} MIME[] = {
-    {"html", "text/html; charset=utf-8"},
-    {"htm", "text/html; charset=utf-8"},
-    {"css", "text/css; charset=utf-8"},
-    {"js", "text/javascript; charset=utf-8"},
-    {"mjs", "text/javascript; charset=utf-8"},
-    {"json", "application/json"},
-    {"map", "application/json"},
-    {"txt", "text/plain; charset=utf-8"},
-    {"md", "text/markdown; charset=utf-8"},
-    {"csv", "text/csv; charset=utf-8"},
-    {"xml", "application/xml"},
-    {"svg", "image/svg+xml"},
-    {"png", "image/png"},
-    {"jpg", "image/jpeg"},
-    {"jpeg", "image/jpeg"},
-    {"gif", "image/gif"},
-    {"webp", "image/webp"},
-    {"avif", "image/avif"},
-    {"ico", "image/x-icon"},
-    {"bmp", "image/bmp"},
-    {"wasm", "application/wasm"},
-    {"woff", "font/woff"},
-    {"woff2", "font/woff2"},
-    {"ttf", "font/ttf"},
-    {"otf", "font/otf"},
-    {"pdf", "application/pdf"},
-    {"zip", "application/zip"},
-    {"gz", "application/gzip"},
-    {"tar", "application/x-tar"},
-    {"mp4", "video/mp4"},
-    {"webm", "video/webm"},
-    {"mp3", "audio/mpeg"},
-    {"ogg", "audio/ogg"},
-    {"wav", "audio/wav"},
-    {NULL, NULL},   /* the sentinel is last: every entry above is reachable */
-};
-
-static const char *mime_type(const char *path, size_t len)
+ssize_t send_error(mg_coroutine *co, int status, int keep_alive, int head_only)
 {
-    const char *dot = NULL;
-    for (size_t i = len; i > 0; i--) {
-        if (path[i - 1] == '.') {
-            dot = path + i;
-            break;
-        }
-        if (path[i - 1] == '/')
-            break;
-    }
-    if (dot) {
-        size_t elen = (size_t)(path + len - dot);
-        for (int i = 0; MIME[i].ext; i++) {
-            if (strlen(MIME[i].ext) == elen && strncasecmp(dot, MIME[i].ext, elen) == 0)
-                return MIME[i].type;
-        }
-    }
-    return "application/octet-stream";
+    return send_error_with(co, status, keep_alive, head_only, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ paths */
@@ -259,7 +205,7 @@ static int fd_inside_root(mg_server *srv, int fd)
                                                        (rl == 1 && srv->root_real[0] == '/'));
 }
 
-static int open_beneath(mg_server *srv, int dirfd, const char *rel)
+int open_beneath(mg_server *srv, int dirfd, const char *rel)
 {
     int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
     if (srv->cfg.follow_symlinks)
@@ -281,19 +227,149 @@ static int open_beneath(mg_server *srv, int dirfd, const char *rel)
     return -1;
 }
 
-static int errno_status(int e)
+
+/* ------------------------------------------------- conditional requests */
+
+static mg_str header_value(const mg_request *req, int id)
 {
-    switch (e) {
-    case EACCES:
-    case EPERM:
-        return 403;
-    case EMFILE:
-    case ENFILE:
-    case ENOMEM:
-        return 503;
-    default:   /* ENOENT, ENOTDIR, ELOOP, EXDEV (left the root), ENAMETOOLONG */
-        return 404;
+    int i = req->hdr[id];
+    return i >= 0 ? req->headers[i].value : (mg_str){NULL, 0};
+}
+
+/* RFC 9110 section 13.2.2, in its order.  Returns 0 to go on, 304 or 412. */
+static int evaluate_preconditions(const mg_request *req, const mg_centry *e, const mg_file *rep)
+{
+    int get_or_head = req->method_id == MG_M_GET || req->method_id == MG_M_HEAD;
+    mg_str v;
+
+    if ((v = header_value(req, MG_H_IF_MATCH)).p) {
+        if (!etag_list_matches(v, rep->etag, (size_t)rep->etag_len, 0))
+            return 412;
+    } else if ((v = header_value(req, MG_H_IF_UNMODIFIED_SINCE)).p) {
+        time_t t = http_parse_date(v.p, v.len);
+        if (t >= 0 && e->mtime_sec > t)
+            return 412;
     }
+    if ((v = header_value(req, MG_H_IF_NONE_MATCH)).p) {
+        if (etag_list_matches(v, rep->etag, (size_t)rep->etag_len, 1))
+            return get_or_head ? 304 : 412;
+    } else if (get_or_head && (v = header_value(req, MG_H_IF_MODIFIED_SINCE)).p) {
+        time_t t = http_parse_date(v.p, v.len);
+        if (t >= 0 && e->mtime_sec <= t)
+            return 304;
+    }
+    return 0;
+}
+
+/* If-Range: the Range applies only if the validator still matches (a strong
+ * ETag, or exactly the Last-Modified date). */
+static int if_range_holds(const mg_request *req, const mg_centry *e, const mg_file *rep)
+{
+    mg_str v = header_value(req, MG_H_IF_RANGE);
+    if (!v.p)
+        return 1;
+    if (v.len >= 2 && (v.p[0] == '"' || (v.p[0] == 'W' && v.p[1] == '/')))
+        return etag_list_matches(v, rep->etag, (size_t)rep->etag_len, 0);
+    time_t t = http_parse_date(v.p, v.len);
+    return t >= 0 && t == e->mtime_sec;
+}
+
+/* ------------------------------------------------------------- answering */
+
+static int send_not_modified(mg_coroutine *co, const mg_centry *e, const mg_file *rep, int keep_alive)
+{
+    char *start = out_area(co);
+    outbuf o = {start, start + sizeof(co->rb->out)};
+
+    put_status(&o, co->worker, 304);
+    put_str(&o, "ETag: ");
+    put_mem(&o, rep->etag, (size_t)rep->etag_len);
+    put_str(&o, "\r\nLast-Modified: ");
+    put_str(&o, e->last_modified);
+    put_str(&o, "\r\n");
+    if (co->worker->srv->cfg.gzip_static && e->compressible)
+        put_str(&o, "Vary: Accept-Encoding\r\n");
+    put_connection(&o, keep_alive);
+    co->worker->stats.requests++;
+    return send_async(co, start, (size_t)(o.p - start)) < 0 ? -1 : 0;
+}
+
+/* 200 or 206 for [start, start + len) of rep. */
+static int send_representation(mg_coroutine *co, const mg_file *rep, int status, int64_t start,
+                               int64_t len, int keep_alive, int head_only)
+{
+    mg_worker *w = co->worker;
+    char *head = out_area(co);
+    outbuf o = {head, head + sizeof(co->rb->out)};
+
+    put_status(&o, w, status);
+    put_mem(&o, rep->hdr, (size_t)rep->hdr_len);   /* Content-Type ... Accept-Ranges */
+    put_str(&o, "Content-Length: ");
+    put_u64(&o, (uint64_t)len, 10);
+    put_str(&o, "\r\n");
+    if (status == 206) {
+        put_str(&o, "Content-Range: bytes ");
+        put_u64(&o, (uint64_t)start, 10);
+        put_str(&o, "-");
+        put_u64(&o, (uint64_t)(start + len - 1), 10);
+        put_str(&o, "/");
+        put_u64(&o, (uint64_t)rep->size, 10);
+        put_str(&o, "\r\n");
+    }
+    put_connection(&o, keep_alive);
+    w->stats.requests++;
+    size_t head_len = (size_t)(o.p - head);
+
+    if (head_only || len == 0)
+        return send_async(co, head, head_len) < 0 ? -1 : 0;
+    if (rep->data) {
+        /* a small file from memory: head and body in one sendmsg() */
+        struct iovec iov[2] = {{head, head_len}, {rep->data + start, (size_t)len}};
+        return sendv_async(co, iov, 2) < 0 ? -1 : 0;
+    }
+    /* TCP_CORK around header + body: the head and the first bytes of the
+     * file leave in one segment; uncorking flushes the tail. */
+    set_cork(co->fd, 1);
+    if (send_async(co, head, head_len) < 0)
+        return -1;
+    ssize_t n = sendfile_async(co, rep->fd, (off_t)start, (size_t)len);
+    set_cork(co->fd, 0);
+    if (n != (ssize_t)len)
+        return -1;   /* reset by the peer, or the file shrank: the length was promised */
+    return 0;
+}
+
+static int serve_entry(mg_coroutine *co, mg_request *req, mg_centry *e, int keep_alive)
+{
+    int head_only = req->method_id == MG_M_HEAD;
+    const mg_file *rep = &e->plain;
+    mg_str ae = header_value(req, MG_H_ACCEPT_ENCODING);
+
+    if (e->gz.fd >= 0 && ae.p && accepts_gzip(ae))
+        rep = &e->gz;
+    int pre = evaluate_preconditions(req, e, rep);
+    if (pre == 304)
+        return send_not_modified(co, e, rep, keep_alive);
+    if (pre)
+        return send_error(co, pre, keep_alive, head_only) < 0 ? -1 : 0;
+
+    /* Range is defined for GET only (RFC 9110 section 14.2) */
+    mg_str range = header_value(req, MG_H_RANGE);
+    if (range.p && req->method_id == MG_M_GET && if_range_holds(req, e, rep)) {
+        int64_t start = 0, len = 0;
+        int r = parse_range(range, rep->size, &start, &len);
+        if (r == 1)
+            return send_representation(co, rep, 206, start, len, keep_alive, 0);
+        if (r == 416) {
+            char cr[64];
+            outbuf o = {cr, cr + sizeof(cr)};
+            put_str(&o, "Content-Range: bytes */");
+            put_u64(&o, (uint64_t)rep->size, 10);
+            put_str(&o, "\r\n");
+            return send_error_with(co, 416, keep_alive, 0, cr, (size_t)(o.p - cr)) < 0 ? -1 : 0;
+        }
+    }
+    return send_representation(co, rep, 200, 0, rep->size, keep_alive, head_only);
 }
 
 /* 301 to the same path with a slash, query kept (nginx does the same). */
@@ -322,46 +398,6 @@ static int redirect_slash(mg_coroutine *co, mg_request *req, int keep_alive, int
         put_mem(&o, body, sizeof(body) - 1);
     co->worker->stats.requests++;
     return send_async(co, start, (size_t)(o.p - start)) < 0 ? -1 : 0;
-}
-
-static int send_file(mg_coroutine *co, mg_request *req, int fd, struct stat *st, const char *name,
-                     size_t name_len, int keep_alive, int head_only)
-{
-    mg_worker *w = co->worker;
-    char *start = out_area(co);
-    outbuf o = {start, start + sizeof(co->rb->out)};
-    char date[32];
-
-    MG_UNUSED(req);
-    put_status(&o, w, 200);
-    put_str(&o, "Content-Type: ");
-    put_str(&o, mime_type(name, name_len));
-    put_str(&o, "\r\nContent-Length: ");
-    put_u64(&o, (uint64_t)st->st_size, 10);
-    put_str(&o, "\r\nLast-Modified: ");
-    put_mem(&o, date, (size_t)http_date(date, st->st_mtime));
-    put_str(&o, "\r\nETag: \"");
-    put_u64(&o, (uint64_t)st->st_mtime, 16);
-    put_str(&o, "-");
-    put_u64(&o, (uint64_t)st->st_size, 16);
-    put_str(&o, "\"\r\n");
-    put_connection(&o, keep_alive);
-    w->stats.requests++;
-
-    size_t head_len = (size_t)(o.p - start);
-    if (head_only || st->st_size == 0)
-        return send_async(co, start, head_len) < 0 ? -1 : 0;
-
-    /* TCP_CORK around header + body: one segment carries the head and the
-     * first bytes of the file; uncorking flushes the tail. */
-    set_cork(co->fd, 1);
-    if (send_async(co, start, head_len) < 0)
-        return -1;
-    ssize_t n = sendfile_async(co, fd, 0, (size_t)st->st_size);
-    set_cork(co->fd, 0);
-    if (n != (ssize_t)st->st_size)
-        return -1;   /* reset by the peer, or the file shrank: the length was promised */
-    return 0;
 }
 
 int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
@@ -393,41 +429,16 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     if (st)
         return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
 
-    int fd = open_beneath(srv, srv->root_fd, rel[0] ? rel : ".");
-    if (fd < 0)
-        return send_error(co, errno_status(errno), keep_alive, head_only) < 0 ? -1 : 0;
-    co->file_fd = fd;   /* closed by coroutine_destroy() if we never get back */
-
-    struct stat sb;
-    int r;
-    size_t rel_len = strlen(rel);
-    if (fstat(fd, &sb) < 0) {
-        r = send_error(co, 404, keep_alive, head_only) < 0 ? -1 : 0;
-    } else if (S_ISDIR(sb.st_mode)) {
-        if (req->path.p[req->path.len - 1] != '/') {
-            r = redirect_slash(co, req, keep_alive, head_only);
-        } else {
-            int ifd = open_beneath(srv, fd, "index.html");
-            close(fd);
-            co->file_fd = ifd;
-            if (ifd < 0) {
-                /* a directory without index.html: never a listing */
-                r = send_error(co, errno == ENOENT ? 403 : errno_status(errno), keep_alive,
-                               head_only) < 0 ? -1 : 0;
-            } else if (fstat(ifd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-                r = send_error(co, 403, keep_alive, head_only) < 0 ? -1 : 0;
-            } else {
-                r = send_file(co, req, ifd, &sb, "index.html", 10, keep_alive, head_only);
-            }
-        }
-    } else if (!S_ISREG(sb.st_mode)) {
-        r = send_error(co, 403, keep_alive, head_only) < 0 ? -1 : 0;   /* fifo, device, socket */
-    } else {
-        r = send_file(co, req, fd, &sb, rel, rel_len, keep_alive, head_only);
+    int dir_request = req->path.p[req->path.len - 1] == '/';
+    mg_centry *e = file_open(co, rel, dir_request, &st);
+    if (!e) {
+        if (st == 301)
+            return redirect_slash(co, req, keep_alive, head_only);
+        return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
     }
-    if (co->file_fd >= 0) {
-        close(co->file_fd);
-        co->file_fd = -1;
-    }
+    co->centry = e;   /* released by coroutine_destroy() if we never get back */
+    int r = serve_entry(co, req, e, keep_alive);
+    co->centry = NULL;
+    file_release(co->worker, e);
     return r;
 }

@@ -33,6 +33,7 @@
 #include <sys/resource.h>
 
 #include "http.h"
+#include "cache.h"
 
 #define MG_CMD_STOP (-1)   /* dispatch-pipe command: graceful stop */
 #define MG_CMD_EXIT (-2)   /* dispatch-pipe command: leave now */
@@ -325,6 +326,12 @@ mg_worker *mg_worker_new(mg_server *srv, int *err)
     w->timers[MG_TIMER_KEEPALIVE].duration_ms = srv->cfg.keepalive_timeout_ms;
     w->timers[MG_TIMER_SEND].duration_ms = srv->cfg.send_timeout_ms;
     w->timers[MG_TIMER_LINGER].duration_ms = 2000;
+    int r = file_cache_init(w, srv->cfg.open_file_cache);
+    if (r < 0) {
+        *err = r;
+        mg_worker_free(w);
+        return NULL;
+    }
     w->index = srv->nworkers;
     srv->workers[srv->nworkers++] = w;
     return w;
@@ -338,6 +345,7 @@ void mg_worker_free(mg_worker *w)
         coroutine_destroy(w->all);
     coroutine_pool_drain(w);
     reqbuf_pool_drain(w);
+    file_cache_free(w);
     if (w->epfd >= 0)
         close(w->epfd);
     if (w->pipe_r >= 0)

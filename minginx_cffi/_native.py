@@ -30,7 +30,8 @@ def _check(rc, what):
 def _stats_dict(st):
     d = {name: getattr(st, name) for name in (
         "connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
-        "ready_max", "coroutines_alive", "coroutines_total", "stack_pool", "stacks_mapped")}
+        "ready_max", "coroutines_alive", "coroutines_total", "stack_pool", "stacks_mapped",
+        "cache_hits", "cache_misses", "cache_entries")}
     d["yields"] = {reason: st.yields[i] for i, reason in enumerate(YIELD_REASONS)}
     return d
 
@@ -65,7 +66,8 @@ class Engine:
 
     def __init__(self, root, policy="lifo", stack_size=DEFAULT_STACK_SIZE, serve_dotfiles=False,
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
-                 send_timeout=60.0, max_body=1 << 20):
+                 send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
+                 small_file_cache=16384):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
         if stack_size < MIN_STACK_SIZE:
@@ -81,6 +83,9 @@ class Engine:
         cfg.keepalive_timeout_ms = int(keepalive_timeout * 1000)
         cfg.send_timeout_ms = int(send_timeout * 1000)
         cfg.max_body = int(max_body)
+        cfg.gzip_static = int(bool(gzip_static))
+        cfg.open_file_cache = int(open_file_cache)
+        cfg.small_file_max = int(small_file_cache)
         err = ffi.new("int *")
         self._srv = lib.mg_server_new(cfg, err)
         if self._srv == ffi.NULL:
@@ -145,6 +150,17 @@ class RuntimeWorker:
         if self._w is not None:
             lib.mg_worker_free(self._w)
             self._w = None
+
+
+def header_id(name, plain=False):
+    """The C parser's id for a header name (0: one the server does not act on)."""
+    return lib.mg_header_id(name, len(name), 1 if plain else 0)
+
+
+def parse_http_date(value):
+    """An HTTP-date as seconds since the epoch, or None."""
+    t = lib.mg_parse_http_date(value, len(value))
+    return None if t < 0 else t
 
 
 def parse_request(data):

@@ -36,6 +36,12 @@ def cli():
               help="Seconds a send may make no progress.")
 @click.option("--max-body", type=click.IntRange(0, 1 << 40), default=1 << 20, show_default=True,
               help="Largest request body read (and discarded by the static files).")
+@click.option("--gzip-static/--no-gzip-static", default=True, show_default=True,
+              help="Send FILE.gz (not older than FILE) to clients that accept gzip.")
+@click.option("--open-file-cache", type=click.IntRange(0, 1 << 20), default=1024,
+              show_default=True, help="Open files cached per worker (0: off).")
+@click.option("--small-file-cache", type=click.IntRange(0, 1 << 20), default=16384,
+              show_default=True, help="Files up to this many bytes are kept in memory (0: off).")
 @click.option("--serve-dotfiles/--no-serve-dotfiles", default=False, show_default=True,
               help="Serve /.git, /.env and other dotfiles.")
 @click.option("--follow-symlinks/--no-follow-symlinks", default=False, show_default=True,

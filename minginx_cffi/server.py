@@ -62,7 +62,8 @@ class Server:
     def __init__(self, root=None, host="127.0.0.1", port=3094, workers=None, policy="lifo",
                  grace=5.0, stack_size=_native.DEFAULT_STACK_SIZE, serve_dotfiles=False,
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
-                 send_timeout=60.0, max_body=1 << 20):
+                 send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
+                 small_file_cache=16384):
         self.root = os.path.abspath(root if root is not None else default_root())
         if not os.path.isdir(self.root):
             raise ServerError("root %r is not a directory" % self.root)
@@ -80,7 +81,9 @@ class Server:
         self._engine_args = dict(
             policy=policy, stack_size=stack_size, serve_dotfiles=serve_dotfiles,
             follow_symlinks=follow_symlinks, header_timeout=header_timeout,
-            keepalive_timeout=keepalive_timeout, send_timeout=send_timeout, max_body=max_body)
+            keepalive_timeout=keepalive_timeout, send_timeout=send_timeout, max_body=max_body,
+            gzip_static=gzip_static, open_file_cache=open_file_cache,
+            small_file_cache=small_file_cache)
         self.fd_limit = None
         self._sock = None
         self._engine = None

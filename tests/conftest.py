@@ -193,12 +193,15 @@ def raw(port, data, timeout=5.0, per_byte=False):
     """Send data on a fresh connection, return everything the server sends until it closes or goes quiet."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
-        if per_byte:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for i in range(len(data)):
-                s.send(data[i:i + 1])
-        else:
-            s.sendall(data)
+        try:
+            if per_byte:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for i in range(len(data)):
+                    s.send(data[i:i + 1])
+            else:
+                s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the server answered (and closed) before we finished: read what it sent
         out = b""
         s.settimeout(timeout)
         while True:
@@ -214,6 +217,25 @@ def raw(port, data, timeout=5.0, per_byte=False):
         return out
     finally:
         s.close()
+
+
+def split_responses(data):
+    """Split a byte stream of responses (with Content-Length bodies) into (status, headers, body)."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower().decode()] = v.strip().decode("latin-1")
+        n = int(headers.get("content-length", 0)) if status >= 200 and status not in (204, 304) else 0
+        out.append((status, headers, rest[:n]))
+        data = rest[n:]
+    return out
 
 
 def status_of(resp_bytes):

@@ -116,3 +116,38 @@ def test_framing_fields():
     assert r["content_length"] == -1 and r["chunked"] == 1
     r = parse_request(b"GET /p?q=1 HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n")
     assert (r["method_len"], r["target_len"], r["num_headers"], r["minor_version"]) == (3, 6, 3, 1)
+
+
+KNOWN = ["Host", "Connection", "Content-Length", "Transfer-Encoding", "Expect", "Accept-Encoding",
+         "If-Modified-Since", "If-None-Match", "If-Match", "If-Unmodified-Since", "Range",
+         "If-Range", "Upgrade"]
+OTHERS = ["X-Host", "Hosts", "Rang", "If-Matchx", "Content-Type", "Accept", "Cookie", "User-Agent",
+          "If-Rangf", "Connectiom", "Transfer-Encodinf", "a", "Content-Lengt", "Expecx"]
+
+
+@pytest.mark.parametrize("name", KNOWN + OTHERS + [n.upper() for n in KNOWN] + [n.lower() for n in KNOWN])
+def test_fast_header_matcher_agrees_with_plain(name):
+    from minginx_cffi._native import header_id
+    b = name.encode()
+    assert header_id(b) == header_id(b, plain=True)
+    assert (header_id(b) != 0) == (name.lower() in [k.lower() for k in KNOWN])
+
+
+def test_known_headers_have_distinct_ids():
+    from minginx_cffi._native import header_id
+    ids = [header_id(n.encode()) for n in KNOWN]
+    assert len(set(ids)) == len(KNOWN) and 0 not in ids
+
+
+@pytest.mark.parametrize("text,expected", [
+    (b"Sun, 06 Nov 1994 08:49:37 GMT", 784111777),
+    (b"Sunday, 06-Nov-94 08:49:37 GMT", 784111777),
+    (b"Sun Nov  6 08:49:37 1994", 784111777),
+    (b"Sun, 06 Nov 1994 08:49:37 UTC", None),
+    (b"Sun, 32 Nov 1994 08:49:37 GMT", None),
+    (b"yesterday", None),
+    (b"", None),
+])
+def test_http_dates(text, expected):
+    from minginx_cffi._native import parse_http_date
+    assert parse_http_date(text) == expected

@@ -1,0 +1,51 @@
+/* cache.h - the open-file cache: what static.c needs to know about a file, kept per worker. */
+#ifndef MINGINX_CACHE_H
+#define MINGINX_CACHE_H
+
+#include <sys/stat.h>
+#include "internal.h"
+
+/* One representation on disk: the file itself, or its pre-compressed FILE.gz. */
+typedef struct {
+    int fd;                      /* -1: this representation does not exist */
+    int64_t size;
+    struct timespec mtime;
+    dev_t dev;
+    ino_t ino;
+    char etag[64];               /* with its quotes */
+    int etag_len;
+    char *data;                  /* the whole file, when it is small enough; else NULL */
+    char hdr[320];               /* prebuilt: Content-Type ... Accept-Ranges, CRLF-terminated */
+    int hdr_len;
+} mg_file;
+
+typedef struct mg_centry mg_centry;
+struct mg_centry {
+    uint32_t hash;
+    char *key;                   /* the normalised request path ("sub/" for a directory) */
+    uint32_t key_len;
+    char *path;                  /* the file relative to the root ("sub/index.html") */
+    mg_centry *hnext;            /* hash chain */
+    mg_centry *lru_prev, *lru_next;
+    int64_t checked_ms;          /* last time we compared it with the file system */
+    int refs;                    /* coroutines using it; never freed while > 0 */
+    int dead;                    /* invalidated: freed when refs reaches 0 */
+    int scratch;                 /* not in the cache: a request's own entry */
+    int compressible;            /* a text type: Vary: Accept-Encoding */
+    time_t mtime_sec;
+    char last_modified[32];      /* IMF-fixdate of the file's mtime */
+    mg_file plain, gz;
+};
+
+/* Open what the request path names.  rel is the normalised path ("" for the
+ * root); dir_request says the URL ended in '/'.  Returns an entry the caller
+ * must give back with file_release(), or NULL with *status set (301 for a
+ * directory asked without its slash, 403, 404, 503). */
+MG_HIDDEN mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *status);
+MG_HIDDEN void file_release(mg_worker *w, mg_centry *e);
+/* openat2(RESOLVE_BENEATH) of rel under dirfd (static.c); -1 with errno. */
+MG_HIDDEN int open_beneath(mg_server *srv, int dirfd, const char *rel);
+MG_HIDDEN int file_cache_init(mg_worker *w, int entries);
+MG_HIDDEN void file_cache_free(mg_worker *w);
+
+#endif /* MINGINX_CACHE_H */
