@@ -19,8 +19,16 @@ build: check-c
 test: build
 	$(PYTHON) -m pytest
 
-bench: build
+# wrk and nginx from Debian, the Python baselines in bench/.venv; then every workload.
+bench: build bench/.venv
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light) || \
+	    echo "bench: could not install wrk/nginx; the harness skips what is missing"
 	$(PYTHON) bench/run.py
+
+bench/.venv:
+	$(PYTHON) -m venv bench/.venv
+	bench/.venv/bin/pip install -q -r bench/requirements.txt
 
 clean:
 	rm -rf build dist *.egg-info minginx_cffi/_minginx*.so minginx_cffi/_minginx.c \

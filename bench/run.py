@@ -10,8 +10,14 @@ Results (every run) go to bench/results/<timestamp>.json and a Markdown table.
     python3 bench/run.py --workload c400 --rounds 5 --duration 10
 
 Workloads:
-  c400    the seed's experiment scaled to 2 cores: 2 workers, wrk -t2 -c400, unpinned
-  pinned  server on CPU 0 with 1 worker, wrk on CPU 1 with -t2 -c100 (stable to ~3%)
+  c400          the seed's experiment scaled to 2 cores: 2 workers, wrk -t2 -c400, unpinned
+  pinned        server on CPU 0 with 1 worker, wrk on CPU 1 with -t2 -c100 (stable to ~3%)
+  hello-native  13-byte text/plain from a Python handler, pinned as above: minginx-cffi's
+                App against granian (RSGI) and uvicorn (ASGI, httptools + uvloop)
+  hello-wsgi    the same from a WSGI callable: minginx-cffi --wsgi against gunicorn + gevent
+
+Baselines that are Python packages are looked for in bench/.venv (make bench
+creates it from bench/requirements.txt); a missing one is skipped with a line.
 """
 
 import argparse
@@ -35,9 +41,18 @@ sys.path.insert(0, os.path.dirname(HERE))
 from minginx_cffi.server import default_root  # noqa: E402
 
 WORKLOADS = {
-    "c400": dict(workers=2, pin=False, wrk=["-t2", "-c400"], path="/index.html"),
-    "pinned": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html"),
+    "c400": dict(workers=2, pin=False, wrk=["-t2", "-c400"], path="/index.html",
+                 servers=["minginx-cffi lifo", "minginx-cffi fifo", "nginx"]),
+    "pinned": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
+                   servers=["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi lifo, no caches",
+                            "nginx"]),
+    "hello-native": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/hello",
+                         servers=["minginx-cffi App", "granian rsgi", "uvicorn asgi"],
+                         baseline="granian rsgi"),
+    "hello-wsgi": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/hello",
+                       servers=["minginx-cffi wsgi", "gunicorn gevent"], baseline="gunicorn gevent"),
 }
+BENCH_VENV = os.path.join(HERE, ".venv", "bin")
 
 
 def free_port():
@@ -133,17 +148,49 @@ def start_nginx(root, port, workers, pin):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def start_py(argv, port, pin):
+    """A Python baseline from bench/.venv, run from the repository root (bench.hello_app)."""
+    cmd = [os.path.join(BENCH_VENV, argv[0])] + argv[1:]
+    if pin:
+        cmd = ["taskset", "-c", "0"] + cmd
+    return subprocess.Popen(cmd, cwd=os.path.dirname(HERE), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
 def servers_available():
     out = {
         "minginx-cffi lifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo"),
         "minginx-cffi fifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "fifo"),
         "minginx-cffi lifo, no caches": lambda r, p, w, pin: start_minginx(
             r, p, w, pin, "lifo", "--open-file-cache", "0", "--small-file-cache", "0"),
+        "minginx-cffi App": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--app", "bench.hello_app:app"),
+        "minginx-cffi wsgi": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--wsgi", "bench.hello_plain:wsgi"),
     }
     if shutil.which("nginx"):
         out["nginx"] = start_nginx
     else:
         print("bench: nginx not installed; skipping it (apt-get install nginx-light)")
+    py = {
+        "granian rsgi": lambda r, p, w, pin: start_py(
+            ["granian", "--interface", "rsgi", "--workers", str(w), "--runtime-threads", "1",
+             "--host", "127.0.0.1", "--port", str(p), "--no-ws", "--log-level", "error",
+             "bench.hello_plain:rsgi"], p, pin),
+        "uvicorn asgi": lambda r, p, w, pin: start_py(
+            ["uvicorn", "bench.hello_plain:asgi", "--host", "127.0.0.1", "--port", str(p),
+             "--workers", str(w), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+             "--log-level", "warning"], p, pin),
+        "gunicorn gevent": lambda r, p, w, pin: start_py(
+            ["gunicorn", "-k", "gevent", "-w", str(w), "-b", "127.0.0.1:%d" % p,
+             "--worker-connections", "1000", "--log-level", "warning", "bench.hello_plain:wsgi"],
+            p, pin),
+    }
+    for name, start in py.items():
+        if os.path.exists(os.path.join(BENCH_VENV, name.split()[0])):
+            out[name] = start
+        else:
+            print("bench: %s not in bench/.venv; skipping it (make bench installs it)" % name)
     return out
 
 
@@ -201,6 +248,8 @@ def main():
         spec = WORKLOADS[wl]
         for rnd in range(args.rounds):
             for name, start in servers.items():
+                if name not in spec["servers"]:
+                    continue
                 port = free_port()
                 proc = start(root, port, spec["workers"], spec["pin"])
                 try:
@@ -235,12 +284,12 @@ def report(results, workloads, servers, args):
         rows = [r for r in results if r["workload"] == wl]
         if not rows:
             continue
-        base = None
-        if any(r["server"] == "nginx" for r in rows):
-            base = statistics.median(r["rps"] for r in rows if r["server"] == "nginx")
+        base, base_name = None, WORKLOADS[wl].get("baseline", "nginx")
+        if any(r["server"] == base_name for r in rows):
+            base = statistics.median(r["rps"] for r in rows if r["server"] == base_name)
         lines += ["## %s: wrk %s -d%ds %s%s" % (wl, " ".join(WORKLOADS[wl]["wrk"]), args.duration,
                                                 WORKLOADS[wl]["path"], " (pinned)" if WORKLOADS[wl]["pin"] else ""),
-                  "", "| server | median req/s | min-max | vs nginx | avg / max latency ms | socket errors | RSS MiB |",
+                  "", "| server | median req/s | min-max | vs %s | avg / max latency ms | socket errors | RSS MiB |" % base_name,
                   "|---|---|---|---|---|---|---|"]
         for name in servers:
             rs = [r for r in rows if r["server"] == name]

@@ -36,6 +36,8 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
         rb = malloc(sizeof(*rb));   /* only while the pool warms up */
         if (!rb)
             return NULL;
+        rb->call._out = NULL;
+        rb->call._out_cap = 0;
     }
     rb->next_free = NULL;
     rb->len = 0;
@@ -46,6 +48,7 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
 void reqbuf_put(mg_worker *w, mg_reqbuf *rb)
 {
     if (w->reqbuf_pool_len >= MG_REQBUF_POOL_MAX) {
+        free(rb->call._out);
         free(rb);
         return;
     }
@@ -59,6 +62,7 @@ void reqbuf_pool_drain(mg_worker *w)
     while (w->reqbuf_pool) {
         mg_reqbuf *rb = w->reqbuf_pool;
         w->reqbuf_pool = rb->next_free;
+        free(rb->call._out);
         free(rb);
     }
     w->reqbuf_pool_len = 0;
@@ -107,14 +111,39 @@ static void buffer_consume(mg_reqbuf *rb, size_t from, size_t n)
     rb->len -= n;
 }
 
-/* Read and throw away the request body that follows a head of head_len
- * bytes; bytes after the body stay in the buffer (the next request).
+/* Append n bytes to the coroutine's body buffer (malloc'ed, doubling). */
+static int body_append(mg_coroutine *co, size_t *len, size_t *cap, const char *p, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 16384;
+        while (c < *len + n)
+            c *= 2;
+        char *nb = realloc(co->body_buf, c);
+        if (!nb)
+            return -ENOMEM;
+        co->body_buf = nb;
+        *cap = c;
+    }
+    memcpy(co->body_buf + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+/* Read the request body that follows a head of head_len bytes.  With keep,
+ * it is kept for a handler: in place in the request buffer when it fits
+ * (then the caller drops head_len + *body_len bytes afterwards), else in
+ * co->body_buf; without keep it is thrown away.  Either way the bytes after
+ * the body stay in the buffer: they are the next request.
  * Returns 0, an HTTP status to answer with (400, 413), or -errno. */
-static int discard_body(mg_coroutine *co, mg_request *req, size_t head_len)
+static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int keep,
+                     const char **body, size_t *body_len, int *in_place)
 {
     mg_reqbuf *rb = co->rb;
     int64_t max = co->worker->srv ? co->worker->srv->cfg.max_body : 0;
 
+    *body = NULL;
+    *body_len = 0;
+    *in_place = 0;
     if (!req->chunked && req->content_length <= 0)
         return 0;
     if (!req->chunked && req->content_length > max)
@@ -128,37 +157,61 @@ static int discard_body(mg_coroutine *co, mg_request *req, size_t head_len)
 
     if (!req->chunked) {
         uint64_t left = (uint64_t)req->content_length;
+        if (keep && head_len + left <= sizeof(rb->data)) {
+            /* it fits: read it in place, behind the head */
+            while (rb->len < head_len + left) {
+                ssize_t n = recv_more(co);
+                if (n <= 0)
+                    return n == 0 ? -ECONNRESET : (int)n;
+            }
+            *body = rb->data + head_len;
+            *body_len = (size_t)left;
+            *in_place = 1;
+            return 0;
+        }
+        size_t len = 0, cap = 0;
         for (;;) {
             size_t have = rb->len - head_len;
             size_t take = have < left ? have : (size_t)left;
+            if (keep && take && body_append(co, &len, &cap, rb->data + head_len, take) < 0)
+                return 500;
             buffer_consume(rb, head_len, take);
             left -= take;
             if (left == 0)
-                return 0;
+                break;
             ssize_t n = recv_more(co);
             if (n <= 0)
                 return n == 0 ? -ECONNRESET : (int)n;
         }
+        *body = co->body_buf;
+        *body_len = len;
+        return 0;
     }
 
     mg_chunked dec = {0};
     uint64_t total = 0;
+    size_t len = 0, cap = 0;
     for (;;) {
-        size_t len = rb->len - head_len, consumed = 0;
-        int r = chunked_decode(&dec, rb->data + head_len, &len, &consumed);
+        size_t n = rb->len - head_len, consumed = 0;
+        int r = chunked_decode(&dec, rb->data + head_len, &n, &consumed);
         if (r > 1)
             return r;
-        total += len;
+        total += n;
         if (total > (uint64_t)max)
             return 413;
+        if (keep && n && body_append(co, &len, &cap, rb->data + head_len, n) < 0)
+            return 500;
         /* decoded bytes are at the front; drop them and what was consumed */
         buffer_consume(rb, head_len, consumed);
         if (r == 1)
-            return 0;
-        ssize_t n = recv_more(co);
-        if (n <= 0)
-            return n == 0 ? -ECONNRESET : (int)n;
+            break;
+        ssize_t got = recv_more(co);
+        if (got <= 0)
+            return got == 0 ? -ECONNRESET : (int)got;
     }
+    *body = co->body_buf;
+    *body_len = len;
+    return 0;
 }
 
 /* Close after answering an error: stop sending, then read and drop what the
@@ -239,9 +292,14 @@ void conn_entry(mg_coroutine *co)
             return;
         }
 
-        /* -- the body, if any: read and discarded by the static files -- */
+        /* -- the body, if any: kept for a Python handler, else read and discarded -- */
         int keep_alive = req->keep_alive && !w->stopping;
-        int bst = discard_body(co, req, (size_t)head);
+        mg_server *srv = w->srv;
+        int python = srv->cfg.app_id >= 0;
+        const char *body;
+        size_t body_len;
+        int in_place;
+        int bst = read_body(co, req, (size_t)head, python, &body, &body_len, &in_place);
         if (bst != 0) {
             if (bst > 0) {
                 send_error(co, bst, 0, req->method_id == MG_M_HEAD);
@@ -250,8 +308,22 @@ void conn_entry(mg_coroutine *co)
             return;
         }
 
-        /* -- the middleware chain: for now, the static files -- */
-        if (static_serve(co, req, keep_alive) < 0)
+        /* -- the middleware chain: a Python handler, then the static files -- */
+        int r = 1;
+        if (python)
+            r = python_request(co, req, body, body_len, keep_alive);
+        if (r == 2) {
+            keep_alive = 0;
+            r = 0;
+        }
+        if (r == 1)
+            r = srv->cfg.static_files ? static_serve(co, req, keep_alive)
+                                      : (send_error(co, 404, keep_alive, req->method_id == MG_M_HEAD) < 0 ? -1 : 0);
+        free(co->body_buf);
+        co->body_buf = NULL;
+        if (in_place)
+            head += (int)body_len;   /* the body was read in place: it goes with the head */
+        if (r < 0)
             return;
         if (!keep_alive) {
             if (rb->len > (size_t)head)

@@ -162,6 +162,7 @@ void coroutine_destroy(mg_coroutine *co)
     }
     if (co->centry)
         file_release(w, co->centry);
+    free(co->body_buf);
     if (co->rb)
         reqbuf_put(w, co->rb);
     w->stats.coroutines_alive--;
@@ -186,8 +187,16 @@ void coroutine_yield(mg_coroutine *co, int reason)
 
     w->stats.yields[reason]++;
     co->waiting = reason;
-    if (reason == MG_YIELD_READY)
+    if (reason == MG_YIELD_READY) {
         add_to_ready(w, co);
+    } else if (reason == MG_YIELD_PYTHON) {
+        co->next_ready = NULL;
+        if (w->py_tail)
+            w->py_tail->next_ready = co;
+        else
+            w->py_head = co;
+        w->py_tail = co;
+    }
     if (swapcontext(&co->ctx, &w->sched_ctx) < 0) {
         perror("minginx: swapcontext");
         abort();

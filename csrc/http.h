@@ -58,7 +58,7 @@ typedef struct {
     int id;          /* mg_hdr_id */
 } mg_header;
 
-typedef struct {
+typedef struct mg_request_s {
     mg_str method, target, path, query;
     int method_id;               /* mg_method_id */
     int minor_version;           /* HTTP/1.<minor> */
@@ -121,6 +121,7 @@ struct mg_reqbuf {
     char path[4096];             /* the decoded, normalised path */
     char out[2048];              /* the response head being built */
     mg_centry scratch;           /* the file, when the open-file cache is off or full */
+    mg_pycall call;              /* the request as Python sees it (pycall.c) */
     char scratch_path[4096 + 32];
     char data[MG_REQBUF_DATA];   /* bytes read from the socket */
 };

@@ -100,6 +100,7 @@ struct mg_coroutine {
     /* connection state (conn.c) */
     mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
     struct mg_centry *centry;    /* file being sent (cache.c), released by coroutine_destroy */
+    char *body_buf;              /* a request body too large for rb, or chunked (malloc) */
 };
 
 /* ---------------------------------------------------------------- workers */
@@ -116,6 +117,9 @@ struct mg_worker {
     /* the scheduler's own context: where yields return to */
     ucontext_t sched_ctx;
     mg_coroutine *current;
+    /* coroutines waiting for their Python handler (pycall.c), linked by next_ready */
+    mg_coroutine *py_head, *py_tail;
+    uint64_t next_request_id;
     /* fd -> waiting coroutine; sized from RLIMIT_NOFILE, not FD_SETSIZE */
     mg_coroutine **fd_table;
     int fd_table_size;
@@ -189,6 +193,15 @@ MG_HIDDEN void conn_entry(mg_coroutine *co);
 MG_HIDDEN mg_reqbuf *reqbuf_get(struct mg_worker *w);
 MG_HIDDEN void reqbuf_put(struct mg_worker *w, mg_reqbuf *rb);
 MG_HIDDEN void reqbuf_pool_drain(struct mg_worker *w);
+
+/* pycall.c */
+struct mg_request_s;
+MG_HIDDEN void run_python(struct mg_worker *w);
+/* Hand the request to Python.  Returns 1 if Python passed it on (static
+ * files answer), 0 if answered (keep-alive), 2 if answered and the
+ * connection must close, -1 if the connection broke. */
+MG_HIDDEN int python_request(mg_coroutine *co, struct mg_request_s *req, const char *body,
+                             size_t body_len, int keep_alive);
 
 /* helpers */
 MG_HIDDEN void mg_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

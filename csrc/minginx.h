@@ -21,6 +21,7 @@
 #define MG_DEFAULT_STACK_SIZE (64 * 1024)   /* bytes, per coroutine */
 #define MG_MIN_STACK_SIZE (16 * 1024)
 #define MG_MAX_WORKERS 256
+#define MG_EXTERN_PYTHON extern
 
 /* Ready-queue policy of a worker (the seed's "Worker policy"). */
 typedef enum {
@@ -35,6 +36,7 @@ typedef enum {
     MG_YIELD_READY = 0,  /* still runnable: just let the others run */
     MG_YIELD_READ = 1,   /* recv would block: wake me when the fd is readable */
     MG_YIELD_WRITE = 2,  /* send would block: wake me when the fd is writable */
+    MG_YIELD_PYTHON = 3, /* run my Python handler on the worker's own stack */
     MG_YIELD_MAX
 } mg_yield;
 
@@ -52,6 +54,8 @@ typedef struct {
     int gzip_static;             /* serve FILE.gz to clients that accept gzip */
     int open_file_cache;         /* entries per worker (0: no cache) */
     int small_file_max;          /* files up to this many bytes are kept in memory */
+    int app_id;                  /* >= 0: requests go to Python app number app_id first */
+    int static_files;            /* 1: serve root's files (and requests Python passes on) */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */
@@ -60,7 +64,7 @@ typedef struct {
     uint64_t requests;           /* responses started */
     uint64_t bytes_out;          /* response bytes written (headers + bodies) */
     uint64_t switches;           /* context switches into coroutines */
-    uint64_t yields[3];          /* by mg_yield reason: ready, read, write */
+    uint64_t yields[4];          /* by mg_yield reason: ready, read, write, python */
     uint64_t wakeups;            /* coroutines woken by wake_fd */
     uint64_t timeouts;           /* coroutines woken by an expired timer */
     uint64_t ready_max;          /* deepest the ready queue has been */
@@ -71,10 +75,73 @@ typedef struct {
     uint64_t cache_hits;         /* requests answered from the open-file cache */
     uint64_t cache_misses;       /* requests that had to open the file */
     uint64_t cache_entries;      /* entries in the open-file cache now */
+    uint64_t py_batches;         /* times the worker took the GIL to run handlers */
+    uint64_t py_calls;           /* handler calls made in those batches */
 } mg_stats;
 
 typedef struct mg_server mg_server;
 typedef struct mg_worker mg_worker;
+
+/* ---- Python handlers ----
+ * A coroutine that needs Python fills an mg_pycall and yields MG_YIELD_PYTHON.
+ * After schedule() the worker, on its own stack, passes every pending call
+ * to mg_py_batch() (one GIL acquisition per batch), then resumes the
+ * coroutines, which send what Python produced. */
+typedef enum {
+    MG_PY_START = 0,     /* a new request: run the handler, start the response */
+    MG_PY_NEXT = 1,      /* a streamed response: produce the next piece */
+    MG_PY_ABORT = 2,     /* the client is gone: close the response's iterator */
+    MG_PY_OP_MAX
+} mg_py_op;
+
+/* flags of mg_call_start() */
+#define MG_RESP_STREAM 1      /* more body follows in later rounds (mg_call_chunk) */
+#define MG_RESP_HAS_LENGTH 2  /* the headers given carry Content-Length */
+#define MG_RESP_CLOSE 4       /* close the connection after this response */
+
+typedef struct {
+    uint64_t id;                 /* this request, unique within the worker */
+    int op;                      /* mg_py_op */
+    int worker;                  /* index of the worker making the call */
+    /* The request: views into the connection's buffer, valid only while
+     * Python runs for this call. */
+    const char *method;
+    int method_len;
+    const char *path;            /* as sent: still percent-encoded */
+    int path_len;
+    const char *query;
+    int query_len;
+    const char *body;
+    size_t body_len;
+    int minor_version;           /* HTTP/1.<minor> */
+    int num_headers;             /* read them with mg_call_header() */
+    char peer[48];               /* client address, text */
+    int peer_port;
+    int server_port;
+    /* Python's answer */
+    int fallthrough;             /* 1: not mine, let the static files answer */
+    int more;                    /* set by mg_call_*: another MG_PY_NEXT round is wanted */
+    int _started, _chunked, _keep_alive, _head_only;
+    char *_out;                  /* bytes to send after this round */
+    size_t _out_len, _out_cap;
+    void *_co;
+} mg_pycall;
+
+/* Implemented in Python (minginx_cffi/_native.py); the build script turns
+ * MG_EXTERN_PYTHON into cffi's extern "Python+C". */
+MG_EXTERN_PYTHON int mg_py_batch(int app_id, mg_pycall **calls, int n);
+
+/* Header field i of the request (0 <= i < num_headers). */
+int mg_call_header(mg_pycall *c, int i, const char **name, size_t *name_len, const char **value,
+                   size_t *value_len);
+/* Start the response: status line, Server, Date, the given header lines
+ * ("Name: value\r\n" each), framing (Content-Length, or chunked when
+ * streaming) and Connection, then the body.  0, or -errno. */
+int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_len,
+                  const char *headers, size_t headers_len, const char *body, size_t body_len,
+                  int flags);
+/* Another piece of a streamed body; last = 1 ends it.  0, or -errno. */
+int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last);
 
 /* ---- server: shared, read-only configuration plus the acceptor ---- */
 mg_server *mg_server_new(const mg_config *cfg, int *err);

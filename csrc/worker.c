@@ -372,6 +372,8 @@ int mg_worker_run(mg_worker *w)
     w->now_ms = mg_now_ms();
     while (!w->exiting) {
         schedule(w);
+        if (w->py_head)
+            run_python(w);   /* handlers run here, on this thread's own stack */
         if (w->stopping && w->stats.coroutines_alive == 0)
             break;
         int timeout = timers_next_timeout(w);
@@ -394,6 +396,7 @@ int mg_worker_run(mg_worker *w)
     }
     /* Whatever is left is cut off: the grace period is over. */
     w->ready_head = w->ready_tail = NULL;
+    w->py_head = w->py_tail = NULL;
     w->ready_len = 0;
     while (w->all)
         coroutine_destroy(w->all);

@@ -17,7 +17,7 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
 
-SOURCES = ["coroutine.c", "worker.c", "acceptor.c", "io.c", "http.c", "static.c", "cache.c", "conn.c"]
+SOURCES = ["coroutine.c", "worker.c", "acceptor.c", "io.c", "http.c", "static.c", "cache.c", "conn.c", "pycall.c"]
 
 # -Werror holds the engine's own files to a warning-free build (the Makefile's
 # `build` target compiles them alone with the same flags); the code cffi
@@ -36,10 +36,11 @@ def read_cdef(path):
         s = line.strip()
         if s.startswith("#"):
             m = re.match(r"#define\s+(MG_\w+|RDY_\w+)\s+\S", s)
-            if m:
+            if m and m.group(1) != "MG_EXTERN_PYTHON":
                 out.append("#define %s ..." % m.group(1))
             continue
-        out.append(line.rstrip("\n"))
+        # C calls back into Python through these (minginx.h: mg_py_batch)
+        out.append(line.rstrip("\n").replace("MG_EXTERN_PYTHON", 'extern "Python+C"'))
     return "\n".join(out)
 
 

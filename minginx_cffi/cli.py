@@ -42,6 +42,12 @@ def cli():
               show_default=True, help="Open files cached per worker (0: off).")
 @click.option("--small-file-cache", type=click.IntRange(0, 1 << 20), default=16384,
               show_default=True, help="Files up to this many bytes are kept in memory (0: off).")
+@click.option("--app", default=None, metavar="MODULE:ATTR",
+              help="A minginx_cffi.App to run (unknown paths go to --root's files, else 404).")
+@click.option("--wsgi", default=None, metavar="MODULE:ATTR",
+              help="A WSGI application to run (Flask, Django...).")
+@click.option("--processes", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Server processes sharing the port with SO_REUSEPORT.")
 @click.option("--serve-dotfiles/--no-serve-dotfiles", default=False, show_default=True,
               help="Serve /.git, /.env and other dotfiles.")
 @click.option("--follow-symlinks/--no-follow-symlinks", default=False, show_default=True,

@@ -16,6 +16,7 @@ up to ``grace`` seconds, then cut off whatever is left.  A second SIGINT cuts
 off at once.
 """
 
+import importlib
 import os
 import resource
 import signal
@@ -26,7 +27,7 @@ import time
 
 from . import _native
 
-__all__ = ["Server", "ServerError", "serve", "default_root"]
+__all__ = ["Server", "ServerError", "serve", "default_root", "load_app"]
 
 
 class ServerError(Exception):
@@ -52,6 +53,25 @@ def raise_fd_limit():
         return soft
 
 
+def load_app(spec):
+    """Import "module:attribute" (as uvicorn and gunicorn do, from the current directory)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ServerError("%r: expected module:attribute, e.g. myapp:app" % spec)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ServerError("cannot import %r: %s" % (module_name, e)) from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ServerError("module %r has no attribute %r" % (module_name, attr)) from None
+    return obj
+
+
 class Server:
     """A minginx-cffi server: ``Server(root=...).serve_forever()``.
 
@@ -63,7 +83,22 @@ class Server:
                  grace=5.0, stack_size=_native.DEFAULT_STACK_SIZE, serve_dotfiles=False,
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384):
+                 small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1):
+        if app is not None and wsgi is not None:
+            raise ServerError("give --app or --wsgi, not both")
+        if isinstance(app, str):
+            app = load_app(app)
+        if isinstance(wsgi, str):
+            wsgi = load_app(wsgi)
+        if app is not None and not hasattr(app, "route"):
+            raise ServerError("--app wants a minginx_cffi.App; for a WSGI application use --wsgi")
+        if wsgi is not None and not callable(wsgi):
+            raise ServerError("--wsgi wants a WSGI callable, got %s" % type(wsgi).__name__)
+        self.app, self.wsgi = app, wsgi
+        # With a handler and no --root, unknown paths are 404, not the demo site.
+        self.static_files = root is not None or (app is None and wsgi is None)
+        self.reuse_port = reuse_port
+        self.processes = processes
         self.root = os.path.abspath(root if root is not None else default_root())
         if not os.path.isdir(self.root):
             raise ServerError("root %r is not a directory" % self.root)
@@ -104,6 +139,8 @@ class Server:
         sock = socket.socket(family, stype, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(addr)
             # The kernel caps the backlog at net.core.somaxconn (4096 here);
             # the seed's 10 was the cause of its 1.6 s latency spikes.
@@ -119,8 +156,18 @@ class Server:
 
     def _start_workers(self):
         self.fd_limit = raise_fd_limit()
+        bridge = None
+        if self.app is not None:
+            from .app import make_dispatch
+            bridge = _native.Bridge(make_dispatch(self.app))
+        elif self.wsgi is not None:
+            from . import wsgi
+            bridge = _native.Bridge(wsgi.make_dispatch(self.wsgi, multithread=self.nworkers > 1,
+                                                       multiprocess=self.processes > 1,
+                                                       server_name=self.host))
         try:
-            self._engine = _native.Engine(self.root, **self._engine_args)
+            self._engine = _native.Engine(self.root, bridge=bridge, static_files=self.static_files,
+                                          **self._engine_args)
         except OSError as e:
             raise ServerError("cannot serve %s: %s" % (self.root, e.strerror)) from None
         for i in range(self.nworkers):
@@ -135,10 +182,18 @@ class Server:
         return (self.host, self.port)
 
     def banner(self):
-        return ("minginx-cffi: serving %s on http://%s:%d (workers %d, policy %s, engine cffi, "
-                "fd limit %s)" % (self.root, self.host if ":" not in self.host else
-                                  "[%s]" % self.host, self.port, self.nworkers, self.policy,
-                                  self.fd_limit))
+        what = []
+        if self.app is not None:
+            what.append("app %s" % getattr(self.app, "__name__", type(self.app).__name__))
+        if self.wsgi is not None:
+            what.append("WSGI %s" % getattr(self.wsgi, "__name__", type(self.wsgi).__name__))
+        if self.static_files:
+            what.append(self.root)
+        procs = ", processes %d" % self.processes if self.processes > 1 else ""
+        return ("minginx-cffi: serving %s on http://%s:%d (workers %d%s, policy %s, engine cffi, "
+                "fd limit %s)" % (" + ".join(what), self.host if ":" not in self.host else
+                                  "[%s]" % self.host, self.port, self.nworkers, procs,
+                                  self.policy, self.fd_limit))
 
     # -- the main-thread way: signals stop it ---------------------------
 
@@ -236,6 +291,58 @@ class Server:
         self._threads = []
 
 
-def serve(**options):
-    """What ``minginx-cffi serve`` does: build a Server and run it until a signal."""
-    Server(**options).serve_forever()
+def serve(processes=1, **options):
+    """What ``minginx-cffi serve`` does: build a Server and run it until a signal.
+
+    With processes > 1, that many server processes share the port with
+    SO_REUSEPORT (the kernel spreads connections over their listeners), for
+    handler code that needs more than one GIL.  The parent only watches: a
+    signal to it is passed on to every child, so Ctrl-C stops them all.
+    """
+    if processes <= 1:
+        Server(**options).serve_forever()
+        return
+    probe = Server(processes=processes, reuse_port=True, **options)   # checks flags, loads the app
+    probe.bind()                                                       # and the port, once
+    port = probe.port
+    probe._close_listener()
+    options.update(port=port)
+    children = []
+    for i in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.setpgid(0, 0)   # terminal signals reach the parent only; it passes them on
+                srv = Server(processes=processes, reuse_port=True, **options)
+                srv.serve_forever(quiet=True)
+            except BaseException:
+                code = 1
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    probe.fd_limit = raise_fd_limit()
+    print(probe.banner(), flush=True)
+
+    def forward(signum, frame):
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    status = 0
+    for pid in children:
+        while True:
+            try:
+                _, st = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        if os.waitstatus_to_exitcode(st) != 0:
+            status = 1
+    if status:
+        raise ServerError("a server process failed")

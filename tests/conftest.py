@@ -141,6 +141,9 @@ class Conn:
         resp = Response(int(status), reason, headers, b"", head)
         if head_request or resp.status in (204, 304) or resp.status < 200:
             return resp
+        if (resp.header("transfer-encoding") or "").lower() == "chunked":
+            resp.body = self._read_chunked()
+            return resp
         length = resp.header("content-length")
         assert length is not None, "no Content-Length in %r" % head
         n = int(length)
@@ -148,6 +151,26 @@ class Conn:
             self._fill()
         resp.body, self.buf = self.buf[:n], self.buf[n:]
         return resp
+
+    def _read_chunked(self):
+        body = b""
+        while True:
+            while b"\r\n" not in self.buf:
+                self._fill()
+            line, _, self.buf = self.buf.partition(b"\r\n")
+            n = int(line.split(b";")[0], 16)
+            if n == 0:
+                while b"\r\n" not in self.buf:       # trailers end with an empty line
+                    self._fill()
+                while not self.buf.startswith(b"\r\n"):
+                    _, _, self.buf = self.buf.partition(b"\r\n")
+                    while b"\r\n" not in self.buf:
+                        self._fill()
+                self.buf = self.buf[2:]
+                return body
+            while len(self.buf) < n + 2:
+                self._fill()
+            body, self.buf = body + self.buf[:n], self.buf[n + 2:]
 
     def request(self, method="GET", path="/", headers=None, body=b""):
         hdrs = {"Host": "127.0.0.1"}

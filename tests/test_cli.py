@@ -117,3 +117,81 @@ def test_root_is_a_file_one_line_nonzero(site_root):
     p = subprocess.run(CLI + ["serve", "--root", str(site_root / "hello.txt")], capture_output=True,
                        timeout=30)
     assert p.returncode != 0 and len(p.stderr.decode().strip().splitlines()) == 1
+
+
+APP_SRC = '''
+import os
+from minginx_cffi import App
+app = App()
+
+@app.route("/pid")
+def pid(request):
+    return str(os.getpid())
+
+def wsgi(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"wsgi says hi"]
+'''
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    (tmp_path / "myapp.py").write_text(APP_SRC)
+    return tmp_path
+
+
+def start_in(cwd, *args):
+    port = free_port()
+    p = subprocess.Popen(CLI + ["serve", "--port", str(port)] + list(args), cwd=str(cwd),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = p.stdout.readline().decode()
+    return p, port, line
+
+
+def test_cli_app_and_wsgi(app_dir):
+    p, port, banner = start_in(app_dir, "--app", "myapp:app", "--workers", "1")
+    try:
+        assert "app" in banner
+        assert Conn(port).request("GET", "/pid").body == str(p.pid).encode()
+        assert Conn(port).request("GET", "/index.html").status == 404   # no --root: no files
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+    p, port, banner = start_in(app_dir, "--wsgi", "myapp:wsgi", "--workers", "1")
+    try:
+        assert Conn(port).request("GET", "/anything").body == b"wsgi says hi"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--app", "nosuchmodule:app"], "cannot import"),
+    (["--app", "myapp:nope"], "no attribute"),
+    (["--app", "myapp"], "module:attribute"),
+    (["--wsgi", "myapp:app", "--app", "myapp:app"], "not both"),
+])
+def test_cli_bad_app_one_line(app_dir, args, needle):
+    p = subprocess.run(CLI + ["serve"] + args, cwd=str(app_dir), capture_output=True, timeout=30)
+    err = p.stderr.decode().strip()
+    assert p.returncode != 0 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_processes_share_the_port_and_stop_together(app_dir):
+    p, port, banner = start_in(app_dir, "--app", "myapp:app", "--workers", "1", "--processes", "2")
+    try:
+        assert "processes 2" in banner
+        pids = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:
+            try:
+                pids.add(Conn(port).request("GET", "/pid").body)
+            except (ConnectionError, EOFError):
+                time.sleep(0.05)
+        assert len(pids) == 2 and str(p.pid).encode() not in pids
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(15) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
