@@ -12,6 +12,8 @@ Results (every run) go to bench/results/<timestamp>.json and a Markdown table.
 Workloads:
   c400          the seed's experiment scaled to 2 cores: 2 workers, wrk -t2 -c400, unpinned
   pinned        server on CPU 0 with 1 worker, wrk on CPU 1 with -t2 -c100 (stable to ~3%)
+  port          the 6 KiB file, pinned: the C engine against the pure-Python port (1 and 2
+                workers, with and without its caches)
   hello-native  13-byte text/plain from a Python handler, pinned as above: minginx-cffi's
                 App against granian (RSGI) and uvicorn (ASGI, httptools + uvloop)
   hello-wsgi    the same from a WSGI callable: minginx-cffi --wsgi against gunicorn + gevent
@@ -45,7 +47,10 @@ WORKLOADS = {
                  servers=["minginx-cffi lifo", "minginx-cffi fifo", "nginx"]),
     "pinned": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
                    servers=["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi lifo, no caches",
-                            "nginx"]),
+                            "python port", "nginx"]),
+    "port": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
+                 servers=["minginx-cffi lifo", "python port", "python port, 2 workers",
+                          "python port, no caches"], baseline="python port"),
     "hello-native": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/hello",
                          servers=["minginx-cffi App", "granian rsgi", "uvicorn asgi"],
                          baseline="granian rsgi"),
@@ -100,6 +105,9 @@ def rss_kib(pid):
 def start_minginx(root, port, workers, pin, policy, *extra):
     cmd = [sys.executable, "-m", "minginx_cffi", "serve", "--root", root, "--port", str(port),
            "--workers", str(workers), "--policy", policy] + list(extra)
+    if "--workers" in extra:   # a server that fixes its own worker count
+        i = cmd.index("--workers")
+        del cmd[i:i + 2]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -163,6 +171,12 @@ def servers_available():
         "minginx-cffi fifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "fifo"),
         "minginx-cffi lifo, no caches": lambda r, p, w, pin: start_minginx(
             r, p, w, pin, "lifo", "--open-file-cache", "0", "--small-file-cache", "0"),
+        "python port": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo", "--engine", "python"),
+        "python port, 2 workers": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--engine", "python", "--workers", "2"),
+        "python port, no caches": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--engine", "python", "--open-file-cache", "0",
+            "--small-file-cache", "0"),
         "minginx-cffi App": lambda r, p, w, pin: start_minginx(
             r, p, w, pin, "lifo", "--app", "bench.hello_app:app"),
         "minginx-cffi wsgi": lambda r, p, w, pin: start_minginx(

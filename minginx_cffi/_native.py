@@ -5,7 +5,6 @@ around each call into C, so ``Worker.run()`` (the worker loop) and
 ``Engine.accept_loop()`` (the acceptor) run without it.
 """
 
-import logging
 import os
 import traceback
 
@@ -71,7 +70,7 @@ class Engine:
     def __init__(self, root, policy="lifo", stack_size=DEFAULT_STACK_SIZE, serve_dotfiles=False,
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384, bridge=None, static_files=True):
+                 small_file_cache=16384, dispatch=None, static_files=True):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
         if stack_size < MIN_STACK_SIZE:
@@ -90,6 +89,7 @@ class Engine:
         cfg.gzip_static = int(bool(gzip_static))
         cfg.open_file_cache = int(open_file_cache)
         cfg.small_file_max = int(small_file_cache)
+        bridge = Bridge(dispatch) if dispatch is not None else None
         cfg.app_id = bridge.app_id if bridge is not None else -1
         cfg.static_files = int(bool(static_files))
         self.bridge = bridge
@@ -191,12 +191,10 @@ def parse_request(data):
 # went away.  Responses are copied into C by mg_call_start()/mg_call_chunk(),
 # so no Python object has to outlive the call.
 
-log = logging.getLogger("minginx_cffi")
+from ._dispatch import FALLTHROUGH, RESP_CLOSE, RESP_HAS_LENGTH, RESP_STREAM, log  # noqa: E402
 
-FALLTHROUGH = object()   # a dispatcher's "not mine": the static files answer
-RESP_STREAM = lib.MG_RESP_STREAM
-RESP_HAS_LENGTH = lib.MG_RESP_HAS_LENGTH
-RESP_CLOSE = lib.MG_RESP_CLOSE
+assert (RESP_STREAM, RESP_HAS_LENGTH, RESP_CLOSE) == (
+    lib.MG_RESP_STREAM, lib.MG_RESP_HAS_LENGTH, lib.MG_RESP_CLOSE), "minginx.h and _dispatch.py disagree"
 _OP_START, _OP_NEXT, _OP_ABORT = lib.MG_PY_START, lib.MG_PY_NEXT, lib.MG_PY_ABORT
 _BRIDGES = {}
 _next_app_id = [0]

@@ -29,7 +29,7 @@ import json
 import re
 import urllib.parse
 
-from . import _native
+from . import _dispatch
 
 __all__ = ["App", "Request", "Response", "Headers", "HTTPError"]
 
@@ -231,10 +231,10 @@ def encode_headers(headers):
         ln = n.lower()
         if ln in _HOP_BY_HOP:
             if ln == b"connection" and b"close" in v.lower():
-                flags |= _native.RESP_CLOSE
+                flags |= _dispatch.RESP_CLOSE
             continue
         if ln == b"content-length":
-            flags |= _native.RESP_HAS_LENGTH
+            flags |= _dispatch.RESP_HAS_LENGTH
         out.append(b"%s: %s\r\n" % (n, v))
     return b"".join(out), flags
 
@@ -345,7 +345,7 @@ def make_dispatch(app):
         if route is None:
             route, params = match(path)
             if route is None:
-                return _native.FALLTHROUGH
+                return _dispatch.FALLTHROUGH
         fn = route.handlers.get(view.method)
         if fn is None:
             allow = sorted(route.handlers)
@@ -363,7 +363,7 @@ def make_dispatch(app):
             response = Response(e.message if e.message is not None else
                                 "%d\n" % e.status, e.status)
         except UnusableResponse as e:
-            _native.log.error("minginx: %s", e)
+            _dispatch.log.error("minginx: %s", e)
             response = Response("Internal Server Error\n", 500)
         headers, flags = encode_headers(response.headers.items())
         return (response.status, b"", headers, response.body, flags)

@@ -6,7 +6,7 @@ import click
 
 from . import __version__
 from ._native import DEFAULT_STACK_SIZE, MIN_STACK_SIZE, POLICIES
-from .server import ServerError, serve
+from .server import ENGINES, ServerError, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +24,8 @@ def cli():
               help="Worker threads (default: CPU count).")
 @click.option("--policy", type=click.Choice(sorted(POLICIES)), default="lifo", show_default=True,
               help="Ready-queue order: RDY_FIFO or RDY_LIFO.")
+@click.option("--engine", type=click.Choice(list(ENGINES)), default="cffi", show_default=True,
+              help="cffi: the C engine; python: the pure-Python port of the same design.")
 @click.option("--grace", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
               help="Seconds in-flight responses get to finish at shutdown.")
 @click.option("--stack-size", type=click.IntRange(MIN_STACK_SIZE, 64 << 20),

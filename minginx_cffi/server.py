@@ -27,7 +27,16 @@ import time
 
 from . import _native
 
-__all__ = ["Server", "ServerError", "serve", "default_root", "load_app"]
+__all__ = ["Server", "ServerError", "serve", "default_root", "load_app", "ENGINES"]
+
+
+def _python_engine(*args, **kwargs):
+    from .pyport import Engine
+    return Engine(*args, **kwargs)
+
+
+#: engines by name (the CLI's --engine choices): the C core, or the pure-Python port
+ENGINES = {"cffi": _native.Engine, "python": _python_engine}
 
 
 class ServerError(Exception):
@@ -83,7 +92,8 @@ class Server:
                  grace=5.0, stack_size=_native.DEFAULT_STACK_SIZE, serve_dotfiles=False,
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1):
+                 small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
+                 engine="cffi"):
         if app is not None and wsgi is not None:
             raise ServerError("give --app or --wsgi, not both")
         if isinstance(app, str):
@@ -95,6 +105,9 @@ class Server:
         if wsgi is not None and not callable(wsgi):
             raise ServerError("--wsgi wants a WSGI callable, got %s" % type(wsgi).__name__)
         self.app, self.wsgi = app, wsgi
+        if engine not in ENGINES:
+            raise ServerError("engine must be one of: %s" % ", ".join(ENGINES))
+        self.engine = engine
         # With a handler and no --root, unknown paths are 404, not the demo site.
         self.static_files = root is not None or (app is None and wsgi is None)
         self.reuse_port = reuse_port
@@ -156,18 +169,17 @@ class Server:
 
     def _start_workers(self):
         self.fd_limit = raise_fd_limit()
-        bridge = None
+        dispatch = None
         if self.app is not None:
             from .app import make_dispatch
-            bridge = _native.Bridge(make_dispatch(self.app))
+            dispatch = make_dispatch(self.app)
         elif self.wsgi is not None:
             from . import wsgi
-            bridge = _native.Bridge(wsgi.make_dispatch(self.wsgi, multithread=self.nworkers > 1,
-                                                       multiprocess=self.processes > 1,
-                                                       server_name=self.host))
+            dispatch = wsgi.make_dispatch(self.wsgi, multithread=self.nworkers > 1,
+                                          multiprocess=self.processes > 1, server_name=self.host)
         try:
-            self._engine = _native.Engine(self.root, bridge=bridge, static_files=self.static_files,
-                                          **self._engine_args)
+            self._engine = ENGINES[self.engine](self.root, dispatch=dispatch,
+                                                static_files=self.static_files, **self._engine_args)
         except OSError as e:
             raise ServerError("cannot serve %s: %s" % (self.root, e.strerror)) from None
         for i in range(self.nworkers):
@@ -190,10 +202,10 @@ class Server:
         if self.static_files:
             what.append(self.root)
         procs = ", processes %d" % self.processes if self.processes > 1 else ""
-        return ("minginx-cffi: serving %s on http://%s:%d (workers %d%s, policy %s, engine cffi, "
+        return ("minginx-cffi: serving %s on http://%s:%d (workers %d%s, policy %s, engine %s, "
                 "fd limit %s)" % (" + ".join(what), self.host if ":" not in self.host else
                                   "[%s]" % self.host, self.port, self.nworkers, procs,
-                                  self.policy, self.fd_limit))
+                                  self.policy, self.engine, self.fd_limit))
 
     # -- the main-thread way: signals stop it ---------------------------
 

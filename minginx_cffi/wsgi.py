@@ -12,7 +12,7 @@ goes away mid-stream.
 import io
 import sys
 
-from . import _native
+from . import _dispatch
 from .app import encode_headers
 
 __all__ = ["make_dispatch"]
@@ -157,7 +157,7 @@ def _answer(sr, body, single):
     reason = reason.encode("latin-1")
     if single:
         return (status, reason, headers, body, flags)
-    if flags & _native.RESP_HAS_LENGTH:
+    if flags & _dispatch.RESP_HAS_LENGTH:
         # A known length that arrives whole in the first piece needs no stream.
         length = next((int(v) for k, v in sr.headers if k.lower() == "content-length"), -1)
         try:
@@ -169,7 +169,7 @@ def _answer(sr, body, single):
             body.close()
             return (status, reason, headers, first, flags)
         body.first.insert(0, first)
-    return (status, reason, headers, body, flags | _native.RESP_STREAM)
+    return (status, reason, headers, body, flags | _dispatch.RESP_STREAM)
 
 
 def _unquote_latin1(raw):

@@ -66,11 +66,18 @@ def policy(request):
     return request.param
 
 
+@pytest.fixture(params=["cffi", "python"])
+def engine(request):
+    """Every end-to-end test runs on both engines: the C core and the pure-Python port."""
+    return request.param
+
+
 @pytest.fixture
-def make_server(site_root):
+def make_server(site_root, engine):
     servers = []
 
     def make(**kw):
+        kw.setdefault("engine", engine)
         kw.setdefault("root", str(site_root))
         kw.setdefault("port", 0)
         kw.setdefault("workers", 2)

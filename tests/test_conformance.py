@@ -57,10 +57,10 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def conf_server(site_root):
+@pytest.fixture(scope="module", params=["cffi", "python"])
+def conf_server(site_root, request):
     from minginx_cffi import Server
-    srv = Server(root=str(site_root), port=0, workers=1, grace=1).start()
+    srv = Server(root=str(site_root), port=0, workers=1, grace=1, engine=request.param).start()
     yield srv
     srv.shutdown()
 

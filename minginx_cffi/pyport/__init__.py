@@ -1,0 +1,77 @@
+"""pyport: the pure-Python port of the engine, the same architecture one flag away (--engine python).
+
+Read it beside csrc/, file for file:
+
+    csrc/coroutine.c  ->  coroutine.py   coroutine_create, trampoline_start, coroutine_destroy
+    csrc/worker.c     ->  worker.py      epoll, dispatch pipe, fd_batch, add_to_ready, schedule, wake_fd
+    csrc/acceptor.c   ->  acceptor.py    accept loop, dispatch
+    csrc/io.c         ->  io.py          recv_async, send_async, sendfile_async, TCP_CORK
+    csrc/http.c       ->  http.py        parse_http, chunked decoding, header ids
+    csrc/conn.c       ->  conn.py        conn_entry (the seed's entry)
+    csrc/static.c     ->  static.py      static_serve, decode_path, the open-file cache
+    csrc/cache.c
+
+Coroutines are generators (``yield`` plays swapcontext); a worker is a
+thread with its own select.epoll.  Standard library only.  Python's threads
+share one GIL, so workers here take turns rather than run in parallel.
+"""
+
+from .acceptor import Acceptor
+from .worker import Worker
+
+__all__ = ["Engine"]
+
+
+class _WorkerHandle:
+    """The interface minginx_cffi.server expects of a worker (as _native.Worker)."""
+
+    def __init__(self, worker):
+        self._w = worker
+
+    def run(self):
+        return self._w.run()
+
+    def stop(self, graceful=True):
+        self._w.stop(graceful)
+
+    def stats(self):
+        return self._w.stats_dict()
+
+    def free(self):
+        self._w.free()
+
+
+class Engine:
+    """Same constructor and methods as minginx_cffi._native.Engine."""
+
+    def __init__(self, root, policy="lifo", stack_size=0, serve_dotfiles=False,
+                 follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
+                 send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
+                 small_file_cache=16384, dispatch=None, static_files=True):
+        self.cfg = dict(root=root, policy=policy, serve_dotfiles=serve_dotfiles,
+                        follow_symlinks=follow_symlinks, header_timeout=header_timeout,
+                        keepalive_timeout=keepalive_timeout, send_timeout=send_timeout,
+                        max_body=max_body, gzip_static=gzip_static,
+                        open_file_cache=open_file_cache, small_file_cache=small_file_cache,
+                        static_files=static_files)
+        self.dispatch = dispatch
+        self.pipes = []         # each worker's dispatch pipe, for the acceptor
+        self.workers = []       # handles with _native.Worker's interface
+        self._acceptor = Acceptor(self)
+
+    def add_worker(self):
+        w = Worker(self, len(self.workers))
+        self.pipes.append(w.pipe_w)
+        h = _WorkerHandle(w)
+        self.workers.append(h)
+        return h
+
+    def accept_loop(self, listen_fd, wake_fd):
+        return self._acceptor.accept_loop(listen_fd, wake_fd)
+
+    def free(self):
+        for h in self.workers:
+            h.free()
+        self.workers = []
+        self.pipes = []
+        self._acceptor.close()

@@ -1,0 +1,269 @@
+"""conn.py - a connection's life: conn_entry, the coroutine that reads, parses and answers (csrc/conn.c).
+
+    for each request on the connection:
+        read until parse_http() has a whole head      (recv_async yields on EAGAIN)
+        read the body: kept for a handler, else discarded (never parsed as a request)
+        a Python handler, if any, then the static files answer
+        the bytes after this request are the next one (pipelining)
+
+A Python handler is called right here: a generator's frame runs on the
+worker thread's own stack, so the C engine's detour through the scheduler
+(MG_YIELD_PYTHON) is not needed; the handler protocol is the same
+(minginx_cffi/_dispatch.py).
+"""
+
+import socket
+
+from .. import _dispatch
+from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER
+from .http import Chunked, http_find_head_end, parse_http
+from .io import Cancelled, recv_async, send_async
+from .static import connection_hdr, send_error, static_serve, status_head
+
+RECV_SIZE = 65536
+BUF_MAX = 8192 + 32768 + 4096
+
+
+class ConnView:
+    """What a dispatcher sees (the C engine's CallView), valid during the call."""
+
+    __slots__ = ("_req", "_co", "method", "raw_path", "query", "body", "minor_version")
+
+    def __init__(self, co, req, body):
+        self._co = co
+        self._req = req
+        self.method = req.method.decode("ascii")
+        self.raw_path = req.path
+        self.query = req.query
+        self.body = body
+        self.minor_version = req.minor_version
+
+    def header_pairs(self):
+        return [(n, v) for n, v, _ in self._req.headers]
+
+    @property
+    def client(self):
+        try:
+            host, port = self._co.sock.getpeername()[:2]
+            return host, port
+        except OSError:
+            return "", 0
+
+    @property
+    def server_port(self):
+        return self._co.sock.getsockname()[1]
+
+    @property
+    def worker(self):
+        return self._co.worker.index
+
+    def close(self):
+        pass
+
+
+def _lingering_close(co, buf):
+    """Stop sending, then read and drop for a moment so no RST destroys our response."""
+    try:
+        co.sock.shutdown(socket.SHUT_WR)
+        co.worker.timer_set(co, MG_TIMER_LINGER)
+        total = 0
+        while total < (1 << 20):
+            data = yield from recv_async(co, RECV_SIZE)
+            if not data:
+                break
+            total += len(data)
+    except (OSError, Cancelled):
+        pass
+
+
+def _read_body(co, req, buf, head, keep, max_body):
+    """The body after the head: (status, body).  buf keeps what follows it."""
+    if not req.chunked and req.content_length <= 0:
+        return 0, b""
+    if not req.chunked and req.content_length > max_body:
+        return 413, b""
+    if req.expect_continue and len(buf) == head:
+        yield from send_async(co, b"HTTP/1.1 100 Continue\r\n\r\n")
+    co.worker.timer_set(co, MG_TIMER_HEADER)
+    parts = []
+    if not req.chunked:
+        left = req.content_length
+        while True:
+            take = min(len(buf) - head, left)
+            if keep and take:
+                parts.append(bytes(buf[head:head + take]))
+            del buf[head:head + take]
+            left -= take
+            if left == 0:
+                return 0, b"".join(parts)
+            data = yield from recv_async(co, min(RECV_SIZE, left))
+            if not data:
+                raise ConnectionResetError
+            buf += data
+    dec = Chunked()
+    total = 0
+    while True:
+        st, out, consumed = dec.decode(bytes(buf[head:]))
+        if st > 1:
+            return st, b""
+        total += len(out)
+        if total > max_body:
+            return 413, b""
+        if keep and out:
+            parts.append(out)
+        del buf[head:head + consumed]
+        if st == 1:
+            return 0, b"".join(parts)
+        data = yield from recv_async(co, RECV_SIZE)
+        if not data:
+            raise ConnectionResetError
+        buf += data
+
+
+def _python_request(co, req, body, keep_alive, dispatch):
+    """Run the handler; returns 1 (fall through), 0 (answered, keep-alive), 2 (answered, close)."""
+    w = co.worker
+    view = ConnView(co, req, body)
+    w.stats["py_calls"] += 1
+    w.stats["py_batches"] += 1
+    try:
+        result = dispatch(view)
+    except Exception:
+        _dispatch.log.exception("minginx: handler for %s %s raised", view.method,
+                                view.raw_path.decode("latin-1"))
+        result = (500, b"", b"Content-Type: text/plain; charset=utf-8\r\n",
+                  b"Internal Server Error\n", 0)
+    if result is _dispatch.FALLTHROUGH:
+        return 1
+    status, reason, headers, body, flags = result
+    head_only = req.method == b"HEAD"
+    no_body = 100 <= status < 200 or status in (204, 304)
+    if flags & _dispatch.RESP_CLOSE:
+        keep_alive = False
+    it = None
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        it = iter(body)
+        if head_only or no_body:
+            _close(it)
+            it, body = None, b""
+    chunked = False
+    framing = b""
+    if not (flags & _dispatch.RESP_HAS_LENGTH) and not no_body:
+        if it is not None:
+            if req.minor_version >= 1:
+                chunked = True
+                framing = b"Transfer-Encoding: chunked\r\n"
+            else:
+                keep_alive = False
+        elif not (head_only and flags & _dispatch.RESP_STREAM):
+            framing = b"Content-Length: %d\r\n" % len(body)
+    w.stats["requests"] += 1
+    out = status_head(w, status, reason.decode("latin-1") or None) + headers + framing + \
+        connection_hdr(keep_alive)
+    if it is None:
+        yield from send_async(co, out if head_only or no_body else out + bytes(body))
+        return 0 if keep_alive else 2
+    try:
+        yield from send_async(co, out)
+        for piece in it:
+            if not piece:
+                continue
+            yield from send_async(co, b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        if chunked:
+            yield from send_async(co, b"0\r\n\r\n")
+    except OSError:
+        raise
+    except Exception:
+        _dispatch.log.exception("minginx: response iterator raised mid-stream; closing")
+        return 2
+    finally:
+        _close(it)
+    return 0 if keep_alive else 2
+
+
+def _close(it):
+    close = getattr(it, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            _dispatch.log.exception("minginx: closing a response iterator raised")
+
+
+def conn_entry(co):
+    """The coroutine's entry (the seed's `entry`)."""
+    w = co.worker
+    cfg = w.cfg
+    dispatch = w.engine.dispatch
+    static_files = cfg["static_files"]
+    max_body = cfg["max_body"]
+    buf = bytearray()
+    first = True
+    try:
+        while True:
+            # -- a request head --
+            co.idle = True
+            w.timer_set(co, MG_TIMER_HEADER if first else MG_TIMER_KEEPALIVE)
+            scanned = 0
+            while True:
+                if buf:
+                    if co.idle:
+                        skip = len(buf) - len(buf.lstrip(b"\r\n"))
+                        if skip:
+                            del buf[:skip]
+                        if buf:
+                            co.idle = False
+                            if not first:
+                                w.timer_set(co, MG_TIMER_HEADER)
+                    if buf:
+                        head = http_find_head_end(buf, max(0, scanned - 3))
+                        if head:
+                            break
+                        scanned = len(buf)
+                try:
+                    data = yield from recv_async(co, RECV_SIZE)
+                except TimeoutError:
+                    if not co.idle:
+                        yield from send_error(co, 408, False, False)
+                        yield from _lingering_close(co, buf)
+                    return
+                if not data:
+                    return
+                buf += data
+            first = False
+            w.timer_clear(co)
+            if head < 0:
+                status, req = -head, None
+            else:
+                status, req = parse_http(bytes(buf[:head]), head)
+            if status:
+                yield from send_error(co, status, False, False)
+                yield from _lingering_close(co, buf)
+                return
+
+            keep_alive = req.keep_alive and not w.stopping
+            st, body = yield from _read_body(co, req, buf, head, dispatch is not None, max_body)
+            if st:
+                yield from send_error(co, st, False, req.method == b"HEAD")
+                yield from _lingering_close(co, buf)
+                return
+
+            r = 1
+            if dispatch is not None:
+                r = yield from _python_request(co, req, body, keep_alive, dispatch)
+                if r == 2:
+                    keep_alive, r = False, 0
+            if r == 1:
+                if static_files:
+                    ok = yield from static_serve(co, req, keep_alive)
+                    if not ok:
+                        return
+                else:
+                    yield from send_error(co, 404, keep_alive, req.method == b"HEAD")
+            if not keep_alive:
+                if len(buf) > head:
+                    yield from _lingering_close(co, buf)
+                return
+            del buf[:head]   # pipelining: what follows is the next request
+    except (Cancelled, TimeoutError, OSError):
+        return

@@ -1,0 +1,67 @@
+"""coroutine.py - coroutines as generators: coroutine_create, trampoline_start, coroutine_destroy.
+
+The C engine (csrc/coroutine.c) gives each coroutine its own stack and
+switches with swapcontext.  Here a generator plays the coroutine: `yield`
+is the swapcontext back to schedule(), and gen.send() the one into it.  A
+generator's frame lives on the heap and runs on whatever thread stack calls
+send(), so there is no stack to allocate, guard or pool, and a Python
+handler called from a coroutine runs on the worker thread's stack anyway.
+
+What a coroutine yields is the reason it stopped (csrc/minginx.h mg_yield).
+"""
+
+MG_YIELD_READY, MG_YIELD_READ, MG_YIELD_WRITE, MG_YIELD_PYTHON = range(4)
+MG_TIMER_NONE, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_SEND, MG_TIMER_LINGER = range(5)
+
+
+class Coroutine:
+    """A connection's coroutine (C: struct mg_coroutine)."""
+
+    __slots__ = ("worker", "entry", "gen", "id", "fd", "sock", "finished", "waiting",
+                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry")
+
+    def __repr__(self):
+        return "<Coroutine %d fd %d>" % (self.id, self.fd)
+
+
+def trampoline_start(co):
+    """The generator every coroutine runs: the entry, then finished = 1."""
+    yield from co.entry(co)
+    co.finished = 1
+
+
+def coroutine_create(w, entry, sock):
+    co = Coroutine()
+    co.worker = w
+    co.entry = entry
+    w.next_id += 1
+    co.id = w.next_id
+    co.sock = sock
+    co.fd = sock.fileno() if sock is not None else -1
+    co.finished = 0
+    co.waiting = -1
+    co.timed_out = co.cancelled = co.idle = False
+    co.timer_class = MG_TIMER_NONE
+    co.deadline = 0.0
+    co.centry = None
+    co.gen = trampoline_start(co)
+    if co.fd >= 0:
+        w.fd_table[co.fd] = co
+    w.all.add(co)
+    w.stats["coroutines_alive"] += 1
+    w.stats["coroutines_total"] += 1
+    return co
+
+
+def coroutine_destroy(co):
+    w = co.worker
+    w.timer_clear(co)
+    w.all.discard(co)
+    if co.centry is not None:
+        co.centry.release()
+        co.centry = None
+    if co.fd >= 0:
+        w.fd_table[co.fd] = None
+        co.sock.close()          # also takes it out of the epoll set
+    co.gen.close()               # a coroutine destroyed while parked: finally blocks run
+    w.stats["coroutines_alive"] -= 1

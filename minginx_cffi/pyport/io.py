@@ -1,0 +1,97 @@
+"""io.py - the coroutine's system calls: recv_async, send_async, sendfile_async, TCP_CORK.
+
+Generators used with ``yield from``: try the call (sockets are non-blocking);
+on EAGAIN park on the fd (``yield MG_YIELD_READ`` / ``MG_YIELD_WRITE``, back
+to schedule()) until wake_fd() or a timer resumes us.  Errors are raised:
+TimeoutError when the coroutine's timer fired, Cancelled at shutdown, and
+the socket's own OSError otherwise (csrc/io.c returns -errno instead).
+"""
+
+import os
+import socket
+
+from .coroutine import MG_TIMER_SEND, MG_YIELD_READ, MG_YIELD_READY, MG_YIELD_WRITE
+
+MG_SEND_SLICE = 1 << 20
+
+
+class Cancelled(Exception):
+    """The worker is shutting down and this connection was idle."""
+
+
+def io_park(co, reason):
+    if co.timed_out:
+        raise TimeoutError
+    if co.cancelled and co.idle:
+        raise Cancelled
+    yield reason
+
+
+def recv_async(co, n):
+    """Bytes read (b"" when the peer closed)."""
+    recv = co.sock.recv
+    while True:
+        try:
+            return recv(n)
+        except BlockingIOError:
+            yield from io_park(co, MG_YIELD_READ)
+
+
+def send_async(co, data):
+    """Send all of data; returns its length."""
+    w = co.worker
+    send = co.sock.send
+    view = memoryview(data)
+    total = len(data)
+    progressed = True
+    while view:
+        try:
+            n = send(view)
+        except BlockingIOError:
+            if progressed:
+                w.timer_set(co, MG_TIMER_SEND)
+            progressed = False
+            yield from io_park(co, MG_YIELD_WRITE)
+            continue
+        view = view[n:]
+        w.stats["bytes_out"] += n
+        progressed = True
+    if co.timer_class == MG_TIMER_SEND:
+        w.timer_clear(co)
+    return total
+
+
+def sendfile_async(co, file_fd, offset, count):
+    """Send count bytes of file_fd from offset with os.sendfile; returns the bytes sent."""
+    w = co.worker
+    fd = co.fd
+    left = count
+    since_yield = 0
+    progressed = True
+    while left > 0:
+        try:
+            n = os.sendfile(fd, file_fd, offset, left)
+        except BlockingIOError:
+            since_yield = 0
+            if progressed:
+                w.timer_set(co, MG_TIMER_SEND)
+            progressed = False
+            yield from io_park(co, MG_YIELD_WRITE)
+            continue
+        if n == 0:
+            break   # the file got shorter under us
+        offset += n
+        left -= n
+        since_yield += n
+        w.stats["bytes_out"] += n
+        progressed = True
+        if since_yield >= MG_SEND_SLICE and w.ready:
+            since_yield = 0
+            yield MG_YIELD_READY
+    if co.timer_class == MG_TIMER_SEND:
+        w.timer_clear(co)
+    return count - left
+
+
+def set_cork(co, on):
+    co.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)

@@ -1,0 +1,440 @@
+"""static.py - the static-file middleware and its open-file cache (csrc/static.c + csrc/cache.c).
+
+Same rules as the C: percent-decoding (bad escapes and %00 are 400),
+segment-by-segment normalisation (".." above the root is 400, dotfiles 404),
+then the file is opened and, unless --follow-symlinks, its real path
+(/proc/self/fd/N) must lie inside the root: Python has no openat2, so this
+is the C's fallback check, done every time.  Entries keep the fd, the
+validators, the prebuilt header block and (small files) the bytes, and are
+compared with the file system at most once a second.
+"""
+
+import collections
+import errno
+import os
+import stat
+
+from .coroutine import MG_YIELD_READY  # noqa: F401  (the names the C file uses)
+from .http import (MG_H_ACCEPT_ENCODING, MG_H_IF_MATCH, MG_H_IF_MODIFIED_SINCE, MG_H_IF_NONE_MATCH,
+                   MG_H_IF_RANGE, MG_H_IF_UNMODIFIED_SINCE, MG_H_RANGE, accepts_gzip,
+                   etag_list_matches, http_date, http_parse_date, http_reason, parse_range)
+from .io import send_async, sendfile_async, set_cork
+
+ALLOW = b"Allow: GET, HEAD, OPTIONS\r\n"
+MIME = {
+    "html": ("text/html; charset=utf-8", 1), "htm": ("text/html; charset=utf-8", 1),
+    "css": ("text/css; charset=utf-8", 1), "js": ("text/javascript; charset=utf-8", 1),
+    "mjs": ("text/javascript; charset=utf-8", 1), "json": ("application/json", 1),
+    "map": ("application/json", 1), "txt": ("text/plain; charset=utf-8", 1),
+    "md": ("text/markdown; charset=utf-8", 1), "csv": ("text/csv; charset=utf-8", 1),
+    "xml": ("application/xml", 1), "svg": ("image/svg+xml", 1), "wasm": ("application/wasm", 1),
+    "ico": ("image/x-icon", 1), "png": ("image/png", 0), "jpg": ("image/jpeg", 0),
+    "jpeg": ("image/jpeg", 0), "gif": ("image/gif", 0), "webp": ("image/webp", 0),
+    "avif": ("image/avif", 0), "bmp": ("image/bmp", 0), "woff": ("font/woff", 0),
+    "woff2": ("font/woff2", 0), "ttf": ("font/ttf", 1), "otf": ("font/otf", 1),
+    "pdf": ("application/pdf", 0), "zip": ("application/zip", 0), "gz": ("application/gzip", 0),
+    "tar": ("application/x-tar", 0), "mp4": ("video/mp4", 0), "webm": ("video/webm", 0),
+    "mp3": ("audio/mpeg", 0), "ogg": ("audio/ogg", 0), "wav": ("audio/wav", 0),
+}
+_HEX = {("%02x" % i).encode(): i for i in range(256)}
+_HEX.update({("%02X" % i).encode(): i for i in range(256)})
+_HEX.update({("%x%X" % (i >> 4, i & 15)).encode(): i for i in range(256)})
+_HEX.update({("%X%x" % (i >> 4, i & 15)).encode(): i for i in range(256)})
+
+
+class HTTPStatus(Exception):
+    def __init__(self, status):
+        self.status = status
+
+
+def decode_path(path, serve_dotfiles):
+    """The URL path as a normalised path relative to the root ("" for the root); raises HTTPStatus."""
+    if not path.startswith(b"/"):
+        raise HTTPStatus(400)
+    if b"%" in path:
+        parts = path.split(b"%")
+        out = bytearray(parts[0])
+        for part in parts[1:]:
+            v = _HEX.get(part[:2])
+            if v is None or len(part) < 2:
+                raise HTTPStatus(400)
+            if v == 0:
+                raise HTTPStatus(400)
+            out.append(v)
+            out += part[2:]
+        path = bytes(out)
+    segs = []
+    for seg in path.split(b"/"):
+        if not seg or seg == b".":
+            continue
+        if seg == b"..":
+            if not segs:
+                raise HTTPStatus(400)
+            segs.pop()
+            continue
+        if seg[:1] == b"." and not serve_dotfiles and seg != b".well-known":
+            raise HTTPStatus(404)
+        segs.append(seg)
+    rel = b"/".join(segs)
+    if len(rel) > 4000:
+        raise HTTPStatus(414)
+    return rel
+
+
+def _errno_status(e):
+    if e in (errno.EACCES, errno.EPERM):
+        return 403
+    if e in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        return 503
+    return 404
+
+
+class Rep:
+    """One representation: the file or its FILE.gz (C: mg_file)."""
+
+    __slots__ = ("fd", "size", "mtime_ns", "dev", "ino", "etag", "data", "hdr")
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Entry:
+    """An open-file cache entry (C: mg_centry), reference-counted like the C one."""
+
+    __slots__ = ("path", "plain", "gz", "checked", "refs", "dead", "scratch", "compressible",
+                 "mtime", "last_modified", "cache")
+
+    def release(self):
+        self.refs -= 1
+        if self.refs == 0 and (self.scratch or self.dead):
+            self.close()
+
+    def close(self):
+        self.plain.close()
+        if self.gz is not None:
+            self.gz.close()
+
+
+class FileCache:
+    """Per worker, LRU (an OrderedDict), revalidated at most once a second."""
+
+    def __init__(self, worker, size):
+        self.w = worker
+        self.size = size
+        self.enabled = size > 0
+        self.entries = collections.OrderedDict()
+        cfg = worker.cfg
+        self.root_fd = os.open(cfg["root"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.root_real = os.path.realpath(cfg["root"])
+        self.follow = cfg["follow_symlinks"]
+        self.gzip_static = cfg["gzip_static"]
+        self.small = cfg["small_file_cache"]
+
+    def clear(self):
+        for e in self.entries.values():
+            e.dead = True
+            if e.refs == 0:
+                e.close()
+        self.entries.clear()
+        os.close(self.root_fd)
+
+    def _open_beneath(self, rel, dir_fd=None):
+        fd = os.open(rel or ".", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY,
+                     dir_fd=self.root_fd if dir_fd is None else dir_fd)
+        if not self.follow:
+            real = os.readlink("/proc/self/fd/%d" % fd)
+            if real != self.root_real and not real.startswith(self.root_real.rstrip("/") + "/"):
+                os.close(fd)
+                raise OSError(errno.EXDEV, "outside the root")
+        return fd
+
+    def _describe(self, fd, st, e, ctype, is_gz):
+        r = Rep()
+        r.fd = fd
+        r.size = st.st_size
+        r.mtime_ns = st.st_mtime_ns
+        r.dev, r.ino = st.st_dev, st.st_ino
+        nsec = st.st_mtime_ns % 1000000000
+        r.etag = ('"%x-%x%s"' % (int(st.st_mtime), st.st_size, (".%x" % nsec) if nsec else "")).encode()
+        h = ["Content-Type: ", ctype, "\r\n"]
+        if is_gz:
+            h.append("Content-Encoding: gzip\r\n")
+        if self.gzip_static and e.compressible:
+            h.append("Vary: Accept-Encoding\r\n")
+        h += ["Last-Modified: ", e.last_modified, "\r\nETag: ", r.etag.decode(),
+              "\r\nAccept-Ranges: bytes\r\n"]
+        r.hdr = "".join(h).encode()
+        r.data = None
+        return r
+
+    def _fill(self, rel, dir_request):
+        try:
+            fd = self._open_beneath(rel)
+        except OSError as e:
+            raise HTTPStatus(_errno_status(e.errno))
+        st = os.fstat(fd)
+        path = rel
+        if stat.S_ISDIR(st.st_mode):
+            if not dir_request:
+                os.close(fd)
+                raise HTTPStatus(301)
+            try:
+                ifd = self._open_beneath("index.html", dir_fd=fd)
+            except OSError as e:
+                raise HTTPStatus(403 if e.errno == errno.ENOENT else _errno_status(e.errno))
+            finally:
+                os.close(fd)
+            fd = ifd
+            st = os.fstat(fd)
+            path = (rel + "/index.html") if rel else "index.html"
+        elif dir_request:
+            os.close(fd)
+            raise HTTPStatus(404)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise HTTPStatus(403)
+        e = Entry()
+        e.path = path
+        ext = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+        ctype, e.compressible = MIME.get(ext, ("application/octet-stream", 0))
+        e.mtime = int(st.st_mtime)
+        e.last_modified = http_date(e.mtime)
+        e.plain = self._describe(fd, st, e, ctype, False)
+        e.gz = None
+        if self.gzip_static and e.compressible:
+            try:
+                gfd = self._open_beneath(path + ".gz")
+                gst = os.fstat(gfd)
+                if stat.S_ISREG(gst.st_mode) and gst.st_mtime_ns >= st.st_mtime_ns:
+                    e.gz = self._describe(gfd, gst, e, ctype, True)
+                else:
+                    os.close(gfd)
+            except OSError:
+                pass
+        e.refs = 1
+        e.dead = False
+        e.checked = self.w.now
+        return e
+
+    def _same(self, path, rep):
+        try:
+            st = os.stat(path, dir_fd=self.root_fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (rep.dev, rep.ino, rep.size,
+                                                                      rep.mtime_ns)
+
+    def _fresh(self, e):
+        if self.w.now - e.checked < 1.0:
+            return True
+        if not self._same(e.path, e.plain):
+            return False
+        if self.gzip_static and e.compressible:
+            if e.gz is not None:
+                if not self._same(e.path + ".gz", e.gz):
+                    return False
+            else:
+                try:
+                    st = os.stat(e.path + ".gz", dir_fd=self.root_fd)
+                    if stat.S_ISREG(st.st_mode) and st.st_mtime_ns >= e.plain.mtime_ns:
+                        return False
+                except OSError:
+                    pass
+        e.checked = self.w.now
+        return True
+
+    def file_open(self, rel, dir_request):
+        key = rel + "/" if dir_request else rel
+        stats = self.w.stats
+        if self.enabled:
+            e = self.entries.get(key)
+            if e is not None:
+                if self._fresh(e):
+                    self.entries.move_to_end(key)
+                    e.refs += 1
+                    stats["cache_hits"] += 1
+                    return e
+                del self.entries[key]
+                e.dead = True
+                if e.refs == 0:
+                    e.close()
+        stats["cache_misses"] += 1
+        e = self._fill(rel, dir_request)
+        if not self.enabled:
+            e.scratch = True
+            return e
+        e.scratch = False
+        if e.plain.size <= self.small:
+            e.plain.data = os.pread(e.plain.fd, e.plain.size, 0)
+        if e.gz is not None and e.gz.size <= self.small:
+            e.gz.data = os.pread(e.gz.fd, e.gz.size, 0)
+        while len(self.entries) >= self.size:
+            _, old = self.entries.popitem(last=False)
+            old.dead = True
+            if old.refs == 0:
+                old.close()
+        e.refs += 1   # the cache's own reference
+        self.entries[key] = e
+        return e
+
+
+# ---------------------------------------------------------------- responses
+
+
+def status_head(w, status, reason=None):
+    return b"HTTP/1.1 %d %s\r\nServer: minginx-cffi\r\n%s" % (
+        status, (reason or http_reason(status)).encode("latin-1"), w.date_header())
+
+
+def connection_hdr(keep_alive):
+    return b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n"
+
+
+def send_error(co, status, keep_alive, head_only, extra=b""):
+    w = co.worker
+    body = ("<html><head><title>%d %s</title></head><body><h1>%d %s</h1></body></html>\n" % (
+        status, http_reason(status), status, http_reason(status))).encode()
+    out = [status_head(w, status)]
+    if status == 405:
+        out.append(ALLOW)
+    out.append(extra)
+    out.append(b"Content-Type: text/html; charset=utf-8\r\nContent-Length: %d\r\n" % len(body))
+    out.append(connection_hdr(keep_alive))
+    if not head_only:
+        out.append(body)
+    w.stats["requests"] += 1
+    yield from send_async(co, b"".join(out))
+
+
+def _preconditions(req, e, rep):
+    get_or_head = req.method in (b"GET", b"HEAD")
+    v = req.get(MG_H_IF_MATCH)
+    if v is not None:
+        if not etag_list_matches(v, rep.etag, False):
+            return 412
+    else:
+        v = req.get(MG_H_IF_UNMODIFIED_SINCE)
+        if v is not None:
+            t = http_parse_date(v)
+            if t is not None and e.mtime > t:
+                return 412
+    v = req.get(MG_H_IF_NONE_MATCH)
+    if v is not None:
+        if etag_list_matches(v, rep.etag, True):
+            return 304 if get_or_head else 412
+    elif get_or_head:
+        v = req.get(MG_H_IF_MODIFIED_SINCE)
+        if v is not None:
+            t = http_parse_date(v)
+            if t is not None and e.mtime <= t:
+                return 304
+    return 0
+
+
+def _if_range_holds(req, e, rep):
+    v = req.get(MG_H_IF_RANGE)
+    if v is None:
+        return True
+    if v[:1] == b'"' or v[:2] == b"W/":
+        return etag_list_matches(v, rep.etag, False)
+    t = http_parse_date(v)
+    return t is not None and t == e.mtime
+
+
+def _send_rep(co, rep, status, start, length, keep_alive, head_only):
+    w = co.worker
+    head = [status_head(w, status), rep.hdr, b"Content-Length: %d\r\n" % length]
+    if status == 206:
+        head.append(b"Content-Range: bytes %d-%d/%d\r\n" % (start, start + length - 1, rep.size))
+    head.append(connection_hdr(keep_alive))
+    w.stats["requests"] += 1
+    if head_only or length == 0:
+        yield from send_async(co, b"".join(head))
+        return True
+    if rep.data is not None:
+        head.append(rep.data[start:start + length] if status == 206 else rep.data)
+        yield from send_async(co, b"".join(head))   # one send: head and body
+        return True
+    set_cork(co, True)
+    yield from send_async(co, b"".join(head))
+    n = yield from sendfile_async(co, rep.fd, start, length)
+    set_cork(co, False)
+    return n == length
+
+
+def _serve_entry(co, req, e, keep_alive):
+    head_only = req.method == b"HEAD"
+    rep = e.plain
+    if e.gz is not None:
+        ae = req.get(MG_H_ACCEPT_ENCODING)
+        if ae is not None and accepts_gzip(ae):
+            rep = e.gz
+    pre = _preconditions(req, e, rep)
+    if pre == 304:
+        w = co.worker
+        out = [status_head(w, 304), b"ETag: ", rep.etag, b"\r\nLast-Modified: ",
+               e.last_modified.encode(), b"\r\n"]
+        if co.worker.cfg["gzip_static"] and e.compressible:
+            out.append(b"Vary: Accept-Encoding\r\n")
+        out.append(connection_hdr(keep_alive))
+        w.stats["requests"] += 1
+        yield from send_async(co, b"".join(out))
+        return True
+    if pre:
+        yield from send_error(co, pre, keep_alive, head_only)
+        return True
+    rng = req.get(MG_H_RANGE)
+    if rng is not None and req.method == b"GET" and _if_range_holds(req, e, rep):
+        r, start, length = parse_range(rng, rep.size)
+        if r == 1:
+            return (yield from _send_rep(co, rep, 206, start, length, keep_alive, False))
+        if r == 416:
+            yield from send_error(co, 416, keep_alive, False,
+                                  b"Content-Range: bytes */%d\r\n" % rep.size)
+            return True
+    return (yield from _send_rep(co, rep, 200, 0, rep.size, keep_alive, head_only))
+
+
+def static_serve(co, req, keep_alive):
+    """Answer req from the root.  Returns True if the connection may go on."""
+    w = co.worker
+    m = req.method
+    head_only = m == b"HEAD"
+    if m != b"GET" and m != b"HEAD":
+        if m == b"OPTIONS":
+            w.stats["requests"] += 1
+            yield from send_async(co, status_head(w, 204) + ALLOW + connection_hdr(keep_alive))
+            return True
+        from .http import METHODS
+        yield from send_error(co, 405 if m in METHODS else 501, keep_alive, False)
+        return True
+    try:
+        rel = decode_path(req.path, w.cfg["serve_dotfiles"])
+        e = w.cache.file_open(rel.decode("utf-8", "surrogateescape"), req.path.endswith(b"/"))
+    except HTTPStatus as s:
+        if s.status == 301:
+            return (yield from _redirect_slash(co, req, keep_alive, head_only))
+        yield from send_error(co, s.status, keep_alive, head_only)
+        return True
+    co.centry = e
+    try:
+        return (yield from _serve_entry(co, req, e, keep_alive))
+    finally:
+        co.centry = None
+        e.release()
+
+
+def _redirect_slash(co, req, keep_alive, head_only):
+    w = co.worker
+    body = (b"<html><head><title>301 Moved Permanently</title></head>"
+            b"<body><h1>301 Moved Permanently</h1></body></html>\n")
+    loc = req.path + b"/" + ((b"?" + req.query) if req.query else b"")
+    out = [status_head(w, 301), b"Location: ", loc, b"\r\nContent-Type: text/html; charset=utf-8\r\n",
+           b"Content-Length: %d\r\n" % len(body), connection_hdr(keep_alive)]
+    if not head_only:
+        out.append(body)
+    w.stats["requests"] += 1
+    yield from send_async(co, b"".join(out))
+    return True

@@ -1,0 +1,239 @@
+"""worker.py - a worker thread's loop: select.epoll, the dispatch pipe, fd_batch, the ready queue, timers.
+
+Step for step csrc/worker.c: schedule() runs the ready coroutines
+(RDY_FIFO oldest first, RDY_LIFO newest first), epoll_wait sleeps until an
+fd is ready or the nearest timer is due, the pipe's fds are read into
+fd_batch and each gets coroutine_create() + add_to_ready(), and wake_fd()
+puts the coroutine parked on a ready socket back on the ready queue.
+Sockets are registered once, edge-triggered, for both directions.
+"""
+
+import collections
+import os
+import resource
+import select
+import socket
+import struct
+import time
+
+from .coroutine import (MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_TIMER_NONE,
+                        MG_TIMER_SEND, MG_YIELD_PYTHON, MG_YIELD_READ, MG_YIELD_READY,
+                        MG_YIELD_WRITE, coroutine_create, coroutine_destroy)
+from .http import http_date
+
+RDY_FIFO, RDY_LIFO = 0, 1
+MG_CMD_STOP, MG_CMD_EXIT = -1, -2
+MG_FD_BATCH = 256
+_EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+_WANT = {MG_YIELD_READ: select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
+         MG_YIELD_WRITE: select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR}
+YIELD_NAMES = ("ready", "read", "write", "python")
+
+
+def new_stats():
+    st = dict.fromkeys(("connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
+                        "ready_max", "coroutines_alive", "coroutines_total", "stack_pool",
+                        "stacks_mapped", "cache_hits", "cache_misses", "cache_entries",
+                        "py_batches", "py_calls"), 0)
+    st["yields"] = dict.fromkeys(YIELD_NAMES, 0)
+    return st
+
+
+class Worker:
+    def __init__(self, engine, index):
+        from .conn import conn_entry
+        from .static import FileCache
+        self.engine = engine
+        self.cfg = engine.cfg
+        self.index = index
+        self.policy = RDY_LIFO if self.cfg["policy"] == "lifo" else RDY_FIFO
+        self.epfd = select.epoll()
+        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.epfd.register(self.pipe_r, select.EPOLLIN)
+        # fd -> coroutine: sized from the fd limit, not FD_SETSIZE
+        self.fd_table = [None] * min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 24)
+        self.ready = collections.deque()
+        self.all = set()
+        self.next_id = 0
+        self.stopping = False
+        self.exiting = False
+        self.stats = new_stats()
+        self.now = time.monotonic()
+        self.timers = [collections.OrderedDict() for _ in range(5)]
+        self.durations = [0, self.cfg["header_timeout"], self.cfg["keepalive_timeout"],
+                          self.cfg["send_timeout"], 2.0]
+        self.date_sec = -1
+        self.date_hdr = b""
+        self.cache = FileCache(self, self.cfg["open_file_cache"])
+        self.conn_entry = conn_entry
+
+    # -- ready queue -----------------------------------------------------
+
+    def add_to_ready(self, co):
+        co.waiting = MG_YIELD_READY
+        if self.policy == RDY_LIFO:
+            self.ready.appendleft(co)
+        else:
+            self.ready.append(co)
+        n = len(self.ready)
+        if n > self.stats["ready_max"]:
+            self.stats["ready_max"] = n
+
+    def schedule(self):
+        ready = self.ready
+        stats = self.stats
+        yields = stats["yields"]
+        for _ in range(len(ready)):
+            if not ready:
+                break
+            co = ready.popleft()
+            co.waiting = -1
+            stats["switches"] += 1
+            try:
+                reason = co.gen.send(None)
+            except StopIteration:
+                coroutine_destroy(co)
+                continue
+            yields[YIELD_NAMES[reason]] += 1
+            if reason == MG_YIELD_READY:
+                self.add_to_ready(co)
+            else:
+                co.waiting = reason
+
+    def wake_fd(self, fd, events):
+        co = self.fd_table[fd]
+        if co is not None and events & _WANT.get(co.waiting, 0):
+            self.stats["wakeups"] += 1
+            self.add_to_ready(co)
+
+    # -- timers: one list per class, in deadline order (csrc/worker.c) ---
+
+    def timer_set(self, co, cls):
+        self.timer_clear(co)
+        co.timed_out = False
+        d = self.durations[cls]
+        if d <= 0:
+            return
+        co.timer_class = cls
+        co.deadline = self.now + d
+        self.timers[cls][co] = co.deadline
+
+    def timer_clear(self, co):
+        if co.timer_class != MG_TIMER_NONE:
+            self.timers[co.timer_class].pop(co, None)
+            co.timer_class = MG_TIMER_NONE
+
+    def _next_timeout(self):
+        if self.ready:
+            return 0
+        best = None
+        for t in self.timers:
+            if t:
+                d = next(iter(t.values()))
+                if best is None or d < best:
+                    best = d
+        if best is None:
+            return -1
+        return max(0.0, min(best - self.now, 60.0)) + 0.001
+
+    def _expire_timers(self):
+        now = self.now
+        for t in self.timers:
+            while t:
+                co, deadline = next(iter(t.items()))
+                if deadline > now:
+                    break
+                t.popitem(last=False)
+                co.timer_class = MG_TIMER_NONE
+                co.timed_out = True
+                self.stats["timeouts"] += 1
+                if co.waiting in (MG_YIELD_READ, MG_YIELD_WRITE):
+                    self.add_to_ready(co)
+
+    def date_header(self):
+        sec = int(time.time())
+        if sec != self.date_sec:
+            self.date_sec = sec
+            self.date_hdr = ("Date: %s\r\n" % http_date(sec)).encode()
+        return self.date_hdr
+
+    # -- the dispatch pipe -----------------------------------------------
+
+    def _read_dispatch_pipe(self):
+        while True:
+            try:
+                data = os.read(self.pipe_r, 4 * MG_FD_BATCH)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            if not data:
+                return
+            fd_batch = struct.unpack("%di" % (len(data) // 4), data)
+            for fd in fd_batch:
+                if fd >= 0:
+                    self._accept_from_pipe(fd)
+                elif fd == MG_CMD_STOP:
+                    self._begin_graceful_stop()
+                elif fd == MG_CMD_EXIT:
+                    self.exiting = True
+            if len(data) < 4 * MG_FD_BATCH:
+                return
+
+    def _accept_from_pipe(self, fd):
+        self.stats["connections"] += 1
+        if fd >= len(self.fd_table):
+            os.close(fd)
+            return
+        sock = socket.socket(fileno=fd)
+        co = coroutine_create(self, self.conn_entry, sock)
+        self.epfd.register(fd, _EPOLL_SOCK)
+        self.add_to_ready(co)
+
+    def _begin_graceful_stop(self):
+        self.stopping = True
+        for co in list(self.all):
+            if co.idle and co.waiting == MG_YIELD_READ:
+                co.cancelled = True
+                self.add_to_ready(co)
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self):
+        poll = self.epfd.poll
+        pipe_r = self.pipe_r
+        self.now = time.monotonic()
+        while not self.exiting:
+            self.schedule()
+            if self.stopping and self.stats["coroutines_alive"] == 0:
+                break
+            try:
+                events = poll(self._next_timeout(), 512)
+            except InterruptedError:
+                continue
+            self.now = time.monotonic()
+            for fd, ev in events:
+                if fd == pipe_r:
+                    self._read_dispatch_pipe()
+                else:
+                    self.wake_fd(fd, ev)
+            self._expire_timers()
+        self.ready.clear()
+        for co in list(self.all):
+            coroutine_destroy(co)
+        return 0
+
+    def stop(self, graceful=True):
+        os.write(self.pipe_w, struct.pack("i", MG_CMD_STOP if graceful else MG_CMD_EXIT))
+
+    def stats_dict(self):
+        st = dict(self.stats)
+        st["yields"] = dict(self.stats["yields"])
+        st["cache_entries"] = len(self.cache.entries) if self.cache.enabled else 0
+        return st
+
+    def free(self):
+        self.cache.clear()
+        for fd in (self.pipe_r, self.pipe_w):
+            os.close(fd)
+        self.epfd.close()
