@@ -20,11 +20,24 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+
+/* AddressSanitizer must be told when the stack changes under it (make
+ * test-asan): each switch is bracketed by start/finish_switch_fiber. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber((save), (bottom), (size))
+#define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber((save), (bottom), (size))
+#else
+#define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#endif
 
 #include "cache.h"
 
@@ -44,12 +57,15 @@ static size_t page_size(void)
 static void trampoline_start(unsigned int lo, unsigned int hi)
 {
     mg_coroutine *co = (mg_coroutine *)(((uintptr_t)hi << 32) | (uintptr_t)lo);
+    mg_worker *w = co->worker;
 
+    ASAN_FINISH(NULL, &w->asan_sched_bottom, &w->asan_sched_size);
     co->entry(co);
     co->finished = 1;
     /* Back to schedule(), which sees finished and calls coroutine_destroy().
-     * This context is never resumed again. */
-    swapcontext(&co->ctx, &co->worker->sched_ctx);
+     * This context is never resumed again (NULL: ASan may forget this stack). */
+    ASAN_START(NULL, w->asan_sched_bottom, w->asan_sched_size);
+    swapcontext(&co->ctx, &w->sched_ctx);
     fprintf(stderr, "minginx: finished coroutine %llu was resumed\n",
             (unsigned long long)co->id);
     abort();
@@ -169,16 +185,23 @@ void coroutine_destroy(mg_coroutine *co)
     region_put(w, co->region);
 }
 
+/* The coroutine running on this thread, for the guard-page handler below. */
+static __thread mg_coroutine *tls_current;
+
 void coroutine_resume(mg_worker *w, mg_coroutine *co)
 {
     w->current = co;
+    tls_current = co;
     co->waiting = -1;
     w->stats.switches++;
+    ASAN_START(&w->asan_fake_stack, co->ctx.uc_stack.ss_sp, co->ctx.uc_stack.ss_size);
     if (swapcontext(&w->sched_ctx, &co->ctx) < 0) {
         perror("minginx: swapcontext");
         abort();
     }
+    ASAN_FINISH(w->asan_fake_stack, NULL, NULL);
     w->current = NULL;
+    tls_current = NULL;
 }
 
 void coroutine_yield(mg_coroutine *co, int reason)
@@ -197,8 +220,87 @@ void coroutine_yield(mg_coroutine *co, int reason)
             w->py_head = co;
         w->py_tail = co;
     }
+    ASAN_START(&co->asan_fake_stack, w->asan_sched_bottom, w->asan_sched_size);
     if (swapcontext(&co->ctx, &w->sched_ctx) < 0) {
         perror("minginx: swapcontext");
         abort();
     }
+    ASAN_FINISH(co->asan_fake_stack, &w->asan_sched_bottom, &w->asan_sched_size);
+}
+
+/* ---------------------------------------------------- guard-page reports */
+/* A coroutine that outgrows its stack faults on the PROT_NONE page below it.
+ * That is caught here, on an alternate signal stack (the faulting stack is
+ * unusable), reported in plain words, and the process aborts: better than
+ * writing over a neighbour.  Faults that are not ours go to whatever handler
+ * was there before (Python's faulthandler, say).  Tested by
+ * tests/test_coroutine.py::test_stack_overflow_hits_the_guard_page. */
+
+static struct sigaction previous_segv;
+
+static void put_num(char **p, uint64_t v)
+{
+    char tmp[24];
+    int i = 0;
+    do {
+        tmp[i++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (i > 0)
+        *(*p)++ = tmp[--i];
+}
+
+static void on_segv(int sig, siginfo_t *si, void *uctx)
+{
+    mg_coroutine *co = tls_current;
+    char *addr = si->si_addr;
+    MG_UNUSED(uctx);
+    if (co && addr >= (char *)co->region - 65536 && addr < (char *)co->region + page_size()) {
+        char msg[256], *p = msg;
+        static const char a[] = "minginx-cffi: coroutine ";
+        static const char b[] = " overflowed its stack of ";
+        static const char c[] = " bytes (it hit the guard page); run with a larger --stack-size\n";
+        memcpy(p, a, sizeof(a) - 1), p += sizeof(a) - 1;
+        put_num(&p, co->id);
+        memcpy(p, b, sizeof(b) - 1), p += sizeof(b) - 1;
+        put_num(&p, co->worker->stack_size);
+        memcpy(p, c, sizeof(c) - 1), p += sizeof(c) - 1;
+        (void)!write(STDERR_FILENO, msg, (size_t)(p - msg));
+        signal(SIGABRT, SIG_DFL);
+        abort();
+    }
+    /* not a coroutine's overflow: hand the fault back to the previous handler */
+    sigaction(sig, &previous_segv, NULL);
+}
+
+static void install_segv_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &previous_segv);
+}
+
+void coroutine_thread_enter(mg_worker *w)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, install_segv_handler);
+    if (!w->altstack) {
+        w->altstack = mmap(NULL, MG_ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (w->altstack == MAP_FAILED) {
+            w->altstack = NULL;
+            return;
+        }
+    }
+    stack_t ss = {.ss_sp = w->altstack, .ss_size = MG_ALTSTACK_SIZE, .ss_flags = 0};
+    sigaltstack(&ss, &w->old_altstack);
+}
+
+void coroutine_thread_leave(mg_worker *w)
+{
+    if (w->altstack)
+        sigaltstack(&w->old_altstack, NULL);
 }

@@ -215,7 +215,7 @@ static int connection_token(const char *el, size_t len, void *ctx)
 
 typedef struct {
     int count, chunked_at;   /* codings seen; index of "chunked", -1 if none */
-    int unknown;
+    int unknown, twice;
 } te_codings;
 
 static int te_coding(const char *el, size_t len, void *ctx)
@@ -225,7 +225,7 @@ static int te_coding(const char *el, size_t len, void *ctx)
         return 0;   /* empty list elements are allowed and ignored */
     if (eq_ci(el, len, "chunked")) {
         if (t->chunked_at >= 0)
-            return 400;   /* chunked applied twice */
+            t->twice = 1;   /* chunked applied twice */
         t->chunked_at = t->count;
     } else {
         t->unknown = 1;
@@ -285,6 +285,8 @@ static int parse_target(mg_request *req)
     uint32_t n = req->target.len;
     const char *path = t;
 
+    if (memchr(t, '#', n))
+        return 400;   /* a fragment is never sent (RFC 9110 section 4.2.4), in any form */
     if (n == 1 && t[0] == '*') {
         if (req->method_id != MG_M_OPTIONS)
             return 400;
@@ -307,8 +309,9 @@ static int parse_target(mg_request *req)
         const char *q = memchr(t + skip, '?', n - skip);
         if (q && (!slash || q < slash))
             slash = NULL;
-        if (slash == t + skip)
-            return 400;   /* empty authority */
+        const char *auth_end = slash ? slash : q ? q : t + n;
+        if (auth_end == t + skip)
+            return 400;   /* empty authority: an http URI needs a host */
         path = slash ? slash : NULL;
         if (!path) {
             req->path = (mg_str){"/", 1};
@@ -317,8 +320,6 @@ static int parse_target(mg_request *req)
         }
     }
     const char *end = t + n;
-    if (memchr(path, '#', (size_t)(end - path)))
-        return 400;   /* a fragment is never sent (RFC 9110 section 4.2.4) */
     const char *q = memchr(path, '?', (size_t)(end - path));
     req->path = (mg_str){path, (uint32_t)((q ? q : end) - path)};
     req->query = q ? (mg_str){q + 1, (uint32_t)(end - q - 1)} : (mg_str){end, 0};
@@ -375,7 +376,8 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
 
     /* field-line = field-name ":" OWS field-value OWS */
     int hosts = 0, te_seen = 0;
-    te_codings te = {0, -1, 0};
+    int semantic = 0;   /* the first field-value error: reported only if the head parses */
+    te_codings te = {0, -1, 0, 0};
     conn_tokens ct = {0, 0};
     while (p < end) {
         if (*p == '\n')
@@ -449,9 +451,13 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
         default:
             break;
         }
-        if (r)
-            return r;
+        if (r && !semantic)
+            semantic = r;
     }
+    /* A head that does not parse is 400 whatever its fields say; only a
+     * well-formed one gets the more specific answer. */
+    if (semantic)
+        return semantic;
 
     if (req->minor_version == 1 && hosts == 0)
         return 400;   /* RFC 9112 section 3.2: MUST respond 400 */
@@ -464,10 +470,12 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
             return 400;
         if (req->minor_version == 0)
             return 400;   /* HTTP/1.0 has no transfer codings (section 6.1) */
+        if (te.twice)
+            return 400;
         if (te.unknown)
             return 501;
-        if (te.chunked_at != te.count - 1)
-            return 400;   /* chunked must be the final coding */
+        if (te.chunked_at < 0 || te.chunked_at != te.count - 1)
+            return 400;   /* chunked must be there, and the final coding (an empty field too is 400) */
         req->chunked = 1;
     }
     req->keep_alive = req->minor_version == 1 ? !ct.close : (ct.keep_alive && !ct.close);

@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <signal.h>
 #include <ucontext.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -49,6 +50,7 @@
 #define MG_STACK_POOL_MAX 4096        /* stacks parked per worker */
 #define MG_REQBUF_POOL_MAX 256        /* request buffers parked per worker */
 #define MG_SEND_SLICE (1 << 20)       /* bytes sent before letting others run */
+#define MG_ALTSTACK_SIZE (64 * 1024)  /* the signal stack the guard-page handler runs on */
 
 typedef struct mg_coroutine mg_coroutine;
 typedef struct mg_reqbuf mg_reqbuf;
@@ -97,6 +99,7 @@ struct mg_coroutine {
     /* memory: one mmap holding [guard page][stack] with this struct at the top */
     void *region;
     size_t region_size;
+    void *asan_fake_stack;       /* ASan's bookkeeping across switches (test-asan builds) */
     /* connection state (conn.c) */
     mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
     struct mg_centry *centry;    /* file being sent (cache.c), released by coroutine_destroy */
@@ -117,6 +120,12 @@ struct mg_worker {
     /* the scheduler's own context: where yields return to */
     ucontext_t sched_ctx;
     mg_coroutine *current;
+    void *asan_fake_stack;       /* ASan: the scheduler's side of each switch */
+    const void *asan_sched_bottom;
+    size_t asan_sched_size;
+    void *altstack;              /* signal stack for the guard-page handler */
+    stack_t old_altstack;
+    int max_conns;               /* per worker; new ones beyond it get 503 (0: no limit) */
     /* coroutines waiting for their Python handler (pycall.c), linked by next_ready */
     mg_coroutine *py_head, *py_tail;
     uint64_t next_request_id;
@@ -163,6 +172,9 @@ MG_HIDDEN void coroutine_destroy(mg_coroutine *co);
 MG_HIDDEN void coroutine_yield(mg_coroutine *co, int reason);
 MG_HIDDEN void coroutine_resume(struct mg_worker *w, mg_coroutine *co);
 MG_HIDDEN void coroutine_pool_drain(struct mg_worker *w);
+/* A thread that runs coroutines: signal stack and guard-page handler on/off. */
+MG_HIDDEN void coroutine_thread_enter(struct mg_worker *w);
+MG_HIDDEN void coroutine_thread_leave(struct mg_worker *w);
 
 /* worker.c */
 MG_HIDDEN void add_to_ready(struct mg_worker *w, mg_coroutine *co);

@@ -56,6 +56,7 @@ typedef struct {
     int small_file_max;          /* files up to this many bytes are kept in memory */
     int app_id;                  /* >= 0: requests go to Python app number app_id first */
     int static_files;            /* 1: serve root's files (and requests Python passes on) */
+    int max_connections;         /* per worker: more get 503 and are closed (0: no limit) */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */
@@ -77,6 +78,7 @@ typedef struct {
     uint64_t cache_entries;      /* entries in the open-file cache now */
     uint64_t py_batches;         /* times the worker took the GIL to run handlers */
     uint64_t py_calls;           /* handler calls made in those batches */
+    uint64_t rejected;           /* connections turned away by --max-connections */
 } mg_stats;
 
 typedef struct mg_server mg_server;

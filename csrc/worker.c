@@ -30,7 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include "http.h"
 #include "cache.h"
@@ -214,6 +216,17 @@ static void begin_graceful_stop(mg_worker *w)
 static void accept_from_pipe(mg_worker *w, int fd)
 {
     w->stats.connections++;
+    if (w->max_conns > 0 && w->stats.coroutines_alive >= w->max_conns) {
+        /* over --max-connections: say so and close, never stall */
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nServer: minginx-cffi\r\n"
+                                   "Content-Type: text/plain\r\nContent-Length: 20\r\n"
+                                   "Retry-After: 1\r\nConnection: close\r\n\r\n"
+                                   "Too many connections";
+        (void)!send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        close(fd);
+        w->stats.rejected++;
+        return;
+    }
     if (fd >= w->fd_table_size) {
         mg_log("minginx: fd %d is above the fd table (%d); closing it", fd, w->fd_table_size);
         close(fd);
@@ -326,6 +339,7 @@ mg_worker *mg_worker_new(mg_server *srv, int *err)
     w->timers[MG_TIMER_KEEPALIVE].duration_ms = srv->cfg.keepalive_timeout_ms;
     w->timers[MG_TIMER_SEND].duration_ms = srv->cfg.send_timeout_ms;
     w->timers[MG_TIMER_LINGER].duration_ms = 2000;
+    w->max_conns = srv->cfg.max_connections;
     int r = file_cache_init(w, srv->cfg.open_file_cache);
     if (r < 0) {
         *err = r;
@@ -354,6 +368,8 @@ void mg_worker_free(mg_worker *w)
         close(w->pipe_w);
     free(w->fd_table);
     free(w->stack_pool);
+    if (w->altstack)
+        munmap(w->altstack, MG_ALTSTACK_SIZE);
     free(w);
 }
 
@@ -368,6 +384,7 @@ int mg_worker_run(mg_worker *w)
     sigaddset(&set, SIGQUIT);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    coroutine_thread_enter(w);
 
     w->now_ms = mg_now_ms();
     while (!w->exiting) {
@@ -400,6 +417,7 @@ int mg_worker_run(mg_worker *w)
     w->ready_len = 0;
     while (w->all)
         coroutine_destroy(w->all);
+    coroutine_thread_leave(w);
     return 0;
 }
 
@@ -499,7 +517,9 @@ int mg_test_spawn_deep(mg_worker *w, int bytes)
 int mg_test_run(mg_worker *w)
 {
     uint64_t before = w->stats.switches;
+    coroutine_thread_enter(w);
     while (w->ready_head)
         schedule(w);
+    coroutine_thread_leave(w);
     return (int)(w->stats.switches - before);
 }

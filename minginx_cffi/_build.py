@@ -26,8 +26,17 @@ CFLAGS = [
     "-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
     "-fvisibility=hidden", "-pthread",
 ]
-if os.environ.get("MINGINX_SANITIZE"):
-    CFLAGS += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1"]
+# make test-asan: MINGINX_SANITIZE=asan (ASan + UBSan, the runtime LD_PRELOADed into python)
+# make fuzz:      MINGINX_SANITIZE=fuzz (clang; libFuzzer coverage + ASan from atheris's runtime)
+SANITIZE = os.environ.get("MINGINX_SANITIZE", "")
+LDFLAGS = ["-pthread"]
+if SANITIZE == "asan":
+    CFLAGS += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+               "-fno-omit-frame-pointer", "-O1"]
+    LDFLAGS += ["-fsanitize=address,undefined"]
+elif SANITIZE == "fuzz":
+    CFLAGS = [f for f in CFLAGS if f != "-Werror"] + [
+        "-fsanitize=fuzzer-no-link,address", "-fno-omit-frame-pointer", "-O1"]
 
 
 def read_cdef(path):
@@ -52,7 +61,7 @@ ffibuilder.set_source(
     sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
     include_dirs=[os.path.relpath(CSRC)],
     extra_compile_args=CFLAGS,
-    extra_link_args=["-pthread"] + (["-fsanitize=address,undefined"] if os.environ.get("MINGINX_SANITIZE") else []),
+    extra_link_args=LDFLAGS,
 )
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def _stats_dict(st):
     d = {name: getattr(st, name) for name in (
         "connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
         "ready_max", "coroutines_alive", "coroutines_total", "stack_pool", "stacks_mapped",
-        "cache_hits", "cache_misses", "cache_entries")}
+        "cache_hits", "cache_misses", "cache_entries", "rejected")}
     d["yields"] = {reason: st.yields[i] for i, reason in enumerate(YIELD_REASONS)}
     d["py_batches"] = st.py_batches
     d["py_calls"] = st.py_calls
@@ -70,7 +70,7 @@ class Engine:
     def __init__(self, root, policy="lifo", stack_size=DEFAULT_STACK_SIZE, serve_dotfiles=False,
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384, dispatch=None, static_files=True):
+                 small_file_cache=16384, dispatch=None, static_files=True, max_connections=0):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
         if stack_size < MIN_STACK_SIZE:
@@ -92,6 +92,7 @@ class Engine:
         bridge = Bridge(dispatch) if dispatch is not None else None
         cfg.app_id = bridge.app_id if bridge is not None else -1
         cfg.static_files = int(bool(static_files))
+        cfg.max_connections = int(max_connections)
         self.bridge = bridge
         err = ffi.new("int *")
         self._srv = lib.mg_server_new(cfg, err)

@@ -50,6 +50,10 @@ def cli():
               help="A WSGI application to run (Flask, Django...).")
 @click.option("--processes", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Server processes sharing the port with SO_REUSEPORT.")
+@click.option("--max-connections", type=click.IntRange(0, 1 << 24), default=0, show_default=True,
+              help="Open connections at most, over all workers; more get 503 (0: no limit).")
+@click.option("--pid-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the server's pid here while it runs.")
 @click.option("--serve-dotfiles/--no-serve-dotfiles", default=False, show_default=True,
               help="Serve /.git, /.env and other dotfiles.")
 @click.option("--follow-symlinks/--no-follow-symlinks", default=False, show_default=True,

@@ -93,7 +93,7 @@ class Server:
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
-                 engine="cffi"):
+                 engine="cffi", max_connections=0, pid_file=None):
         if app is not None and wsgi is not None:
             raise ServerError("give --app or --wsgi, not both")
         if isinstance(app, str):
@@ -126,7 +126,10 @@ class Server:
             raise ServerError("policy must be one of: %s" % ", ".join(_native.POLICIES))
         self.policy = policy
         self.grace = grace
-        self._engine_args = dict(
+        self.pid_file = pid_file
+        # --max-connections is a total: each worker takes its share
+        per_worker = -(-max_connections // self.nworkers) if max_connections else 0
+        self._engine_args = dict(max_connections=per_worker,
             policy=policy, stack_size=stack_size, serve_dotfiles=serve_dotfiles,
             follow_symlinks=follow_symlinks, header_timeout=header_timeout,
             keepalive_timeout=keepalive_timeout, send_timeout=send_timeout, max_body=max_body,
@@ -213,6 +216,9 @@ class Server:
         if self._sock is None:
             self.bind()
         self._start_workers()
+        if self.pid_file:
+            with open(self.pid_file, "w") as f:
+                f.write("%d\n" % os.getpid())
         if not quiet:
             print(self.banner(), flush=True)
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
@@ -228,6 +234,11 @@ class Server:
             signal.signal(signal.SIGTERM, old_term)
             signal.set_wakeup_fd(old_wakeup)
             self._free()
+            if self.pid_file:
+                try:
+                    os.unlink(self.pid_file)
+                except OSError:
+                    pass
 
     def _on_signal(self, signum, frame):
         self._stop_requested += 1

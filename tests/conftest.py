@@ -66,7 +66,10 @@ def policy(request):
     return request.param
 
 
-@pytest.fixture(params=["cffi", "python"])
+ENGINES = os.environ.get("MINGINX_ENGINES", "cffi,python").split(",")
+
+
+@pytest.fixture(params=ENGINES)
 def engine(request):
     """Every end-to-end test runs on both engines: the C core and the pure-Python port."""
     return request.param

@@ -92,6 +92,9 @@ def test_stack_overflow_hits_the_guard_page():
         w.run()
         print("survived")
     """)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    p = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True,
+                       timeout=60)
     assert b"survived" not in p.stdout
     assert p.returncode != 0
+    # reported in plain words, by our handler on its alternate signal stack
+    assert b"overflowed its stack of 32768 bytes" in p.stderr

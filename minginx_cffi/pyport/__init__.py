@@ -47,13 +47,13 @@ class Engine:
     def __init__(self, root, policy="lifo", stack_size=0, serve_dotfiles=False,
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384, dispatch=None, static_files=True):
+                 small_file_cache=16384, dispatch=None, static_files=True, max_connections=0):
         self.cfg = dict(root=root, policy=policy, serve_dotfiles=serve_dotfiles,
                         follow_symlinks=follow_symlinks, header_timeout=header_timeout,
                         keepalive_timeout=keepalive_timeout, send_timeout=send_timeout,
                         max_body=max_body, gzip_static=gzip_static,
                         open_file_cache=open_file_cache, small_file_cache=small_file_cache,
-                        static_files=static_files)
+                        static_files=static_files, max_connections=max_connections)
         self.dispatch = dispatch
         self.pipes = []         # each worker's dispatch pipe, for the acceptor
         self.workers = []       # handles with _native.Worker's interface

@@ -176,6 +176,8 @@ def parse_http(buf, head_len):
 
 def _parse_target(req):
     t = req.target
+    if b"#" in t:
+        return 400   # a fragment is never sent, in any form
     if t == b"*":
         if req.method != b"OPTIONS":
             return 400
@@ -199,8 +201,6 @@ def _parse_target(req):
         t = rest[cut:] or b"/"
         if t[:1] == b"?":
             t = b"/" + t
-    if b"#" in t:
-        return 400
     path, _, query = t.partition(b"?")
     req.path, req.query = path, query
     return 0

@@ -28,13 +28,15 @@ _EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOL
 _WANT = {MG_YIELD_READ: select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
          MG_YIELD_WRITE: select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR}
 YIELD_NAMES = ("ready", "read", "write", "python")
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nServer: minginx-cffi\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\nToo many connections")
 
 
 def new_stats():
     st = dict.fromkeys(("connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
                         "ready_max", "coroutines_alive", "coroutines_total", "stack_pool",
                         "stacks_mapped", "cache_hits", "cache_misses", "cache_entries",
-                        "py_batches", "py_calls"), 0)
+                        "py_batches", "py_calls", "rejected"), 0)
     st["yields"] = dict.fromkeys(YIELD_NAMES, 0)
     return st
 
@@ -182,6 +184,15 @@ class Worker:
 
     def _accept_from_pipe(self, fd):
         self.stats["connections"] += 1
+        limit = self.cfg["max_connections"]
+        if limit and self.stats["coroutines_alive"] >= limit:
+            try:   # over --max-connections: say so and close, never stall
+                os.write(fd, BUSY)
+            except OSError:
+                pass
+            os.close(fd)
+            self.stats["rejected"] += 1
+            return
         if fd >= len(self.fd_table):
             os.close(fd)
             return

@@ -1,0 +1,246 @@
+"""Hardening: slow clients, floods, resets, fd exhaustion, garbage, limits, memory, on both engines."""
+
+import os
+import random
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import ENGINES, INDEX, Conn, alive, raw, status_of, wait_for
+
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+
+def test_slowloris_does_not_delay_others(make_server):
+    srv = make_server(workers=2)
+    slow = []
+    try:
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow-%d: " % i)   # never finished
+            slow.append(s)
+        t0 = time.monotonic()
+        r = Conn(srv.port, timeout=5).request("GET", "/index.html")
+        assert r.status == 200 and r.body == INDEX
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_slowloris_is_cut_off_by_the_header_timeout(make_server):
+    srv = make_server(header_timeout=0.5)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\n")
+    for _ in range(4):   # a byte every 0.2 s: progress, but the whole head is late
+        time.sleep(0.2)
+        try:
+            s.sendall(b"X")
+        except OSError:
+            break
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    assert status_of(out) == 408
+    assert wait_for(lambda: alive(srv) == 0)
+
+
+def test_flood_of_connect_and_close(make_server):
+    srv = make_server()
+    for _ in range(2000):
+        socket.create_connection(("127.0.0.1", srv.port)).close()
+    assert Conn(srv.port).request("GET", "/hello.txt").status == 200
+    assert wait_for(lambda: alive(srv) == 0, timeout=10)
+    assert sum(w["connections"] for w in srv.stats()) >= 2001
+
+
+def test_resets_mid_transfer(make_server):
+    srv = make_server()
+    for batch in range(5):
+        socks = []
+        for _ in range(10):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+            socks.append(s)
+        for s in socks:
+            s.recv(65536)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()   # RST mid-sendfile
+    assert wait_for(lambda: alive(srv) == 0, timeout=15), srv.stats()
+    assert Conn(srv.port).request("GET", "/hello.txt").body == b"hello world\n"
+
+
+def test_half_closed_request_is_still_answered(make_server):
+    srv = make_server()
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)   # request, then FIN
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    assert status_of(out) == 200 and out.endswith(b"hello world\n")
+    s.close()
+    assert wait_for(lambda: alive(srv) == 0)
+
+
+def test_garbage_inputs(make_server):
+    srv = make_server(header_timeout=1.0)
+    rng = random.Random(20261126)
+    valid = b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+    pieces = [b"GET", b"POST", b" ", b"/", b"HTTP/1.1", b"\r\n", b"\n", b"\r", b":", b"Host",
+              b"Content-Length", b"Transfer-Encoding", b"chunked", b"0", b"-1", b"\x00", b"\xff",
+              b"%", b"..", b"\t", b"999999999999999999999", b"Expect", b"100-continue"]
+    for i in range(200):
+        kind = i % 4
+        if kind == 0:
+            data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
+        elif kind == 1:
+            data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 60)))
+        elif kind == 2:
+            b = bytearray(valid)
+            for _ in range(rng.randrange(1, 8)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            data = bytes(b)
+        else:
+            data = valid[:rng.randrange(len(valid))] + bytes(rng.randrange(256) for _ in range(20))
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=3)
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)   # then EOF: the server must answer or close, not wait
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except ConnectionResetError:
+            out = out if "out" in dir() else b""
+        finally:
+            s.close()
+        if out:
+            assert out.startswith(b"HTTP/1.1 "), (data, out[:80])
+    assert Conn(srv.port).request("GET", "/hello.txt").body == b"hello world\n"
+    assert wait_for(lambda: alive(srv) == 0, timeout=10)
+
+
+def test_max_connections_answers_503_never_stalls(make_server):
+    srv = make_server(workers=1, max_connections=10)
+    held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(10)]
+    assert wait_for(lambda: alive(srv) == 10)
+    t0 = time.monotonic()
+    out = raw(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", timeout=3)
+    assert status_of(out) == 503 and time.monotonic() - t0 < 1.0
+    for s in held[:5]:
+        s.close()
+    assert wait_for(lambda: alive(srv) <= 5)
+    assert Conn(srv.port).request("GET", "/hello.txt").status == 200
+    assert sum(w["rejected"] for w in srv.stats()) >= 1
+    for s in held[5:]:
+        s.close()
+
+
+def test_20000_requests_memory_and_coroutines(make_server):
+    srv = make_server(workers=2)
+
+    def burst(n_conns, n_req):
+        for _ in range(n_conns):
+            c = Conn(srv.port)
+            req = b"GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n"
+            for _ in range(n_req // 50):
+                c.send(req * 50)
+                for _ in range(50):
+                    assert c.read_response().status == 200
+            c.close()
+
+    burst(4, 500)   # warm the pools and caches
+    before = rss_kib()
+    burst(40, 500)  # 20,000 requests
+    growth = (rss_kib() - before) / 1024
+    if not os.environ.get("MINGINX_SANITIZED"):   # ASan's quarantine holds freed memory on purpose
+        assert growth < 20, "RSS grew %.1f MiB" % growth
+    assert wait_for(lambda: alive(srv) == 0, timeout=10)
+    assert sum(w["requests"] for w in srv.stats()) >= 22000
+
+
+def test_pid_file(tmp_path, site_root):
+    pid_file = tmp_path / "m.pid"
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--root", str(site_root),
+                          "--port", str(port), "--pid-file", str(pid_file), "--workers", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    assert pid_file.read_text().strip() == str(p.pid)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 0
+    assert not pid_file.exists()
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_emfile_backs_off_without_spinning_and_recovers(site_root, engine_name):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--root", str(site_root),
+                          "--port", str(port), "--workers", "1", "--engine", engine_name,
+                          "--keepalive-timeout", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=low_limit)
+    try:
+        banner = p.stdout.readline().decode()
+        assert "fd limit 48" in banner
+        held = []
+        for _ in range(80):   # more than the server has fds for
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            held.append(c)
+        time.sleep(0.5)
+
+        def cpu():
+            with open("/proc/%d/stat" % p.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        c0 = cpu()
+        time.sleep(1.0)
+        assert cpu() - c0 < 0.3, "the acceptor spins while out of fds"
+        for c in held:
+            c.close()
+        r = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                r = Conn(port, timeout=2).request("GET", "/hello.txt")
+                break
+            except (OSError, EOFError):
+                time.sleep(0.1)
+        assert r is not None and r.status == 200
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(15)
