@@ -70,6 +70,11 @@ mg_server *mg_server_new(const mg_config *cfg, int *err)
     srv->accept_epfd = epoll_create1(EPOLL_CLOEXEC);
     if (srv->accept_epfd < 0)
         goto fail;
+    srv->trace = cfg->trace;
+    srv->index = -1;
+    srv->started_ms = mg_now_ms();
+    if (srv->trace && trace_ring_init(&srv->ring) < 0)
+        goto fail;
     /* SIGPIPE can never kill us: sends use MSG_NOSIGNAL, and sendfile()
      * to a closed socket would raise it, so it is ignored process-wide
      * (CPython does the same at start-up). */
@@ -92,6 +97,7 @@ void mg_server_free(mg_server *srv)
         close(srv->accept_epfd);
     free(srv->root);
     free(srv->root_real);
+    trace_ring_free(&srv->ring);
     free(srv);
 }
 
@@ -102,6 +108,9 @@ int dispatch(mg_server *srv, int fd)
 {
     for (int tries = 0; tries < srv->nworkers; tries++) {
         mg_worker *w = srv->workers[srv->next_worker++ % (unsigned)srv->nworkers];
+        /* traced before the write: the worker may read it before we look again */
+        if (MG_UNLIKELY(srv->trace))
+            trace_push(&srv->ring, -1, MG_EV_DISPATCH, 0, fd, w->index);
         for (;;) {
             if (write(w->pipe_w, &fd, sizeof(fd)) == (ssize_t)sizeof(fd))
                 return 0;
@@ -148,6 +157,8 @@ static int accept_batch(mg_server *srv, int listen_fd)
                 return 1;
             }
         }
+        if (MG_UNLIKELY(srv->trace))
+            trace_push(&srv->ring, -1, MG_EV_ACCEPT, 0, fd, 0);
         int one = 1;
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         int r = dispatch(srv, fd);

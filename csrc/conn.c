@@ -241,6 +241,7 @@ void conn_entry(mg_coroutine *co)
     mg_worker *w = co->worker;
     int first = 1;
 
+    TRACE(w, MG_EV_ENTRY, co, co->fd, 0);
     for (;;) {
         /* -- a request head -- */
         co->idle = 1;
@@ -288,6 +289,7 @@ void conn_entry(mg_coroutine *co)
             /* A head we cannot read: its framing is unknown, so nothing after
              * it can be trusted as the next request.  Answer and close. */
             send_error(co, status, 0, 0);
+            TRACE(w, MG_EV_HANDLER_DONE, co, co->fd, status);
             lingering_close(co);
             return;
         }
@@ -310,7 +312,9 @@ void conn_entry(mg_coroutine *co)
 
         /* -- the middleware chain: a Python handler, then the static files -- */
         int r = 1;
-        if (python)
+        if (MG_UNLIKELY(srv->cfg.stats_endpoint))
+            r = stats_serve(co, req, keep_alive);
+        if (r == 1 && python)
             r = python_request(co, req, body, body_len, keep_alive);
         if (r == 2) {
             keep_alive = 0;
@@ -321,6 +325,7 @@ void conn_entry(mg_coroutine *co)
                                       : (send_error(co, 404, keep_alive, req->method_id == MG_M_HEAD) < 0 ? -1 : 0);
         free(co->body_buf);
         co->body_buf = NULL;
+        TRACE(w, MG_EV_HANDLER_DONE, co, co->fd, co->status);
         if (in_place)
             head += (int)body_len;   /* the body was read in place: it goes with the head */
         if (r < 0)

@@ -60,8 +60,10 @@ static void trampoline_start(unsigned int lo, unsigned int hi)
     mg_worker *w = co->worker;
 
     ASAN_FINISH(NULL, &w->asan_sched_bottom, &w->asan_sched_size);
+    TRACE(w, MG_EV_TRAMPOLINE_START, co, co->fd, 0);
     co->entry(co);
     co->finished = 1;
+    TRACE(w, MG_EV_FINISHED, co, co->fd, 0);
     /* Back to schedule(), which sees finished and calls coroutine_destroy().
      * This context is never resumed again (NULL: ASan may forget this stack). */
     ASAN_START(NULL, w->asan_sched_bottom, w->asan_sched_size);
@@ -155,6 +157,7 @@ mg_coroutine *coroutine_create(mg_worker *w, mg_entry_fn entry, void *arg, int f
     w->all = co;
     if (fd >= 0)
         w->fd_table[fd] = co;
+    TRACE(w, MG_EV_COROUTINE_CREATE, co, fd, 0);
     w->stats.coroutines_alive++;
     w->stats.coroutines_total++;
     return co;
@@ -164,6 +167,7 @@ void coroutine_destroy(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
 
+    TRACE(w, MG_EV_COROUTINE_DESTROY, co, co->fd, 0);
     timer_clear(co);
     if (co->prev)
         co->prev->next = co->next;
@@ -194,6 +198,7 @@ void coroutine_resume(mg_worker *w, mg_coroutine *co)
     tls_current = co;
     co->waiting = -1;
     w->stats.switches++;
+    TRACE(w, MG_EV_SCHEDULE, co, co->fd, 0);
     ASAN_START(&w->asan_fake_stack, co->ctx.uc_stack.ss_sp, co->ctx.uc_stack.ss_size);
     if (swapcontext(&w->sched_ctx, &co->ctx) < 0) {
         perror("minginx: swapcontext");
@@ -209,6 +214,7 @@ void coroutine_yield(mg_coroutine *co, int reason)
     mg_worker *w = co->worker;
 
     w->stats.yields[reason]++;
+    TRACE(w, MG_EV_YIELD, co, co->fd, reason);
     co->waiting = reason;
     if (reason == MG_YIELD_READY) {
         add_to_ready(w, co);

@@ -74,6 +74,25 @@ typedef struct mg_timer_list {
     int64_t duration_ms;
 } mg_timer_list;
 
+/* ------------------------------------------------------------------ trace */
+#define MG_TRACE_RING 16384           /* records per ring, a power of two */
+
+typedef struct {
+    mg_trace_rec *recs;
+    uint64_t head;                    /* written by the ring's thread (release) */
+    uint64_t tail;                    /* the reader's cursor */
+} mg_trace_ring;
+
+MG_HIDDEN void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg);
+MG_HIDDEN int trace_ring_init(mg_trace_ring *r);
+MG_HIDDEN void trace_ring_free(mg_trace_ring *r);
+/* One predictable branch when tracing is off. */
+#define TRACE(w, ev, co, fd, arg)                                                          \
+    do {                                                                                   \
+        if (MG_UNLIKELY((w)->trace))                                                       \
+            trace_push(&(w)->ring, (w)->index, (ev), (co) ? (co)->id : 0, (fd), (arg));    \
+    } while (0)
+
 /* ------------------------------------------------------------ coroutines */
 typedef void (*mg_entry_fn)(mg_coroutine *co);
 
@@ -103,6 +122,7 @@ struct mg_coroutine {
     /* connection state (conn.c) */
     mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
     struct mg_centry *centry;    /* file being sent (cache.c), released by coroutine_destroy */
+    int status;                  /* status of the last response started (for the trace) */
     char *body_buf;              /* a request body too large for rb, or chunked (malloc) */
 };
 
@@ -126,6 +146,8 @@ struct mg_worker {
     void *altstack;              /* signal stack for the guard-page handler */
     stack_t old_altstack;
     int max_conns;               /* per worker; new ones beyond it get 503 (0: no limit) */
+    int trace;                   /* cfg.trace: record the happy path in ring */
+    mg_trace_ring ring;
     /* coroutines waiting for their Python handler (pycall.c), linked by next_ready */
     mg_coroutine *py_head, *py_tail;
     uint64_t next_request_id;
@@ -164,6 +186,10 @@ struct mg_server {
     unsigned next_worker;        /* round-robin cursor of dispatch() */
     int accept_epfd;
     int accept_paused;           /* EMFILE back-off in progress */
+    int trace;
+    int index;                   /* -1: the acceptor's trace records say so */
+    mg_trace_ring ring;          /* the acceptor's trace */
+    int64_t started_ms;
 };
 
 /* coroutine.c */
@@ -205,6 +231,10 @@ MG_HIDDEN void conn_entry(mg_coroutine *co);
 MG_HIDDEN mg_reqbuf *reqbuf_get(struct mg_worker *w);
 MG_HIDDEN void reqbuf_put(struct mg_worker *w, mg_reqbuf *rb);
 MG_HIDDEN void reqbuf_pool_drain(struct mg_worker *w);
+
+/* stats.c: /_minginx/stats and /_minginx/trace; 1 if the path is not one of them */
+struct mg_request_s;
+MG_HIDDEN int stats_serve(mg_coroutine *co, struct mg_request_s *req, int keep_alive);
 
 /* pycall.c */
 struct mg_request_s;

@@ -57,6 +57,8 @@ typedef struct {
     int app_id;                  /* >= 0: requests go to Python app number app_id first */
     int static_files;            /* 1: serve root's files (and requests Python passes on) */
     int max_connections;         /* per worker: more get 503 and are closed (0: no limit) */
+    int trace;                   /* 1: record the happy path's steps in per-worker rings */
+    int stats_endpoint;          /* 1: GET /_minginx/stats and /_minginx/trace answer JSON */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */
@@ -163,6 +165,42 @@ int mg_worker_run(mg_worker *w);
  * connections) or not (destroy every coroutine now).  Thread-safe. */
 int mg_worker_stop(mg_worker *w, int graceful);
 void mg_worker_stats(mg_worker *w, mg_stats *out);
+
+/* ---- the trace: the seed's happy path, step by step ----
+ * With cfg.trace, each worker (and the acceptor) writes one record per step
+ * into its own ring buffer; Python drains the rings and prints them
+ * (minginx-cffi serve --trace).  Off, each step costs one predictable branch. */
+typedef enum {
+    MG_EV_ACCEPT = 0,            /* acceptor: accept4() returned fd */
+    MG_EV_DISPATCH,              /* acceptor: fd written down worker arg's pipe */
+    MG_EV_FD_BATCH,              /* worker: fd read from the pipe into fd_batch */
+    MG_EV_COROUTINE_CREATE,
+    MG_EV_ADD_TO_READY,
+    MG_EV_SCHEDULE,              /* schedule() swaps into the coroutine */
+    MG_EV_TRAMPOLINE_START,
+    MG_EV_ENTRY,                 /* the coroutine's entry (conn_entry) begins */
+    MG_EV_YIELD,                 /* arg: the mg_yield reason */
+    MG_EV_WAKE_FD,               /* arg: the epoll events */
+    MG_EV_HANDLER_DONE,          /* arg: the response's status */
+    MG_EV_FINISHED,              /* trampoline_start: finished = 1 */
+    MG_EV_COROUTINE_DESTROY,
+    MG_EV_MAX
+} mg_event;
+
+typedef struct {
+    uint64_t t_us;               /* CLOCK_MONOTONIC, microseconds */
+    uint64_t co;                 /* coroutine id (0: none yet) */
+    int32_t fd;
+    int32_t arg;
+    int16_t worker;              /* -1: the acceptor */
+    uint16_t event;              /* mg_event */
+    int32_t _pad;
+} mg_trace_rec;
+
+/* Copy up to max records from ring `ring` (-1: the acceptor's, else a worker
+ * index) into out; returns how many.  *dropped grows by records lost to
+ * overrun.  Safe while the ring's writer runs (one reader per ring). */
+int mg_trace_drain(mg_server *srv, int ring, mg_trace_rec *out, int max, uint64_t *dropped);
 
 /* ---- the coroutine runtime, exposed for its unit tests (tests/test_coroutine.py) ---- */
 /* A worker with no thread and no listener: coroutines are run by

@@ -150,6 +150,7 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
     }
     out_str(c, c->_keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
     c->_started = 1;
+    co->status = status;
     c->more = streaming;
     w->stats.requests++;
     if (c->_head_only || no_body_status(status))

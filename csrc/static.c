@@ -58,8 +58,10 @@ static void put_u64(outbuf *o, uint64_t v, int base)
 }
 
 /* "HTTP/1.1 200 OK\r\nServer: ...\r\nDate: ...\r\n" */
-static void put_status(outbuf *o, mg_worker *w, int status)
+static void put_status(outbuf *o, mg_coroutine *co, int status)
 {
+    mg_worker *w = co->worker;
+    co->status = status;
     put_str(o, "HTTP/1.1 ");
     put_u64(o, (uint64_t)status, 10);
     put_str(o, " ");
@@ -98,7 +100,7 @@ static ssize_t send_error_with(mg_coroutine *co, int status, int keep_alive, int
     put_str(&b, http_reason(status));
     put_str(&b, "</h1></body></html>\n");
 
-    put_status(&o, co->worker, status);
+    put_status(&o, co, status);
     if (status == 405)
         put_str(&o, ALLOW_HDR);
     if (extra)
@@ -281,7 +283,7 @@ static int send_not_modified(mg_coroutine *co, const mg_centry *e, const mg_file
     char *start = out_area(co);
     outbuf o = {start, start + sizeof(co->rb->out)};
 
-    put_status(&o, co->worker, 304);
+    put_status(&o, co, 304);
     put_str(&o, "ETag: ");
     put_mem(&o, rep->etag, (size_t)rep->etag_len);
     put_str(&o, "\r\nLast-Modified: ");
@@ -302,7 +304,7 @@ static int send_representation(mg_coroutine *co, const mg_file *rep, int status,
     char *head = out_area(co);
     outbuf o = {head, head + sizeof(co->rb->out)};
 
-    put_status(&o, w, status);
+    put_status(&o, co, status);
     put_mem(&o, rep->hdr, (size_t)rep->hdr_len);   /* Content-Type ... Accept-Ranges */
     put_str(&o, "Content-Length: ");
     put_u64(&o, (uint64_t)len, 10);
@@ -382,7 +384,7 @@ static int redirect_slash(mg_coroutine *co, mg_request *req, int keep_alive, int
 
     if (req->path.len + req->query.len + 64 > sizeof(co->rb->out) - 256)
         return send_error(co, 414, keep_alive, head_only) < 0 ? -1 : 0;
-    put_status(&o, co->worker, 301);
+    put_status(&o, co, 301);
     put_str(&o, "Location: ");
     put_mem(&o, req->path.p, req->path.len);
     put_str(&o, "/");
@@ -412,7 +414,7 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     case MG_M_OPTIONS: {
         char *start = out_area(co);
         outbuf o = {start, start + sizeof(co->rb->out)};
-        put_status(&o, co->worker, 204);
+        put_status(&o, co, 204);
         put_str(&o, ALLOW_HDR);
         put_connection(&o, keep_alive);
         co->worker->stats.requests++;

@@ -51,6 +51,7 @@ int64_t mg_now_ms(void)
 
 void add_to_ready(mg_worker *w, mg_coroutine *co)
 {
+    TRACE(w, MG_EV_ADD_TO_READY, co, co->fd, 0);
     co->waiting = MG_YIELD_READY;   /* queued: wake_fd() leaves it alone */
     co->next_ready = NULL;
     if (w->policy == RDY_LIFO || !w->ready_tail) {
@@ -107,6 +108,7 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
         : co->waiting == MG_YIELD_WRITE ? (EPOLLOUT | EPOLLHUP | EPOLLERR) : 0;
     if (events & (uint32_t)want) {
         w->stats.wakeups++;
+        TRACE(w, MG_EV_WAKE_FD, co, fd, (int)events);
         add_to_ready(w, co);
     }
 }
@@ -216,6 +218,7 @@ static void begin_graceful_stop(mg_worker *w)
 static void accept_from_pipe(mg_worker *w, int fd)
 {
     w->stats.connections++;
+    TRACE(w, MG_EV_FD_BATCH, (mg_coroutine *)NULL, fd, 0);
     if (w->max_conns > 0 && w->stats.coroutines_alive >= w->max_conns) {
         /* over --max-connections: say so and close, never stall */
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nServer: minginx-cffi\r\n"
@@ -340,6 +343,12 @@ mg_worker *mg_worker_new(mg_server *srv, int *err)
     w->timers[MG_TIMER_SEND].duration_ms = srv->cfg.send_timeout_ms;
     w->timers[MG_TIMER_LINGER].duration_ms = 2000;
     w->max_conns = srv->cfg.max_connections;
+    w->trace = srv->cfg.trace;
+    if (w->trace && trace_ring_init(&w->ring) < 0) {
+        *err = -ENOMEM;
+        mg_worker_free(w);
+        return NULL;
+    }
     int r = file_cache_init(w, srv->cfg.open_file_cache);
     if (r < 0) {
         *err = r;
@@ -370,6 +379,7 @@ void mg_worker_free(mg_worker *w)
     free(w->stack_pool);
     if (w->altstack)
         munmap(w->altstack, MG_ALTSTACK_SIZE);
+    trace_ring_free(&w->ring);
     free(w);
 }
 

@@ -64,13 +64,18 @@ class Worker:
             self._w = None
 
 
+def _by_time(rec):
+    return rec[0]
+
+
 class Engine:
     """The C server object: configuration, document root, workers, acceptor."""
 
     def __init__(self, root, policy="lifo", stack_size=DEFAULT_STACK_SIZE, serve_dotfiles=False,
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384, dispatch=None, static_files=True, max_connections=0):
+                 small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
+                 trace=False, stats_endpoint=False):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
         if stack_size < MIN_STACK_SIZE:
@@ -93,6 +98,10 @@ class Engine:
         cfg.app_id = bridge.app_id if bridge is not None else -1
         cfg.static_files = int(bool(static_files))
         cfg.max_connections = int(max_connections)
+        cfg.trace = int(bool(trace))
+        cfg.stats_endpoint = int(bool(stats_endpoint))
+        self._trace_buf = ffi.new("mg_trace_rec[]", 4096) if trace else None
+        self._dropped = ffi.new("uint64_t *")
         self.bridge = bridge
         err = ffi.new("int *")
         self._srv = lib.mg_server_new(cfg, err)
@@ -108,6 +117,28 @@ class Engine:
         worker = Worker(w, self)
         self.workers.append(worker)
         return worker
+
+    def trace_drain(self):
+        """Every trace record written since the last call, in time order:
+        (t_us, worker, coroutine, fd, event, arg); worker -1 is the acceptor."""
+        if self._trace_buf is None:
+            return []
+        out = []
+        buf = self._trace_buf
+        for ring in [-1] + list(range(len(self.workers))):
+            while True:
+                n = lib.mg_trace_drain(self._srv, ring, buf, 4096, self._dropped)
+                for i in range(n):
+                    r = buf[i]
+                    out.append((r.t_us, r.worker, r.co, r.fd, r.event, r.arg))
+                if n < 4096:
+                    break
+        out.sort(key=_by_time)   # stable: each ring keeps its own order within a tie
+        return out
+
+    @property
+    def trace_dropped(self):
+        return self._dropped[0]
 
     def accept_loop(self, listen_fd, wake_fd):
         """Accept and dispatch until wake_fd is readable; then return."""
@@ -191,6 +222,10 @@ def parse_request(data):
 # pulls the next piece of a streamed body, ABORT closes a stream whose client
 # went away.  Responses are copied into C by mg_call_start()/mg_call_chunk(),
 # so no Python object has to outlive the call.
+
+from . import trace as _trace  # noqa: E402
+
+assert lib.MG_EV_MAX == len(_trace.EVENTS), "minginx.h and trace.py disagree on the events"
 
 from ._dispatch import FALLTHROUGH, RESP_CLOSE, RESP_HAS_LENGTH, RESP_STREAM, log  # noqa: E402
 

@@ -54,12 +54,21 @@ def cli():
               help="Open connections at most, over all workers; more get 503 (0: no limit).")
 @click.option("--pid-file", type=click.Path(dir_okay=False), default=None,
               help="Write the server's pid here while it runs.")
+@click.option("--trace", is_flag=True, default=False,
+              help="Print each step of the happy path, per connection, as it happens.")
+@click.option("--stats/--no-stats", default=None,
+              help="GET /_minginx/stats (JSON) and a table at shutdown; on by default for the demo site.")
 @click.option("--serve-dotfiles/--no-serve-dotfiles", default=False, show_default=True,
               help="Serve /.git, /.env and other dotfiles.")
 @click.option("--follow-symlinks/--no-follow-symlinks", default=False, show_default=True,
               help="Follow symlinks that lead outside the root.")
 def serve_command(**options):
     """Serve static files over HTTP/1.1."""
+    if options["stats"] is None:
+        # the demo site shows the live stats and the trace of its own request
+        demo = options["root"] is None and not options["app"] and not options["wsgi"]
+        options["stats"] = demo
+        options["trace"] = options["trace"] or (demo and "record")
     serve(**options)
 
 

@@ -93,7 +93,7 @@ class Server:
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
-                 engine="cffi", max_connections=0, pid_file=None):
+                 engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False):
         if app is not None and wsgi is not None:
             raise ServerError("give --app or --wsgi, not both")
         if isinstance(app, str):
@@ -127,9 +127,15 @@ class Server:
         self.policy = policy
         self.grace = grace
         self.pid_file = pid_file
+        # trace: True prints each step (--trace); a callable receives the records instead
+        self.trace = trace
+        self.stats_enabled = stats
+        self._trace_thread = None
+        self._trace_t0 = None
         # --max-connections is a total: each worker takes its share
         per_worker = -(-max_connections // self.nworkers) if max_connections else 0
-        self._engine_args = dict(max_connections=per_worker,
+        self._engine_args = dict(max_connections=per_worker, trace=bool(trace),
+                                 stats_endpoint=bool(stats),
             policy=policy, stack_size=stack_size, serve_dotfiles=serve_dotfiles,
             follow_symlinks=follow_symlinks, header_timeout=header_timeout,
             keepalive_timeout=keepalive_timeout, send_timeout=send_timeout, max_body=max_body,
@@ -191,6 +197,11 @@ class Server:
             t.start()
             self._threads.append(t)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.trace is True or callable(self.trace):   # "record": kept for /_minginx/trace only
+            self._trace_stop = threading.Event()
+            self._trace_thread = threading.Thread(target=self._trace_loop, name="minginx-trace",
+                                                  daemon=True)
+            self._trace_thread.start()
 
     @property
     def address(self):
@@ -216,14 +227,15 @@ class Server:
         if self._sock is None:
             self.bind()
         self._start_workers()
+        # signals first: once the banner or the pid file is out, a SIGTERM must be graceful
+        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        old_int = signal.signal(signal.SIGINT, self._on_signal)
+        old_term = signal.signal(signal.SIGTERM, self._on_signal)
         if self.pid_file:
             with open(self.pid_file, "w") as f:
                 f.write("%d\n" % os.getpid())
         if not quiet:
             print(self.banner(), flush=True)
-        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        old_int = signal.signal(signal.SIGINT, self._on_signal)
-        old_term = signal.signal(signal.SIGTERM, self._on_signal)
         try:
             while not self._stop_requested:
                 self._engine.accept_loop(self._sock.fileno(), self._wake_r)
@@ -284,6 +296,23 @@ class Server:
         """Per-worker counters from C, a list of dicts."""
         return [w.stats() for w in self._engine.workers] if self._engine else []
 
+    def _trace_loop(self):
+        while not self._trace_stop.wait(0.05):
+            self._trace_flush()
+
+    def _trace_flush(self):
+        records = self._engine.trace_drain()
+        if not records:
+            return
+        if callable(self.trace):
+            self.trace(records)
+            return
+        from .trace import HEADER, format_record
+        if self._trace_t0 is None:
+            self._trace_t0 = records[0][0]
+            print(HEADER, flush=False)
+        print("\n".join(format_record(r, self._trace_t0) for r in records), flush=True)
+
     def _close_listener(self):
         if self._sock is not None:
             self._sock.close()
@@ -304,6 +333,14 @@ class Server:
             t.join()
 
     def _free(self):
+        if self._trace_thread is not None:
+            self._trace_stop.set()
+            self._trace_thread.join()
+            self._trace_thread = None
+            self._trace_flush()
+        if self.stats_enabled and self._engine is not None and not self._acceptor:
+            from .trace import summary_table
+            print(summary_table(self.stats()), file=sys.stderr, flush=True)
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)

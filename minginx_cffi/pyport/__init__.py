@@ -16,6 +16,8 @@ thread with its own select.epoll.  Standard library only.  Python's threads
 share one GIL, so workers here take turns rather than run in parallel.
 """
 
+import time
+
 from .acceptor import Acceptor
 from .worker import Worker
 
@@ -41,19 +43,27 @@ class _WorkerHandle:
         self._w.free()
 
 
+def _by_time(rec):
+    return rec[0]
+
+
 class Engine:
     """Same constructor and methods as minginx_cffi._native.Engine."""
 
     def __init__(self, root, policy="lifo", stack_size=0, serve_dotfiles=False,
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384, dispatch=None, static_files=True, max_connections=0):
+                 small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
+                 trace=False, stats_endpoint=False):
         self.cfg = dict(root=root, policy=policy, serve_dotfiles=serve_dotfiles,
                         follow_symlinks=follow_symlinks, header_timeout=header_timeout,
                         keepalive_timeout=keepalive_timeout, send_timeout=send_timeout,
                         max_body=max_body, gzip_static=gzip_static,
                         open_file_cache=open_file_cache, small_file_cache=small_file_cache,
-                        static_files=static_files, max_connections=max_connections)
+                        static_files=static_files, max_connections=max_connections,
+                        trace=trace, stats_endpoint=stats_endpoint)
+        self.started = time.monotonic()
+        self.trace_dropped = 0
         self.dispatch = dispatch
         self.pipes = []         # each worker's dispatch pipe, for the acceptor
         self.workers = []       # handles with _native.Worker's interface
@@ -65,6 +75,15 @@ class Engine:
         h = _WorkerHandle(w)
         self.workers.append(h)
         return h
+
+    def trace_drain(self):
+        """Records since the last call, in time order (as _native.Engine.trace_drain)."""
+        out = []
+        for ring in [self._acceptor.ring] + [h._w.ring for h in self.workers]:
+            while ring:
+                out.append(ring.popleft())
+        out.sort(key=_by_time)   # stable: each ring keeps its own order within a tie
+        return out
 
     def accept_loop(self, listen_fd, wake_fd):
         return self._acceptor.accept_loop(listen_fd, wake_fd)

@@ -5,11 +5,15 @@ it); accepts until EAGAIN and writes each fd, 4 bytes, down the next
 worker's pipe, round-robin.  Out of fds: pause accepting for 100 ms.
 """
 
+import collections
 import errno
 import os
 import select
 import socket
 import struct
+import time
+
+from ..trace import EV_ACCEPT, EV_DISPATCH
 
 ACCEPT_BACKOFF = 0.1
 
@@ -21,14 +25,18 @@ class Acceptor:
         self.next_worker = 0
         self.paused = False
         self.registered = set()
+        self.trace = engine.cfg["trace"]
+        self.ring = collections.deque(maxlen=16384)
 
     def dispatch(self, fd):
         pipes = self.engine.pipes
         for _ in range(len(pipes)):
-            pipe_w = pipes[self.next_worker % len(pipes)]
+            index = self.next_worker % len(pipes)
             self.next_worker += 1
+            if self.trace:   # before the write: the worker may read it at once
+                self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_DISPATCH, index))
             try:
-                os.write(pipe_w, struct.pack("i", fd))
+                os.write(pipes[index], struct.pack("i", fd))
                 return True
             except BlockingIOError:
                 continue
@@ -89,6 +97,8 @@ class Acceptor:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             fd = conn.detach()
+            if self.trace:
+                self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_ACCEPT, 0))
             if not self.dispatch(fd):
                 os.close(fd)
         return False

@@ -19,6 +19,7 @@ from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER
 from .http import Chunked, http_find_head_end, parse_http
 from .io import Cancelled, recv_async, send_async
 from .static import connection_hdr, send_error, static_serve, status_head
+from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
 RECV_SIZE = 65536
 BUF_MAX = 8192 + 32768 + 4096
@@ -190,15 +191,53 @@ def _close(it):
             _dispatch.log.exception("minginx: closing a response iterator raised")
 
 
+def co_status(co):
+    return co.worker.last_status
+
+
+def stats_serve(co, req, keep_alive):
+    """GET /_minginx/stats and /_minginx/trace (csrc/stats.c); 1 if not one of them."""
+    w = co.worker
+    if req.path not in (b"/_minginx/stats", b"/_minginx/trace"):
+        return 1
+    if req.method not in (b"GET", b"HEAD"):
+        yield from send_error(co, 405, keep_alive, False)
+        return 0
+    import json
+    if req.path == b"/_minginx/stats":
+        eng = w.engine
+        data = {"engine": "python", "uptime_ms": int((w.now - eng.started) * 1000),
+                "policy": w.cfg["policy"],
+                "workers": [dict(h.stats(), worker=i) for i, h in enumerate(eng.workers)]}
+    else:
+        ring = list(w.ring)
+        mine = [i for i, r in enumerate(ring) if r[2] == co.id]
+        if mine and mine[0] > 0 and ring[mine[0] - 1][4] == 2 and ring[mine[0] - 1][3] == co.fd:
+            mine.insert(0, mine[0] - 1)   # the fd_batch step just before coroutine_create
+        events = [{"t_us": ring[i][0], "event": EVENTS[ring[i][4]], "fd": ring[i][3],
+                   "arg": ring[i][5]} for i in mine]
+        data = {"engine": "python", "enabled": bool(w.trace), "worker": w.index,
+                "coroutine": co.id, "fd": co.fd, "events": events}
+    body = (json.dumps(data, separators=(",", ":")) + "\n").encode()
+    out = status_head(w, 200) + b"Content-Type: application/json\r\nCache-Control: no-store\r\n" + \
+        b"Content-Length: %d\r\n" % len(body) + connection_hdr(keep_alive)
+    yield from send_async(co, out if req.method == b"HEAD" else out + body)
+    w.stats["requests"] += 1
+    return 0
+
+
 def conn_entry(co):
     """The coroutine's entry (the seed's `entry`)."""
     w = co.worker
     cfg = w.cfg
     dispatch = w.engine.dispatch
     static_files = cfg["static_files"]
+    stats_endpoint = cfg["stats_endpoint"]
     max_body = cfg["max_body"]
     buf = bytearray()
     first = True
+    if w.trace:
+        w.trace_push(EV_ENTRY, co, co.fd)
     try:
         while True:
             # -- a request head --
@@ -238,6 +277,8 @@ def conn_entry(co):
                 status, req = parse_http(bytes(buf[:head]), head)
             if status:
                 yield from send_error(co, status, False, False)
+                if w.trace:
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, status)
                 yield from _lingering_close(co, buf)
                 return
 
@@ -249,7 +290,9 @@ def conn_entry(co):
                 return
 
             r = 1
-            if dispatch is not None:
+            if stats_endpoint and req.path.startswith(b"/_minginx/"):
+                r = yield from stats_serve(co, req, keep_alive)
+            if r == 1 and dispatch is not None:
                 r = yield from _python_request(co, req, body, keep_alive, dispatch)
                 if r == 2:
                     keep_alive, r = False, 0
@@ -260,6 +303,8 @@ def conn_entry(co):
                         return
                 else:
                     yield from send_error(co, 404, keep_alive, req.method == b"HEAD")
+            if w.trace:
+                w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co))
             if not keep_alive:
                 if len(buf) > head:
                     yield from _lingering_close(co, buf)

@@ -10,6 +10,8 @@ handler called from a coroutine runs on the worker thread's stack anyway.
 What a coroutine yields is the reason it stopped (csrc/minginx.h mg_yield).
 """
 
+from ..trace import EV_COROUTINE_CREATE, EV_COROUTINE_DESTROY, EV_FINISHED, EV_TRAMPOLINE_START
+
 MG_YIELD_READY, MG_YIELD_READ, MG_YIELD_WRITE, MG_YIELD_PYTHON = range(4)
 MG_TIMER_NONE, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_SEND, MG_TIMER_LINGER = range(5)
 
@@ -26,8 +28,13 @@ class Coroutine:
 
 def trampoline_start(co):
     """The generator every coroutine runs: the entry, then finished = 1."""
+    w = co.worker
+    if w.trace:
+        w.trace_push(EV_TRAMPOLINE_START, co, co.fd)
     yield from co.entry(co)
     co.finished = 1
+    if w.trace:
+        w.trace_push(EV_FINISHED, co, co.fd)
 
 
 def coroutine_create(w, entry, sock):
@@ -47,6 +54,8 @@ def coroutine_create(w, entry, sock):
     co.gen = trampoline_start(co)
     if co.fd >= 0:
         w.fd_table[co.fd] = co
+    if w.trace:
+        w.trace_push(EV_COROUTINE_CREATE, co, co.fd)
     w.all.add(co)
     w.stats["coroutines_alive"] += 1
     w.stats["coroutines_total"] += 1
@@ -55,6 +64,8 @@ def coroutine_create(w, entry, sock):
 
 def coroutine_destroy(co):
     w = co.worker
+    if w.trace:
+        w.trace_push(EV_COROUTINE_DESTROY, co, co.fd)
     w.timer_clear(co)
     w.all.discard(co)
     if co.centry is not None:

@@ -284,6 +284,7 @@ class FileCache:
 
 
 def status_head(w, status, reason=None):
+    w.last_status = status
     return b"HTTP/1.1 %d %s\r\nServer: minginx-cffi\r\n%s" % (
         status, (reason or http_reason(status)).encode("latin-1"), w.date_header())
 

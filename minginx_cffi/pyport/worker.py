@@ -20,6 +20,8 @@ from .coroutine import (MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG
                         MG_TIMER_SEND, MG_YIELD_PYTHON, MG_YIELD_READ, MG_YIELD_READY,
                         MG_YIELD_WRITE, coroutine_create, coroutine_destroy)
 from .http import http_date
+from ..trace import (EV_ADD_TO_READY, EV_FD_BATCH, EV_SCHEDULE, EV_WAKE_FD,  # noqa: F401
+                     EV_YIELD)
 
 RDY_FIFO, RDY_LIFO = 0, 1
 MG_CMD_STOP, MG_CMD_EXIT = -1, -2
@@ -67,11 +69,19 @@ class Worker:
         self.date_sec = -1
         self.date_hdr = b""
         self.cache = FileCache(self, self.cfg["open_file_cache"])
+        self.trace = self.cfg["trace"]
+        self.last_status = 0
+        self.ring = collections.deque(maxlen=16384)   # as the C ring: the oldest are overwritten
         self.conn_entry = conn_entry
 
     # -- ready queue -----------------------------------------------------
 
+    def trace_push(self, event, co, fd, arg=0):
+        self.ring.append((time.monotonic_ns() // 1000, self.index, co.id if co else 0, fd, event, arg))
+
     def add_to_ready(self, co):
+        if self.trace:
+            self.trace_push(EV_ADD_TO_READY, co, co.fd)
         co.waiting = MG_YIELD_READY
         if self.policy == RDY_LIFO:
             self.ready.appendleft(co)
@@ -91,12 +101,16 @@ class Worker:
             co = ready.popleft()
             co.waiting = -1
             stats["switches"] += 1
+            if self.trace:
+                self.trace_push(EV_SCHEDULE, co, co.fd)
             try:
                 reason = co.gen.send(None)
             except StopIteration:
                 coroutine_destroy(co)
                 continue
             yields[YIELD_NAMES[reason]] += 1
+            if self.trace:
+                self.trace_push(EV_YIELD, co, co.fd, reason)
             if reason == MG_YIELD_READY:
                 self.add_to_ready(co)
             else:
@@ -106,6 +120,8 @@ class Worker:
         co = self.fd_table[fd]
         if co is not None and events & _WANT.get(co.waiting, 0):
             self.stats["wakeups"] += 1
+            if self.trace:
+                self.trace_push(EV_WAKE_FD, co, fd, events)
             self.add_to_ready(co)
 
     # -- timers: one list per class, in deadline order (csrc/worker.c) ---
@@ -184,6 +200,8 @@ class Worker:
 
     def _accept_from_pipe(self, fd):
         self.stats["connections"] += 1
+        if self.trace:
+            self.trace_push(EV_FD_BATCH, None, fd)
         limit = self.cfg["max_connections"]
         if limit and self.stats["coroutines_alive"] >= limit:
             try:   # over --max-connections: say so and close, never stall

@@ -1,0 +1,159 @@
+/* stats.c - GET /_minginx/stats and /_minginx/trace: the workers' counters and this request's trace, as JSON.
+ *
+ * Answered in C, on the coroutine, with --stats; the demo site's stats page
+ * polls them.  Other workers' counters are read while they change: each
+ * number is whole, the set is a snapshot in motion.
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "http.h"
+
+static const char *const EVENT_NAMES[MG_EV_MAX] = {
+    [MG_EV_ACCEPT] = "accept",
+    [MG_EV_DISPATCH] = "dispatch",
+    [MG_EV_FD_BATCH] = "fd_batch",
+    [MG_EV_COROUTINE_CREATE] = "coroutine_create",
+    [MG_EV_ADD_TO_READY] = "add_to_ready",
+    [MG_EV_SCHEDULE] = "schedule",
+    [MG_EV_TRAMPOLINE_START] = "trampoline_start",
+    [MG_EV_ENTRY] = "entry",
+    [MG_EV_YIELD] = "yield",
+    [MG_EV_WAKE_FD] = "wake_fd",
+    [MG_EV_HANDLER_DONE] = "handler_done",
+    [MG_EV_FINISHED] = "finished",
+    [MG_EV_COROUTINE_DESTROY] = "coroutine_destroy",
+};
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} jbuf;
+
+static void jprintf(jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void jprintf(jbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap * 2 + (size_t)n;
+        char *np = realloc(b->p, cap);
+        if (!np)
+            return;
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+static void stats_json(jbuf *b, mg_server *srv)
+{
+    jprintf(b, "{\"engine\":\"cffi\",\"uptime_ms\":%lld,\"policy\":\"%s\",\"workers\":[",
+            (long long)(mg_now_ms() - srv->started_ms), srv->cfg.policy == RDY_LIFO ? "lifo" : "fifo");
+    for (int i = 0; i < srv->nworkers; i++) {
+        mg_stats st;
+        mg_worker_stats(srv->workers[i], &st);
+        jprintf(b,
+                "%s{\"worker\":%d,\"connections\":%llu,\"requests\":%llu,\"bytes_out\":%llu,"
+                "\"switches\":%llu,\"yields\":{\"ready\":%llu,\"read\":%llu,\"write\":%llu,"
+                "\"python\":%llu},\"wakeups\":%llu,\"timeouts\":%llu,\"ready_max\":%llu,"
+                "\"coroutines_alive\":%lld,\"coroutines_total\":%llu,\"stack_pool\":%llu,"
+                "\"stacks_mapped\":%llu,\"cache_hits\":%llu,\"cache_misses\":%llu,"
+                "\"cache_entries\":%llu,\"py_batches\":%llu,\"py_calls\":%llu,\"rejected\":%llu}",
+                i ? "," : "", i, (unsigned long long)st.connections,
+                (unsigned long long)st.requests, (unsigned long long)st.bytes_out,
+                (unsigned long long)st.switches, (unsigned long long)st.yields[0],
+                (unsigned long long)st.yields[1], (unsigned long long)st.yields[2],
+                (unsigned long long)st.yields[3], (unsigned long long)st.wakeups,
+                (unsigned long long)st.timeouts, (unsigned long long)st.ready_max,
+                (long long)st.coroutines_alive, (unsigned long long)st.coroutines_total,
+                (unsigned long long)st.stack_pool, (unsigned long long)st.stacks_mapped,
+                (unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses,
+                (unsigned long long)st.cache_entries, (unsigned long long)st.py_batches,
+                (unsigned long long)st.py_calls, (unsigned long long)st.rejected);
+    }
+    jprintf(b, "]}\n");
+}
+
+/* This coroutine's own events, from its worker's ring (same thread: no race). */
+static void trace_json(jbuf *b, mg_coroutine *co)
+{
+    mg_worker *w = co->worker;
+    jprintf(b, "{\"engine\":\"cffi\",\"enabled\":%s,\"worker\":%d,\"coroutine\":%llu,\"fd\":%d,"
+               "\"events\":[", w->trace ? "true" : "false", w->index, (unsigned long long)co->id, co->fd);
+    if (w->trace) {
+        /* walk back to find our first record, then print forward */
+        uint64_t h = w->ring.head, lo = h > MG_TRACE_RING ? h - MG_TRACE_RING : 0, first = h;
+        for (uint64_t i = h; i > lo; i--) {
+            mg_trace_rec *r = &w->ring.recs[(i - 1) & (MG_TRACE_RING - 1)];
+            if (r->co == co->id)
+                first = i - 1;
+            if (r->event == MG_EV_COROUTINE_CREATE && r->co == co->id)
+                break;
+        }
+        /* the fd_batch step just before coroutine_create is ours too */
+        if (first > lo && first < h) {
+            mg_trace_rec *prev = &w->ring.recs[(first - 1) & (MG_TRACE_RING - 1)];
+            if (prev->event == MG_EV_FD_BATCH && prev->fd == co->fd)
+                first--;
+        }
+        int n = 0;
+        for (uint64_t i = first; i < h && n < 200; i++) {
+            mg_trace_rec *r = &w->ring.recs[i & (MG_TRACE_RING - 1)];
+            if (r->co != co->id && !(i == first && r->event == MG_EV_FD_BATCH))
+                continue;
+            jprintf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", n++ ? "," : "",
+                    (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);
+        }
+    }
+    jprintf(b, "]}\n");
+}
+
+int stats_serve(mg_coroutine *co, mg_request *req, int keep_alive)
+{
+    static const char prefix[] = "/_minginx/";
+    if (req->path.len < sizeof(prefix) - 1 || memcmp(req->path.p, prefix, sizeof(prefix) - 1) != 0)
+        return 1;
+    const char *what = req->path.p + sizeof(prefix) - 1;
+    size_t wlen = req->path.len - (sizeof(prefix) - 1);
+    int is_stats = wlen == 5 && memcmp(what, "stats", 5) == 0;
+    int is_trace = wlen == 5 && memcmp(what, "trace", 5) == 0;
+    if (!is_stats && !is_trace)
+        return 1;
+    if (req->method_id != MG_M_GET && req->method_id != MG_M_HEAD)
+        return send_error(co, 405, keep_alive, 0) < 0 ? -1 : 0;
+
+    jbuf body = {malloc(4096), 0, 4096};
+    if (!body.p)
+        return send_error(co, 503, keep_alive, 0) < 0 ? -1 : 0;
+    if (is_stats)
+        stats_json(&body, co->worker->srv);
+    else
+        trace_json(&body, co);
+
+    mg_worker *w = co->worker;
+    char head[512];
+    worker_refresh_date(w);
+    int hl = snprintf(head, sizeof(head),
+                      "HTTP/1.1 200 OK\r\nServer: minginx-cffi\r\n%.*sContent-Type: application/json\r\n"
+                      "Cache-Control: no-store\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
+                      w->date_len, w->date_hdr, body.len, keep_alive ? "keep-alive" : "close");
+    struct iovec iov[2] = {{head, (size_t)hl}, {body.p, req->method_id == MG_M_HEAD ? 0 : body.len}};
+    co->status = 200;
+    w->stats.requests++;   /* after the JSON: the numbers are those before this request */
+    ssize_t r = sendv_async(co, iov, 2);
+    free(body.p);
+    return r < 0 ? -1 : 0;
+}

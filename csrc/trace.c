@@ -1,0 +1,79 @@
+/* trace.c - per-thread ring buffers of happy-path events, drained by Python (--trace).
+ *
+ * One writer per ring (its worker, or the acceptor), one reader (Python's
+ * drain thread).  The writer never waits: it overwrites the oldest record
+ * and publishes the new head with a release store.  The reader copies from
+ * its tail to the head it saw, then looks at the head again: whatever the
+ * writer lapped meanwhile is counted as dropped, not printed half-written.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+_Static_assert((MG_TRACE_RING & (MG_TRACE_RING - 1)) == 0, "the ring size is a power of two");
+
+int trace_ring_init(mg_trace_ring *r)
+{
+    r->recs = calloc(MG_TRACE_RING, sizeof(*r->recs));
+    r->head = r->tail = 0;
+    return r->recs ? 0 : -ENOMEM;
+}
+
+void trace_ring_free(mg_trace_ring *r)
+{
+    free(r->recs);
+    r->recs = NULL;
+}
+
+void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t h = r->head;
+    mg_trace_rec *rec = &r->recs[h & (MG_TRACE_RING - 1)];
+    rec->t_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    rec->co = co;
+    rec->fd = fd;
+    rec->arg = arg;
+    rec->worker = (int16_t)worker;
+    rec->event = (uint16_t)event;
+    __atomic_store_n(&r->head, h + 1, __ATOMIC_RELEASE);
+}
+
+int mg_trace_drain(mg_server *srv, int ring, mg_trace_rec *out, int max, uint64_t *dropped)
+{
+    mg_trace_ring *r;
+    if (ring < 0)
+        r = &srv->ring;
+    else if (ring < srv->nworkers)
+        r = &srv->workers[ring]->ring;
+    else
+        return -EINVAL;
+    if (!r->recs)
+        return 0;
+    uint64_t h = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+    if (h - r->tail > MG_TRACE_RING) {
+        *dropped += h - r->tail - MG_TRACE_RING;
+        r->tail = h - MG_TRACE_RING;
+    }
+    uint64_t n = h - r->tail;
+    if (n > (uint64_t)max)
+        n = (uint64_t)max;
+    for (uint64_t i = 0; i < n; i++)
+        out[i] = r->recs[(r->tail + i) & (MG_TRACE_RING - 1)];
+    /* records the writer lapped while we copied are not to be trusted */
+    uint64_t h2 = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+    uint64_t first_valid = h2 > MG_TRACE_RING ? h2 - MG_TRACE_RING : 0;
+    uint64_t skip = first_valid > r->tail ? first_valid - r->tail : 0;
+    if (skip > n)
+        skip = n;
+    if (skip) {
+        memmove(out, out + skip, (size_t)(n - skip) * sizeof(*out));
+        *dropped += skip;
+    }
+    r->tail += n;
+    return (int)(n - skip);
+}

@@ -1,0 +1,192 @@
+"""--trace and --stats: the exact order of the happy path's steps, and counters that agree with what was sent."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import Conn, wait_for
+
+
+class Sink:
+    def __init__(self):
+        self.records = []
+
+    def __call__(self, records):
+        self.records.extend(records)
+
+
+def steps(records, co):
+    """Names of the steps for coroutine co, accept/dispatch/fd_batch matched by its fd."""
+    from minginx_cffi.trace import EVENTS, YIELD_REASONS
+    mine = [r for r in records if r[2] == co]
+    fd = mine[0][3]
+    first_t = mine[0][0]
+    pre = [r for r in records if r[2] == 0 and r[3] == fd and r[0] <= first_t]
+    pre = pre[-3:]   # the latest accept, dispatch, fd_batch for that fd
+    out = []
+    for t, worker, c, f, ev, arg in pre + mine:
+        name = EVENTS[ev]
+        if name == "yield":
+            name = "yield " + YIELD_REASONS[arg]
+        elif name == "handler_done":
+            name = "handler_done %d" % arg
+        out.append(name)
+    return out
+
+
+def run(srv, sink, script):
+    """Connect, wait until the coroutine parks on its first read, then run script(sock)."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    time.sleep(0.15)
+    script(s)
+    s.close()
+    assert wait_for(lambda: any(r[4] == 12 for r in sink.records), timeout=5)   # coroutine_destroy
+    co = next(r[2] for r in sink.records if r[4] == 12)
+    return steps(sink.records, co)
+
+
+def read_response(s):
+    c = Conn.__new__(Conn)
+    c.sock, c.buf = s, b""
+    return c.read_response()
+
+
+START = ["accept", "dispatch", "fd_batch", "coroutine_create", "add_to_ready", "schedule",
+         "trampoline_start", "entry", "yield read"]
+WOKEN = ["wake_fd", "add_to_ready", "schedule"]
+END = ["finished", "coroutine_destroy"]
+
+
+def test_trace_one_request(make_server):
+    sink = Sink()
+    srv = make_server(trace=sink, workers=1)
+
+    def script(s):
+        s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert read_response(s).status == 200
+
+    assert run(srv, sink, script) == START + WOKEN + ["handler_done 200"] + END
+
+
+def test_trace_keep_alive_pair(make_server):
+    sink = Sink()
+    srv = make_server(trace=sink, workers=1)
+
+    def script(s):
+        s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_response(s).status == 200
+        time.sleep(0.15)
+        s.sendall(b"GET /nope HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert read_response(s).status == 404
+
+    assert run(srv, sink, script) == (START + WOKEN + ["handler_done 200", "yield read"] + WOKEN +
+                                      ["handler_done 404"] + END)
+
+
+def test_trace_pipelined_pair(make_server):
+    sink = Sink()
+    srv = make_server(trace=sink, workers=1)
+
+    def script(s):
+        s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+                  b"GET /style.css HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert read_response(s).status == 200
+
+    assert run(srv, sink, script) == START + WOKEN + ["handler_done 200", "handler_done 200"] + END
+
+
+def test_stats_endpoint_counters_agree(make_server):
+    srv = make_server(stats=True, workers=2)
+    sent = 0
+    conns = 5
+    for i in range(conns):
+        c = Conn(srv.port)
+        for j in range(7 + i):
+            assert c.request("GET", "/hello.txt" if j % 2 else "/nope").status in (200, 404)
+            sent += 1
+        c.close()
+    assert wait_for(lambda: sum(w["coroutines_alive"] for w in srv.stats()) == 0)
+    r = Conn(srv.port).request("GET", "/_minginx/stats")
+    assert r.status == 200 and r.header("content-type") == "application/json"
+    data = json.loads(r.body)
+    workers = data["workers"]
+    assert len(workers) == 2
+    assert sum(w["requests"] for w in workers) == sent
+    assert sum(w["connections"] for w in workers) == conns + 1   # and the one asking
+    assert sum(w["coroutines_alive"] for w in workers) == 1
+    assert all(w["connections"] >= 2 for w in workers)          # round-robin
+    assert sum(w["yields"]["read"] for w in workers) >= conns
+    assert sum(w["switches"] for w in workers) >= conns
+
+
+def test_stats_endpoint_is_off_by_default(make_server):
+    srv = make_server()
+    assert Conn(srv.port).request("GET", "/_minginx/stats").status == 404
+
+
+def test_trace_endpoint_shows_this_connection(make_server):
+    srv = make_server(stats=True, trace="record", workers=1)
+    c = Conn(srv.port)
+    c.request("GET", "/hello.txt")
+    data = json.loads(c.request("GET", "/_minginx/trace").body)
+    names = [e["event"] for e in data["events"]]
+    assert data["enabled"] is True
+    assert names[:5] == ["fd_batch", "coroutine_create", "add_to_ready", "schedule", "trampoline_start"]
+    assert names.count("handler_done") == 1   # the first request; this one is still being answered
+
+
+def test_cli_trace_prints_steps_and_stats_table(site_root):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--root", str(site_root),
+                          "--port", str(port), "--workers", "1", "--trace", "--stats"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.readline()
+    Conn(port).request("GET", "/hello.txt", {"Connection": "close"})
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=15)
+    assert p.returncode == 0
+    for step in ("accept", "dispatch -> worker 0", "pipe read into fd_batch", "coroutine_create",
+                 "add_to_ready", "trampoline_start", "entry", "handler done (200)", "finished = 1",
+                 "coroutine_destroy"):
+        assert step in out, step
+    assert "worker" in err and "reqs" in err and "switches" in err   # the summary table
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="Chromium is not installed (apt-get install chromium)")
+def test_demo_stats_page_in_a_real_browser(tmp_path):
+    from minginx_cffi import Server
+    srv = Server(port=0, workers=2, stats=True, trace="record").start()   # the demo site
+    try:
+        for _ in range(25):
+            Conn(srv.port).request("GET", "/index.html")
+        shot = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "stats-page.png")
+        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--user-data-dir=%s" % (tmp_path / "profile"),
+                "--virtual-time-budget=4000", "--window-size=1000,1400"]
+        url = "http://127.0.0.1:%d/stats.html" % srv.port
+        dom = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=90)
+        assert "worker 0" in dom.stdout and "worker 1" in dom.stdout
+        assert 'data-worker="1"' in dom.stdout
+        assert "coroutine_create" in dom.stdout and "handler done (200)" in dom.stdout
+        total = dom.stdout.split('id="total">', 1)[1].split("<", 1)[0]
+        assert int(total.replace(",", "")) >= 25
+        subprocess.run(args + ["--screenshot=%s" % os.path.abspath(shot), url], capture_output=True,
+                       timeout=90)
+        assert os.path.getsize(shot) > 10000
+    finally:
+        srv.shutdown()
