@@ -49,10 +49,14 @@ fuzz:
 
 # wrk and nginx from Debian, the Python baselines in bench/.venv; then every workload.
 bench: build bench/.venv
-	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light) || \
-	    echo "bench: could not install wrk/nginx; the harness skips what is missing"
-	$(PYTHON) bench/run.py
+	@for t in wrk nginx h2o lighttpd ab; do command -v $$t >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        wrk nginx-light h2o lighttpd apache2-utils && \
+	     (systemctl stop nginx h2o lighttpd 2>/dev/null; true)) || \
+	    echo "bench: could not install the baseline servers; the harness skips what is missing"; \
+	fi
+	$(PYTHON) bench/run.py --readme
 
 bench/.venv:
 	$(PYTHON) -m venv bench/.venv

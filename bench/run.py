@@ -10,8 +10,15 @@ Results (every run) go to bench/results/<timestamp>.json and a Markdown table.
     python3 bench/run.py --workload c400 --rounds 5 --duration 10
 
 Workloads:
+  pinned        the 6 KiB index.html; server on CPU 0 with 1 worker, wrk on CPU 1 with -t2 -c100
+                (stable to ~3%): minginx-cffi's variants, nginx, h2o, lighttpd, the port, and a
+                bare C epoll loop answering from memory (the ceiling)
   c400          the seed's experiment scaled to 2 cores: 2 workers, wrk -t2 -c400, unpinned
-  pinned        server on CPU 0 with 1 worker, wrk on CPU 1 with -t2 -c100 (stable to ~3%)
+  1mib          a 1 MiB file, pinned, wrk -t2 -c10: bytes per second
+  ab            connection per request: ab -n 20000 -c 50 (no keep-alive), pinned
+  idle10k       10,000 idle keep-alive connections (one request each), server RSS
+  ideas         the seed's ideas, each switched off in turn: caches, stack pool, buffer pool,
+                fd batching, the fast context switch
   port          the 6 KiB file, pinned: the C engine against the pure-Python port (1 and 2
                 workers, with and without its caches)
   hello-native  13-byte text/plain from a Python handler, pinned as above: minginx-cffi's
@@ -42,12 +49,24 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from minginx_cffi.server import default_root  # noqa: E402
 
+STATIC = ["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi ucontext", "minginx-cffi reuseport",
+          "nginx", "h2o", "lighttpd"]
 WORKLOADS = {
-    "c400": dict(workers=2, pin=False, wrk=["-t2", "-c400"], path="/index.html",
-                 servers=["minginx-cffi lifo", "minginx-cffi fifo", "nginx"]),
     "pinned": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
-                   servers=["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi lifo, no caches",
-                            "python port", "nginx"]),
+                   servers=STATIC + ["minginx-cffi lifo, no caches", "python port", "bare C loop"]),
+    "c400": dict(workers=2, pin=False, wrk=["-t2", "-c400"], path="/index.html",
+                 servers=["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi reuseport",
+                          "nginx", "h2o", "lighttpd"]),
+    "1mib": dict(workers=1, pin=True, wrk=["-t2", "-c10"], path="/1mib.bin",
+                 servers=["minginx-cffi lifo", "nginx", "h2o", "lighttpd"]),
+    "ab": dict(workers=1, pin=True, kind="ab", ab=["-n", "20000", "-c", "50"], path="/index.html",
+               servers=["minginx-cffi lifo", "minginx-cffi reuseport", "nginx", "h2o", "lighttpd"]),
+    "idle10k": dict(workers=2, pin=False, kind="idle", conns=10000, path="/index.html",
+                    servers=["minginx-cffi lifo", "python port", "nginx", "h2o", "lighttpd"]),
+    "ideas": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
+                  servers=["minginx-cffi lifo", "minginx-cffi ucontext", "minginx-cffi lifo, no caches",
+                           "minginx-cffi no small-file cache", "minginx-cffi no stack pool",
+                           "minginx-cffi no buffer pool", "minginx-cffi fd_batch 1"]),
     "port": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
                  servers=["minginx-cffi lifo", "python port", "python port, 2 workers",
                           "python port, no caches"], baseline="python port"),
@@ -58,6 +77,15 @@ WORKLOADS = {
                        servers=["minginx-cffi wsgi", "gunicorn gevent"], baseline="gunicorn gevent"),
 }
 BENCH_VENV = os.path.join(HERE, ".venv", "bin")
+
+
+def make_root():
+    """The document root every server serves: the demo site's 6 KiB index.html and a 1 MiB file."""
+    root = tempfile.mkdtemp(prefix="bench-root-")
+    shutil.copy(os.path.join(default_root(), "index.html"), os.path.join(root, "index.html"))
+    with open(os.path.join(root, "1mib.bin"), "wb") as f:
+        f.write(os.urandom(1 << 20))
+    return root
 
 
 def free_port():
@@ -102,12 +130,75 @@ def rss_kib(pid):
 # ------------------------------------------------------------------ servers
 
 
-def start_minginx(root, port, workers, pin, policy, *extra):
+def start_minginx(root, port, workers, pin, policy, *extra, env=None):
     cmd = [sys.executable, "-m", "minginx_cffi", "serve", "--root", root, "--port", str(port),
-           "--workers", str(workers), "--policy", policy] + list(extra)
+           "--workers", str(workers), "--policy", policy, "--no-stats"] + list(extra)
     if "--workers" in extra:   # a server that fixes its own worker count
         i = cmd.index("--workers")
         del cmd[i:i + 2]
+    if pin:
+        cmd = ["taskset", "-c", "0"] + cmd
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, **(env or {})))
+
+
+H2O_CONF = """
+user: root
+listen:
+  host: 127.0.0.1
+  port: {port}
+num-threads: {workers}
+pid-file: {tmp}/h2o.pid
+error-log: {tmp}/error.log
+max-connections: 16384
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: {root}
+"""
+
+LIGHTTPD_CONF = """
+server.document-root = "{root}"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.max-worker = {max_worker}
+server.event-handler = "linux-sysepoll"
+server.network-backend = "sendfile"
+server.max-fds = 65536
+server.max-connections = 16384
+server.max-keep-alive-requests = 10000000
+server.max-keep-alive-idle = 65
+server.errorlog = "{tmp}/error.log"
+index-file.names = ("index.html")
+mimetype.assign = (".html" => "text/html", ".css" => "text/css", ".bin" => "application/octet-stream")
+"""
+
+
+def start_conf_server(kind, root, port, workers, pin):
+    tmp = tempfile.mkdtemp(prefix="bench-%s-" % kind)
+    conf = os.path.join(tmp, "server.conf")
+    if kind == "h2o":
+        text = H2O_CONF.format(port=port, workers=workers, tmp=tmp, root=root)
+        cmd = [shutil.which("h2o"), "-c", conf]
+    else:
+        text = LIGHTTPD_CONF.format(port=port, root=root, tmp=tmp,
+                                    max_worker=0 if workers == 1 else workers)
+        cmd = [shutil.which("lighttpd"), "-D", "-f", conf]
+    with open(conf, "w") as f:
+        f.write(text)
+    if pin:
+        cmd = ["taskset", "-c", "0"] + cmd
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_bare_loop(root, port, workers, pin):
+    """bench/bare_loop.c: one epoll loop answering every request from memory, the ceiling."""
+    exe = os.path.join(tempfile.gettempdir(), "minginx-bare-loop")
+    src = os.path.join(HERE, "bare_loop.c")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        subprocess.run(["cc", "-O2", "-o", exe, src], check=True)
+    cmd = [exe, str(port), os.path.join(root, "index.html")]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -182,10 +273,28 @@ def servers_available():
         "minginx-cffi wsgi": lambda r, p, w, pin: start_minginx(
             r, p, w, pin, "lifo", "--wsgi", "bench.hello_plain:wsgi"),
     }
-    if shutil.which("nginx"):
-        out["nginx"] = start_nginx
-    else:
-        print("bench: nginx not installed; skipping it (apt-get install nginx-light)")
+    out.update({
+        "minginx-cffi ucontext": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
+                                                                  "--switch", "ucontext"),
+        "minginx-cffi reuseport": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
+                                                                   "--accept", "reuseport"),
+        "minginx-cffi no small-file cache": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--small-file-cache", "0"),
+        "minginx-cffi no stack pool": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", env={"MINGINX_NO_STACK_POOL": "1"}),
+        "minginx-cffi no buffer pool": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", env={"MINGINX_NO_BUFFER_POOL": "1"}),
+        "minginx-cffi fd_batch 1": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", env={"MINGINX_FD_BATCH": "1"}),
+        "bare C loop": start_bare_loop,
+    })
+    for name, binary in (("nginx", "nginx"), ("h2o", "h2o"), ("lighttpd", "lighttpd")):
+        if shutil.which(binary):
+            out[name] = start_nginx if name == "nginx" else \
+                (lambda kind: lambda r, p, w, pin: start_conf_server(kind, r, p, w, pin))(name)
+        else:
+            print("bench: %s not installed; skipping it (apt-get install %s)"
+                  % (name, "nginx-light" if name == "nginx" else name))
     py = {
         "granian rsgi": lambda r, p, w, pin: start_py(
             ["granian", "--interface", "rsgi", "--workers", str(w), "--runtime-threads", "1",
@@ -241,12 +350,59 @@ def run_wrk(port, spec, duration, pin):
     return parse_wrk(out), out
 
 
+def run_ab(port, spec, pin):
+    cmd = ["ab", "-q"] + spec["ab"] + ["http://127.0.0.1:%d%s" % (port, spec["path"])]
+    if pin:
+        cmd = ["taskset", "-c", "1"] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
+
+    def num(pattern):
+        m = re.search(pattern, out)
+        return float(m.group(1)) if m else 0.0
+    return {"rps": num(r"Requests per second:\s+([\d.]+)"),
+            "transfer": "%.1fMB" % (num(r"Transfer rate:\s+([\d.]+)") / 1024),
+            "lat_avg_ms": num(r"Time per request:\s+([\d.]+) \[ms\] \(mean\)"),
+            "lat_max_ms": num(r"100%\s+(\d+)"),
+            "errors": [0, 0, 0, int(num(r"Failed requests:\s+(\d+)"))],
+            "non2xx": int(num(r"Non-2xx responses:\s+(\d+)"))}, out
+
+
+def run_idle(port, spec, proc):
+    """Open spec["conns"] keep-alive connections, one request each, then hold them: RSS."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    req = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % spec["path"].encode()
+    socks = []
+    before = rss_kib(proc.pid)
+    try:
+        for i in range(spec["conns"]):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(req)
+            socks.append(s)
+            if len(socks) % 500 == 0:
+                for t in socks[-500:]:
+                    got = b""
+                    while b"\r\n\r\n" not in got:
+                        got += t.recv(65536)
+        for t in socks[len(socks) // 500 * 500:]:
+            t.recv(65536)
+        time.sleep(1.0)
+        rss = rss_kib(proc.pid)
+    finally:
+        for t in socks:
+            t.close()
+    return {"rps": 0.0, "transfer": "-", "lat_avg_ms": 0.0, "lat_max_ms": 0.0,
+            "errors": [0, 0, 0, 0], "non2xx": 0, "idle_rss_kib": rss, "rss_before_kib": before}, ""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--root", default=default_root())
+    ap.add_argument("--root", default=None, help="default: a copy of the demo index.html + 1 MiB file")
+    ap.add_argument("--readme", action="store_true", help="put the table into README.md")
     ap.add_argument("--only", action="append", help="server names to run (substring match)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -256,11 +412,11 @@ def main():
     if args.only:
         servers = {k: v for k, v in servers.items() if any(o in k for o in args.only)}
     workloads = args.workload or list(WORKLOADS)
-    root = os.path.abspath(args.root)
+    root = os.path.abspath(args.root) if args.root else make_root()
     results = []
     for wl in workloads:
         spec = WORKLOADS[wl]
-        for rnd in range(args.rounds):
+        for rnd in range(1 if spec.get("kind") == "idle" else args.rounds):
             for name, start in servers.items():
                 if name not in spec["servers"]:
                     continue
@@ -270,13 +426,25 @@ def main():
                     if not wait_port(port):
                         print("bench: %s did not start" % name)
                         continue
-                    run_wrk(port, dict(spec, wrk=["-t1", "-c10"]), 1, spec["pin"])   # warm-up
-                    r, raw = run_wrk(port, spec, args.duration, spec["pin"])
-                    r.update(server=name, workload=wl, round=rnd, rss_kib=rss_kib(proc.pid))
+                    kind = spec.get("kind", "wrk")
+                    if kind != "idle":
+                        run_wrk(port, dict(spec, wrk=["-t1", "-c10"]), 1, spec["pin"])   # warm-up
+                    if kind == "ab":
+                        r, raw = run_ab(port, spec, spec["pin"])
+                    elif kind == "idle":
+                        r, raw = run_idle(port, spec, proc)
+                    else:
+                        r, raw = run_wrk(port, spec, args.duration, spec["pin"])
+                    r.update(server=name, workload=wl, round=rnd,
+                             rss_kib=r.get("idle_rss_kib") or rss_kib(proc.pid))
                     results.append(r)
-                    print("%-8s round %d  %-20s %10.0f req/s  max %7.1f ms  errors %s"
-                          % (wl, rnd + 1, name, r["rps"], r["lat_max_ms"] or 0, r["errors"]),
-                          flush=True)
+                    if kind == "idle":
+                        print("%-8s round %d  %-32s RSS %7.1f MiB with %d idle connections"
+                              % (wl, rnd + 1, name, r["rss_kib"] / 1024, spec["conns"]), flush=True)
+                    else:
+                        print("%-8s round %d  %-32s %10.0f req/s  %9s/s  max %7.1f ms  errors %s"
+                              % (wl, rnd + 1, name, r["rps"], r["transfer"], r["lat_max_ms"] or 0,
+                                 r["errors"]), flush=True)
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     try:
@@ -291,38 +459,85 @@ def report(results, workloads, servers, args):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     outdir = os.path.join(HERE, "results")
     os.makedirs(outdir, exist_ok=True)
-    with open(os.path.join(outdir, stamp + ".json"), "w") as f:
-        json.dump({"machine": machine(), "args": vars(args), "runs": results}, f, indent=1)
-    lines = ["# minginx-cffi bench, %s" % stamp, "", "Machine: %s" % machine(), ""]
+    base = os.path.join(outdir, stamp)
+    with open(base + ".json", "w") as f:
+        json.dump({"machine": machine(), "date": stamp, "args": vars(args), "runs": results}, f,
+                  indent=1)
+    lines = ["Measured %s on %s, with `python3 bench/run.py%s`." % (
+        datetime.date.today().isoformat(), machine(),
+        "".join(" --workload " + w for w in (args.workload or [])) +
+        " --rounds %d --duration %d" % (args.rounds, args.duration)), ""]
     for wl in workloads:
+        spec = WORKLOADS[wl]
         rows = [r for r in results if r["workload"] == wl]
         if not rows:
             continue
-        base, base_name = None, WORKLOADS[wl].get("baseline", "nginx")
+        kind = spec.get("kind", "wrk")
+        base_name = spec.get("baseline", "nginx")
+        if kind == "idle":
+            lines += ["### %s: %d idle keep-alive connections, server RSS" % (wl, spec["conns"]), "",
+                      "| server | RSS MiB | per connection KiB |", "|---|---|---|"]
+            for name in spec["servers"]:
+                rs = [r for r in rows if r["server"] == name]
+                if rs:
+                    kib = rs[0]["rss_kib"]
+                    lines.append("| %s | %.1f | %.1f |" % (name, kib / 1024,
+                                                          (kib - rs[0]["rss_before_kib"]) / spec["conns"]))
+            lines.append("")
+            continue
+        baseline = None
         if any(r["server"] == base_name for r in rows):
-            base = statistics.median(r["rps"] for r in rows if r["server"] == base_name)
-        lines += ["## %s: wrk %s -d%ds %s%s" % (wl, " ".join(WORKLOADS[wl]["wrk"]), args.duration,
-                                                WORKLOADS[wl]["path"], " (pinned)" if WORKLOADS[wl]["pin"] else ""),
-                  "", "| server | median req/s | min-max | vs %s | avg / max latency ms | socket errors | RSS MiB |" % base_name,
-                  "|---|---|---|---|---|---|---|"]
-        for name in servers:
+            baseline = statistics.median(r["rps"] for r in rows if r["server"] == base_name)
+        how = ("ab %s (no keep-alive)" % " ".join(spec["ab"])) if kind == "ab" else \
+            "wrk %s -d%ds" % (" ".join(spec["wrk"]), args.duration)
+        lines += ["### %s: %s %s%s, %d worker%s" % (
+            wl, how, spec["path"], ", pinned (server CPU 0, client CPU 1)" if spec["pin"] else ", unpinned",
+            spec["workers"], "s" if spec["workers"] > 1 else ""), "",
+            "| server | median req/s | min-max | vs %s | transfer/s | avg / max latency ms | "
+            "errors c/r/w/timeout | RSS MiB |" % base_name,
+            "|---|---|---|---|---|---|---|---|"]
+        for name in spec["servers"]:
             rs = [r for r in rows if r["server"] == name]
             if not rs:
                 continue
             med = statistics.median(r["rps"] for r in rs)
-            lines.append("| %s | %.0f | %.0f-%.0f | %s | %.2f / %.1f | %s | %.1f |" % (
+            lines.append("| %s | %.0f | %.0f-%.0f | %s | %s | %.2f / %.1f | %s | %.1f |" % (
                 name, med, min(r["rps"] for r in rs), max(r["rps"] for r in rs),
-                "%.2fx" % (med / base) if base else "-",
+                "%.2fx" % (med / baseline) if baseline else "-",
+                sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]["transfer"],
                 statistics.median(r["lat_avg_ms"] or 0 for r in rs),
                 max(r["lat_max_ms"] or 0 for r in rs),
                 "/".join(str(sum(r["errors"][i] for r in rs)) for i in range(4)),
                 max(r["rss_kib"] for r in rs) / 1024))
         lines.append("")
     text = "\n".join(lines)
-    with open(os.path.join(outdir, stamp + ".md"), "w") as f:
+    with open(base + ".md", "w") as f:
         f.write(text + "\n")
+    chart(base, results, workloads)
+    if args.readme:
+        readme = os.path.join(os.path.dirname(HERE), "README.md")
+        doc = open(readme).read()
+        begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+        if begin in doc and end in doc:
+            doc = doc.split(begin)[0] + begin + "\n" + text + "\n" + end + doc.split(end, 1)[1]
+            with open(readme, "w") as f:
+                f.write(doc)
     print()
     print(text)
+    print("bench: wrote %s.json, %s.md%s" % (base, base, ", %s.png" % base
+                                             if os.path.exists(base + ".png") else ""))
+
+
+def chart(base, results, workloads):
+    """A PNG of the medians per workload, drawn by bench/chart.py in bench/.venv (matplotlib)."""
+    py = os.path.join(BENCH_VENV, "python")
+    if not os.path.exists(py):
+        print("bench: no bench/.venv; skipping the chart")
+        return
+    r = subprocess.run([py, os.path.join(HERE, "chart.py"), base + ".json", base + ".png"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print("bench: chart failed: %s" % r.stderr.strip().splitlines()[-1:])
 
 
 def machine():

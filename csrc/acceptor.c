@@ -179,7 +179,8 @@ int mg_accept_loop(mg_server *srv, int listen_fd, int wake_fd)
     struct epoll_event wev = {.events = EPOLLIN, .data.fd = wake_fd};
     if (epoll_ctl(srv->accept_epfd, EPOLL_CTL_ADD, wake_fd, &wev) < 0 && errno != EEXIST)
         return -errno;
-    if (!srv->accept_paused && listen_in_epoll(srv, listen_fd, EPOLL_CTL_ADD) < 0 && errno != EEXIST)
+    /* listen_fd < 0 (--accept reuseport): the workers accept; we only wait for a signal */
+    if (listen_fd >= 0 && !srv->accept_paused && listen_in_epoll(srv, listen_fd, EPOLL_CTL_ADD) < 0 && errno != EEXIST)
         return -errno;
 
     for (;;) {

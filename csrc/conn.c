@@ -47,7 +47,7 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
 
 void reqbuf_put(mg_worker *w, mg_reqbuf *rb)
 {
-    if (w->reqbuf_pool_len >= MG_REQBUF_POOL_MAX) {
+    if (w->reqbuf_pool_len >= MG_REQBUF_POOL_MAX || w->no_buffer_pool) {
         free(rb->call._out);
         free(rb);
         return;

@@ -52,11 +52,84 @@ static size_t page_size(void)
     return ps;
 }
 
+/* ------------------------------------------------------ the fast switch */
+/* --switch fast: the same switch without the signal-mask system call glibc's
+ * swapcontext makes each time (about 270 ns here).  mg_fast_switch(&from_sp,
+ * to_sp) pushes the callee-saved registers (and the SSE/x87 control words)
+ * on the current stack, saves the stack pointer, loads the other one and
+ * pops the same registers there: what a function call would preserve is all
+ * that has to survive, since the switch looks like a call to its caller.
+ * The coroutines of a thread never change the signal mask, so nothing is
+ * lost by leaving it alone.  x86-64 only; elsewhere --switch fast falls back
+ * to ucontext. */
+#if defined(__x86_64__)
+#define MG_HAVE_FAST_SWITCH 1
+void mg_fast_switch(void **from_sp, void *to_sp);
+void mg_fast_entry(void);
+__asm__(".text\n"
+        ".globl mg_fast_switch\n.hidden mg_fast_switch\n.type mg_fast_switch,@function\n"
+        "mg_fast_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+        "  movq %rsp, (%rdi)\n"          /* *from_sp = rsp */
+        "  movq %rsi, %rsp\n"            /* rsp = to_sp */
+        "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size mg_fast_switch,.-mg_fast_switch\n"
+        /* a new coroutine's first "return" lands here, its pointer in rbx */
+        ".globl mg_fast_entry\n.hidden mg_fast_entry\n.type mg_fast_entry,@function\n"
+        "mg_fast_entry:\n"
+        "  movq %rbx, %rdi\n  andq $-16, %rsp\n  call fast_trampoline\n  ud2\n"
+        ".size mg_fast_entry,.-mg_fast_entry\n");
+#else
+#define MG_HAVE_FAST_SWITCH 0
+#endif
+
+static void trampoline_body(mg_coroutine *co);
+
+#if MG_HAVE_FAST_SWITCH
+/* Called by mg_fast_entry on the coroutine's stack; never returns. */
+__attribute__((used, visibility("hidden"))) void fast_trampoline(mg_coroutine *co);
+void fast_trampoline(mg_coroutine *co)
+{
+    trampoline_body(co);
+}
+
+/* Lay out the new stack as mg_fast_switch expects to find a switched-out
+ * one: control words, six registers (rbx = co), then mg_fast_entry as the
+ * return address. */
+static void fast_context_init(mg_coroutine *co, char *stack_lo, uintptr_t top)
+{
+    uint64_t *sp = (uint64_t *)(top & ~(uintptr_t)15);
+    MG_UNUSED(stack_lo);
+    *--sp = 0;                              /* keeps the entry's frame aligned */
+    *--sp = (uint64_t)(uintptr_t)mg_fast_entry;
+    *--sp = 0;                              /* rbp */
+    *--sp = (uint64_t)(uintptr_t)co;        /* rbx */
+    *--sp = 0;                              /* r12 */
+    *--sp = 0;                              /* r13 */
+    *--sp = 0;                              /* r14 */
+    *--sp = 0;                              /* r15 */
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+    __asm__ volatile("fnstcw %0" : "=m"(fpucw));
+    *--sp = (uint64_t)mxcsr | ((uint64_t)fpucw << 32);
+    co->sp = sp;
+}
+#endif
+
 /* makecontext() only promises to pass int arguments, so the coroutine pointer
  * travels as two 32-bit halves and is put back together here. */
 static void trampoline_start(unsigned int lo, unsigned int hi)
 {
-    mg_coroutine *co = (mg_coroutine *)(((uintptr_t)hi << 32) | (uintptr_t)lo);
+    trampoline_body((mg_coroutine *)(((uintptr_t)hi << 32) | (uintptr_t)lo));
+}
+
+/* The part of trampoline_start both switches share. */
+static void trampoline_body(mg_coroutine *co)
+{
     mg_worker *w = co->worker;
 
     ASAN_FINISH(NULL, &w->asan_sched_bottom, &w->asan_sched_size);
@@ -67,6 +140,10 @@ static void trampoline_start(unsigned int lo, unsigned int hi)
     /* Back to schedule(), which sees finished and calls coroutine_destroy().
      * This context is never resumed again (NULL: ASan may forget this stack). */
     ASAN_START(NULL, w->asan_sched_bottom, w->asan_sched_size);
+#if MG_HAVE_FAST_SWITCH
+    if (w->fast_switch)
+        mg_fast_switch(&co->sp, w->sched_sp);
+#endif
     swapcontext(&co->ctx, &w->sched_ctx);
     fprintf(stderr, "minginx: finished coroutine %llu was resumed\n",
             (unsigned long long)co->id);
@@ -94,7 +171,7 @@ static void *region_get(mg_worker *w)
 
 static void region_put(mg_worker *w, void *region)
 {
-    if (w->stack_pool_len < MG_STACK_POOL_MAX) {
+    if (w->stack_pool_len < MG_STACK_POOL_MAX && !w->no_stack_pool) {
         w->stack_pool[w->stack_pool_len++] = region;
         w->stats.stack_pool = (uint64_t)w->stack_pool_len;
         return;
@@ -138,17 +215,28 @@ mg_coroutine *coroutine_create(mg_worker *w, mg_entry_fn entry, void *arg, int f
     co->region = region;
     co->region_size = region_size;
 
+    char *stack_lo = (char *)region + page_size();
+#if MG_HAVE_FAST_SWITCH
+    if (w->fast_switch) {
+        co->ctx.uc_stack.ss_sp = stack_lo;   /* ASan reads the bounds from here */
+        co->ctx.uc_stack.ss_size = (size_t)((top & ~(uintptr_t)15) - (uintptr_t)stack_lo);
+        fast_context_init(co, stack_lo, top);
+        goto made;
+    }
+#endif
     if (context_init(&co->ctx) < 0) {
         region_put(w, region);
         return NULL;
     }
-    char *stack_lo = (char *)region + page_size();
     co->ctx.uc_stack.ss_sp = stack_lo;
     co->ctx.uc_stack.ss_size = (size_t)((top & ~(uintptr_t)15) - (uintptr_t)stack_lo);
     co->ctx.uc_link = NULL;   /* trampoline_start never returns */
     uintptr_t p = (uintptr_t)co;
     makecontext(&co->ctx, (void (*)(void))trampoline_start, 2,
                 (unsigned int)(p & 0xffffffffu), (unsigned int)(p >> 32));
+#if MG_HAVE_FAST_SWITCH
+made:
+#endif
 
     /* the worker's list of live coroutines */
     co->next = w->all;
@@ -200,6 +288,11 @@ void coroutine_resume(mg_worker *w, mg_coroutine *co)
     w->stats.switches++;
     TRACE(w, MG_EV_SCHEDULE, co, co->fd, 0);
     ASAN_START(&w->asan_fake_stack, co->ctx.uc_stack.ss_sp, co->ctx.uc_stack.ss_size);
+#if MG_HAVE_FAST_SWITCH
+    if (w->fast_switch)
+        mg_fast_switch(&w->sched_sp, co->sp);
+    else
+#endif
     if (swapcontext(&w->sched_ctx, &co->ctx) < 0) {
         perror("minginx: swapcontext");
         abort();
@@ -227,6 +320,11 @@ void coroutine_yield(mg_coroutine *co, int reason)
         w->py_tail = co;
     }
     ASAN_START(&co->asan_fake_stack, w->asan_sched_bottom, w->asan_sched_size);
+#if MG_HAVE_FAST_SWITCH
+    if (w->fast_switch)
+        mg_fast_switch(&co->sp, w->sched_sp);
+    else
+#endif
     if (swapcontext(&co->ctx, &w->sched_ctx) < 0) {
         perror("minginx: swapcontext");
         abort();

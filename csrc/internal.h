@@ -51,6 +51,11 @@
 #define MG_REQBUF_POOL_MAX 256        /* request buffers parked per worker */
 #define MG_SEND_SLICE (1 << 20)       /* bytes sent before letting others run */
 #define MG_ALTSTACK_SIZE (64 * 1024)  /* the signal stack the guard-page handler runs on */
+#if defined(__x86_64__)
+#define MG_FAST_SWITCH_AVAILABLE 1    /* coroutine.c: mg_fast_switch */
+#else
+#define MG_FAST_SWITCH_AVAILABLE 0
+#endif
 
 typedef struct mg_coroutine mg_coroutine;
 typedef struct mg_reqbuf mg_reqbuf;
@@ -97,7 +102,8 @@ MG_HIDDEN void trace_ring_free(mg_trace_ring *r);
 typedef void (*mg_entry_fn)(mg_coroutine *co);
 
 struct mg_coroutine {
-    ucontext_t ctx;              /* saved registers and stack pointer */
+    ucontext_t ctx;              /* saved registers and stack pointer (--switch ucontext) */
+    void *sp;                    /* saved stack pointer (--switch fast) */
     struct mg_worker *worker;
     mg_entry_fn entry;           /* what trampoline_start() calls */
     void *arg;
@@ -139,6 +145,8 @@ struct mg_worker {
     uint64_t ready_len;
     /* the scheduler's own context: where yields return to */
     ucontext_t sched_ctx;
+    void *sched_sp;              /* the scheduler's stack pointer (--switch fast) */
+    int fast_switch;             /* 1: mg_fast_switch, 0: swapcontext */
     mg_coroutine *current;
     void *asan_fake_stack;       /* ASan: the scheduler's side of each switch */
     const void *asan_sched_bottom;
@@ -146,6 +154,10 @@ struct mg_worker {
     void *altstack;              /* signal stack for the guard-page handler */
     stack_t old_altstack;
     int max_conns;               /* per worker; new ones beyond it get 503 (0: no limit) */
+    int no_stack_pool, no_buffer_pool;   /* benchmarks only: MINGINX_NO_*_POOL */
+    int fd_batch_len;            /* fds read per pipe read (MG_FD_BATCH; MINGINX_FD_BATCH) */
+    int listen_fd;               /* --accept reuseport: this worker's own listener, else -1 */
+    int64_t accept_resume_ms;    /* out of fds: listen again at this time (0: listening) */
     int trace;                   /* cfg.trace: record the happy path in ring */
     mg_trace_ring ring;
     /* coroutines waiting for their Python handler (pycall.c), linked by next_ready */

@@ -30,6 +30,22 @@ typedef enum {
     RDY_POLICY_MAX
 } mg_policy;
 
+/* How coroutines switch (--switch): glibc's swapcontext, or a few
+ * instructions that skip its signal-mask system call (x86-64). */
+typedef enum {
+    MG_SWITCH_UCONTEXT = 0,
+    MG_SWITCH_FAST = 1,
+    MG_SWITCH_MAX
+} mg_switch_mode;
+
+/* Who accepts (--accept): the main thread, dispatching down pipes as in the
+ * seed, or each worker on its own SO_REUSEPORT listener. */
+typedef enum {
+    MG_ACCEPT_DISPATCH = 0,
+    MG_ACCEPT_REUSEPORT = 1,
+    MG_ACCEPT_MAX
+} mg_accept_mode;
+
 /* Why a coroutine gave the CPU back to schedule(): the coroutine-to-loop
  * protocol.  Counted per reason in mg_stats. */
 typedef enum {
@@ -59,6 +75,8 @@ typedef struct {
     int max_connections;         /* per worker: more get 503 and are closed (0: no limit) */
     int trace;                   /* 1: record the happy path's steps in per-worker rings */
     int stats_endpoint;          /* 1: GET /_minginx/stats and /_minginx/trace answer JSON */
+    int switch_mode;             /* mg_switch_mode */
+    int accept_mode;             /* mg_accept_mode */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */
@@ -164,6 +182,10 @@ int mg_worker_run(mg_worker *w);
 /* Ask a worker to stop: graceful (finish in-flight responses, close idle
  * connections) or not (destroy every coroutine now).  Thread-safe. */
 int mg_worker_stop(mg_worker *w, int graceful);
+/* --accept reuseport: this worker accepts on its own listening socket (one
+ * per worker, all bound with SO_REUSEPORT) instead of reading a dispatch pipe.
+ * Call before mg_worker_run. */
+int mg_worker_listen(mg_worker *w, int listen_fd);
 void mg_worker_stats(mg_worker *w, mg_stats *out);
 
 /* ---- the trace: the seed's happy path, step by step ----
@@ -206,6 +228,8 @@ int mg_trace_drain(mg_server *srv, int ring, mg_trace_rec *out, int max, uint64_
 /* A worker with no thread and no listener: coroutines are run by
  * mg_test_run() on the caller's thread. */
 mg_worker *mg_test_worker_new(int policy, int stack_size, int *err);
+/* The switch a test worker uses (mg_switch_mode); returns the mode in force. */
+int mg_test_worker_switch(mg_worker *w, int mode);
 /* Create a coroutine that logs its id to log[], yields `yields` times
  * (MG_YIELD_READY), logs again each time it runs, and finishes. */
 int mg_test_spawn(mg_worker *w, int id, int yields, int *log, int log_cap, int *log_len);

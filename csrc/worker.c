@@ -33,6 +33,8 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include "http.h"
 #include "cache.h"
@@ -99,7 +101,7 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
 {
     if (fd < 0 || fd >= w->fd_table_size)
         return;
-    mg_coroutine *co = w->fd_table[fd];
+    mg_coroutine *co = w->fd_table[fd];   /* (the listener is never in the table) */
     if (!co)
         return;
     co->woken_by |= (int)events;
@@ -164,6 +166,8 @@ static int timers_next_timeout(mg_worker *w)
         if (h && (best < 0 || h->deadline_ms < best))
             best = h->deadline_ms;
     }
+    if (w->accept_resume_ms && (best < 0 || w->accept_resume_ms < best))
+        best = w->accept_resume_ms;
     if (best < 0)
         return -1;
     int64_t d = best - w->now_ms;
@@ -206,6 +210,9 @@ void worker_refresh_date(mg_worker *w)
 static void begin_graceful_stop(mg_worker *w)
 {
     w->stopping = 1;
+    if (w->listen_fd >= 0 && !w->accept_resume_ms)
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);   /* accept no more */
+    w->listen_fd = -1;
     /* idle keep-alive connections have nothing in flight: close them now */
     for (mg_coroutine *co = w->all; co; co = co->next) {
         if (co->idle && co->waiting == MG_YIELD_READ) {
@@ -215,6 +222,7 @@ static void begin_graceful_stop(mg_worker *w)
     }
 }
 
+/* A new connection for this worker: from the dispatch pipe, or its own accept. */
 static void accept_from_pipe(mg_worker *w, int fd)
 {
     w->stats.connections++;
@@ -250,12 +258,46 @@ static void accept_from_pipe(mg_worker *w, int fd)
     add_to_ready(w, co);
 }
 
+/* --accept reuseport: accept on this worker's own listener (the kernel spreads
+ * connections over the workers' sockets), pausing 100 ms when out of fds. */
+static void worker_accept(mg_worker *w)
+{
+    for (int i = 0; i < 128; i++) {
+        int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno != EAGAIN) {
+                mg_log("minginx: accept4 (worker %d): %s; pausing accepts for 100 ms", w->index,
+                       strerror(errno));
+                epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
+                w->accept_resume_ms = w->now_ms + 100;
+            }
+            return;
+        }
+        TRACE(w, MG_EV_ACCEPT, (mg_coroutine *)NULL, fd, 0);
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        accept_from_pipe(w, fd);
+    }
+}
+
+int mg_worker_listen(mg_worker *w, int listen_fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = listen_fd};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, listen_fd, &ev) < 0)
+        return -errno;
+    w->listen_fd = listen_fd;
+    return 0;
+}
+
 /* The pipe carries 4-byte records (fds, or a negative command).  Writes of
  * 4 bytes are atomic (< PIPE_BUF), so reads always return whole records. */
 static void read_dispatch_pipe(mg_worker *w)
 {
     for (;;) {
-        ssize_t n = read(w->pipe_r, w->fd_batch, sizeof(w->fd_batch));
+        size_t want = (size_t)w->fd_batch_len * sizeof(int);
+        ssize_t n = read(w->pipe_r, w->fd_batch, want);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -275,7 +317,7 @@ static void read_dispatch_pipe(mg_worker *w)
             else if (v == MG_CMD_EXIT)
                 w->exiting = 1;
         }
-        if (n < (ssize_t)sizeof(w->fd_batch))
+        if (n < (ssize_t)want)
             return;
     }
 }
@@ -291,10 +333,18 @@ static mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *
     }
     w->srv = srv;
     w->policy = policy;
-    w->epfd = w->pipe_r = w->pipe_w = -1;
+    w->epfd = w->pipe_r = w->pipe_w = w->listen_fd = -1;
     long ps = sysconf(_SC_PAGESIZE);
     w->stack_size = ((size_t)stack_size + (size_t)ps - 1) & ~((size_t)ps - 1);
     w->now_ms = mg_now_ms();
+    /* bench/run.py --workload ideas switches the seed's ideas off one at a time */
+    w->no_stack_pool = getenv("MINGINX_NO_STACK_POOL") != NULL;
+    w->no_buffer_pool = getenv("MINGINX_NO_BUFFER_POOL") != NULL;
+    w->fd_batch_len = MG_FD_BATCH;
+    if (getenv("MINGINX_FD_BATCH")) {
+        int n = atoi(getenv("MINGINX_FD_BATCH"));
+        w->fd_batch_len = n >= 1 && n <= MG_FD_BATCH ? n : MG_FD_BATCH;
+    }
 
     struct rlimit rl;
     rlim_t lim = 1024;
@@ -343,6 +393,7 @@ mg_worker *mg_worker_new(mg_server *srv, int *err)
     w->timers[MG_TIMER_SEND].duration_ms = srv->cfg.send_timeout_ms;
     w->timers[MG_TIMER_LINGER].duration_ms = 2000;
     w->max_conns = srv->cfg.max_connections;
+    w->fast_switch = srv->cfg.switch_mode == MG_SWITCH_FAST && MG_FAST_SWITCH_AVAILABLE;
     w->trace = srv->cfg.trace;
     if (w->trace && trace_ring_init(&w->ring) < 0) {
         *err = -ENOMEM;
@@ -416,10 +467,17 @@ int mg_worker_run(mg_worker *w)
             int fd = w->events[i].data.fd;
             if (fd == w->pipe_r)
                 read_dispatch_pipe(w);
+            else if (fd == w->listen_fd)
+                worker_accept(w);
             else
                 wake_fd(w, fd, w->events[i].events);
         }
         timers_expire(w);
+        if (MG_UNLIKELY(w->accept_resume_ms) && w->now_ms >= w->accept_resume_ms) {
+            w->accept_resume_ms = 0;
+            if (w->listen_fd >= 0)
+                mg_worker_listen(w, w->listen_fd);
+        }
     }
     /* Whatever is left is cut off: the grace period is over. */
     w->ready_head = w->ready_tail = NULL;
@@ -466,6 +524,12 @@ mg_worker *mg_test_worker_new(int policy, int stack_size, int *err)
         return NULL;
     }
     return worker_alloc(NULL, policy, stack_size, err);
+}
+
+int mg_test_worker_switch(mg_worker *w, int mode)
+{
+    w->fast_switch = mode == MG_SWITCH_FAST && MG_FAST_SWITCH_AVAILABLE;
+    return w->fast_switch ? MG_SWITCH_FAST : MG_SWITCH_UCONTEXT;
 }
 
 typedef struct {

@@ -12,6 +12,10 @@ from ._minginx import ffi, lib
 
 #: ready-queue policies by name (the CLI's --policy choices)
 POLICIES = {"fifo": lib.RDY_FIFO, "lifo": lib.RDY_LIFO}
+#: context switches by name (--switch): glibc's swapcontext, or the fast x86-64 one
+SWITCHES = {"ucontext": lib.MG_SWITCH_UCONTEXT, "fast": lib.MG_SWITCH_FAST}
+#: who accepts (--accept): the main thread through dispatch pipes, or each worker itself
+ACCEPT_MODES = {"dispatch": lib.MG_ACCEPT_DISPATCH, "reuseport": lib.MG_ACCEPT_REUSEPORT}
 DEFAULT_STACK_SIZE = lib.MG_DEFAULT_STACK_SIZE
 MIN_STACK_SIZE = lib.MG_MIN_STACK_SIZE
 MAX_WORKERS = lib.MG_MAX_WORKERS
@@ -53,6 +57,10 @@ class Worker:
     def stop(self, graceful=True):
         _check(lib.mg_worker_stop(self._w, 1 if graceful else 0), "mg_worker_stop")
 
+    def listen(self, listen_fd):
+        """--accept reuseport: accept on this listener in the worker's own loop."""
+        _check(lib.mg_worker_listen(self._w, listen_fd), "mg_worker_listen")
+
     def stats(self):
         st = ffi.new("mg_stats *")
         lib.mg_worker_stats(self._w, st)
@@ -75,7 +83,7 @@ class Engine:
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
-                 trace=False, stats_endpoint=False):
+                 trace=False, stats_endpoint=False, switch="fast", accept="dispatch"):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
         if stack_size < MIN_STACK_SIZE:
@@ -99,6 +107,8 @@ class Engine:
         cfg.static_files = int(bool(static_files))
         cfg.max_connections = int(max_connections)
         cfg.trace = int(bool(trace))
+        cfg.switch_mode = SWITCHES[switch]
+        cfg.accept_mode = ACCEPT_MODES[accept]
         cfg.stats_endpoint = int(bool(stats_endpoint))
         self._trace_buf = ffi.new("mg_trace_rec[]", 4096) if trace else None
         self._dropped = ffi.new("uint64_t *")
@@ -159,11 +169,13 @@ class Engine:
 class RuntimeWorker:
     """A worker with no thread: the coroutine runtime alone, for its unit tests."""
 
-    def __init__(self, policy="fifo", stack_size=DEFAULT_STACK_SIZE, log_size=4096):
+    def __init__(self, policy="fifo", stack_size=DEFAULT_STACK_SIZE, log_size=4096, switch="ucontext"):
         err = ffi.new("int *")
         self._w = lib.mg_test_worker_new(POLICIES[policy], stack_size, err)
         if self._w == ffi.NULL:
             _raise_errno(err[0], "mg_test_worker_new")
+        self.switch = "fast" if lib.mg_test_worker_switch(self._w, SWITCHES[switch]) == \
+            lib.MG_SWITCH_FAST else "ucontext"
         self._log = ffi.new("int[]", log_size)
         self._log_len = ffi.new("int *")
         self._log_size = log_size

@@ -5,7 +5,7 @@ import sys
 import click
 
 from . import __version__
-from ._native import DEFAULT_STACK_SIZE, MIN_STACK_SIZE, POLICIES
+from ._native import ACCEPT_MODES, DEFAULT_STACK_SIZE, MIN_STACK_SIZE, POLICIES, SWITCHES
 from .server import ENGINES, ServerError, serve
 
 
@@ -26,6 +26,12 @@ def cli():
               help="Ready-queue order: RDY_FIFO or RDY_LIFO.")
 @click.option("--engine", type=click.Choice(list(ENGINES)), default="cffi", show_default=True,
               help="cffi: the C engine; python: the pure-Python port of the same design.")
+@click.option("--switch", type=click.Choice(list(SWITCHES)), default="fast", show_default=True,
+              help="Context switch: glibc's swapcontext, or the fast one (no signal-mask syscall).")
+@click.option("--accept", type=click.Choice(list(ACCEPT_MODES)), default="dispatch",
+              show_default=True,
+              help="dispatch: the main thread accepts and hands fds down pipes (the seed); "
+                   "reuseport: each worker accepts on its own SO_REUSEPORT listener.")
 @click.option("--grace", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
               help="Seconds in-flight responses get to finish at shutdown.")
 @click.option("--stack-size", type=click.IntRange(MIN_STACK_SIZE, 64 << 20),

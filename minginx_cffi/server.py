@@ -93,7 +93,8 @@ class Server:
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
-                 engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False):
+                 engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
+                 switch="fast", accept="dispatch"):
         if app is not None and wsgi is not None:
             raise ServerError("give --app or --wsgi, not both")
         if isinstance(app, str):
@@ -130,11 +131,22 @@ class Server:
         # trace: True prints each step (--trace); a callable receives the records instead
         self.trace = trace
         self.stats_enabled = stats
+        if accept not in _native.ACCEPT_MODES:
+            raise ServerError("accept must be one of: %s" % ", ".join(_native.ACCEPT_MODES))
+        if accept == "reuseport" and engine != "cffi":
+            raise ServerError("--accept reuseport is for the cffi engine")
+        if switch not in _native.SWITCHES:
+            raise ServerError("switch must be one of: %s" % ", ".join(_native.SWITCHES))
+        self.accept = accept
+        self.switch = switch
+        self.reuse_port = reuse_port or accept == "reuseport"
+        self._listeners = []
         self._trace_thread = None
         self._trace_t0 = None
         # --max-connections is a total: each worker takes its share
         per_worker = -(-max_connections // self.nworkers) if max_connections else 0
-        self._engine_args = dict(max_connections=per_worker, trace=bool(trace),
+        self._engine_args = dict(max_connections=per_worker, trace=bool(trace), switch=switch,
+                                 accept=accept,
                                  stats_endpoint=bool(stats),
             policy=policy, stack_size=stack_size, serve_dotfiles=serve_dotfiles,
             follow_symlinks=follow_symlinks, header_timeout=header_timeout,
@@ -150,6 +162,16 @@ class Server:
         self._stop_requested = 0
 
     # -- set-up ---------------------------------------------------------
+
+    def _bind_one(self):
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((self.host, self.port))
+        s.listen(65535)
+        s.setblocking(False)
+        return s
 
     def bind(self):
         try:
@@ -191,8 +213,13 @@ class Server:
                                                 static_files=self.static_files, **self._engine_args)
         except OSError as e:
             raise ServerError("cannot serve %s: %s" % (self.root, e.strerror)) from None
+        if self.accept == "reuseport":
+            # one listener per worker, all on the port: the kernel spreads the connections
+            self._listeners = [self._sock] + [self._bind_one() for _ in range(self.nworkers - 1)]
         for i in range(self.nworkers):
             w = self._engine.add_worker()
+            if self._listeners:
+                w.listen(self._listeners[i].fileno())
             t = threading.Thread(target=w.run, name="minginx-worker-%d" % i, daemon=True)
             t.start()
             self._threads.append(t)
@@ -216,10 +243,12 @@ class Server:
         if self.static_files:
             what.append(self.root)
         procs = ", processes %d" % self.processes if self.processes > 1 else ""
-        return ("minginx-cffi: serving %s on http://%s:%d (workers %d%s, policy %s, engine %s, "
+        return ("minginx-cffi: serving %s on http://%s:%d (workers %d%s, policy %s, engine %s%s, "
                 "fd limit %s)" % (" + ".join(what), self.host if ":" not in self.host else
                                   "[%s]" % self.host, self.port, self.nworkers, procs,
-                                  self.policy, self.engine, self.fd_limit))
+                                  self.policy, self.engine,
+                                  ", accept reuseport" if self.accept == "reuseport" else "",
+                                  self.fd_limit))
 
     # -- the main-thread way: signals stop it ---------------------------
 
@@ -238,7 +267,7 @@ class Server:
             print(self.banner(), flush=True)
         try:
             while not self._stop_requested:
-                self._engine.accept_loop(self._sock.fileno(), self._wake_r)
+                self._engine.accept_loop(self._accept_fd(), self._wake_r)
             self._close_listener()
             self._drain(lambda: self._stop_requested > 1)
         finally:
@@ -269,9 +298,12 @@ class Server:
         self._acceptor.start()
         return self
 
+    def _accept_fd(self):
+        return -1 if self._listeners else self._sock.fileno()   # reuseport: the workers accept
+
     def _accept_thread(self):
         while not self._stop_requested:
-            self._engine.accept_loop(self._sock.fileno(), self._wake_r)
+            self._engine.accept_loop(self._accept_fd(), self._wake_r)
 
     def shutdown(self):
         if self._engine is None:
@@ -318,6 +350,11 @@ class Server:
             self._sock.close()
             self._sock = None
 
+    def _close_listeners(self):
+        for s in self._listeners[1:]:
+            s.close()
+        self._listeners = []
+
     def _drain(self, cut_short):
         for w in self._engine.workers:
             w.stop(graceful=True)
@@ -331,6 +368,7 @@ class Server:
                 t.join(0.05)
         for t in self._threads:
             t.join()
+        self._close_listeners()
 
     def _free(self):
         if self._trace_thread is not None:

@@ -206,3 +206,29 @@ def test_concurrent_clients_on_both_workers(server):
     st = server.stats()
     assert all(w["connections"] > 0 for w in st)   # round-robin dispatch reached both
     assert sum(w["requests"] for w in st) == 800
+
+
+@pytest.mark.parametrize("switch", ["ucontext", "fast"])
+def test_both_context_switches_serve(make_server, engine, switch):
+    if engine != "cffi":
+        pytest.skip("a C engine setting")
+    srv = make_server(switch=switch, workers=2)
+    c = Conn(srv.port)
+    for _ in range(50):
+        assert c.request("GET", "/index.html").body == INDEX
+    assert sha256_of_get(srv.port, "/1mib.bin")[1] == 1 << 20
+
+
+def test_accept_reuseport(make_server, engine):
+    if engine != "cffi":
+        pytest.skip("the python engine accepts through dispatch pipes only")
+    srv = make_server(accept="reuseport", workers=2)
+    conns = [Conn(srv.port) for _ in range(40)]
+    for c in conns:
+        assert c.request("GET", "/hello.txt").body == b"hello world\n"
+    st = srv.stats()
+    assert sum(w["connections"] for w in st) == 40
+    assert all(w["connections"] > 0 for w in st)   # the kernel spread them over both listeners
+    for c in conns:
+        c.close()
+    assert wait_for(lambda: alive(srv) == 0)

@@ -4,9 +4,27 @@ import subprocess
 import sys
 import textwrap
 
+import platform
+
 import pytest
 
 from minginx_cffi._native import RuntimeWorker
+
+SWITCHES = ["ucontext"] + (["fast"] if platform.machine() == "x86_64" else [])
+
+
+@pytest.fixture(params=SWITCHES, autouse=True)
+def switch(request, monkeypatch):
+    """Every runtime test runs with swapcontext and with the fast switch."""
+    monkeypatch.setattr(RuntimeWorker.__init__, "__defaults__",
+                        RuntimeWorker.__init__.__defaults__[:-1] + (request.param,))
+    return request.param
+
+
+def test_switch_in_force(switch):
+    w = RuntimeWorker("fifo")
+    assert w.switch == switch
+    w.free()
 
 
 def run_worker(policy, plan):
@@ -82,18 +100,29 @@ def test_invalid_arguments_raise():
         RuntimeWorker("fifo", stack_size=1024)
 
 
+def test_floating_point_state_survives_switches():
+    # the fast switch saves MXCSR and the x87 control word like a call would
+    w = RuntimeWorker("fifo")
+    for i in range(20):
+        w.spawn(i, 5)
+    w.run()
+    assert 0.1 + 0.2 == 0.30000000000000004 and 1.0 / 3.0 * 3.0 == 1.0
+    w.free()
+
+
 def test_stack_overflow_hits_the_guard_page():
     # Crash-prone: run in a subprocess.  Using more stack than the coroutine
     # has must fault on the guard page (SIGSEGV), never corrupt memory.
     code = textwrap.dedent("""
+        import sys
         from minginx_cffi._native import RuntimeWorker
-        w = RuntimeWorker("fifo", stack_size=32 * 1024)
+        w = RuntimeWorker("fifo", stack_size=32 * 1024, switch=sys.argv[1])
         w.spawn_deep(256 * 1024)
         w.run()
         print("survived")
     """)
-    p = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True,
-                       timeout=60)
+    p = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, RuntimeWorker().switch],
+                       capture_output=True, timeout=60)
     assert b"survived" not in p.stdout
     assert p.returncode != 0
     # reported in plain words, by our handler on its alternate signal stack

@@ -54,7 +54,9 @@ class Engine:
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
-                 trace=False, stats_endpoint=False):
+                 trace=False, stats_endpoint=False, switch="fast", accept="dispatch"):
+        if accept != "dispatch":
+            raise ValueError("the python engine accepts through dispatch pipes only")
         self.cfg = dict(root=root, policy=policy, serve_dotfiles=serve_dotfiles,
                         follow_symlinks=follow_symlinks, header_timeout=header_timeout,
                         keepalive_timeout=keepalive_timeout, send_timeout=send_timeout,
