@@ -107,6 +107,26 @@ def wait_port(port, timeout=10):
     return False
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process and its children (nginx, lighttpd workers), in seconds."""
+    total = 0.0
+    pids = [pid]
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        pids += [int(x) for x in out.split()]
+    except OSError:
+        pass
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in pids:
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return total
+
+
 def rss_kib(pid):
     """RSS of a process and its children, in KiB."""
     total = 0
@@ -138,7 +158,8 @@ def start_minginx(root, port, workers, pin, policy, *extra, env=None):
         del cmd[i:i + 2]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
                             env=dict(os.environ, **(env or {})))
 
 
@@ -175,6 +196,8 @@ mimetype.assign = (".html" => "text/html", ".css" => "text/css", ".bin" => "appl
 """
 
 
+# Every server runs in its own session: lighttpd's master, for one, signals its whole
+# process group when it stops, which would otherwise include this harness.
 def start_conf_server(kind, root, port, workers, pin):
     tmp = tempfile.mkdtemp(prefix="bench-%s-" % kind)
     conf = os.path.join(tmp, "server.conf")
@@ -189,7 +212,8 @@ def start_conf_server(kind, root, port, workers, pin):
         f.write(text)
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def start_bare_loop(root, port, workers, pin):
@@ -201,7 +225,8 @@ def start_bare_loop(root, port, workers, pin):
     cmd = [exe, str(port), os.path.join(root, "index.html")]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 NGINX_CONF = """
@@ -244,7 +269,8 @@ def start_nginx(root, port, workers, pin):
     cmd = [shutil.which("nginx"), "-c", conf, "-p", tmp]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def start_py(argv, port, pin):
@@ -252,8 +278,8 @@ def start_py(argv, port, pin):
     cmd = [os.path.join(BENCH_VENV, argv[0])] + argv[1:]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, cwd=os.path.dirname(HERE), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, cwd=os.path.dirname(HERE), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def servers_available():
@@ -374,26 +400,40 @@ def run_idle(port, spec, proc):
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     req = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % spec["path"].encode()
     socks = []
+    failed = 0
     before = rss_kib(proc.pid)
+
+    def answered(t):
+        try:
+            got = b""
+            while b"\r\n\r\n" not in got:
+                chunk = t.recv(65536)
+                if not chunk:
+                    return False
+                got += chunk
+            return True
+        except OSError:
+            return False
+
     try:
         for i in range(spec["conns"]):
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.sendall(req)
-            socks.append(s)
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(req)
+                socks.append(s)
+            except OSError:
+                failed += 1
             if len(socks) % 500 == 0:
-                for t in socks[-500:]:
-                    got = b""
-                    while b"\r\n\r\n" not in got:
-                        got += t.recv(65536)
-        for t in socks[len(socks) // 500 * 500:]:
-            t.recv(65536)
+                failed += sum(not answered(t) for t in socks[-500:])
+        failed += sum(not answered(t) for t in socks[len(socks) // 500 * 500:])
         time.sleep(1.0)
         rss = rss_kib(proc.pid)
     finally:
         for t in socks:
             t.close()
     return {"rps": 0.0, "transfer": "-", "lat_avg_ms": 0.0, "lat_max_ms": 0.0,
-            "errors": [0, 0, 0, 0], "non2xx": 0, "idle_rss_kib": rss, "rss_before_kib": before}, ""
+            "errors": [0, 0, 0, failed], "non2xx": 0, "idle_rss_kib": rss,
+            "rss_before_kib": before}, ""
 
 
 def main():
@@ -429,14 +469,23 @@ def main():
                     kind = spec.get("kind", "wrk")
                     if kind != "idle":
                         run_wrk(port, dict(spec, wrk=["-t1", "-c10"]), 1, spec["pin"])   # warm-up
-                    if kind == "ab":
-                        r, raw = run_ab(port, spec, spec["pin"])
-                    elif kind == "idle":
-                        r, raw = run_idle(port, spec, proc)
-                    else:
-                        r, raw = run_wrk(port, spec, args.duration, spec["pin"])
+                    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                    try:
+                        if kind == "ab":
+                            r, raw = run_ab(port, spec, spec["pin"])
+                        elif kind == "idle":
+                            r, raw = run_idle(port, spec, proc)
+                        else:
+                            r, raw = run_wrk(port, spec, args.duration, spec["pin"])
+                    except (OSError, subprocess.SubprocessError) as e:
+                        print("bench: %s on %s failed: %s" % (name, wl, e), flush=True)
+                        continue
                     r.update(server=name, workload=wl, round=rnd,
                              rss_kib=r.get("idle_rss_kib") or rss_kib(proc.pid))
+                    # the server's CPU per request: what the client-bound req/s cannot show
+                    answered = r["rps"] * (time.monotonic() - t0)
+                    r["cpu_us_per_req"] = ((cpu_seconds(proc.pid) - cpu0) * 1e6 / answered
+                                           if answered else 0.0)
                     results.append(r)
                     if kind == "idle":
                         print("%-8s round %d  %-32s RSS %7.1f MiB with %d idle connections"
@@ -475,14 +524,18 @@ def report(results, workloads, servers, args):
         kind = spec.get("kind", "wrk")
         base_name = spec.get("baseline", "nginx")
         if kind == "idle":
-            lines += ["### %s: %d idle keep-alive connections, server RSS" % (wl, spec["conns"]), "",
-                      "| server | RSS MiB | per connection KiB |", "|---|---|---|"]
+            lines += ["### %s: %d idle keep-alive connections (one request each), server RSS, "
+                      "%d worker%s" % (wl, spec["conns"], spec["workers"],
+                                       "s" if spec["workers"] > 1 else ""), "",
+                      "| server | RSS MiB | per connection KiB | connections not answered |",
+                      "|---|---|---|---|"]
             for name in spec["servers"]:
                 rs = [r for r in rows if r["server"] == name]
                 if rs:
                     kib = rs[0]["rss_kib"]
-                    lines.append("| %s | %.1f | %.1f |" % (name, kib / 1024,
-                                                          (kib - rs[0]["rss_before_kib"]) / spec["conns"]))
+                    lines.append("| %s | %.1f | %.1f | %d |" % (
+                        name, kib / 1024, (kib - rs[0]["rss_before_kib"]) / spec["conns"],
+                        rs[0]["errors"][3]))
             lines.append("")
             continue
         baseline = None
@@ -494,21 +547,22 @@ def report(results, workloads, servers, args):
             wl, how, spec["path"], ", pinned (server CPU 0, client CPU 1)" if spec["pin"] else ", unpinned",
             spec["workers"], "s" if spec["workers"] > 1 else ""), "",
             "| server | median req/s | min-max | vs %s | transfer/s | avg / max latency ms | "
-            "errors c/r/w/timeout | RSS MiB |" % base_name,
-            "|---|---|---|---|---|---|---|---|"]
+            "errors c/r/w/timeout | RSS MiB | server CPU us/req |" % base_name,
+            "|---|---|---|---|---|---|---|---|---|"]
         for name in spec["servers"]:
             rs = [r for r in rows if r["server"] == name]
             if not rs:
                 continue
             med = statistics.median(r["rps"] for r in rs)
-            lines.append("| %s | %.0f | %.0f-%.0f | %s | %s | %.2f / %.1f | %s | %.1f |" % (
+            lines.append("| %s | %.0f | %.0f-%.0f | %s | %s | %.2f / %.1f | %s | %.1f | %.2f |" % (
                 name, med, min(r["rps"] for r in rs), max(r["rps"] for r in rs),
                 "%.2fx" % (med / baseline) if baseline else "-",
                 sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]["transfer"],
                 statistics.median(r["lat_avg_ms"] or 0 for r in rs),
                 max(r["lat_max_ms"] or 0 for r in rs),
                 "/".join(str(sum(r["errors"][i] for r in rs)) for i in range(4)),
-                max(r["rss_kib"] for r in rs) / 1024))
+                max(r["rss_kib"] for r in rs) / 1024,
+                statistics.median(r.get("cpu_us_per_req", 0.0) for r in rs)))
         lines.append("")
     text = "\n".join(lines)
     with open(base + ".md", "w") as f:

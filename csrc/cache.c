@@ -211,15 +211,7 @@ static void put(char **p, char *end, const char *s, size_t n)
 
 static char *put_hex(char *p, uint64_t v)
 {
-    char tmp[17];
-    int i = 0;
-    do {
-        tmp[i++] = "0123456789abcdef"[v & 15];
-        v >>= 4;
-    } while (v);
-    while (i > 0)
-        *p++ = tmp[--i];
-    return p;
+    return p + format_u64(p, v, 16);
 }
 
 /* Stat results, ETag and the prebuilt header block for an open fd. */

@@ -310,7 +310,7 @@ void coroutine_yield(mg_coroutine *co, int reason)
     TRACE(w, MG_EV_YIELD, co, co->fd, reason);
     co->waiting = reason;
     if (reason == MG_YIELD_READY) {
-        add_to_ready(w, co);
+        add_to_ready_tail(w, co);   /* letting the others run: behind them, whatever the policy */
     } else if (reason == MG_YIELD_PYTHON) {
         co->next_ready = NULL;
         if (w->py_tail)

@@ -650,6 +650,19 @@ const char *http_reason(int status)
     }
 }
 
+int format_u64(char *out, uint64_t v, int base)
+{
+    char tmp[24];
+    int i = 0, n = 0;
+    do {
+        tmp[i++] = "0123456789abcdef"[v % (uint64_t)base];
+        v /= (uint64_t)base;
+    } while (v);
+    while (i > 0)
+        out[n++] = tmp[--i];
+    return n;
+}
+
 int http_date(char *out, time_t t)
 {
     static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};

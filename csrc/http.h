@@ -101,6 +101,9 @@ typedef struct {
 MG_HIDDEN int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed);
 
 MG_HIDDEN const char *http_reason(int status);
+/* v in base 10 or 16 into out (at least 20 bytes), no terminator; returns the length.
+ * The responses' number formatter: no printf on the request path. */
+MG_HIDDEN int format_u64(char *out, uint64_t v, int base);
 /* HTTP-date -> time_t, or -1. */
 MG_HIDDEN time_t http_parse_date(const char *s, size_t len);
 MG_HIDDEN int etag_list_matches(mg_str list, const char *etag, size_t etag_len, int weak);

@@ -216,6 +216,7 @@ MG_HIDDEN void coroutine_thread_leave(struct mg_worker *w);
 
 /* worker.c */
 MG_HIDDEN void add_to_ready(struct mg_worker *w, mg_coroutine *co);
+MG_HIDDEN void add_to_ready_tail(struct mg_worker *w, mg_coroutine *co);
 MG_HIDDEN void schedule(struct mg_worker *w);
 MG_HIDDEN void wake_fd(struct mg_worker *w, int fd, uint32_t events);
 MG_HIDDEN void timer_set(mg_coroutine *co, int cls);

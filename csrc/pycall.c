@@ -63,14 +63,7 @@ static void out_str(mg_pycall *c, const char *s)
 
 static void out_dec(mg_pycall *c, uint64_t v, int base)
 {
-    char tmp[24];
-    int i = 0;
-    do {
-        tmp[i++] = "0123456789abcdef"[v % (uint64_t)base];
-        v /= (uint64_t)base;
-    } while (v);
-    while (i > 0)
-        c->_out[c->_out_len++] = tmp[--i];
+    c->_out_len += (size_t)format_u64(c->_out + c->_out_len, v, base);
 }
 
 /* Give a large output buffer back; keep a normal one for the next request. */

@@ -48,13 +48,7 @@ static void put_str(outbuf *o, const char *s)
 static void put_u64(outbuf *o, uint64_t v, int base)
 {
     char tmp[24];
-    int i = 0;
-    do {
-        tmp[i++] = "0123456789abcdef"[v % (uint64_t)base];
-        v /= (uint64_t)base;
-    } while (v);
-    while (i > 0 && o->p < o->end)
-        *o->p++ = tmp[--i];
+    put_mem(o, tmp, (size_t)format_u64(tmp, v, base));
 }
 
 /* "HTTP/1.1 200 OK\r\nServer: ...\r\nDate: ...\r\n" */

@@ -51,12 +51,18 @@ int64_t mg_now_ms(void)
 
 /* ------------------------------------------------------------ ready queue */
 
-void add_to_ready(mg_worker *w, mg_coroutine *co)
+/* Queue a coroutine: at the head under RDY_LIFO (the one just woken runs next,
+ * its data still in cache), at the tail under RDY_FIFO.  A coroutine that
+ * yields MG_YIELD_READY to let the others run goes to the tail under either
+ * policy (add_to_ready_tail): under LIFO it would otherwise run again at
+ * once and starve the rest (a 1 MiB sendfile against nine others did, in
+ * bench/run.py --workload 1mib). */
+static void ready_insert(mg_worker *w, mg_coroutine *co, int at_head)
 {
     TRACE(w, MG_EV_ADD_TO_READY, co, co->fd, 0);
     co->waiting = MG_YIELD_READY;   /* queued: wake_fd() leaves it alone */
     co->next_ready = NULL;
-    if (w->policy == RDY_LIFO || !w->ready_tail) {
+    if (at_head || !w->ready_tail) {
         co->next_ready = w->ready_head;
         w->ready_head = co;
         if (!w->ready_tail)
@@ -67,6 +73,16 @@ void add_to_ready(mg_worker *w, mg_coroutine *co)
     }
     if (++w->ready_len > w->stats.ready_max)
         w->stats.ready_max = w->ready_len;
+}
+
+void add_to_ready(mg_worker *w, mg_coroutine *co)
+{
+    ready_insert(w, co, w->policy == RDY_LIFO);
+}
+
+void add_to_ready_tail(mg_worker *w, mg_coroutine *co)
+{
+    ready_insert(w, co, 0);
 }
 
 static mg_coroutine *ready_pop(mg_worker *w)

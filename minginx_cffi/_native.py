@@ -296,6 +296,16 @@ class CallView:
         self._c = None
 
 
+def _next_piece(it):
+    """The iterator's next non-empty piece of body, or None at its end."""
+    piece = b""
+    while not piece:
+        piece = next(it, None)
+        if piece is None:
+            return None
+    return piece
+
+
 def _close_iter(it):
     close = getattr(it, "close", None)
     if close is not None:
@@ -347,14 +357,7 @@ class Bridge:
         # an iterable body: send the head with the first non-empty piece
         it = iter(body)
         try:
-            if c._head_only:
-                first = None
-            else:
-                first = b""
-                while not first:
-                    first = next(it, None)
-                    if first is None:
-                        break
+            first = None if c._head_only else _next_piece(it)
         except Exception:
             log.error("minginx: response iterator raised:\n%s", traceback.format_exc().rstrip())
             _close_iter(it)
@@ -377,11 +380,7 @@ class Bridge:
             c.more = 0
             return
         try:
-            chunk = b""
-            while not chunk:
-                chunk = next(it, None)
-                if chunk is None:
-                    break
+            chunk = _next_piece(it)
         except Exception:
             log.error("minginx: response iterator raised mid-stream; closing the connection:\n%s",
                       traceback.format_exc().rstrip())

@@ -208,6 +208,15 @@ class Conn:
         self.sock.close()
 
 
+def get(port, path, method="GET", headers=None, body=b""):
+    """One request on a fresh connection: the Response."""
+    c = Conn(port)
+    try:
+        return c.request(method, path, headers, body)
+    finally:
+        c.close()
+
+
 @pytest.fixture
 def connect():
     conns = []

@@ -62,10 +62,16 @@ def test_fifo_order_is_round_robin():
 
 
 def test_lifo_order_runs_newest_first():
-    # LIFO: the newest ready coroutine runs first, and a coroutine that yields
-    # is the newest, so it runs again at once (its data is still in cache).
+    # LIFO: the newest ready coroutine runs first (2, 1, 0); one that yields to
+    # let the others run goes behind them, under LIFO too, so nobody starves.
     log, _, _ = run_worker("lifo", [(0, 1), (1, 1), (2, 1)])
-    assert log == [2, 2, 1, 1, 0, 0]
+    assert log == [2, 1, 0, 2, 1, 0]
+
+
+def test_a_yielding_coroutine_cannot_starve_the_others_under_lifo():
+    # the 1 MiB sendfile case: one coroutine yields many times, three others once
+    log, _, _ = run_worker("lifo", [(0, 0), (1, 0), (2, 0), (9, 50)])
+    assert log[:4] == [9, 2, 1, 0]   # after its first turn, the others go before it again
 
 
 def test_stacks_are_pooled_not_remapped():

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from minginx_cffi import App, HTTPError, Response
-from conftest import Conn, raw, split_responses, status_of
+from conftest import Conn, get, raw, split_responses, status_of
 
 app = App()
 ORDER = []
@@ -123,14 +123,6 @@ def inner(request, call_next):
 @pytest.fixture
 def srv(make_server):
     return make_server(app=app, root=None)
-
-
-def get(port, path, method="GET", headers=None, body=b""):
-    c = Conn(port)
-    try:
-        return c.request(method, path, headers, body)
-    finally:
-        c.close()
 
 
 def test_route_and_text(srv):

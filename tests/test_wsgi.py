@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from conftest import Conn, raw
+from conftest import Conn, get, raw
 
 flask = pytest.importorskip("flask")
 
@@ -54,14 +54,6 @@ def fail():
 @pytest.fixture
 def fsrv(make_server):
     return make_server(wsgi=fapp, root=None)
-
-
-def get(port, path, method="GET", headers=None, body=b""):
-    c = Conn(port)
-    try:
-        return c.request(method, path, headers, body)
-    finally:
-        c.close()
 
 
 def test_flask_routes(fsrv):

@@ -79,11 +79,13 @@ class Worker:
     def trace_push(self, event, co, fd, arg=0):
         self.ring.append((time.monotonic_ns() // 1000, self.index, co.id if co else 0, fd, event, arg))
 
-    def add_to_ready(self, co):
+    def add_to_ready(self, co, at_tail=False):
+        """At the head under RDY_LIFO, else at the tail; a MG_YIELD_READY goes to the tail
+        under either policy, or under LIFO it would run again at once and starve the rest."""
         if self.trace:
             self.trace_push(EV_ADD_TO_READY, co, co.fd)
         co.waiting = MG_YIELD_READY
-        if self.policy == RDY_LIFO:
+        if self.policy == RDY_LIFO and not at_tail:
             self.ready.appendleft(co)
         else:
             self.ready.append(co)
@@ -112,7 +114,7 @@ class Worker:
             if self.trace:
                 self.trace_push(EV_YIELD, co, co.fd, reason)
             if reason == MG_YIELD_READY:
-                self.add_to_ready(co)
+                self.add_to_ready(co, at_tail=True)
             else:
                 co.waiting = reason
 
