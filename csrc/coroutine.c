@@ -1,4 +1,4 @@
-/* coroutine.c - stackful coroutines on ucontext: coroutine_create, trampoline_start, coroutine_destroy.
+/* coroutine.c - stackful coroutines (ucontext, or the fast x86-64 switch): coroutine_create, trampoline_start, coroutine_destroy.
  *
  * Memory: each coroutine lives in one anonymous mapping,
  *
