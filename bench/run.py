@@ -107,17 +107,22 @@ def wait_port(port, timeout=10):
     return False
 
 
-def cpu_seconds(pid):
-    """utime + stime of a process and its children (nginx, lighttpd workers), in seconds."""
-    total = 0.0
+def process_tree(pid):
+    """pid and its children (nginx's and lighttpd's workers, say)."""
     pids = [pid]
     try:
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
         pids += [int(x) for x in out.split()]
     except OSError:
         pass
+    return pids
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process and its children, in seconds."""
+    total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    for p in pids:
+    for p in process_tree(pid):
         try:
             with open("/proc/%d/stat" % p) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -130,13 +135,7 @@ def cpu_seconds(pid):
 def rss_kib(pid):
     """RSS of a process and its children, in KiB."""
     total = 0
-    pids = [pid]
-    try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-        pids += [int(x) for x in out.split()]
-    except OSError:
-        pass
-    for p in pids:
+    for p in process_tree(pid):
         try:
             with open("/proc/%d/status" % p) as f:
                 for line in f:
