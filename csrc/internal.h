@@ -125,6 +125,7 @@ struct mg_coroutine {
     void *region;
     size_t region_size;
     void *asan_fake_stack;       /* ASan's bookkeeping across switches (test-asan builds) */
+    unsigned vg_stack;           /* valgrind's id for this stack (0 outside valgrind) */
     /* connection state (conn.c) */
     mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
     struct mg_centry *centry;    /* file being sent (cache.c), released by coroutine_destroy */
