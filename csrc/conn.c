@@ -83,9 +83,14 @@ static ssize_t recv_more(mg_coroutine *co)
         size_t room = sizeof(rb->data) - rb->len;
         if (room == 0)
             return -ENOBUFS;
-        ssize_t n = recv(co->fd, rb->data + rb->len, room, 0);
+        /* Known empty (the last read was short, and no EPOLLIN since): park
+         * without the recv that would only say EAGAIN.  Every arrival makes a
+         * new edge, and wake_fd() clears drained.  (nginx: rev->ready.) */
+        ssize_t n = co->drained ? (errno = EAGAIN, -1) : recv(co->fd, rb->data + rb->len, room, 0);
         if (n > 0) {
             rb->len += (size_t)n;
+            if ((size_t)n < room)
+                co->drained = 1;   /* a short read took all there was */
             return n;
         }
         if (n == 0)
@@ -94,6 +99,7 @@ static ssize_t recv_more(mg_coroutine *co)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return -errno;
+        co->drained = 1;
         if (rb->len == 0) {
             reqbuf_put(w, rb);
             co->rb = NULL;
@@ -101,6 +107,7 @@ static ssize_t recv_more(mg_coroutine *co)
         int r = io_park(co, MG_YIELD_READ);
         if (r < 0)
             return r;
+        co->drained = 0;   /* woken (or timed out / cancelled): try the read again */
     }
 }
 

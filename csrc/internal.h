@@ -115,6 +115,8 @@ struct mg_coroutine {
     int timed_out;               /* its timer fired while it waited */
     int cancelled;               /* the worker is shutting down */
     int idle;                    /* between requests: may be closed at shutdown */
+    int drained;                 /* the last read emptied the socket, and epoll has reported
+                                    no input since: a recv now would only say EAGAIN */
     mg_coroutine *next_ready;    /* ready-queue link */
     mg_coroutine *prev, *next;   /* the worker's list of live coroutines */
     /* timer: one per coroutine, in at most one class list */

@@ -121,6 +121,8 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
     if (!co)
         return;
     co->woken_by |= (int)events;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        co->drained = 0;   /* new input (or EOF): the next read is worth a system call */
     int want = co->waiting == MG_YIELD_READ
         ? (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
         : co->waiting == MG_YIELD_WRITE ? (EPOLLOUT | EPOLLHUP | EPOLLERR) : 0;
