@@ -132,6 +132,10 @@ struct mg_coroutine {
     mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
     struct mg_centry *centry;    /* file being sent (cache.c), released by coroutine_destroy */
     int status;                  /* status of the last response started (for the trace) */
+    /* the connection's addresses, looked up once, for Python handlers (pycall.c) */
+    int addr_known;
+    int peer_port, server_port;
+    char peer[48];
     char *body_buf;              /* a request body too large for rb, or chunked (malloc) */
 };
 

@@ -234,27 +234,31 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     c->_head_only = req->method_id == MG_M_HEAD;
     c->_out_len = 0;
     c->_co = co;
-    {
+    if (!co->addr_known) {
+        /* once per connection: the addresses do not change while it lives */
         struct sockaddr_storage sa;
         socklen_t sl = sizeof(sa);
-        c->peer[0] = '\0';
-        c->peer_port = 0;
+        co->peer[0] = '\0';
         if (getpeername(co->fd, (struct sockaddr *)&sa, &sl) == 0) {
             if (sa.ss_family == AF_INET) {
                 struct sockaddr_in *in = (struct sockaddr_in *)&sa;
-                inet_ntop(AF_INET, &in->sin_addr, c->peer, sizeof(c->peer));
-                c->peer_port = ntohs(in->sin_port);
+                inet_ntop(AF_INET, &in->sin_addr, co->peer, sizeof(co->peer));
+                co->peer_port = ntohs(in->sin_port);
             } else if (sa.ss_family == AF_INET6) {
                 struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
-                inet_ntop(AF_INET6, &in6->sin6_addr, c->peer, sizeof(c->peer));
-                c->peer_port = ntohs(in6->sin6_port);
+                inet_ntop(AF_INET6, &in6->sin6_addr, co->peer, sizeof(co->peer));
+                co->peer_port = ntohs(in6->sin6_port);
             }
         }
         sl = sizeof(sa);
         if (getsockname(co->fd, (struct sockaddr *)&sa, &sl) == 0)
-            c->server_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                                            : ((struct sockaddr_in *)&sa)->sin_port);
+            co->server_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                                             : ((struct sockaddr_in *)&sa)->sin_port);
+        co->addr_known = 1;
     }
+    memcpy(c->peer, co->peer, sizeof(c->peer));
+    c->peer_port = co->peer_port;
+    c->server_port = co->server_port;
 
     yield_to_python(co, MG_PY_START);
     if (c->fallthrough && !c->_started)

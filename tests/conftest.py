@@ -208,6 +208,15 @@ class Conn:
         self.sock.close()
 
 
+def free_port():
+    """A port nothing listens on right now (for servers started as subprocesses)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def get(port, path, method="GET", headers=None, body=b""):
     """One request on a fresh connection: the Response."""
     c = Conn(port)

@@ -10,17 +10,9 @@ import time
 
 import pytest
 
-from conftest import Conn, wait_for
+from conftest import Conn, free_port, wait_for
 
 CLI = [sys.executable, "-m", "minginx_cffi"]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start(*args):

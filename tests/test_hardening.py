@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ENGINES, INDEX, Conn, alive, raw, status_of, wait_for
+from conftest import ENGINES, INDEX, Conn, alive, free_port, raw, status_of, wait_for
 
 
 def rss_kib():
@@ -185,10 +185,7 @@ def test_20000_requests_memory_and_coroutines(make_server):
 
 def test_pid_file(tmp_path, site_root):
     pid_file = tmp_path / "m.pid"
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--root", str(site_root),
                           "--port", str(port), "--pid-file", str(pid_file), "--workers", "1"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -201,10 +198,7 @@ def test_pid_file(tmp_path, site_root):
 
 @pytest.mark.parametrize("engine_name", ENGINES)
 def test_emfile_backs_off_without_spinning_and_recovers(site_root, engine_name):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
 
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import Conn, wait_for
+from conftest import Conn, free_port, wait_for
 
 
 class Sink:
@@ -143,10 +143,7 @@ def test_trace_endpoint_shows_this_connection(make_server):
 
 
 def test_cli_trace_prints_steps_and_stats_table(site_root):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--root", str(site_root),
                           "--port", str(port), "--workers", "1", "--trace", "--stats"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
