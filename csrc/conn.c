@@ -70,8 +70,9 @@ void reqbuf_pool_drain(mg_worker *w)
 
 /* ------------------------------------------------------------- reading */
 
-/* Read more bytes into the request buffer.  When the connection is idle and
- * the buffer is empty, the buffer goes back to the pool while we wait.
+/* Read more bytes into the request buffer (recv_async).  When the connection
+ * is idle and the buffer is empty, the buffer goes back to the pool while we
+ * wait.
  * Returns bytes read (0 = the peer closed), or -errno. */
 static ssize_t recv_more(mg_coroutine *co)
 {
@@ -83,31 +84,26 @@ static ssize_t recv_more(mg_coroutine *co)
         size_t room = sizeof(rb->data) - rb->len;
         if (room == 0)
             return -ENOBUFS;
-        /* Known empty (the last read was short, and no EPOLLIN since): park
-         * without the recv that would only say EAGAIN.  Every arrival makes a
-         * new edge, and wake_fd() clears drained.  (nginx: rev->ready.) */
-        ssize_t n = co->drained ? (errno = EAGAIN, -1) : recv(co->fd, rb->data + rb->len, room, 0);
-        if (n > 0) {
+        ssize_t n;
+        if (rb->len > 0) {
+            /* mid-request: wait for the rest holding the buffer */
+            n = recv_async(co, rb->data + rb->len, room);
+        } else {
+            /* idle: recv_async's two halves, with the buffer given back while we wait */
+            n = recv_nowait(co, rb->data, room);
+            if (n == -EAGAIN) {
+                reqbuf_put(w, rb);
+                co->rb = NULL;
+                int r = io_park(co, MG_YIELD_READ);
+                if (r < 0)
+                    return r;
+                co->drained = 0;
+                continue;
+            }
+        }
+        if (n > 0)
             rb->len += (size_t)n;
-            if ((size_t)n < room)
-                co->drained = 1;   /* a short read took all there was */
-            return n;
-        }
-        if (n == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        co->drained = 1;
-        if (rb->len == 0) {
-            reqbuf_put(w, rb);
-            co->rb = NULL;
-        }
-        int r = io_park(co, MG_YIELD_READ);
-        if (r < 0)
-            return r;
-        co->drained = 0;   /* woken (or timed out / cancelled): try the read again */
+        return n;
     }
 }
 

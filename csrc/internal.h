@@ -237,6 +237,8 @@ MG_HIDDEN int dispatch(struct mg_server *srv, int fd);
 /* io.c: each returns bytes moved (>= 0, 0 = EOF for recv) or -errno;
  * -ETIMEDOUT when the coroutine's timer fired, -ECANCELED at shutdown. */
 MG_HIDDEN ssize_t recv_async(mg_coroutine *co, void *buf, size_t len);
+/* recv_async's first half: one read, -EAGAIN instead of waiting. */
+MG_HIDDEN ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len);
 MG_HIDDEN ssize_t send_async(mg_coroutine *co, const void *buf, size_t len);
 struct iovec;
 MG_HIDDEN ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt);

@@ -27,19 +27,44 @@ int io_park(mg_coroutine *co, int reason)
     return 0;
 }
 
+/* One read that never waits: bytes, 0 at EOF, -EAGAIN, or -errno.
+ * co->drained remembers that the socket is empty: a read shorter than the
+ * room it had took all there was, and until epoll reports input again
+ * (every arrival is a new edge; wake_fd() clears drained) a recv could only
+ * say EAGAIN, so it is not made.  (nginx keeps the same: rev->ready.) */
+ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len)
+{
+    if (co->drained)
+        return -EAGAIN;
+    for (;;) {
+        ssize_t n = recv(co->fd, buf, len, 0);
+        if (n > 0) {
+            if ((size_t)n < len)
+                co->drained = 1;
+            return n;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            co->drained = 1;
+            return -EAGAIN;
+        }
+        return -errno;
+    }
+}
+
 ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
 {
     for (;;) {
-        ssize_t n = recv(co->fd, buf, len, 0);
-        if (n >= 0)
+        ssize_t n = recv_nowait(co, buf, len);
+        if (n != -EAGAIN)
             return n;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
         int r = io_park(co, MG_YIELD_READ);
         if (r < 0)
             return r;
+        co->drained = 0;   /* woken (or timed out / cancelled): try the read again */
     }
 }
 

@@ -67,7 +67,7 @@ static void out_dec(mg_pycall *c, uint64_t v, int base)
 }
 
 /* Give a large output buffer back; keep a normal one for the next request. */
-void pycall_release(mg_pycall *c)
+static void pycall_release(mg_pycall *c)
 {
     if (c->_out_cap > MG_OUT_INLINE) {
         free(c->_out);

@@ -125,17 +125,17 @@ def test_garbage_inputs(make_server):
         else:
             data = valid[:rng.randrange(len(valid))] + bytes(rng.randrange(256) for _ in range(20))
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=3)
+        out = b""
         try:
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)   # then EOF: the server must answer or close, not wait
-            out = b""
             while True:
                 chunk = s.recv(65536)
                 if not chunk:
                     break
                 out += chunk
         except ConnectionResetError:
-            out = out if "out" in dir() else b""
+            pass
         finally:
             s.close()
         if out:

@@ -22,7 +22,6 @@ from .static import connection_hdr, send_error, static_serve, status_head
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
 RECV_SIZE = 65536
-BUF_MAX = 8192 + 32768 + 4096
 
 
 class ConnView:

@@ -14,7 +14,6 @@ import errno
 import os
 import stat
 
-from .coroutine import MG_YIELD_READY  # noqa: F401  (the names the C file uses)
 from .http import (MG_H_ACCEPT_ENCODING, MG_H_IF_MATCH, MG_H_IF_MODIFIED_SINCE, MG_H_IF_NONE_MATCH,
                    MG_H_IF_RANGE, MG_H_IF_UNMODIFIED_SINCE, MG_H_RANGE, accepts_gzip,
                    etag_list_matches, http_date, http_parse_date, http_reason, parse_range)
