@@ -50,6 +50,8 @@
 #define MG_STACK_POOL_MAX 4096        /* stacks parked per worker */
 #define MG_REQBUF_POOL_MAX 256        /* request buffers parked per worker */
 #define MG_SEND_SLICE (1 << 20)       /* bytes sent before letting others run */
+#define MG_CORK_BYTES (256 * 1024)    /* head + file bytes sent under TCP_CORK (static.c) */
+#define MG_SENDFILE_CHUNK (256 * 1024) /* bytes per sendfile() call, as lighttpd */
 #define MG_ALTSTACK_SIZE (64 * 1024)  /* the signal stack the guard-page handler runs on */
 #if defined(__x86_64__)
 #define MG_FAST_SWITCH_AVAILABLE 1    /* coroutine.c: mg_fast_switch */

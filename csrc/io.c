@@ -123,7 +123,8 @@ ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count
     int progressed = 1;
 
     while (left > 0) {
-        ssize_t n = sendfile(co->fd, file_fd, &offset, left);
+        ssize_t n = sendfile(co->fd, file_fd, &offset,
+                             left < MG_SENDFILE_CHUNK ? left : MG_SENDFILE_CHUNK);
         if (n > 0) {
             left -= (size_t)n;
             since_yield += (size_t)n;

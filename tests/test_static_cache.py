@@ -117,6 +117,29 @@ def test_single_range_206(srv, path, data, spec, sl):
     assert r.header("content-range") == "bytes %d-%d/%d" % (start, start + len(want) - 1, len(data))
 
 
+BLOB = os.urandom(600 * 1024 + 7)   # larger than the corked first piece (256 KiB) twice over
+
+
+@pytest.mark.parametrize("spec,sl", [
+    (None, slice(None)),
+    ("bytes=1000-", slice(1000, None)),                        # the corked piece starts inside
+    ("bytes=262000-262200", slice(262000, 262201)),            # straddles 256 KiB
+    ("bytes=-300000", slice(-300000, None)),
+])
+def test_large_file_exact_across_the_corked_piece(make_server, tmp_path, spec, sl):
+    """The head and the first piece go corked, the rest in sendfile chunks: every byte once."""
+    (tmp_path / "blob.bin").write_bytes(BLOB)
+    srv = make_server(root=str(tmp_path))
+    c = Conn(srv.port)
+    try:
+        for _ in range(2):   # keep-alive: the second response must start where the first ended
+            r = c.request("GET", "/blob.bin", {"Range": spec} if spec else None)
+            assert r.status == (206 if spec else 200)
+            assert r.body == BLOB[sl]
+    finally:
+        c.close()
+
+
 def test_unsatisfiable_range_416(srv):
     r = get(srv, "/small.txt", {"Range": "bytes=999999-"})
     assert r.status == 416

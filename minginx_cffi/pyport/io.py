@@ -13,6 +13,8 @@ import socket
 from .coroutine import MG_TIMER_SEND, MG_YIELD_READ, MG_YIELD_READY, MG_YIELD_WRITE
 
 MG_SEND_SLICE = 1 << 20
+MG_CORK_BYTES = 256 * 1024      # head + file bytes sent under TCP_CORK (static.py)
+MG_SENDFILE_CHUNK = 256 * 1024  # bytes per os.sendfile() call, as lighttpd
 
 
 class Cancelled(Exception):
@@ -70,7 +72,7 @@ def sendfile_async(co, file_fd, offset, count):
     progressed = True
     while left > 0:
         try:
-            n = os.sendfile(fd, file_fd, offset, left)
+            n = os.sendfile(fd, file_fd, offset, min(left, MG_SENDFILE_CHUNK))
         except BlockingIOError:
             since_yield = 0
             if progressed:

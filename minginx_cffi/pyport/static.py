@@ -17,7 +17,7 @@ import stat
 from .http import (MG_H_ACCEPT_ENCODING, MG_H_IF_MATCH, MG_H_IF_MODIFIED_SINCE, MG_H_IF_NONE_MATCH,
                    MG_H_IF_RANGE, MG_H_IF_UNMODIFIED_SINCE, MG_H_RANGE, accepts_gzip,
                    etag_list_matches, http_date, http_parse_date, http_reason, parse_range)
-from .io import send_async, sendfile_async, set_cork
+from .io import MG_CORK_BYTES, send_async, sendfile_async, set_cork
 
 ALLOW = b"Allow: GET, HEAD, OPTIONS\r\n"
 MIME = {
@@ -357,10 +357,15 @@ def _send_rep(co, rep, status, start, length, keep_alive, head_only):
         head.append(rep.data[start:start + length] if status == 206 else rep.data)
         yield from send_async(co, b"".join(head))   # one send: head and body
         return True
+    # cork the head and the first piece only (static.c says why)
+    head = b"".join(head)
+    first = min(length, MG_CORK_BYTES - len(head))
     set_cork(co, True)
-    yield from send_async(co, b"".join(head))
-    n = yield from sendfile_async(co, rep.fd, start, length)
+    yield from send_async(co, head)
+    n = yield from sendfile_async(co, rep.fd, start, first)
     set_cork(co, False)
+    if n == first and first < length:
+        n += yield from sendfile_async(co, rep.fd, start + first, length - first)
     return n == length
 
 
