@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -159,8 +158,7 @@ static int accept_batch(mg_server *srv, int listen_fd)
         }
         if (MG_UNLIKELY(srv->trace))
             trace_push(&srv->ring, -1, MG_EV_ACCEPT, 0, fd, 0);
-        int one = 1;
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* TCP_NODELAY comes from the listener (server.py: _tune_listener) */
         int r = dispatch(srv, fd);
         if (r < 0) {
             mg_log("minginx: dispatch: %s; closing the connection", strerror(-r));

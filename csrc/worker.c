@@ -34,7 +34,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include "http.h"
 #include "cache.h"
@@ -294,8 +293,7 @@ static void worker_accept(mg_worker *w)
             return;
         }
         TRACE(w, MG_EV_ACCEPT, (mg_coroutine *)NULL, fd, 0);
-        int one = 1;
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* TCP_NODELAY comes from the listener (server.py: _tune_listener) */
         accept_from_pipe(w, fd);
     }
 }

@@ -32,6 +32,9 @@ def cli():
               show_default=True,
               help="dispatch: the main thread accepts and hands fds down pipes (the seed); "
                    "reuseport: each worker accepts on its own SO_REUSEPORT listener.")
+@click.option("--defer-accept/--no-defer-accept", default=True, show_default=True,
+              help="TCP_DEFER_ACCEPT: accept a connection when its request arrives, not at "
+                   "the handshake (as h2o); off, the first read waits in epoll as in the seed.")
 @click.option("--grace", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
               help="Seconds in-flight responses get to finish at shutdown.")
 @click.option("--stack-size", type=click.IntRange(MIN_STACK_SIZE, 64 << 20),

@@ -37,7 +37,7 @@ def test_serve_default_demo_site():
 
 
 def test_sigterm_shuts_down_cleanly_exit_0(site_root):
-    p, port, _ = start("--root", str(site_root), "--policy", "fifo")
+    p, port, _ = start("--root", str(site_root), "--policy", "fifo", "--no-defer-accept")
     assert Conn(port).request("GET", "/hello.txt").status == 200
     p.send_signal(signal.SIGTERM)
     assert p.wait(10) == 0

@@ -1,6 +1,7 @@
 """Connections end to end: keep-alive, pipelining, byte-by-byte, bodies, big files, concurrency, early closes."""
 
 import hashlib
+import os
 import socket
 import struct
 import threading
@@ -232,3 +233,59 @@ def test_accept_reuseport(make_server, engine):
     for c in conns:
         c.close()
     assert wait_for(lambda: alive(srv) == 0)
+
+
+# ------------------------------------------------- what connections inherit
+
+
+def _server_side(client):
+    """The server's own socket for client's connection (the server runs in this process)."""
+    want = client.getsockname()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            s = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        try:
+            if s.type == socket.SOCK_STREAM and s.getpeername() == want:
+                return s
+        except OSError:
+            pass
+        s.close()
+    return None
+
+
+@pytest.mark.parametrize("accept", ["dispatch", "reuseport"])
+def test_connections_have_tcp_nodelay(make_server, engine, accept):
+    """Set once on the listener, inherited by every accepted socket."""
+    if engine != "cffi" and accept == "reuseport":
+        pytest.skip("the python engine accepts through dispatch pipes only")
+    srv = make_server(accept=accept, workers=1)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+    s = _server_side(c.sock)
+    assert s is not None
+    try:
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        s.close()
+        c.close()
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_defer_accept(make_server, defer):
+    """With TCP_DEFER_ACCEPT a connect that sends nothing is not accepted yet; its request is served."""
+    srv = make_server(defer_accept=defer, workers=1)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    try:
+        time.sleep(0.3)
+        accepted = srv.stats()[0]["connections"]
+        assert accepted == (0 if defer else 1)
+        s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        assert status_of(data) == 200 and data.endswith(b"hello world\n")
+        assert srv.stats()[0]["connections"] == 1
+    finally:
+        s.close()

@@ -95,7 +95,7 @@ class Acceptor:
                     continue
                 return True
             conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # TCP_NODELAY comes from the listener (server.py: _tune_listener)
             fd = conn.detach()
             if self.trace:
                 self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_ACCEPT, 0))
