@@ -15,10 +15,13 @@ Workloads:
                 bare C epoll loop answering from memory (the ceiling)
   c400          the seed's experiment scaled to 2 cores: 2 workers, wrk -t2 -c400, unpinned
   1mib          a 1 MiB file, pinned, wrk -t2 -c10: bytes per second
-  ab            connection per request: ab -n 20000 -c 50 (no keep-alive), pinned
+  ab            connection per request: ab -n 20000 -c 50 (no keep-alive), pinned; minginx-cffi
+                and nginx each with and without TCP_DEFER_ACCEPT (h2o has it on by default)
   idle10k       10,000 idle keep-alive connections (one request each), server RSS
   ideas         the seed's ideas, each switched off in turn: caches, stack pool, buffer pool,
                 fd batching, the fast context switch
+  ideas-churn   the same for the pools and fd batching, under ab (a new connection, so a new
+                coroutine, stack and request buffer, per request)
   port          the 6 KiB file, pinned: the C engine against the pure-Python port (1 and 2
                 workers, with and without its caches)
   hello-native  13-byte text/plain from a Python handler, pinned as above: minginx-cffi's
@@ -60,13 +63,20 @@ WORKLOADS = {
     "1mib": dict(workers=1, pin=True, wrk=["-t2", "-c10"], path="/1mib.bin",
                  servers=["minginx-cffi lifo", "nginx", "h2o", "lighttpd"]),
     "ab": dict(workers=1, pin=True, kind="ab", ab=["-n", "20000", "-c", "50"], path="/index.html",
-               servers=["minginx-cffi lifo", "minginx-cffi reuseport", "nginx", "h2o", "lighttpd"]),
+               servers=["minginx-cffi lifo", "minginx-cffi reuseport", "minginx-cffi no defer-accept",
+                        "nginx", "nginx deferred", "h2o", "lighttpd"]),
     "idle10k": dict(workers=2, pin=False, kind="idle", conns=10000, path="/index.html",
                     servers=["minginx-cffi lifo", "python port", "nginx", "h2o", "lighttpd"]),
     "ideas": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
                   servers=["minginx-cffi lifo", "minginx-cffi ucontext", "minginx-cffi lifo, no caches",
                            "minginx-cffi no small-file cache", "minginx-cffi no stack pool",
-                           "minginx-cffi no buffer pool", "minginx-cffi fd_batch 1"]),
+                           "minginx-cffi no buffer pool", "minginx-cffi fd_batch 1"],
+                  baseline="minginx-cffi lifo"),
+    "ideas-churn": dict(workers=1, pin=True, kind="ab", ab=["-n", "20000", "-c", "50"],
+                        path="/index.html",
+                        servers=["minginx-cffi lifo", "minginx-cffi no stack pool",
+                                 "minginx-cffi no buffer pool", "minginx-cffi fd_batch 1"],
+                        baseline="minginx-cffi lifo"),
     "port": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
                  servers=["minginx-cffi lifo", "python port", "python port, 2 workers",
                           "python port, no caches"], baseline="python port"),
@@ -252,7 +262,7 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen_opts};
         root {root};
         location / {{ }}
     }}
@@ -260,11 +270,12 @@ http {{
 """
 
 
-def start_nginx(root, port, workers, pin):
+def start_nginx(root, port, workers, pin, deferred=False):
     tmp = tempfile.mkdtemp(prefix="bench-nginx-")
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(workers=workers, tmp=tmp, port=port, root=root))
+        f.write(NGINX_CONF.format(workers=workers, tmp=tmp, port=port, root=root,
+                                  listen_opts=" deferred" if deferred else ""))
     cmd = [shutil.which("nginx"), "-c", conf, "-p", tmp]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
@@ -303,6 +314,8 @@ def servers_available():
                                                                   "--switch", "ucontext"),
         "minginx-cffi reuseport": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
                                                                    "--accept", "reuseport"),
+        "minginx-cffi no defer-accept": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--no-defer-accept"),
         "minginx-cffi no small-file cache": lambda r, p, w, pin: start_minginx(
             r, p, w, pin, "lifo", "--small-file-cache", "0"),
         "minginx-cffi no stack pool": lambda r, p, w, pin: start_minginx(
@@ -315,6 +328,8 @@ def servers_available():
     })
     for name, binary in (("nginx", "nginx"), ("h2o", "h2o"), ("lighttpd", "lighttpd")):
         if shutil.which(binary):
+            if name == "nginx":   # nginx with TCP_DEFER_ACCEPT, as minginx-cffi and h2o by default
+                out["nginx deferred"] = lambda r, p, w, pin: start_nginx(r, p, w, pin, deferred=True)
             out[name] = start_nginx if name == "nginx" else \
                 (lambda kind: lambda r, p, w, pin: start_conf_server(kind, r, p, w, pin))(name)
         else:
