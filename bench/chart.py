@@ -28,7 +28,7 @@ def main(src, dst):
             ax.text(v, i, " %s" % ("%.1f" % v if idle else "{:,.0f}".format(v)), va="center", fontsize=8)
         ax.tick_params(labelsize=8)
     fig.suptitle("minginx-cffi bench, %s: %s" % (data.get("date", ""), data.get("machine", "")), fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.6 * len(workloads))))   # room for the title
     fig.savefig(dst, dpi=110)
 
 

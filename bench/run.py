@@ -590,6 +590,9 @@ def report(results, workloads, servers, args):
             doc = doc.split(begin)[0] + begin + "\n" + text + "\n" + end + doc.split(end, 1)[1]
             with open(readme, "w") as f:
                 f.write(doc)
+        if os.path.exists(base + ".png"):   # the chart README shows
+            shutil.copyfile(base + ".png", os.path.join(os.path.dirname(HERE), "docs",
+                                                        "bench-chart.png"))
     print()
     print(text)
     print("bench: wrote %s.json, %s.md%s" % (base, base, ", %s.png" % base
