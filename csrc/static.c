@@ -129,8 +129,10 @@ static int hexval(unsigned char c)
 /* Percent-decode and normalise the URL path into out, as a path relative to
  * the root ("" for the root itself).  Returns 0, or 400 (bad escape, %00,
  * ".." above the root), 404 (a dotfile), 414 (too long).  An encoded slash
- * (%2F) becomes a plain one before normalising, as in nginx. */
-static int decode_path(mg_str path, char *out, size_t cap, int serve_dotfiles)
+ * (%2F) becomes a plain one before normalising, as in nginx.  *dir says the
+ * decoded path names a directory: it ends in "/", "/." or "/.." ("/sub/..%2F"
+ * and "/sub/.." are the root, asked for as a directory). */
+static int decode_path(mg_str path, char *out, size_t cap, int serve_dotfiles, int *dir)
 {
     size_t n = 0;
 
@@ -152,6 +154,12 @@ static int decode_path(mg_str path, char *out, size_t cap, int serve_dotfiles)
             return 414;
         out[n++] = (char)c;
     }
+
+    size_t last = n;
+    while (last > 0 && out[last - 1] != '/')
+        last--;
+    *dir = n - last == 0 || (n - last == 1 && out[last] == '.') ||
+           (n - last == 2 && out[last] == '.' && out[last + 1] == '.');
 
     /* Normalise in place: the write index w never passes the read index r. */
     size_t r = 0, w = 0;
@@ -432,11 +440,11 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     }
 
     char *rel = co->rb->path;
-    int st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles);
+    int dir_request;
+    int st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles,
+                         &dir_request);
     if (st)
         return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
-
-    int dir_request = req->path.p[req->path.len - 1] == '/';
     mg_centry *e = file_open(co, rel, dir_request, &st);
     if (!e) {
         if (st == 301)

@@ -173,6 +173,22 @@ def test_dot_segments_inside_root_are_normalised(server, connect):
     assert c.request("GET", "//hello.txt").body == b"hello world\n"
 
 
+@pytest.mark.parametrize("path,status,body", [
+    ("/sub/..", 200, INDEX),                             # the root, as a directory
+    ("/sub/..%2f", 200, INDEX),                          # the same with an encoded slash
+    ("/sub/.", 200, b"<p>sub index</p>\n"),              # /sub/, not a 301 to /sub/./
+    ("/sub%2f", 200, b"<p>sub index</p>\n"),
+    ("/hello.txt/.", 404, None),                         # a file asked for as a directory
+    ("/sub/page.html/..", 200, b"<p>sub index</p>\n"),
+])
+def test_dot_segments_at_the_end_name_a_directory(server, connect, path, status, body):
+    """A path ending in "/", "/." or "/.." (decoded) names a directory, as in nginx."""
+    r = connect(server.port).request("GET", path)
+    assert r.status == status, path
+    if body is not None:
+        assert r.body == body
+
+
 @pytest.mark.parametrize("req,status", [
     (b"GET / HTTP/1.1\r\n\r\n", 400),
     (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),

@@ -47,7 +47,8 @@ class HTTPStatus(Exception):
 
 
 def decode_path(path, serve_dotfiles):
-    """The URL path as a normalised path relative to the root ("" for the root); raises HTTPStatus."""
+    """(the URL path normalised relative to the root ("" for the root), whether it names a
+    directory: ends in "/", "/." or "/.."); raises HTTPStatus."""
     if not path.startswith(b"/"):
         raise HTTPStatus(400)
     if b"%" in path:
@@ -62,6 +63,7 @@ def decode_path(path, serve_dotfiles):
             out.append(v)
             out += part[2:]
         path = bytes(out)
+    is_dir = path.rsplit(b"/", 1)[1] in (b"", b".", b"..")
     segs = []
     for seg in path.split(b"/"):
         if not seg or seg == b".":
@@ -77,7 +79,7 @@ def decode_path(path, serve_dotfiles):
     rel = b"/".join(segs)
     if len(rel) > 4000:
         raise HTTPStatus(414)
-    return rel
+    return rel, is_dir
 
 
 def _errno_status(e):
@@ -416,8 +418,8 @@ def static_serve(co, req, keep_alive):
         yield from send_error(co, 405 if m in METHODS else 501, keep_alive, False)
         return True
     try:
-        rel = decode_path(req.path, w.cfg["serve_dotfiles"])
-        e = w.cache.file_open(rel.decode("utf-8", "surrogateescape"), req.path.endswith(b"/"))
+        rel, is_dir = decode_path(req.path, w.cfg["serve_dotfiles"])
+        e = w.cache.file_open(rel.decode("utf-8", "surrogateescape"), is_dir)
     except HTTPStatus as s:
         if s.status == 301:
             return (yield from _redirect_slash(co, req, keep_alive, head_only))
