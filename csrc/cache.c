@@ -400,26 +400,33 @@ static int entry_fresh(mg_worker *w, mg_centry *e)
     return 1;
 }
 
+/* An entry's key is the path, with a "/" after it for a directory request
+ * ("sub" is a 301, "sub/" its index.html).  Compared in place: no copy of the
+ * key on the coroutine's stack, whose pages stay resident once touched. */
+static int key_equal(const mg_centry *e, const char *rel, size_t rel_len, int dir_request)
+{
+    return e->key_len == rel_len + (size_t)dir_request && memcmp(e->key, rel, rel_len) == 0 &&
+           (!dir_request || e->key[rel_len] == '/');
+}
+
 mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *status)
 {
     mg_worker *w = co->worker;
     struct mg_file_cache *c = w->cache;
-    char key[4096 + 2];
     size_t rel_len = strlen(rel);
 
-    if (rel_len + 2 > sizeof(key)) {
+    if (rel_len > 4096) {
         *status = 414;
         return NULL;
     }
-    memcpy(key, rel, rel_len);
-    size_t key_len = rel_len;
+    dir_request = !!dir_request;
+    size_t key_len = rel_len + (size_t)dir_request;
+    uint32_t h = hash_path(rel, rel_len);
     if (dir_request)
-        key[key_len++] = '/';
-
-    uint32_t h = hash_path(key, key_len);
+        h = (h ^ '/') * 16777619u;   /* hash_path() of the key, one byte further */
     if (c) {
         for (mg_centry *e = c->buckets[h & c->mask]; e; e = e->hnext) {
-            if (e->hash != h || e->key_len != key_len || memcmp(e->key, key, key_len) != 0)
+            if (e->hash != h || !key_equal(e, rel, rel_len, dir_request))
                 continue;
             if (!entry_fresh(w, e)) {
                 entry_remove(w, e);
@@ -455,7 +462,9 @@ mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *st
         }
     }
     if (e) {
-        memcpy(e->key, key, key_len);
+        memcpy(e->key, rel, rel_len);
+        if (dir_request)
+            e->key[rel_len] = '/';
         e->key[key_len] = '\0';
         pathbuf = e->key + key_len + 1;
         pathcap = key_len + 19;

@@ -238,3 +238,42 @@ def test_emfile_backs_off_without_spinning_and_recovers(site_root, engine_name):
     finally:
         p.send_signal(signal.SIGINT)
         p.wait(15)
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_idle_keep_alive_connection_costs_about_a_page(site_root, engine_name):
+    """An idle keep-alive connection keeps its coroutine: the top page of its stack region
+    (the struct and the frames parked in recv_async), not the pages a request touched."""
+    n = 600
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--port", str(port),
+                          "--root", str(site_root), "--workers", "1", "--engine", engine_name,
+                          "--no-stats"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    conns = []
+    try:
+        p.stdout.readline()   # the banner: listening
+
+        def server_rss_kib():
+            with open("/proc/%d/status" % p.pid) as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+        def open_conns(k):
+            for _ in range(k):
+                c = Conn(port)
+                assert c.request("GET", "/index.html").body == INDEX
+                conns.append(c)
+
+        open_conns(20)   # warm the caches
+        before = server_rss_kib()
+        open_conns(n)
+        per_conn = (server_rss_kib() - before) / n
+        if not os.environ.get("MINGINX_SANITIZED"):
+            assert per_conn < 6.0, "%.1f KiB per idle connection" % per_conn
+    finally:
+        for c in conns:
+            c.close()
+        p.send_signal(signal.SIGINT)
+        p.wait(10)
