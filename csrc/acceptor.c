@@ -7,8 +7,9 @@
  *   - on EMFILE/ENFILE (out of fds) it takes the socket out of the epoll set
  *     for 100 ms and retries, rather than being woken again at once by the
  *     connection it could not accept.
- * Each accepted fd goes to the next worker round-robin, as a 4-byte write
- * down that worker's dispatch pipe (see worker.c: read_dispatch_pipe).
+ * Each accepted fd goes to the next worker round-robin, as 4 bytes down that
+ * worker's dispatch pipe (see worker.c: read_dispatch_pipe); the fds one
+ * round of accept4 took go down together, one write per worker.
  */
 #include "internal.h"
 
@@ -71,6 +72,10 @@ mg_server *mg_server_new(const mg_config *cfg, int *err)
         goto fail;
     srv->trace = cfg->trace;
     srv->index = -1;
+    /* bench/run.py --workload ideas: MINGINX_FD_BATCH=1 turns fd batching off both ways */
+    srv->dispatch_max = MG_DISPATCH_BATCH;
+    if (getenv("MINGINX_FD_BATCH") && atoi(getenv("MINGINX_FD_BATCH")) == 1)
+        srv->dispatch_max = 1;
     srv->started_ms = mg_now_ms();
     if (srv->trace && trace_ring_init(&srv->ring) < 0)
         goto fail;
@@ -102,24 +107,56 @@ void mg_server_free(mg_server *srv)
 
 /* ------------------------------------------------------------- dispatch */
 
-/* Hand fd to a worker: round-robin, skipping a worker whose pipe is full. */
-int dispatch(mg_server *srv, int fd)
+/* Write a worker's queued fds down its pipe in one write: one wake-up of the
+ * worker for all of them (it reads them into fd_batch).  At most PIPE_BUF
+ * bytes, so the write is all or nothing.  Returns 0 or -errno. */
+static int pipe_write_fds(mg_worker *w, const int *fds, int n)
 {
-    for (int tries = 0; tries < srv->nworkers; tries++) {
-        mg_worker *w = srv->workers[srv->next_worker++ % (unsigned)srv->nworkers];
-        /* traced before the write: the worker may read it before we look again */
-        if (MG_UNLIKELY(srv->trace))
-            trace_push(&srv->ring, -1, MG_EV_DISPATCH, 0, fd, w->index);
-        for (;;) {
-            if (write(w->pipe_w, &fd, sizeof(fd)) == (ssize_t)sizeof(fd))
-                return 0;
-            if (errno != EINTR)
-                break;
-        }
-        if (errno != EAGAIN)
+    for (;;) {
+        if (write(w->pipe_w, fds, (size_t)n * sizeof(int)) == (ssize_t)((size_t)n * sizeof(int)))
+            return 0;
+        if (errno != EINTR)
             return -errno;
     }
-    return -EAGAIN;   /* every worker is 16,000 connections behind: shed this one */
+}
+
+/* Send worker w's queue; if its pipe is full, to the next worker whose pipe
+ * is not; if every pipe is full (each worker 16,000 connections behind), shed
+ * the connections. */
+static void dispatch_flush_one(mg_server *srv, mg_worker *w)
+{
+    int n = w->dispatch_len, r = -EAGAIN;
+    w->dispatch_len = 0;
+    for (int k = 0; k < srv->nworkers && r == -EAGAIN; k++)
+        r = pipe_write_fds(srv->workers[(w->index + k) % srv->nworkers], w->dispatch_q, n);
+    if (r < 0) {
+        mg_log("minginx: dispatch: %s; closing %d connection%s", strerror(-r), n, n > 1 ? "s" : "");
+        for (int i = 0; i < n; i++)
+            close(w->dispatch_q[i]);
+    }
+}
+
+/* Send every worker's queue: called when the accept loop has taken all
+ * that was waiting. */
+void dispatch_flush(mg_server *srv)
+{
+    for (int i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i]->dispatch_len)
+            dispatch_flush_one(srv, srv->workers[i]);
+}
+
+/* Hand fd to the next worker, round-robin: queued, and sent down the worker's
+ * pipe with the others accepted in the same round (dispatch_flush), so a
+ * burst of connections costs each worker one wake-up, not one per fd. */
+void dispatch(mg_server *srv, int fd)
+{
+    mg_worker *w = srv->workers[srv->next_worker++ % (unsigned)srv->nworkers];
+    /* traced before the write: the worker may read it before we look again */
+    if (MG_UNLIKELY(srv->trace))
+        trace_push(&srv->ring, -1, MG_EV_DISPATCH, 0, fd, w->index);
+    w->dispatch_q[w->dispatch_len++] = fd;
+    if (w->dispatch_len >= srv->dispatch_max)
+        dispatch_flush_one(srv, w);
 }
 
 /* ------------------------------------------------------------- acceptor */
@@ -159,11 +196,7 @@ static int accept_batch(mg_server *srv, int listen_fd)
         if (MG_UNLIKELY(srv->trace))
             trace_push(&srv->ring, -1, MG_EV_ACCEPT, 0, fd, 0);
         /* TCP_NODELAY comes from the listener (server.py: _tune_listener) */
-        int r = dispatch(srv, fd);
-        if (r < 0) {
-            mg_log("minginx: dispatch: %s; closing the connection", strerror(-r));
-            close(fd);
-        }
+        dispatch(srv, fd);
     }
     return 0;
 }
@@ -200,9 +233,13 @@ int mg_accept_loop(mg_server *srv, int listen_fd, int wake_fd)
                 while (read(wake_fd, drain, sizeof(drain)) > 0)
                     ;
                 woken = 1;
-            } else if (evs[i].data.fd == listen_fd && accept_batch(srv, listen_fd)) {
-                srv->accept_paused = 1;
-                listen_in_epoll(srv, listen_fd, EPOLL_CTL_DEL);
+            } else if (evs[i].data.fd == listen_fd) {
+                int back_off = accept_batch(srv, listen_fd);
+                dispatch_flush(srv);
+                if (back_off) {
+                    srv->accept_paused = 1;
+                    listen_in_epoll(srv, listen_fd, EPOLL_CTL_DEL);
+                }
             }
         }
         if (woken)

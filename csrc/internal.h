@@ -46,6 +46,7 @@
 #define MG_MAX_HEADERS 100            /* fields; more is 431 */
 #define MG_REQBUF_DATA (MG_MAX_REQUEST_LINE + MG_MAX_HEADER_BYTES + 4096)
 #define MG_FD_BATCH 256               /* fds read from the dispatch pipe at once */
+#define MG_DISPATCH_BATCH 64          /* fds the acceptor sends a worker in one write (< PIPE_BUF) */
 #define MG_MAX_EVENTS 512             /* epoll events taken per epoll_wait */
 #define MG_STACK_POOL_MAX 4096        /* stacks parked per worker */
 #define MG_REQBUF_POOL_MAX 256        /* request buffers parked per worker */
@@ -195,6 +196,10 @@ struct mg_worker {
     mg_stats stats;
     int fd_batch[MG_FD_BATCH];
     struct epoll_event events[MG_MAX_EVENTS];
+    /* the acceptor thread's, not the worker's: fds accepted for this worker
+     * and not yet written down its pipe (acceptor.c: dispatch) */
+    int dispatch_q[MG_DISPATCH_BATCH];
+    int dispatch_len;
 };
 
 struct mg_server {
@@ -205,6 +210,7 @@ struct mg_server {
     struct mg_worker *workers[MG_MAX_WORKERS];
     int nworkers;
     unsigned next_worker;        /* round-robin cursor of dispatch() */
+    int dispatch_max;            /* fds queued per worker before a write (MG_DISPATCH_BATCH) */
     int accept_epfd;
     int accept_paused;           /* EMFILE back-off in progress */
     int trace;
@@ -234,7 +240,8 @@ MG_HIDDEN int64_t mg_now_ms(void);
 MG_HIDDEN void worker_refresh_date(struct mg_worker *w);
 
 /* acceptor.c */
-MG_HIDDEN int dispatch(struct mg_server *srv, int fd);
+MG_HIDDEN void dispatch(struct mg_server *srv, int fd);
+MG_HIDDEN void dispatch_flush(struct mg_server *srv);
 
 /* io.c: each returns bytes moved (>= 0, 0 = EOF for recv) or -errno;
  * -ETIMEDOUT when the coroutine's timer fired, -ECANCELED at shutdown. */
