@@ -1,8 +1,9 @@
 """acceptor.py - the main thread's accept loop and dispatch() (csrc/acceptor.c).
 
 Sleeps in epoll on the listening socket and a wake-up pipe (signals write to
-it); accepts until EAGAIN and writes each fd, 4 bytes, down the next
-worker's pipe, round-robin.  Out of fds: pause accepting for 100 ms.
+it); accepts until EAGAIN, queues each fd for the next worker, round-robin,
+and then writes each worker's fds down its pipe at once (4 bytes each, one
+wake-up per worker).  Out of fds: pause accepting for 100 ms.
 """
 
 import collections
@@ -16,6 +17,7 @@ import time
 from ..trace import EV_ACCEPT, EV_DISPATCH
 
 ACCEPT_BACKOFF = 0.1
+MG_DISPATCH_BATCH = 64   # fds sent to a worker in one write
 
 
 class Acceptor:
@@ -27,20 +29,36 @@ class Acceptor:
         self.registered = set()
         self.trace = engine.cfg["trace"]
         self.ring = collections.deque(maxlen=16384)
+        self.queues = []    # per worker: fds accepted, not yet written down its pipe
+        self.dispatch_max = 1 if os.environ.get("MINGINX_FD_BATCH") == "1" else MG_DISPATCH_BATCH
 
     def dispatch(self, fd):
+        """Queue fd for the next worker, round-robin; dispatch_flush() sends the queues."""
+        index = self.next_worker % len(self.queues)
+        self.next_worker += 1
+        if self.trace:   # before the write: the worker may read it at once
+            self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_DISPATCH, index))
+        self.queues[index].append(fd)
+        if len(self.queues[index]) >= self.dispatch_max:
+            self._flush_one(index)
+
+    def _flush_one(self, index):
+        fds, self.queues[index] = self.queues[index], []
         pipes = self.engine.pipes
-        for _ in range(len(pipes)):
-            index = self.next_worker % len(pipes)
-            self.next_worker += 1
-            if self.trace:   # before the write: the worker may read it at once
-                self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_DISPATCH, index))
+        data = struct.pack("%di" % len(fds), *fds)   # < PIPE_BUF: all or nothing
+        for k in range(len(pipes)):   # a full pipe passes them to the next worker
             try:
-                os.write(pipes[index], struct.pack("i", fd))
-                return True
+                os.write(pipes[(index + k) % len(pipes)], data)
+                return
             except BlockingIOError:
                 continue
-        return False
+        for fd in fds:   # every worker is 16,000 connections behind: shed them
+            os.close(fd)
+
+    def dispatch_flush(self):
+        for index, q in enumerate(self.queues):
+            if q:
+                self._flush_one(index)
 
     def _register(self, fd):
         if fd not in self.registered:
@@ -53,6 +71,7 @@ class Acceptor:
             self.registered.discard(fd)
 
     def accept_loop(self, listen_fd, wake_fd):
+        self.queues = [[] for _ in self.engine.pipes]
         self._register(wake_fd)
         if not self.paused:
             self._register(listen_fd)
@@ -73,9 +92,12 @@ class Acceptor:
                         except BlockingIOError:
                             pass
                         return 0
-                    if fd == listen_fd and self._accept_batch(lsock):
-                        self.paused = True
-                        self._unregister(listen_fd)
+                    if fd == listen_fd:
+                        back_off = self._accept_batch(lsock)
+                        self.dispatch_flush()
+                        if back_off:
+                            self.paused = True
+                            self._unregister(listen_fd)
         finally:
             lsock.close()
             self._unregister(listen_fd)
@@ -99,8 +121,7 @@ class Acceptor:
             fd = conn.detach()
             if self.trace:
                 self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_ACCEPT, 0))
-            if not self.dispatch(fd):
-                os.close(fd)
+            self.dispatch(fd)
         return False
 
     def close(self):
