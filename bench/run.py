@@ -11,7 +11,8 @@ Results (every run) go to bench/results/<timestamp>.json and a Markdown table.
 
 Workloads:
   pinned        the 6 KiB index.html; server on CPU 0 with 1 worker, wrk on CPU 1 with -t2 -c100
-                (stable to ~3%): minginx-cffi's variants, nginx, h2o, lighttpd, the port, and a
+                (stable to ~3%): minginx-cffi's variants, nginx (as the issue measured it, and with
+                its open_file_cache), h2o, lighttpd, the port, and a
                 bare C epoll loop answering from memory (the ceiling)
   c400          the seed's experiment scaled to 2 cores: 2 workers, wrk -t2 -c400, unpinned
   1mib          a 1 MiB file, pinned, wrk -t2 -c10: bytes per second
@@ -53,7 +54,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from minginx_cffi.server import default_root  # noqa: E402
 
 STATIC = ["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi ucontext", "minginx-cffi reuseport",
-          "nginx", "h2o", "lighttpd"]
+          "nginx", "nginx open_file_cache", "h2o", "lighttpd"]
 WORKLOADS = {
     "pinned": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
                    servers=STATIC + ["minginx-cffi lifo, no caches", "python port", "bare C loop"]),
@@ -251,7 +252,7 @@ http {{
     access_log off;
     sendfile on;
     tcp_nopush on;
-    tcp_nodelay on;
+    tcp_nodelay on;{extra_http}
     keepalive_requests 10000000;
     keepalive_timeout 65;
     types {{ text/html html; text/css css; application/javascript js; }}
@@ -270,12 +271,16 @@ http {{
 """
 
 
-def start_nginx(root, port, workers, pin, deferred=False):
+def start_nginx(root, port, workers, pin, deferred=False, file_cache=False):
     tmp = tempfile.mkdtemp(prefix="bench-nginx-")
     conf = os.path.join(tmp, "nginx.conf")
+    # file_cache: nginx's open_file_cache, the counterpart of minginx-cffi's (on by default
+    # there, off in nginx's defaults and in the issue's reference figures)
+    extra = ("\n    open_file_cache max=1024 inactive=60s;\n    open_file_cache_valid 1s;"
+             if file_cache else "")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(workers=workers, tmp=tmp, port=port, root=root,
-                                  listen_opts=" deferred" if deferred else ""))
+                                  listen_opts=" deferred" if deferred else "", extra_http=extra))
     cmd = [shutil.which("nginx"), "-c", conf, "-p", tmp]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
@@ -330,6 +335,8 @@ def servers_available():
         if shutil.which(binary):
             if name == "nginx":   # nginx with TCP_DEFER_ACCEPT, as minginx-cffi and h2o by default
                 out["nginx deferred"] = lambda r, p, w, pin: start_nginx(r, p, w, pin, deferred=True)
+                out["nginx open_file_cache"] = lambda r, p, w, pin: start_nginx(r, p, w, pin,
+                                                                              file_cache=True)
             out[name] = start_nginx if name == "nginx" else \
                 (lambda kind: lambda r, p, w, pin: start_conf_server(kind, r, p, w, pin))(name)
         else:
