@@ -64,5 +64,6 @@ bench/.venv:
 
 clean:
 	rm -rf build dist *.egg-info minginx_cffi/_minginx*.so minginx_cffi/_minginx.c \
-	       csrc/*.o minginx_cffi/*.o .pytest_cache bench/results
+	       csrc/*.o minginx_cffi/*.o .pytest_cache
+	git clean -qfX bench/results 2>/dev/null || true   # results not committed (README's are)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
