@@ -277,3 +277,56 @@ def test_idle_keep_alive_connection_costs_about_a_page(site_root, engine_name):
             c.close()
         p.send_signal(signal.SIGINT)
         p.wait(10)
+
+
+def test_port_dispatch_passes_a_full_pipe_on_then_sheds():
+    """pyport/acceptor.py (as csrc/acceptor.c: dispatch_flush_one): a worker whose pipe is
+    full hands its fds to the next worker's pipe; when every pipe is full they are closed."""
+    import fcntl
+    import types
+
+    from minginx_cffi.pyport.acceptor import Acceptor
+
+    pipes = [os.pipe2(os.O_NONBLOCK) for _ in range(2)]
+    try:
+        for r, w in pipes:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+        full = pipes[0][1]
+        try:
+            while True:
+                os.write(full, b"x" * 512)
+        except BlockingIOError:
+            pass
+        acc = Acceptor(types.SimpleNamespace(cfg={"trace": False}, pipes=[w for _, w in pipes]))
+        acc.queues = [[], []]
+        pairs = [socket.socketpair() for _ in range(2)]
+        fds = [a.detach() for a, _ in pairs]
+        acc.dispatch(fds[0])   # round-robin: worker 0, whose pipe is full
+        acc.dispatch(fds[1])   # worker 1
+        acc.dispatch_flush()
+        got = os.read(pipes[1][0], 64)
+        assert sorted(struct.unpack("%di" % (len(got) // 4), got)) == sorted(fds)
+        for fd in fds:
+            os.fstat(fd)   # both still open: they reached a worker
+        # now both pipes full: the next fds are shed (closed), not leaked
+        try:
+            while True:
+                os.write(pipes[1][1], b"x" * 512)
+        except BlockingIOError:
+            pass
+        more = [socket.socketpair() for _ in range(2)]
+        shed = [a.detach() for a, _ in more]
+        for fd in shed:
+            acc.dispatch(fd)
+        acc.dispatch_flush()
+        for fd in shed:
+            with pytest.raises(OSError):
+                os.fstat(fd)
+        for fd in fds:
+            os.close(fd)
+        for _, b in pairs + more:
+            b.close()
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
