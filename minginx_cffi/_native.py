@@ -239,7 +239,8 @@ from . import trace as _trace  # noqa: E402
 
 assert lib.MG_EV_MAX == len(_trace.EVENTS), "minginx.h and trace.py disagree on the events"
 
-from ._dispatch import FALLTHROUGH, RESP_CLOSE, RESP_HAS_LENGTH, RESP_STREAM, log  # noqa: E402
+from ._dispatch import (ERROR_500_BODY, ERROR_500_HEADERS, FALLTHROUGH, RESP_CLOSE,  # noqa: E402
+                        RESP_HAS_LENGTH, RESP_STREAM, close_iter, log)
 
 assert (RESP_STREAM, RESP_HAS_LENGTH, RESP_CLOSE) == (
     lib.MG_RESP_STREAM, lib.MG_RESP_HAS_LENGTH, lib.MG_RESP_CLOSE), "minginx.h and _dispatch.py disagree"
@@ -306,17 +307,6 @@ def _next_piece(it):
     return piece
 
 
-def _close_iter(it):
-    close = getattr(it, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:
-            log.exception("minginx: closing a response iterator raised")
-
-
-_ERROR_500 = b"Internal Server Error\n"
-_ERROR_HDRS = b"Content-Type: text/plain; charset=utf-8\r\n"
 
 
 class Bridge:
@@ -333,7 +323,7 @@ class Bridge:
     def unregister(self):
         _BRIDGES.pop(self.app_id, None)
         for it in self.streams.values():
-            _close_iter(it)
+            close_iter(it)
         self.streams.clear()
 
     def start(self, c):
@@ -343,7 +333,7 @@ class Bridge:
         except Exception:
             log.error("minginx: handler for %s %s raised:\n%s", view.method,
                       view.raw_path.decode("latin-1"), traceback.format_exc().rstrip())
-            result = (500, b"", _ERROR_HDRS, _ERROR_500, 0)
+            result = (500, b"", ERROR_500_HEADERS, ERROR_500_BODY, 0)
         finally:
             view.close()
         if result is FALLTHROUGH:
@@ -360,12 +350,12 @@ class Bridge:
             first = None if c._head_only else _next_piece(it)
         except Exception:
             log.error("minginx: response iterator raised:\n%s", traceback.format_exc().rstrip())
-            _close_iter(it)
-            lib.mg_call_start(c, 500, b"", 0, _ERROR_HDRS, len(_ERROR_HDRS), _ERROR_500,
-                              len(_ERROR_500), RESP_CLOSE)
+            close_iter(it)
+            lib.mg_call_start(c, 500, b"", 0, ERROR_500_HEADERS, len(ERROR_500_HEADERS),
+                              ERROR_500_BODY, len(ERROR_500_BODY), RESP_CLOSE)
             return
         if first is None:   # empty body (or HEAD): no stream after all
-            _close_iter(it)
+            close_iter(it)
             lib.mg_call_start(c, status, reason, len(reason), headers, len(headers), b"", 0,
                               flags if c._head_only else flags & ~RESP_STREAM)
             return
@@ -385,13 +375,13 @@ class Bridge:
             log.error("minginx: response iterator raised mid-stream; closing the connection:\n%s",
                       traceback.format_exc().rstrip())
             del self.streams[key]
-            _close_iter(it)
+            close_iter(it)
             c.more = 0
             c._keep_alive = 0   # the body is cut short: the client must see the close
             return
         if chunk is None:
             del self.streams[key]
-            _close_iter(it)
+            close_iter(it)
             lib.mg_call_chunk(c, b"", 0, 1)
         else:
             lib.mg_call_chunk(c, chunk, len(chunk), 0)
@@ -399,7 +389,7 @@ class Bridge:
     def abort(self, c):
         it = self.streams.pop((c.worker, c.id), None)
         if it is not None:
-            _close_iter(it)
+            close_iter(it)
 
 
 def _batch_error(exc, value, tb):

@@ -131,8 +131,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
     except Exception:
         _dispatch.log.exception("minginx: handler for %s %s raised", view.method,
                                 view.raw_path.decode("latin-1"))
-        result = (500, b"", b"Content-Type: text/plain; charset=utf-8\r\n",
-                  b"Internal Server Error\n", 0)
+        result = (500, b"", _dispatch.ERROR_500_HEADERS, _dispatch.ERROR_500_BODY, 0)
     if result is _dispatch.FALLTHROUGH:
         return 1
     status, reason, headers, body, flags = result
@@ -144,7 +143,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
     if not isinstance(body, (bytes, bytearray, memoryview)):
         it = iter(body)
         if head_only or no_body:
-            _close(it)
+            _dispatch.close_iter(it)
             it, body = None, b""
     chunked = False
     framing = b""
@@ -177,17 +176,8 @@ def _python_request(co, req, body, keep_alive, dispatch):
         _dispatch.log.exception("minginx: response iterator raised mid-stream; closing")
         return 2
     finally:
-        _close(it)
+        _dispatch.close_iter(it)
     return 0 if keep_alive else 2
-
-
-def _close(it):
-    close = getattr(it, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:
-            _dispatch.log.exception("minginx: closing a response iterator raised")
 
 
 def co_status(co):
