@@ -72,10 +72,6 @@ mg_server *mg_server_new(const mg_config *cfg, int *err)
         goto fail;
     srv->trace = cfg->trace;
     srv->index = -1;
-    /* bench/run.py --workload ideas: MINGINX_FD_BATCH=1 turns fd batching off both ways */
-    srv->dispatch_max = MG_DISPATCH_BATCH;
-    if (getenv("MINGINX_FD_BATCH") && atoi(getenv("MINGINX_FD_BATCH")) == 1)
-        srv->dispatch_max = 1;
     srv->started_ms = mg_now_ms();
     if (srv->trace && trace_ring_init(&srv->ring) < 0)
         goto fail;
@@ -155,7 +151,8 @@ void dispatch(mg_server *srv, int fd)
     if (MG_UNLIKELY(srv->trace))
         trace_push(&srv->ring, -1, MG_EV_DISPATCH, 0, fd, w->index);
     w->dispatch_q[w->dispatch_len++] = fd;
-    if (w->dispatch_len >= srv->dispatch_max)
+    /* no more than the worker reads at once (MINGINX_FD_BATCH=1: no batching either way) */
+    if (w->dispatch_len >= MG_DISPATCH_BATCH || w->dispatch_len >= w->fd_batch_len)
         dispatch_flush_one(srv, w);
 }
 

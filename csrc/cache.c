@@ -33,10 +33,11 @@ struct mg_file_cache {
     mg_centry *lru_head, *lru_tail;   /* head: most recently used */
 };
 
-/* FNV-1a: simple and good enough for path names */
-static uint32_t hash_path(const char *s, size_t n)
+/* FNV-1a: simple and good enough for path names.  It continues from h
+ * (FNV_OFFSET to start), so a key can be hashed in pieces. */
+#define FNV_OFFSET 2166136261u
+static uint32_t hash_path(uint32_t h, const char *s, size_t n)
 {
-    uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
@@ -421,9 +422,9 @@ mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *st
     }
     dir_request = !!dir_request;
     size_t key_len = rel_len + (size_t)dir_request;
-    uint32_t h = hash_path(rel, rel_len);
+    uint32_t h = hash_path(FNV_OFFSET, rel, rel_len);
     if (dir_request)
-        h = (h ^ '/') * 16777619u;   /* hash_path() of the key, one byte further */
+        h = hash_path(h, "/", 1);
     if (c) {
         for (mg_centry *e = c->buckets[h & c->mask]; e; e = e->hnext) {
             if (e->hash != h || !key_equal(e, rel, rel_len, dir_request))

@@ -165,7 +165,8 @@ struct mg_worker {
     stack_t old_altstack;
     int max_conns;               /* per worker; new ones beyond it get 503 (0: no limit) */
     int no_stack_pool, no_buffer_pool;   /* benchmarks only: MINGINX_NO_*_POOL */
-    int fd_batch_len;            /* fds read per pipe read (MG_FD_BATCH; MINGINX_FD_BATCH) */
+    int fd_batch_len;            /* fds read per pipe read (MG_FD_BATCH; MINGINX_FD_BATCH);
+                                    set at creation, read by the acceptor too */
     int listen_fd;               /* --accept reuseport: this worker's own listener, else -1 */
     int64_t accept_resume_ms;    /* out of fds: listen again at this time (0: listening) */
     int trace;                   /* cfg.trace: record the happy path in ring */
@@ -210,7 +211,6 @@ struct mg_server {
     struct mg_worker *workers[MG_MAX_WORKERS];
     int nworkers;
     unsigned next_worker;        /* round-robin cursor of dispatch() */
-    int dispatch_max;            /* fds queued per worker before a write (MG_DISPATCH_BATCH) */
     int accept_epfd;
     int accept_paused;           /* EMFILE back-off in progress */
     int trace;

@@ -30,7 +30,6 @@ class Acceptor:
         self.trace = engine.cfg["trace"]
         self.ring = collections.deque(maxlen=16384)
         self.queues = []    # per worker: fds accepted, not yet written down its pipe
-        self.dispatch_max = 1 if os.environ.get("MINGINX_FD_BATCH") == "1" else MG_DISPATCH_BATCH
 
     def dispatch(self, fd):
         """Queue fd for the next worker, round-robin; dispatch_flush() sends the queues."""
@@ -39,7 +38,7 @@ class Acceptor:
         if self.trace:   # before the write: the worker may read it at once
             self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_DISPATCH, index))
         self.queues[index].append(fd)
-        if len(self.queues[index]) >= self.dispatch_max:
+        if len(self.queues[index]) >= MG_DISPATCH_BATCH:
             self._flush_one(index)
 
     def _flush_one(self, index):
