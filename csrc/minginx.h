@@ -149,7 +149,7 @@ typedef struct {
     void *_co;
 } mg_pycall;
 
-/* Implemented in Python (minginx_cffi/_native.py); the build script turns
+/* Implemented in Python (minginx_cffi/_bridge.py); the build script turns
  * MG_EXTERN_PYTHON into cffi's extern "Python+C". */
 MG_EXTERN_PYTHON int mg_py_batch(int app_id, mg_pycall **calls, int n);
 

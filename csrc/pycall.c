@@ -10,7 +10,7 @@
  *                             call to mg_py_batch(), a cffi extern "Python"
  *                             function: the GIL is taken once per batch, on
  *                             the worker thread's own stack
- *   Python (_native.py)       runs the handler; mg_call_start() / mg_call_chunk()
+ *   Python (_bridge.py)       runs the handler; mg_call_start() / mg_call_chunk()
  *                             copy the response into the call's output buffer
  *   worker loop               add_to_ready() each coroutine of the batch
  *   coroutine                 sends the output in C (send_async); a streamed

@@ -2,8 +2,8 @@
 
 A dispatcher is ``dispatch(view) -> FALLTHROUGH | (status, reason, header_block, body, flags)``
 (minginx_cffi/app.py and wsgi.py make them).  The C engine runs it through
-_native.Bridge; the pure-Python port (pyport/) calls it directly.  The flag
-values are csrc/minginx.h's MG_RESP_*; _native checks that they agree.
+_bridge.Bridge; the pure-Python port (pyport/) calls it directly.  The flag
+values are csrc/minginx.h's MG_RESP_*; _bridge checks that they agree.
 """
 
 import logging
