@@ -281,7 +281,9 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
             pycall_release(c);
             return -1;
         }
-        ssize_t r = send_async(co, c->_out.p, c->_out.len);
+        /* nothing to send happens (a stream cut or ended by Python): a send
+         * of 0 bytes would park for a writability that never comes */
+        ssize_t r = c->_out.len ? send_async(co, c->_out.p, c->_out.len) : 0;
         c->_out.len = 0;
         if (r < 0) {
             if (c->more)

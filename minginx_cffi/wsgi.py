@@ -152,9 +152,10 @@ def _close(result):
 
 def _status(status):
     """PEP 3333's status string as (code, reason bytes); ValueError unless it starts with
-    three ASCII digits and a space.  The reason's bytes are checked by the writer."""
-    code, sp, reason = status.partition(" ")
-    if not (len(code) == 3 and code.isascii() and code.isdigit() and sp):
+    three ASCII digits ("+200", "2_00" and " 200" are not statuses, though int() takes
+    them).  The range and the reason's bytes are the response writer's to check."""
+    code, _, reason = status.partition(" ")
+    if not (len(code) == 3 and code.isascii() and code.isdigit()):
         raise ValueError("WSGI status %r is not \"NNN reason\"" % (status,))
     return int(code), reason.encode("latin-1")
 
