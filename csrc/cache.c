@@ -17,6 +17,7 @@
  * last user lets go, even if invalidated meanwhile.  Eviction is LRU.
  */
 #include "cache.h"
+#include "response.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -202,14 +203,6 @@ static int mime_index(const char *path)
     return -1;
 }
 
-static void put(char **p, char *end, const char *s, size_t n)
-{
-    if ((size_t)(end - *p) < n)
-        n = (size_t)(end - *p);
-    memcpy(*p, s, n);
-    *p += n;
-}
-
 static char *put_hex(char *p, uint64_t v)
 {
     return p + format_u64(p, v, 16);
@@ -237,19 +230,21 @@ static void file_describe(mg_file *f, const struct stat *st, const mg_centry *e,
     *p++ = '"';
     f->etag_len = (int)(p - f->etag);
 
-    char *h = f->hdr, *end = f->hdr + sizeof(f->hdr);
-    put(&h, end, "Content-Type: ", 14);
-    put(&h, end, ctype, strlen(ctype));
+    /* built once per file, not per response: the static path copies it whole */
+    mg_buf h;
+    buf_fixed(&h, f->hdr, sizeof(f->hdr));
+    buf_str(&h, "Content-Type: ");
+    buf_str(&h, ctype);
     if (is_gz)
-        put(&h, end, "\r\nContent-Encoding: gzip", 24);
+        buf_str(&h, "\r\nContent-Encoding: gzip");
     if (gzip_static && e->compressible)
-        put(&h, end, "\r\nVary: Accept-Encoding", 23);
-    put(&h, end, "\r\nLast-Modified: ", 17);
-    put(&h, end, e->last_modified, strlen(e->last_modified));
-    put(&h, end, "\r\nETag: ", 8);
-    put(&h, end, f->etag, (size_t)f->etag_len);
-    put(&h, end, "\r\nAccept-Ranges: bytes\r\n", 24);
-    f->hdr_len = (int)(h - f->hdr);
+        buf_str(&h, "\r\nVary: Accept-Encoding");
+    buf_str(&h, "\r\nLast-Modified: ");
+    buf_str(&h, e->last_modified);
+    buf_str(&h, "\r\nETag: ");
+    buf_put(&h, f->etag, (size_t)f->etag_len);
+    buf_str(&h, "\r\nAccept-Ranges: bytes\r\n");
+    f->hdr_len = h.err ? 0 : (int)h.len;   /* cannot happen: 320 bytes hold the longest */
 }
 
 static char *read_whole(int fd, int64_t size)

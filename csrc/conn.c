@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 
 #include "http.h"
+#include "response.h"
 
 /* ------------------------------------------------------ the buffer pool */
 
@@ -36,8 +37,7 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
         rb = malloc(sizeof(*rb));   /* only while the pool warms up */
         if (!rb)
             return NULL;
-        rb->call._out = NULL;
-        rb->call._out_cap = 0;
+        buf_growable(&rb->call._out);
     }
     rb->next_free = NULL;
     rb->len = 0;
@@ -48,7 +48,7 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
 void reqbuf_put(mg_worker *w, mg_reqbuf *rb)
 {
     if (w->reqbuf_pool_len >= MG_REQBUF_POOL_MAX || w->no_buffer_pool) {
-        free(rb->call._out);
+        buf_free(&rb->call._out);
         free(rb);
         return;
     }
@@ -62,7 +62,7 @@ void reqbuf_pool_drain(mg_worker *w)
     while (w->reqbuf_pool) {
         mg_reqbuf *rb = w->reqbuf_pool;
         w->reqbuf_pool = rb->next_free;
-        free(rb->call._out);
+        buf_free(&rb->call._out);
         free(rb);
     }
     w->reqbuf_pool_len = 0;

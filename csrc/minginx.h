@@ -116,10 +116,21 @@ typedef enum {
     MG_PY_OP_MAX
 } mg_py_op;
 
-/* flags of mg_call_start() */
+/* flags of mg_call_start().  Framing (Content-Length or chunked) and
+ * Connection are decided by the response writer (response.c), never taken
+ * from a handler's header list. */
 #define MG_RESP_STREAM 1      /* more body follows in later rounds (mg_call_chunk) */
-#define MG_RESP_HAS_LENGTH 2  /* the headers given carry Content-Length */
 #define MG_RESP_CLOSE 4       /* close the connection after this response */
+
+/* An output buffer: bounded, growable where it owns its memory, never
+ * overflowing.  A write that does not fit sets err and writes nothing, so a
+ * truncated head can never reach the wire (response.c: buf_*). */
+typedef struct {
+    char *p;
+    size_t len, cap;             /* bytes */
+    int _heap;                   /* p is malloc'ed by the buffer and may grow */
+    int err;                     /* a write did not fit: the contents must not be sent */
+} mg_buf;
 
 typedef struct {
     uint64_t id;                 /* this request, unique within the worker */
@@ -143,26 +154,39 @@ typedef struct {
     /* Python's answer */
     int fallthrough;             /* 1: not mine, let the static files answer */
     int more;                    /* set by mg_call_*: another MG_PY_NEXT round is wanted */
-    int _started, _chunked, _keep_alive, _head_only;
-    char *_out;                  /* bytes to send after this round */
-    size_t _out_len, _out_cap;
+    const char *error;           /* why mg_call_start/mg_call_chunk refused or cut the
+                                    response (static text), else NULL */
+    int64_t length;              /* the handler's Content-Length, -1 if none */
+    uint64_t sent;               /* body bytes accepted so far */
+    int _started, _chunked, _keep_alive, _head_only, _no_body;
+    mg_buf _out;                 /* bytes to send after this round */
     void *_co;
 } mg_pycall;
 
-/* Implemented in Python (minginx_cffi/_native.py); the build script turns
+/* Implemented in Python (minginx_cffi/_bridge.py); the build script turns
  * MG_EXTERN_PYTHON into cffi's extern "Python+C". */
 MG_EXTERN_PYTHON int mg_py_batch(int app_id, mg_pycall **calls, int n);
 
 /* Header field i of the request (0 <= i < num_headers). */
 int mg_call_header(mg_pycall *c, int i, const char **name, size_t *name_len, const char **value,
                    size_t *value_len);
-/* Start the response: status line, Server, Date, the given header lines
- * ("Name: value\r\n" each), framing (Content-Length, or chunked when
- * streaming) and Connection, then the body.  0, or -errno. */
+/* Start the response.  headers holds n fields as "name\0value\0" pairs (a NUL
+ * cannot occur in a valid field, so a name or value holding one is seen as
+ * a count mismatch).  The response writer checks the status (200..599), the
+ * reason (HTAB / SP / VCHAR / obs-text; empty: the standard phrase), each
+ * name (a token) and value (no CTL but HTAB), refuses framing of the
+ * handler's own (Transfer-Encoding, differing Content-Lengths), honours
+ * "Connection: close", drops the fields the server owns (Connection,
+ * Keep-Alive, Date, Server ...), and writes the framing itself.
+ * Returns 0; 1 when sent but the body disagreed with Content-Length (cut to
+ * it, or short: the connection closes; c->error says which); -EINVAL when
+ * refused (c->error says why; nothing is written: answer 500 instead);
+ * -ENOMEM. */
 int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_len,
-                  const char *headers, size_t headers_len, const char *body, size_t body_len,
-                  int flags);
-/* Another piece of a streamed body; last = 1 ends it.  0, or -errno. */
+                  const char *headers, size_t headers_len, int n, const char *body,
+                  size_t body_len, int flags);
+/* Another piece of a streamed body; last = 1 ends it.  Returns as
+ * mg_call_start; on 1 the stream is over (more = 0): close the iterator. */
 int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last);
 
 /* ---- server: shared, read-only configuration plus the acceptor ---- */

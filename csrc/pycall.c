@@ -10,7 +10,7 @@
  *                             call to mg_py_batch(), a cffi extern "Python"
  *                             function: the GIL is taken once per batch, on
  *                             the worker thread's own stack
- *   Python (_native.py)       runs the handler; mg_call_start() / mg_call_chunk()
+ *   Python (_bridge.py)       runs the handler; mg_call_start() / mg_call_chunk()
  *                             copy the response into the call's output buffer
  *   worker loop               add_to_ready() each coroutine of the batch
  *   coroutine                 sends the output in C (send_async); a streamed
@@ -28,53 +28,18 @@
 #include <arpa/inet.h>
 
 #include "http.h"
+#include "response.h"
 
 #define MG_PY_BATCH 64        /* calls handed to Python per GIL acquisition */
 #define MG_OUT_INLINE 16384   /* output buffers of this size are pooled */
 
-/* --------------------------------------------------------- output buffers */
-
-static int out_reserve(mg_pycall *c, size_t extra)
-{
-    size_t need = c->_out_len + extra;
-    if (need <= c->_out_cap)
-        return 0;
-    size_t cap = c->_out_cap ? c->_out_cap : MG_OUT_INLINE;
-    while (cap < need)
-        cap *= 2;
-    char *p = realloc(c->_out, cap);
-    if (!p)
-        return -ENOMEM;
-    c->_out = p;
-    c->_out_cap = cap;
-    return 0;
-}
-
-static void out_put(mg_pycall *c, const void *p, size_t n)
-{
-    memcpy(c->_out + c->_out_len, p, n);
-    c->_out_len += n;
-}
-
-static void out_str(mg_pycall *c, const char *s)
-{
-    out_put(c, s, strlen(s));
-}
-
-static void out_dec(mg_pycall *c, uint64_t v, int base)
-{
-    c->_out_len += (size_t)format_u64(c->_out + c->_out_len, v, base);
-}
-
 /* Give a large output buffer back; keep a normal one for the next request. */
 static void pycall_release(mg_pycall *c)
 {
-    if (c->_out_cap > MG_OUT_INLINE) {
-        free(c->_out);
-        c->_out = NULL;
-        c->_out_cap = 0;
-    }
-    c->_out_len = 0;
+    if (c->_out.cap > MG_OUT_INLINE)
+        buf_free(&c->_out);
+    c->_out.len = 0;
+    c->_out.err = 0;
 }
 
 /* ------------------------------------------------------ the Python side API */
@@ -93,83 +58,118 @@ int mg_call_header(mg_pycall *c, int i, const char **name, size_t *name_len, con
     return 0;
 }
 
-static int no_body_status(int status)
+/* The body bytes that may still go out under the handler's Content-Length.
+ * More than it declared is cut (the surplus would read as the next response
+ * on a keep-alive connection), and the connection closes after it. */
+static size_t within_length(mg_pycall *c, size_t len)
 {
-    return (status >= 100 && status < 200) || status == 204 || status == 304;
+    if (c->length < 0 || c->sent + len <= (uint64_t)c->length)
+        return len;
+    c->error = "the body is longer than its Content-Length: cut to it, connection closed";
+    c->_keep_alive = 0;
+    return (size_t)((uint64_t)c->length - c->sent);
 }
 
 int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_len,
-                  const char *headers, size_t headers_len, const char *body, size_t body_len,
-                  int flags)
+                  const char *headers, size_t headers_len, int n, const char *body,
+                  size_t body_len, int flags)
 {
     mg_coroutine *co = c->_co;
     mg_worker *w = co->worker;
+    mg_buf *out = &c->_out;
+    mg_fields_info info;
+    int r;
 
-    if (c->_started || status < 200 || status > 999)
+    c->error = NULL;
+    if (c->_started) {
+        c->error = "the response was already started";
         return -EINVAL;
-    c->_out_len = 0;
-    if (out_reserve(c, 256 + reason_len + headers_len + body_len + 32) < 0)
+    }
+    if ((r = head_check_status(status, reason, reason_len, &c->error)) < 0)
+        return r;
+    out->len = 0;
+    out->err = 0;
+    if (buf_reserve(out, 512 + reason_len + headers_len + 2 * (size_t)(n > 0 ? n : 0) +
+                             ((flags & MG_RESP_STREAM) ? 0 : body_len) + 32) < 0)
         return -ENOMEM;
-    int streaming = (flags & MG_RESP_STREAM) && !c->_head_only && !no_body_status(status);
-    if (flags & MG_RESP_CLOSE)
-        c->_keep_alive = 0;
-    /* a streamed body of unknown length: chunked in HTTP/1.1, else ended by close */
-    if (streaming && !(flags & MG_RESP_HAS_LENGTH)) {
-        if (c->minor_version >= 1)
-            c->_chunked = 1;
-        else
-            c->_keep_alive = 0;
+    head_start(out, w, status, reason, reason_len);
+    if ((r = head_fields(out, headers, headers_len, n, &info, &c->error)) < 0) {
+        out->len = 0;
+        return r;
     }
 
-    out_str(c, "HTTP/1.1 ");
-    out_dec(c, (uint64_t)status, 10);
-    out_str(c, " ");
-    if (reason_len)
-        out_put(c, reason, reason_len);
+    int no_body = status_has_no_body(status);
+    int streaming = (flags & MG_RESP_STREAM) && !c->_head_only && !no_body;
+    int framing;
+    if (flags & MG_RESP_CLOSE || info.close)
+        c->_keep_alive = 0;
+    c->length = no_body ? -1 : info.length;
+    c->sent = 0;
+    c->_no_body = no_body || c->_head_only;
+    if (no_body)
+        framing = MG_FRAME_NONE;   /* RFC 9110 8.6: no Content-Length on 204, none needed on 304 */
+    else if (c->length >= 0)
+        framing = MG_FRAME_LENGTH;
+    else if (!(flags & MG_RESP_STREAM))
+        framing = MG_FRAME_LENGTH, c->length = (int64_t)body_len;
+    else if (c->_head_only)
+        framing = MG_FRAME_NONE;   /* a HEAD of a stream: its length is not known */
+    else if (c->minor_version >= 1)
+        framing = MG_FRAME_CHUNKED, c->_chunked = 1;
     else
-        out_str(c, http_reason(status));
-    out_str(c, "\r\nServer: minginx-cffi\r\n");
-    worker_refresh_date(w);
-    out_put(c, w->date_hdr, (size_t)w->date_len);
-    out_put(c, headers, headers_len);
-    if (!(flags & MG_RESP_HAS_LENGTH) && !no_body_status(status)) {
-        if (c->_chunked) {
-            out_str(c, "Transfer-Encoding: chunked\r\n");
-        } else if (!(flags & MG_RESP_STREAM)) {
-            out_str(c, "Content-Length: ");
-            out_dec(c, body_len, 10);
-            out_str(c, "\r\n");
-        }
-    }
-    out_str(c, c->_keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
+        framing = MG_FRAME_CLOSE, c->_keep_alive = 0;   /* HTTP/1.0: the close ends the body */
+    /* a single body that is not its declared length: known now, so say close */
+    if (!c->_no_body && !(flags & MG_RESP_STREAM) && (uint64_t)c->length != body_len)
+        c->_keep_alive = 0;
+    head_finish(out, framing, (uint64_t)(c->length < 0 ? 0 : c->length), c->_keep_alive);
+    if (out->err)
+        return -ENOMEM;
     c->_started = 1;
     co->status = status;
     c->more = streaming;
     w->stats.requests++;
-    if (c->_head_only || no_body_status(status))
+    if (c->_no_body)
         return 0;
     if (streaming)
         return mg_call_chunk(c, body, body_len, 0);
-    out_put(c, body, body_len);
-    return 0;
+    return mg_call_chunk(c, body, body_len, 1);
 }
 
 int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last)
 {
+    mg_buf *out = &c->_out;
     if (!c->_started)
         return -EINVAL;
-    if (out_reserve(c, len + 32) < 0)
+    if (c->_no_body) {
+        c->more = 0;
+        return 0;
+    }
+    size_t n = within_length(c, len);
+    int cut = n < len;
+    if (buf_reserve(out, n + 32) < 0)
         return -ENOMEM;
-    if (c->_chunked && len > 0) {
-        out_dec(c, len, 16);
-        out_str(c, "\r\n");
-        out_put(c, data, len);
-        out_str(c, "\r\n");
-    } else if (len > 0) {
-        out_put(c, data, len);
+    if (c->_chunked && n > 0) {
+        buf_u64(out, n, 16);
+        buf_put(out, "\r\n", 2);
+        buf_put(out, data, n);
+        buf_put(out, "\r\n", 2);
+    } else if (n > 0) {
+        buf_put(out, data, n);
+    }
+    c->sent += n;
+    if (cut) {
+        c->more = 0;   /* the stream is over: Python closes the iterator */
+        return 1;
+    }
+    if (last && c->length >= 0 && c->sent < (uint64_t)c->length) {
+        /* short: the client must see a close, not a following response */
+        c->error = "the body is shorter than its Content-Length: connection closed";
+        c->_keep_alive = 0;
+        c->more = 0;
+        return 1;
     }
     if (last && c->_chunked)
-        out_str(c, "0\r\n\r\n");
+        buf_put(out, "0\r\n\r\n", 5);
     c->more = !last;
     return 0;
 }
@@ -229,10 +229,15 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     c->fallthrough = 0;
     c->more = 0;
     c->_started = 0;
+    c->error = NULL;
+    c->length = -1;
+    c->sent = 0;
     c->_chunked = 0;
+    c->_no_body = 0;
     c->_keep_alive = keep_alive;
     c->_head_only = req->method_id == MG_M_HEAD;
-    c->_out_len = 0;
+    c->_out.len = 0;
+    c->_out.err = 0;
     c->_co = co;
     if (!co->addr_known) {
         /* once per connection: the addresses do not change while it lives */
@@ -269,8 +274,17 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
         return -1;
     }
     for (;;) {
-        ssize_t r = send_async(co, c->_out, c->_out_len);
-        c->_out_len = 0;
+        if (c->_out.err) {
+            /* a write did not fit: what the buffer holds is not a response */
+            if (c->more)
+                yield_to_python(co, MG_PY_ABORT);
+            pycall_release(c);
+            return -1;
+        }
+        /* nothing to send happens (a stream cut or ended by Python): a send
+         * of 0 bytes would park for a writability that never comes */
+        ssize_t r = c->_out.len ? send_async(co, c->_out.p, c->_out.len) : 0;
+        c->_out.len = 0;
         if (r < 0) {
             if (c->more)
                 yield_to_python(co, MG_PY_ABORT);   /* close the iterator */

@@ -22,91 +22,67 @@
 
 #include "http.h"
 #include "cache.h"
+#include "response.h"
 
-#define SERVER_HDR "Server: minginx-cffi\r\n"
 #define ALLOW_HDR "Allow: GET, HEAD, OPTIONS\r\n"
 
 /* ------------------------------------------------------ a response head */
 
-typedef struct {
-    char *p, *end;
-} outbuf;
-
-static void put_mem(outbuf *o, const char *s, size_t n)
+/* Every head here is written by response.c's head_start()/head_finish(),
+ * into the request buffer's fixed out area (never overflowing: see mg_buf). */
+static void out_area(mg_coroutine *co, mg_buf *o)
 {
-    if ((size_t)(o->end - o->p) < n)
-        n = (size_t)(o->end - o->p);   /* never overflows; heads are far below the size */
-    memcpy(o->p, s, n);
-    o->p += n;
+    buf_fixed(o, co->rb->out, sizeof(co->rb->out));
 }
 
-static void put_str(outbuf *o, const char *s)
+static void put_status(mg_buf *o, mg_coroutine *co, int status)
 {
-    put_mem(o, s, strlen(s));
-}
-
-static void put_u64(outbuf *o, uint64_t v, int base)
-{
-    char tmp[24];
-    put_mem(o, tmp, (size_t)format_u64(tmp, v, base));
-}
-
-/* "HTTP/1.1 200 OK\r\nServer: ...\r\nDate: ...\r\n" */
-static void put_status(outbuf *o, mg_coroutine *co, int status)
-{
-    mg_worker *w = co->worker;
     co->status = status;
-    put_str(o, "HTTP/1.1 ");
-    put_u64(o, (uint64_t)status, 10);
-    put_str(o, " ");
-    put_str(o, http_reason(status));
-    put_str(o, "\r\n" SERVER_HDR);
-    worker_refresh_date(w);
-    put_mem(o, w->date_hdr, (size_t)w->date_len);
+    head_start(o, co->worker, status, NULL, 0);
 }
 
-static void put_connection(outbuf *o, int keep_alive)
+/* Send a finished head (and body) from the out area; a head that did not
+ * fit is never sent: the connection closes instead. */
+static ssize_t send_out(mg_coroutine *co, const mg_buf *o)
 {
-    put_str(o, keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
-}
-
-static char *out_area(mg_coroutine *co)
-{
-    return co->rb->out;
+    if (MG_UNLIKELY(o->err)) {
+        mg_log("minginx: a response head did not fit in %zu bytes; closing", o->cap);
+        return -ENOSPC;
+    }
+    return send_async(co, o->p, o->len);
 }
 
 /* An error page, with one optional extra header line (CRLF-terminated). */
 static ssize_t send_error_with(mg_coroutine *co, int status, int keep_alive, int head_only,
                                const char *extra, size_t extra_len)
 {
-    char *start = out_area(co);
-    outbuf o = {start, start + sizeof(co->rb->out)};
-    char body[160];
-    outbuf b = {body, body + sizeof(body)};
+    mg_buf o;
+    char body_mem[160];
+    mg_buf b;
 
-    put_str(&b, "<html><head><title>");
-    put_u64(&b, (uint64_t)status, 10);
-    put_str(&b, " ");
-    put_str(&b, http_reason(status));
-    put_str(&b, "</title></head><body><h1>");
-    put_u64(&b, (uint64_t)status, 10);
-    put_str(&b, " ");
-    put_str(&b, http_reason(status));
-    put_str(&b, "</h1></body></html>\n");
+    out_area(co, &o);
+    buf_fixed(&b, body_mem, sizeof(body_mem));
+    buf_str(&b, "<html><head><title>");
+    buf_u64(&b, (uint64_t)status, 10);
+    buf_str(&b, " ");
+    buf_str(&b, http_reason(status));
+    buf_str(&b, "</title></head><body><h1>");
+    buf_u64(&b, (uint64_t)status, 10);
+    buf_str(&b, " ");
+    buf_str(&b, http_reason(status));
+    buf_str(&b, "</h1></body></html>\n");
 
     put_status(&o, co, status);
     if (status == 405)
-        put_str(&o, ALLOW_HDR);
+        buf_str(&o, ALLOW_HDR);
     if (extra)
-        put_mem(&o, extra, extra_len);
-    put_str(&o, "Content-Type: text/html; charset=utf-8\r\nContent-Length: ");
-    put_u64(&o, (uint64_t)(b.p - body), 10);
-    put_str(&o, "\r\n");
-    put_connection(&o, keep_alive);
+        buf_put(&o, extra, extra_len);
+    buf_str(&o, "Content-Type: text/html; charset=utf-8\r\n");
+    head_finish(&o, MG_FRAME_LENGTH, b.len, keep_alive);
     if (!head_only)
-        put_mem(&o, body, (size_t)(b.p - body));
+        buf_put(&o, b.p, b.len);
     co->worker->stats.requests++;
-    return send_async(co, start, (size_t)(o.p - start));
+    return send_out(co, &o);
 }
 
 ssize_t send_error(mg_coroutine *co, int status, int keep_alive, int head_only)
@@ -282,20 +258,20 @@ static int if_range_holds(const mg_request *req, const mg_centry *e, const mg_fi
 
 static int send_not_modified(mg_coroutine *co, const mg_centry *e, const mg_file *rep, int keep_alive)
 {
-    char *start = out_area(co);
-    outbuf o = {start, start + sizeof(co->rb->out)};
+    mg_buf o;
 
+    out_area(co, &o);
     put_status(&o, co, 304);
-    put_str(&o, "ETag: ");
-    put_mem(&o, rep->etag, (size_t)rep->etag_len);
-    put_str(&o, "\r\nLast-Modified: ");
-    put_str(&o, e->last_modified);
-    put_str(&o, "\r\n");
+    buf_str(&o, "ETag: ");
+    buf_put(&o, rep->etag, (size_t)rep->etag_len);
+    buf_str(&o, "\r\nLast-Modified: ");
+    buf_str(&o, e->last_modified);
+    buf_str(&o, "\r\n");
     if (co->worker->srv->cfg.gzip_static && e->compressible)
-        put_str(&o, "Vary: Accept-Encoding\r\n");
-    put_connection(&o, keep_alive);
+        buf_str(&o, "Vary: Accept-Encoding\r\n");
+    head_finish(&o, MG_FRAME_NONE, 0, keep_alive);
     co->worker->stats.requests++;
-    return send_async(co, start, (size_t)(o.p - start)) < 0 ? -1 : 0;
+    return send_out(co, &o) < 0 ? -1 : 0;
 }
 
 /* 200 or 206 for [start, start + len) of rep. */
@@ -303,26 +279,26 @@ static int send_representation(mg_coroutine *co, const mg_file *rep, int status,
                                int64_t len, int keep_alive, int head_only)
 {
     mg_worker *w = co->worker;
-    char *head = out_area(co);
-    outbuf o = {head, head + sizeof(co->rb->out)};
+    mg_buf o;
 
+    out_area(co, &o);
     put_status(&o, co, status);
-    put_mem(&o, rep->hdr, (size_t)rep->hdr_len);   /* Content-Type ... Accept-Ranges */
-    put_str(&o, "Content-Length: ");
-    put_u64(&o, (uint64_t)len, 10);
-    put_str(&o, "\r\n");
+    buf_put(&o, rep->hdr, (size_t)rep->hdr_len);   /* Content-Type ... Accept-Ranges */
     if (status == 206) {
-        put_str(&o, "Content-Range: bytes ");
-        put_u64(&o, (uint64_t)start, 10);
-        put_str(&o, "-");
-        put_u64(&o, (uint64_t)(start + len - 1), 10);
-        put_str(&o, "/");
-        put_u64(&o, (uint64_t)rep->size, 10);
-        put_str(&o, "\r\n");
+        buf_str(&o, "Content-Range: bytes ");
+        buf_u64(&o, (uint64_t)start, 10);
+        buf_str(&o, "-");
+        buf_u64(&o, (uint64_t)(start + len - 1), 10);
+        buf_str(&o, "/");
+        buf_u64(&o, (uint64_t)rep->size, 10);
+        buf_str(&o, "\r\n");
     }
-    put_connection(&o, keep_alive);
+    head_finish(&o, MG_FRAME_LENGTH, (uint64_t)len, keep_alive);
     w->stats.requests++;
-    size_t head_len = (size_t)(o.p - head);
+    if (MG_UNLIKELY(o.err))
+        return send_out(co, &o) < 0 ? -1 : 0;
+    char *head = o.p;
+    size_t head_len = o.len;
 
     if (head_only || len == 0)
         return send_async(co, head, head_len) < 0 ? -1 : 0;
@@ -377,11 +353,12 @@ static int serve_entry(mg_coroutine *co, mg_request *req, mg_centry *e, int keep
             return send_representation(co, rep, 206, start, len, keep_alive, 0);
         if (r == 416) {
             char cr[64];
-            outbuf o = {cr, cr + sizeof(cr)};
-            put_str(&o, "Content-Range: bytes */");
-            put_u64(&o, (uint64_t)rep->size, 10);
-            put_str(&o, "\r\n");
-            return send_error_with(co, 416, keep_alive, 0, cr, (size_t)(o.p - cr)) < 0 ? -1 : 0;
+            mg_buf o;
+            buf_fixed(&o, cr, sizeof(cr));
+            buf_str(&o, "Content-Range: bytes */");
+            buf_u64(&o, (uint64_t)rep->size, 10);
+            buf_str(&o, "\r\n");
+            return send_error_with(co, 416, keep_alive, 0, o.p, o.len) < 0 ? -1 : 0;
         }
     }
     return send_representation(co, rep, 200, 0, rep->size, keep_alive, head_only);
@@ -390,29 +367,27 @@ static int serve_entry(mg_coroutine *co, mg_request *req, mg_centry *e, int keep
 /* 301 to the same path with a slash, query kept (nginx does the same). */
 static int redirect_slash(mg_coroutine *co, mg_request *req, int keep_alive, int head_only)
 {
-    char *start = out_area(co);
-    outbuf o = {start, start + sizeof(co->rb->out)};
+    mg_buf o;
     static const char body[] = "<html><head><title>301 Moved Permanently</title></head>"
                                "<body><h1>301 Moved Permanently</h1></body></html>\n";
 
+    out_area(co, &o);
     if (req->path.len + req->query.len + 64 > sizeof(co->rb->out) - 256)
         return send_error(co, 414, keep_alive, head_only) < 0 ? -1 : 0;
     put_status(&o, co, 301);
-    put_str(&o, "Location: ");
-    put_mem(&o, req->path.p, req->path.len);
-    put_str(&o, "/");
+    buf_str(&o, "Location: ");
+    buf_put(&o, req->path.p, req->path.len);
+    buf_str(&o, "/");
     if (req->query.len) {
-        put_str(&o, "?");
-        put_mem(&o, req->query.p, req->query.len);
+        buf_str(&o, "?");
+        buf_put(&o, req->query.p, req->query.len);
     }
-    put_str(&o, "\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ");
-    put_u64(&o, sizeof(body) - 1, 10);
-    put_str(&o, "\r\n");
-    put_connection(&o, keep_alive);
+    buf_str(&o, "\r\nContent-Type: text/html; charset=utf-8\r\n");
+    head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, keep_alive);
     if (!head_only)
-        put_mem(&o, body, sizeof(body) - 1);
+        buf_put(&o, body, sizeof(body) - 1);
     co->worker->stats.requests++;
-    return send_async(co, start, (size_t)(o.p - start)) < 0 ? -1 : 0;
+    return send_out(co, &o) < 0 ? -1 : 0;
 }
 
 int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
@@ -425,13 +400,13 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     case MG_M_HEAD:
         break;
     case MG_M_OPTIONS: {
-        char *start = out_area(co);
-        outbuf o = {start, start + sizeof(co->rb->out)};
+        mg_buf o;
+        out_area(co, &o);
         put_status(&o, co, 204);
-        put_str(&o, ALLOW_HDR);
-        put_connection(&o, keep_alive);
+        buf_str(&o, ALLOW_HDR);
+        head_finish(&o, MG_FRAME_NONE, 0, keep_alive);
         co->worker->stats.requests++;
-        return send_async(co, start, (size_t)(o.p - start)) < 0 ? -1 : 0;
+        return send_out(co, &o) < 0 ? -1 : 0;
     }
     case MG_M_OTHER:
         return send_error(co, 501, keep_alive, 0) < 0 ? -1 : 0;

@@ -6,13 +6,13 @@
  */
 #include "internal.h"
 
-#include <stdarg.h>
-#include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 
 #include "http.h"
+#include "response.h"
 
 static const char *const EVENT_NAMES[MG_EV_MAX] = {
     [MG_EV_ACCEPT] = "accept",
@@ -30,42 +30,14 @@ static const char *const EVENT_NAMES[MG_EV_MAX] = {
     [MG_EV_COROUTINE_DESTROY] = "coroutine_destroy",
 };
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} jbuf;
-
-static void jprintf(jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void jprintf(jbuf *b, const char *fmt, ...)
+static void stats_json(mg_buf *b, mg_server *srv)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)n;
-        char *np = realloc(b->p, cap);
-        if (!np)
-            return;
-        b->p = np;
-        b->cap = cap;
-    }
-}
-
-static void stats_json(jbuf *b, mg_server *srv)
-{
-    jprintf(b, "{\"engine\":\"cffi\",\"uptime_ms\":%lld,\"policy\":\"%s\",\"workers\":[",
+    buf_printf(b, "{\"engine\":\"cffi\",\"uptime_ms\":%lld,\"policy\":\"%s\",\"workers\":[",
             (long long)(mg_now_ms() - srv->started_ms), srv->cfg.policy == RDY_LIFO ? "lifo" : "fifo");
     for (int i = 0; i < srv->nworkers; i++) {
         mg_stats st;
         mg_worker_stats(srv->workers[i], &st);
-        jprintf(b,
+        buf_printf(b,
                 "%s{\"worker\":%d,\"connections\":%llu,\"requests\":%llu,\"bytes_out\":%llu,"
                 "\"switches\":%llu,\"yields\":{\"ready\":%llu,\"read\":%llu,\"write\":%llu,"
                 "\"python\":%llu},\"wakeups\":%llu,\"timeouts\":%llu,\"ready_max\":%llu,"
@@ -84,14 +56,14 @@ static void stats_json(jbuf *b, mg_server *srv)
                 (unsigned long long)st.cache_entries, (unsigned long long)st.py_batches,
                 (unsigned long long)st.py_calls, (unsigned long long)st.rejected);
     }
-    jprintf(b, "]}\n");
+    buf_printf(b, "]}\n");
 }
 
 /* This coroutine's own events, from its worker's ring (same thread: no race). */
-static void trace_json(jbuf *b, mg_coroutine *co)
+static void trace_json(mg_buf *b, mg_coroutine *co)
 {
     mg_worker *w = co->worker;
-    jprintf(b, "{\"engine\":\"cffi\",\"enabled\":%s,\"worker\":%d,\"coroutine\":%llu,\"fd\":%d,"
+    buf_printf(b, "{\"engine\":\"cffi\",\"enabled\":%s,\"worker\":%d,\"coroutine\":%llu,\"fd\":%d,"
                "\"events\":[", w->trace ? "true" : "false", w->index, (unsigned long long)co->id, co->fd);
     if (w->trace) {
         /* walk back to find our first record, then print forward */
@@ -114,11 +86,11 @@ static void trace_json(jbuf *b, mg_coroutine *co)
             mg_trace_rec *r = &w->ring.recs[i & (MG_TRACE_RING - 1)];
             if (r->co != co->id && !(i == first && r->event == MG_EV_FD_BATCH))
                 continue;
-            jprintf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", n++ ? "," : "",
+            buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", n++ ? "," : "",
                     (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);
         }
     }
-    jprintf(b, "]}\n");
+    buf_printf(b, "]}\n");
 }
 
 int stats_serve(mg_coroutine *co, mg_request *req, int keep_alive)
@@ -135,25 +107,28 @@ int stats_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     if (req->method_id != MG_M_GET && req->method_id != MG_M_HEAD)
         return send_error(co, 405, keep_alive, 0) < 0 ? -1 : 0;
 
-    jbuf body = {malloc(4096), 0, 4096};
-    if (!body.p)
-        return send_error(co, 503, keep_alive, 0) < 0 ? -1 : 0;
+    mg_buf body;
+    buf_growable(&body);
     if (is_stats)
         stats_json(&body, co->worker->srv);
     else
         trace_json(&body, co);
+    if (body.err) {
+        buf_free(&body);
+        return send_error(co, 503, keep_alive, 0) < 0 ? -1 : 0;
+    }
 
     mg_worker *w = co->worker;
-    char head[512];
-    worker_refresh_date(w);
-    int hl = snprintf(head, sizeof(head),
-                      "HTTP/1.1 200 OK\r\nServer: minginx-cffi\r\n%.*sContent-Type: application/json\r\n"
-                      "Cache-Control: no-store\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
-                      w->date_len, w->date_hdr, body.len, keep_alive ? "keep-alive" : "close");
-    struct iovec iov[2] = {{head, (size_t)hl}, {body.p, req->method_id == MG_M_HEAD ? 0 : body.len}};
+    char head_mem[512];
+    mg_buf head;
+    buf_fixed(&head, head_mem, sizeof(head_mem));
+    head_start(&head, w, 200, NULL, 0);
+    buf_str(&head, "Content-Type: application/json\r\nCache-Control: no-store\r\n");
+    head_finish(&head, MG_FRAME_LENGTH, body.len, keep_alive);
+    struct iovec iov[2] = {{head.p, head.len}, {body.p, req->method_id == MG_M_HEAD ? 0 : body.len}};
     co->status = 200;
     w->stats.requests++;   /* after the JSON: the numbers are those before this request */
-    ssize_t r = sendv_async(co, iov, 2);
-    free(body.p);
+    ssize_t r = head.err ? -ENOSPC : sendv_async(co, iov, 2);
+    buf_free(&body);
     return r < 0 ? -1 : 0;
 }

@@ -37,6 +37,7 @@
 
 #include "http.h"
 #include "cache.h"
+#include "response.h"
 
 #define MG_CMD_STOP (-1)   /* dispatch-pipe command: graceful stop */
 #define MG_CMD_EXIT (-2)   /* dispatch-pipe command: leave now */
@@ -246,11 +247,16 @@ static void accept_from_pipe(mg_worker *w, int fd)
     TRACE(w, MG_EV_FD_BATCH, (mg_coroutine *)NULL, fd, 0);
     if (w->max_conns > 0 && w->stats.coroutines_alive >= w->max_conns) {
         /* over --max-connections: say so and close, never stall */
-        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nServer: minginx-cffi\r\n"
-                                   "Content-Type: text/plain\r\nContent-Length: 20\r\n"
-                                   "Retry-After: 1\r\nConnection: close\r\n\r\n"
-                                   "Too many connections";
-        (void)!send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        static const char body[] = "Too many connections";
+        char busy_mem[256];
+        mg_buf busy;
+        buf_fixed(&busy, busy_mem, sizeof(busy_mem));
+        head_start(&busy, w, 503, NULL, 0);
+        buf_str(&busy, "Content-Type: text/plain\r\nRetry-After: 1\r\n");
+        head_finish(&busy, MG_FRAME_LENGTH, sizeof(body) - 1, 0);
+        buf_put(&busy, body, sizeof(body) - 1);
+        if (!busy.err)
+            (void)!send(fd, busy.p, busy.len, MSG_DONTWAIT | MSG_NOSIGNAL);
         close(fd);
         w->stats.rejected++;
         return;

@@ -33,13 +33,6 @@ from . import _dispatch
 
 __all__ = ["App", "Request", "Response", "Headers", "HTTPError"]
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# framing and connection management belong to the server (RFC 9110 7.6.1)
-_HOP_BY_HOP = {b"connection", b"transfer-encoding", b"keep-alive", b"upgrade", b"te",
-               b"trailer", b"proxy-connection"}
-
-
 class HTTPError(Exception):
     """Raise in a handler to answer with this status (and an optional text body)."""
 
@@ -220,23 +213,15 @@ def to_response(value, where):
 
 
 def encode_headers(headers):
-    """A header block for C ("Name: value\\r\\n" each) and the flags it implies."""
-    out = []
-    flags = 0
-    for name, value in headers:
-        n = name.encode("latin-1") if isinstance(name, str) else name
-        v = value.encode("latin-1") if isinstance(value, str) else value
-        if not _TOKEN.match(n) or _BAD_VALUE.search(v):
-            raise ValueError("invalid response header %r: %r" % (name, value))
-        ln = n.lower()
-        if ln in _HOP_BY_HOP:
-            if ln == b"connection" and b"close" in v.lower():
-                flags |= _dispatch.RESP_CLOSE
-            continue
-        if ln == b"content-length":
-            flags |= _dispatch.RESP_HAS_LENGTH
-        out.append(b"%s: %s\r\n" % (n, v))
-    return b"".join(out), flags
+    """A field list as the response writer takes it: [(name bytes, value bytes)].
+
+    Nothing is checked here: the engine's one response writer refuses a bad
+    name or value (CR, LF, NUL, a non-token name) and the framing fields a
+    handler may not set (csrc/response.c, pyport/response.py).  Connection,
+    Content-Length and the like are the writer's to interpret."""
+    return [(name.encode("latin-1") if name.__class__ is str else name,
+             value.encode("latin-1") if value.__class__ is str else value)
+            for name, value in headers]
 
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(int|path|str))?\}")
@@ -350,8 +335,8 @@ def make_dispatch(app):
         if fn is None:
             allow = sorted(route.handlers)
             body = b"Method Not Allowed\n"
-            return (405, b"", b"Allow: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                    % ", ".join(allow).encode(), body, 0)
+            return (405, b"", [(b"Allow", ", ".join(allow).encode()),
+                               (b"Content-Type", b"text/plain; charset=utf-8")], body, 0)
         request = Request(view, path, params)
         request.handler = fn
         try:
@@ -365,7 +350,6 @@ def make_dispatch(app):
         except UnusableResponse as e:
             _dispatch.log.error("minginx: %s", e)
             response = Response("Internal Server Error\n", 500)
-        headers, flags = encode_headers(response.headers.items())
-        return (response.status, b"", headers, response.body, flags)
+        return (response.status, b"", encode_headers(response.headers.items()), response.body, 0)
 
     return dispatch

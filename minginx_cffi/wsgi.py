@@ -150,26 +150,44 @@ def _close(result):
         close()
 
 
+def _status(status):
+    """PEP 3333's status string as (code, reason bytes); ValueError unless it starts with
+    three ASCII digits ("+200", "2_00" and " 200" are not statuses, though int() takes
+    them).  The range and the reason's bytes are the response writer's to check."""
+    code, _, reason = status.partition(" ")
+    if not (len(code) == 3 and code.isascii() and code.isdigit()):
+        raise ValueError("WSGI status %r is not \"NNN reason\"" % (status,))
+    return int(code), reason.encode("latin-1")
+
+
+def _declared_length(fields):
+    for name, value in fields:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return -1
+
+
 def _answer(sr, body, single):
-    code, _, reason = sr.status.partition(" ")
-    status = int(code)
-    headers, flags = encode_headers(sr.headers)
-    reason = reason.encode("latin-1")
+    status, reason = _status(sr.status)
+    fields = encode_headers(sr.headers)
     if single:
-        return (status, reason, headers, body, flags)
-    if flags & _dispatch.RESP_HAS_LENGTH:
+        return (status, reason, fields, body, 0)
+    length = _declared_length(fields)
+    if length >= 0:
         # A known length that arrives whole in the first piece needs no stream.
-        length = next((int(v) for k, v in sr.headers if k.lower() == "content-length"), -1)
         try:
             first = next(body)
         except StopIteration:
             body.close()
-            return (status, reason, headers, b"", flags)
-        if len(first) == length:
+            return (status, reason, fields, b"", 0)
+        if first.__class__ is bytes and len(first) == length:
             body.close()
-            return (status, reason, headers, first, flags)
+            return (status, reason, fields, first, 0)
         body.first.insert(0, first)
-    return (status, reason, headers, body, flags | _dispatch.RESP_STREAM)
+    return (status, reason, fields, body, _dispatch.RESP_STREAM)
 
 
 def _unquote_latin1(raw):

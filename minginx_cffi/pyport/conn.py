@@ -13,11 +13,14 @@ worker thread's own stack, so the C engine's detour through the scheduler
 """
 
 import socket
+import traceback
 
 from .. import _dispatch
 from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER
 from .http import Chunked, http_find_head_end, parse_http
 from .io import Cancelled, recv_async, send_async
+from .response import (FRAME_CHUNKED, FRAME_CLOSE, FRAME_LENGTH, FRAME_NONE, Refused, check_status,
+                       handler_fields, head_finish, head_start)
 from .static import connection_hdr, send_error, static_serve, status_head
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
@@ -120,64 +123,110 @@ def _read_body(co, req, buf, head, keep, max_body):
         buf += data
 
 
+_ERROR_500_LINES = handler_fields(_dispatch.ERROR_500_FIELDS)[0]
+
+
 def _python_request(co, req, body, keep_alive, dispatch):
-    """Run the handler; returns 1 (fall through), 0 (answered, keep-alive), 2 (answered, close)."""
+    """Run the handler; returns 1 (fall through), 0 (answered, keep-alive), 2 (answered, close).
+
+    The head is checked and framed by response.py as csrc/pycall.c +
+    csrc/response.c do: a refused head is a 500, a body longer than its
+    Content-Length is cut to it, a short one or a stream that raises closes
+    the connection (no terminating chunk), and the iterator is always closed."""
     w = co.worker
     view = ConnView(co, req, body)
     w.stats["py_calls"] += 1
     w.stats["py_batches"] += 1
+    log = _dispatch.log
     try:
         result = dispatch(view)
     except Exception:
-        _dispatch.log.exception("minginx: handler for %s %s raised", view.method,
-                                view.raw_path.decode("latin-1"))
-        result = (500, b"", _dispatch.ERROR_500_HEADERS, _dispatch.ERROR_500_BODY, 0)
+        log.exception("minginx: handler for %s %s raised", view.method, view.raw_path.decode("latin-1"))
+        result = (500, b"", _dispatch.ERROR_500_FIELDS, _dispatch.ERROR_500_BODY, 0)
     if result is _dispatch.FALLTHROUGH:
         return 1
-    status, reason, headers, body, flags = result
     head_only = req.method == b"HEAD"
-    no_body = 100 <= status < 200 or status in (204, 304)
-    if flags & _dispatch.RESP_CLOSE:
-        keep_alive = False
-    it = None
-    if not isinstance(body, (bytes, bytearray, memoryview)):
-        it = iter(body)
-        if head_only or no_body:
-            _dispatch.close_iter(it)
-            it, body = None, b""
-    chunked = False
-    framing = b""
-    if not (flags & _dispatch.RESP_HAS_LENGTH) and not no_body:
-        if it is not None:
-            if req.minor_version >= 1:
-                chunked = True
-                framing = b"Transfer-Encoding: chunked\r\n"
-            else:
-                keep_alive = False
-        elif not (head_only and flags & _dispatch.RESP_STREAM):
-            framing = b"Content-Length: %d\r\n" % len(body)
-    w.stats["requests"] += 1
-    out = status_head(w, status, reason.decode("latin-1") or None) + headers + framing + \
-        connection_hdr(keep_alive)
-    if it is None:
-        yield from send_async(co, out if head_only or no_body else out + bytes(body))
-        return 0 if keep_alive else 2
+    it = first = None
     try:
-        yield from send_async(co, out)
-        for piece in it:
-            if not piece:
-                continue
-            yield from send_async(co, b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-        if chunked:
+        status, reason, fields, body, flags = result
+        check_status(status, reason)
+        lines, length, close = handler_fields(fields)
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            body = bytes(body)
+            stream = False
+        else:
+            it = iter(body)
+            stream = True
+            first = None if head_only else _dispatch.next_piece(it)
+            if first is None and not head_only:
+                stream = False   # an empty iterable: no stream after all
+                body = b""
+    except Exception as e:
+        why = str(e) if isinstance(e, Refused) else traceback.format_exc().rstrip()
+        log.error("minginx: handler for %s %s: response refused: %s", view.method,
+                  view.raw_path.decode("latin-1"), why)
+        if it is not None:
+            _dispatch.close_iter(it)
+        it = None
+        status, reason, lines, length, close = 500, b"", _ERROR_500_LINES, -1, False
+        body, flags, stream = _dispatch.ERROR_500_BODY, 0, False
+    try:
+        no_body = 100 <= status < 200 or status in (204, 304)
+        if flags & _dispatch.RESP_CLOSE or close:
+            keep_alive = False
+        skip = no_body or head_only
+        if no_body:
+            framing, length = FRAME_NONE, -1
+        elif length >= 0:
+            framing = FRAME_LENGTH
+        elif not stream:
+            framing, length = FRAME_LENGTH, len(body)
+        elif head_only:
+            framing = FRAME_NONE   # a HEAD of a stream: its length is not known
+        elif req.minor_version >= 1:
+            framing = FRAME_CHUNKED
+        else:
+            framing, keep_alive = FRAME_CLOSE, False
+        if not skip and not stream and length != len(body):
+            keep_alive = False   # known now: say close
+        w.stats["requests"] += 1
+        head = head_start(w, status, reason) + lines + head_finish(framing, length, keep_alive)
+        where = None
+        if skip:
+            yield from send_async(co, head)
+            return 0 if keep_alive else 2
+        sent = 0
+        piece = body if not stream else first
+        while piece is not None:
+            if length >= 0 and sent + len(piece) > length:
+                piece = piece[:length - sent]
+                where = "the body is longer than its Content-Length: cut to it, connection closed"
+            sent += len(piece)
+            if framing == FRAME_CHUNKED:
+                piece = b"%x\r\n%s\r\n" % (len(piece), piece)
+            yield from send_async(co, head + piece if head else piece)
+            head = b""
+            if where or not stream:
+                break
+            try:
+                piece = _dispatch.next_piece(it)
+            except Exception:
+                log.error("minginx: response iterator of %s %s raised mid-stream; closing the "
+                          "connection:\n%s", view.method, view.raw_path.decode("latin-1"),
+                          traceback.format_exc().rstrip())
+                return 2
+        if where is None and length >= 0 and sent < length:
+            where = "the body is shorter than its Content-Length: connection closed"
+        if where is not None:
+            log.error("minginx: handler for %s %s: %s", view.method,
+                      view.raw_path.decode("latin-1"), where)
+            return 2
+        if framing == FRAME_CHUNKED:
             yield from send_async(co, b"0\r\n\r\n")
-    except OSError:
-        raise
-    except Exception:
-        _dispatch.log.exception("minginx: response iterator raised mid-stream; closing")
-        return 2
+        return 0 if keep_alive else 2
     finally:
-        _dispatch.close_iter(it)
-    return 0 if keep_alive else 2
+        if it is not None:
+            _dispatch.close_iter(it)
 
 
 def co_status(co):

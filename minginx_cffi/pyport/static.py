@@ -18,6 +18,7 @@ from .http import (MG_H_ACCEPT_ENCODING, MG_H_IF_MATCH, MG_H_IF_MODIFIED_SINCE, 
                    MG_H_IF_RANGE, MG_H_IF_UNMODIFIED_SINCE, MG_H_RANGE, accepts_gzip,
                    etag_list_matches, http_date, http_parse_date, http_reason, parse_range)
 from .io import MG_CORK_BYTES, send_async, sendfile_async, set_cork
+from .response import FRAME_LENGTH, FRAME_NONE, head_finish, head_start
 
 ALLOW = b"Allow: GET, HEAD, OPTIONS\r\n"
 MIME = {
@@ -284,26 +285,25 @@ class FileCache:
 # ---------------------------------------------------------------- responses
 
 
-def status_head(w, status, reason=None):
-    w.last_status = status
-    return b"HTTP/1.1 %d %s\r\nServer: minginx-cffi\r\n%s" % (
-        status, (reason or http_reason(status)).encode("latin-1"), w.date_header())
+# Every head is written by response.py (head_start ... head_finish), as in the C.
+status_head = head_start
 
 
 def connection_hdr(keep_alive):
-    return b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n"
+    """The end of a head whose framing line the caller wrote itself."""
+    return head_finish(FRAME_NONE, 0, keep_alive)
 
 
 def send_error(co, status, keep_alive, head_only, extra=b""):
     w = co.worker
     body = ("<html><head><title>%d %s</title></head><body><h1>%d %s</h1></body></html>\n" % (
         status, http_reason(status), status, http_reason(status))).encode()
-    out = [status_head(w, status)]
+    out = [head_start(w, status)]
     if status == 405:
         out.append(ALLOW)
     out.append(extra)
-    out.append(b"Content-Type: text/html; charset=utf-8\r\nContent-Length: %d\r\n" % len(body))
-    out.append(connection_hdr(keep_alive))
+    out.append(b"Content-Type: text/html; charset=utf-8\r\n")
+    out.append(head_finish(FRAME_LENGTH, len(body), keep_alive))
     if not head_only:
         out.append(body)
     w.stats["requests"] += 1
@@ -347,10 +347,10 @@ def _if_range_holds(req, e, rep):
 
 def _send_rep(co, rep, status, start, length, keep_alive, head_only):
     w = co.worker
-    head = [status_head(w, status), rep.hdr, b"Content-Length: %d\r\n" % length]
+    head = [head_start(w, status), rep.hdr]
     if status == 206:
         head.append(b"Content-Range: bytes %d-%d/%d\r\n" % (start, start + length - 1, rep.size))
-    head.append(connection_hdr(keep_alive))
+    head.append(head_finish(FRAME_LENGTH, length, keep_alive))
     w.stats["requests"] += 1
     if head_only or length == 0:
         yield from send_async(co, b"".join(head))
@@ -381,11 +381,11 @@ def _serve_entry(co, req, e, keep_alive):
     pre = _preconditions(req, e, rep)
     if pre == 304:
         w = co.worker
-        out = [status_head(w, 304), b"ETag: ", rep.etag, b"\r\nLast-Modified: ",
+        out = [head_start(w, 304), b"ETag: ", rep.etag, b"\r\nLast-Modified: ",
                e.last_modified.encode(), b"\r\n"]
         if co.worker.cfg["gzip_static"] and e.compressible:
             out.append(b"Vary: Accept-Encoding\r\n")
-        out.append(connection_hdr(keep_alive))
+        out.append(head_finish(FRAME_NONE, 0, keep_alive))
         w.stats["requests"] += 1
         yield from send_async(co, b"".join(out))
         return True
@@ -412,7 +412,7 @@ def static_serve(co, req, keep_alive):
     if m != b"GET" and m != b"HEAD":
         if m == b"OPTIONS":
             w.stats["requests"] += 1
-            yield from send_async(co, status_head(w, 204) + ALLOW + connection_hdr(keep_alive))
+            yield from send_async(co, head_start(w, 204) + ALLOW + head_finish(FRAME_NONE, 0, keep_alive))
             return True
         from .http import METHODS
         yield from send_error(co, 405 if m in METHODS else 501, keep_alive, False)

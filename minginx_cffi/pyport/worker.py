@@ -30,8 +30,14 @@ _EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOL
 _WANT = {MG_YIELD_READ: select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
          MG_YIELD_WRITE: select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR}
 YIELD_NAMES = ("ready", "read", "write", "python")
-BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nServer: minginx-cffi\r\nContent-Type: text/plain\r\n"
-        b"Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\nToo many connections")
+BUSY_BODY = b"Too many connections"
+
+
+def busy(w):
+    """The 503 for a connection over --max-connections (csrc/worker.c), from the one writer."""
+    from .response import FRAME_LENGTH, head_finish, head_start
+    return head_start(w, 503) + b"Content-Type: text/plain\r\nRetry-After: 1\r\n" + \
+        head_finish(FRAME_LENGTH, len(BUSY_BODY), False) + BUSY_BODY
 
 
 def new_stats():
@@ -207,7 +213,7 @@ class Worker:
         limit = self.cfg["max_connections"]
         if limit and self.stats["coroutines_alive"] >= limit:
             try:   # over --max-connections: say so and close, never stall
-                os.write(fd, BUSY)
+                os.write(fd, busy(self))
             except OSError:
                 pass
             os.close(fd)

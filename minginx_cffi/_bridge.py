@@ -1,0 +1,233 @@
+"""The handler bridge: C's extern "Python" entry (mg_py_batch) and what a dispatcher sees of a request.
+
+C calls mg_py_batch() from a worker loop, on the worker thread's own stack,
+holding the GIL for the whole batch (cffi takes it on entry).  Each call is
+an mg_pycall: op START runs the app's dispatcher for a new request, NEXT
+pulls the next piece of a streamed body, ABORT closes a stream whose client
+went away.  Responses are copied into C by mg_call_start()/mg_call_chunk(),
+so no Python object has to outlive the call.
+"""
+
+import traceback
+
+from ._minginx import ffi, lib
+from ._dispatch import (ERROR_500_BODY, ERROR_500_FIELDS, FALLTHROUGH, RESP_CLOSE, RESP_STREAM,
+                        close_iter, flatten_fields, log, next_piece)
+
+assert (RESP_STREAM, RESP_CLOSE) == (lib.MG_RESP_STREAM, lib.MG_RESP_CLOSE), \
+    "minginx.h and _dispatch.py disagree"
+_OP_START, _OP_NEXT, _OP_ABORT = lib.MG_PY_START, lib.MG_PY_NEXT, lib.MG_PY_ABORT
+_BRIDGES = {}
+_next_app_id = [0]
+_unpack = ffi.unpack
+_buffer = ffi.buffer
+_ERROR_500_BLOCK, _ERROR_500_N = flatten_fields(ERROR_500_FIELDS)
+
+
+class CallView:
+    """What a dispatcher sees of one request: read-only, valid only during the call."""
+
+    __slots__ = ("_c", "method", "raw_path", "query", "body", "minor_version", "_headers")
+
+    def __init__(self, c):
+        self._c = c
+        self.method = _unpack(c.method, c.method_len).decode("ascii")
+        self.raw_path = _unpack(c.path, c.path_len)
+        self.query = _unpack(c.query, c.query_len) if c.query_len else b""
+        self.body = _buffer(c.body, c.body_len)[:] if c.body_len else b""
+        self.minor_version = c.minor_version
+        self._headers = None
+
+    def header_pairs(self):
+        """[(name bytes, value bytes)] in the order sent; read from the C parse on first use."""
+        if self._headers is None:
+            c = self._c
+            if c is None:
+                raise RuntimeError("request headers read after the handler returned")
+            name, nlen = ffi.new("const char **"), ffi.new("size_t *")
+            value, vlen = ffi.new("const char **"), ffi.new("size_t *")
+            pairs = []
+            for i in range(c.num_headers):
+                lib.mg_call_header(c, i, name, nlen, value, vlen)
+                pairs.append((_unpack(name[0], nlen[0]), _unpack(value[0], vlen[0])))
+            self._headers = pairs
+        return self._headers
+
+    @property
+    def client(self):
+        return (ffi.string(self._c.peer).decode("ascii"), self._c.peer_port)
+
+    @property
+    def server_port(self):
+        return self._c.server_port
+
+    @property
+    def worker(self):
+        return self._c.worker
+
+    def close(self):
+        self._c = None
+
+
+def _answer_500(c):
+    """Start a 500 for a call whose own answer failed (its reason is logged by the caller)."""
+    lib.mg_call_start(c, 500, b"", 0, _ERROR_500_BLOCK, len(_ERROR_500_BLOCK), _ERROR_500_N,
+                      ERROR_500_BODY, len(ERROR_500_BODY), 0)
+
+
+def _c_error(c):
+    return ffi.string(c.error).decode("ascii") if c.error != ffi.NULL else "unknown"
+
+
+class Bridge:
+    """Runs a dispatcher for C: dispatch(CallView) -> FALLTHROUGH or
+    (status, reason bytes, [(name, value) bytes], body bytes or iterable, flags).
+
+    Every call fails alone: whatever goes wrong in one (the handler raising,
+    a body of the wrong type, a head the C writer refuses) answers that
+    request with 500 or closes its connection, and mg_py_batch goes on with
+    the others.  A response iterator is closed exactly once, whatever happened.
+    Tested by tests/test_hostile_handlers.py."""
+
+    def __init__(self, dispatch):
+        self.dispatch = dispatch
+        self.streams = {}   # (worker, request id) -> (iterator, "METHOD path" for the log)
+        self.app_id = _next_app_id[0]
+        _next_app_id[0] += 1
+        _BRIDGES[self.app_id] = self
+
+    def unregister(self):
+        _BRIDGES.pop(self.app_id, None)
+        for it, _ in self.streams.values():
+            close_iter(it)
+        self.streams.clear()
+
+    def start(self, c):
+        view = CallView(c)
+        try:
+            result = self.dispatch(view)
+        except Exception:
+            log.error("minginx: handler for %s %s raised:\n%s", view.method,
+                      view.raw_path.decode("latin-1"), traceback.format_exc().rstrip())
+            _answer_500(c)
+            return
+        finally:
+            view.close()
+        if result is FALLTHROUGH:
+            c.fallthrough = 1
+            return
+        it = None
+        try:
+            status, reason, fields, body, flags = result
+            block, n = flatten_fields(fields)
+            if body.__class__ is bytes or isinstance(body, (bytes, bytearray, memoryview)):
+                body = bytes(body)
+                flags &= ~RESP_STREAM
+            else:
+                it = iter(body)
+                flags |= RESP_STREAM   # HEAD too: C then knows the length is not known
+                body = None if c._head_only else next_piece(it)
+                if body is None:
+                    body = b""
+                    if not c._head_only:   # an empty iterable: no stream after all
+                        flags &= ~RESP_STREAM
+            r = lib.mg_call_start(c, status, reason, len(reason), block, len(block), n, body,
+                                  len(body), flags)
+        except Exception:
+            log.error("minginx: handler for %s %s gave an unusable response:\n%s", view.method,
+                      view.raw_path.decode("latin-1"), traceback.format_exc().rstrip())
+            r = None
+        if r is None or r < 0:
+            if r is not None:
+                log.error("minginx: handler for %s %s: response refused: %s", view.method,
+                          view.raw_path.decode("latin-1"), _c_error(c))
+            if it is not None:
+                close_iter(it)
+            if not c._started:
+                _answer_500(c)
+            return
+        if r == 1:
+            log.error("minginx: handler for %s %s: %s", view.method,
+                      view.raw_path.decode("latin-1"), _c_error(c))
+        if it is not None:
+            if c.more:
+                self.streams[(c.worker, c.id)] = (it, "%s %s" % (
+                    view.method, view.raw_path.decode("latin-1")))
+            else:   # ended, cut, or C turned streaming off (204, 304, HEAD)
+                close_iter(it)
+
+    def next(self, c):
+        key = (c.worker, c.id)
+        entry = self.streams.get(key)
+        if entry is None:
+            c.more = 0
+            return
+        it, where = entry
+        try:
+            chunk = next_piece(it)
+            r = lib.mg_call_chunk(c, b"", 0, 1) if chunk is None else \
+                lib.mg_call_chunk(c, chunk, len(chunk), 0)
+        except Exception:
+            log.error("minginx: response iterator of %s raised mid-stream; closing the connection:"
+                      "\n%s", where, traceback.format_exc().rstrip())
+            self.cut(c)
+            return
+        if r == 1:
+            log.error("minginx: handler for %s: %s", where, _c_error(c))
+        if r < 0:
+            log.error("minginx: handler for %s: %s; closing the connection", where, _c_error(c))
+            self.cut(c)
+        elif not c.more:
+            del self.streams[key]
+            close_iter(it)
+
+    def cut(self, c):
+        """End a stream early: no terminating chunk, and the connection closes, so the
+        client can tell the body is not whole."""
+        c.more = 0
+        c._keep_alive = 0
+        self.abort(c)
+
+    def abort(self, c):
+        entry = self.streams.pop((c.worker, c.id), None)
+        if entry is not None:
+            close_iter(entry[0])
+
+
+def _batch_error(exc, value, tb):
+    # Each call is contained in mg_py_batch's loop; this guards the loop itself.
+    log.error("minginx: error in mg_py_batch:\n%s", "".join(traceback.format_exception(exc, value, tb)))
+    return 0
+
+
+def _contain(bridge, c, op):
+    """A call whose op raised out of the Bridge: fail it alone."""
+    log.error("minginx: handler call failed:\n%s", traceback.format_exc().rstrip())
+    try:
+        if op == _OP_START:
+            if not c._started:
+                _answer_500(c)   # if even this fails, C answers 500 itself (pycall.c)
+            else:
+                bridge.cut(c)
+        else:
+            bridge.cut(c)
+    except Exception:
+        log.exception("minginx: containing a failed handler call failed")
+
+
+@ffi.def_extern(onerror=_batch_error)
+def mg_py_batch(app_id, calls, n):
+    bridge = _BRIDGES[app_id]
+    for i in range(n):
+        c = calls[i]
+        op = c.op
+        try:
+            if op == _OP_START:
+                bridge.start(c)
+            elif op == _OP_NEXT:
+                bridge.next(c)
+            else:
+                bridge.abort(c)
+        except Exception:
+            _contain(bridge, c, op)
+    return 0
