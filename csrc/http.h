@@ -1,4 +1,5 @@
-/* http.h - HTTP/1.1 request parsing (RFC 9112): types shared by http.c, conn.c and static.c.
+/* http.h - HTTP/1.1 request parsing (RFC 9112, http.c) and the response side (http_response.c):
+ * types shared by http.c, http_response.c, conn.c and static.c.
  *
  * parse_http() works on a view of the connection's buffer: every string in
  * mg_request points into that buffer, nothing is copied or malloc'ed.  It is
@@ -11,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "internal.h"
 #include "cache.h"
 
@@ -18,6 +20,25 @@ typedef struct {
     const char *p;
     uint32_t len;
 } mg_str;
+
+/* ASCII case folding for the parser and the response side (locale-free,
+ * unlike tolower()). */
+static inline int lower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c | 0x20 : c;
+}
+
+/* a[0..alen) equals the lower-case literal lit, ignoring ASCII case */
+static inline int eq_ci(const char *a, size_t alen, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (alen != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != lit[i])
+            return 0;
+    return 1;
+}
 
 /* Header fields the server acts on, resolved to ids while parsing so a lookup
  * is req->hdr[MG_H_...], never a strcasecmp() scan of the field list. */
