@@ -14,6 +14,8 @@
  */
 #include "http.h"
 
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------- char classes */
@@ -249,31 +251,105 @@ static int content_length_value(mg_str v, int64_t *out)
     return 0;
 }
 
-/* uri-host [ ":" port ]: reg-name / IPv4 / IP-literal characters only */
-static int host_ok(mg_str v)
+static inline int is_hex(unsigned char c)
 {
-    for (uint32_t i = 0; i < v.len; i++) {
-        unsigned char c = (unsigned char)v.p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("-._~%!$&'()*+,;=:[]", c)))
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* unreserved / sub-delims (RFC 3986 section 2): the bytes of a reg-name besides pct-encoded */
+static inline int is_regname_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-._~!$&'()*+,;=", c));
+}
+
+/* authority = uri-host [ ":" port ] (RFC 9110 section 4.2.1 and 7.2, RFC 3986
+ * section 3.2), checked exactly: uri-host is an IP-literal in brackets, or a
+ * reg-name / IPv4address (unreserved, sub-delims, "%" HEXDIG HEXDIG); port is
+ * *DIGIT.  No userinfo: "user@host" is deprecated and a recipient should treat
+ * it as an error (RFC 9110 section 4.2.4).  need_host: an http URI must not
+ * have an empty host (section 4.2.1); need_port: CONNECT's authority-form
+ * always names a port (RFC 9112 section 3.2.3).  The port module mirrors this
+ * regular expression by regular expression (pyport/http.py _AUTHORITY).
+ * Tested by tests/test_request_safety.py test_authority_grammar. */
+static int authority_ok(const char *p, size_t n, int need_host, int need_port)
+{
+    size_t i = 0;
+    if (n > 0 && p[0] == '[') {
+        /* IP-literal: IPv6address / IPvFuture, checked for their alphabet */
+        for (i = 1; i < n && p[i] != ']'; i++)
+            if (!is_regname_char((unsigned char)p[i]) && p[i] != ':')
+                return 0;
+        if (i == n || i == 1)
+            return 0;
+        i++;
+    } else {
+        for (; i < n && p[i] != ':'; i++) {
+            if (p[i] == '%') {
+                if (n - i < 3 || !is_hex((unsigned char)p[i + 1]) || !is_hex((unsigned char)p[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!is_regname_char((unsigned char)p[i])) {
+                return 0;
+            }
+        }
+        if (i == 0 && need_host)
             return 0;
     }
+    if (i == n)
+        return !need_port;
+    if (p[i] != ':')
+        return 0;
+    if (++i == n && need_port)
+        return 0;
+    for (; i < n; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
     return 1;
 }
 
+/* Point the Host field at the absolute-form target's authority: RFC 9112
+ * section 3.2.2 says a server MUST ignore the received Host and use the
+ * target's, so every reader of req->hdr[MG_H_HOST] (handlers, logs) sees the
+ * one host this request is answered for.  A request without Host (HTTP/1.0)
+ * gets one.  Returns 0 or 431 (no room for the field). */
+static int host_from_target(mg_request *req, mg_str authority)
+{
+    int i = req->hdr[MG_H_HOST];
+    if (i < 0) {
+        if (req->num_headers == MG_MAX_HEADERS)
+            return 431;
+        i = req->num_headers++;
+        req->headers[i].name = (mg_str){"Host", 4};
+        req->headers[i].id = MG_H_HOST;
+        req->hdr[MG_H_HOST] = (int16_t)i;
+    }
+    req->headers[i].value = authority;
+    return 0;
+}
+
+/* Split the target into path and query by its form (RFC 9112 section 3.2).
+ * Returns 0, 400, or 431. */
 static int parse_target(mg_request *req)
 {
     const char *t = req->target.p;
     uint32_t n = req->target.len;
-    const char *path = t;
+    const char *path = t, *end = t + n;
 
     if (memchr(t, '#', n))
         return 400;   /* a fragment is never sent (RFC 9110 section 4.2.4), in any form */
+    if (req->method_id == MG_M_CONNECT) {
+        /* CONNECT takes the authority-form and only it (RFC 9112 section 3.2.3) */
+        if (!authority_ok(t, n, 1, 1))
+            return 400;
+        req->target_form = MG_FORM_AUTHORITY;
+        return 0;     /* path and query stay empty: conn.c answers 501 before any middleware */
+    }
     if (n == 1 && t[0] == '*') {
         if (req->method_id != MG_M_OPTIONS)
-            return 400;
+            return 400;   /* asterisk-form is for OPTIONS only (section 3.2.4) */
+        req->target_form = MG_FORM_ASTERISK;
         req->path = req->target;
-        req->query = (mg_str){t + 1, 0};
         return 0;
     }
     if (t[0] != '/') {
@@ -283,28 +359,35 @@ static int parse_target(mg_request *req)
             skip = 7;
         else if (n >= 8 && eq_ci(t, 8, "https://"))
             skip = 8;
-        else if (req->method_id == MG_M_CONNECT)
-            return 0;   /* authority-form; answered 405 by the static files */
         else
-            return 400;
-        const char *slash = memchr(t + skip, '/', n - skip);
-        const char *q = memchr(t + skip, '?', n - skip);
-        if (q && (!slash || q < slash))
-            slash = NULL;
-        const char *auth_end = slash ? slash : q ? q : t + n;
-        if (auth_end == t + skip)
-            return 400;   /* empty authority: an http URI needs a host */
-        path = slash ? slash : NULL;
-        if (!path) {
-            req->path = (mg_str){"/", 1};
-            req->query = q ? (mg_str){q + 1, (uint32_t)(t + n - q - 1)} : (mg_str){t + n, 0};
+            return 400;   /* authority-form is CONNECT's; anything else is not a target */
+        const char *auth = t + skip, *auth_end = auth;
+        while (auth_end < end && *auth_end != '/' && *auth_end != '?')
+            auth_end++;
+        if (!authority_ok(auth, (size_t)(auth_end - auth), 1, 0))
+            return 400;   /* empty host, userinfo, or bytes no authority has */
+        int r = host_from_target(req, (mg_str){auth, (uint32_t)(auth_end - auth)});
+        if (r)
+            return r;
+        req->target_form = MG_FORM_ABSOLUTE;
+        if (auth_end == end && req->method_id == MG_M_OPTIONS) {
+            /* "OPTIONS http://h:1" is how a proxy passes on "OPTIONS *" (section 3.2.4) */
+            req->target_form = MG_FORM_ASTERISK;
+            req->path = (mg_str){"*", 1};
             return 0;
         }
+        if (auth_end == end || *auth_end == '?') {
+            /* an empty path is "/" (RFC 9110 section 4.2.3) */
+            req->path = (mg_str){"/", 1};
+            if (auth_end < end)
+                req->query = (mg_str){auth_end + 1, (uint32_t)(end - auth_end - 1)};
+            return 0;
+        }
+        path = auth_end;
     }
-    const char *end = t + n;
     const char *q = memchr(path, '?', (size_t)(end - path));
     req->path = (mg_str){path, (uint32_t)((q ? q : end) - path)};
-    req->query = q ? (mg_str){q + 1, (uint32_t)(end - q - 1)} : (mg_str){end, 0};
+    req->query = q ? (mg_str){q + 1, (uint32_t)(end - q - 1)} : (mg_str){"", 0};
     return 0;
 }
 
@@ -312,11 +395,13 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
 {
     const char *p = buf, *end = buf + head_len;
 
-    req->num_headers = 0;
+    /* Every field, views included, is reset before anything else: a request
+     * buffer is reused across connections, and a field left from the last
+     * parse would show one client another's bytes (tests/test_request_safety.py
+     * test_connect_never_sees_another_clients_request). */
+    memset(req, 0, offsetof(mg_request, headers));
+    req->method = req->target = req->path = req->query = (mg_str){"", 0};
     req->content_length = -1;
-    req->chunked = 0;
-    req->expect_continue = 0;
-    req->keep_alive = 0;
     req->header_len = (int)head_len;
     memset(req->hdr, 0xff, sizeof(req->hdr));   /* all -1 */
 
@@ -411,7 +496,7 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
         switch (h->id) {
         case MG_H_HOST:
             hosts++;
-            if (!host_ok(h->value))
+            if (!authority_ok(h->value.p, h->value.len, 0, 0))
                 r = 400;
             break;
         case MG_H_CONTENT_LENGTH:
@@ -466,73 +551,81 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
 
 /* ------------------------------------------------------ chunked decoding */
 
+/* RFC 9112 section 7.1, byte by byte, so a line split across reads is judged
+ * exactly as a whole one:
+ *
+ *   chunk      = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+ *   chunk-ext  = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
+ *   ext-name   = token;  ext-val = token / quoted-string
+ *   last-chunk = 1*("0") [ chunk-ext ] CRLF,  then trailer-section CRLF
+ *
+ * Line ends follow the head parser: a lone LF ends a line (RFC 9112 section
+ * 2.2), a CR must be followed by LF.  One exception, for safety: a line that
+ * has a chunk extension must end in CRLF.  A lone LF there is where parsers
+ * disagree ("2;\nxx\r\n" is a 2-byte chunk to one and an extension running
+ * to the CRLF to another), so it is 400, never a line end.  Trailer fields
+ * are field lines exactly as the head parser reads them (token name, colon,
+ * no obs-fold, no CTL or bare CR in the value); their values are dropped.
+ * Extensions and trailers together are limited to MG_MAX_CHUNK_EXT bytes per
+ * message (CR and LF not counted), the size to 16 hex digits and 2^63 - 1.
+ * pyport/http.py Chunked is the same machine; tests/test_request_safety.py
+ * runs every case on both engines, whole and one byte per send. */
 enum {
     CH_SIZE = 0,      /* hex digits of the chunk size */
-    CH_EXT,           /* chunk extension, up to CRLF */
+    CH_SIZE_BWS,      /* whitespace after the size: only ";" may follow */
+    CH_EXT_NAME0,     /* after ";": BWS, then the first byte of ext-name */
+    CH_EXT_NAME,      /* inside ext-name */
+    CH_EXT_NAME_BWS,  /* whitespace after ext-name: "=" or ";" */
+    CH_EXT_VAL0,      /* after "=": BWS, then a token or a quoted-string */
+    CH_EXT_TOKEN,     /* inside a token ext-val */
+    CH_EXT_QUOTED,    /* inside a quoted-string */
+    CH_EXT_QPAIR,     /* after a backslash in a quoted-string */
+    CH_EXT_VAL_END,   /* right after an ext-val: ";", BWS or CR */
+    CH_EXT_BWS,       /* whitespace after an ext-val: only ";" may follow */
     CH_SIZE_LF,       /* the LF after the size line's CR */
     CH_DATA,          /* chunk data */
     CH_DATA_CR,       /* CRLF after the data */
     CH_DATA_LF,
     CH_TRAILER,       /* start of a trailer line (or the final empty line) */
-    CH_TRAILER_LINE,  /* inside a trailer line */
-    CH_TRAILER_LF,
+    CH_TRAILER_NAME,  /* field-name up to its colon */
+    CH_TRAILER_VALUE, /* field-value up to the line end */
+    CH_TRAILER_LF,    /* the LF after a trailer line's CR */
+    CH_END_LF,        /* the LF after the final empty line's CR */
     CH_DONE,
+    CH_MAX
 };
 
-#define MG_MAX_CHUNK_EXT 4096   /* bytes of extensions and trailers we skip */
+#define MG_MAX_CHUNK_EXT 4096   /* bytes of extensions and trailers per message */
+
+/* qdtext / quoted-pair bytes (RFC 9110 section 5.6.4) */
+static inline int is_qdtext(unsigned char c)
+{
+    return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
+           (c >= 0x5d && c != 0x7f);
+}
+
+static inline int is_qpair_char(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+/* the states whose bytes are extension or trailer bytes */
+static const unsigned char COUNTED[CH_MAX] = {
+    [CH_SIZE_BWS] = 1, [CH_EXT_NAME0] = 1, [CH_EXT_NAME] = 1, [CH_EXT_NAME_BWS] = 1,
+    [CH_EXT_VAL0] = 1, [CH_EXT_TOKEN] = 1, [CH_EXT_QUOTED] = 1, [CH_EXT_QPAIR] = 1,
+    [CH_EXT_VAL_END] = 1, [CH_EXT_BWS] = 1,
+    [CH_TRAILER] = 1, [CH_TRAILER_NAME] = 1, [CH_TRAILER_VALUE] = 1,
+};
 
 int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
 {
     size_t in = 0, out = 0, n = *len;
+    int bad = 0;
 
-    while (in < n) {
+    while (in < n && !bad && d->state != CH_DONE) {
         unsigned char c = (unsigned char)buf[in];
-        switch (d->state) {
-        case CH_SIZE: {
-            int v = (c >= '0' && c <= '9') ? c - '0'
-                  : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-            if (v >= 0) {
-                if (++d->hex_digits > 15)
-                    return 400;   /* larger than we will ever read */
-                d->remaining = d->remaining * 16 + (uint64_t)v;
-                in++;
-                break;
-            }
-            if (d->hex_digits == 0)
-                return 400;
-            if (c == ';' || c == ' ' || c == '\t') {
-                d->state = CH_EXT;
-                in++;
-            } else if (c == '\r') {
-                d->state = CH_SIZE_LF;
-                in++;
-            } else if (c == '\n') {
-                in++;
-                d->state = d->remaining ? CH_DATA : CH_TRAILER;
-            } else {
-                return 400;
-            }
-            break;
-        }
-        case CH_EXT:
-            if (++d->ext_or_trailer_bytes > MG_MAX_CHUNK_EXT)
-                return 400;
-            if (c == '\r')
-                d->state = CH_SIZE_LF;
-            else if (c == '\n')
-                d->state = d->remaining ? CH_DATA : CH_TRAILER;
-            else if (c < 0x20 && c != '\t')
-                return 400;
-            in++;
-            break;
-        case CH_SIZE_LF:
-            if (c != '\n')
-                return 400;
-            in++;
-            d->state = d->remaining ? CH_DATA : CH_TRAILER;
-            break;
-        case CH_DATA: {
+        int ws = c == ' ' || c == '\t';
+        if (d->state == CH_DATA) {
             size_t take = n - in;
             if (take > d->remaining)
                 take = (size_t)d->remaining;
@@ -542,62 +635,195 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             d->remaining -= take;
             if (d->remaining == 0)
                 d->state = CH_DATA_CR;
-            break;
+            continue;
         }
-        case CH_DATA_CR:
-            if (c == '\r') {
-                d->state = CH_DATA_LF;
-                in++;
+        /* every byte of an extension (from its first ";" or BWS) or of a
+         * trailer line counts toward the limit; line ends do not */
+        if (c != '\r' && c != '\n' && (COUNTED[d->state] || (d->state == CH_SIZE && (c == ';' || ws))) &&
+            ++d->ext_or_trailer_bytes > MG_MAX_CHUNK_EXT)
+            return 400;
+        int after_size = d->remaining ? CH_DATA : CH_TRAILER;
+        switch (d->state) {
+        case CH_SIZE: {
+            int v = (c >= '0' && c <= '9') ? c - '0'
+                  : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+            if (v >= 0) {
+                /* 16 digits at most, leading zeros included, and the value fits int64 */
+                if (++d->hex_digits > 16 || d->remaining > (UINT64_C(1) << 59) - 1)
+                    return 400;
+                d->remaining = d->remaining * 16 + (uint64_t)v;
                 break;
             }
-            __attribute__((fallthrough));   /* a lone LF ends the data too */
+            if (d->hex_digits == 0) {
+                bad = 1;
+                break;
+            }
+            /* the size is complete: does this chunk fit what is left? */
+            d->total += d->remaining;
+            if (d->total > d->max_body)
+                return 413;
+            if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (ws)
+                d->state = CH_SIZE_BWS;
+            else if (c == '\r')
+                d->state = CH_SIZE_LF;
+            else if (c == '\n')
+                d->state = after_size;   /* a lone LF: only a line with no extension */
+            else
+                bad = 1;
+            break;
+        }
+        case CH_SIZE_BWS:
+            if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (!ws)
+                bad = 1;
+            break;
+        case CH_EXT_NAME0:
+            if (TCHAR[c])
+                d->state = CH_EXT_NAME;
+            else if (!ws)
+                bad = 1;
+            break;
+        case CH_EXT_NAME:
+            if (TCHAR[c])
+                break;
+            if (c == '=')
+                d->state = CH_EXT_VAL0;
+            else if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (ws)
+                d->state = CH_EXT_NAME_BWS;
+            else if (c == '\r')
+                d->state = CH_SIZE_LF;
+            else
+                bad = 1;   /* a lone LF among them: see above */
+            break;
+        case CH_EXT_NAME_BWS:
+            if (c == '=')
+                d->state = CH_EXT_VAL0;
+            else if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (!ws)
+                bad = 1;   /* BWS is only ever followed by "=" or ";" */
+            break;
+        case CH_EXT_VAL0:
+            if (c == '"')
+                d->state = CH_EXT_QUOTED;
+            else if (TCHAR[c])
+                d->state = CH_EXT_TOKEN;
+            else if (!ws)
+                bad = 1;
+            break;
+        case CH_EXT_TOKEN:
+            if (TCHAR[c])
+                break;
+            __attribute__((fallthrough));
+        case CH_EXT_VAL_END:
+            if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (ws)
+                d->state = CH_EXT_BWS;
+            else if (c == '\r')
+                d->state = CH_SIZE_LF;
+            else
+                bad = 1;
+            break;
+        case CH_EXT_QUOTED:
+            if (c == '"')
+                d->state = CH_EXT_VAL_END;
+            else if (c == '\\')
+                d->state = CH_EXT_QPAIR;
+            else if (!is_qdtext(c))
+                bad = 1;
+            break;
+        case CH_EXT_QPAIR:
+            if (is_qpair_char(c))
+                d->state = CH_EXT_QUOTED;
+            else
+                bad = 1;
+            break;
+        case CH_EXT_BWS:
+            if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (!ws)
+                bad = 1;   /* no whitespace before the line end (section 7.1.1) */
+            break;
+        case CH_SIZE_LF:
+            if (c == '\n')
+                d->state = after_size;
+            else
+                bad = 1;
+            break;
+        case CH_DATA_CR:
+            if (c == '\r')
+                d->state = CH_DATA_LF;
+            else if (c == '\n')
+                d->state = CH_SIZE;   /* a lone LF ends the data too */
+            else
+                bad = 1;
+            if (d->state == CH_SIZE) {
+                d->hex_digits = 0;
+                d->remaining = 0;
+            }
+            break;
         case CH_DATA_LF:
-            if (c != '\n')
-                return 400;
-            in++;
+            if (c != '\n') {
+                bad = 1;
+                break;
+            }
             d->state = CH_SIZE;
             d->hex_digits = 0;
             d->remaining = 0;
             break;
         case CH_TRAILER:
-            if (c == '\r') {
-                d->state = CH_TRAILER_LF;
-                in++;
-                break;
-            }
-            if (c == '\n') {
-                in++;
+            if (c == '\r')
+                d->state = CH_END_LF;
+            else if (c == '\n')
                 d->state = CH_DONE;
-                break;
-            }
-            d->state = CH_TRAILER_LINE;
+            else if (TCHAR[c])
+                d->state = CH_TRAILER_NAME;
+            else
+                bad = 1;   /* obs-fold (SP/HTAB first), a CTL, or a bad name byte */
             break;
-        case CH_TRAILER_LINE:
-            if (++d->ext_or_trailer_bytes > MG_MAX_CHUNK_EXT)
-                return 400;
-            if (c == '\n')
+        case CH_TRAILER_NAME:
+            if (c == ':')
+                d->state = CH_TRAILER_VALUE;
+            else if (!TCHAR[c])
+                bad = 1;   /* whitespace before the colon too (RFC 9112 section 5.1) */
+            break;
+        case CH_TRAILER_VALUE:
+            if (c == '\r')
+                d->state = CH_TRAILER_LF;
+            else if (c == '\n')
                 d->state = CH_TRAILER;
-            else if (c == '\r') {
-                if (in + 1 < n && buf[in + 1] != '\n')
-                    return 400;
-            } else if (c < 0x20 && c != '\t')
-                return 400;
-            in++;
+            else if (!is_value_char(c))
+                bad = 1;
             break;
         case CH_TRAILER_LF:
-            if (c != '\n')
-                return 400;
-            in++;
-            d->state = CH_DONE;
+            if (c == '\n')
+                d->state = CH_TRAILER;
+            else
+                bad = 1;   /* a bare CR, also when it ended the last read */
+            break;
+        case CH_END_LF:
+            if (c == '\n')
+                d->state = CH_DONE;
+            else
+                bad = 1;
             break;
         default:
-            break;
+            abort();   /* CH_DATA and CH_DONE are handled above */
         }
-        if (d->state == CH_DONE)
-            break;
+        if (!bad)
+            in++;
     }
     *len = out;
     *consumed = in;
+    if (bad)
+        return 400;
     return d->state == CH_DONE ? 1 : 0;
 }
 

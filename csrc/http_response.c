@@ -8,6 +8,7 @@
 #include "http.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -55,15 +56,35 @@ int format_u64(char *out, uint64_t v, int base)
     return n;
 }
 
+/* IMF-fixdate has a 4-digit year (RFC 9110 section 5.6.7): years 1 to 9999. */
+#define MG_DATE_MIN ((time_t)-62135596800LL)   /* Mon, 01 Jan 0001 00:00:00 GMT */
+#define MG_DATE_MAX ((time_t)253402300799LL)   /* Fri, 31 Dec 9999 23:59:59 GMT */
+
 int http_date(char *out, time_t t)
 {
     static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
     static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    _Static_assert(sizeof(time_t) == 8, "the date range below needs a 64-bit time_t");
     struct tm tm;
-    gmtime_r(&t, &tm);
-    return snprintf(out, 30, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday,
-                    months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+
+    /* A time outside what the format can say (a file's mtime can be any
+     * 64-bit value: year 10000, 2^62 s, far before year 1) is clamped to
+     * the nearest one it can, so the result is always 29 valid bytes; an
+     * unclamped year 10000 made 30 bytes and cut the "T" of GMT, and a
+     * failed gmtime_r left tm undefined and indexed days[] with it.
+     * Tested by tests/test_request_safety.py test_far_mtime_dates. */
+    if (t < MG_DATE_MIN)
+        t = MG_DATE_MIN;
+    if (t > MG_DATE_MAX)
+        t = MG_DATE_MAX;
+    if (!gmtime_r(&t, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 || tm.tm_mon > 11)
+        abort();   /* cannot happen for a year in 1..9999: a broken libc */
+    int n = snprintf(out, 30, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday,
+                     months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (n != 29)
+        abort();
+    return n;
 }
 
 /* ------------------------------------------------ field values we act on */
