@@ -132,12 +132,30 @@ static int body_append(mg_coroutine *co, size_t *len, size_t *cap, const char *p
     return 0;
 }
 
+/* One read of a request body, under its own timeout: the header timeout is
+ * armed afresh before every read, so a body may take as long as it needs
+ * while it keeps coming, and one that stops for header_timeout is answered
+ * 408 (RFC 9110 section 15.5.9), not dropped in silence.  nginx's
+ * client_body_timeout works the same way ("only for a period between two
+ * successive read operations").
+ * Returns 0 (bytes arrived), 408, or -errno (-ECONNRESET when the peer closed). */
+static int body_recv(mg_coroutine *co)
+{
+    timer_set(co, MG_TIMER_HEADER);
+    ssize_t n = recv_more(co);
+    if (n > 0)
+        return 0;
+    if (n == -ETIMEDOUT)
+        return 408;
+    return n == 0 ? -ECONNRESET : (int)n;
+}
+
 /* Read the request body that follows a head of head_len bytes.  With keep,
  * it is kept for a handler: in place in the request buffer when it fits
  * (then the caller drops head_len + *body_len bytes afterwards), else in
  * co->body_buf; without keep it is thrown away.  Either way the bytes after
  * the body stay in the buffer: they are the next request.
- * Returns 0, an HTTP status to answer with (400, 413), or -errno. */
+ * Returns 0, an HTTP status to answer with (400, 408, 413, 500), or -errno. */
 static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int keep,
                      const char **body, size_t *body_len, int *in_place)
 {
@@ -151,21 +169,23 @@ static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int kee
         return 0;
     if (!req->chunked && req->content_length > max)
         return 413;
-    if (req->expect_continue && rb->len == head_len) {
+    /* 100 Continue only to HTTP/1.1: a server MUST NOT send a 1xx response
+     * to an HTTP/1.0 client (RFC 9110 section 15.2), and section 10.1.1 has
+     * it ignore a 100-continue expectation received in HTTP/1.0. */
+    if (req->expect_continue && req->minor_version >= 1 && rb->len == head_len) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (send_async(co, cont, sizeof(cont) - 1) < 0)
             return -EPIPE;
     }
-    timer_set(co, MG_TIMER_HEADER);   /* the body, too, must keep coming */
 
     if (!req->chunked) {
         uint64_t left = (uint64_t)req->content_length;
         if (keep && head_len + left <= sizeof(rb->data)) {
             /* it fits: read it in place, behind the head */
             while (rb->len < head_len + left) {
-                ssize_t n = recv_more(co);
-                if (n <= 0)
-                    return n == 0 ? -ECONNRESET : (int)n;
+                int r = body_recv(co);
+                if (r)
+                    return r;
             }
             *body = rb->data + head_len;
             *body_len = (size_t)left;
@@ -182,35 +202,31 @@ static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int kee
             left -= take;
             if (left == 0)
                 break;
-            ssize_t n = recv_more(co);
-            if (n <= 0)
-                return n == 0 ? -ECONNRESET : (int)n;
+            int r = body_recv(co);
+            if (r)
+                return r;
         }
         *body = co->body_buf;
         *body_len = len;
         return 0;
     }
 
-    mg_chunked dec = {0};
-    uint64_t total = 0;
+    mg_chunked dec = {.max_body = (uint64_t)max};
     size_t len = 0, cap = 0;
     for (;;) {
         size_t n = rb->len - head_len, consumed = 0;
         int r = chunked_decode(&dec, rb->data + head_len, &n, &consumed);
         if (r > 1)
-            return r;
-        total += n;
-        if (total > (uint64_t)max)
-            return 413;
+            return r;   /* 400, or 413 as soon as a size line passes max_body */
         if (keep && n && body_append(co, &len, &cap, rb->data + head_len, n) < 0)
             return 500;
         /* decoded bytes are at the front; drop them and what was consumed */
         buffer_consume(rb, head_len, consumed);
         if (r == 1)
             break;
-        ssize_t got = recv_more(co);
-        if (got <= 0)
-            return got == 0 ? -ECONNRESET : (int)got;
+        int rr = body_recv(co);
+        if (rr)
+            return rr;
     }
     *body = co->body_buf;
     *body_len = len;
@@ -305,6 +321,7 @@ void conn_entry(mg_coroutine *co)
         size_t body_len;
         int in_place;
         int bst = read_body(co, req, (size_t)head, python, &body, &body_len, &in_place);
+        timer_clear(co);
         if (bst != 0) {
             if (bst > 0) {
                 send_error(co, bst, 0, req->method_id == MG_M_HEAD);
@@ -313,9 +330,19 @@ void conn_entry(mg_coroutine *co)
             return;
         }
 
-        /* -- the middleware chain: a Python handler, then the static files -- */
+        /* -- targets without a path, answered before any middleware sees them --
+         * CONNECT asks us to be a tunnel, which this server is not: 501, as
+         * for any method it does not implement (RFC 9110 sections 9.3.6 and
+         * 15.6.2).  "OPTIONS *" asks about the server itself (section 9.3.7):
+         * the static files' OPTIONS answer, whatever the path, is that. */
         int r = 1;
-        if (MG_UNLIKELY(srv->cfg.stats_endpoint))
+        if (req->target_form == MG_FORM_AUTHORITY)
+            r = send_error(co, 501, keep_alive, 0) < 0 ? -1 : 0;
+        else if (req->target_form == MG_FORM_ASTERISK)
+            r = static_serve(co, req, keep_alive);
+
+        /* -- the middleware chain: a Python handler, then the static files -- */
+        if (r == 1 && MG_UNLIKELY(srv->cfg.stats_endpoint))
             r = stats_serve(co, req, keep_alive);
         if (r == 1 && python)
             r = python_request(co, req, body, body_len, keep_alive);

@@ -14,9 +14,9 @@
  */
 #include "http.h"
 
-#include <stdio.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* ---------------------------------------------------------- char classes */
 
@@ -46,22 +46,6 @@ static inline int is_value_char(unsigned char c)
 static inline int is_target_char(unsigned char c)
 {
     return c > 0x20 && c != 0x7f;
-}
-
-static inline int lower(int c)
-{
-    return (c >= 'A' && c <= 'Z') ? c | 0x20 : c;
-}
-
-static int eq_ci(const char *a, size_t alen, const char *lit)
-{
-    size_t n = strlen(lit);
-    if (alen != n)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (lower((unsigned char)a[i]) != lit[i])
-            return 0;
-    return 1;
 }
 
 /* ------------------------------------------------------- header matching */
@@ -267,31 +251,105 @@ static int content_length_value(mg_str v, int64_t *out)
     return 0;
 }
 
-/* uri-host [ ":" port ]: reg-name / IPv4 / IP-literal characters only */
-static int host_ok(mg_str v)
+static inline int is_hex(unsigned char c)
 {
-    for (uint32_t i = 0; i < v.len; i++) {
-        unsigned char c = (unsigned char)v.p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("-._~%!$&'()*+,;=:[]", c)))
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* unreserved / sub-delims (RFC 3986 section 2): the bytes of a reg-name besides pct-encoded */
+static inline int is_regname_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-._~!$&'()*+,;=", c));
+}
+
+/* authority = uri-host [ ":" port ] (RFC 9110 section 4.2.1 and 7.2, RFC 3986
+ * section 3.2), checked exactly: uri-host is an IP-literal in brackets, or a
+ * reg-name / IPv4address (unreserved, sub-delims, "%" HEXDIG HEXDIG); port is
+ * *DIGIT.  No userinfo: "user@host" is deprecated and a recipient should treat
+ * it as an error (RFC 9110 section 4.2.4).  need_host: an http URI must not
+ * have an empty host (section 4.2.1); need_port: CONNECT's authority-form
+ * always names a port (RFC 9112 section 3.2.3).  The port module mirrors this
+ * regular expression by regular expression (pyport/http.py _AUTHORITY).
+ * Tested by tests/test_request_safety.py test_authority_grammar. */
+static int authority_ok(const char *p, size_t n, int need_host, int need_port)
+{
+    size_t i = 0;
+    if (n > 0 && p[0] == '[') {
+        /* IP-literal: IPv6address / IPvFuture, checked for their alphabet */
+        for (i = 1; i < n && p[i] != ']'; i++)
+            if (!is_regname_char((unsigned char)p[i]) && p[i] != ':')
+                return 0;
+        if (i == n || i == 1)
+            return 0;
+        i++;
+    } else {
+        for (; i < n && p[i] != ':'; i++) {
+            if (p[i] == '%') {
+                if (n - i < 3 || !is_hex((unsigned char)p[i + 1]) || !is_hex((unsigned char)p[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!is_regname_char((unsigned char)p[i])) {
+                return 0;
+            }
+        }
+        if (i == 0 && need_host)
             return 0;
     }
+    if (i == n)
+        return !need_port;
+    if (p[i] != ':')
+        return 0;
+    if (++i == n && need_port)
+        return 0;
+    for (; i < n; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
     return 1;
 }
 
+/* Point the Host field at the absolute-form target's authority: RFC 9112
+ * section 3.2.2 says a server MUST ignore the received Host and use the
+ * target's, so every reader of req->hdr[MG_H_HOST] (handlers, logs) sees the
+ * one host this request is answered for.  A request without Host (HTTP/1.0)
+ * gets one.  Returns 0 or 431 (no room for the field). */
+static int host_from_target(mg_request *req, mg_str authority)
+{
+    int i = req->hdr[MG_H_HOST];
+    if (i < 0) {
+        if (req->num_headers == MG_MAX_HEADERS)
+            return 431;
+        i = req->num_headers++;
+        req->headers[i].name = (mg_str){"Host", 4};
+        req->headers[i].id = MG_H_HOST;
+        req->hdr[MG_H_HOST] = (int16_t)i;
+    }
+    req->headers[i].value = authority;
+    return 0;
+}
+
+/* Split the target into path and query by its form (RFC 9112 section 3.2).
+ * Returns 0, 400, or 431. */
 static int parse_target(mg_request *req)
 {
     const char *t = req->target.p;
     uint32_t n = req->target.len;
-    const char *path = t;
+    const char *path = t, *end = t + n;
 
     if (memchr(t, '#', n))
         return 400;   /* a fragment is never sent (RFC 9110 section 4.2.4), in any form */
+    if (req->method_id == MG_M_CONNECT) {
+        /* CONNECT takes the authority-form and only it (RFC 9112 section 3.2.3) */
+        if (!authority_ok(t, n, 1, 1))
+            return 400;
+        req->target_form = MG_FORM_AUTHORITY;
+        return 0;     /* path and query stay empty: conn.c answers 501 before any middleware */
+    }
     if (n == 1 && t[0] == '*') {
         if (req->method_id != MG_M_OPTIONS)
-            return 400;
+            return 400;   /* asterisk-form is for OPTIONS only (section 3.2.4) */
+        req->target_form = MG_FORM_ASTERISK;
         req->path = req->target;
-        req->query = (mg_str){t + 1, 0};
         return 0;
     }
     if (t[0] != '/') {
@@ -301,28 +359,35 @@ static int parse_target(mg_request *req)
             skip = 7;
         else if (n >= 8 && eq_ci(t, 8, "https://"))
             skip = 8;
-        else if (req->method_id == MG_M_CONNECT)
-            return 0;   /* authority-form; answered 405 by the static files */
         else
-            return 400;
-        const char *slash = memchr(t + skip, '/', n - skip);
-        const char *q = memchr(t + skip, '?', n - skip);
-        if (q && (!slash || q < slash))
-            slash = NULL;
-        const char *auth_end = slash ? slash : q ? q : t + n;
-        if (auth_end == t + skip)
-            return 400;   /* empty authority: an http URI needs a host */
-        path = slash ? slash : NULL;
-        if (!path) {
-            req->path = (mg_str){"/", 1};
-            req->query = q ? (mg_str){q + 1, (uint32_t)(t + n - q - 1)} : (mg_str){t + n, 0};
+            return 400;   /* authority-form is CONNECT's; anything else is not a target */
+        const char *auth = t + skip, *auth_end = auth;
+        while (auth_end < end && *auth_end != '/' && *auth_end != '?')
+            auth_end++;
+        if (!authority_ok(auth, (size_t)(auth_end - auth), 1, 0))
+            return 400;   /* empty host, userinfo, or bytes no authority has */
+        int r = host_from_target(req, (mg_str){auth, (uint32_t)(auth_end - auth)});
+        if (r)
+            return r;
+        req->target_form = MG_FORM_ABSOLUTE;
+        if (auth_end == end && req->method_id == MG_M_OPTIONS) {
+            /* "OPTIONS http://h:1" is how a proxy passes on "OPTIONS *" (section 3.2.4) */
+            req->target_form = MG_FORM_ASTERISK;
+            req->path = (mg_str){"*", 1};
             return 0;
         }
+        if (auth_end == end || *auth_end == '?') {
+            /* an empty path is "/" (RFC 9110 section 4.2.3) */
+            req->path = (mg_str){"/", 1};
+            if (auth_end < end)
+                req->query = (mg_str){auth_end + 1, (uint32_t)(end - auth_end - 1)};
+            return 0;
+        }
+        path = auth_end;
     }
-    const char *end = t + n;
     const char *q = memchr(path, '?', (size_t)(end - path));
     req->path = (mg_str){path, (uint32_t)((q ? q : end) - path)};
-    req->query = q ? (mg_str){q + 1, (uint32_t)(end - q - 1)} : (mg_str){end, 0};
+    req->query = q ? (mg_str){q + 1, (uint32_t)(end - q - 1)} : (mg_str){"", 0};
     return 0;
 }
 
@@ -330,11 +395,13 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
 {
     const char *p = buf, *end = buf + head_len;
 
-    req->num_headers = 0;
+    /* Every field, views included, is reset before anything else: a request
+     * buffer is reused across connections, and a field left from the last
+     * parse would show one client another's bytes (tests/test_request_safety.py
+     * test_connect_never_sees_another_clients_request). */
+    memset(req, 0, offsetof(mg_request, headers));
+    req->method = req->target = req->path = req->query = (mg_str){"", 0};
     req->content_length = -1;
-    req->chunked = 0;
-    req->expect_continue = 0;
-    req->keep_alive = 0;
     req->header_len = (int)head_len;
     memset(req->hdr, 0xff, sizeof(req->hdr));   /* all -1 */
 
@@ -429,7 +496,7 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
         switch (h->id) {
         case MG_H_HOST:
             hosts++;
-            if (!host_ok(h->value))
+            if (!authority_ok(h->value.p, h->value.len, 0, 0))
                 r = 400;
             break;
         case MG_H_CONTENT_LENGTH:
@@ -484,73 +551,81 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
 
 /* ------------------------------------------------------ chunked decoding */
 
+/* RFC 9112 section 7.1, byte by byte, so a line split across reads is judged
+ * exactly as a whole one:
+ *
+ *   chunk      = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+ *   chunk-ext  = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
+ *   ext-name   = token;  ext-val = token / quoted-string
+ *   last-chunk = 1*("0") [ chunk-ext ] CRLF,  then trailer-section CRLF
+ *
+ * Line ends follow the head parser: a lone LF ends a line (RFC 9112 section
+ * 2.2), a CR must be followed by LF.  One exception, for safety: a line that
+ * has a chunk extension must end in CRLF.  A lone LF there is where parsers
+ * disagree ("2;\nxx\r\n" is a 2-byte chunk to one and an extension running
+ * to the CRLF to another), so it is 400, never a line end.  Trailer fields
+ * are field lines exactly as the head parser reads them (token name, colon,
+ * no obs-fold, no CTL or bare CR in the value); their values are dropped.
+ * Extensions and trailers together are limited to MG_MAX_CHUNK_EXT bytes per
+ * message (CR and LF not counted), the size to 16 hex digits and 2^63 - 1.
+ * pyport/http.py Chunked is the same machine; tests/test_request_safety.py
+ * runs every case on both engines, whole and one byte per send. */
 enum {
     CH_SIZE = 0,      /* hex digits of the chunk size */
-    CH_EXT,           /* chunk extension, up to CRLF */
+    CH_SIZE_BWS,      /* whitespace after the size: only ";" may follow */
+    CH_EXT_NAME0,     /* after ";": BWS, then the first byte of ext-name */
+    CH_EXT_NAME,      /* inside ext-name */
+    CH_EXT_NAME_BWS,  /* whitespace after ext-name: "=" or ";" */
+    CH_EXT_VAL0,      /* after "=": BWS, then a token or a quoted-string */
+    CH_EXT_TOKEN,     /* inside a token ext-val */
+    CH_EXT_QUOTED,    /* inside a quoted-string */
+    CH_EXT_QPAIR,     /* after a backslash in a quoted-string */
+    CH_EXT_VAL_END,   /* right after an ext-val: ";", BWS or CR */
+    CH_EXT_BWS,       /* whitespace after an ext-val: only ";" may follow */
     CH_SIZE_LF,       /* the LF after the size line's CR */
     CH_DATA,          /* chunk data */
     CH_DATA_CR,       /* CRLF after the data */
     CH_DATA_LF,
     CH_TRAILER,       /* start of a trailer line (or the final empty line) */
-    CH_TRAILER_LINE,  /* inside a trailer line */
-    CH_TRAILER_LF,
+    CH_TRAILER_NAME,  /* field-name up to its colon */
+    CH_TRAILER_VALUE, /* field-value up to the line end */
+    CH_TRAILER_LF,    /* the LF after a trailer line's CR */
+    CH_END_LF,        /* the LF after the final empty line's CR */
     CH_DONE,
+    CH_MAX
 };
 
-#define MG_MAX_CHUNK_EXT 4096   /* bytes of extensions and trailers we skip */
+#define MG_MAX_CHUNK_EXT 4096   /* bytes of extensions and trailers per message */
+
+/* qdtext / quoted-pair bytes (RFC 9110 section 5.6.4) */
+static inline int is_qdtext(unsigned char c)
+{
+    return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
+           (c >= 0x5d && c != 0x7f);
+}
+
+static inline int is_qpair_char(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+/* the states whose bytes are extension or trailer bytes */
+static const unsigned char COUNTED[CH_MAX] = {
+    [CH_SIZE_BWS] = 1, [CH_EXT_NAME0] = 1, [CH_EXT_NAME] = 1, [CH_EXT_NAME_BWS] = 1,
+    [CH_EXT_VAL0] = 1, [CH_EXT_TOKEN] = 1, [CH_EXT_QUOTED] = 1, [CH_EXT_QPAIR] = 1,
+    [CH_EXT_VAL_END] = 1, [CH_EXT_BWS] = 1,
+    [CH_TRAILER] = 1, [CH_TRAILER_NAME] = 1, [CH_TRAILER_VALUE] = 1,
+};
 
 int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
 {
     size_t in = 0, out = 0, n = *len;
+    int bad = 0;
 
-    while (in < n) {
+    while (in < n && !bad && d->state != CH_DONE) {
         unsigned char c = (unsigned char)buf[in];
-        switch (d->state) {
-        case CH_SIZE: {
-            int v = (c >= '0' && c <= '9') ? c - '0'
-                  : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-            if (v >= 0) {
-                if (++d->hex_digits > 15)
-                    return 400;   /* larger than we will ever read */
-                d->remaining = d->remaining * 16 + (uint64_t)v;
-                in++;
-                break;
-            }
-            if (d->hex_digits == 0)
-                return 400;
-            if (c == ';' || c == ' ' || c == '\t') {
-                d->state = CH_EXT;
-                in++;
-            } else if (c == '\r') {
-                d->state = CH_SIZE_LF;
-                in++;
-            } else if (c == '\n') {
-                in++;
-                d->state = d->remaining ? CH_DATA : CH_TRAILER;
-            } else {
-                return 400;
-            }
-            break;
-        }
-        case CH_EXT:
-            if (++d->ext_or_trailer_bytes > MG_MAX_CHUNK_EXT)
-                return 400;
-            if (c == '\r')
-                d->state = CH_SIZE_LF;
-            else if (c == '\n')
-                d->state = d->remaining ? CH_DATA : CH_TRAILER;
-            else if (c < 0x20 && c != '\t')
-                return 400;
-            in++;
-            break;
-        case CH_SIZE_LF:
-            if (c != '\n')
-                return 400;
-            in++;
-            d->state = d->remaining ? CH_DATA : CH_TRAILER;
-            break;
-        case CH_DATA: {
+        int ws = c == ' ' || c == '\t';
+        if (d->state == CH_DATA) {
             size_t take = n - in;
             if (take > d->remaining)
                 take = (size_t)d->remaining;
@@ -560,118 +635,196 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             d->remaining -= take;
             if (d->remaining == 0)
                 d->state = CH_DATA_CR;
-            break;
+            continue;
         }
-        case CH_DATA_CR:
-            if (c == '\r') {
-                d->state = CH_DATA_LF;
-                in++;
+        /* every byte of an extension (from its first ";" or BWS) or of a
+         * trailer line counts toward the limit; line ends do not */
+        if (c != '\r' && c != '\n' && (COUNTED[d->state] || (d->state == CH_SIZE && (c == ';' || ws))) &&
+            ++d->ext_or_trailer_bytes > MG_MAX_CHUNK_EXT)
+            return 400;
+        int after_size = d->remaining ? CH_DATA : CH_TRAILER;
+        switch (d->state) {
+        case CH_SIZE: {
+            int v = (c >= '0' && c <= '9') ? c - '0'
+                  : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+            if (v >= 0) {
+                /* 16 digits at most, leading zeros included, and the value fits int64 */
+                if (++d->hex_digits > 16 || d->remaining > (UINT64_C(1) << 59) - 1)
+                    return 400;
+                d->remaining = d->remaining * 16 + (uint64_t)v;
                 break;
             }
-            __attribute__((fallthrough));   /* a lone LF ends the data too */
+            if (d->hex_digits == 0) {
+                bad = 1;
+                break;
+            }
+            /* the size is complete: does this chunk fit what is left? */
+            d->total += d->remaining;
+            if (d->total > d->max_body)
+                return 413;
+            if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (ws)
+                d->state = CH_SIZE_BWS;
+            else if (c == '\r')
+                d->state = CH_SIZE_LF;
+            else if (c == '\n')
+                d->state = after_size;   /* a lone LF: only a line with no extension */
+            else
+                bad = 1;
+            break;
+        }
+        case CH_SIZE_BWS:
+            if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (!ws)
+                bad = 1;
+            break;
+        case CH_EXT_NAME0:
+            if (TCHAR[c])
+                d->state = CH_EXT_NAME;
+            else if (!ws)
+                bad = 1;
+            break;
+        case CH_EXT_NAME:
+            if (TCHAR[c])
+                break;
+            if (c == '=')
+                d->state = CH_EXT_VAL0;
+            else if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (ws)
+                d->state = CH_EXT_NAME_BWS;
+            else if (c == '\r')
+                d->state = CH_SIZE_LF;
+            else
+                bad = 1;   /* a lone LF among them: see above */
+            break;
+        case CH_EXT_NAME_BWS:
+            if (c == '=')
+                d->state = CH_EXT_VAL0;
+            else if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (!ws)
+                bad = 1;   /* BWS is only ever followed by "=" or ";" */
+            break;
+        case CH_EXT_VAL0:
+            if (c == '"')
+                d->state = CH_EXT_QUOTED;
+            else if (TCHAR[c])
+                d->state = CH_EXT_TOKEN;
+            else if (!ws)
+                bad = 1;
+            break;
+        case CH_EXT_TOKEN:
+            if (TCHAR[c])
+                break;
+            __attribute__((fallthrough));
+        case CH_EXT_VAL_END:
+            if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (ws)
+                d->state = CH_EXT_BWS;
+            else if (c == '\r')
+                d->state = CH_SIZE_LF;
+            else
+                bad = 1;
+            break;
+        case CH_EXT_QUOTED:
+            if (c == '"')
+                d->state = CH_EXT_VAL_END;
+            else if (c == '\\')
+                d->state = CH_EXT_QPAIR;
+            else if (!is_qdtext(c))
+                bad = 1;
+            break;
+        case CH_EXT_QPAIR:
+            if (is_qpair_char(c))
+                d->state = CH_EXT_QUOTED;
+            else
+                bad = 1;
+            break;
+        case CH_EXT_BWS:
+            if (c == ';')
+                d->state = CH_EXT_NAME0;
+            else if (!ws)
+                bad = 1;   /* no whitespace before the line end (section 7.1.1) */
+            break;
+        case CH_SIZE_LF:
+            if (c == '\n')
+                d->state = after_size;
+            else
+                bad = 1;
+            break;
+        case CH_DATA_CR:
+            if (c == '\r')
+                d->state = CH_DATA_LF;
+            else if (c == '\n')
+                d->state = CH_SIZE;   /* a lone LF ends the data too */
+            else
+                bad = 1;
+            if (d->state == CH_SIZE) {
+                d->hex_digits = 0;
+                d->remaining = 0;
+            }
+            break;
         case CH_DATA_LF:
-            if (c != '\n')
-                return 400;
-            in++;
+            if (c != '\n') {
+                bad = 1;
+                break;
+            }
             d->state = CH_SIZE;
             d->hex_digits = 0;
             d->remaining = 0;
             break;
         case CH_TRAILER:
-            if (c == '\r') {
-                d->state = CH_TRAILER_LF;
-                in++;
-                break;
-            }
-            if (c == '\n') {
-                in++;
+            if (c == '\r')
+                d->state = CH_END_LF;
+            else if (c == '\n')
                 d->state = CH_DONE;
-                break;
-            }
-            d->state = CH_TRAILER_LINE;
+            else if (TCHAR[c])
+                d->state = CH_TRAILER_NAME;
+            else
+                bad = 1;   /* obs-fold (SP/HTAB first), a CTL, or a bad name byte */
             break;
-        case CH_TRAILER_LINE:
-            if (++d->ext_or_trailer_bytes > MG_MAX_CHUNK_EXT)
-                return 400;
-            if (c == '\n')
+        case CH_TRAILER_NAME:
+            if (c == ':')
+                d->state = CH_TRAILER_VALUE;
+            else if (!TCHAR[c])
+                bad = 1;   /* whitespace before the colon too (RFC 9112 section 5.1) */
+            break;
+        case CH_TRAILER_VALUE:
+            if (c == '\r')
+                d->state = CH_TRAILER_LF;
+            else if (c == '\n')
                 d->state = CH_TRAILER;
-            else if (c == '\r') {
-                if (in + 1 < n && buf[in + 1] != '\n')
-                    return 400;
-            } else if (c < 0x20 && c != '\t')
-                return 400;
-            in++;
+            else if (!is_value_char(c))
+                bad = 1;
             break;
         case CH_TRAILER_LF:
-            if (c != '\n')
-                return 400;
-            in++;
-            d->state = CH_DONE;
+            if (c == '\n')
+                d->state = CH_TRAILER;
+            else
+                bad = 1;   /* a bare CR, also when it ended the last read */
+            break;
+        case CH_END_LF:
+            if (c == '\n')
+                d->state = CH_DONE;
+            else
+                bad = 1;
             break;
         default:
-            break;
+            abort();   /* CH_DATA and CH_DONE are handled above */
         }
-        if (d->state == CH_DONE)
-            break;
+        if (!bad)
+            in++;
     }
     *len = out;
     *consumed = in;
+    if (bad)
+        return 400;
     return d->state == CH_DONE ? 1 : 0;
-}
-
-/* ---------------------------------------------------------------- misc */
-
-const char *http_reason(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
-    }
-}
-
-int format_u64(char *out, uint64_t v, int base)
-{
-    char tmp[24];
-    int i = 0, n = 0;
-    do {
-        tmp[i++] = "0123456789abcdef"[v % (uint64_t)base];
-        v /= (uint64_t)base;
-    } while (v);
-    while (i > 0)
-        out[n++] = tmp[--i];
-    return n;
-}
-
-int http_date(char *out, time_t t)
-{
-    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    return snprintf(out, 30, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday,
-                    months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 /* ------------------------------------------- the parser through cffi */
@@ -716,227 +869,4 @@ int mg_header_id(const char *name, size_t len, int plain)
     if (len == 0)
         return MG_H_OTHER;
     return plain ? header_id_plain(name, len) : header_id(name, len);
-}
-
-/* ------------------------------------------------ field values we act on */
-
-static int month_index(const char *m)
-{
-    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    for (int i = 0; i < 12; i++)
-        if (memcmp(months + 3 * i, m, 3) == 0)
-            return i;
-    return -1;
-}
-
-static int digits(const char *s, int n)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v;
-}
-
-/* RFC 9110 section 5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime
- * forms, which a recipient must also accept. */
-time_t http_parse_date(const char *s, size_t len)
-{
-    char b[64];
-    if (len == 0 || len >= sizeof(b))
-        return -1;
-    memcpy(b, s, len);
-    b[len] = '\0';
-    struct tm tm = {0};
-    int day, year, hh, mm, ss, mon;
-    const char *comma = memchr(b, ',', len);
-
-    if (comma && comma - b == 3 && len == 29) {
-        /* Sun, 06 Nov 1994 08:49:37 GMT */
-        if (b[4] != ' ' || b[7] != ' ' || b[11] != ' ' || b[16] != ' ' || b[19] != ':' ||
-            b[22] != ':' || memcmp(b + 25, " GMT", 4) != 0)
-            return -1;
-        day = digits(b + 5, 2), mon = month_index(b + 8), year = digits(b + 12, 4);
-        hh = digits(b + 17, 2), mm = digits(b + 20, 2), ss = digits(b + 23, 2);
-    } else if (comma) {
-        /* Sunday, 06-Nov-94 08:49:37 GMT */
-        const char *p = comma + 1;
-        if (strlen(p) != 23 || p[0] != ' ' || p[3] != '-' || p[7] != '-' || p[10] != ' ' ||
-            p[13] != ':' || p[16] != ':' || memcmp(p + 19, " GMT", 4) != 0)
-            return -1;
-        day = digits(p + 1, 2), mon = month_index(p + 4), year = digits(p + 8, 2);
-        hh = digits(p + 11, 2), mm = digits(p + 14, 2), ss = digits(p + 17, 2);
-        if (year >= 0)
-            year += year < 70 ? 2000 : 1900;   /* RFC 9110: a 2-digit year more than 50 years ahead is in the past */
-    } else if (len == 24) {
-        /* Sun Nov  6 08:49:37 1994 */
-        if (b[3] != ' ' || b[7] != ' ' || b[10] != ' ' || b[13] != ':' || b[16] != ':' || b[19] != ' ')
-            return -1;
-        mon = month_index(b + 4);
-        day = b[8] == ' ' ? digits(b + 9, 1) : digits(b + 8, 2);
-        hh = digits(b + 11, 2), mm = digits(b + 14, 2), ss = digits(b + 17, 2);
-        year = digits(b + 20, 4);
-    } else {
-        return -1;
-    }
-    if (day < 1 || day > 31 || mon < 0 || year < 1970 || hh < 0 || hh > 23 || mm < 0 || mm > 59 ||
-        ss < 0 || ss > 60)
-        return -1;
-    tm.tm_mday = day;
-    tm.tm_mon = mon;
-    tm.tm_year = year - 1900;
-    tm.tm_hour = hh;
-    tm.tm_min = mm;
-    tm.tm_sec = ss;
-    return timegm(&tm);
-}
-
-int64_t mg_parse_http_date(const char *s, size_t len)
-{
-    return (int64_t)http_parse_date(s, len);
-}
-
-/* Does an If-Match / If-None-Match list match our entity-tag?  `weak`
- * selects the weak comparison (W/ prefixes ignored; If-None-Match), else the
- * strong one (a weak tag never matches; If-Match, If-Range). */
-int etag_list_matches(mg_str list, const char *etag, size_t etag_len, int weak)
-{
-    const char *p = list.p, *end = list.p + list.len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        if (p == end)
-            break;
-        if (*p == '*')
-            return 1;
-        int is_weak = 0;
-        if (end - p >= 2 && p[0] == 'W' && p[1] == '/') {
-            is_weak = 1;
-            p += 2;
-        }
-        if (p == end || *p != '"')
-            return 0;   /* not an entity-tag list: no match */
-        const char *q = memchr(p + 1, '"', (size_t)(end - p - 1));
-        if (!q)
-            return 0;
-        size_t n = (size_t)(q - p + 1);   /* with both quotes */
-        if ((weak || !is_weak) && n == etag_len && memcmp(p, etag, n) == 0)
-            return 1;
-        p = q + 1;
-    }
-    return 0;
-}
-
-/* Is gzip an acceptable content-coding (RFC 9110 section 12.5.3)?  gzip or
- * x-gzip with q > 0, or "*" with q > 0 when gzip is not listed. */
-int accepts_gzip(mg_str v)
-{
-    int gzip_q = -1, star_q = -1;
-    const char *p = v.p, *end = v.p + v.len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *tok = p;
-        while (p < end && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
-            p++;
-        size_t tlen = (size_t)(p - tok);
-        int q = 1;
-        /* parameters: only q matters */
-        while (p < end && *p != ',') {
-            if (*p == ';') {
-                p++;
-                while (p < end && (*p == ' ' || *p == '\t'))
-                    p++;
-                if (end - p >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=') {
-                    p += 2;
-                    /* q=0, q=0.0, q=0.00, q=0.000 are "not acceptable" */
-                    q = 0;
-                    while (p < end && (*p == '0' || *p == '.'))
-                        p++;
-                    if (p < end && *p >= '1' && *p <= '9')
-                        q = 1;
-                    continue;
-                }
-            }
-            p++;
-        }
-        if (tlen == 0)
-            continue;
-        if (eq_ci(tok, tlen, "gzip") || eq_ci(tok, tlen, "x-gzip"))
-            gzip_q = gzip_q > 0 ? gzip_q : q;
-        else if (tlen == 1 && tok[0] == '*')
-            star_q = q;
-    }
-    return gzip_q > 0 || (gzip_q < 0 && star_q > 0);
-}
-
-/* Range: bytes=... (RFC 9110 section 14.2).  Returns 0 to ignore the field
- * (not bytes, malformed, or several ranges, which we answer with the whole
- * representation, as the RFC allows), 1 with [*start, *start + *len) for one
- * satisfiable range, or 416 when no range is satisfiable. */
-int parse_range(mg_str v, int64_t size, int64_t *start, int64_t *len)
-{
-    const char *p = v.p, *end = v.p + v.len;
-    int satisfiable = 0, ranges = 0;
-
-    if (v.len < 6 || !eq_ci(p, 6, "bytes="))
-        return 0;
-    p += 6;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t'))
-            p++;
-        int64_t a = -1, b = -1;
-        if (p < end && *p >= '0' && *p <= '9') {
-            a = 0;
-            while (p < end && *p >= '0' && *p <= '9') {
-                if (a > (INT64_MAX - 9) / 10)
-                    return 0;
-                a = a * 10 + (*p++ - '0');
-            }
-        }
-        if (p == end || *p != '-')
-            return 0;
-        p++;
-        if (p < end && *p >= '0' && *p <= '9') {
-            b = 0;
-            while (p < end && *p >= '0' && *p <= '9') {
-                if (b > (INT64_MAX - 9) / 10)
-                    return 0;
-                b = b * 10 + (*p++ - '0');
-            }
-        }
-        while (p < end && (*p == ' ' || *p == '\t'))
-            p++;
-        if (p < end && *p != ',')
-            return 0;
-        if (p < end)
-            p++;
-        if (a < 0 && b < 0)
-            return 0;        /* "-" alone */
-        if (a >= 0 && b >= 0 && b < a)
-            return 0;        /* invalid range-spec: the whole field is ignored */
-        ranges++;
-        int64_t s, l;
-        if (a < 0) {         /* suffix: the last b bytes */
-            if (b == 0 || size == 0)
-                continue;
-            s = b >= size ? 0 : size - b;
-            l = size - s;
-        } else {
-            if (a >= size)
-                continue;
-            s = a;
-            l = (b < 0 || b >= size ? size - 1 : b) - a + 1;
-        }
-        satisfiable++;
-        *start = s;
-        *len = l;
-    }
-    if (ranges == 0)
-        return 0;
-    if (satisfiable == 0)
-        return 416;
-    return ranges == 1 ? 1 : 0;
 }

@@ -1,4 +1,5 @@
-/* http.h - HTTP/1.1 request parsing (RFC 9112): types shared by http.c, conn.c and static.c.
+/* http.h - HTTP/1.1 request parsing (RFC 9112, http.c) and the response side (http_response.c):
+ * types shared by http.c, http_response.c, conn.c and static.c.
  *
  * parse_http() works on a view of the connection's buffer: every string in
  * mg_request points into that buffer, nothing is copied or malloc'ed.  It is
@@ -11,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "internal.h"
 #include "cache.h"
 
@@ -18,6 +20,25 @@ typedef struct {
     const char *p;
     uint32_t len;
 } mg_str;
+
+/* ASCII case folding for the parser and the response side (locale-free,
+ * unlike tolower()). */
+static inline int lower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c | 0x20 : c;
+}
+
+/* a[0..alen) equals the lower-case literal lit, ignoring ASCII case */
+static inline int eq_ci(const char *a, size_t alen, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (alen != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != lit[i])
+            return 0;
+    return 1;
+}
 
 /* Header fields the server acts on, resolved to ids while parsing so a lookup
  * is req->hdr[MG_H_...], never a strcasecmp() scan of the field list. */
@@ -58,8 +79,23 @@ typedef struct {
     int id;          /* mg_hdr_id */
 } mg_header;
 
+/* The four forms of request-target (RFC 9112 section 3.2). */
+typedef enum {
+    MG_FORM_ORIGIN = 0,   /* /path?query */
+    MG_FORM_ABSOLUTE,     /* http://authority/path?query: the authority replaces Host */
+    MG_FORM_AUTHORITY,    /* host:port, CONNECT only: no path at all */
+    MG_FORM_ASTERISK,     /* "*", OPTIONS only: the server as a whole */
+    MG_FORM_MAX
+} mg_target_form;
+
+/* Every field is defined after every parse_http() call that returns
+ * MG_PARSE_OK: it resets them all first, so nothing can point into the bytes
+ * of an earlier request in a reused buffer.  path is the target's path
+ * ("/..." for origin- and absolute-form, "*" for asterisk-form, empty for
+ * authority-form); handlers never see the last two (conn.c answers them). */
 typedef struct mg_request_s {
     mg_str method, target, path, query;
+    int target_form;             /* mg_target_form */
     int method_id;               /* mg_method_id */
     int minor_version;           /* HTTP/1.<minor> */
     int header_len;              /* bytes of the head, CRLFCRLF included */
@@ -90,14 +126,18 @@ MG_HIDDEN int header_id(const char *name, size_t len);
 
 /* Chunked transfer coding (RFC 9112 section 7.1), decoded in place. */
 typedef struct {
+    uint64_t max_body;           /* set by the caller: 413 past this many decoded bytes */
     int state;
     uint64_t remaining;          /* bytes left in the current chunk */
+    uint64_t total;              /* decoded bytes so far, the chunk being read included */
     int hex_digits;
     int ext_or_trailer_bytes;
 } mg_chunked;
 /* Consume buf[0..*len): on return buf[0..*len) holds the decoded data.
  * Returns 1 when the last chunk and trailers are done (*consumed tells how far
- * into the input that was), 0 if it needs more, 400 on malformed input. */
+ * into the input that was), 0 if it needs more, 400 on malformed input, 413
+ * as soon as a chunk's size line says the body would pass max_body (the
+ * size is final then, so whole and byte-by-byte input get the same answer). */
 MG_HIDDEN int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed);
 
 MG_HIDDEN const char *http_reason(int status);
@@ -109,8 +149,9 @@ MG_HIDDEN time_t http_parse_date(const char *s, size_t len);
 MG_HIDDEN int etag_list_matches(mg_str list, const char *etag, size_t etag_len, int weak);
 MG_HIDDEN int accepts_gzip(mg_str v);
 MG_HIDDEN int parse_range(mg_str v, int64_t size, int64_t *start, int64_t *len);
-/* IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes) of t into out;
- * returns its length.  Locale-free, unlike strftime's %a and %b. */
+/* IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") of t into out (30 bytes:
+ * the date and a NUL); returns its length, always 29.  A t outside years
+ * 1..9999 is clamped into them.  Locale-free, unlike strftime's %a and %b. */
 MG_HIDDEN int http_date(char *out, time_t t);
 
 /* ----------------------------------------------- connection buffers (conn.c) */

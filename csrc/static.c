@@ -364,23 +364,65 @@ static int serve_entry(mg_coroutine *co, mg_request *req, mg_centry *e, int keep
     return send_representation(co, rep, 200, 0, rep->size, keep_alive, head_only);
 }
 
-/* 301 to the same path with a slash, query kept (nginx does the same). */
+/* May byte c stand as itself in the Location we build?  A path segment's
+ * pchar (RFC 3986 section 3.3: unreserved, sub-delims, ":" and "@") plus
+ * "/"; in the query also "?" and "%" (the client's own escapes, kept). */
+static int uri_keeps(unsigned char c, int query)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    if (c && strchr("-._~!$&'()*+,;=:@/", c))
+        return 1;
+    return query && (c == '?' || c == '%');
+}
+
+/* Percent-encode s[0..n) into o (when o is not NULL); returns the length. */
+static size_t uri_encode(mg_buf *o, const char *s, size_t n, int query)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (uri_keeps(c, query)) {
+            if (o)
+                buf_put(o, &c, 1);
+            len++;
+        } else {
+            char esc[3] = {'%', "0123456789ABCDEF"[c >> 4], "0123456789ABCDEF"[c & 15]};
+            if (o)
+                buf_put(o, esc, 3);
+            len += 3;
+        }
+    }
+    return len;
+}
+
+/* 301 to the same directory with a slash, query kept (as nginx does).
+ * Location is built from rel, the decoded and normalised path static_serve
+ * has just looked up (co->rb->path: no empty, "." or ".." segments, no
+ * leading slash), re-encoded; never from the raw target, which made
+ * "GET //evil.example/../docs" answer "Location: //evil.example/../docs/",
+ * a link to another host (a network-path reference, RFC 3986 section 4.2).
+ * "/" + rel cannot start with "//" or "/\" (a backslash is encoded).
+ * Tested by tests/test_request_safety.py test_slash_redirect_stays_on_this_host. */
 static int redirect_slash(mg_coroutine *co, mg_request *req, int keep_alive, int head_only)
 {
     mg_buf o;
     static const char body[] = "<html><head><title>301 Moved Permanently</title></head>"
                                "<body><h1>301 Moved Permanently</h1></body></html>\n";
+    const char *rel = co->rb->path;
+    size_t rel_len = strlen(rel);
 
     out_area(co, &o);
-    if (req->path.len + req->query.len + 64 > sizeof(co->rb->out) - 256)
+    if (uri_encode(NULL, rel, rel_len, 0) + uri_encode(NULL, req->query.p, req->query.len, 1) + 64 >
+        sizeof(co->rb->out) - 256)
         return send_error(co, 414, keep_alive, head_only) < 0 ? -1 : 0;
     put_status(&o, co, 301);
-    buf_str(&o, "Location: ");
-    buf_put(&o, req->path.p, req->path.len);
+    buf_str(&o, "Location: /");
+    uri_encode(&o, rel, rel_len, 0);
     buf_str(&o, "/");
     if (req->query.len) {
         buf_str(&o, "?");
-        buf_put(&o, req->query.p, req->query.len);
+        uri_encode(&o, req->query.p, req->query.len, 1);
     }
     buf_str(&o, "\r\nContent-Type: text/html; charset=utf-8\r\n");
     head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, keep_alive);

@@ -35,6 +35,15 @@ OK = [
     ("chunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
     ("http 1.2 read as 1.1", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"),
     ("unknown method is parsed (501 later)", b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("connect authority-form (501 later)", b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("connect ipv6 (501 later)", b"CONNECT [::1]:1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("absolute form, no host field in 1.0", b"GET http://a/x HTTP/1.0\r\n\r\n"),
+    ("absolute form, empty path", b"GET http://a:8?x HTTP/1.1\r\nHost: b\r\n\r\n"),
+    ("options absolute form, no path", b"OPTIONS http://a HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("host with port", b"GET / HTTP/1.1\r\nHost: a.example:8080\r\n\r\n"),
+    ("host ipv6", b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"),
+    ("host pct-encoded", b"GET / HTTP/1.1\r\nHost: a%41\r\n\r\n"),
+    ("empty host", b"GET / HTTP/1.1\r\nHost:\r\n\r\n"),
 ]
 
 
@@ -75,6 +84,18 @@ BAD = [
     ("bad method char", b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("relative target", b"GET index.html HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("asterisk not options", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("connect origin-form", b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("connect without port", b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("connect userinfo", b"CONNECT u@a:1 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("authority-form not connect", b"GET a:1 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("absolute form empty host", b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("absolute form userinfo", b"GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("absolute form bad port", b"GET http://a:x/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("absolute form still needs host in 1.1", b"GET http://a/ HTTP/1.1\r\n\r\n", 400),
+    ("host bad port", b"GET / HTTP/1.1\r\nHost: a:b\r\n\r\n", 400),
+    ("host userinfo", b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400),
+    ("host open bracket", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+    ("host bad escape", b"GET / HTTP/1.1\r\nHost: a%4\r\n\r\n", 400),
     ("fragment", b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("unknown expectation", b"GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417),
     ("too many fields", b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n", 431),
@@ -151,3 +172,14 @@ def test_known_headers_have_distinct_ids():
 def test_http_dates(text, expected):
     from minginx_cffi._native import parse_http_date
     assert parse_http_date(text) == expected
+
+
+@pytest.mark.parametrize("name,data,status", [(n, d, 0) for n, d in OK] + BAD,
+                         ids=[n for n, _ in OK] + [n for n, _, _ in BAD])
+def test_port_agrees(name, data, status):
+    """The Python port's parse_http gives every named case the same answer as C."""
+    from minginx_cffi.pyport import http as pyhttp
+    data = data.lstrip(b"\r\n")   # the port's conn_entry drops empty lines before the head
+    end = pyhttp.http_find_head_end(data)
+    got = -end if end < 0 else pyhttp.parse_http(data[:end], end)[0]
+    assert got == status

@@ -17,7 +17,7 @@ import traceback
 
 from .. import _dispatch
 from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER
-from .http import Chunked, http_find_head_end, parse_http
+from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
 from .io import Cancelled, recv_async, send_async
 from .response import (FRAME_CHUNKED, FRAME_CLOSE, FRAME_LENGTH, FRAME_NONE, Refused, check_status,
                        handler_fields, head_finish, head_start)
@@ -79,15 +79,35 @@ def _lingering_close(co, buf):
         pass
 
 
+def _body_recv(co, size):
+    """One read of a body under its own timeout (C: body_recv): the header
+    timeout armed afresh per read; raises TimeoutError, ConnectionResetError."""
+    co.worker.timer_set(co, MG_TIMER_HEADER)
+    data = yield from recv_async(co, size)
+    if not data:
+        raise ConnectionResetError
+    return data
+
+
 def _read_body(co, req, buf, head, keep, max_body):
-    """The body after the head: (status, body).  buf keeps what follows it."""
+    """The body after the head: (status, body).  buf keeps what follows it.
+    A body that stops arriving for header_timeout is (408, b"")."""
+    try:
+        return (yield from _read_body_timed(co, req, buf, head, keep, max_body))
+    except TimeoutError:
+        return 408, b""
+    finally:
+        co.worker.timer_clear(co)
+
+
+def _read_body_timed(co, req, buf, head, keep, max_body):
     if not req.chunked and req.content_length <= 0:
         return 0, b""
     if not req.chunked and req.content_length > max_body:
         return 413, b""
-    if req.expect_continue and len(buf) == head:
+    # never a 1xx to HTTP/1.0 (RFC 9110 sections 10.1.1 and 15.2)
+    if req.expect_continue and req.minor_version >= 1 and len(buf) == head:
         yield from send_async(co, b"HTTP/1.1 100 Continue\r\n\r\n")
-    co.worker.timer_set(co, MG_TIMER_HEADER)
     parts = []
     if not req.chunked:
         left = req.content_length
@@ -99,28 +119,18 @@ def _read_body(co, req, buf, head, keep, max_body):
             left -= take
             if left == 0:
                 return 0, b"".join(parts)
-            data = yield from recv_async(co, min(RECV_SIZE, left))
-            if not data:
-                raise ConnectionResetError
-            buf += data
-    dec = Chunked()
-    total = 0
+            buf += yield from _body_recv(co, min(RECV_SIZE, left))
+    dec = Chunked(max_body)
     while True:
         st, out, consumed = dec.decode(bytes(buf[head:]))
         if st > 1:
             return st, b""
-        total += len(out)
-        if total > max_body:
-            return 413, b""
         if keep and out:
             parts.append(out)
         del buf[head:head + consumed]
         if st == 1:
             return 0, b"".join(parts)
-        data = yield from recv_async(co, RECV_SIZE)
-        if not data:
-            raise ConnectionResetError
-        buf += data
+        buf += yield from _body_recv(co, RECV_SIZE)
 
 
 _ERROR_500_LINES = handler_fields(_dispatch.ERROR_500_FIELDS)[0]
@@ -327,8 +337,18 @@ def conn_entry(co):
                 yield from _lingering_close(co, buf)
                 return
 
+            # targets without a path, answered before any middleware (C: conn_entry):
+            # CONNECT 501 (RFC 9110 9.3.6), "OPTIONS *" the server's OPTIONS answer (9.3.7)
             r = 1
-            if stats_endpoint and req.path.startswith(b"/_minginx/"):
+            if req.target_form == MG_FORM_AUTHORITY:
+                yield from send_error(co, 501, keep_alive, False)
+                r = 0
+            elif req.target_form == MG_FORM_ASTERISK:
+                ok = yield from static_serve(co, req, keep_alive)
+                if not ok:
+                    return
+                r = 0
+            if r == 1 and stats_endpoint and req.path.startswith(b"/_minginx/"):
                 r = yield from stats_serve(co, req, keep_alive)
             if r == 1 and dispatch is not None:
                 r = yield from _python_request(co, req, body, keep_alive, dispatch)

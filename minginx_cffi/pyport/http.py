@@ -39,15 +39,34 @@ def header_id(name):
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e\x80-\xff]+) HTTP/(\d)\.(\d)\r?\n")
 # field-line = field-name ":" OWS field-value OWS; a lone LF may end a line
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r?\n")
-_HOST_OK = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*\Z")
+# authority = uri-host [ ":" port ]: IP-literal, or reg-name / IPv4address (C: authority_ok)
+_REGNAME = rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
+_IP_LITERAL = rb"\[[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"
+_HOST_OK = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REGNAME + rb"*)(?::\d*)?\Z")
+_URI_AUTHORITY = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REGNAME + rb"+)(?::\d*)?\Z")
+_CONNECT_AUTHORITY = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REGNAME + rb"+):\d+\Z")
 _CL = re.compile(rb"[ \t]*\d+[ \t]*(?:,[ \t]*\d+[ \t]*)*\Z")
 
 
-class Request:
-    """Views of one parsed request head (C: mg_request)."""
+# request-target forms (RFC 9112 section 3.2; C: mg_target_form)
+MG_FORM_ORIGIN, MG_FORM_ABSOLUTE, MG_FORM_AUTHORITY, MG_FORM_ASTERISK = range(4)
 
-    __slots__ = ("method", "target", "path", "query", "minor_version", "header_len", "keep_alive",
-                 "expect_continue", "chunked", "content_length", "headers", "hdr")
+
+class Request:
+    """Views of one parsed request head (C: mg_request).  Every field is set
+    at creation, so none is ever missing whatever path the parse took."""
+
+    __slots__ = ("method", "target", "path", "query", "target_form", "minor_version", "header_len",
+                 "keep_alive", "expect_continue", "chunked", "content_length", "headers", "hdr")
+
+    def __init__(self):
+        self.method = self.target = self.path = self.query = b""
+        self.target_form = MG_FORM_ORIGIN
+        self.minor_version = self.header_len = 0
+        self.keep_alive = self.expect_continue = self.chunked = False
+        self.content_length = -1
+        self.headers = []
+        self.hdr = {}
 
     def get(self, hid):
         i = self.hdr.get(hid)
@@ -175,13 +194,21 @@ def parse_http(buf, head_len):
 
 
 def _parse_target(req):
+    """Split the target by its form (C: parse_target).  Returns 0, 400 or 431."""
     t = req.target
     if b"#" in t:
         return 400   # a fragment is never sent, in any form
+    if req.method == b"CONNECT":
+        # authority-form, CONNECT's only form; conn_entry answers 501
+        if not _CONNECT_AUTHORITY.match(t):
+            return 400
+        req.target_form = MG_FORM_AUTHORITY
+        return 0
     if t == b"*":
         if req.method != b"OPTIONS":
             return 400
-        req.path, req.query = t, b""
+        req.target_form = MG_FORM_ASTERISK
+        req.path = t
         return 0
     if t[:1] != b"/":
         low = t[:8].lower()
@@ -189,88 +216,159 @@ def _parse_target(req):
             skip = 7
         elif low.startswith(b"https://"):
             skip = 8
-        elif req.method == b"CONNECT":
-            req.path, req.query = t, b""
-            return 0
         else:
             return 400
         rest = t[skip:]
         cut = min([i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0] or [len(rest)])
-        if cut == 0:
+        authority = rest[:cut]
+        if not _URI_AUTHORITY.match(authority):
             return 400
-        t = rest[cut:] or b"/"
-        if t[:1] == b"?":
-            t = b"/" + t
+        # RFC 9112 section 3.2.2: the target's authority replaces Host
+        i = req.hdr.get(MG_H_HOST)
+        if i is None:
+            if len(req.headers) == MG_MAX_HEADERS:
+                return 431
+            req.hdr[MG_H_HOST] = i = len(req.headers)
+            req.headers.append((b"Host", authority, MG_H_HOST))
+        else:
+            req.headers[i] = (req.headers[i][0], authority, MG_H_HOST)
+        req.target_form = MG_FORM_ABSOLUTE
+        t = rest[cut:]
+        if not t and req.method == b"OPTIONS":
+            req.target_form = MG_FORM_ASTERISK   # how a proxy passes on "OPTIONS *"
+            req.path = b"*"
+            return 0
+        if t[:1] != b"/":
+            t = b"/" + t   # an empty path is "/"
     path, _, query = t.partition(b"?")
     req.path, req.query = path, query
     return 0
 
 
+# The chunked decoder's states (C: the CH_* enum in csrc/http.c), read there
+# for the grammar and the reasons.
+(CH_SIZE, CH_SIZE_BWS, CH_EXT_NAME0, CH_EXT_NAME, CH_EXT_NAME_BWS, CH_EXT_VAL0, CH_EXT_TOKEN,
+ CH_EXT_QUOTED, CH_EXT_QPAIR, CH_EXT_VAL_END, CH_EXT_BWS, CH_SIZE_LF, CH_DATA, CH_DATA_CR,
+ CH_DATA_LF, CH_TRAILER, CH_TRAILER_NAME, CH_TRAILER_VALUE, CH_TRAILER_LF, CH_END_LF,
+ CH_DONE) = range(21)
+MG_MAX_CHUNK_EXT = 4096
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
+_WS = frozenset(b" \t")
+_QDTEXT = frozenset([9, 32, 0x21] + list(range(0x23, 0x5c)) + list(range(0x5d, 0x7f)) + list(range(0x80, 0x100)))
+_QPAIR = frozenset([9] + list(range(0x20, 0x7f)) + list(range(0x80, 0x100)))
+_VALUE = frozenset([9] + list(range(0x20, 0x7f)) + list(range(0x80, 0x100)))
+_COUNTED = frozenset([CH_SIZE_BWS, CH_EXT_NAME0, CH_EXT_NAME, CH_EXT_NAME_BWS, CH_EXT_VAL0, CH_EXT_TOKEN,
+                      CH_EXT_QUOTED, CH_EXT_QPAIR, CH_EXT_VAL_END, CH_EXT_BWS,
+                      CH_TRAILER, CH_TRAILER_NAME, CH_TRAILER_VALUE])
+# (state, byte class) -> next state, for the states with no arithmetic: data as
+# in h11's _state.py.  A class is the byte itself for ; = " \ : CR LF, else
+# "t" (tchar), "w" (SP / HTAB), "q"/"v" (membership tests below).
+_NEXT = {
+    CH_SIZE_BWS: {b";": CH_EXT_NAME0, "w": CH_SIZE_BWS},
+    CH_EXT_NAME0: {"t": CH_EXT_NAME, "w": CH_EXT_NAME0},
+    CH_EXT_NAME: {"t": CH_EXT_NAME, b"=": CH_EXT_VAL0, b";": CH_EXT_NAME0, "w": CH_EXT_NAME_BWS,
+                  b"\r": CH_SIZE_LF},
+    CH_EXT_NAME_BWS: {b"=": CH_EXT_VAL0, b";": CH_EXT_NAME0, "w": CH_EXT_NAME_BWS},
+    CH_EXT_VAL0: {b'"': CH_EXT_QUOTED, "t": CH_EXT_TOKEN, "w": CH_EXT_VAL0},
+    CH_EXT_TOKEN: {"t": CH_EXT_TOKEN, b";": CH_EXT_NAME0, "w": CH_EXT_BWS, b"\r": CH_SIZE_LF},
+    CH_EXT_VAL_END: {b";": CH_EXT_NAME0, "w": CH_EXT_BWS, b"\r": CH_SIZE_LF},
+    CH_EXT_BWS: {b";": CH_EXT_NAME0, "w": CH_EXT_BWS},
+    CH_DATA_CR: {b"\r": CH_DATA_LF, b"\n": CH_SIZE},
+    CH_DATA_LF: {b"\n": CH_SIZE},
+    CH_TRAILER: {b"\r": CH_END_LF, b"\n": CH_DONE, "t": CH_TRAILER_NAME},
+    CH_TRAILER_NAME: {"t": CH_TRAILER_NAME, b":": CH_TRAILER_VALUE},
+    CH_TRAILER_VALUE: {b"\r": CH_TRAILER_LF, b"\n": CH_TRAILER, "v": CH_TRAILER_VALUE},
+    CH_TRAILER_LF: {b"\n": CH_TRAILER},
+    CH_END_LF: {b"\n": CH_DONE},
+}
+
+
 class Chunked:
-    """The chunked transfer coding (RFC 9112 7.1), decoded incrementally (C: mg_chunked)."""
+    """The chunked transfer coding (RFC 9112 7.1), decoded incrementally (C: chunked_decode).
 
-    _SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})([ \t;][^\r\n]*)?\r?\n")
+    Byte by byte outside chunk data, the same machine as C, so a line split
+    across reads is judged exactly as a whole one."""
 
-    def __init__(self):
+    def __init__(self, max_body):
+        self.max_body = max_body   # 413 as soon as a size line says the body passes it
+        self.total = 0
+        self.state = CH_SIZE
         self.remaining = 0
-        self.state = "size"
-        self.extra = 0
+        self.hex_digits = 0
+        self.extra = 0   # extension and trailer bytes so far (C: ext_or_trailer_bytes)
 
     def decode(self, data):
-        """Consume data; returns (status, decoded bytes, bytes consumed): 1 done, 0 more, 400 bad."""
+        """Consume data; returns (status, decoded bytes, bytes consumed): 1 done, 0 more,
+        400 bad, 413 too large."""
         out = []
         p = 0
         n = len(data)
-        while p < n:
-            if self.state == "size":
-                nl = data.find(b"\n", p)
-                if nl < 0:
-                    if n - p > 4096:
-                        return 400, b"".join(out), p
-                    break
-                m = self._SIZE.match(data, p, nl + 1)
-                if m is None or m.end() != nl + 1:
-                    return 400, b"".join(out), p
-                ext = m.group(2) or b""
-                if re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", ext):
-                    return 400, b"".join(out), p
-                self.extra += len(ext)
-                if self.extra > 4096:
-                    return 400, b"".join(out), p
-                self.remaining = int(m.group(1), 16)
-                p = nl + 1
-                self.state = "data" if self.remaining else "trailer"
-            elif self.state == "data":
+        nxt = _NEXT
+        while p < n and self.state != CH_DONE:
+            st = self.state
+            if st == CH_DATA:
                 take = min(self.remaining, n - p)
                 out.append(data[p:p + take])
                 p += take
                 self.remaining -= take
                 if self.remaining == 0:
-                    self.state = "crlf"
-            elif self.state == "crlf":
-                if data[p:p + 2] == b"\r\n":
-                    p += 2
-                elif data[p:p + 1] == b"\n":
-                    p += 1
-                elif data[p:p + 1] == b"\r" and p + 1 == n:
-                    break
-                else:
+                    self.state = CH_DATA_CR
+                continue
+            c = data[p]
+            ws = c in _WS
+            if c not in (13, 10) and (st in _COUNTED or (st == CH_SIZE and (c == 59 or ws))):
+                self.extra += 1
+                if self.extra > MG_MAX_CHUNK_EXT:
                     return 400, b"".join(out), p
-                self.state = "size"
-            else:   # trailer lines until an empty one
-                nl = data.find(b"\n", p)
-                if nl < 0:
-                    if n - p > 4096:
+            new = None
+            if st == CH_SIZE:
+                v = _HEX.get(c)
+                if v is not None:
+                    self.hex_digits += 1
+                    if self.hex_digits > 16 or self.remaining > (1 << 59) - 1:
                         return 400, b"".join(out), p
-                    break
-                line = data[p:nl]
-                p = nl + 1
-                if line in (b"", b"\r"):
-                    return 1, b"".join(out), p
-                self.extra += len(line)
-                if self.extra > 4096 or b"\r" in line[:-1] or re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", line.rstrip(b"\r")):
-                    return 400, b"".join(out), p
-        return 0, b"".join(out), p
+                    self.remaining = self.remaining * 16 + v
+                    new = CH_SIZE
+                elif self.hex_digits:
+                    self.total += self.remaining   # the size is complete: does it fit?
+                    if self.total > self.max_body:
+                        return 413, b"".join(out), p
+                    if c == 59:
+                        new = CH_EXT_NAME0
+                    elif ws:
+                        new = CH_SIZE_BWS
+                    elif c == 13:
+                        new = CH_SIZE_LF
+                    elif c == 10:   # a lone LF: only a line with no extension
+                        new = CH_DATA if self.remaining else CH_TRAILER
+            elif st == CH_SIZE_LF:
+                if c == 10:
+                    new = CH_DATA if self.remaining else CH_TRAILER
+            elif st == CH_EXT_QUOTED:
+                new = CH_EXT_VAL_END if c == 34 else CH_EXT_QPAIR if c == 92 else \
+                    CH_EXT_QUOTED if c in _QDTEXT else None
+            elif st == CH_EXT_QPAIR:
+                new = CH_EXT_QUOTED if c in _QPAIR else None
+            else:
+                row = nxt[st]
+                b = bytes((c,))
+                new = row.get(b)
+                if new is None:
+                    if c in _TCHAR:
+                        new = row.get("t")
+                    elif ws:
+                        new = row.get("w")
+                    if new is None and c in _VALUE:
+                        new = row.get("v")
+            if new is None:
+                return 400, b"".join(out), p
+            if new == CH_SIZE and st != CH_SIZE:
+                self.hex_digits = 0
+                self.remaining = 0
+            self.state = new
+            p += 1
+        return (1 if self.state == CH_DONE else 0), b"".join(out), p
 
 
 REASONS = {
@@ -292,9 +390,14 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+_DATE_MIN = -62135596800   # Mon, 01 Jan 0001 00:00:00 GMT
+_DATE_MAX = 253402300799   # Fri, 31 Dec 9999 23:59:59 GMT
+
+
 def http_date(t):
-    """IMF-fixdate, locale-free."""
-    tm = time.gmtime(t)
+    """IMF-fixdate, locale-free, always 29 characters: a time outside years
+    1..9999 (a 4-digit year, RFC 9110 5.6.7) is clamped into them (C: http_date)."""
+    tm = time.gmtime(min(max(int(t), _DATE_MIN), _DATE_MAX))
     return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (_DAYS[tm.tm_wday], tm.tm_mday,
                                                     _MONTHS[tm.tm_mon - 1], tm.tm_year,
                                                     tm.tm_hour, tm.tm_min, tm.tm_sec)

@@ -433,11 +433,25 @@ def static_serve(co, req, keep_alive):
         e.release()
 
 
+_URI_PATH_KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/")
+_URI_QUERY_KEEP = _URI_PATH_KEEP | frozenset(b"?%")
+
+
+def _uri_encode(s, keep):
+    return b"".join(bytes((c,)) if c in keep else b"%%%02X" % c for c in s)
+
+
 def _redirect_slash(co, req, keep_alive, head_only):
+    """301 to the directory with a slash (C: redirect_slash): Location from the
+    decoded, normalised path re-encoded, never the raw target, so it cannot
+    start with "//" or "/\\" and point at another host."""
     w = co.worker
     body = (b"<html><head><title>301 Moved Permanently</title></head>"
             b"<body><h1>301 Moved Permanently</h1></body></html>\n")
-    loc = req.path + b"/" + ((b"?" + req.query) if req.query else b"")
+    rel, _ = decode_path(req.path, w.cfg["serve_dotfiles"])
+    loc = b"/" + _uri_encode(rel, _URI_PATH_KEEP) + b"/"
+    if req.query:
+        loc += b"?" + _uri_encode(req.query, _URI_QUERY_KEEP)
     out = [status_head(w, 301), b"Location: ", loc, b"\r\nContent-Type: text/html; charset=utf-8\r\n",
            b"Content-Length: %d\r\n" % len(body), connection_hdr(keep_alive)]
     if not head_only:
