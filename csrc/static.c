@@ -444,9 +444,11 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     case MG_M_OPTIONS: {
         mg_buf o;
         out_area(co, &o);
-        put_status(&o, co, 204);
+        /* RFC 9110 9.3.7: a server MUST send Content-Length: 0 when the
+         * answer has no content, and 8.6 forbids Content-Length on a 204. */
+        put_status(&o, co, 200);
         buf_str(&o, ALLOW_HDR);
-        head_finish(&o, MG_FRAME_NONE, 0, keep_alive);
+        head_finish(&o, MG_FRAME_LENGTH, 0, keep_alive);
         co->worker->stats.requests++;
         return send_out(co, &o) < 0 ? -1 : 0;
     }

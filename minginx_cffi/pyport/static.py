@@ -412,7 +412,7 @@ def static_serve(co, req, keep_alive):
     if m != b"GET" and m != b"HEAD":
         if m == b"OPTIONS":
             w.stats["requests"] += 1
-            yield from send_async(co, head_start(w, 204) + ALLOW + head_finish(FRAME_NONE, 0, keep_alive))
+            yield from send_async(co, head_start(w, 200) + ALLOW + head_finish(FRAME_LENGTH, 0, keep_alive))
             return True
         from .http import METHODS
         yield from send_error(co, 405 if m in METHODS else 501, keep_alive, False)
