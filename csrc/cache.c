@@ -332,8 +332,13 @@ static int entry_fill(mg_worker *w, mg_centry *e, const char *rel, int dir_reque
     int mi = mime_index(e->path);
     const char *ctype = mi >= 0 ? MIME[mi].type : "application/octet-stream";
     e->compressible = mi >= 0 && MIME[mi].compressible;
-    e->mtime_sec = st.st_mtim.tv_sec;
-    e->last_modified[http_date(e->last_modified, st.st_mtim.tv_sec)] = '\0';
+    /* RFC 9110 8.8.2.1: a Last-Modified later than the response's Date must
+     * be replaced by that date; an entry is filled within its response's
+     * second, so "now" is that Date.  Tested by test_request_safety.py
+     * test_far_mtime_dates. */
+    time_t now = time(NULL);
+    e->mtime_sec = st.st_mtim.tv_sec > now ? now : st.st_mtim.tv_sec;
+    e->last_modified[http_date(e->last_modified, e->mtime_sec)] = '\0';
     e->plain.fd = fd;
     file_describe(&e->plain, &st, e, ctype, srv->cfg.gzip_static, 0);
 

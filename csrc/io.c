@@ -74,7 +74,15 @@ ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
     size_t total = 0;
     int progressed = 1;   /* arm the send timer afresh only after progress */
 
-    while (iovcnt > 0) {
+    for (;;) {
+        /* an empty piece is already sent: waiting for EPOLLOUT to send
+         * nothing would park until the send timeout */
+        while (iovcnt > 0 && iov->iov_len == 0) {
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt == 0)
+            break;
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
         /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE */
         ssize_t n = sendmsg(co->fd, &msg, MSG_NOSIGNAL);

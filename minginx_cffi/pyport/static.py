@@ -13,6 +13,7 @@ import collections
 import errno
 import os
 import stat
+import time
 
 from .http import (MG_H_ACCEPT_ENCODING, MG_H_IF_MATCH, MG_H_IF_MODIFIED_SINCE, MG_H_IF_NONE_MATCH,
                    MG_H_IF_RANGE, MG_H_IF_UNMODIFIED_SINCE, MG_H_RANGE, accepts_gzip,
@@ -201,7 +202,7 @@ class FileCache:
         e.path = path
         ext = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
         ctype, e.compressible = MIME.get(ext, ("application/octet-stream", 0))
-        e.mtime = int(st.st_mtime)
+        e.mtime = min(int(st.st_mtime), int(time.time()))   # never after Date (RFC 9110 8.8.2.1)
         e.last_modified = http_date(e.mtime)
         e.plain = self._describe(fd, st, e, ctype, False)
         e.gz = None
