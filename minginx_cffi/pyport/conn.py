@@ -21,7 +21,7 @@ from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_e
 from .io import Cancelled, recv_async, send_async
 from .response import (FRAME_CHUNKED, FRAME_CLOSE, FRAME_LENGTH, FRAME_NONE, Refused, check_status,
                        handler_fields, head_finish, head_start)
-from .static import connection_hdr, send_error, static_serve, status_head
+from .static import send_error, static_serve
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
 RECV_SIZE = 65536
@@ -267,8 +267,8 @@ def stats_serve(co, req, keep_alive):
         data = {"engine": "python", "enabled": bool(w.trace), "worker": w.index,
                 "coroutine": co.id, "fd": co.fd, "events": events}
     body = (json.dumps(data, separators=(",", ":")) + "\n").encode()
-    out = status_head(w, 200) + b"Content-Type: application/json\r\nCache-Control: no-store\r\n" + \
-        b"Content-Length: %d\r\n" % len(body) + connection_hdr(keep_alive)
+    out = head_start(w, 200) + b"Content-Type: application/json\r\nCache-Control: no-store\r\n" + \
+        head_finish(FRAME_LENGTH, len(body), keep_alive)
     yield from send_async(co, out if req.method == b"HEAD" else out + body)
     w.stats["requests"] += 1
     return 0

@@ -287,12 +287,6 @@ class FileCache:
 
 
 # Every head is written by response.py (head_start ... head_finish), as in the C.
-status_head = head_start
-
-
-def connection_hdr(keep_alive):
-    """The end of a head whose framing line the caller wrote itself."""
-    return head_finish(FRAME_NONE, 0, keep_alive)
 
 
 def send_error(co, status, keep_alive, head_only, extra=b""):
@@ -453,8 +447,8 @@ def _redirect_slash(co, req, keep_alive, head_only):
     loc = b"/" + _uri_encode(rel, _URI_PATH_KEEP) + b"/"
     if req.query:
         loc += b"?" + _uri_encode(req.query, _URI_QUERY_KEEP)
-    out = [status_head(w, 301), b"Location: ", loc, b"\r\nContent-Type: text/html; charset=utf-8\r\n",
-           b"Content-Length: %d\r\n" % len(body), connection_hdr(keep_alive)]
+    out = [head_start(w, 301), b"Location: ", loc, b"\r\nContent-Type: text/html; charset=utf-8\r\n",
+           head_finish(FRAME_LENGTH, len(body), keep_alive)]
     if not head_only:
         out.append(body)
     w.stats["requests"] += 1
