@@ -17,7 +17,8 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(HERE), "csrc")
 
-SOURCES = ["coroutine.c", "worker.c", "acceptor.c", "io.c", "http.c", "static.c", "cache.c", "conn.c", "pycall.c", "stats.c", "trace.c"]
+SOURCES = ["coroutine.c", "worker.c", "acceptor.c", "io.c", "http.c", "static.c", "cache.c", "conn.c", "pycall.c", "stats.c", "trace.c",
+           "testhooks.c"]
 
 # -Werror holds the engine's own files to a warning-free build (the Makefile's
 # `build` target compiles them alone with the same flags); the code cffi
