@@ -1,5 +1,6 @@
 """The command line: ``minginx-cffi serve``.  The click command only calls ``server.serve()``."""
 
+import os
 import sys
 
 import click
@@ -95,5 +96,18 @@ def main(argv=None):
         sys.exit(1)
     except ServerError as e:
         click.echo("minginx-cffi: %s" % e, err=True)
+        _quiet_stdout()
         sys.exit(1)
     sys.exit(0)
+
+
+def _quiet_stdout():
+    """After a failure, a stdout that cannot be written (a full disk, a closed pipe) must
+    not add its own traceback at exit, when Python flushes it: point it at /dev/null."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
