@@ -27,7 +27,7 @@ import time
 
 from . import _native
 
-__all__ = ["Server", "ServerError", "serve", "default_root", "load_app", "ENGINES"]
+__all__ = ["Server", "ServerError", "serve", "default_root", "load_app", "ENGINES", "LIMITS"]
 
 
 def _python_engine(*args, **kwargs):
@@ -41,6 +41,43 @@ ENGINES = {"cffi": _native.Engine, "python": _python_engine}
 
 class ServerError(Exception):
     """A problem the user can fix (a root that is not a directory, a port in use...)."""
+
+
+INT_MAX = (1 << 31) - 1   # the C engine's settings are C ints (minginx.h: mg_config)
+
+#: the numeric settings and their ranges, checked by Server() for every caller (the
+#: CLI's click ranges are made from this table too): what the C engine would
+#: overflow on (max_body past INT_MAX was a traceback), and what has no meaning
+LIMITS = {
+    "port": (int, 0, 65535),
+    "workers": (int, 1, _native.MAX_WORKERS),
+    "processes": (int, 1, 256),
+    "stack_size": (int, _native.MIN_STACK_SIZE, 64 << 20),
+    "max_body": (int, 0, INT_MAX),
+    "open_file_cache": (int, 0, 1 << 20),
+    "small_file_cache": (int, 0, 1 << 20),
+    "max_connections": (int, 0, 1 << 24),
+    "grace": (float, 0, 3600),
+    "header_timeout": (float, 0, 86400),      # seconds; x 1000 must fit an int of ms
+    "keepalive_timeout": (float, 0, 86400),
+    "send_timeout": (float, 0, 86400),
+}
+
+
+def check_limits(**values):
+    """Raise ServerError for a value of LIMITS that is not a number in its range
+    (NaN is not: click's FloatRange lets it through)."""
+    for name, value in values.items():
+        kind, lo, hi = LIMITS[name]
+        ok = (isinstance(value, int) if kind is int else isinstance(value, (int, float)))
+        if not ok or isinstance(value, bool) or not lo <= value <= hi:
+            raise ServerError("%s must be %s between %s and %s, not %r"
+                              % (name.replace("_", "-"), "an integer" if kind is int else "a number",
+                                 lo, hi, value))
+        if kind is float and 0 < value < 0.001 and name.endswith("timeout"):
+            # the engine counts milliseconds and reads 0 as "no limit"
+            raise ServerError("%s must be 0 (no limit) or at least 0.001 s, not %r"
+                              % (name.replace("_", "-"), value))
 
 
 def default_root():
@@ -121,8 +158,13 @@ class Server:
         self.host = host
         self.port = port
         self.nworkers = workers or os.cpu_count() or 1
-        if not 1 <= self.nworkers <= _native.MAX_WORKERS:
-            raise ServerError("workers must be between 1 and %d" % _native.MAX_WORKERS)
+        if self.nworkers > _native.MAX_WORKERS and workers is None:
+            self.nworkers = _native.MAX_WORKERS
+        check_limits(port=port, workers=self.nworkers, processes=processes, stack_size=stack_size,
+                     max_body=max_body, open_file_cache=open_file_cache,
+                     small_file_cache=small_file_cache, max_connections=max_connections,
+                     grace=grace, header_timeout=header_timeout,
+                     keepalive_timeout=keepalive_timeout, send_timeout=send_timeout)
         if policy not in _native.POLICIES:
             raise ServerError("policy must be one of: %s" % ", ".join(_native.POLICIES))
         self.policy = policy

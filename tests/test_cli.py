@@ -294,3 +294,34 @@ def test_an_accept_error_stops_the_workers_before_freeing(engine):
                         "--port", str(free_port()), "--workers", "4"], capture_output=True,
                        timeout=30)
     check_one_line_failure(p, "accept loop: Bad file descriptor")
+
+
+# -- numeric options: huge, negative, NaN, too small to mean anything ------------------
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max-body", str(1 << 31)], "max-body"),      # past the C int: was a traceback
+    (["--max-body", str(1 << 40)], "max-body"),
+    (["--max-body", "-1"], "max-body"),
+    (["--header-timeout", "nan"], "header-timeout"),  # click's FloatRange lets NaN through
+    (["--keepalive-timeout", "nan"], "keepalive-timeout"),
+    (["--send-timeout", "nan"], "send-timeout"),
+    (["--grace", "nan"], "grace"),
+    (["--header-timeout", "0.0001"], "header-timeout"),  # 0 ms would read as "no limit"
+    (["--send-timeout", "1e12"], "send-timeout"),
+    (["--header-timeout", "-1"], "header-timeout"),
+    (["--max-connections", "-1"], "max-connections"),
+    (["--max-connections", str(1 << 40)], "max-connections"),
+    (["--stack-size", str(1 << 40)], "stack-size"),
+    (["--stack-size", "0"], "stack-size"),
+    (["--open-file-cache", str(1 << 40)], "open-file-cache"),
+    (["--small-file-cache", "-5"], "small-file-cache"),
+    (["--workers", "100000"], "workers"),
+    (["--processes", "0"], "processes"),
+    (["--port", "-1"], "port"),
+])
+def test_bad_numbers_one_line_nonzero(args, needle):
+    p = subprocess.run(CLI + ["serve", "--port", str(free_port())] + args, capture_output=True,
+                       timeout=30)
+    err = p.stderr.decode().strip()
+    assert p.returncode in (1, 2), err
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err
