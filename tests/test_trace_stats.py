@@ -207,3 +207,11 @@ def test_demo_stats_page_in_a_real_browser(tmp_path):
         assert os.path.getsize(shot) > 10000
     finally:
         srv.shutdown()
+
+
+def test_a_slot_being_rewritten_is_never_drained():
+    # csrc/trace.c: with head h published, the writer may be half-way through
+    # record h, in the slot record h - RING had; the drain used to return that
+    # slot as record h - RING (first_valid off by one).
+    from minginx_cffi._native import lib
+    assert lib.mg_test_trace_torn() == 0
