@@ -551,7 +551,15 @@ def serve(processes=1, **options):
     probe._sock = None
     children = []
     for i in range(processes):
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:   # out of processes or memory: the children so far go too
+            for s in listeners:
+                s.close()
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            raise ServerError("fork: %s" % e.strerror) from None
         if pid == 0:
             code = 0
             try:

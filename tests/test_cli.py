@@ -325,3 +325,40 @@ def test_bad_numbers_one_line_nonzero(args, needle):
     err = p.stderr.decode().strip()
     assert p.returncode in (1, 2), err
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err
+
+
+FORK_FAILS = '''
+import errno, os, sys
+from minginx_cffi.cli import main
+
+real_fork, forks = os.fork, []
+
+def fork():
+    if forks:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    pid = real_fork()
+    if pid:
+        forks.append(pid)
+        print("child", pid, file=sys.stderr, flush=True)
+    return pid
+
+os.fork = fork
+try:
+    main(sys.argv[1:])
+finally:
+    for pid in forks:   # the child that did start must be gone
+        try:
+            os.kill(pid, 0)
+            print("left running", pid, file=sys.stderr, flush=True)
+        except ProcessLookupError:
+            pass
+'''
+
+
+def test_a_failed_fork_takes_the_started_children_down(engine):
+    p = subprocess.run([sys.executable, "-c", FORK_FAILS, "serve", "--engine", engine,
+                        "--port", str(free_port()), "--workers", "1", "--processes", "3"],
+                       capture_output=True, timeout=30)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "fork: Resource temporarily unavailable" in err, err
+    assert "left running" not in err and "Traceback" not in err, err
