@@ -135,7 +135,10 @@ def test_stats_endpoint_counters_agree(make_server):
     assert sum(w["connections"] for w in workers) == conns + 1   # and the one asking
     assert sum(w["coroutines_alive"] for w in workers) == 1
     assert all(w["connections"] >= 2 for w in workers)          # round-robin
-    assert sum(w["yields"]["read"] for w in workers) >= conns
+    # No bound on read yields: a request already in when the coroutine reads
+    # (TCP_DEFER_ACCEPT, or a keep-alive client quicker than the server's next
+    # recv, which the python engine's shared GIL makes common) needs no yield.
+    assert set(workers[0]["yields"]) >= {"read", "write", "ready"}
     assert sum(w["switches"] for w in workers) >= conns
 
 
