@@ -2,15 +2,24 @@
  *
  * Memory: each coroutine lives in one anonymous mapping,
  *
- *     region                                              region + region_size
- *     | guard page (PROT_NONE) | stack, grows down <-- | struct mg_coroutine |
+ *     region                                               region + region_size
+ *     | guard (PROT_NONE, GUARD_SIZE) | stack, grows down <-- | struct mg_coroutine |
  *
- * so a stack overflow faults on the guard page instead of silently writing
- * over a neighbour, and the struct and the first stack frames share a page.
+ * so a stack overflow faults on the guard instead of silently writing over a
+ * neighbour, and the struct and the first stack frames share a page.  The
+ * guard is four pages, not one: the largest frame in csrc/ is about 4.2 KiB
+ * (cache.c entry_fresh, gcc -fstack-usage), and a frame larger than the guard
+ * could step over it into the next mapping.  _build.py adds
+ * -fstack-clash-protection too, so our own big frames touch every page on the
+ * way down; the guard covers library code built without it.  PROT_NONE pages
+ * cost address space only, never RSS.
+ *
  * Pages are touched only when used: an idle keep-alive connection costs about
  * two pages.  Finished regions are parked in a per-worker pool and reused, so
  * the steady state makes no mmap/munmap calls (the seed's "thread-local pools
- * instead of malloc in hot paths").
+ * instead of malloc in hot paths").  A region goes into the pool emptied
+ * (region_put: MADV_DONTNEED), so a parked stack neither keeps the last
+ * request's bytes for the next coroutine nor holds on to its RSS.
  *
  * Switching: schedule() resumes a coroutine with swapcontext(sched -> co); the
  * coroutine gives the CPU back with swapcontext(co -> sched).  glibc's
@@ -63,6 +72,13 @@ static size_t page_size(void)
     if (!ps)
         ps = (size_t)sysconf(_SC_PAGESIZE);
     return ps;
+}
+
+/* bytes of PROT_NONE below each stack (see the top of the file) */
+#define GUARD_PAGES 4
+static size_t guard_size(void)
+{
+    return GUARD_PAGES * page_size();
 }
 
 /* ------------------------------------------------------ the fast switch */
@@ -169,12 +185,12 @@ static void *region_get(mg_worker *w)
         w->stats.stack_pool = (uint64_t)--w->stack_pool_len;
         return w->stack_pool[w->stack_pool_len];
     }
-    size_t size = page_size() + w->stack_size;
+    size_t size = guard_size() + w->stack_size;
     void *region = mmap(NULL, size, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (region == MAP_FAILED)
         return NULL;
-    if (mprotect(region, page_size(), PROT_NONE) < 0) {
+    if (mprotect(region, guard_size(), PROT_NONE) < 0) {
         munmap(region, size);
         return NULL;
     }
@@ -182,21 +198,34 @@ static void *region_get(mg_worker *w)
     return region;
 }
 
+/* Park a finished coroutine's region, emptied first.  MADV_DONTNEED, not
+ * MADV_FREE: on a private anonymous mapping DONTNEED drops the pages at once,
+ * so the next coroutine on this stack reads zeros (never the last request's
+ * bytes) and the RSS falls now; MADV_FREE would keep both until the kernel
+ * feels memory pressure, and the old bytes stay readable until then.  The
+ * cost is one madvise per finished connection and a few zero-page faults
+ * when the stack is used again (an idle connection touches about two pages).
+ * Tested by tests/test_coroutine.py::test_pooled_stacks_give_their_pages_back. */
 static void region_put(mg_worker *w, void *region)
 {
     if (w->stack_pool_len < MG_STACK_POOL_MAX && !w->no_stack_pool) {
+        if (madvise((char *)region + guard_size(), w->stack_size, MADV_DONTNEED) < 0) {
+            munmap(region, guard_size() + w->stack_size);   /* cannot empty it: not pooled */
+            w->stats.stacks_mapped--;
+            return;
+        }
         w->stack_pool[w->stack_pool_len++] = region;
         w->stats.stack_pool = (uint64_t)w->stack_pool_len;
         return;
     }
-    munmap(region, page_size() + w->stack_size);
+    munmap(region, guard_size() + w->stack_size);
     w->stats.stacks_mapped--;
 }
 
 void coroutine_pool_drain(mg_worker *w)
 {
     while (w->stack_pool_len > 0) {
-        munmap(w->stack_pool[--w->stack_pool_len], page_size() + w->stack_size);
+        munmap(w->stack_pool[--w->stack_pool_len], guard_size() + w->stack_size);
         w->stats.stacks_mapped--;
     }
     w->stats.stack_pool = 0;
@@ -215,7 +244,7 @@ mg_coroutine *coroutine_create(mg_worker *w, mg_entry_fn entry, void *arg, int f
     if (!region)
         return NULL;
 
-    size_t region_size = page_size() + w->stack_size;
+    size_t region_size = guard_size() + w->stack_size;
     uintptr_t top = ((uintptr_t)region + region_size - sizeof(mg_coroutine)) & ~(uintptr_t)63;
     mg_coroutine *co = (mg_coroutine *)top;
     memset(co, 0, sizeof(*co));
@@ -227,9 +256,9 @@ mg_coroutine *coroutine_create(mg_worker *w, mg_entry_fn entry, void *arg, int f
     co->waiting = -1;
     co->region = region;
     co->region_size = region_size;
-    co->vg_stack = VALGRIND_STACK_REGISTER((char *)region + page_size(), (char *)co);
+    co->vg_stack = VALGRIND_STACK_REGISTER((char *)region + guard_size(), (char *)co);
 
-    char *stack_lo = (char *)region + page_size();
+    char *stack_lo = (char *)region + guard_size();
 #if MG_HAVE_FAST_SWITCH
     if (w->fast_switch) {
         co->ctx.uc_stack.ss_sp = stack_lo;   /* ASan reads the bounds from here */
@@ -369,12 +398,40 @@ static void put_num(char **p, uint64_t v)
         *(*p)++ = tmp[--i];
 }
 
+/* Not a coroutine's overflow: this one fault goes to the handler that was
+ * there before us, and ours stays installed for the next one (putting the old
+ * handler back for good, as this did once, left every later overflow
+ * unreported).  A previous handler is called in place, as a chained handler
+ * is (it may dump a traceback and re-raise, as Python's faulthandler does, or
+ * fix the fault and return).  With no previous handler the fault must still
+ * kill the process as SIGSEGV would: the default action is put back and the
+ * signal raised again; it is blocked while we run, so it is delivered, and
+ * kills, the moment this handler returns (a real fault would also recur on
+ * the faulting instruction).  Tested by tests/test_coroutine.py::
+ * test_a_foreign_fault_does_not_unhook_the_overflow_report and
+ * test_a_fault_outside_coroutines_still_kills. */
+static void forward_fault(int sig, siginfo_t *si, void *uctx)
+{
+    if (previous_segv.sa_flags & SA_SIGINFO) {
+        if (previous_segv.sa_sigaction) {
+            previous_segv.sa_sigaction(sig, si, uctx);
+            return;
+        }
+    } else if (previous_segv.sa_handler != SIG_DFL && previous_segv.sa_handler != SIG_IGN) {
+        previous_segv.sa_handler(sig);
+        return;
+    }
+    /* SIG_DFL, or SIG_IGN (which the kernel does not honour for a real fault) */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static void on_segv(int sig, siginfo_t *si, void *uctx)
 {
     mg_coroutine *co = tls_current;
     char *addr = si->si_addr;
-    MG_UNUSED(uctx);
-    if (co && addr >= (char *)co->region - 65536 && addr < (char *)co->region + page_size()) {
+    if (co && si->si_code > 0 && addr >= (char *)co->region - 65536 &&
+        addr < (char *)co->region + guard_size()) {
         char msg[256], *p = msg;
         static const char a[] = "minginx-cffi: coroutine ";
         static const char b[] = " overflowed its stack of ";
@@ -388,8 +445,7 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
         signal(SIGABRT, SIG_DFL);
         abort();
     }
-    /* not a coroutine's overflow: hand the fault back to the previous handler */
-    sigaction(sig, &previous_segv, NULL);
+    forward_fault(sig, si, uctx);
 }
 
 static void install_segv_handler(void)

@@ -238,6 +238,10 @@ MG_HIDDEN void timer_set(mg_coroutine *co, int cls);
 MG_HIDDEN void timer_clear(mg_coroutine *co);
 MG_HIDDEN int64_t mg_now_ms(void);
 MG_HIDDEN void worker_refresh_date(struct mg_worker *w);
+/* A worker with its epoll set and dispatch pipe, no thread (testhooks.c uses it
+ * too); NULL and *err = -errno on failure. */
+MG_HIDDEN struct mg_worker *worker_alloc(struct mg_server *srv, int policy, int stack_size,
+                                         int *err);
 
 /* acceptor.c */
 MG_HIDDEN void dispatch(struct mg_server *srv, int fd);

@@ -261,6 +261,10 @@ int mg_test_spawn(mg_worker *w, int id, int yields, int *log, int log_cap, int *
 int mg_test_spawn_deep(mg_worker *w, int bytes);
 /* Run schedule() until the ready queue is empty; returns switches made. */
 int mg_test_run(mg_worker *w);
+/* The trace ring's reader against a writer caught mid-record: fills a ring,
+ * half-writes the next record, drains; returns how many records drained were
+ * not the ones expected (0), or -errno. */
+int mg_test_trace_torn(void);
 
 /* ---- HTTP parsing, exposed for parser tests and the fuzzer ---- */
 typedef struct {

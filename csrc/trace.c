@@ -34,6 +34,10 @@ void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, in
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t h = r->head;
     mg_trace_rec *rec = &r->recs[h & (MG_TRACE_RING - 1)];
+    /* Head h (published by the last push) must be visible before any of the
+     * stores below reach the slot of record h - MG_TRACE_RING: that is what
+     * tells the reader the slot is being rewritten (mg_trace_drain). */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     rec->t_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     rec->co = co;
     rec->fd = fd;
@@ -64,9 +68,16 @@ int mg_trace_drain(mg_server *srv, int ring, mg_trace_rec *out, int max, uint64_
         n = (uint64_t)max;
     for (uint64_t i = 0; i < n; i++)
         out[i] = r->recs[(r->tail + i) & (MG_TRACE_RING - 1)];
-    /* records the writer lapped while we copied are not to be trusted */
+    /* The copies above must be done before head is read again. */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    /* Records the writer lapped while we copied are not to be trusted.  With
+     * head h2 published, records h2 - RING + 1 .. h2 - 1 are whole, but record
+     * h2 itself may be half-written right now, and its slot is the one record
+     * h2 - RING had: so the first record to trust is h2 - RING + 1, not
+     * h2 - RING (that off-by-one let a half-written slot through).  Tested by
+     * tests/test_trace_stats.py::test_a_slot_being_rewritten_is_never_drained. */
     uint64_t h2 = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
-    uint64_t first_valid = h2 > MG_TRACE_RING ? h2 - MG_TRACE_RING : 0;
+    uint64_t first_valid = h2 >= MG_TRACE_RING ? h2 - MG_TRACE_RING + 1 : 0;
     uint64_t skip = first_valid > r->tail ? first_valid - r->tail : 0;
     if (skip > n)
         skip = n;

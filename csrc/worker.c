@@ -346,7 +346,7 @@ static void read_dispatch_pipe(mg_worker *w)
 
 /* -------------------------------------------------------------- lifecycle */
 
-static mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
+mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
 {
     mg_worker *w = calloc(1, sizeof(*w));
     if (!w) {
@@ -533,89 +533,4 @@ void mg_worker_stats(mg_worker *w, mg_stats *out)
      * the platforms we build for; the set as a whole is a snapshot in motion. */
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     memcpy(out, &w->stats, sizeof(*out));
-}
-
-/* ------------------------------------------------------- runtime self-tests */
-/* Used by tests/test_coroutine.py through cffi: real coroutines on a real
- * worker struct, driven by mg_test_run() on the caller's thread. */
-
-mg_worker *mg_test_worker_new(int policy, int stack_size, int *err)
-{
-    if (policy < 0 || policy >= RDY_POLICY_MAX || stack_size < MG_MIN_STACK_SIZE) {
-        *err = -EINVAL;
-        return NULL;
-    }
-    return worker_alloc(NULL, policy, stack_size, err);
-}
-
-int mg_test_worker_switch(mg_worker *w, int mode)
-{
-    w->fast_switch = mode == MG_SWITCH_FAST && MG_FAST_SWITCH_AVAILABLE;
-    return w->fast_switch ? MG_SWITCH_FAST : MG_SWITCH_UCONTEXT;
-}
-
-typedef struct {
-    int id, yields;
-    int *log, cap, *len;
-} test_args;
-
-static void test_entry(mg_coroutine *co)
-{
-    test_args *a = co->arg;
-    for (int i = 0; i <= a->yields; i++) {
-        if (*a->len < a->cap)
-            a->log[(*a->len)++] = a->id;
-        if (i < a->yields)
-            coroutine_yield(co, MG_YIELD_READY);
-    }
-    free(a);
-}
-
-int mg_test_spawn(mg_worker *w, int id, int yields, int *log, int log_cap, int *log_len)
-{
-    test_args *a = malloc(sizeof(*a));
-    if (!a)
-        return -ENOMEM;
-    *a = (test_args){id, yields, log, log_cap, log_len};
-    mg_coroutine *co = coroutine_create(w, test_entry, a, -1);
-    if (!co) {
-        free(a);
-        return -ENOMEM;
-    }
-    add_to_ready(w, co);
-    return 0;
-}
-
-static __attribute__((noinline)) int burn_stack(int depth_left)
-{
-    volatile char pad[1024];
-    pad[0] = (char)depth_left;
-    if (depth_left <= 0)
-        return pad[0];
-    return burn_stack(depth_left - 1) + pad[0];
-}
-
-static void deep_entry(mg_coroutine *co)
-{
-    int kib = (int)(intptr_t)co->arg;
-    burn_stack(kib);
-}
-
-int mg_test_spawn_deep(mg_worker *w, int bytes)
-{
-    mg_coroutine *co = coroutine_create(w, deep_entry, (void *)(intptr_t)(bytes / 1024), -1);
-    if (!co)
-        return -ENOMEM;
-    add_to_ready(w, co);
-    return 0;
-}
-
-int mg_test_run(mg_worker *w)
-{
-    uint64_t before = w->stats.switches;
-    coroutine_thread_enter(w);
-    while (w->ready_head)
-        schedule(w);
-    coroutine_thread_leave(w);
-    return (int)(w->stats.switches - before);
 }

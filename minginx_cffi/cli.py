@@ -1,12 +1,19 @@
 """The command line: ``minginx-cffi serve``.  The click command only calls ``server.serve()``."""
 
+import os
 import sys
 
 import click
 
 from . import __version__
-from ._native import ACCEPT_MODES, DEFAULT_STACK_SIZE, MIN_STACK_SIZE, POLICIES, SWITCHES
-from .server import ENGINES, ServerError, serve
+from ._native import ACCEPT_MODES, DEFAULT_STACK_SIZE, POLICIES, SWITCHES
+from .server import ENGINES, LIMITS, ServerError, serve
+
+
+def limit(name):
+    """The click range of a numeric option, from server.LIMITS (Server() checks it again)."""
+    kind, lo, hi = LIMITS[name]
+    return click.IntRange(lo, hi) if kind is int else click.FloatRange(lo, hi)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,8 +26,8 @@ def cli():
 @click.option("--root", type=click.Path(file_okay=False, dir_okay=True), default=None,
               help="Directory to serve (default: the bundled demo site).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=3094, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 256), default=None,
+@click.option("--port", type=limit("port"), default=3094, show_default=True)
+@click.option("--workers", type=limit("workers"), default=None,
               help="Worker threads (default: CPU count).")
 @click.option("--policy", type=click.Choice(sorted(POLICIES)), default="lifo", show_default=True,
               help="Ready-queue order: RDY_FIFO or RDY_LIFO.")
@@ -35,31 +42,31 @@ def cli():
 @click.option("--defer-accept/--no-defer-accept", default=True, show_default=True,
               help="TCP_DEFER_ACCEPT: accept a connection when its request arrives, not at "
                    "the handshake (as h2o); off, the first read waits in epoll as in the seed.")
-@click.option("--grace", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
+@click.option("--grace", type=limit("grace"), default=5.0, show_default=True,
               help="Seconds in-flight responses get to finish at shutdown.")
-@click.option("--stack-size", type=click.IntRange(MIN_STACK_SIZE, 64 << 20),
+@click.option("--stack-size", type=limit("stack_size"),
               default=DEFAULT_STACK_SIZE, show_default=True, help="Bytes per coroutine stack.")
-@click.option("--header-timeout", type=click.FloatRange(0, 86400), default=10.0, show_default=True,
+@click.option("--header-timeout", type=limit("header_timeout"), default=10.0, show_default=True,
               help="Seconds to receive a whole request head (0: no limit).")
-@click.option("--keepalive-timeout", type=click.FloatRange(0, 86400), default=15.0,
+@click.option("--keepalive-timeout", type=limit("keepalive_timeout"), default=15.0,
               show_default=True, help="Seconds an idle keep-alive connection is kept.")
-@click.option("--send-timeout", type=click.FloatRange(0, 86400), default=60.0, show_default=True,
+@click.option("--send-timeout", type=limit("send_timeout"), default=60.0, show_default=True,
               help="Seconds a send may make no progress.")
-@click.option("--max-body", type=click.IntRange(0, 1 << 40), default=1 << 20, show_default=True,
+@click.option("--max-body", type=limit("max_body"), default=1 << 20, show_default=True,
               help="Largest request body read (and discarded by the static files).")
 @click.option("--gzip-static/--no-gzip-static", default=True, show_default=True,
               help="Send FILE.gz (not older than FILE) to clients that accept gzip.")
-@click.option("--open-file-cache", type=click.IntRange(0, 1 << 20), default=1024,
+@click.option("--open-file-cache", type=limit("open_file_cache"), default=1024,
               show_default=True, help="Open files cached per worker (0: off).")
-@click.option("--small-file-cache", type=click.IntRange(0, 1 << 20), default=16384,
+@click.option("--small-file-cache", type=limit("small_file_cache"), default=16384,
               show_default=True, help="Files up to this many bytes are kept in memory (0: off).")
 @click.option("--app", default=None, metavar="MODULE:ATTR",
               help="A minginx_cffi.App to run (unknown paths go to --root's files, else 404).")
 @click.option("--wsgi", default=None, metavar="MODULE:ATTR",
               help="A WSGI application to run (Flask, Django...).")
-@click.option("--processes", type=click.IntRange(1, 256), default=1, show_default=True,
+@click.option("--processes", type=limit("processes"), default=1, show_default=True,
               help="Server processes sharing the port with SO_REUSEPORT.")
-@click.option("--max-connections", type=click.IntRange(0, 1 << 24), default=0, show_default=True,
+@click.option("--max-connections", type=limit("max_connections"), default=0, show_default=True,
               help="Open connections at most, over all workers; more get 503 (0: no limit).")
 @click.option("--pid-file", type=click.Path(dir_okay=False), default=None,
               help="Write the server's pid here while it runs.")
@@ -95,5 +102,18 @@ def main(argv=None):
         sys.exit(1)
     except ServerError as e:
         click.echo("minginx-cffi: %s" % e, err=True)
+        _quiet_stdout()
         sys.exit(1)
     sys.exit(0)
+
+
+def _quiet_stdout():
+    """After a failure, a stdout that cannot be written (a full disk, a closed pipe) must
+    not add its own traceback at exit, when Python flushes it: point it at /dev/null."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -27,7 +27,7 @@ import time
 
 from . import _native
 
-__all__ = ["Server", "ServerError", "serve", "default_root", "load_app", "ENGINES"]
+__all__ = ["Server", "ServerError", "serve", "default_root", "load_app", "ENGINES", "LIMITS"]
 
 
 def _python_engine(*args, **kwargs):
@@ -41,6 +41,43 @@ ENGINES = {"cffi": _native.Engine, "python": _python_engine}
 
 class ServerError(Exception):
     """A problem the user can fix (a root that is not a directory, a port in use...)."""
+
+
+INT_MAX = (1 << 31) - 1   # the C engine's settings are C ints (minginx.h: mg_config)
+
+#: the numeric settings and their ranges, checked by Server() for every caller (the
+#: CLI's click ranges are made from this table too): what the C engine would
+#: overflow on (max_body past INT_MAX was a traceback), and what has no meaning
+LIMITS = {
+    "port": (int, 0, 65535),
+    "workers": (int, 1, _native.MAX_WORKERS),
+    "processes": (int, 1, 256),
+    "stack_size": (int, _native.MIN_STACK_SIZE, 64 << 20),
+    "max_body": (int, 0, INT_MAX),
+    "open_file_cache": (int, 0, 1 << 20),
+    "small_file_cache": (int, 0, 1 << 20),
+    "max_connections": (int, 0, 1 << 24),
+    "grace": (float, 0, 3600),
+    "header_timeout": (float, 0, 86400),      # seconds; x 1000 must fit an int of ms
+    "keepalive_timeout": (float, 0, 86400),
+    "send_timeout": (float, 0, 86400),
+}
+
+
+def check_limits(**values):
+    """Raise ServerError for a value of LIMITS that is not a number in its range
+    (NaN is not: click's FloatRange lets it through)."""
+    for name, value in values.items():
+        kind, lo, hi = LIMITS[name]
+        ok = (isinstance(value, int) if kind is int else isinstance(value, (int, float)))
+        if not ok or isinstance(value, bool) or not lo <= value <= hi:
+            raise ServerError("%s must be %s between %s and %s, not %r"
+                              % (name.replace("_", "-"), "an integer" if kind is int else "a number",
+                                 lo, hi, value))
+        if kind is float and 0 < value < 0.001 and name.endswith("timeout"):
+            # the engine counts milliseconds and reads 0 as "no limit"
+            raise ServerError("%s must be 0 (no limit) or at least 0.001 s, not %r"
+                              % (name.replace("_", "-"), value))
 
 
 def default_root():
@@ -121,8 +158,13 @@ class Server:
         self.host = host
         self.port = port
         self.nworkers = workers or os.cpu_count() or 1
-        if not 1 <= self.nworkers <= _native.MAX_WORKERS:
-            raise ServerError("workers must be between 1 and %d" % _native.MAX_WORKERS)
+        if self.nworkers > _native.MAX_WORKERS and workers is None:
+            self.nworkers = _native.MAX_WORKERS
+        check_limits(port=port, workers=self.nworkers, processes=processes, stack_size=stack_size,
+                     max_body=max_body, open_file_cache=open_file_cache,
+                     small_file_cache=small_file_cache, max_connections=max_connections,
+                     grace=grace, header_timeout=header_timeout,
+                     keepalive_timeout=keepalive_timeout, send_timeout=send_timeout)
         if policy not in _native.POLICIES:
             raise ServerError("policy must be one of: %s" % ", ".join(_native.POLICIES))
         self.policy = policy
@@ -165,15 +207,26 @@ class Server:
     # -- set-up ---------------------------------------------------------
 
     def _bind_one(self):
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind((self.host, self.port))
-        self._tune_listener(s)
-        s.listen(65535)
+        """One more listener on the port bind() claimed, joining it with SO_REUSEPORT."""
+        sock = self._sock
+        s = socket.socket(sock.family, sock.type, sock.proto)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(sock.getsockname())
+            self._tune_listener(s)
+            s.listen(65535)
+        except OSError as e:
+            s.close()
+            raise ServerError("cannot listen on %s port %s: %s" % (self.host, self.port,
+                                                                   e.strerror)) from None
         s.setblocking(False)
         return s
+
+    def adopt(self, sock):
+        """Serve on a listener bound elsewhere (serve(): a parent's, for one child)."""
+        self._sock = sock
+        self.port = sock.getsockname()[1]
 
     def _tune_listener(self, sock):
         """Options every accepted connection inherits from its listener (Linux)."""
@@ -198,9 +251,17 @@ class Server:
         sock = socket.socket(family, stype, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # The first socket claims the port WITHOUT SO_REUSEPORT: Linux lets
+            # SO_REUSEPORT sockets of the same user share a port, so binding
+            # with it would quietly join another server already there (clients
+            # would alternate between the two sites).  Bound alone, this fails
+            # with EADDRINUSE if anyone listens there, whatever their flags;
+            # once it holds the port, SO_REUSEPORT is switched on so that our
+            # own other listeners (--accept reuseport, --processes) can join it.
+            # Tested by tests/test_cli.py::test_a_busy_port_is_refused.
+            sock.bind(addr)
             if self.reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(addr)
             self._tune_listener(sock)
             # The kernel caps the backlog at net.core.somaxconn (4096 here);
             # the seed's 10 was the cause of its 1.6 s latency spikes.
@@ -229,6 +290,17 @@ class Server:
                                                 static_files=self.static_files, **self._engine_args)
         except OSError as e:
             raise ServerError("cannot serve %s: %s" % (self.root, e.strerror)) from None
+        try:
+            self._start_threads()
+        except BaseException as e:
+            self._stop_workers_now()
+            self._close_listener()
+            self._free(summary=False)
+            if isinstance(e, OSError):
+                raise ServerError("cannot start the workers: %s" % (e.strerror or e)) from None
+            raise
+
+    def _start_threads(self):
         if self.accept == "reuseport":
             # one listener per worker, all on the port: the kernel spreads the connections
             self._listeners = [self._sock] + [self._bind_one() for _ in range(self.nworkers - 1)]
@@ -269,29 +341,55 @@ class Server:
     # -- the main-thread way: signals stop it ---------------------------
 
     def serve_forever(self, quiet=False):
+        """Serve until SIGINT/SIGTERM.  A failure once the workers run (the pid
+        file, the banner, the accept loop) stops and joins them before the engine
+        is freed, and comes out as one ServerError (tests/test_cli.py:
+        test_a_start_up_failure_stops_the_workers_first)."""
         if self._sock is None:
             self.bind()
         self._start_workers()
-        # signals first: once the banner or the pid file is out, a SIGTERM must be graceful
-        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        old_int = signal.signal(signal.SIGINT, self._on_signal)
-        old_term = signal.signal(signal.SIGTERM, self._on_signal)
-        if self.pid_file:
-            with open(self.pid_file, "w") as f:
-                f.write("%d\n" % os.getpid())
-        if not quiet:
-            print(self.banner(), flush=True)
+        wrote_pid = finished = False
         try:
+            # signals first: once the banner or the pid file is out, a SIGTERM must be graceful
+            old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            old_int = signal.signal(signal.SIGINT, self._on_signal)
+            old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        except BaseException:
+            self._stop_workers_now()
+            self._close_listener()
+            self._free(summary=False)
+            raise
+        try:
+            if self.pid_file:
+                try:
+                    with open(self.pid_file, "w") as f:
+                        wrote_pid = True
+                        f.write("%d\n" % os.getpid())
+                except OSError as e:
+                    raise ServerError("cannot write the pid file %s: %s"
+                                      % (self.pid_file, e.strerror)) from None
+            if not quiet:
+                try:
+                    print(self.banner(), flush=True)
+                except OSError as e:
+                    raise ServerError("cannot write to stdout: %s" % e.strerror) from None
             while not self._stop_requested:
-                self._engine.accept_loop(self._accept_fd(), self._wake_r)
+                try:
+                    self._engine.accept_loop(self._accept_fd(), self._wake_r)
+                except OSError as e:
+                    raise ServerError("accept loop: %s" % (e.strerror or e)) from None
             self._close_listener()
             self._drain(lambda: self._stop_requested > 1)
+            finished = True
         finally:
+            # whatever happened above, no worker thread runs once this returns
+            self._stop_workers_now()
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
             signal.set_wakeup_fd(old_wakeup)
-            self._free()
-            if self.pid_file:
+            self._close_listener()
+            self._free(summary=finished)
+            if wrote_pid:
                 try:
                     os.unlink(self.pid_file)
                 except OSError:
@@ -311,7 +409,14 @@ class Server:
         self._start_workers()
         self._acceptor = threading.Thread(target=self._accept_thread, name="minginx-acceptor",
                                           daemon=True)
-        self._acceptor.start()
+        try:
+            self._acceptor.start()
+        except BaseException:
+            self._acceptor = None
+            self._stop_workers_now()
+            self._close_listener()
+            self._free(summary=False)
+            raise
         return self
 
     def _accept_fd(self):
@@ -371,6 +476,15 @@ class Server:
             s.close()
         self._listeners = []
 
+    def _stop_workers_now(self):
+        """Cut every worker off and join its thread (nothing to do once _drain ran)."""
+        if self._engine is None or not any(t.is_alive() for t in self._threads):
+            return
+        for w in self._engine.workers:
+            w.stop(graceful=False)
+        for t in self._threads:
+            t.join()
+
     def _drain(self, cut_short):
         for w in self._engine.workers:
             w.stop(graceful=True)
@@ -386,13 +500,20 @@ class Server:
             t.join()
         self._close_listeners()
 
-    def _free(self):
+    def _free(self, summary=True):
+        # The engine's memory is the workers' memory: never free it under a running thread.
+        if any(t.is_alive() for t in self._threads):
+            raise RuntimeError("minginx: engine freed while its workers run")
+        self._close_listeners()
         if self._trace_thread is not None:
             self._trace_stop.set()
             self._trace_thread.join()
             self._trace_thread = None
-            self._trace_flush()
-        if self.stats_enabled and self._engine is not None and not self._acceptor:
+            try:
+                self._trace_flush()
+            except OSError:   # stdout is gone; the engine must be freed all the same
+                pass
+        if summary and self.stats_enabled and self._engine is not None and not self._acceptor:
             from .trace import summary_table
             print(summary_table(self.stats()), file=sys.stderr, flush=True)
         for fd in (self._wake_r, self._wake_w):
@@ -416,20 +537,43 @@ def serve(processes=1, **options):
     if processes <= 1:
         Server(**options).serve_forever()
         return
+    # The parent claims the port (bind(): without SO_REUSEPORT first, so a busy
+    # port is refused here, whoever holds it) and binds every child's listener
+    # before forking: the children only ever join our own sockets.
     probe = Server(processes=processes, reuse_port=True, **options)   # checks flags, loads the app
-    probe.bind()                                                       # and the port, once
-    port = probe.port
-    probe._close_listener()
-    options.update(port=port)
+    listeners = [probe.bind()]
+    try:
+        listeners += [probe._bind_one() for _ in range(processes - 1)]
+    except ServerError:
+        for s in listeners:
+            s.close()
+        raise
+    probe._sock = None
     children = []
     for i in range(processes):
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:   # out of processes or memory: the children so far go too
+            for s in listeners:
+                s.close()
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            raise ServerError("fork: %s" % e.strerror) from None
         if pid == 0:
             code = 0
             try:
                 os.setpgid(0, 0)   # terminal signals reach the parent only; it passes them on
+                for j, s in enumerate(listeners):
+                    if j != i:
+                        s.close()
                 srv = Server(processes=processes, reuse_port=True, **options)
+                srv.adopt(listeners[i])
                 srv.serve_forever(quiet=True)
+            except ServerError as e:
+                code = 1
+                print("minginx-cffi: process %d: %s" % (os.getpid(), e), file=sys.stderr,
+                      flush=True)
             except BaseException:
                 code = 1
                 import traceback
@@ -437,8 +581,8 @@ def serve(processes=1, **options):
             finally:
                 os._exit(code)
         children.append(pid)
-    probe.fd_limit = raise_fd_limit()
-    print(probe.banner(), flush=True)
+    for s in listeners:
+        s.close()
 
     def forward(signum, frame):
         for pid in children:
@@ -448,6 +592,13 @@ def serve(processes=1, **options):
                 pass
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    probe.fd_limit = raise_fd_limit()
+    banner_error = None
+    try:
+        print(probe.banner(), flush=True)
+    except OSError as e:   # no one to tell we serve: stop the children, say why
+        banner_error = "cannot write to stdout: %s" % e.strerror
+        forward(signal.SIGTERM, None)
     status = 0
     for pid in children:
         while True:
@@ -458,5 +609,7 @@ def serve(processes=1, **options):
                 continue
         if os.waitstatus_to_exitcode(st) != 0:
             status = 1
+    if banner_error:
+        raise ServerError(banner_error)
     if status:
         raise ServerError("a server process failed")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import Conn, free_port, wait_for
+from conftest import ENGINES, Conn, free_port, wait_for
 
 CLI = [sys.executable, "-m", "minginx_cffi"]
 
@@ -187,3 +187,178 @@ def test_processes_share_the_port_and_stop_together(app_dir):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)
+
+
+# -- a busy port, in every accept mode -------------------------------------------------
+
+BUSY_MODES = [(engine, mode) for engine, modes in [
+    ("cffi", ["", "--accept reuseport", "--processes 2", "--processes 2 --accept reuseport"]),
+    ("python", ["", "--processes 2"]),
+] if engine in ENGINES for mode in modes]
+
+
+def foreign_reuseport_listener():
+    """Another program's listener with SO_REUSEPORT, under our own uid (what Linux
+    would let a SO_REUSEPORT socket of ours join)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+@pytest.mark.parametrize("engine,mode", BUSY_MODES)
+def test_a_busy_port_is_refused(engine, mode, site_root):
+    # Item 10: --accept reuseport and --processes used to bind with SO_REUSEPORT
+    # at once, and so joined a server already on the port: clients alternated
+    # between the two sites.  The second server must say the port is in use.
+    args = ["--engine", engine, "--workers", "2", "--root", str(site_root)] + mode.split()
+    first, port, banner = start(*args)
+    try:
+        assert "http://127.0.0.1:%d" % port in banner
+        second = subprocess.run(CLI + ["serve", "--port", str(port)] + args, capture_output=True,
+                                timeout=30)
+        err = second.stderr.decode().strip()
+        assert second.returncode == 1, err
+        assert len(err.splitlines()) == 1 and "in use" in err, err
+        for _ in range(10):   # the first one still serves, alone
+            assert Conn(port).request("GET", "/hello.txt").status == 200
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(15) == 0
+
+
+@pytest.mark.parametrize("engine,mode", BUSY_MODES)
+def test_a_foreign_reuseport_listener_is_not_joined(engine, mode):
+    s = foreign_reuseport_listener()
+    try:
+        p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(s.getsockname()[1])]
+                           + mode.split(), capture_output=True, timeout=30)
+        err = p.stderr.decode().strip()
+        assert p.returncode == 1 and len(err.splitlines()) == 1 and "in use" in err, err
+    finally:
+        s.close()
+
+
+# -- start-up failures once the workers run --------------------------------------------
+
+def check_one_line_failure(p, needle):
+    err = p.stderr.decode().strip()
+    assert p.returncode == 1, err
+    assert len(err.splitlines()) == 1, err
+    assert needle in err and "Traceback" not in err, err
+
+
+def test_a_pid_file_in_a_missing_directory_fails_cleanly(engine, tmp_path):
+    # Item 11: this used to be a traceback, with the workers left running.
+    p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(free_port()),
+                              "--workers", "2", "--pid-file", str(tmp_path / "no" / "x.pid")],
+                       capture_output=True, timeout=30)
+    check_one_line_failure(p, "pid file")
+
+
+def test_an_unwritable_stdout_fails_cleanly(engine):
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(free_port()),
+                                  "--workers", "2"], stdout=full, stderr=subprocess.PIPE,
+                           timeout=30)
+    check_one_line_failure(p, "cannot write to stdout")
+
+
+def test_an_unwritable_stdout_fails_cleanly_with_processes(engine):
+    with open("/dev/full", "w") as full:
+        p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(free_port()),
+                                  "--workers", "1", "--processes", "2"], stdout=full,
+                           stderr=subprocess.PIPE, timeout=30)
+    check_one_line_failure(p, "cannot write to stdout")
+
+
+ACCEPT_FAILS = '''
+import errno, sys
+from minginx_cffi import _native, pyport
+from minginx_cffi.cli import main
+
+def accept_loop(self, listen_fd, wake_fd):
+    raise OSError(errno.EBADF, "Bad file descriptor")
+
+_native.Engine.accept_loop = pyport.Engine.accept_loop = accept_loop
+main(sys.argv[1:])
+'''
+
+
+def test_an_accept_error_stops_the_workers_before_freeing(engine):
+    # The engine used to be freed while its worker threads still ran in it
+    # (make test-asan runs this too: a use-after-free there is a failure).
+    p = subprocess.run([sys.executable, "-c", ACCEPT_FAILS, "serve", "--engine", engine,
+                        "--port", str(free_port()), "--workers", "4"], capture_output=True,
+                       timeout=30)
+    check_one_line_failure(p, "accept loop: Bad file descriptor")
+
+
+# -- numeric options: huge, negative, NaN, too small to mean anything ------------------
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max-body", str(1 << 31)], "max-body"),      # past the C int: was a traceback
+    (["--max-body", str(1 << 40)], "max-body"),
+    (["--max-body", "-1"], "max-body"),
+    (["--header-timeout", "nan"], "header-timeout"),  # click's FloatRange lets NaN through
+    (["--keepalive-timeout", "nan"], "keepalive-timeout"),
+    (["--send-timeout", "nan"], "send-timeout"),
+    (["--grace", "nan"], "grace"),
+    (["--header-timeout", "0.0001"], "header-timeout"),  # 0 ms would read as "no limit"
+    (["--send-timeout", "1e12"], "send-timeout"),
+    (["--header-timeout", "-1"], "header-timeout"),
+    (["--max-connections", "-1"], "max-connections"),
+    (["--max-connections", str(1 << 40)], "max-connections"),
+    (["--stack-size", str(1 << 40)], "stack-size"),
+    (["--stack-size", "0"], "stack-size"),
+    (["--open-file-cache", str(1 << 40)], "open-file-cache"),
+    (["--small-file-cache", "-5"], "small-file-cache"),
+    (["--workers", "100000"], "workers"),
+    (["--processes", "0"], "processes"),
+    (["--port", "-1"], "port"),
+])
+def test_bad_numbers_one_line_nonzero(args, needle):
+    p = subprocess.run(CLI + ["serve", "--port", str(free_port())] + args, capture_output=True,
+                       timeout=30)
+    err = p.stderr.decode().strip()
+    assert p.returncode in (1, 2), err
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err
+
+
+FORK_FAILS = '''
+import errno, os, sys
+from minginx_cffi.cli import main
+
+real_fork, forks = os.fork, []
+
+def fork():
+    if forks:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    pid = real_fork()
+    if pid:
+        forks.append(pid)
+        print("child", pid, file=sys.stderr, flush=True)
+    return pid
+
+os.fork = fork
+try:
+    main(sys.argv[1:])
+finally:
+    for pid in forks:   # the child that did start must be gone
+        try:
+            os.kill(pid, 0)
+            print("left running", pid, file=sys.stderr, flush=True)
+        except ProcessLookupError:
+            pass
+'''
+
+
+def test_a_failed_fork_takes_the_started_children_down(engine):
+    p = subprocess.run([sys.executable, "-c", FORK_FAILS, "serve", "--engine", engine,
+                        "--port", str(free_port()), "--workers", "1", "--processes", "3"],
+                       capture_output=True, timeout=30)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "fork: Resource temporarily unavailable" in err, err
+    assert "left running" not in err and "Traceback" not in err, err

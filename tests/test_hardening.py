@@ -330,3 +330,19 @@ def test_port_dispatch_passes_a_full_pipe_on_then_sheds():
         for r, w in pipes:
             os.close(r)
             os.close(w)
+
+
+# -- Server() checks its numbers itself (the CLI is not the only caller) ----------------
+
+@pytest.mark.parametrize("option,value", [
+    ("max_body", 1 << 31), ("max_body", -1), ("max_body", 1.5),
+    ("header_timeout", float("nan")), ("keepalive_timeout", float("inf")),
+    ("send_timeout", -1.0), ("send_timeout", 0.0004), ("grace", float("nan")),
+    ("stack_size", 1 << 40), ("open_file_cache", 1 << 40), ("small_file_cache", -1),
+    ("max_connections", 1 << 40), ("workers", 100000), ("processes", 0), ("port", 70000),
+    ("port", True),
+])
+def test_server_refuses_numbers_the_engine_cannot_hold(option, value, site_root):
+    from minginx_cffi.server import Server, ServerError
+    with pytest.raises(ServerError, match=option.replace("_", "-")):
+        Server(root=str(site_root), **{option: value})
