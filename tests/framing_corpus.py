@@ -32,6 +32,7 @@ SECOND = b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 SECOND_BODY = b"hello world\n"
 ALL_MODES = ("whole", "per_byte", "pipelined")
 PAUSE = 1.0     # seconds, see Case.pause_after
+CLOSE_WAIT = 1.5    # seconds the server gets to close after its last answer (it closes at once)
 
 
 class Case:
@@ -481,8 +482,10 @@ def exchange(port, data, per_byte=False, want=1, wait_close=True, timeout=5.0, p
             if eof:
                 ex.closed = True
                 break
-            if len(ex.responses) >= want and not wait_close:
-                break
+            if len(ex.responses) >= want:
+                if not wait_close:
+                    break
+                deadline = min(deadline, time.monotonic() + CLOSE_WAIT)
             if time.monotonic() >= deadline:
                 break
         ex.leftover = buf
