@@ -499,7 +499,8 @@ def outcome(port, case, timeout=5.0):
     the pipelined request was answered correctly). The comparison key for nginx."""
     ex = exchange(port, case.data + SECOND, want=2, wait_close=True, timeout=timeout,
                   pause_after=case.pause_after)
-    first = ex.responses[0].status if ex.responses else "none"
+    first = ex.responses[0].status if ex.responses else None
+    first = "none" if first is None else first     # no answer, or not an HTTP/1.x one
     second_ok = (len(ex.responses) == 2 and ex.responses[1].status == 200
                  and ex.responses[1].body == SECOND_BODY)
     return first, ("answered" if second_ok else
