@@ -56,6 +56,7 @@ error_log {tmp}/error.log;
 events {{ worker_connections 256; }}
 http {{
     access_log {tmp}/access.log;
+    lingering_timeout 200ms;   # close soon after an error: our outcome waits only 1.5 s
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fastcgi;
