@@ -14,6 +14,7 @@
  */
 #include "http.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,34 +221,22 @@ static int te_coding(const char *el, size_t len, void *ctx)
 
 static int content_length_value(mg_str v, int64_t *out)
 {
-    /* 1*DIGIT, or a list of identical values ("5, 5", which a proxy may have
-     * made from two fields); anything else is invalid. */
-    int64_t first = -1;
+    /* Content-Length = 1*DIGIT, in one field line.  RFC 9110 8.6 lets a
+     * recipient accept a list of identical values ("5, 5") or two identical
+     * fields; like nginx we reject both (RFC 9112 6.3 p5: 400 and close), so
+     * no two parsers on the path can disagree on which one counts. */
     const char *p = v.p, *end = v.p + v.len;
-    for (;;) {
-        while (p < end && (*p == ' ' || *p == '\t'))
-            p++;
-        if (p == end || *p < '0' || *p > '9')
+    int64_t n = 0;
+    if (*out >= 0 || p == end)
+        return 400;   /* a second Content-Length field, or an empty one */
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9')
             return 400;
-        int64_t n = 0;
-        while (p < end && *p >= '0' && *p <= '9') {
-            if (n > (INT64_MAX - 9) / 10)
-                return 400;
-            n = n * 10 + (*p++ - '0');
-        }
-        while (p < end && (*p == ' ' || *p == '\t'))
-            p++;
-        if (first >= 0 && n != first)
+        if (n > (INT64_MAX - 9) / 10)
             return 400;
-        first = n;
-        if (p == end)
-            break;
-        if (*p++ != ',')
-            return 400;
+        n = n * 10 + (*p - '0');
     }
-    if (*out >= 0 && *out != first)
-        return 400;   /* two Content-Length fields that disagree */
-    *out = first;
+    *out = n;
     return 0;
 }
 
@@ -539,10 +528,12 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
             return 400;   /* HTTP/1.0 has no transfer codings (section 6.1) */
         if (te.twice)
             return 400;
-        if (te.unknown)
-            return 501;
+        /* chunked not final: the length cannot be known, and 6.3 p4's MUST
+         * (400, close) wins over 6.1's SHOULD (501 for a coding we lack) */
         if (te.chunked_at < 0 || te.chunked_at != te.count - 1)
             return 400;   /* chunked must be there, and the final coding (an empty field too is 400) */
+        if (te.unknown)
+            return 501;   /* "gzip, chunked": framed, but a coding we do not implement */
         req->chunked = 1;
     }
     req->keep_alive = req->minor_version == 1 ? !ct.close : (ct.keep_alive && !ct.close);
@@ -869,4 +860,40 @@ int mg_header_id(const char *name, size_t len, int plain)
     if (len == 0)
         return MG_H_OTHER;
     return plain ? header_id_plain(name, len) : header_id(name, len);
+}
+
+/* ------------------------------------------ the chunked decoder through cffi */
+
+int mg_chunked_decode_split(const char *in, size_t len, size_t step, char *out, size_t *out_len,
+                            size_t *consumed)
+{
+    mg_chunked d = {0};
+    char *buf = malloc(len ? len : 1);   /* the unconsumed input, as in the request buffer */
+    size_t have = 0, fed = 0, used = 0, outn = 0;
+    int r = 0;
+
+    if (!buf)
+        return -ENOMEM;
+    d.max_body = UINT64_MAX;
+    for (;;) {
+        size_t take = (step && len - fed > step) ? step : len - fed;
+        memcpy(buf + have, in + fed, take);
+        have += take;
+        fed += take;
+        size_t n = have, c = 0;
+        r = chunked_decode(&d, buf, &n, &c);
+        if (r > 1)
+            break;
+        memcpy(out + outn, buf, n);      /* decoded bytes are at the front */
+        outn += n;
+        memmove(buf, buf + c, have - c);
+        have -= c;
+        used += c;
+        if (r == 1 || fed == len)
+            break;
+    }
+    free(buf);
+    *out_len = outn;
+    *consumed = used;
+    return r;
 }

@@ -282,5 +282,12 @@ int mg_header_id(const char *name, size_t len, int plain);
 /* An HTTP-date (IMF-fixdate, RFC 850 or asctime form) as seconds since the
  * epoch, or -1 if it is not one. */
 int64_t mg_parse_http_date(const char *s, size_t len);
+/* The chunked decoder as read_body drives it (test hook for tests/test_framing_corpus.py
+ * and tests/fuzz_chunked.py): in[0..len) fed step bytes at a time (0: all at once), the
+ * unconsumed bytes presented again with the next ones, no body limit.  Returns the
+ * decoder's last answer (1 done, 0 needs more, 400 bad) or -ENOMEM; out (len bytes at
+ * least) gets the decoded bytes, *consumed the input bytes used. */
+int mg_chunked_decode_split(const char *in, size_t len, size_t step, char *out, size_t *out_len,
+                            size_t *consumed);
 
 #endif /* MINGINX_H */

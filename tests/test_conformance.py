@@ -36,7 +36,10 @@ CASES = [
     ("NUL in a field: 400", b"GET / HTTP/1.1\r\n" + H + b"X-A: 1\x002\r\n\r\n", [400]),
     ("control byte in a field: 400", b"GET / HTTP/1.1\r\n" + H + b"X-A: 1\x1b2\r\n\r\n", [400]),
     ("whitespace before the colon: 400", b"GET / HTTP/1.1\r\n" + H + b"X-A : 1\r\n\r\n", [400]),
-    ("unknown Transfer-Encoding: 501", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", [501]),
+    # gzip alone: chunked is not final, RFC 9112 6.3 p4's MUST 400 before 6.1's SHOULD 501
+    ("Transfer-Encoding without chunked: 400", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", [400]),
+    ("unknown coding before chunked: 501",
+     b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n", [501]),
     ("HTTP/2.0 request line: 505", b"GET / HTTP/2.0\r\n" + H + b"\r\n", [505]),
     ("HTTP/3.0 request line: 505", b"GET / HTTP/3.0\r\n" + H + b"\r\n", [505]),
     ("garbage version: 400", b"GET / HTTX/1.1\r\n" + H + b"\r\n", [400]),

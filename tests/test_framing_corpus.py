@@ -150,7 +150,7 @@ def port_decode(data, step):
     """pyport's Chunked fed `step` bytes at a time (0: whole), as its conn loop feeds it:
     unconsumed input is presented again with the next bytes. (status, decoded)."""
     from minginx_cffi.pyport.http import Chunked
-    dec, pending, out, fed = Chunked(), b"", b"", 0
+    dec, pending, out, fed = Chunked(2 ** 63), b"", b"", 0   # no body limit, as the C hook
     while True:
         take = len(data) - fed if step == 0 else min(step, len(data) - fed)
         pending += data[fed:fed + take]

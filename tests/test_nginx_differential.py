@@ -130,8 +130,8 @@ def test_every_difference_from_nginx_is_documented(nginx, ours):
             undocumented[c.name] = (theirs, mine)
         if theirs == mine and c.name in DOCUMENTED:
             stale[c.name] = (theirs, mine)
-    assert undocumented == {}, "differences from nginx missing from docs/conformance.md"
-    assert stale == {}, "documented differences that are gone: update docs/conformance.md"
+    assert undocumented == {}, "differences from nginx missing from docs/conformance.md: %r" % undocumented
+    assert stale == {}, "documented differences that are gone: update docs/conformance.md: %r" % stale
 
 
 def test_documented_table_matches_the_doc():
