@@ -313,7 +313,9 @@ class Lifespan:
         try:
             await self.app(scope, self.inbox.get, self._send)
         except BaseException as e:
-            if self.answer.done():
+            if self.answer.done() and self.answer.result()[0] == "lifespan.startup.failed":
+                pass   # Starlette re-raises what it reported: the message says it all
+            elif self.answer.done():
                 log.error("minginx: ASGI lifespan raised:\n%s", traceback.format_exc().rstrip())
             else:
                 self.answer.set_result(("raised", "%s: %s" % (type(e).__name__, e)))
