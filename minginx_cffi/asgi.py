@@ -22,7 +22,9 @@ loop per process, on its own thread (``LoopThread``; uvloop when installed).
                                    or the engine reports the client gone
 
 A *reply* is what an engine gives a cycle to answer through, on the loop
-thread: ``head(status, fields, body, more)``, ``piece(data, last)``,
+thread: ``head(status, fields, body, more)`` and ``piece(data, last)``
+(each True while the engine takes more pieces: False after the last, and
+for a HEAD, a 204 or a head the writer refused, which became a 500),
 ``error_500()``, ``cut()`` (end a stream without its end: the connection
 closes).  The C engine's deferred reply (_bridge.AsgiBridge) posts each
 answer back to the parked coroutine; ``BlockingReply`` serves engines without
@@ -34,6 +36,7 @@ The response's state, by the messages the app has sent:
 
     START --start--> HEAD --body(more)--> STREAM --body(last)--> DONE
                        \\------------body(last)--------------------/
+    HEAD or STREAM --the engine takes no more--> DISCARD --body(last)--> DONE
 """
 
 import asyncio
@@ -52,7 +55,7 @@ log = _dispatch.log
 ASGI = {"version": "3.0", "spec_version": "2.4"}   # 2.4: send() on a closed connection raises OSError
 LIFESPAN_ASGI = {"version": "3.0", "spec_version": "2.0"}
 
-START, HEAD, STREAM, DONE = "START", "HEAD", "STREAM", "DONE"
+START, HEAD, STREAM, DISCARD, DONE = "START", "HEAD", "STREAM", "DISCARD", "DONE"
 
 
 class ClientDisconnected(OSError):
@@ -159,11 +162,12 @@ class Cycle:
         try:
             await app(scope, self.receive, self.send)
         except BaseException as e:
-            if isinstance(e, ClientDisconnected) and self.gone:
-                pass   # the app noticed the client leaving: nothing to say
-            elif self.state == STREAM or self.state == DONE:
-                log.error("minginx: ASGI app for %s raised after its response started; closing "
-                          "the connection:\n%s", self.where, traceback.format_exc().rstrip())
+            if self.gone:   # the app noticed the client leaving (Starlette: ClientDisconnect)
+                log.info("minginx: ASGI app for %s: client gone (%s)", self.where,
+                         type(e).__name__)
+            elif self.state != START and self.state != HEAD:
+                log.error("minginx: ASGI app for %s raised after its response started:\n%s",
+                          self.where, traceback.format_exc().rstrip())
             else:
                 log.error("minginx: ASGI app for %s raised:\n%s", self.where,
                           traceback.format_exc().rstrip())
@@ -171,7 +175,7 @@ class Cycle:
             if not isinstance(e, Exception):
                 raise   # CancelledError, KeyboardInterrupt: not ours to swallow
         else:
-            if self.state != DONE and not self.gone:
+            if self.state != DONE and self.state != DISCARD and not self.gone:
                 log.error("minginx: ASGI app for %s returned without completing its response",
                           self.where)
             self._end_early()
@@ -227,10 +231,14 @@ class Cycle:
             raise RuntimeError("http.response.body after the response was complete")
         body = message.get("body", b"")
         more = bool(message.get("more_body", False))
+        if self.state == DISCARD:
+            if not more:
+                self.state = DONE
+                self._finish()
+            return
         if self.state == HEAD:
-            self.state = STREAM if more else DONE
-            if not self.reply.head(self.status, self.fields, body, more):
-                self.state = DONE   # refused by the writer: a 500 went instead (logged)
+            taking = self.reply.head(self.status, self.fields, body, more)
+            self.state = DONE if not more else STREAM if taking else DISCARD
             if self.state == DONE:
                 self._finish()
             return
@@ -243,12 +251,12 @@ class Cycle:
             finally:
                 self.waiter = None
         self.wanted = False
+        taking = self.reply.piece(body, not more)
         if not more:
             self.state = DONE
-            self.reply.piece(body, True)
             self._finish()
-        else:
-            self.reply.piece(body, False)
+        elif not taking:
+            self.state = DISCARD   # cut to the Content-Length: the rest is dropped
 
     # -- the engine's side (on the loop thread) --------------------------
 
@@ -349,6 +357,7 @@ class Runner:
         self.lifespan = None
         self.loop = None
         self.warned_upgrade = False
+        self.tasks = set()   # the requests' tasks (loop thread)
 
     def start(self):
         """Start the loop thread and run lifespan startup; StartupFailed if the app says so."""
@@ -388,8 +397,19 @@ class Runner:
     def begin(self, scope, body, reply, where):
         """On the loop: start a request's task; returns its Cycle."""
         cycle = Cycle(reply, body, where)
-        self.loop.create_task(cycle.run(self.app, scope))
+        task = self.loop.create_task(cycle.run(self.app, scope))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
         return cycle
+
+    def cancel_requests(self):
+        """From any thread: cancel every request's task (its engine call is answered with a 500
+        or cut), for a stop that cannot wait; lifespan goes on to its shutdown."""
+        if self.loop_thread is not None:
+            def cancel():
+                for task in list(self.tasks):
+                    task.cancel()
+            self.loop.call_soon_threadsafe(cancel)
 
     # -- engines without deferred calls --------------------------------
 
@@ -398,7 +418,7 @@ class Runner:
         for engines that cannot park a call (the pure-Python port)."""
         def dispatch(view):
             scope = self.scope(view)
-            reply = BlockingReply(self.loop)
+            reply = BlockingReply(self.loop, view.method == "HEAD")
             where = "%s %s" % (view.method, view.raw_path.decode("latin-1"))
             self.loop.call_soon_threadsafe(reply.begin, self, scope, view.body, where)
             return reply.result()
@@ -445,8 +465,9 @@ class _Stream:
 class BlockingReply:
     """A reply for a worker thread that waits: the head through a future, pieces through a queue."""
 
-    def __init__(self, loop):
+    def __init__(self, loop, head_only):
         self.loop = loop
+        self.head_only = head_only   # the engine sends no body: none is asked for
         self.head_answer = concurrent.futures.Future()
         self.pieces = queue.SimpleQueue()
         self.cycle = None
@@ -457,18 +478,20 @@ class BlockingReply:
 
     def result(self):
         status, fields, body, more = self.head_answer.result()
-        if not more:
+        if not more or self.head_only:
             self.ended = True
+        if not more:
             return (status, b"", fields, body, 0)
         return (status, b"", fields, _Stream(self, body), _dispatch.RESP_STREAM)
 
     # the reply, on the loop thread
     def head(self, status, fields, body, more):
         self.head_answer.set_result((status, fields, bytes(body), more))
-        return True
+        return not self.head_only   # a refused head is known later, on the worker thread
 
     def piece(self, data, last):
         self.pieces.put((bytes(data), last))
+        return True
 
     def error_500(self):
         self.head_answer.set_result((500, _dispatch.ERROR_500_FIELDS, _dispatch.ERROR_500_BODY,

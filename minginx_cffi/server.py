@@ -133,7 +133,7 @@ class Server:
                  engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
                  switch="fast", accept="dispatch", defer_accept=True, asgi=None, root_path=""):
         if sum(x is not None for x in (app, wsgi, asgi)) > 1:
-            raise ServerError("give one of --app, --wsgi, --asgi")
+            raise ServerError("give one of --app, --wsgi or --asgi, not both")
         if isinstance(app, str):
             app = load_app(app)
         if isinstance(wsgi, str):
@@ -517,8 +517,15 @@ class Server:
             return
         for w in self._engine.workers:
             w.stop(graceful=False)
+        self._cancel_asgi_requests()
         for t in self._threads:
             t.join()
+
+    def _cancel_asgi_requests(self):
+        """A stop that cannot wait: ASGI requests still running are cancelled (a worker
+        thread of an engine without deferred calls may be waiting for one)."""
+        if self._asgi_runner is not None:
+            self._asgi_runner.cancel_requests()
 
     def _drain(self, cut_short):
         for w in self._engine.workers:
@@ -528,6 +535,7 @@ class Server:
             if time.monotonic() >= deadline or cut_short():
                 for w in self._engine.workers:
                     w.stop(graceful=False)
+                self._cancel_asgi_requests()
                 break
             for t in self._threads:
                 t.join(0.05)

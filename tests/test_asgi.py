@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -324,6 +325,30 @@ def test_a_stream_the_app_abandons_is_cut(make_server, path):
     c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
     assert c.closed_by_peer()
     assert c.buf.startswith(b"HTTP/1.1 200") and c.buf.endswith(b"4\r\npart\r\n")   # no last chunk
+
+
+async def slow_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(2)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+
+def test_slow_requests_do_not_stall_the_worker(make_server, engine):
+    if engine != "cffi":
+        pytest.skip("the port has no deferred calls: its worker waits for the loop")
+    srv = make_server(asgi=slow_app, root=None, workers=1)
+    slow = [Conn(srv.port) for _ in range(4)]
+    for c in slow:
+        c.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    t0 = time.monotonic()
+    assert get(srv.port, "/fast").body == b"/fast"
+    assert time.monotonic() - t0 < 1.0
+    for c in slow:
+        assert c.read_response().body == b"/slow"
+        c.close()
 
 
 # ------------------------------------------------------------ the command line
