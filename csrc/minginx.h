@@ -190,6 +190,11 @@ typedef struct {
 /* Implemented in Python (minginx_cffi/_bridge.py); the build script turns
  * MG_EXTERN_PYTHON into cffi's extern "Python+C". */
 MG_EXTERN_PYTHON int mg_py_batch(int app_id, mg_pycall **calls, int n);
+/* A notice, not a round: the client of a parked deferred call hung up
+ * (EPOLLRDHUP/HUP/ERR on its socket).  The round is still to be posted; the
+ * answer's send will fail and close.  Called by the worker loop, on its own
+ * stack, holding the GIL for this one call (a rare event); may come twice. */
+MG_EXTERN_PYTHON void mg_py_gone(int app_id, int worker, uint64_t id);
 
 /* Header field i of the request (0 <= i < num_headers). */
 int mg_call_header(mg_pycall *c, int i, const char **name, size_t *name_len, const char **value,

@@ -129,6 +129,12 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
     int want = co->waiting == MG_YIELD_READ
         ? (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
         : co->waiting == MG_YIELD_WRITE ? (EPOLLOUT | EPOLLHUP | EPOLLERR) : 0;
+    if (co->waiting == MG_YIELD_PYTHON && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && co->rb &&
+        co->rb->call._pending) {
+        /* parked in a deferred call: an ASGI app hears http.disconnect (tests/test_asgi.py:
+         * test_a_client_leaving_a_parked_request_is_http_disconnect) */
+        mg_py_gone(w->srv->cfg.app_id, w->index, co->rb->call.id);
+    }
     if (events & (uint32_t)want) {
         w->stats.wakeups++;
         TRACE(w, MG_EV_WAKE_FD, co, fd, (int)events);
