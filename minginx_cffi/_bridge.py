@@ -314,6 +314,15 @@ class AsgiBridge:
             self.loop.call_soon_threadsafe(self._on_loop, work)
         return 0
 
+    def gone(self, worker, request_id):
+        """mg_py_gone, on the worker thread: the client of a parked call hung up."""
+        self.loop.call_soon_threadsafe(self._gone_on_loop, (worker, request_id))
+
+    def _gone_on_loop(self, key):
+        cycle = self.cycles.get(key)
+        if cycle is not None:
+            cycle.client_left()
+
     def _on_loop(self, work):
         cycles = self.cycles
         for op, c, key, scope, body, where in work:
@@ -363,6 +372,13 @@ def _contain(bridge, c, op):
             bridge.cut(c)
     except Exception:
         log.exception("minginx: containing a failed handler call failed")
+
+
+@ffi.def_extern(onerror=_batch_error)
+def mg_py_gone(app_id, worker, request_id):
+    bridge = _BRIDGES.get(app_id)
+    if bridge.__class__ is AsgiBridge:   # a WSGI or App handler cannot be told
+        bridge.gone(worker, request_id)
 
 
 @ffi.def_extern(onerror=_batch_error)

@@ -142,7 +142,7 @@ class Cycle:
     """One request-response cycle, lived on the loop thread (see the module's state diagram)."""
 
     __slots__ = ("reply", "body", "state", "status", "fields", "body_read", "gone", "complete",
-                 "wanted", "waiter", "disconnect", "app_done", "where")
+                 "wanted", "waiter", "disconnect", "app_done", "where", "hup")
 
     def __init__(self, reply, body, where):
         self.reply = reply
@@ -157,12 +157,13 @@ class Cycle:
         self.waiter = None             # send() of a piece waits here for `wanted`
         self.disconnect = None         # receive() waits here for the end
         self.app_done = False
+        self.hup = False               # the engine saw the client hang up (not yet answered)
 
     async def run(self, app, scope):
         try:
             await app(scope, self.receive, self.send)
         except BaseException as e:
-            if self.gone:   # the app noticed the client leaving (Starlette: ClientDisconnect)
+            if self.gone or self.hup:   # the app noticed the client leaving (Starlette: ClientDisconnect)
                 log.info("minginx: ASGI app for %s: client gone (%s)", self.where,
                          type(e).__name__)
             elif self.state != START and self.state != HEAD:
@@ -175,7 +176,7 @@ class Cycle:
             if not isinstance(e, Exception):
                 raise   # CancelledError, KeyboardInterrupt: not ours to swallow
         else:
-            if self.state != DONE and self.state != DISCARD and not self.gone:
+            if self.state != DONE and self.state != DISCARD and not (self.gone or self.hup):
                 log.error("minginx: ASGI app for %s returned without completing its response",
                           self.where)
             self._end_early()
@@ -213,7 +214,7 @@ class Cycle:
         return {"type": "http.disconnect"}
 
     async def send(self, message):
-        if self.gone:
+        if self.gone or self.hup:
             raise ClientDisconnected("the client closed the connection")
         kind = message["type"]
         if kind == "http.response.start":
@@ -270,6 +271,16 @@ class Cycle:
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    def client_left(self):
+        """The engine saw the client hang up while the app runs: receive() says
+        http.disconnect and send() raises, but the engine's round is still answered
+        when the app ends (its send then fails and the connection closes)."""
+        self.hup = True
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_exception(ClientDisconnected("the client closed the connection"))
+        self._finish()
 
     def abort(self):
         """The client is gone (an ABORT round, or the engine saw it hang up)."""

@@ -283,6 +283,32 @@ def test_client_gone_mid_stream_is_http_disconnect(make_server):
     assert sorted(disconnects) == ["OSError", "http.disconnect"]
 
 
+parked = threading.Event()
+
+
+async def parked_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await receive()
+    parked.set()
+    disconnects.append((await receive())["type"])   # before any response: only a hang-up ends it
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+
+
+def test_a_client_leaving_a_parked_request_is_http_disconnect(make_server, engine):
+    if engine != "cffi":
+        pytest.skip("the port has no deferred calls: it cannot see a hang-up while the app runs")
+    disconnects.clear()
+    parked.clear()
+    srv = make_server(asgi=parked_app, root=None, workers=1)
+    c = Conn(srv.port)
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert parked.wait(5)
+    c.close()
+    assert wait_for(lambda: disconnects == ["http.disconnect"])
+    assert wait_for(lambda: srv.stats()[0]["coroutines_alive"] == 0)
+
+
 async def broken_app(scope, receive, send):
     if scope["type"] == "lifespan":
         await receive()
