@@ -38,6 +38,8 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
         if (!rb)
             return NULL;
         buf_growable(&rb->call._out);
+        rb->call._pending = 0;   /* worker.c: orphan_pending reads these of any buffer */
+        rb->call._orphan = 0;
     }
     rb->next_free = NULL;
     rb->len = 0;

@@ -32,6 +32,7 @@
 #include <ucontext.h>
 #include <sys/epoll.h>
 #include <time.h>
+#include <pthread.h>
 #include "minginx.h"
 
 #define MG_HIDDEN __attribute__((visibility("hidden")))
@@ -74,6 +75,7 @@ typedef enum {
     MG_TIMER_KEEPALIVE,   /* idle between requests */
     MG_TIMER_SEND,        /* a send that makes no progress */
     MG_TIMER_LINGER,      /* draining input before close */
+    MG_TIMER_PYTHON,      /* a deferred Python round: --handler-timeout */
     MG_TIMER_MAX
 } mg_timer_class;
 
@@ -173,6 +175,13 @@ struct mg_worker {
     mg_trace_ring ring;
     /* coroutines waiting for their Python handler (pycall.c), linked by next_ready */
     mg_coroutine *py_head, *py_tail;
+    mg_pycall *py_orphans;       /* late orphans whose stream iterator must be closed (ABORT) */
+    uint64_t py_inflight;        /* deferred rounds not yet posted back */
+    /* deferred rounds posted back by other threads (mg_call_post): a locked
+     * list, and an eventfd in epoll written when the list turns non-empty */
+    pthread_mutex_t post_lock;
+    mg_pycall *post_head, *post_tail;
+    int post_fd;
     uint64_t next_request_id;
     /* fd -> waiting coroutine; sized from RLIMIT_NOFILE, not FD_SETSIZE */
     mg_coroutine **fd_table;
@@ -274,6 +283,14 @@ MG_HIDDEN int stats_serve(mg_coroutine *co, struct mg_request_s *req, int keep_a
 /* pycall.c */
 struct mg_request_s;
 MG_HIDDEN void run_python(struct mg_worker *w);
+/* The worker's side of mg_call_post: take the posted rounds, resume their
+ * coroutines (or free their orphans). */
+MG_HIDDEN void drain_posts(struct mg_worker *w);
+/* A coroutine about to be destroyed with a deferred round in flight gives
+ * its request buffer (and body) up to the handler thread still using it. */
+MG_HIDDEN void pycall_orphan(mg_coroutine *co);
+/* Free a posted orphan (worker thread, or mg_worker_free once no thread posts). */
+MG_HIDDEN void pycall_free_orphan(struct mg_worker *w, mg_pycall *c);
 /* Hand the request to Python.  Returns 1 if Python passed it on (static
  * files answer), 0 if answered (keep-alive), 2 if answered and the
  * connection must close, -1 if the connection broke. */

@@ -52,7 +52,8 @@ typedef enum {
     MG_YIELD_READY = 0,  /* still runnable: just let the others run */
     MG_YIELD_READ = 1,   /* recv would block: wake me when the fd is readable */
     MG_YIELD_WRITE = 2,  /* send would block: wake me when the fd is writable */
-    MG_YIELD_PYTHON = 3, /* run my Python handler on the worker's own stack */
+    MG_YIELD_PYTHON = 3, /* my Python handler: run it on the worker's own stack, or wait
+                            for a handler thread's mg_call_post() (deferred) */
     MG_YIELD_MAX
 } mg_yield;
 
@@ -77,6 +78,8 @@ typedef struct {
     int stats_endpoint;          /* 1: GET /_minginx/stats and /_minginx/trace answer JSON */
     int switch_mode;             /* mg_switch_mode */
     int accept_mode;             /* mg_accept_mode */
+    int handler_timeout_ms;      /* a deferred Python call not answered in this gets its client
+                                    a 504 and the connection closed (0: no limit) */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */
@@ -99,6 +102,7 @@ typedef struct {
     uint64_t py_batches;         /* times the worker took the GIL to run handlers */
     uint64_t py_calls;           /* handler calls made in those batches */
     uint64_t rejected;           /* connections turned away by --max-connections */
+    uint64_t handler_timeouts;   /* deferred calls given up on after handler_timeout_ms (504) */
 } mg_stats;
 
 typedef struct mg_server mg_server;
@@ -108,7 +112,17 @@ typedef struct mg_worker mg_worker;
  * A coroutine that needs Python fills an mg_pycall and yields MG_YIELD_PYTHON.
  * After schedule() the worker, on its own stack, passes every pending call
  * to mg_py_batch() (one GIL acquisition per batch), then resumes the
- * coroutines, which send what Python produced. */
+ * coroutines, which send what Python produced.
+ *
+ * Deferred calls: during mg_py_batch Python may set c->deferred = 1 for a call
+ * it will answer later (on a handler thread, an event loop...).  The worker
+ * then leaves that coroutine parked.  Once the round's answer is filled in
+ * (mg_call_start / mg_call_chunk / fallthrough / more, as inline), Python
+ * calls mg_call_post(c), once per deferred round, from any thread: the call
+ * goes onto its worker's completion list, an eventfd wakes the worker, and
+ * the coroutine resumes there.  Every round (START, NEXT, ABORT) may be
+ * deferred on its own.  Until it posts, Python may read and write the call as
+ * inline; after it, not at all. */
 typedef enum {
     MG_PY_START = 0,     /* a new request: run the handler, start the response */
     MG_PY_NEXT = 1,      /* a streamed response: produce the next piece */
@@ -161,11 +175,26 @@ typedef struct {
     int _started, _chunked, _keep_alive, _head_only, _no_body;
     mg_buf _out;                 /* bytes to send after this round */
     void *_co;
+    /* deferral: deferred is set by Python in mg_py_batch; the rest is the worker's */
+    int deferred;                /* 1: Python answers this round later, with mg_call_post() */
+    int _pending;                /* a deferred round not yet posted back (worker thread only) */
+    int _orphan;                 /* the coroutine gave up on it (handler timeout, shutdown):
+                                    the late answer is dropped and the buffer freed */
+    int _fresh;                  /* mg_call_start ran this round: the worker counts it */
+    int _status;                 /* the status mg_call_start wrote */
+    void *_worker;               /* mg_worker: whose completion list mg_call_post uses */
+    void *_next_post;            /* completion-list link */
+    char *_body_buf;             /* an orphan's request body (co->body_buf), freed with it */
 } mg_pycall;
 
 /* Implemented in Python (minginx_cffi/_bridge.py); the build script turns
  * MG_EXTERN_PYTHON into cffi's extern "Python+C". */
 MG_EXTERN_PYTHON int mg_py_batch(int app_id, mg_pycall **calls, int n);
+/* A notice, not a round: the client of a parked deferred call hung up
+ * (EPOLLRDHUP/HUP/ERR on its socket).  The round is still to be posted; the
+ * answer's send will fail and close.  Called by the worker loop, on its own
+ * stack, holding the GIL for this one call (a rare event); may come twice. */
+MG_EXTERN_PYTHON void mg_py_gone(int app_id, int worker, uint64_t id);
 
 /* Header field i of the request (0 <= i < num_headers). */
 int mg_call_header(mg_pycall *c, int i, const char **name, size_t *name_len, const char **value,
@@ -188,6 +217,11 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
 /* Another piece of a streamed body; last = 1 ends it.  Returns as
  * mg_call_start; on 1 the stream is over (more = 0): close the iterator. */
 int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last);
+
+/* Hand a deferred round back to its worker (any thread; cffi releases the
+ * GIL around it).  Lock-protected list + eventfd, written only when the list
+ * was empty, so a burst of posts costs the worker one wake-up.  Returns 0. */
+int mg_call_post(mg_pycall *c);
 
 /* ---- server: shared, read-only configuration plus the acceptor ---- */
 mg_server *mg_server_new(const mg_config *cfg, int *err);
@@ -230,6 +264,7 @@ typedef enum {
     MG_EV_HANDLER_DONE,          /* arg: the response's status */
     MG_EV_FINISHED,              /* trampoline_start: finished = 1 */
     MG_EV_COROUTINE_DESTROY,
+    MG_EV_WAKE_PYTHON,           /* worker: a deferred Python round was posted back; arg: op */
     MG_EV_MAX
 } mg_event;
 

@@ -17,15 +17,36 @@
  *                             body asks for the next piece with MG_PY_NEXT
  *
  * Copying the output means Python objects never have to outlive the call.
+ *
+ * Deferred rounds (--threads N: a handler thread answers, not the worker's
+ * stack).  mg_py_batch sets c->deferred and queues the call; run_python()
+ * leaves the coroutine parked (MG_YIELD_PYTHON) with the MG_TIMER_PYTHON
+ * timer armed.  The handler thread fills the answer as above and calls
+ * mg_call_post(): the call joins the worker's completion list and the
+ * worker's eventfd fires; drain_posts() resumes the coroutine.  So nothing a
+ * handler thread touches belongs to the worker alone: mg_call_start reads
+ * the Date from a clock of its own thread, leaves the status and the request
+ * count to the worker (c->_status, c->_fresh), and finds the request through
+ * the buffer the call lives in, never through the coroutine.
+ *
+ * A round not posted within --handler-timeout: the coroutine wakes on its
+ * timer, hands its request buffer and body (which the handler thread still
+ * reads and writes) over as an orphan, answers 504 from its own stack and
+ * closes.  The late post frees the orphan (after one more round to close a
+ * stream's iterator) and the answer is dropped.  Tested by
+ * tests/test_threads.py.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "http.h"
 #include "response.h"
@@ -42,13 +63,43 @@ static void pycall_release(mg_pycall *c)
     c->_out.err = 0;
 }
 
+/* The request buffer a call lives in: an orphan's coroutine no longer holds it. */
+static mg_reqbuf *call_reqbuf(mg_pycall *c)
+{
+    return (mg_reqbuf *)(void *)((char *)c - offsetof(mg_reqbuf, call));
+}
+
+/* head_start() refreshes and reads the worker's cached Date line, which only
+ * the worker's thread may write: a handler thread keeps a clock of its own
+ * (one per thread, freed with it). */
+static pthread_key_t clock_key;
+static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
+
+static void clock_key_make(void)
+{
+    (void)pthread_key_create(&clock_key, free);
+}
+
+static mg_worker *thread_clock(void)
+{
+    pthread_once(&clock_once, clock_key_make);
+    mg_worker *clk = pthread_getspecific(clock_key);
+    if (!clk) {
+        clk = calloc(1, sizeof(*clk));   /* only date_sec / date_hdr / date_len are used */
+        if (clk && pthread_setspecific(clock_key, clk) != 0) {
+            free(clk);
+            clk = NULL;
+        }
+    }
+    return clk;
+}
+
 /* ------------------------------------------------------ the Python side API */
 
 int mg_call_header(mg_pycall *c, int i, const char **name, size_t *name_len, const char **value,
                    size_t *value_len)
 {
-    mg_coroutine *co = c->_co;
-    mg_request *req = &co->rb->req;
+    mg_request *req = &call_reqbuf(c)->req;
     if (i < 0 || i >= req->num_headers)
         return -EINVAL;
     *name = req->headers[i].name.p;
@@ -74,13 +125,14 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
                   const char *headers, size_t headers_len, int n, const char *body,
                   size_t body_len, int flags)
 {
-    mg_coroutine *co = c->_co;
-    mg_worker *w = co->worker;
+    mg_worker *w = c->_worker;
     mg_buf *out = &c->_out;
     mg_fields_info info;
     int r;
 
     c->error = NULL;
+    if (c->deferred && !(w = thread_clock()))
+        return -ENOMEM;
     if (c->_started) {
         c->error = "the response was already started";
         return -EINVAL;
@@ -125,9 +177,9 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
     if (out->err)
         return -ENOMEM;
     c->_started = 1;
-    co->status = status;
+    c->_status = status;   /* the worker copies it to co->status and counts the request */
+    c->_fresh = 1;
     c->more = streaming;
-    w->stats.requests++;
     if (c->_no_body)
         return 0;
     if (streaming)
@@ -176,36 +228,177 @@ int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last)
 
 /* ------------------------------------------------------------- the worker */
 
+/* A round is answered (inline, or posted back): resume its coroutine, or
+ * finish with an orphan.  Worker thread only. */
+static void call_done(mg_worker *w, mg_pycall *c)
+{
+    if (MG_UNLIKELY(c->_orphan)) {
+        if (c->more) {
+            /* a late stream: one more round, in Python, closes its iterator */
+            c->op = MG_PY_ABORT;
+            c->more = 0;
+            c->_next_post = w->py_orphans;
+            w->py_orphans = c;
+            return;
+        }
+        pycall_free_orphan(w, c);
+        return;
+    }
+    mg_coroutine *co = c->_co;
+    if (c->_fresh) {
+        c->_fresh = 0;
+        co->status = c->_status;
+        w->stats.requests++;
+    }
+    add_to_ready(w, co);
+}
+
 /* Called by the worker loop, on the worker thread's own stack. */
 void run_python(mg_worker *w)
 {
     mg_pycall *batch[MG_PY_BATCH];
-    mg_coroutine *cos[MG_PY_BATCH];
 
-    while (w->py_head) {
+    while (w->py_head || w->py_orphans) {
         int n = 0;
         while (w->py_head && n < MG_PY_BATCH) {
             mg_coroutine *co = w->py_head;
             w->py_head = co->next_ready;
             co->next_ready = NULL;
-            cos[n] = co;
             batch[n++] = &co->rb->call;
         }
         w->py_tail = w->py_head ? w->py_tail : NULL;
+        while (w->py_orphans && n < MG_PY_BATCH) {
+            mg_pycall *c = w->py_orphans;
+            w->py_orphans = c->_next_post;
+            c->_next_post = NULL;
+            c->deferred = 0;
+            batch[n++] = c;
+        }
         w->stats.py_batches++;
         w->stats.py_calls += (uint64_t)n;
         mg_py_batch(w->srv->cfg.app_id, batch, n);   /* takes the GIL once */
-        for (int i = 0; i < n; i++)
-            add_to_ready(w, cos[i]);
+        for (int i = 0; i < n; i++) {
+            mg_pycall *c = batch[i];
+            if (c->deferred) {
+                /* a handler thread has it: park until mg_call_post */
+                c->_pending = 1;
+                w->py_inflight++;
+                if (!c->_orphan)
+                    timer_set(c->_co, MG_TIMER_PYTHON);
+            } else {
+                call_done(w, c);
+            }
+        }
     }
+}
+
+int mg_call_post(mg_pycall *c)
+{
+    mg_worker *w = c->_worker;
+    pthread_mutex_lock(&w->post_lock);
+    int was_empty = w->post_head == NULL;
+    c->_next_post = NULL;
+    if (w->post_tail)
+        ((mg_pycall *)w->post_tail)->_next_post = c;
+    else
+        w->post_head = c;
+    w->post_tail = c;
+    pthread_mutex_unlock(&w->post_lock);
+    if (was_empty) {
+        /* the worker clears the eventfd before it takes the list, so a post
+         * that finds the list empty always finds the worker needing a wake */
+        uint64_t one = 1;
+        while (write(w->post_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+    }
+    return 0;
+}
+
+void drain_posts(mg_worker *w)
+{
+    uint64_t count;
+    while (read(w->post_fd, &count, sizeof(count)) < 0 && errno == EINTR)
+        ;
+    pthread_mutex_lock(&w->post_lock);
+    mg_pycall *c = w->post_head;
+    w->post_head = w->post_tail = NULL;
+    pthread_mutex_unlock(&w->post_lock);
+    while (c) {
+        mg_pycall *next = c->_next_post;
+        c->_next_post = NULL;
+        c->_pending = 0;
+        w->py_inflight--;
+        if (!c->_orphan) {
+            mg_coroutine *co = c->_co;
+            timer_clear(co);
+            TRACE(w, MG_EV_WAKE_PYTHON, co, co->fd, c->op);
+        }
+        call_done(w, c);
+        c = next;
+    }
+}
+
+void pycall_orphan(mg_coroutine *co)
+{
+    mg_pycall *c = &co->rb->call;
+    c->_orphan = 1;
+    c->_co = NULL;
+    c->_body_buf = co->body_buf;   /* c->body may point into it */
+    co->body_buf = NULL;
+    co->rb = NULL;
+}
+
+void pycall_free_orphan(mg_worker *w, mg_pycall *c)
+{
+    free(c->_body_buf);
+    c->_body_buf = NULL;
+    c->_orphan = 0;
+    pycall_release(c);
+    reqbuf_put(w, call_reqbuf(c));
 }
 
 /* ------------------------------------------------------- the coroutine side */
 
-static void yield_to_python(mg_coroutine *co, int op)
+/* Returns 0 when Python answered; -ETIMEDOUT when a deferred round outlived
+ * --handler-timeout: the call is an orphan now (co->rb is gone), and the
+ * caller must not touch it again. */
+static int yield_to_python(mg_coroutine *co, int op)
 {
-    co->rb->call.op = op;
+    mg_pycall *c = &co->rb->call;
+    c->op = op;
+    c->deferred = 0;
     coroutine_yield(co, MG_YIELD_PYTHON);
+    if (MG_LIKELY(!c->_pending))
+        return 0;
+    mg_worker *w = co->worker;
+    w->stats.handler_timeouts++;
+    mg_log("minginx: handler for %.*s %.*s still running after %lld ms (%s): connection closed, "
+           "its answer will be dropped", c->method_len, c->method, c->path_len, c->path,
+           (long long)w->timers[MG_TIMER_PYTHON].duration_ms,
+           op == MG_PY_START ? "504 sent" : "mid-response");
+    pycall_orphan(co);
+    return -ETIMEDOUT;
+}
+
+/* The 504 for a handler that timed out (RFC 9110 section 15.6.5), from a
+ * buffer of our own: the request buffer went to the handler thread. */
+static int send_gateway_timeout(mg_coroutine *co, int head_only)
+{
+    static const char body[] = "504 Gateway Timeout: the handler did not answer in time\n";
+    mg_worker *w = co->worker;
+    char mem[512];
+    mg_buf o;
+    buf_fixed(&o, mem, sizeof(mem));
+    head_start(&o, w, 504, "Gateway Timeout", 15);
+    buf_str(&o, "Content-Type: text/plain; charset=utf-8\r\n");
+    head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, 0);
+    if (!head_only)
+        buf_put(&o, body, sizeof(body) - 1);
+    co->status = 504;
+    w->stats.requests++;
+    if (!o.err)
+        (void)send_async(co, o.p, o.len);
+    return -1;
 }
 
 int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t body_len,
@@ -239,6 +432,12 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     c->_out.len = 0;
     c->_out.err = 0;
     c->_co = co;
+    c->_worker = w;
+    c->_fresh = 0;
+    c->_pending = 0;
+    c->_orphan = 0;
+    c->_next_post = NULL;
+    c->_body_buf = NULL;
     if (!co->addr_known) {
         /* once per connection: the addresses do not change while it lives */
         struct sockaddr_storage sa;
@@ -265,7 +464,8 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     c->peer_port = co->peer_port;
     c->server_port = co->server_port;
 
-    yield_to_python(co, MG_PY_START);
+    if (yield_to_python(co, MG_PY_START) < 0)
+        return send_gateway_timeout(co, req->method_id == MG_M_HEAD);
     if (c->fallthrough && !c->_started)
         return 1;
     if (!c->_started) {
@@ -276,8 +476,8 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     for (;;) {
         if (c->_out.err) {
             /* a write did not fit: what the buffer holds is not a response */
-            if (c->more)
-                yield_to_python(co, MG_PY_ABORT);
+            if (c->more && yield_to_python(co, MG_PY_ABORT) < 0)
+                return -1;
             pycall_release(c);
             return -1;
         }
@@ -286,14 +486,15 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
         ssize_t r = c->_out.len ? send_async(co, c->_out.p, c->_out.len) : 0;
         c->_out.len = 0;
         if (r < 0) {
-            if (c->more)
-                yield_to_python(co, MG_PY_ABORT);   /* close the iterator */
+            if (c->more && yield_to_python(co, MG_PY_ABORT) < 0)   /* close the iterator */
+                return -1;
             pycall_release(c);
             return -1;
         }
         if (!c->more)
             break;
-        yield_to_python(co, MG_PY_NEXT);   /* sets more = 0 at the end, or on error */
+        if (yield_to_python(co, MG_PY_NEXT) < 0)   /* sets more = 0 at the end, or on error */
+            return -1;
     }
     pycall_release(c);
     return c->_keep_alive ? 0 : 2;

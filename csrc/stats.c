@@ -43,7 +43,8 @@ static void stats_json(mg_buf *b, mg_server *srv)
                 "\"python\":%llu},\"wakeups\":%llu,\"timeouts\":%llu,\"ready_max\":%llu,"
                 "\"coroutines_alive\":%lld,\"coroutines_total\":%llu,\"stack_pool\":%llu,"
                 "\"stacks_mapped\":%llu,\"cache_hits\":%llu,\"cache_misses\":%llu,"
-                "\"cache_entries\":%llu,\"py_batches\":%llu,\"py_calls\":%llu,\"rejected\":%llu}",
+                "\"cache_entries\":%llu,\"py_batches\":%llu,\"py_calls\":%llu,\"rejected\":%llu,"
+                "\"handler_timeouts\":%llu}",
                 i ? "," : "", i, (unsigned long long)st.connections,
                 (unsigned long long)st.requests, (unsigned long long)st.bytes_out,
                 (unsigned long long)st.switches, (unsigned long long)st.yields[0],
@@ -54,7 +55,8 @@ static void stats_json(mg_buf *b, mg_server *srv)
                 (unsigned long long)st.stack_pool, (unsigned long long)st.stacks_mapped,
                 (unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses,
                 (unsigned long long)st.cache_entries, (unsigned long long)st.py_batches,
-                (unsigned long long)st.py_calls, (unsigned long long)st.rejected);
+                (unsigned long long)st.py_calls, (unsigned long long)st.rejected,
+                (unsigned long long)st.handler_timeouts);
     }
     buf_printf(b, "]}\n");
 }

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -41,6 +42,8 @@
 
 #define MG_CMD_STOP (-1)   /* dispatch-pipe command: graceful stop */
 #define MG_CMD_EXIT (-2)   /* dispatch-pipe command: leave now */
+
+static void orphan_pending(mg_worker *w);
 
 int64_t mg_now_ms(void)
 {
@@ -126,6 +129,12 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
     int want = co->waiting == MG_YIELD_READ
         ? (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
         : co->waiting == MG_YIELD_WRITE ? (EPOLLOUT | EPOLLHUP | EPOLLERR) : 0;
+    if (co->waiting == MG_YIELD_PYTHON && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && co->rb &&
+        co->rb->call._pending) {
+        /* parked in a deferred call: an ASGI app hears http.disconnect (tests/test_asgi.py:
+         * test_a_client_leaving_a_parked_request_is_http_disconnect) */
+        mg_py_gone(w->srv->cfg.app_id, w->index, co->rb->call.id);
+    }
     if (events & (uint32_t)want) {
         w->stats.wakeups++;
         TRACE(w, MG_EV_WAKE_FD, co, fd, (int)events);
@@ -203,8 +212,9 @@ static void timers_expire(mg_worker *w)
             timer_clear(co);
             co->timed_out = 1;
             w->stats.timeouts++;
-            if (co->waiting == MG_YIELD_READ || co->waiting == MG_YIELD_WRITE)
-                add_to_ready(w, co);
+            if (co->waiting == MG_YIELD_READ || co->waiting == MG_YIELD_WRITE ||
+                (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON))
+                add_to_ready(w, co);   /* a deferred round: pycall.c gives it up (504) */
         }
     }
 }
@@ -355,7 +365,8 @@ mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
     }
     w->srv = srv;
     w->policy = policy;
-    w->epfd = w->pipe_r = w->pipe_w = w->listen_fd = -1;
+    w->epfd = w->pipe_r = w->pipe_w = w->listen_fd = w->post_fd = -1;
+    pthread_mutex_init(&w->post_lock, NULL);
     long ps = sysconf(_SC_PAGESIZE);
     w->stack_size = ((size_t)stack_size + (size_t)ps - 1) & ~((size_t)ps - 1);
     w->now_ms = mg_now_ms();
@@ -391,6 +402,13 @@ mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = w->pipe_r};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->pipe_r, &ev) < 0)
         goto fail;
+    /* deferred Python rounds come back through this (pycall.c: mg_call_post) */
+    w->post_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->post_fd < 0)
+        goto fail;
+    ev.data.fd = w->post_fd;
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->post_fd, &ev) < 0)
+        goto fail;
     return w;
 
 fail_nomem:
@@ -414,6 +432,7 @@ mg_worker *mg_worker_new(mg_server *srv, int *err)
     w->timers[MG_TIMER_KEEPALIVE].duration_ms = srv->cfg.keepalive_timeout_ms;
     w->timers[MG_TIMER_SEND].duration_ms = srv->cfg.send_timeout_ms;
     w->timers[MG_TIMER_LINGER].duration_ms = 2000;
+    w->timers[MG_TIMER_PYTHON].duration_ms = srv->cfg.handler_timeout_ms;
     w->max_conns = srv->cfg.max_connections;
     w->fast_switch = srv->cfg.switch_mode == MG_SWITCH_FAST && MG_FAST_SWITCH_AVAILABLE;
     w->trace = srv->cfg.trace;
@@ -437,8 +456,18 @@ void mg_worker_free(mg_worker *w)
 {
     if (!w)
         return;
+    orphan_pending(w);
     while (w->all)
         coroutine_destroy(w->all);
+    /* No thread posts any more (the caller joined the handler threads): what
+     * was posted after the loop ended, or is queued for its last ABORT, is
+     * only orphans now. */
+    drain_posts(w);
+    while (w->py_orphans) {
+        mg_pycall *c = w->py_orphans;
+        w->py_orphans = c->_next_post;
+        pycall_free_orphan(w, c);
+    }
     coroutine_pool_drain(w);
     reqbuf_pool_drain(w);
     file_cache_free(w);
@@ -448,12 +477,24 @@ void mg_worker_free(mg_worker *w)
         close(w->pipe_r);
     if (w->pipe_w >= 0)
         close(w->pipe_w);
+    if (w->post_fd >= 0)
+        close(w->post_fd);
+    pthread_mutex_destroy(&w->post_lock);
     free(w->fd_table);
     free(w->stack_pool);
     if (w->altstack)
         munmap(w->altstack, MG_ALTSTACK_SIZE);
     trace_ring_free(&w->ring);
     free(w);
+}
+
+/* Coroutines about to be destroyed whose deferred round a handler thread
+ * still holds give their request buffers up to it (freed on its post). */
+static void orphan_pending(mg_worker *w)
+{
+    for (mg_coroutine *co = w->all; co; co = co->next)
+        if (co->rb && co->rb->call._pending && !co->rb->call._orphan)
+            pycall_orphan(co);
 }
 
 int mg_worker_run(mg_worker *w)
@@ -474,7 +515,9 @@ int mg_worker_run(mg_worker *w)
         schedule(w);
         if (w->py_head)
             run_python(w);   /* handlers run here, on this thread's own stack */
-        if (w->stopping && w->stats.coroutines_alive == 0)
+        /* graceful: also wait for deferred rounds, orphans included (the
+         * server cuts this short after --grace) */
+        if (w->stopping && w->stats.coroutines_alive == 0 && w->py_inflight == 0)
             break;
         int timeout = timers_next_timeout(w);
         int n = epoll_wait(w->epfd, w->events, MG_MAX_EVENTS, timeout);
@@ -489,6 +532,8 @@ int mg_worker_run(mg_worker *w)
             int fd = w->events[i].data.fd;
             if (fd == w->pipe_r)
                 read_dispatch_pipe(w);
+            else if (fd == w->post_fd)
+                drain_posts(w);
             else if (fd == w->listen_fd)
                 worker_accept(w);
             else
@@ -505,6 +550,7 @@ int mg_worker_run(mg_worker *w)
     w->ready_head = w->ready_tail = NULL;
     w->py_head = w->py_tail = NULL;
     w->ready_len = 0;
+    orphan_pending(w);
     while (w->all)
         coroutine_destroy(w->all);
     coroutine_thread_leave(w);

@@ -194,6 +194,165 @@ class Bridge:
             close_iter(entry[0])
 
 
+class _CallReply:
+    """asgi.py's reply for one C call, used on the loop thread: each answer fills the
+    round as Bridge does inline, then mg_call_post() hands it back; after the round
+    that ends the response the call is never touched again (self.c = None)."""
+
+    __slots__ = ("c", "bridge", "key", "where")
+
+    def __init__(self, c, bridge, key, where):
+        self.c = c
+        self.bridge = bridge
+        self.key = key
+        self.where = where
+
+    def _post(self):
+        c = self.c
+        if not c.more:   # the response is over: the call is C's again
+            self.c = None
+            self.bridge.cycles.pop(self.key, None)
+        lib.mg_call_post(c)
+
+    def head(self, status, fields, body, more):
+        c = self.c
+        try:
+            block, n = flatten_fields(fields)
+            body = bytes(body)
+            r = lib.mg_call_start(c, status, b"", 0, block, len(block), n, body, len(body),
+                                  RESP_STREAM if more else 0)
+        except Exception:
+            log.error("minginx: ASGI app for %s gave an unusable response:\n%s", self.where,
+                      traceback.format_exc().rstrip())
+            r = None
+        if r is None or r < 0:
+            if r is not None:
+                log.error("minginx: ASGI app for %s: response refused: %s", self.where,
+                          _c_error(c))
+            if not c._started:
+                _answer_500(c)
+            c.more = 0
+        elif r == 1:
+            log.error("minginx: ASGI app for %s: %s", self.where, _c_error(c))
+        taking = bool(c.more)
+        self._post()
+        return taking
+
+    def piece(self, data, last):
+        c = self.c
+        try:
+            data = bytes(data)
+            r = lib.mg_call_chunk(c, data, len(data), 1 if last else 0)
+        except Exception:
+            log.error("minginx: ASGI app for %s sent an unusable piece; closing the connection:"
+                      "\n%s", self.where, traceback.format_exc().rstrip())
+            r = -1
+        if r == 1:
+            log.error("minginx: ASGI app for %s: %s", self.where, _c_error(c))
+        elif r < 0:
+            c.more = 0
+            c._keep_alive = 0
+        taking = bool(c.more)
+        self._post()
+        return taking
+
+    def error_500(self):
+        c = self.c
+        _answer_500(c)
+        c.more = 0
+        self._post()
+
+    def cut(self):
+        c = self.c
+        c.more = 0
+        c._keep_alive = 0
+        self._post()
+
+
+class AsgiBridge:
+    """Runs an ASGI application (asgi.Runner) for C with deferred rounds.
+
+    On the worker thread (mg_py_batch, GIL held): START builds the scope and
+    copies the body, NEXT just notes the call; both are marked deferred and
+    the whole batch goes to the event loop with one call_soon_threadsafe.
+    On the loop, START begins a Cycle, NEXT is its want_next(); each is
+    answered by _CallReply with mg_call_post().  ABORT is answered inline (the
+    coroutine is closing) and tells the cycle on the loop: http.disconnect."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.loop = runner.loop
+        self.cycles = {}   # (worker, request id) -> asgi.Cycle; loop thread only
+        self.app_id = _next_app_id[0]
+        _next_app_id[0] += 1
+        _BRIDGES[self.app_id] = self
+
+    def unregister(self):
+        _BRIDGES.pop(self.app_id, None)
+
+    def run_batch(self, calls, n):
+        work = []
+        for i in range(n):
+            c = calls[i]
+            op = c.op
+            key = (c.worker, c.id)
+            if op == _OP_START:
+                view = CallView(c)
+                try:
+                    where = "%s %s" % (view.method, view.raw_path.decode("latin-1"))
+                    work.append((op, c, key, self.runner.scope(view), view.body, where))
+                except Exception:
+                    _contain(None, c, op)   # answered inline: a 500
+                    continue
+                finally:
+                    view.close()
+            else:
+                work.append((op, c, key, None, None, None))
+            if op != _OP_ABORT:
+                c.deferred = 1
+        if work:
+            self.loop.call_soon_threadsafe(self._on_loop, work)
+        return 0
+
+    def gone(self, worker, request_id):
+        """mg_py_gone, on the worker thread: the client of a parked call hung up."""
+        self.loop.call_soon_threadsafe(self._gone_on_loop, (worker, request_id))
+
+    def _gone_on_loop(self, key):
+        cycle = self.cycles.get(key)
+        if cycle is not None:
+            cycle.client_left()
+
+    def _on_loop(self, work):
+        cycles = self.cycles
+        for op, c, key, scope, body, where in work:
+            try:
+                if op == _OP_START:
+                    reply = _CallReply(c, self, key, where)
+                    cycles[key] = self.runner.begin(scope, body, reply, where)
+                elif op == _OP_NEXT:
+                    cycle = cycles.get(key)
+                    if cycle is not None:
+                        cycle.want_next()
+                    else:   # nothing left to stream: end it (a cut, the connection closes)
+                        c.more = 0
+                        c._keep_alive = 0
+                        lib.mg_call_post(c)
+                else:
+                    cycle = cycles.pop(key, None)
+                    if cycle is not None:
+                        cycle.abort()
+            except Exception:
+                log.exception("minginx: ASGI call failed")
+                if op != _OP_ABORT:   # answer the round all the same, or it waits for the timeout
+                    cycles.pop(key, None)
+                    if not c._started:
+                        _answer_500(c)
+                    c.more = 0
+                    c._keep_alive = 0
+                    lib.mg_call_post(c)
+
+
 def _batch_error(exc, value, tb):
     # Each call is contained in mg_py_batch's loop; this guards the loop itself.
     log.error("minginx: error in mg_py_batch:\n%s", "".join(traceback.format_exception(exc, value, tb)))
@@ -216,8 +375,17 @@ def _contain(bridge, c, op):
 
 
 @ffi.def_extern(onerror=_batch_error)
+def mg_py_gone(app_id, worker, request_id):
+    bridge = _BRIDGES.get(app_id)
+    if bridge.__class__ is AsgiBridge:   # a WSGI or App handler cannot be told
+        bridge.gone(worker, request_id)
+
+
+@ffi.def_extern(onerror=_batch_error)
 def mg_py_batch(app_id, calls, n):
     bridge = _BRIDGES[app_id]
+    if bridge.__class__ is AsgiBridge:
+        return bridge.run_batch(calls, n)
     for i in range(n):
         c = calls[i]
         op = c.op

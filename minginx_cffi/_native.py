@@ -10,7 +10,7 @@ import os
 
 from ._minginx import ffi, lib
 from . import trace as _trace
-from ._bridge import Bridge
+from ._bridge import AsgiBridge, Bridge
 
 assert lib.MG_EV_MAX == len(_trace.EVENTS), "minginx.h and trace.py disagree on the events"
 
@@ -40,7 +40,7 @@ def _stats_dict(st):
     d = {name: getattr(st, name) for name in (
         "connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
         "ready_max", "coroutines_alive", "coroutines_total", "stack_pool", "stacks_mapped",
-        "cache_hits", "cache_misses", "cache_entries", "rejected")}
+        "cache_hits", "cache_misses", "cache_entries", "rejected", "handler_timeouts")}
     d["yields"] = {reason: st.yields[i] for i, reason in enumerate(YIELD_REASONS)}
     d["py_batches"] = st.py_batches
     d["py_calls"] = st.py_calls
@@ -106,7 +106,9 @@ class Engine:
         cfg.gzip_static = int(bool(gzip_static))
         cfg.open_file_cache = int(open_file_cache)
         cfg.small_file_max = int(small_file_cache)
-        bridge = Bridge(dispatch) if dispatch is not None else None
+        asgi = getattr(dispatch, "asgi", None)   # an asgi.Runner: its calls are deferred
+        bridge = AsgiBridge(asgi) if asgi is not None else \
+            Bridge(dispatch) if dispatch is not None else None
         cfg.app_id = bridge.app_id if bridge is not None else -1
         cfg.static_files = int(bool(static_files))
         cfg.max_connections = int(max_connections)

@@ -64,6 +64,10 @@ def cli():
               help="A minginx_cffi.App to run (unknown paths go to --root's files, else 404).")
 @click.option("--wsgi", default=None, metavar="MODULE:ATTR",
               help="A WSGI application to run (Flask, Django...).")
+@click.option("--asgi", default=None, metavar="MODULE:ATTR",
+              help="An ASGI 3 application to run (FastAPI, Starlette...); HTTP only, no WebSockets.")
+@click.option("--root-path", default="", metavar="PATH",
+              help="ASGI root_path: the prefix a proxy mounts the app under (e.g. /api).")
 @click.option("--processes", type=limit("processes"), default=1, show_default=True,
               help="Server processes sharing the port with SO_REUSEPORT.")
 @click.option("--max-connections", type=limit("max_connections"), default=0, show_default=True,
@@ -82,7 +86,7 @@ def serve_command(**options):
     """Serve static files over HTTP/1.1."""
     if options["stats"] is None:
         # the demo site shows the live stats and the trace of its own request
-        demo = options["root"] is None and not options["app"] and not options["wsgi"]
+        demo = options["root"] is None and not (options["app"] or options["wsgi"] or options["asgi"])
         options["stats"] = demo
         options["trace"] = options["trace"] or (demo and "record")
     serve(**options)

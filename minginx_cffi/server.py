@@ -131,23 +131,32 @@ class Server:
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
                  engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
-                 switch="fast", accept="dispatch", defer_accept=True):
-        if app is not None and wsgi is not None:
-            raise ServerError("give --app or --wsgi, not both")
+                 switch="fast", accept="dispatch", defer_accept=True, asgi=None, root_path=""):
+        if sum(x is not None for x in (app, wsgi, asgi)) > 1:
+            raise ServerError("give one of --app, --wsgi or --asgi, not both")
         if isinstance(app, str):
             app = load_app(app)
         if isinstance(wsgi, str):
             wsgi = load_app(wsgi)
+        if isinstance(asgi, str):
+            asgi = load_app(asgi)
+        if asgi is not None and not callable(asgi):
+            raise ServerError("--asgi wants an ASGI 3 application, got %s" % type(asgi).__name__)
+        if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
+            raise ServerError("root-path must start with / and not end with one, not %r"
+                              % root_path)
         if app is not None and not hasattr(app, "route"):
             raise ServerError("--app wants a minginx_cffi.App; for a WSGI application use --wsgi")
         if wsgi is not None and not callable(wsgi):
             raise ServerError("--wsgi wants a WSGI callable, got %s" % type(wsgi).__name__)
-        self.app, self.wsgi = app, wsgi
+        self.app, self.wsgi, self.asgi = app, wsgi, asgi
+        self.root_path = root_path
+        self._asgi_runner = None
         if engine not in ENGINES:
             raise ServerError("engine must be one of: %s" % ", ".join(ENGINES))
         self.engine = engine
         # With a handler and no --root, unknown paths are 404, not the demo site.
-        self.static_files = root is not None or (app is None and wsgi is None)
+        self.static_files = root is not None or (app is None and wsgi is None and asgi is None)
         self.reuse_port = reuse_port
         self.processes = processes
         self.root = os.path.abspath(root if root is not None else default_root())
@@ -285,11 +294,17 @@ class Server:
             from . import wsgi
             dispatch = wsgi.make_dispatch(self.wsgi, multithread=self.nworkers > 1,
                                           multiprocess=self.processes > 1, server_name=self.host)
+        elif self.asgi is not None:
+            dispatch = self._start_asgi()
         try:
             self._engine = ENGINES[self.engine](self.root, dispatch=dispatch,
                                                 static_files=self.static_files, **self._engine_args)
         except OSError as e:
+            self._stop_asgi()
             raise ServerError("cannot serve %s: %s" % (self.root, e.strerror)) from None
+        except BaseException:
+            self._stop_asgi()
+            raise
         try:
             self._start_threads()
         except BaseException as e:
@@ -299,6 +314,24 @@ class Server:
             if isinstance(e, OSError):
                 raise ServerError("cannot start the workers: %s" % (e.strerror or e)) from None
             raise
+
+    def _start_asgi(self):
+        """The loop thread and lifespan startup, before any request; the app's dispatcher."""
+        from . import asgi
+        runner = asgi.Runner(self.asgi, root_path=self.root_path, server=self.host)
+        try:
+            runner.start()
+        except asgi.StartupFailed as e:
+            raise ServerError("ASGI startup failed: %s" % e) from None
+        self._asgi_runner = runner
+        return runner.make_dispatch()
+
+    def _stop_asgi(self):
+        """Lifespan shutdown and the loop's end: after the workers, before the engine's
+        memory goes (a parked call must not be answered into freed memory)."""
+        runner, self._asgi_runner = self._asgi_runner, None
+        if runner is not None:
+            runner.stop()
 
     def _start_threads(self):
         if self.accept == "reuseport":
@@ -328,6 +361,8 @@ class Server:
             what.append("app %s" % getattr(self.app, "__name__", type(self.app).__name__))
         if self.wsgi is not None:
             what.append("WSGI %s" % getattr(self.wsgi, "__name__", type(self.wsgi).__name__))
+        if self.asgi is not None:
+            what.append("ASGI %s" % getattr(self.asgi, "__name__", type(self.asgi).__name__))
         if self.static_files:
             what.append(self.root)
         procs = ", processes %d" % self.processes if self.processes > 1 else ""
@@ -482,8 +517,15 @@ class Server:
             return
         for w in self._engine.workers:
             w.stop(graceful=False)
+        self._cancel_asgi_requests()
         for t in self._threads:
             t.join()
+
+    def _cancel_asgi_requests(self):
+        """A stop that cannot wait: ASGI requests still running are cancelled (a worker
+        thread of an engine without deferred calls may be waiting for one)."""
+        if self._asgi_runner is not None:
+            self._asgi_runner.cancel_requests()
 
     def _drain(self, cut_short):
         for w in self._engine.workers:
@@ -493,6 +535,7 @@ class Server:
             if time.monotonic() >= deadline or cut_short():
                 for w in self._engine.workers:
                     w.stop(graceful=False)
+                self._cancel_asgi_requests()
                 break
             for t in self._threads:
                 t.join(0.05)
@@ -516,6 +559,7 @@ class Server:
         if summary and self.stats_enabled and self._engine is not None and not self._acceptor:
             from .trace import summary_table
             print(summary_table(self.stats()), file=sys.stderr, flush=True)
+        self._stop_asgi()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)

@@ -15,10 +15,10 @@ The event numbers are csrc/minginx.h's mg_event (_native checks they agree).
 
 EVENTS = ("accept", "dispatch", "fd_batch", "coroutine_create", "add_to_ready", "schedule",
           "trampoline_start", "entry", "yield", "wake_fd", "handler_done", "finished",
-          "coroutine_destroy")
+          "coroutine_destroy", "wake_python")
 (EV_ACCEPT, EV_DISPATCH, EV_FD_BATCH, EV_COROUTINE_CREATE, EV_ADD_TO_READY, EV_SCHEDULE,
  EV_TRAMPOLINE_START, EV_ENTRY, EV_YIELD, EV_WAKE_FD, EV_HANDLER_DONE, EV_FINISHED,
- EV_COROUTINE_DESTROY) = range(len(EVENTS))
+ EV_COROUTINE_DESTROY, EV_WAKE_PYTHON) = range(len(EVENTS))
 YIELD_REASONS = ("ready", "read", "write", "python")
 
 
@@ -36,6 +36,8 @@ def describe(event, arg):
         return "yield (%s)" % YIELD_REASONS[arg] if 0 <= arg < 4 else "yield (%d)" % arg
     if event == EV_WAKE_FD:
         return "wake_fd"
+    if event == EV_WAKE_PYTHON:
+        return "wake_python (a handler thread answered)"
     if event == EV_HANDLER_DONE:
         return "handler done (%d)" % arg
     if event == EV_FINISHED:

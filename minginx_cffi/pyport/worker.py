@@ -44,7 +44,7 @@ def new_stats():
     st = dict.fromkeys(("connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
                         "ready_max", "coroutines_alive", "coroutines_total", "stack_pool",
                         "stacks_mapped", "cache_hits", "cache_misses", "cache_entries",
-                        "py_batches", "py_calls", "rejected"), 0)
+                        "py_batches", "py_calls", "rejected", "handler_timeouts"), 0)
     st["yields"] = dict.fromkeys(YIELD_NAMES, 0)
     return st
 

@@ -1,0 +1,512 @@
+"""ASGI 3: run asyncio applications (FastAPI, Starlette...), ``minginx-cffi serve --asgi module:app``.
+
+Theory of operation.  The engines keep doing what they do (parsing, keep-alive,
+static files, timeouts, sending); the application runs on ONE asyncio event
+loop per process, on its own thread (``LoopThread``; uvloop when installed).
+
+    worker thread (GIL, a batch)   the request's scope is built from the parse
+                                   (``build_scope``) and the batch handed to the
+                                   loop with one call_soon_threadsafe
+    loop thread                    ``Cycle.run``: a task per request runs
+                                   app(scope, receive, send)
+    send()                         http.response.start is kept; the first
+                                   http.response.body (or the end) gives the
+                                   head and the first piece to the engine
+                                   through a *reply* (below); each later piece
+                                   waits until the engine asks for it (a NEXT
+                                   round: it sent the previous one), so a fast
+                                   app never queues more than one piece
+    receive()                      the body, read whole by the engine (up to
+                                   --max-body), as one http.request; then
+                                   http.disconnect once the response is complete
+                                   or the engine reports the client gone
+
+A *reply* is what an engine gives a cycle to answer through, on the loop
+thread: ``head(status, fields, body, more)`` and ``piece(data, last)``
+(each True while the engine takes more pieces: False after the last, and
+for a HEAD, a 204 or a head the writer refused, which became a 500),
+``error_500()``, ``cut()`` (end a stream without its end: the connection
+closes).  The C engine's deferred reply (_bridge.AsgiBridge) posts each
+answer back to the parked coroutine; ``BlockingReply`` serves engines without
+deferred calls: the worker thread waits for the loop, as a WSGI handler would.
+
+Status and headers are not checked here: the engine's one response writer
+does (csrc/response.c, pyport/response.py), and a head it refuses is a 500.
+The response's state, by the messages the app has sent:
+
+    START --start--> HEAD --body(more)--> STREAM --body(last)--> DONE
+                       \\------------body(last)--------------------/
+    HEAD or STREAM --the engine takes no more--> DISCARD --body(last)--> DONE
+"""
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+import traceback
+from urllib.parse import unquote_to_bytes
+
+from . import _dispatch
+
+__all__ = ["Runner", "LoopThread", "build_scope", "ClientDisconnected", "StartupFailed"]
+
+log = _dispatch.log
+
+ASGI = {"version": "3.0", "spec_version": "2.4"}   # 2.4: send() on a closed connection raises OSError
+LIFESPAN_ASGI = {"version": "3.0", "spec_version": "2.0"}
+
+START, HEAD, STREAM, DISCARD, DONE = "START", "HEAD", "STREAM", "DISCARD", "DONE"
+
+
+class ClientDisconnected(OSError):
+    """send() after the client went away (ASGI HTTP spec 2.4)."""
+
+
+class StartupFailed(Exception):
+    """The application's lifespan startup failed; str() is its message, one line."""
+
+
+def new_event_loop():
+    """uvloop's loop when it is installed (as uvicorn's "auto"), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class LoopThread:
+    """One event loop running forever on its own daemon thread."""
+
+    def __init__(self):
+        self.loop = new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="minginx-asgi-loop", daemon=True)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def start(self):
+        self.thread.start()
+
+    def run(self, coro, timeout=None):
+        """Run a coroutine on the loop from another thread; its result, or its exception."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self):
+        """Cancel what still runs (a task parked on a client that will never come back),
+        stop the loop, join the thread, close the loop."""
+        if not self.thread.is_alive():
+            return
+
+        async def cancel_all():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            self.run(cancel_all(), timeout=5)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+def build_scope(view, root_path, server, state):
+    """The HTTP connection scope (https://asgi.readthedocs.io/en/latest/specs/www.html).
+
+    path is percent-decoded UTF-8 and, as the spec asks (and uvicorn does),
+    starts with root_path; raw_path is the path as sent, without root_path."""
+    raw = view.raw_path
+    path = unquote_to_bytes(raw).decode("utf-8", "replace") if b"%" in raw else \
+        raw.decode("utf-8", "replace")
+    return {
+        "type": "http",
+        "asgi": ASGI,
+        "http_version": "1.%d" % view.minor_version,
+        "method": view.method,
+        "scheme": "http",
+        "path": root_path + path,
+        "raw_path": raw,
+        "query_string": view.query,
+        "root_path": root_path,
+        "headers": [(name.lower(), value) for name, value in view.header_pairs()],
+        "client": view.client,
+        "server": (server, view.server_port),
+        "state": state.copy(),
+    }
+
+
+class Cycle:
+    """One request-response cycle, lived on the loop thread (see the module's state diagram)."""
+
+    __slots__ = ("reply", "body", "state", "status", "fields", "body_read", "gone", "complete",
+                 "wanted", "waiter", "disconnect", "app_done", "where", "hup")
+
+    def __init__(self, reply, body, where):
+        self.reply = reply
+        self.body = body
+        self.where = where             # "METHOD path", for the log
+        self.state = START
+        self.status = self.fields = None
+        self.body_read = False
+        self.gone = False              # the client left: send() raises
+        self.complete = False          # receive() now answers http.disconnect
+        self.wanted = False            # the engine asked for the next piece (a NEXT round is open)
+        self.waiter = None             # send() of a piece waits here for `wanted`
+        self.disconnect = None         # receive() waits here for the end
+        self.app_done = False
+        self.hup = False               # the engine saw the client hang up (not yet answered)
+
+    async def run(self, app, scope):
+        try:
+            await app(scope, self.receive, self.send)
+        except BaseException as e:
+            if self.gone or self.hup:   # the app noticed the client leaving (Starlette: ClientDisconnect)
+                log.info("minginx: ASGI app for %s: client gone (%s)", self.where,
+                         type(e).__name__)
+            elif self.state != START and self.state != HEAD:
+                log.error("minginx: ASGI app for %s raised after its response started:\n%s",
+                          self.where, traceback.format_exc().rstrip())
+            else:
+                log.error("minginx: ASGI app for %s raised:\n%s", self.where,
+                          traceback.format_exc().rstrip())
+            self._end_early()
+            if not isinstance(e, Exception):
+                raise   # CancelledError, KeyboardInterrupt: not ours to swallow
+        else:
+            if self.state != DONE and self.state != DISCARD and not (self.gone or self.hup):
+                log.error("minginx: ASGI app for %s returned without completing its response",
+                          self.where)
+            self._end_early()
+
+    def _end_early(self):
+        """The app is finished: whatever the engine still waits for is answered now."""
+        self.app_done = True
+        if not self.gone:
+            if self.state == START or self.state == HEAD:
+                self.state = DONE
+                self.reply.error_500()
+            elif self.state == STREAM and self.wanted:
+                self.state = DONE
+                self.wanted = False
+                self.reply.cut()
+            # STREAM without an open round: the engine's next NEXT round cuts (want_next)
+        self._finish()
+
+    def _finish(self):
+        self.complete = True
+        d = self.disconnect
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    # -- the app's side -----------------------------------------------
+
+    async def receive(self):
+        if not self.body_read:
+            self.body_read = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        if not self.complete:
+            if self.disconnect is None:
+                self.disconnect = asyncio.get_running_loop().create_future()
+            await self.disconnect
+        return {"type": "http.disconnect"}
+
+    async def send(self, message):
+        if self.gone or self.hup:
+            raise ClientDisconnected("the client closed the connection")
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.state != START:
+                raise RuntimeError("http.response.start sent twice")
+            self.status = message["status"]
+            self.fields = [tuple(f) for f in message.get("headers", ())]
+            self.state = HEAD
+            return
+        if kind != "http.response.body":
+            raise RuntimeError("unsupported ASGI message %r" % (kind,))
+        if self.state == START:
+            raise RuntimeError("http.response.body before http.response.start")
+        if self.state == DONE:
+            raise RuntimeError("http.response.body after the response was complete")
+        body = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        if self.state == DISCARD:
+            if not more:
+                self.state = DONE
+                self._finish()
+            return
+        if self.state == HEAD:
+            taking = self.reply.head(self.status, self.fields, body, more)
+            self.state = DONE if not more else STREAM if taking else DISCARD
+            if self.state == DONE:
+                self._finish()
+            return
+        if not body and more:
+            return
+        if not self.wanted:   # backpressure: the engine has not sent the last piece yet
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        self.wanted = False
+        taking = self.reply.piece(body, not more)
+        if not more:
+            self.state = DONE
+            self._finish()
+        elif not taking:
+            self.state = DISCARD   # cut to the Content-Length: the rest is dropped
+
+    # -- the engine's side (on the loop thread) --------------------------
+
+    def want_next(self):
+        """A NEXT round: the engine sent the last piece and wants the next."""
+        if self.state != STREAM or self.app_done:
+            self.state = DONE
+            self.reply.cut()
+            return
+        self.wanted = True
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def client_left(self):
+        """The engine saw the client hang up while the app runs: receive() says
+        http.disconnect and send() raises, but the engine's round is still answered
+        when the app ends (its send then fails and the connection closes)."""
+        self.hup = True
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_exception(ClientDisconnected("the client closed the connection"))
+        self._finish()
+
+    def abort(self):
+        """The client is gone (an ABORT round, or the engine saw it hang up)."""
+        self.gone = True
+        self.wanted = False
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_exception(ClientDisconnected("the client closed the connection"))
+        self._finish()
+
+
+class Lifespan:
+    """The lifespan protocol (https://asgi.readthedocs.io/en/latest/specs/lifespan.html), on the
+    loop.  An app that raises or returns before answering startup does not speak it: it is
+    served all the same (uvicorn's "auto")."""
+
+    def __init__(self, app, state):
+        self.app = app
+        self.state = state
+        self.supported = True
+        self.inbox = None
+        self.answer = None   # future: the app's answer to the current event, (type, message)
+        self.task = None
+
+    async def startup(self):
+        loop = asyncio.get_running_loop()
+        self.inbox = asyncio.Queue()
+        self.answer = loop.create_future()
+        scope = {"type": "lifespan", "asgi": LIFESPAN_ASGI, "state": self.state}
+        self.task = loop.create_task(self._main(scope))
+        await self.inbox.put({"type": "lifespan.startup"})
+        kind, message = await self.answer
+        if kind == "lifespan.startup.failed":
+            raise StartupFailed(_one_line(message) or "lifespan.startup.failed")
+        if kind != "lifespan.startup.complete":
+            self.supported = False
+            log.info("minginx: the ASGI app does not support lifespan (%s)", message)
+
+    async def shutdown(self):
+        if not self.supported or self.task.done():
+            return
+        self.answer = asyncio.get_running_loop().create_future()
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        kind, message = await self.answer
+        if kind != "lifespan.shutdown.complete":
+            log.error("minginx: ASGI lifespan shutdown failed: %s", message)
+
+    async def _main(self, scope):
+        try:
+            await self.app(scope, self.inbox.get, self._send)
+        except BaseException as e:
+            if self.answer.done() and self.answer.result()[0] == "lifespan.startup.failed":
+                pass   # Starlette re-raises what it reported: the message says it all
+            elif self.answer.done():
+                log.error("minginx: ASGI lifespan raised:\n%s", traceback.format_exc().rstrip())
+            else:
+                self.answer.set_result(("raised", "%s: %s" % (type(e).__name__, e)))
+            if not isinstance(e, Exception):
+                raise
+        else:
+            if not self.answer.done():
+                self.answer.set_result(("returned", "its lifespan coroutine returned"))
+
+    async def _send(self, message):
+        if not self.answer.done():
+            self.answer.set_result((message["type"], message.get("message", "")))
+
+
+def _one_line(message):
+    """An app's failure message as one line: its last non-empty line (Starlette sends a
+    whole traceback, whose last line is the exception)."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+class Runner:
+    """An ASGI application served by one process: its loop thread, lifespan and cycles."""
+
+    def __init__(self, app, root_path="", server="127.0.0.1"):
+        self.app = app
+        self.root_path = root_path
+        self.server = server
+        self.state = {}
+        self.loop_thread = None
+        self.lifespan = None
+        self.loop = None
+        self.warned_upgrade = False
+        self.tasks = set()   # the requests' tasks (loop thread)
+
+    def start(self):
+        """Start the loop thread and run lifespan startup; StartupFailed if the app says so."""
+        self.loop_thread = LoopThread()
+        self.loop = self.loop_thread.loop
+        self.loop_thread.start()
+        self.lifespan = Lifespan(self.app, self.state)
+        try:
+            self.loop_thread.run(self.lifespan.startup())
+        except BaseException:
+            self.loop_thread.stop()
+            raise
+
+    def stop(self, timeout=10.0):
+        """Lifespan shutdown, then the loop goes (the engines' workers have stopped)."""
+        if self.loop_thread is None:
+            return
+        try:
+            if self.lifespan is not None:
+                self.loop_thread.run(self.lifespan.shutdown(), timeout)
+        except Exception as e:
+            log.error("minginx: ASGI lifespan shutdown: %s: %s", type(e).__name__, e)
+        finally:
+            self.loop_thread.stop()
+            self.loop_thread = None
+
+    def scope(self, view):
+        if not self.warned_upgrade:
+            for name, value in view.header_pairs():
+                if name.lower() == b"upgrade" and b"websocket" in value.lower():
+                    # RFC 9110 7.8: a server may ignore Upgrade; the request is plain HTTP
+                    self.warned_upgrade = True
+                    log.warning("minginx: WebSocket upgrade requested: not supported, the "
+                                "request is served as plain HTTP")
+        return build_scope(view, self.root_path, self.server, self.state)
+
+    def begin(self, scope, body, reply, where):
+        """On the loop: start a request's task; returns its Cycle."""
+        cycle = Cycle(reply, body, where)
+        task = self.loop.create_task(cycle.run(self.app, scope))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return cycle
+
+    def cancel_requests(self):
+        """From any thread: cancel every request's task (its engine call is answered with a 500
+        or cut), for a stop that cannot wait; lifespan goes on to its shutdown."""
+        if self.loop_thread is not None:
+            def cancel():
+                for task in list(self.tasks):
+                    task.cancel()
+            self.loop.call_soon_threadsafe(cancel)
+
+    # -- engines without deferred calls --------------------------------
+
+    def make_dispatch(self):
+        """A dispatcher (_dispatch.py's protocol) that waits on the worker thread for the loop:
+        for engines that cannot park a call (the pure-Python port)."""
+        def dispatch(view):
+            scope = self.scope(view)
+            reply = BlockingReply(self.loop, view.method == "HEAD")
+            where = "%s %s" % (view.method, view.raw_path.decode("latin-1"))
+            self.loop.call_soon_threadsafe(reply.begin, self, scope, view.body, where)
+            return reply.result()
+        dispatch.asgi = self
+        return dispatch
+
+
+class _Stream:
+    """The response iterator of a BlockingReply: the first piece, then each piece asked of the loop."""
+
+    def __init__(self, reply, first):
+        self.reply = reply
+        self.first = first
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.first is not None:
+            first, self.first = self.first, None
+            return first
+        r = self.reply
+        if r.ended:
+            raise StopIteration
+        r.loop.call_soon_threadsafe(r.cycle.want_next)
+        item = r.pieces.get()
+        if item is None:
+            r.ended = True
+            raise RuntimeError("the ASGI app did not complete its streamed response")
+        data, last = item
+        if last:
+            r.ended = True
+        if last and not data:
+            raise StopIteration
+        return data
+
+    def close(self):
+        r = self.reply
+        if not r.ended:   # HEAD, or the client went away mid-stream
+            r.ended = True
+            r.loop.call_soon_threadsafe(r.cycle.abort)
+
+
+class BlockingReply:
+    """A reply for a worker thread that waits: the head through a future, pieces through a queue."""
+
+    def __init__(self, loop, head_only):
+        self.loop = loop
+        self.head_only = head_only   # the engine sends no body: none is asked for
+        self.head_answer = concurrent.futures.Future()
+        self.pieces = queue.SimpleQueue()
+        self.cycle = None
+        self.ended = False
+
+    def begin(self, runner, scope, body, where):
+        self.cycle = runner.begin(scope, body, self, where)
+
+    def result(self):
+        status, fields, body, more = self.head_answer.result()
+        if not more or self.head_only:
+            self.ended = True
+        if not more:
+            return (status, b"", fields, body, 0)
+        return (status, b"", fields, _Stream(self, body), _dispatch.RESP_STREAM)
+
+    # the reply, on the loop thread
+    def head(self, status, fields, body, more):
+        self.head_answer.set_result((status, fields, bytes(body), more))
+        return not self.head_only   # a refused head is known later, on the worker thread
+
+    def piece(self, data, last):
+        self.pieces.put((bytes(data), last))
+        return True
+
+    def error_500(self):
+        self.head_answer.set_result((500, _dispatch.ERROR_500_FIELDS, _dispatch.ERROR_500_BODY,
+                                     False))
+
+    def cut(self):
+        self.pieces.put(None)
