@@ -170,8 +170,11 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
         framing = MG_FRAME_CHUNKED, c->_chunked = 1;
     else
         framing = MG_FRAME_CLOSE, c->_keep_alive = 0;   /* HTTP/1.0: the close ends the body */
-    /* a single body that is not its declared length: known now, so say close */
-    if (!c->_no_body && !(flags & MG_RESP_STREAM) && (uint64_t)c->length != body_len)
+    /* a single body that is not its declared length, or a stream whose first
+     * piece is already longer: known now, so say close (the surplus is cut
+     * and the connection closes after it) */
+    if (!c->_no_body && (uint64_t)c->length != body_len &&
+        (!(flags & MG_RESP_STREAM) || (c->length >= 0 && body_len > (uint64_t)c->length)))
         c->_keep_alive = 0;
     head_finish(out, framing, (uint64_t)(c->length < 0 ? 0 : c->length), c->_keep_alive);
     if (out->err)
@@ -494,7 +497,20 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
         if (!c->more)
             break;
         if (yield_to_python(co, MG_PY_NEXT) < 0)   /* sets more = 0 at the end, or on error */
+            return -1;   /* timed out: the call is the pool's until it posts */
+        if (MG_UNLIKELY(c->more && c->_out.len == 0 && !c->_out.err)) {
+            /* a NEXT that produced nothing yet wants another round: asking
+             * again could go on forever (each round is cheap, so it would
+             * spin), so the stream is cut.  _dispatch.next_piece never
+             * returns an empty piece; this guards the contract itself.
+             * Tested by tests/test_atk_response.py (an iterator that raises
+             * a BaseException on every __next__). */
+            mg_log("minginx: a streamed response made no progress; closing the connection");
+            if (yield_to_python(co, MG_PY_ABORT) < 0)
+                return -1;
+            pycall_release(c);
             return -1;
+        }
     }
     pycall_release(c);
     return c->_keep_alive ? 0 : 2;

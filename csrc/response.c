@@ -9,7 +9,8 @@
  * never copied from a handler's list.  Between the two, the server's own
  * code writes trusted fields directly; a handler's fields go through
  * head_fields(), which validates every byte (RFC 9110 5.1, 5.5, 5.6.2) so
- * that no CR, LF or NUL from a handler can start a line of its own.
+ * that no CR, LF or NUL from a handler can start a line of its own, and
+ * strips the whitespace a field value may not begin or end with.
  * Tested by tests/test_hostile_handlers.py.
  */
 #include "response.h"
@@ -266,6 +267,13 @@ int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info 
             *why = "a header value holds a control character (CR, LF, NUL ...)";
             return -EINVAL;
         }
+        /* RFC 9110 5.5: a field value has no leading or trailing whitespace
+         * (the OWS around it belongs to the line), so it is stripped, as h11
+         * does; pyport/response.py handler_fields strips the same bytes. */
+        while (vl && (*value == ' ' || *value == '\t'))
+            value++, vl--;
+        while (vl && (value[vl - 1] == ' ' || value[vl - 1] == '\t'))
+            vl--;
         /* the fields the server owns: framing and connection management
          * (RFC 9110 7.6.1), Date and Server (nginx drops a backend's too) */
         switch (nl) {

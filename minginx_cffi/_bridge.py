@@ -86,7 +86,11 @@ class Bridge:
     Every call fails alone: whatever goes wrong in one (the handler raising,
     a body of the wrong type, a head the C writer refuses) answers that
     request with 500 or closes its connection, and mg_py_batch goes on with
-    the others.  A response iterator is closed exactly once, whatever happened.
+    the others.  "Whatever" includes BaseException (asyncio.CancelledError,
+    SystemExit, KeyboardInterrupt): handlers run on worker threads, where
+    Python never delivers a signal, so such an exception is the handler's own
+    raise, not the operator's; let out, it would drop the rest of the batch.
+    The operator stops the server from the main thread (server.py).  A response iterator is closed exactly once, whatever happened.
     Tested by tests/test_hostile_handlers.py."""
 
     def __init__(self, dispatch):
@@ -106,7 +110,7 @@ class Bridge:
         view = CallView(c)
         try:
             result = self.dispatch(view)
-        except Exception:
+        except BaseException:
             log.error("minginx: handler for %s %s raised:\n%s", view.method,
                       view.raw_path.decode("latin-1"), traceback.format_exc().rstrip())
             _answer_500(c)
@@ -133,7 +137,7 @@ class Bridge:
                         flags &= ~RESP_STREAM
             r = lib.mg_call_start(c, status, reason, len(reason), block, len(block), n, body,
                                   len(body), flags)
-        except Exception:
+        except BaseException:
             log.error("minginx: handler for %s %s gave an unusable response:\n%s", view.method,
                       view.raw_path.decode("latin-1"), traceback.format_exc().rstrip())
             r = None
@@ -167,7 +171,7 @@ class Bridge:
             chunk = next_piece(it)
             r = lib.mg_call_chunk(c, b"", 0, 1) if chunk is None else \
                 lib.mg_call_chunk(c, chunk, len(chunk), 0)
-        except Exception:
+        except BaseException:
             log.error("minginx: response iterator of %s raised mid-stream; closing the connection:"
                       "\n%s", where, traceback.format_exc().rstrip())
             self.cut(c)
@@ -370,7 +374,7 @@ def _contain(bridge, c, op):
                 bridge.cut(c)
         else:
             bridge.cut(c)
-    except Exception:
+    except BaseException:
         log.exception("minginx: containing a failed handler call failed")
 
 
@@ -396,6 +400,6 @@ def mg_py_batch(app_id, calls, n):
                 bridge.next(c)
             else:
                 bridge.abort(c)
-        except Exception:
+        except BaseException:
             _contain(bridge, c, op)
     return 0

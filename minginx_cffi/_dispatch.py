@@ -25,6 +25,20 @@ ERROR_500_FIELDS = [(b"Content-Type", b"text/plain; charset=utf-8")]
 ERROR_500_BODY = b"Internal Server Error\n"
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_END = object()
+MAX_EMPTY_PIECES = 4096   # empty pieces in a row before an iterator counts as stuck
+
+
+def as_bytes(x, what):
+    """x as bytes: bytes (a subclass too), bytearray or memoryview; TypeError for anything
+    else (a str has no one right encoding, None is no value).  The one rule both engines
+    apply to header names, values and body pieces."""
+    if isinstance(x, _BYTES_LIKE):
+        return bytes(x)
+    raise TypeError("%s is %s, not bytes" % (what, type(x).__name__))
+
+
 def flatten_fields(fields):
     """A field list as C's header block: b"name\\0value\\0" per field, and their count.
 
@@ -32,32 +46,34 @@ def flatten_fields(fields):
     writer refuses, so the block cannot be misread (csrc/response.c head_fields)."""
     parts = []
     for name, value in fields:
-        parts.append(name)
-        parts.append(value)
+        parts.append(name if name.__class__ is bytes else as_bytes(name, "a header name"))
+        parts.append(value if value.__class__ is bytes else as_bytes(value, "a header value"))
     parts.append(b"")
     return b"\0".join(parts), len(fields)
 
 
 def next_piece(it):
-    """A response iterator's next non-empty piece of body (bytes), or None at its end;
-    TypeError for a piece that is not bytes (a str has no one right encoding)."""
-    piece = b""
-    while not piece:
-        piece = next(it, None)
-        if piece is None:
-            return None
+    """A response iterator's next non-empty piece of body (bytes), or None at its end.
+    TypeError for a piece that is not bytes-like (as_bytes), RuntimeError for an
+    iterator that yields MAX_EMPTY_PIECES empty pieces in a row: each call is one
+    scheduler round, and one that never makes progress must end, not spin."""
+    for _ in range(MAX_EMPTY_PIECES):
+        piece = next(it, _END)
+        if piece is _END:
+            return None   # a None piece is not the end: as_bytes refuses it
         if piece.__class__ is not bytes:
-            if not isinstance(piece, (bytearray, memoryview)):
-                raise TypeError("a response iterator yielded %s, not bytes" % type(piece).__name__)
-            piece = bytes(piece)
-    return piece
+            piece = as_bytes(piece, "a response iterator's piece")
+        if piece:
+            return piece
+    raise RuntimeError("a response iterator yielded %d empty pieces in a row" % MAX_EMPTY_PIECES)
 
 
 def close_iter(it):
-    """Call a response iterator's close(), as PEP 3333 asks, whatever happened."""
+    """Call a response iterator's close(), as PEP 3333 asks, whatever happened
+    (a BaseException from close() too: it is logged, never let out)."""
     close = getattr(it, "close", None)
     if close is not None:
         try:
             close()
-        except Exception:
+        except BaseException:
             log.exception("minginx: closing a response iterator raised")

@@ -46,8 +46,29 @@ class UnusableResponse(TypeError):
     """A handler returned something that cannot be made into a response."""
 
 
+def _field_text(x, what):
+    """A header name or value as Headers keeps it: str.  bytes (or bytearray,
+    memoryview) are latin-1, so they go on the wire byte for byte; an int is its
+    decimal; anything else (None above all) is a TypeError, never "None" on the
+    wire (a handler's TypeError is its 500, logged)."""
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x).decode("latin-1")
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(int(x))
+    raise TypeError("%s is %s; a header takes str, bytes or int" % (what, type(x).__name__))
+
+
+def _name(x):
+    return x if x.__class__ is str else _field_text(x, "a header name")
+
+
+def _value(x):
+    return x if x.__class__ is str else _field_text(x, "a header value")
+
+
 class Headers:
-    """A case-insensitive multi-map of header fields, in order."""
+    """A case-insensitive multi-map of header fields, in order.  Names and values are
+    kept as str; bytes given are latin-1 (see _field_text)."""
 
     __slots__ = ("_items",)
 
@@ -55,9 +76,9 @@ class Headers:
         if items is None:
             self._items = []
         elif isinstance(items, dict):
-            self._items = [(str(k), str(v)) for k, v in items.items()]
+            self._items = [(_name(k), _value(v)) for k, v in items.items()]
         else:
-            self._items = [(str(k), str(v)) for k, v in items]
+            self._items = [(_name(k), _value(v)) for k, v in items]
 
     def __getitem__(self, name):
         v = self.get(name)
@@ -66,25 +87,26 @@ class Headers:
         return v
 
     def get(self, name, default=None):
-        name = name.lower()
+        name = _name(name).lower()
         for k, v in self._items:
             if k.lower() == name:
                 return v
         return default
 
     def get_all(self, name):
-        name = name.lower()
+        name = _name(name).lower()
         return [v for k, v in self._items if k.lower() == name]
 
     def __setitem__(self, name, value):
+        name = _name(name)
         self.pop(name)
-        self._items.append((name, str(value)))
+        self._items.append((name, _value(value)))
 
     def add(self, name, value):
-        self._items.append((name, str(value)))
+        self._items.append((_name(name), _value(value)))
 
     def pop(self, name, default=None):
-        lname = name.lower()
+        lname = _name(name).lower()
         found = default
         kept = []
         for k, v in self._items:

@@ -17,19 +17,28 @@ from .app import encode_headers
 
 __all__ = ["make_dispatch"]
 
+_END = object()   # an iterator's end: a None piece is not one (the writer refuses it)
+
 
 class _StartResponse:
-    __slots__ = ("status", "headers", "written")
+    """start_response, and what it was given.  ``sent`` is set when the dispatcher
+    hands the head over (the engine sends it then); from that moment a call with
+    exc_info re-raises it and one without is an error (PEP 3333, "The
+    start_response() Callable").  ``written`` holds write()'s data until the
+    response iterator (_Prefixed) sends it, in the order it came."""
+
+    __slots__ = ("status", "headers", "written", "sent")
 
     def __init__(self):
         self.status = None
         self.headers = None
         self.written = []
+        self.sent = False
 
     def __call__(self, status, headers, exc_info=None):
         if exc_info is not None:
             try:
-                if self.status is not None and self.written:
+                if self.sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
@@ -41,27 +50,40 @@ class _StartResponse:
 
 
 class _Prefixed:
-    """Bytes from write() first, then the application's iterable; close() passes through."""
+    """The body as the engine pulls it: write()'s data first, then the application's
+    iterable.  write() may be called while the iterable runs (wsgiref sends such data
+    at once): what it wrote during a next() goes out before the piece that next()
+    returns.  close() passes through, once."""
 
-    def __init__(self, first, result):
-        self.first = first
+    def __init__(self, written, result, it=None):
+        self.written = written   # _StartResponse.written itself, not a copy
         self.result = result
-        self.it = None
+        self.it = it
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        if self.first:
-            return self.first.pop(0)
+        written = self.written
+        if written:
+            return written.pop(0)
         if self.it is None:
             self.it = iter(self.result)
-        return next(self.it)
+        try:
+            piece = next(self.it)
+        except StopIteration:
+            if written:   # written by the last next(), after the last piece
+                return written.pop(0)
+            raise
+        if written:
+            written.append(piece)
+            return written.pop(0)
+        return piece
 
     def close(self):
-        close = getattr(self.result, "close", None)
-        if close is not None:
-            close()
+        result, self.result = self.result, None
+        if result is not None:
+            _close(result)
 
 
 def make_dispatch(app, multithread=True, multiprocess=False, server_name="127.0.0.1"):
@@ -110,38 +132,35 @@ def make_dispatch(app, multithread=True, multiprocess=False, server_name="127.0.
 
         sr = _StartResponse()
         result = app(environ, sr)
+        single = None
         try:
             if sr.status is None:
                 # the application may call start_response on its first iteration
                 it = iter(result)
-                first = next(it, None)
+                first = next(it, _END)
                 if sr.status is None:
                     raise RuntimeError("WSGI application did not call start_response")
-                pieces = sr.written + ([first] if first is not None else [])
-                body = _Prefixed(pieces, _Rest(it, result))
-                return _answer(sr, body, single=False)
-            if isinstance(result, (list, tuple)) and not sr.written:
-                body = result[0] if len(result) == 1 else b"".join(result)
-                _close(result)
-                return _answer(sr, body, single=True)
-            return _answer(sr, _Prefixed(list(sr.written), result), single=False)
+                if first is not _END:
+                    sr.written.append(first)
+                body = _Prefixed(sr.written, result, it)
+            elif isinstance(result, (list, tuple)) and not sr.written:
+                body = None
+                single = result[0] if len(result) == 1 else b"".join(result)
+            else:
+                body = _Prefixed(sr.written, result)
         except BaseException:
             _close(result)
             raise
+        if body is None:
+            _close(result)   # once: if it raises, the application failed (a 500)
+            return _answer(sr, single, None)
+        try:
+            return _answer(sr, None, body)
+        except BaseException:
+            body.close()
+            raise
 
     return dispatch
-
-
-class _Rest:
-    def __init__(self, it, result):
-        self.it = it
-        self.result = result
-
-    def __iter__(self):
-        return self.it
-
-    def close(self):
-        _close(self.result)
 
 
 def _close(result):
@@ -170,23 +189,33 @@ def _declared_length(fields):
     return -1
 
 
-def _answer(sr, body, single):
-    status, reason = _status(sr.status)
+def _answer(sr, single, body):
+    """The dispatcher's answer for a single body (bytes) or a _Prefixed stream; the
+    head counts as sent from here on (_StartResponse.sent)."""
     fields = encode_headers(sr.headers)
-    if single:
-        return (status, reason, fields, body, 0)
+    if body is None:
+        sr.sent = True
+        status, reason = _status(sr.status)
+        return (status, reason, fields, single, 0)
     length = _declared_length(fields)
     if length >= 0:
         # A known length that arrives whole in the first piece needs no stream.
-        try:
-            first = next(body)
-        except StopIteration:
+        headers = sr.headers
+        first = next(body, _END)
+        if sr.headers is not headers:   # start_response(..., exc_info) in that next()
+            fields = encode_headers(sr.headers)
+            length = _declared_length(fields)
+        sr.sent = True
+        status, reason = _status(sr.status)
+        if first is _END:
             body.close()
             return (status, reason, fields, b"", 0)
         if first.__class__ is bytes and len(first) == length:
             body.close()
             return (status, reason, fields, first, 0)
-        body.first.insert(0, first)
+        body.written.insert(0, first)
+    sr.sent = True
+    status, reason = _status(sr.status)
     return (status, reason, fields, body, _dispatch.RESP_STREAM)
 
 

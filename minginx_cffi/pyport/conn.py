@@ -150,7 +150,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
     log = _dispatch.log
     try:
         result = dispatch(view)
-    except Exception:
+    except BaseException:   # a handler's own raise, whatever its class (see _bridge.Bridge)
         log.exception("minginx: handler for %s %s raised", view.method, view.raw_path.decode("latin-1"))
         result = (500, b"", _dispatch.ERROR_500_FIELDS, _dispatch.ERROR_500_BODY, 0)
     if result is _dispatch.FALLTHROUGH:
@@ -171,7 +171,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
             if first is None and not head_only:
                 stream = False   # an empty iterable: no stream after all
                 body = b""
-    except Exception as e:
+    except BaseException as e:
         why = str(e) if isinstance(e, Refused) else traceback.format_exc().rstrip()
         log.error("minginx: handler for %s %s: response refused: %s", view.method,
                   view.raw_path.decode("latin-1"), why)
@@ -197,8 +197,8 @@ def _python_request(co, req, body, keep_alive, dispatch):
             framing = FRAME_CHUNKED
         else:
             framing, keep_alive = FRAME_CLOSE, False
-        if not skip and not stream and length != len(body):
-            keep_alive = False   # known now: say close
+        if not skip and (length != len(body) if not stream else 0 <= length < len(first)):
+            keep_alive = False   # a wrong length known now (csrc/pycall.c): say close
         w.stats["requests"] += 1
         head = head_start(w, status, reason) + lines + head_finish(framing, length, keep_alive)
         where = None
@@ -220,7 +220,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
                 break
             try:
                 piece = _dispatch.next_piece(it)
-            except Exception:
+            except BaseException:
                 log.error("minginx: response iterator of %s %s raised mid-stream; closing the "
                           "connection:\n%s", view.method, view.raw_path.decode("latin-1"),
                           traceback.format_exc().rstrip())

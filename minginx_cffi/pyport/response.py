@@ -4,12 +4,13 @@ Same shape as the C: ``head_start()`` writes the status line, Server and
 Date; ``head_finish()`` the framing (decided by the caller from the
 response's state) and Connection.  Between them the server's own code puts
 trusted fields; a handler's go through ``handler_fields()``, which checks
-every byte and keeps the framing fields for the writer (RFC 9110 5.1, 5.5,
-5.6.2, 7.6.1, 8.6).  Tested by tests/test_hostile_handlers.py.
+every byte, strips the whitespace around a value and keeps the framing
+fields for the writer (RFC 9110 5.1, 5.5, 5.6.2, 7.6.1, 8.6).  Tested by tests/test_hostile_handlers.py.
 """
 
 import re
 
+from .._dispatch import as_bytes
 from .http import http_reason
 
 SERVER = b"Server: minginx-cffi\r\n"
@@ -67,12 +68,15 @@ def handler_fields(fields):
     length = -1
     close = False
     for name, value in fields:
-        if name.__class__ is not bytes or value.__class__ is not bytes:
-            raise Refused("a header name or value is not bytes")
+        if name.__class__ is not bytes:
+            name = as_bytes(name, "a header name")   # the C engine's rule: _dispatch
+        if value.__class__ is not bytes:
+            value = as_bytes(value, "a header value")
         if not _TOKEN.match(name):
             raise Refused("a header name is not a token (CR, LF, NUL, ':', space ...)")
         if _CTL.search(value):
             raise Refused("a header value holds a control character (CR, LF, NUL ...)")
+        value = value.strip(b" \t")   # RFC 9110 5.5, as csrc/response.c head_fields
         lname = name.lower()
         if lname == b"content-length":
             v = _parse_length(value)
