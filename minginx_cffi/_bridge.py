@@ -14,6 +14,7 @@ the round back to its worker (csrc/pycall.c: deferred rounds).  The worker
 loops never wait for a handler.  ``--threads 0``: everything inline, as above.
 """
 
+import contextvars
 import queue
 import threading
 import time
@@ -253,19 +254,29 @@ class HandlerPool:
         self.bridge = bridge
         self.queue = queue.SimpleQueue()
         self.put = self.queue.put
+        self.contexts = {}   # (worker, request id) -> the Context a live stream runs in
         self.threads = [threading.Thread(target=self._run, name="minginx-handler-%d" % i,
                                          daemon=True) for i in range(threads)]
         for t in self.threads:
             t.start()
 
     def _run(self):
-        get, bridge, post = self.queue.get, self.bridge, lib.mg_call_post
+        get, bridge, post, contexts = self.queue.get, self.bridge, lib.mg_call_post, self.contexts
         while True:
             c = get()
             if c is None:
                 return
             try:
-                _run_one(bridge, c)
+                # A stream's rounds may run on different threads: each request gets a
+                # context of its own, so context variables set by the handler (Flask's
+                # stream_with_context) are there in every round, as they are inline.
+                key = (c.worker, c.id)
+                ctx = contexts.pop(key, None) if c.op != _OP_START else contextvars.Context()
+                if ctx is None:
+                    ctx = contextvars.Context()
+                ctx.run(_run_one, bridge, c)
+                if key in bridge.streams:
+                    contexts[key] = ctx
             finally:
                 post(c)   # releases the GIL; c is the worker's again after this
 

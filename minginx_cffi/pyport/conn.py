@@ -12,6 +12,7 @@ worker thread's own stack, so the C engine's detour through the scheduler
 (minginx_cffi/_dispatch.py).
 """
 
+import contextvars
 import socket
 import traceback
 
@@ -150,8 +151,10 @@ def _python_request(co, req, body, keep_alive, dispatch):
     w.stats["py_batches"] += 1
     log = _dispatch.log
     head_only = req.method == b"HEAD"
+    # the rounds may run on different handler threads: one context for the request
+    run = contextvars.Context().run if w.pool is not None else _run_inline
     try:
-        result = yield from call_python(co, dispatch, view, late=_close_result)
+        result = yield from call_python(co, run, dispatch, view, late=_close_result)
     except HandlerTimedOut:
         yield from _send_gateway_timeout(co, head_only)
         raise   # conn_entry closes the connection
@@ -171,12 +174,12 @@ def _python_request(co, req, body, keep_alive, dispatch):
         else:
             it = iter(body)
             stream = True
-            first = None if head_only else (yield from call_python(co, _dispatch.next_piece, it))
+            first = None if head_only else (yield from call_python(co, run, _dispatch.next_piece, it))
             if first is None and not head_only:
                 stream = False   # an empty iterable: no stream after all
                 body = b""
     except HandlerTimedOut as e:   # the first piece of a stream took too long
-        close_later(co, it, e.job)
+        close_later(co, it, e.job, run)
         yield from _send_gateway_timeout(co, head_only)
         raise
     except Exception as e:
@@ -227,7 +230,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
             if where or not stream:
                 break
             try:
-                piece = yield from call_python(co, _dispatch.next_piece, it)
+                piece = yield from call_python(co, run, _dispatch.next_piece, it)
             except HandlerTimedOut:
                 raise
             except Exception:
@@ -246,7 +249,11 @@ def _python_request(co, req, body, keep_alive, dispatch):
         return 0 if keep_alive else 2
     finally:
         if it is not None:
-            close_later(co, it, co.py_job or _timed_out_job())
+            close_later(co, it, co.py_job or _timed_out_job(), run)
+
+
+def _run_inline(fn, *args):
+    return fn(*args)
 
 
 def _timed_out_job():

@@ -139,17 +139,22 @@ def call_python(co, fn, *args, late=None):
     return job.result
 
 
-def close_later(co, it, job=None):
+def close_later(co, it, job=None, run=None):
     """Close a response iterator without blocking the worker: after an orphaned round
-    still using it comes back (job), on a handler thread, or inline with --threads 0."""
+    still using it comes back (job), on a handler thread, or inline with --threads 0.
+    run: the request's Context.run, so the close sees the handler's context variables."""
     w = co.worker
     if job is not None and job.orphan and not job.posted:
-        job.close_after = it
+        job.close_after = (it, run)
     elif w.pool is None:
         _close_iter(it)
     else:
         w.inflight += 1
-        w.pool.put(Job(None, w, _close_iter, (it,)))
+        w.pool.put(Job(None, w, run or _call, (_close_iter, it)))
+
+
+def _call(fn, *args):
+    return fn(*args)
 
 
 def _close_iter(it):
@@ -339,7 +344,7 @@ class Worker:
             co = job.co
             if job.orphan:
                 if job.close_after is not None:
-                    close_later(co, job.close_after)
+                    close_later(co, job.close_after[0], None, job.close_after[1])
                 elif job.late is not None and job.exc is None:
                     self.inflight += 1
                     self.pool.put(Job(None, self, job.late, (job.result,)))
