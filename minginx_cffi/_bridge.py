@@ -277,6 +277,9 @@ class HandlerPool:
                 ctx.run(_run_one, bridge, c)
                 if key in bridge.streams:
                     contexts[key] = ctx
+            except BaseException:   # (SystemExit, CancelledError...): the thread must live on
+                log.error("minginx: handler thread: a round raised past its containment:\n%s",
+                          traceback.format_exc().rstrip())
             finally:
                 post(c)   # releases the GIL; c is the worker's again after this
 
