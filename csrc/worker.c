@@ -513,7 +513,7 @@ int mg_worker_run(mg_worker *w)
     w->now_ms = mg_now_ms();
     while (!w->exiting) {
         schedule(w);
-        if (w->py_head)
+        if (w->py_head || w->py_orphans)
             run_python(w);   /* handlers run here, on this thread's own stack */
         /* graceful: also wait for deferred rounds, orphans included (the
          * server cuts this short after --grace) */

@@ -6,8 +6,18 @@ an mg_pycall: op START runs the app's dispatcher for a new request, NEXT
 pulls the next piece of a streamed body, ABORT closes a stream whose client
 went away.  Responses are copied into C by mg_call_start()/mg_call_chunk(),
 so no Python object has to outlive the call.
+
+With a handler pool (``--threads N``, N > 0) mg_py_batch only marks each call
+deferred and puts it on the pool's queue (the GIL held for a list append per
+call); a pool thread runs the same Bridge code and then mg_call_post(c) hands
+the round back to its worker (csrc/pycall.c: deferred rounds).  The worker
+loops never wait for a handler.  ``--threads 0``: everything inline, as above.
 """
 
+import contextvars
+import queue
+import threading
+import time
 import traceback
 
 from ._minginx import ffi, lib
@@ -93,8 +103,9 @@ class Bridge:
     The operator stops the server from the main thread (server.py).  A response iterator is closed exactly once, whatever happened.
     Tested by tests/test_hostile_handlers.py."""
 
-    def __init__(self, dispatch):
+    def __init__(self, dispatch, threads=0):
         self.dispatch = dispatch
+        self.pool = HandlerPool(self, threads) if threads > 0 else None
         self.streams = {}   # (worker, request id) -> (iterator, "METHOD path" for the log)
         self.app_id = _next_app_id[0]
         _next_app_id[0] += 1
@@ -284,6 +295,7 @@ class AsgiBridge:
     coroutine is closing) and tells the cycle on the loop: http.disconnect."""
 
     def __init__(self, runner):
+        self.pool = None   # the event loop is its executor, not a handler thread pool
         self.runner = runner
         self.loop = runner.loop
         self.cycles = {}   # (worker, request id) -> asgi.Cycle; loop thread only
@@ -378,6 +390,76 @@ def _contain(bridge, c, op):
         log.exception("minginx: containing a failed handler call failed")
 
 
+def _run_one(bridge, c):
+    """One round of one call, contained: inline in mg_py_batch, or on a pool thread."""
+    op = c.op
+    try:
+        if op == _OP_START:
+            bridge.start(c)
+        elif op == _OP_NEXT:
+            bridge.next(c)
+        else:
+            bridge.abort(c)
+    except BaseException:   # a handler's own raise, whatever its class: it fails alone
+        _contain(bridge, c, op)
+
+
+class HandlerPool:
+    """N Python threads running handler rounds off the worker loops.
+
+    A round goes in with put(c) (c.deferred already set), is run by
+    _run_one() on whichever thread is free, and goes back to its worker with
+    mg_call_post(c), whatever happened: a round never posted would park its
+    coroutine until --handler-timeout.  The threads are daemons: one stuck in
+    a handler cannot keep the process from exiting (server.py then leaves the
+    engine unfreed rather than free it under that thread)."""
+
+    def __init__(self, bridge, threads):
+        self.bridge = bridge
+        self.queue = queue.SimpleQueue()
+        self.put = self.queue.put
+        self.contexts = {}   # (worker, request id) -> the Context a live stream runs in
+        self.threads = [threading.Thread(target=self._run, name="minginx-handler-%d" % i,
+                                         daemon=True) for i in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self):
+        get, bridge, post, contexts = self.queue.get, self.bridge, lib.mg_call_post, self.contexts
+        while True:
+            c = get()
+            if c is None:
+                return
+            try:
+                # A stream's rounds may run on different threads: each request gets a
+                # context of its own, so context variables set by the handler (Flask's
+                # stream_with_context) are there in every round, as they are inline.
+                key = (c.worker, c.id)
+                ctx = contexts.pop(key, None) if c.op != _OP_START else contextvars.Context()
+                if ctx is None:
+                    ctx = contextvars.Context()
+                ctx.run(_run_one, bridge, c)
+                if key in bridge.streams:
+                    contexts[key] = ctx
+            except BaseException:   # (SystemExit, CancelledError...): the thread must live on
+                log.error("minginx: handler thread: a round raised past its containment:\n%s",
+                          traceback.format_exc().rstrip())
+            finally:
+                post(c)   # releases the GIL; c is the worker's again after this
+
+    def stop(self, timeout=None):
+        """Ask every thread to finish once the queue is empty; True when all have."""
+        for _ in self.threads:
+            self.put(None)
+        return self.join(timeout)
+
+    def join(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self.threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
+
+
 @ffi.def_extern(onerror=_batch_error)
 def mg_py_gone(app_id, worker, request_id):
     bridge = _BRIDGES.get(app_id)
@@ -390,16 +472,14 @@ def mg_py_batch(app_id, calls, n):
     bridge = _BRIDGES[app_id]
     if bridge.__class__ is AsgiBridge:
         return bridge.run_batch(calls, n)
+    pool = bridge.pool
+    if pool is not None:   # --threads N: each round goes to a handler thread
+        put = pool.put
+        for i in range(n):
+            c = calls[i]
+            c.deferred = 1
+            put(c)
+        return 0
     for i in range(n):
-        c = calls[i]
-        op = c.op
-        try:
-            if op == _OP_START:
-                bridge.start(c)
-            elif op == _OP_NEXT:
-                bridge.next(c)
-            else:
-                bridge.abort(c)
-        except BaseException:
-            _contain(bridge, c, op)
+        _run_one(bridge, calls[i])
     return 0

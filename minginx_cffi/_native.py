@@ -87,7 +87,8 @@ class Engine:
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
-                 trace=False, stats_endpoint=False, switch="fast", accept="dispatch"):
+                 trace=False, stats_endpoint=False, switch="fast", accept="dispatch", threads=0,
+                 handler_timeout=0.0):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
         if stack_size < MIN_STACK_SIZE:
@@ -106,9 +107,10 @@ class Engine:
         cfg.gzip_static = int(bool(gzip_static))
         cfg.open_file_cache = int(open_file_cache)
         cfg.small_file_max = int(small_file_cache)
+        cfg.handler_timeout_ms = int(handler_timeout * 1000) if threads > 0 else 0
         asgi = getattr(dispatch, "asgi", None)   # an asgi.Runner: its calls are deferred
         bridge = AsgiBridge(asgi) if asgi is not None else \
-            Bridge(dispatch) if dispatch is not None else None
+            Bridge(dispatch, threads) if dispatch is not None else None
         cfg.app_id = bridge.app_id if bridge is not None else -1
         cfg.static_files = int(bool(static_files))
         cfg.max_connections = int(max_connections)
@@ -160,7 +162,16 @@ class Engine:
         """Accept and dispatch until wake_fd is readable; then return."""
         return _check(lib.mg_accept_loop(self._srv, listen_fd, wake_fd), "accept loop")
 
+    def stop_pool(self, timeout=None):
+        """Let the handler threads finish what they run; True when none is left running
+        (only then may free() run: a handler thread still posts into the workers)."""
+        if self.bridge is None or self.bridge.pool is None:
+            return True
+        return self.bridge.pool.stop(timeout)
+
     def free(self):
+        if not self.stop_pool(0):
+            raise RuntimeError("minginx: engine freed while a handler thread runs")
         for w in self.workers:
             w.free()
         self.workers = []

@@ -7,7 +7,7 @@ import click
 
 from . import __version__
 from ._native import ACCEPT_MODES, DEFAULT_STACK_SIZE, POLICIES, SWITCHES
-from .server import ENGINES, LIMITS, ServerError, serve
+from .server import DEFAULT_HANDLER_TIMEOUT, DEFAULT_THREADS, ENGINES, LIMITS, ServerError, serve
 
 
 def limit(name):
@@ -68,6 +68,13 @@ def cli():
               help="An ASGI 3 application to run (FastAPI, Starlette...); HTTP only, no WebSockets.")
 @click.option("--root-path", default="", metavar="PATH",
               help="ASGI root_path: the prefix a proxy mounts the app under (e.g. /api).")
+@click.option("--threads", type=limit("threads"), default=DEFAULT_THREADS, show_default=True,
+              help="Python threads running --app/--wsgi handlers, so a handler that blocks never "
+                   "stalls a worker; 0 runs them inline on the worker (fastest when none blocks).")
+@click.option("--handler-timeout", type=limit("handler_timeout"), default=DEFAULT_HANDLER_TIMEOUT,
+              show_default=True,
+              help="Seconds a pooled handler may run before its client gets 504 and the "
+                   "connection closes (0: no limit; the thread itself cannot be stopped).")
 @click.option("--processes", type=limit("processes"), default=1, show_default=True,
               help="Server processes sharing the port with SO_REUSEPORT.")
 @click.option("--max-connections", type=limit("max_connections"), default=0, show_default=True,

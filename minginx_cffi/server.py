@@ -27,7 +27,16 @@ import time
 
 from . import _native
 
-__all__ = ["Server", "ServerError", "serve", "default_root", "load_app", "ENGINES", "LIMITS"]
+__all__ = ["Server", "ServerError", "serve", "default_root", "load_app", "ENGINES", "LIMITS",
+           "DEFAULT_THREADS", "DEFAULT_HANDLER_TIMEOUT"]
+
+#: Python threads running --app/--wsgi handlers (README: "Handlers that block").  Real
+#: handlers block (databases, HTTP calls, files), and one blocked inline freezes its whole
+#: worker, static files included; gunicorn gthread and Starlette's threadpool make the
+#: same choice.  --threads 0 keeps handlers inline, the fastest for ones that never block.
+DEFAULT_THREADS = 8
+#: seconds a pooled handler may run before its client gets 504 (0: no limit)
+DEFAULT_HANDLER_TIMEOUT = 60.0
 
 
 def _python_engine(*args, **kwargs):
@@ -61,6 +70,8 @@ LIMITS = {
     "header_timeout": (float, 0, 86400),      # seconds; x 1000 must fit an int of ms
     "keepalive_timeout": (float, 0, 86400),
     "send_timeout": (float, 0, 86400),
+    "threads": (int, 0, 1024),
+    "handler_timeout": (float, 0, 86400),
 }
 
 
@@ -131,7 +142,8 @@ class Server:
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
                  engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
-                 switch="fast", accept="dispatch", defer_accept=True, asgi=None, root_path=""):
+                 switch="fast", accept="dispatch", defer_accept=True, asgi=None, root_path="",
+                 threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT):
         if sum(x is not None for x in (app, wsgi, asgi)) > 1:
             raise ServerError("give one of --app, --wsgi or --asgi, not both")
         if isinstance(app, str):
@@ -173,7 +185,9 @@ class Server:
                      max_body=max_body, open_file_cache=open_file_cache,
                      small_file_cache=small_file_cache, max_connections=max_connections,
                      grace=grace, header_timeout=header_timeout,
-                     keepalive_timeout=keepalive_timeout, send_timeout=send_timeout)
+                     keepalive_timeout=keepalive_timeout, send_timeout=send_timeout,
+                     threads=threads, handler_timeout=handler_timeout)
+        self.threads = threads if (app is not None or wsgi is not None) else 0
         if policy not in _native.POLICIES:
             raise ServerError("policy must be one of: %s" % ", ".join(_native.POLICIES))
         self.policy = policy
@@ -199,7 +213,8 @@ class Server:
         per_worker = -(-max_connections // self.nworkers) if max_connections else 0
         self._engine_args = dict(max_connections=per_worker, trace=bool(trace), switch=switch,
                                  accept=accept,
-                                 stats_endpoint=bool(stats),
+                                 stats_endpoint=bool(stats), threads=self.threads,
+                                 handler_timeout=handler_timeout,
             policy=policy, stack_size=stack_size, serve_dotfiles=serve_dotfiles,
             follow_symlinks=follow_symlinks, header_timeout=header_timeout,
             keepalive_timeout=keepalive_timeout, send_timeout=send_timeout, max_body=max_body,
@@ -212,6 +227,7 @@ class Server:
         self._wake_r = self._wake_w = -1
         self._acceptor = None
         self._stop_requested = 0
+        self._pool_done = False
 
     # -- set-up ---------------------------------------------------------
 
@@ -292,7 +308,7 @@ class Server:
             dispatch = make_dispatch(self.app)
         elif self.wsgi is not None:
             from . import wsgi
-            dispatch = wsgi.make_dispatch(self.wsgi, multithread=self.nworkers > 1,
+            dispatch = wsgi.make_dispatch(self.wsgi, multithread=self.nworkers > 1 or self.threads > 1,
                                           multiprocess=self.processes > 1, server_name=self.host)
         elif self.asgi is not None:
             dispatch = self._start_asgi()
@@ -542,6 +558,8 @@ class Server:
         for t in self._threads:
             t.join()
         self._close_listeners()
+        # the handler threads finish their rounds in what is left of the grace
+        self._pool_done = self._engine.stop_pool(max(0.0, deadline - time.monotonic()))
 
     def _free(self, summary=True):
         # The engine's memory is the workers' memory: never free it under a running thread.
@@ -565,8 +583,15 @@ class Server:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
         if self._engine is not None:
-            self._engine.free()
+            if self._pool_done or self._engine.stop_pool(0.5):
+                self._engine.free()
+            else:
+                # a handler thread may still post into the workers' memory: never free it
+                # under that thread; the process exits with it unfreed
+                print("minginx-cffi: a handler is still running after the grace period; "
+                      "leaving the engine unfreed", file=sys.stderr, flush=True)
             self._engine = None
+        self._pool_done = False
         self._threads = []
 
 

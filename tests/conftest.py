@@ -85,6 +85,8 @@ def make_server(site_root, engine):
         kw.setdefault("port", 0)
         kw.setdefault("workers", 2)
         kw.setdefault("grace", 2.0)
+        if "MINGINX_THREADS" in os.environ:   # the handler tests inline: MINGINX_THREADS=0
+            kw.setdefault("threads", int(os.environ["MINGINX_THREADS"]))
         srv = Server(**kw).start()
         servers.append(srv)
         return srv

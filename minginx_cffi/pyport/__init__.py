@@ -19,7 +19,7 @@ share one GIL, so workers here take turns rather than run in parallel.
 import time
 
 from .acceptor import Acceptor
-from .worker import Worker
+from .worker import HandlerPool, Worker
 
 __all__ = ["Engine"]
 
@@ -54,7 +54,8 @@ class Engine:
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
-                 trace=False, stats_endpoint=False, switch="fast", accept="dispatch"):
+                 trace=False, stats_endpoint=False, switch="fast", accept="dispatch", threads=0,
+                 handler_timeout=0.0):
         if accept != "dispatch":
             raise ValueError("the python engine accepts through dispatch pipes only")
         self.cfg = dict(root=root, policy=policy, serve_dotfiles=serve_dotfiles,
@@ -63,10 +64,12 @@ class Engine:
                         max_body=max_body, gzip_static=gzip_static,
                         open_file_cache=open_file_cache, small_file_cache=small_file_cache,
                         static_files=static_files, max_connections=max_connections,
-                        trace=trace, stats_endpoint=stats_endpoint)
+                        trace=trace, stats_endpoint=stats_endpoint,
+                        handler_timeout=handler_timeout if threads > 0 else 0)
         self.started = time.monotonic()
         self.trace_dropped = 0
         self.dispatch = dispatch
+        self.pool = HandlerPool(threads) if dispatch is not None and threads > 0 else None
         self.pipes = []         # each worker's dispatch pipe, for the acceptor
         self.workers = []       # handles with _native.Worker's interface
         self._acceptor = Acceptor(self)
@@ -90,7 +93,13 @@ class Engine:
     def accept_loop(self, listen_fd, wake_fd):
         return self._acceptor.accept_loop(listen_fd, wake_fd)
 
+    def stop_pool(self, timeout=None):
+        """As _native.Engine.stop_pool: True once no handler thread runs."""
+        return self.pool is None or self.pool.stop(timeout)
+
     def free(self):
+        if not self.stop_pool(0):
+            raise RuntimeError("minginx: engine freed while a handler thread runs")
         for h in self.workers:
             h.free()
         self.workers = []

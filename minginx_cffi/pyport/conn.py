@@ -12,6 +12,7 @@ worker thread's own stack, so the C engine's detour through the scheduler
 (minginx_cffi/_dispatch.py).
 """
 
+import contextvars
 import socket
 import traceback
 
@@ -22,6 +23,7 @@ from .io import Cancelled, recv_async, send_async
 from .response import (FRAME_CHUNKED, FRAME_CLOSE, FRAME_LENGTH, FRAME_NONE, Refused, check_status,
                        handler_fields, head_finish, head_start)
 from .static import send_error, static_serve
+from .worker import HandlerTimedOut, call_python, close_later
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
 RECV_SIZE = 65536
@@ -148,14 +150,21 @@ def _python_request(co, req, body, keep_alive, dispatch):
     w.stats["py_calls"] += 1
     w.stats["py_batches"] += 1
     log = _dispatch.log
+    head_only = req.method == b"HEAD"
+    # the rounds may run on different handler threads: one context for the request
+    run = contextvars.Context().run if w.pool is not None else _run_inline
     try:
-        result = dispatch(view)
+        result = yield from call_python(co, run, dispatch, view, late=_close_result)
+    except HandlerTimedOut:
+        yield from _send_gateway_timeout(co, head_only)
+        raise   # conn_entry closes the connection
+    except GeneratorExit:
+        raise   # destroyed while the round ran (shutdown)
     except BaseException:   # a handler's own raise, whatever its class (see _bridge.Bridge)
         log.exception("minginx: handler for %s %s raised", view.method, view.raw_path.decode("latin-1"))
         result = (500, b"", _dispatch.ERROR_500_FIELDS, _dispatch.ERROR_500_BODY, 0)
     if result is _dispatch.FALLTHROUGH:
         return 1
-    head_only = req.method == b"HEAD"
     it = first = None
     try:
         status, reason, fields, body, flags = result
@@ -167,10 +176,16 @@ def _python_request(co, req, body, keep_alive, dispatch):
         else:
             it = iter(body)
             stream = True
-            first = None if head_only else _dispatch.next_piece(it)
+            first = None if head_only else (yield from call_python(co, run, _dispatch.next_piece, it))
             if first is None and not head_only:
                 stream = False   # an empty iterable: no stream after all
                 body = b""
+    except HandlerTimedOut as e:   # the first piece of a stream took too long
+        close_later(co, it, e.job, run)
+        yield from _send_gateway_timeout(co, head_only)
+        raise
+    except GeneratorExit:
+        raise
     except BaseException as e:
         why = str(e) if isinstance(e, Refused) else traceback.format_exc().rstrip()
         log.error("minginx: handler for %s %s: response refused: %s", view.method,
@@ -219,7 +234,9 @@ def _python_request(co, req, body, keep_alive, dispatch):
             if where or not stream:
                 break
             try:
-                piece = _dispatch.next_piece(it)
+                piece = yield from call_python(co, run, _dispatch.next_piece, it)
+            except (HandlerTimedOut, GeneratorExit):
+                raise
             except BaseException:
                 log.error("minginx: response iterator of %s %s raised mid-stream; closing the "
                           "connection:\n%s", view.method, view.raw_path.decode("latin-1"),
@@ -236,7 +253,39 @@ def _python_request(co, req, body, keep_alive, dispatch):
         return 0 if keep_alive else 2
     finally:
         if it is not None:
-            _dispatch.close_iter(it)
+            close_later(co, it, co.py_job or _timed_out_job(), run)
+
+
+def _run_inline(fn, *args):
+    return fn(*args)
+
+
+def _timed_out_job():
+    """The orphaned job of the HandlerTimedOut being handled, if that is what ends us."""
+    import sys
+    e = sys.exc_info()[1]
+    return e.job if isinstance(e, HandlerTimedOut) else None
+
+
+def _close_result(result):
+    """An orphaned dispatch's late result: close its body iterator, if it has one."""
+    if isinstance(result, tuple) and len(result) == 5 and \
+            not isinstance(result[3], (bytes, bytearray, memoryview)):
+        _dispatch.close_iter(result[3])
+
+
+_GATEWAY_TIMEOUT_BODY = b"504 Gateway Timeout: the handler did not answer in time\n"
+
+
+def _send_gateway_timeout(co, head_only):
+    """The 504 for a handler past --handler-timeout (RFC 9110 section 15.6.5); closes."""
+    w = co.worker
+    w.stats["requests"] += 1
+    w.last_status = 504
+    body = b"" if head_only else _GATEWAY_TIMEOUT_BODY
+    yield from send_async(co, head_start(w, 504, b"Gateway Timeout") +
+                          b"Content-Type: text/plain; charset=utf-8\r\n" +
+                          head_finish(FRAME_LENGTH, len(_GATEWAY_TIMEOUT_BODY), False) + body)
 
 
 def co_status(co):

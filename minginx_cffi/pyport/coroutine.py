@@ -13,14 +13,15 @@ What a coroutine yields is the reason it stopped (csrc/minginx.h mg_yield).
 from ..trace import EV_COROUTINE_CREATE, EV_COROUTINE_DESTROY, EV_FINISHED, EV_TRAMPOLINE_START
 
 MG_YIELD_READY, MG_YIELD_READ, MG_YIELD_WRITE, MG_YIELD_PYTHON = range(4)
-MG_TIMER_NONE, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_SEND, MG_TIMER_LINGER = range(5)
+(MG_TIMER_NONE, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_SEND, MG_TIMER_LINGER,
+ MG_TIMER_PYTHON) = range(6)
 
 
 class Coroutine:
     """A connection's coroutine (C: struct mg_coroutine)."""
 
     __slots__ = ("worker", "entry", "gen", "id", "fd", "sock", "finished", "waiting",
-                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry")
+                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job")
 
     def __repr__(self):
         return "<Coroutine %d fd %d>" % (self.id, self.fd)
@@ -51,6 +52,7 @@ def coroutine_create(w, entry, sock):
     co.timer_class = MG_TIMER_NONE
     co.deadline = 0.0
     co.centry = None
+    co.py_job = None
     co.gen = trampoline_start(co)
     if co.fd >= 0:
         w.fd_table[co.fd] = co

@@ -6,22 +6,34 @@ fd is ready or the nearest timer is due, the pipe's fds are read into
 fd_batch and each gets coroutine_create() + add_to_ready(), and wake_fd()
 puts the coroutine parked on a ready socket back on the ready queue.
 Sockets are registered once, edge-triggered, for both directions.
+
+Handler threads (--threads N, csrc/pycall.c's deferred rounds): a coroutine
+that needs Python (call_python) puts a Job on the engine's HandlerPool and
+yields MG_YIELD_PYTHON; a pool thread runs it and post()s it back onto the
+worker's completion list, writing the worker's wake fd (an eventfd, a pipe
+before Python 3.10) when the list was empty; drain_posts() resumes the
+coroutine.  A job not back within --handler-timeout is orphaned: its client
+gets 504, the late answer is dropped, and a late stream iterator is closed
+in the pool.
 """
 
 import collections
+import logging
 import os
+import queue
 import resource
 import select
 import socket
 import struct
+import threading
 import time
 
 from .coroutine import (MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_TIMER_NONE,
-                        MG_TIMER_SEND, MG_YIELD_PYTHON, MG_YIELD_READ, MG_YIELD_READY,
+                        MG_TIMER_PYTHON, MG_TIMER_SEND, MG_YIELD_PYTHON, MG_YIELD_READ, MG_YIELD_READY,
                         MG_YIELD_WRITE, coroutine_create, coroutine_destroy)
 from .http import http_date
 from ..trace import (EV_ADD_TO_READY, EV_FD_BATCH, EV_SCHEDULE, EV_WAKE_FD,  # noqa: F401
-                     EV_YIELD)
+                     EV_WAKE_PYTHON, EV_YIELD)
 
 RDY_FIFO, RDY_LIFO = 0, 1
 MG_CMD_STOP, MG_CMD_EXIT = -1, -2
@@ -38,6 +50,116 @@ def busy(w):
     from .response import FRAME_LENGTH, head_finish, head_start
     return head_start(w, 503) + b"Content-Type: text/plain\r\nRetry-After: 1\r\n" + \
         head_finish(FRAME_LENGTH, len(BUSY_BODY), False) + BUSY_BODY
+
+
+class HandlerTimedOut(TimeoutError):
+    """A pooled handler round outlived --handler-timeout; its job is an orphan now."""
+
+    def __init__(self, job):
+        super().__init__("handler timed out")
+        self.job = job
+
+
+class Job:
+    """One handler round for a pool thread (C: a deferred mg_pycall)."""
+
+    __slots__ = ("co", "worker", "fn", "args", "result", "exc", "posted", "orphan", "late",
+                 "close_after")
+
+    def __init__(self, co, worker, fn, args, late=None):
+        self.co, self.worker, self.fn, self.args = co, worker, fn, args
+        self.result = self.exc = None
+        self.posted = self.orphan = False
+        self.late = late            # applied (in the pool) to an orphan's late result
+        self.close_after = None     # an iterator to close once an orphan's round is back
+
+
+class HandlerPool:
+    """N threads running Jobs; each job is post()ed back to its worker, whatever happened."""
+
+    def __init__(self, threads):
+        self.queue = queue.SimpleQueue()
+        self.put = self.queue.put
+        self.threads = [threading.Thread(target=self._run, name="minginx-handler-%d" % i,
+                                         daemon=True) for i in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self):
+        get = self.queue.get
+        while True:
+            job = get()
+            if job is None:
+                return
+            try:
+                job.result = job.fn(*job.args)
+            except BaseException as e:
+                job.exc = e
+            job.worker.post(job)
+
+    def stop(self, timeout=None):
+        for _ in self.threads:
+            self.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self.threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
+
+
+def call_python(co, fn, *args, late=None):
+    """Run fn(*args) for coroutine co: inline with --threads 0, else on a handler thread
+    while co waits (yield MG_YIELD_PYTHON).  Returns its result or raises its exception;
+    raises HandlerTimedOut after --handler-timeout (the job is an orphan then)."""
+    w = co.worker
+    if w.pool is None:
+        return fn(*args)
+    job = Job(co, w, fn, args, late)
+    w.inflight += 1
+    w.pool.put(job)
+    w.timer_set(co, MG_TIMER_PYTHON)
+    co.py_job = job
+    try:
+        yield MG_YIELD_PYTHON
+    except GeneratorExit:      # destroyed while the round runs (shutdown)
+        job.orphan = True
+        raise
+    finally:
+        co.py_job = None
+    if not job.posted:         # woken by the timer
+        job.orphan = True
+        w.stats["handler_timeouts"] += 1
+        logging.getLogger("minginx_cffi").error(
+            "minginx: handler still running after %g s: connection closed, its answer will be "
+            "dropped", w.durations[MG_TIMER_PYTHON])
+        raise HandlerTimedOut(job)
+    w.timer_clear(co)
+    if job.exc is not None:
+        exc, job.exc = job.exc, None
+        raise exc
+    return job.result
+
+
+def close_later(co, it, job=None, run=None):
+    """Close a response iterator without blocking the worker: after an orphaned round
+    still using it comes back (job), on a handler thread, or inline with --threads 0.
+    run: the request's Context.run, so the close sees the handler's context variables."""
+    w = co.worker
+    if job is not None and job.orphan and not job.posted:
+        job.close_after = (it, run)
+    elif w.pool is None:
+        _close_iter(it)
+    else:
+        w.inflight += 1
+        w.pool.put(Job(None, w, run or _call, (_close_iter, it)))
+
+
+def _call(fn, *args):
+    return fn(*args)
+
+
+def _close_iter(it):
+    from .._dispatch import close_iter
+    close_iter(it)
 
 
 def new_stats():
@@ -60,6 +182,16 @@ class Worker:
         self.epfd = select.epoll()
         self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.epfd.register(self.pipe_r, select.EPOLLIN)
+        # handler threads post finished jobs here and wake us through post_r
+        self.pool = engine.pool
+        self.inflight = 0
+        self.post_lock = threading.Lock()
+        self.posted = []
+        if hasattr(os, "eventfd"):
+            self.post_r = self.post_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:
+            self.post_r, self.post_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.epfd.register(self.post_r, select.EPOLLIN)
         # fd -> coroutine: sized from the fd limit, not FD_SETSIZE
         self.fd_table = [None] * min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 24)
         self.ready = collections.deque()
@@ -69,9 +201,9 @@ class Worker:
         self.exiting = False
         self.stats = new_stats()
         self.now = time.monotonic()
-        self.timers = [collections.OrderedDict() for _ in range(5)]
+        self.timers = [collections.OrderedDict() for _ in range(6)]
         self.durations = [0, self.cfg["header_timeout"], self.cfg["keepalive_timeout"],
-                          self.cfg["send_timeout"], 2.0]
+                          self.cfg["send_timeout"], 2.0, self.cfg["handler_timeout"]]
         self.date_sec = -1
         self.date_hdr = b""
         self.cache = FileCache(self, self.cfg["open_file_cache"])
@@ -164,7 +296,7 @@ class Worker:
 
     def _expire_timers(self):
         now = self.now
-        for t in self.timers:
+        for cls, t in enumerate(self.timers):
             while t:
                 co, deadline = next(iter(t.items()))
                 if deadline > now:
@@ -173,8 +305,9 @@ class Worker:
                 co.timer_class = MG_TIMER_NONE
                 co.timed_out = True
                 self.stats["timeouts"] += 1
-                if co.waiting in (MG_YIELD_READ, MG_YIELD_WRITE):
-                    self.add_to_ready(co)
+                if co.waiting in (MG_YIELD_READ, MG_YIELD_WRITE) or \
+                        (cls == MG_TIMER_PYTHON and co.waiting == MG_YIELD_PYTHON):
+                    self.add_to_ready(co)   # a pooled round: call_python gives it up (504)
 
     def date_header(self):
         sec = int(time.time())
@@ -182,6 +315,45 @@ class Worker:
             self.date_sec = sec
             self.date_hdr = ("Date: %s\r\n" % http_date(sec)).encode()
         return self.date_hdr
+
+    # -- handler threads' completions (csrc/pycall.c: mg_call_post, drain_posts) --
+
+    def post(self, job):
+        """Any thread: hand a finished job back; the wake fd is written only when the
+        list was empty (the worker clears it before taking the list)."""
+        with self.post_lock:
+            was_empty = not self.posted
+            self.posted.append(job)
+        if was_empty:
+            try:
+                os.write(self.post_w, b"\1\0\0\0\0\0\0\0")
+            except OSError:   # the worker is gone (freed): nobody waits for it
+                pass
+
+    def drain_posts(self):
+        try:
+            while os.read(self.post_r, 4096) and self.post_r != self.post_w:
+                pass   # a pipe: empty it (an eventfd reads as one counter)
+        except (BlockingIOError, InterruptedError):
+            pass
+        with self.post_lock:
+            jobs, self.posted = self.posted, []
+        for job in jobs:
+            self.inflight -= 1
+            job.posted = True
+            co = job.co
+            if job.orphan:
+                if job.close_after is not None:
+                    close_later(co, job.close_after[0], None, job.close_after[1])
+                elif job.late is not None and job.exc is None:
+                    self.inflight += 1
+                    self.pool.put(Job(None, self, job.late, (job.result,)))
+                continue
+            if co is None or co.finished:
+                continue
+            if self.trace:
+                self.trace_push(EV_WAKE_PYTHON, co, co.fd)
+            self.add_to_ready(co)
 
     # -- the dispatch pipe -----------------------------------------------
 
@@ -242,7 +414,7 @@ class Worker:
         self.now = time.monotonic()
         while not self.exiting:
             self.schedule()
-            if self.stopping and self.stats["coroutines_alive"] == 0:
+            if self.stopping and self.stats["coroutines_alive"] == 0 and self.inflight == 0:
                 break
             try:
                 events = poll(self._next_timeout(), 512)
@@ -252,6 +424,8 @@ class Worker:
             for fd, ev in events:
                 if fd == pipe_r:
                     self._read_dispatch_pipe()
+                elif fd == self.post_r:
+                    self.drain_posts()
                 else:
                     self.wake_fd(fd, ev)
             self._expire_timers()
@@ -271,6 +445,6 @@ class Worker:
 
     def free(self):
         self.cache.clear()
-        for fd in (self.pipe_r, self.pipe_w):
+        for fd in {self.pipe_r, self.pipe_w, self.post_r, self.post_w}:
             os.close(fd)
         self.epfd.close()
