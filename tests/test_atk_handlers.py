@@ -55,9 +55,6 @@ def sleep_handler(request):
     return "slept"
 
 
-@pytest.mark.xfail(strict=True, reason="atk2: main has no handler pool: the merge 0e0419f took the "
-                   "deferred-call contract (c69f644) but not pool's --threads commits (5742d6e, "
-                   "78c46f2); a blocking handler still freezes every connection of its worker")
 def test_a_blocking_handler_does_not_freeze_static_files(make_server):
     srv = make_server(app=blocking, workers=1)
     slow = threading.Thread(target=lambda: _get_with_timeout(srv.port, "/sleep", 10))
@@ -71,8 +68,6 @@ def test_a_blocking_handler_does_not_freeze_static_files(make_server):
     assert took < 0.5, "a static file waited %.2f s behind a sleeping handler" % took
 
 
-@pytest.mark.xfail(strict=True, reason="atk2: --threads and --handler-timeout are not options of "
-                   "main's CLI (issue 13 and the merge message say they are)")
 def test_cli_has_threads_and_handler_timeout():
     out = subprocess.run(CLI + ["serve", "--help"], capture_output=True, text=True, timeout=30)
     assert "--threads" in out.stdout
