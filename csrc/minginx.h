@@ -80,6 +80,8 @@ typedef struct {
     int accept_mode;             /* mg_accept_mode */
     int handler_timeout_ms;      /* a deferred Python call not answered in this gets its client
                                     a 504 and the connection closed (0: no limit) */
+    int handler_timeout_head;    /* 1: the timeout runs only until the response head (ASGI: a
+                                    stream may wait for its app's next event, as SSE does) */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */

@@ -286,7 +286,7 @@ void run_python(mg_worker *w)
                 /* a handler thread has it: park until mg_call_post */
                 c->_pending = 1;
                 w->py_inflight++;
-                if (!c->_orphan)
+                if (!c->_orphan && (c->op == MG_PY_START || !w->srv->cfg.handler_timeout_head))
                     timer_set(c->_co, MG_TIMER_PYTHON);
             } else {
                 call_done(w, c);

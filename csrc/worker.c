@@ -212,6 +212,13 @@ static void timers_expire(mg_worker *w)
             timer_clear(co);
             co->timed_out = 1;
             w->stats.timeouts++;
+            if (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON && co->rb &&
+                co->rb->call._pending) {
+                /* the round is given up (pycall.c: 504, orphaned): an ASGI app still
+                 * holding the request hears http.disconnect, here on the worker's own
+                 * stack (tests/test_atk_handlers.py) */
+                mg_py_gone(w->srv->cfg.app_id, w->index, co->rb->call.id);
+            }
             if (co->waiting == MG_YIELD_READ || co->waiting == MG_YIELD_WRITE ||
                 (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON))
                 add_to_ready(w, co);   /* a deferred round: pycall.c gives it up (504) */

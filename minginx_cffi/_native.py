@@ -107,8 +107,11 @@ class Engine:
         cfg.gzip_static = int(bool(gzip_static))
         cfg.open_file_cache = int(open_file_cache)
         cfg.small_file_max = int(small_file_cache)
-        cfg.handler_timeout_ms = int(handler_timeout * 1000) if threads > 0 else 0
         asgi = getattr(dispatch, "asgi", None)   # an asgi.Runner: its calls are deferred
+        # Inline handlers cannot time out (the worker runs them); pooled ones can, every
+        # round; an ASGI app until its head only (a stream may wait for events, as SSE does).
+        cfg.handler_timeout_ms = int(handler_timeout * 1000) if threads > 0 or asgi else 0
+        cfg.handler_timeout_head = int(asgi is not None)
         bridge = AsgiBridge(asgi) if asgi is not None else \
             Bridge(dispatch, threads) if dispatch is not None else None
         cfg.app_id = bridge.app_id if bridge is not None else -1
