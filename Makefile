@@ -36,23 +36,25 @@ test-asan:
 	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests
 
-# Fuzz through cffi with atheris, FUZZ_SECONDS per target: parse_http (tests/fuzz_parse.py)
-# and the chunked decoder against the port's (tests/fuzz_chunked.py); each file states its
+# Fuzz through cffi with atheris, FUZZ_SECONDS per target: parse_http (tests/fuzz_parse.py),
+# the chunked decoder against the port's (tests/fuzz_chunked.py), and the handler response
+# path, C's head writer against the port's (tests/fuzz_response.py); each file states its
 # invariant. The extension is rebuilt with clang for libFuzzer coverage and ASan.
-# (The handler response path has no fuzz target yet.)
 FUZZ_SECONDS ?= 60
 FUZZ_ENV = LD_PRELOAD=$$($(PYTHON) -c "import atheris,os;print(os.path.join(atheris.path(),'asan_with_fuzzer.so'))") \
 	    ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1
 fuzz:
 	$(PYTHON) -m pip install -q atheris
-	rm -rf build/fuzz && mkdir -p build/fuzz/corpus build/fuzz/chunked_corpus
+	rm -rf build/fuzz && mkdir -p build/fuzz/corpus build/fuzz/chunked_corpus build/fuzz/response_corpus
 	cp -r csrc minginx_cffi tests build/fuzz/ && cp tests/fuzz_corpus/* build/fuzz/corpus/
 	cp tests/fuzz_chunked_corpus/* build/fuzz/chunked_corpus/
+	cp tests/fuzz_response_corpus/* build/fuzz/response_corpus/
 	rm -f build/fuzz/minginx_cffi/_minginx*.so
 	cd build/fuzz && CC=clang LDSHARED="clang -shared" MINGINX_SANITIZE=fuzz \
 	    $(PYTHON) minginx_cffi/_build.py > build.log 2>&1 || (cat build.log; exit 1)
 	cd build/fuzz && $(FUZZ_ENV) PYTHONPATH=. $(PYTHON) tests/fuzz_parse.py -max_total_time=$(FUZZ_SECONDS) corpus
 	cd build/fuzz && $(FUZZ_ENV) PYTHONPATH=. $(PYTHON) tests/fuzz_chunked.py -max_total_time=$(FUZZ_SECONDS) chunked_corpus
+	cd build/fuzz && $(FUZZ_ENV) PYTHONPATH=. $(PYTHON) tests/fuzz_response.py -max_total_time=$(FUZZ_SECONDS) response_corpus
 
 # wrk and nginx from Debian, the Python baselines in bench/.venv; then every workload.
 bench: build bench/.venv

@@ -326,5 +326,15 @@ int64_t mg_parse_http_date(const char *s, size_t len);
  * least) gets the decoded bytes, *consumed the input bytes used. */
 int mg_chunked_decode_split(const char *in, size_t len, size_t step, char *out, size_t *out_len,
                             size_t *consumed);
+/* A handler's head as mg_call_start checks and writes it (test hook for
+ * tests/test_response_writer.py and tests/fuzz_response.py): head_check_status,
+ * then the status line and head_fields' lines of the n fields of block
+ * ("name\0value\0" each) into out[0..*out_len), *length the Content-Length
+ * (-1: none), *close whether a Connection field lists "close".  Returns 0,
+ * -EINVAL (refused), or -ENOSPC (out_cap < 64 + reason_len + block_len + 2 * n
+ * may not be enough). */
+int mg_test_head(int status, const char *reason, size_t reason_len, const char *block,
+                 size_t block_len, int n, char *out, size_t out_cap, size_t *out_len,
+                 int64_t *length, int *close);
 
 #endif /* MINGINX_H */

@@ -111,7 +111,7 @@ void buf_printf(mg_buf *b, const char *fmt, ...)
 
 /* -------------------------------------------------------------- the head */
 
-void head_start(mg_buf *b, mg_worker *w, int status, const char *reason, size_t reason_len)
+static void status_line(mg_buf *b, int status, const char *reason, size_t reason_len)
 {
     buf_put(b, "HTTP/1.1 ", 9);
     buf_u64(b, (uint64_t)(unsigned)status, 10);
@@ -120,7 +120,13 @@ void head_start(mg_buf *b, mg_worker *w, int status, const char *reason, size_t 
         buf_put(b, reason, reason_len);
     else
         buf_str(b, http_reason(status));
-    buf_put(b, "\r\n" SERVER_HDR, 2 + sizeof(SERVER_HDR) - 1);
+    buf_put(b, "\r\n", 2);
+}
+
+void head_start(mg_buf *b, mg_worker *w, int status, const char *reason, size_t reason_len)
+{
+    status_line(b, status, reason, reason_len);
+    buf_put(b, SERVER_HDR, sizeof(SERVER_HDR) - 1);
     worker_refresh_date(w);
     buf_put(b, w->date_hdr, (size_t)w->date_len);
 }
@@ -344,5 +350,36 @@ int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info 
         *why = "a header name or value holds a NUL";
         return -EINVAL;
     }
+    return 0;
+}
+
+/* ------------------------------------------------------------ test hook */
+
+/* What mg_call_start (pycall.c) runs on a handler's head, without a worker or
+ * a coroutine: the status check, then the status line and head_fields() into
+ * out (no Server, Date, framing or Connection: those are the server's own).
+ * For tests/fuzz_response.py and tests/test_response_writer.py. */
+int mg_test_head(int status, const char *reason, size_t reason_len, const char *block,
+                 size_t block_len, int n, char *out, size_t out_cap, size_t *out_len,
+                 int64_t *length, int *close)
+{
+    mg_fields_info info;
+    const char *why = NULL;
+    mg_buf b;
+    int r;
+
+    *out_len = 0;
+    if ((r = head_check_status(status, reason, reason_len, &why)) < 0)
+        return r;
+    buf_fixed(&b, out, out_cap);
+    status_line(&b, status, reason, reason_len);
+    r = head_fields(&b, block, block_len, n, &info, &why);
+    if (b.err)
+        return -ENOSPC;
+    if (r < 0)
+        return r;
+    *out_len = b.len;
+    *length = info.length;
+    *close = info.close;
     return 0;
 }

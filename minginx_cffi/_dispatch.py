@@ -43,13 +43,17 @@ def flatten_fields(fields):
     """A field list as C's header block: b"name\\0value\\0" per field, and their count.
 
     A NUL inside a name or value makes more parts than 2 * count, which the C
-    writer refuses, so the block cannot be misread (csrc/response.c head_fields)."""
+    writer refuses, so the block cannot be misread (csrc/response.c head_fields).
+    fields is any iterable of pairs, as the port's handler_fields takes it: the
+    count is of the pairs read, not len(fields), which a generator has not
+    (tests/test_response_writer.py)."""
     parts = []
     for name, value in fields:
         parts.append(name if name.__class__ is bytes else as_bytes(name, "a header name"))
         parts.append(value if value.__class__ is bytes else as_bytes(value, "a header value"))
+    n = len(parts) // 2
     parts.append(b"")
-    return b"\0".join(parts), len(fields)
+    return b"\0".join(parts), n
 
 
 def next_piece(it):

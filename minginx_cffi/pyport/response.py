@@ -18,6 +18,10 @@ FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE = range(4)   # csrc/respons
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")   # no CTL but HTAB (CR, LF, NUL among them)
+# Connection options are split at commas and at whitespace too, as csrc/response.c
+# lists_close does: "foo close" is no valid list (RFC 9110 7.6.1), and the safe reading
+# of it is the one that closes.
+_OPTION_SEP = re.compile(rb"[ \t,]+")
 # the fields the server owns: connection management (RFC 9110 7.6.1), Date and Server
 _DROPPED = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
             b"date", b"server"}
@@ -47,10 +51,13 @@ def head_finish(framing, length, keep_alive):
 
 
 def check_status(status, reason):
-    """A handler's final status is 200..599 (see csrc/response.c head_check_status)."""
-    if status.__class__ is not int or not 200 <= status <= 599:
+    """A handler's final status is 200..599 (see csrc/response.c head_check_status).
+    The types are those the C engine's cffi call takes: an int subclass (an IntEnum
+    such as http.HTTPStatus, which an ASGI app may send) and a bytes subclass too
+    (tests/test_response_writer.py)."""
+    if not isinstance(status, int) or not 200 <= status <= 599:
         raise Refused("the status is not a final HTTP status (200..599)")
-    if reason.__class__ is not bytes or _CTL.search(reason):
+    if not isinstance(reason, bytes) or _CTL.search(reason):
         raise Refused("the reason phrase holds a control character (CR, LF, NUL ...)")
 
 
@@ -88,7 +95,7 @@ def handler_fields(fields):
             raise Refused("Transfer-Encoding from a handler (the server frames the body)")
         if lname in _DROPPED:
             if lname == b"connection":
-                close |= any(t.strip(b" \t").lower() == b"close" for t in value.split(b","))
+                close |= any(t.lower() == b"close" for t in _OPTION_SEP.split(value))
             continue
         out.append(b"%s: %s\r\n" % (name, value))
     return b"".join(out), length, close
