@@ -22,7 +22,7 @@
 /* ---------------------------------------------------------- char classes */
 
 /* tchar (RFC 9110 section 5.6.2): "!#$%&'*+-.^_`|~" DIGIT ALPHA */
-static const unsigned char TCHAR[256] = {
+const unsigned char mg_tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
     ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
     ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
@@ -396,7 +396,7 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
 
     /* request-line = method SP request-target SP HTTP-version */
     const char *m = p;
-    while (p < end && TCHAR[(unsigned char)*p])
+    while (p < end && mg_tchar[(unsigned char)*p])
         p++;
     if (p == m || p == end || *p != ' ')
         return 400;
@@ -446,7 +446,7 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
         if (*p == ' ' || *p == '\t')
             return 400;   /* obs-fold, or whitespace before the first field */
         const char *name = p;
-        while (p < end && TCHAR[(unsigned char)*p])
+        while (p < end && mg_tchar[(unsigned char)*p])
             p++;
         if (p == name || p == end || *p != ':')
             return 400;   /* empty name, whitespace before the colon, or a bad byte */
@@ -673,13 +673,13 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
                 bad = 1;
             break;
         case CH_EXT_NAME0:
-            if (TCHAR[c])
+            if (mg_tchar[c])
                 d->state = CH_EXT_NAME;
             else if (!ws)
                 bad = 1;
             break;
         case CH_EXT_NAME:
-            if (TCHAR[c])
+            if (mg_tchar[c])
                 break;
             if (c == '=')
                 d->state = CH_EXT_VAL0;
@@ -703,13 +703,13 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
         case CH_EXT_VAL0:
             if (c == '"')
                 d->state = CH_EXT_QUOTED;
-            else if (TCHAR[c])
+            else if (mg_tchar[c])
                 d->state = CH_EXT_TOKEN;
             else if (!ws)
                 bad = 1;
             break;
         case CH_EXT_TOKEN:
-            if (TCHAR[c])
+            if (mg_tchar[c])
                 break;
             __attribute__((fallthrough));
         case CH_EXT_VAL_END:
@@ -774,7 +774,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
                 d->state = CH_END_LF;
             else if (c == '\n')
                 d->state = CH_DONE;
-            else if (TCHAR[c])
+            else if (mg_tchar[c])
                 d->state = CH_TRAILER_NAME;
             else
                 bad = 1;   /* obs-fold (SP/HTAB first), a CTL, or a bad name byte */
@@ -782,7 +782,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
         case CH_TRAILER_NAME:
             if (c == ':')
                 d->state = CH_TRAILER_VALUE;
-            else if (!TCHAR[c])
+            else if (!mg_tchar[c])
                 bad = 1;   /* whitespace before the colon too (RFC 9112 section 5.1) */
             break;
         case CH_TRAILER_VALUE:

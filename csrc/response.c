@@ -157,21 +157,7 @@ void head_finish(mg_buf *b, int framing, uint64_t length, int keep_alive)
 
 /* ---------------------------------------------- checking a handler's head */
 
-/* tchar (RFC 9110 5.6.2): the bytes of a field name. */
-static const unsigned char TCHAR[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
-    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
-};
+/* Field names are tokens: mg_tchar (http.c), the one table the request parser uses too. */
 
 /* The bytes of a reason phrase (RFC 9112 4) and of a field value (RFC 9110
  * 5.5): HTAB, SP, VCHAR, obs-text; that is, no CTL but HTAB.  CR, LF and NUL
@@ -264,7 +250,7 @@ int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info 
             return -EINVAL;
         }
         for (size_t k = 0; k < nl; k++) {
-            if (!TCHAR[(unsigned char)name[k]]) {
+            if (!mg_tchar[(unsigned char)name[k]]) {
                 *why = "a header name is not a token (CR, LF, NUL, ':', space ...)";
                 return -EINVAL;
             }
