@@ -12,7 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 def main(src, dst):
     data = json.load(open(src))
     runs = data["runs"]
-    workloads = [w for w in dict.fromkeys(r["workload"] for r in runs)]
+    # slow-beside's figures are latencies under load, for its table only
+    workloads = [w for w in dict.fromkeys(r["workload"] for r in runs)
+                 if not any("slow_s" in r for r in runs if r["workload"] == w)]
+    if not workloads:
+        return
     fig, axes = plt.subplots(len(workloads), 1, figsize=(10, 2.6 * len(workloads)), squeeze=False)
     for ax, wl in zip(axes[:, 0], workloads):
         rows = [r for r in runs if r["workload"] == wl]

@@ -26,8 +26,16 @@ Workloads:
   port          the 6 KiB file, pinned: the C engine against the pure-Python port (1 and 2
                 workers, with and without its caches)
   hello-native  13-byte text/plain from a Python handler, pinned as above: minginx-cffi's
-                App against granian (RSGI) and uvicorn (ASGI, httptools + uvloop)
-  hello-wsgi    the same from a WSGI callable: minginx-cffi --wsgi against gunicorn + gevent
+                App, with its handler pool (--threads 8, the default) and inline (--threads 0),
+                against granian (RSGI) and uvicorn (ASGI, httptools + uvloop)
+  hello-wsgi    the same from a WSGI callable: minginx-cffi --wsgi (both modes) against
+                gunicorn + gevent
+  fastapi-hello a FastAPI route returning PlainTextResponse("hello"), pinned as above:
+                minginx-cffi --asgi against uvicorn (uvloop + httptools) and granian (ASGI),
+                every one run by bench/.venv's Python (the same FastAPI, the same uvloop)
+  slow-beside   --workers 1, pinned, 4 requests to a handler sleeping 2 s in flight, and
+                meanwhile static-file and fast-route requests, each on its own connection:
+                their latency (median, max), with the handler pool and with --threads 0
 
 Baselines that are Python packages are looked for in bench/.venv (make bench
 creates it from bench/requirements.txt); a missing one is skipped with a line.
@@ -82,10 +90,18 @@ WORKLOADS = {
                  servers=["minginx-cffi lifo", "python port", "python port, 2 workers",
                           "python port, no caches"], baseline="python port"),
     "hello-native": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/hello",
-                         servers=["minginx-cffi App", "granian rsgi", "uvicorn asgi"],
-                         baseline="granian rsgi"),
+                         servers=["minginx-cffi App, threads 8", "minginx-cffi App, threads 0",
+                                  "granian rsgi", "uvicorn asgi"],
+                         baseline="granian rsgi", also_vs=["uvicorn asgi"]),
     "hello-wsgi": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/hello",
-                       servers=["minginx-cffi wsgi", "gunicorn gevent"], baseline="gunicorn gevent"),
+                       servers=["minginx-cffi wsgi, threads 8", "minginx-cffi wsgi, threads 0",
+                                "gunicorn gevent"], baseline="gunicorn gevent"),
+    "fastapi-hello": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/hello",
+                          servers=["minginx-cffi asgi fastapi", "uvicorn fastapi", "granian fastapi"],
+                          baseline="uvicorn fastapi", also_vs=["granian fastapi"]),
+    "slow-beside": dict(workers=1, pin=True, kind="slow", slow=4, samples=10, path="/fast",
+                        static="/index.html",
+                        servers=["minginx-cffi slow app, threads 8", "minginx-cffi slow app, threads 0"]),
 }
 BENCH_VENV = os.path.join(HERE, ".venv", "bin")
 
@@ -160,16 +176,17 @@ def rss_kib(pid):
 # ------------------------------------------------------------------ servers
 
 
-def start_minginx(root, port, workers, pin, policy, *extra, env=None):
-    cmd = [sys.executable, "-m", "minginx_cffi", "serve", "--root", root, "--port", str(port),
+def start_minginx(root, port, workers, pin, policy, *extra, env=None, python=sys.executable):
+    """This tree's minginx-cffi (run from the repository root, as bench.* apps need)."""
+    cmd = [python, "-m", "minginx_cffi", "serve", "--root", root, "--port", str(port),
            "--workers", str(workers), "--policy", policy, "--no-stats"] + list(extra)
     if "--workers" in extra:   # a server that fixes its own worker count
         i = cmd.index("--workers")
         del cmd[i:i + 2]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
+    return subprocess.Popen(cmd, cwd=os.path.dirname(HERE), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, **(env or {})))
 
 
@@ -309,11 +326,17 @@ def servers_available():
         "python port, no caches": lambda r, p, w, pin: start_minginx(
             r, p, w, pin, "lifo", "--engine", "python", "--open-file-cache", "0",
             "--small-file-cache", "0"),
-        "minginx-cffi App": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--app", "bench.hello_app:app"),
-        "minginx-cffi wsgi": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--wsgi", "bench.hello_plain:wsgi"),
     }
+    # Python handlers with the handler pool (--threads 8, the default) and inline (--threads 0)
+    for threads in ("8", "0"):
+        out.update({
+            "minginx-cffi App, threads " + threads: (lambda t: lambda r, p, w, pin: start_minginx(
+                r, p, w, pin, "lifo", "--app", "bench.hello_app:app", "--threads", t))(threads),
+            "minginx-cffi wsgi, threads " + threads: (lambda t: lambda r, p, w, pin: start_minginx(
+                r, p, w, pin, "lifo", "--wsgi", "bench.hello_plain:wsgi", "--threads", t))(threads),
+            "minginx-cffi slow app, threads " + threads: (lambda t: lambda r, p, w, pin: start_minginx(
+                r, p, w, pin, "lifo", "--app", "bench.slow_app:app", "--threads", t))(threads),
+        })
     out.update({
         "minginx-cffi ucontext": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
                                                                   "--switch", "ucontext"),
@@ -355,12 +378,28 @@ def servers_available():
             ["gunicorn", "-k", "gevent", "-w", str(w), "-b", "127.0.0.1:%d" % p,
              "--worker-connections", "1000", "--log-level", "warning", "bench.hello_plain:wsgi"],
             p, pin),
+        "uvicorn fastapi": lambda r, p, w, pin: start_py(
+            ["uvicorn", "bench.fastapi_app:app", "--host", "127.0.0.1", "--port", str(p),
+             "--workers", str(w), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+             "--log-level", "warning"], p, pin),
+        "granian fastapi": lambda r, p, w, pin: start_py(
+            ["granian", "--interface", "asgi", "--workers", str(w), "--runtime-threads", "1",
+             "--host", "127.0.0.1", "--port", str(p), "--no-ws", "--log-level", "error",
+             "bench.fastapi_app:app"], p, pin),
     }
     for name, start in py.items():
         if os.path.exists(os.path.join(BENCH_VENV, name.split()[0])):
             out[name] = start
         else:
             print("bench: %s not in bench/.venv; skipping it (make bench installs it)" % name)
+    # FastAPI under minginx-cffi from bench/.venv's Python, as its baselines: the same FastAPI
+    # and uvloop (requirements.txt has minginx-cffi's own cffi and click for it)
+    venv_py = os.path.join(BENCH_VENV, "python")
+    if os.path.exists(venv_py):
+        out["minginx-cffi asgi fastapi"] = lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--asgi", "bench.fastapi_app:app", python=venv_py)
+    else:
+        print("bench: no bench/.venv; skipping minginx-cffi asgi fastapi (make bench creates it)")
     return out
 
 
@@ -457,6 +496,66 @@ def run_idle(port, spec, proc):
             "rss_before_kib": before}, ""
 
 
+def http_get(port, path, timeout=30):
+    """One GET on a connection of its own: (status, seconds until the whole response is in)."""
+    t0 = time.perf_counter()
+    got = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+                      % path.encode())
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+    except OSError:
+        pass
+    status = int(got[9:12]) if got[:9] == b"HTTP/1.1 " and got[9:12].isdigit() else 0
+    return status, time.perf_counter() - t0
+
+
+def run_slow(port, spec):
+    """spec["slow"] requests to /slow (2 s each) in flight, then spec["samples"] requests for
+    the static file and as many for the fast route, spread over the next 1.5 s, each started
+    on its own connection at its time: every latency in ms, and the slow requests' seconds.
+    The client threads run on CPU 1 (the server is on CPU 0), as wrk does."""
+    import threading
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {1} if os.cpu_count() > 1 else before)   # this thread, so its children
+    try:
+        slow, samples, lock = [], [], threading.Lock()
+
+        def one(path, at, into):
+            time.sleep(max(0.0, at - time.monotonic()))
+            start = time.monotonic()
+            status, took = http_get(port, path)
+            with lock:
+                into.append((path, status, took, start))
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=one, args=("/slow", t0, slow)) for _ in range(spec["slow"])]
+        n = 2 * spec["samples"]
+        # the slow handlers are 0.3 s into their 2 s when the first sample starts
+        threads += [threading.Thread(target=one, args=(spec["static"] if i % 2 == 0 else spec["path"],
+                                                       t0 + 0.3 + 1.5 * i / n, samples))
+                    for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        os.sched_setaffinity(0, before)
+    slow_end = min(start + took for _, _, took, start in slow)
+    static = [took * 1000 for path, _, took, _ in samples if path == spec["static"]]
+    fast = [took * 1000 for path, _, took, _ in samples if path == spec["path"]]
+    bad = sum(status != 200 for _, status, _, _ in slow + samples)
+    return {"rps": 0.0, "transfer": "-", "lat_avg_ms": statistics.median(static + fast),
+            "lat_max_ms": max(static + fast), "errors": [0, 0, 0, 0], "non2xx": bad,
+            "static_ms": static, "fast_ms": fast, "slow_s": [took for _, _, took, _ in slow],
+            "samples_during_slow": sum(start < slow_end for _, _, _, start in samples)}, ""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
@@ -488,7 +587,10 @@ def main():
                         print("bench: %s did not start" % name)
                         continue
                     kind = spec.get("kind", "wrk")
-                    if kind != "idle":
+                    if kind == "slow":
+                        for path in (spec["static"], spec["path"]) * 3:   # warm-up
+                            http_get(port, path)
+                    elif kind != "idle":
                         run_wrk(port, dict(spec, wrk=["-t1", "-c10"]), 1, spec["pin"])   # warm-up
                     cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
                     try:
@@ -496,6 +598,8 @@ def main():
                             r, raw = run_ab(port, spec, spec["pin"])
                         elif kind == "idle":
                             r, raw = run_idle(port, spec, proc)
+                        elif kind == "slow":
+                            r, raw = run_slow(port, spec)
                         else:
                             r, raw = run_wrk(port, spec, args.duration, spec["pin"])
                     except (OSError, subprocess.SubprocessError) as e:
@@ -511,6 +615,10 @@ def main():
                     if kind == "idle":
                         print("%-8s round %d  %-32s RSS %7.1f MiB with %d idle connections"
                               % (wl, rnd + 1, name, r["rss_kib"] / 1024, spec["conns"]), flush=True)
+                    elif kind == "slow":
+                        print("%-8s round %d  %-32s static %s ms  fast %s ms  slow %s s  not 200: %d"
+                              % (wl, rnd + 1, name, med_max(r["static_ms"]), med_max(r["fast_ms"]),
+                                 med_max(r["slow_s"], "%.2f"), r["non2xx"]), flush=True)
                     else:
                         print("%-8s round %d  %-32s %10.0f req/s  %9s/s  max %7.1f ms  errors %s"
                               % (wl, rnd + 1, name, r["rps"], r["transfer"], r["lat_max_ms"] or 0,
@@ -523,6 +631,10 @@ def main():
                         proc.kill()
                         proc.wait()
     report(results, workloads, servers, args)
+
+
+def med_max(values, fmt="%.1f"):
+    return (fmt + " / " + fmt) % (statistics.median(values), max(values)) if values else "-"
 
 
 def report(results, workloads, servers, args):
@@ -559,25 +671,52 @@ def report(results, workloads, servers, args):
                         rs[0]["errors"][3]))
             lines.append("")
             continue
+        if kind == "slow":
+            lines += ["### %s: %d requests to a handler sleeping 2 s in flight, meanwhile %d static "
+                      "(%s) and %d fast-route (%s) requests, each on its own connection, spread "
+                      "over 1.5 s; pinned (server CPU 0, client CPU 1), %d worker; %d rounds" % (
+                          wl, spec["slow"], spec["samples"], spec["static"], spec["samples"],
+                          spec["path"], spec["workers"], args.rounds), "",
+                      "| server | static median / max ms | fast route median / max ms | "
+                      "samples started while the slow ones ran | slow requests median / max s | "
+                      "not 200 |", "|---|---|---|---|---|---|"]
+            for name in spec["servers"]:
+                rs = [r for r in rows if r["server"] == name]
+                if rs:
+                    lines.append("| %s | %s | %s | %d of %d | %s | %d |" % (
+                        name, med_max([x for r in rs for x in r["static_ms"]]),
+                        med_max([x for r in rs for x in r["fast_ms"]]),
+                        sum(r["samples_during_slow"] for r in rs),
+                        sum(len(r["static_ms"]) + len(r["fast_ms"]) for r in rs),
+                        med_max([x for r in rs for x in r["slow_s"]], "%.2f"),
+                        sum(r["non2xx"] for r in rs)))
+            lines.append("")
+            continue
         baseline = None
         if any(r["server"] == base_name for r in rows):
             baseline = statistics.median(r["rps"] for r in rows if r["server"] == base_name)
+        also = {}   # more baselines, a column each (hello-native: uvicorn beside granian)
+        for other in spec.get("also_vs", []):
+            if any(r["server"] == other for r in rows):
+                also[other] = statistics.median(r["rps"] for r in rows if r["server"] == other)
         how = ("ab %s (no keep-alive)" % " ".join(spec["ab"])) if kind == "ab" else \
             "wrk %s -d%ds" % (" ".join(spec["wrk"]), args.duration)
         lines += ["### %s: %s %s%s, %d worker%s" % (
             wl, how, spec["path"], ", pinned (server CPU 0, client CPU 1)" if spec["pin"] else ", unpinned",
             spec["workers"], "s" if spec["workers"] > 1 else ""), "",
-            "| server | median req/s | min-max | vs %s | transfer/s | avg / max latency ms | "
-            "errors c/r/w/timeout | RSS MiB | server CPU us/req |" % base_name,
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| server | median req/s | min-max | vs %s |%s transfer/s | avg / max latency ms | "
+            "errors c/r/w/timeout | RSS MiB | server CPU us/req |" % (
+                base_name, "".join(" vs %s |" % o for o in also)),
+            "|---|---|---|---|" + "---|" * len(also) + "---|---|---|---|---|"]
         for name in spec["servers"]:
             rs = [r for r in rows if r["server"] == name]
             if not rs:
                 continue
             med = statistics.median(r["rps"] for r in rs)
-            lines.append("| %s | %.0f | %.0f-%.0f | %s | %s | %.2f / %.1f | %s | %.1f | %.2f |" % (
+            lines.append("| %s | %.0f | %.0f-%.0f | %s |%s %s | %.2f / %.1f | %s | %.1f | %.2f |" % (
                 name, med, min(r["rps"] for r in rs), max(r["rps"] for r in rs),
                 "%.2fx" % (med / baseline) if baseline else "-",
+                "".join(" %.2fx |" % (med / v) for v in also.values()),
                 sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]["transfer"],
                 statistics.median(r["lat_avg_ms"] or 0 for r in rs),
                 max(r["lat_max_ms"] or 0 for r in rs),
