@@ -394,6 +394,36 @@ def test_slow_requests_do_not_stall_the_worker(make_server, engine):
         c.close()
 
 
+async def framing_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    length = {"/long": b"3", "/short": b"10", "/long-stream": b"3"}.get(path)
+    headers = [(b"content-length", length)] if length else []
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if path.endswith("-stream") or path == "/stream":
+        await send({"type": "http.response.body", "body": b"he", "more_body": True})
+        await send({"type": "http.response.body", "body": b"llo", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await send({"type": "http.response.body", "body": b"hello" if path != "/short" else b"hi"})
+
+
+@pytest.mark.parametrize("path,version,want", [
+    ("/long", "1.1", b"hel"), ("/short", "1.1", b"hi"), ("/long-stream", "1.1", b"hel"),
+    ("/stream", "1.0", b"hello")])
+def test_framing_the_engine_owns(make_server, path, version, want):
+    """Both engines frame an ASGI response alike (the C writer, or response.py for the
+    port): a body longer than its Content-Length is cut to it, a shorter one or an
+    HTTP/1.0 stream ends with the connection."""
+    srv = make_server(asgi=framing_app, root=None)
+    c = Conn(srv.port)
+    c.send(b"GET %s HTTP/%s\r\nHost: x\r\n\r\n" % (path.encode(), version.encode()))
+    assert c.closed_by_peer()
+    head, _, body = c.buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == want, c.buf
+
+
 sleeping = []   # the slow requests now inside the app
 
 

@@ -67,6 +67,21 @@ class PortReply:
 
     # -- the engine's side, on the loop thread ----------------------------
 
+    def on_loop(self, fn, *args):
+        """A round's work on the loop; if it fails, the round is answered all the same
+        (a 500, or a cut once the head went), or its coroutine would wait forever."""
+        try:
+            fn(*args)
+        except Exception:
+            log.error("minginx: ASGI call for %s failed:\n%s", self.where,
+                      traceback.format_exc().rstrip())
+            if self.job is not None:
+                self.keep_alive = False
+                if self.head_rest:
+                    self.cut()
+                else:
+                    self.error_500()
+
     def begin(self, runner, scope, body):
         self.cycle = runner.begin(scope, body, self, self.where)
 
@@ -168,7 +183,12 @@ def _round(co, reply, fn, *args):
     reply.job = job
     w.inflight += 1
     co.py_job = job
-    loop.call_soon_threadsafe(fn, *args)
+    try:
+        loop.call_soon_threadsafe(reply.on_loop, fn, *args)
+    except RuntimeError:   # the loop is closed (a stop that could not wait): close
+        w.inflight -= 1
+        co.py_job = None
+        raise ConnectionAbortedError("the ASGI event loop is closed") from None
     if co.hup:   # the client left before the round opened (sent its request and closed)
         job.gone()
     try:
