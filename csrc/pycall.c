@@ -45,6 +45,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -286,8 +287,16 @@ void run_python(mg_worker *w)
                 /* a handler thread has it: park until mg_call_post */
                 c->_pending = 1;
                 w->py_inflight++;
-                if (!c->_orphan && (c->op == MG_PY_START || !w->srv->cfg.handler_timeout_head))
-                    timer_set(c->_co, MG_TIMER_PYTHON);
+                if (!c->_orphan) {
+                    if (c->op == MG_PY_START || !w->srv->cfg.handler_timeout_head)
+                        timer_set(c->_co, MG_TIMER_PYTHON);
+                    /* the hang-up came with the request (one edge: EPOLLIN|EPOLLRDHUP,
+                     * kept in woken_by since the last io_park): no later event will tell
+                     * wake_fd, so tell Python now (tests/test_asgi.py:
+                     * test_a_client_that_sends_and_closes_at_once_is_http_disconnect) */
+                    if (((mg_coroutine *)c->_co)->woken_by & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                        mg_py_gone(w->srv->cfg.app_id, w->index, c->id);
+                }
             } else {
                 call_done(w, c);
             }

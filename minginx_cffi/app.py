@@ -42,6 +42,14 @@ class HTTPError(Exception):
         self.message = message
 
 
+class BodyNotJSON(HTTPError, ValueError):
+    """Request.json() on a body that is not JSON: the client's error, a 400 (RFC 9110
+    section 15.5.1).  A ValueError too, so ``except ValueError`` around json() still works."""
+
+    def __init__(self, why):
+        super().__init__(400, "400 Bad Request: the body is not JSON (%s)\n" % why)
+
+
 class UnusableResponse(TypeError):
     """A handler returned something that cannot be made into a response."""
 
@@ -176,7 +184,13 @@ class Request:
         return self._client
 
     def json(self):
-        return json.loads(self.body)
+        """The body parsed as JSON; a body that is not JSON raises BodyNotJSON (a 400)."""
+        try:
+            return json.loads(self.body)
+        except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+            raise BodyNotJSON(str(e).partition("\n")[0][:200]) from None
+        except RecursionError:    # "[[[[..." deeper than the parser goes: not ours to 500
+            raise BodyNotJSON("nested too deeply") from None
 
     def text(self, encoding="utf-8"):
         return self.body.decode(encoding)

@@ -26,9 +26,10 @@ thread: ``head(status, fields, body, more)`` and ``piece(data, last)``
 (each True while the engine takes more pieces: False after the last, and
 for a HEAD, a 204 or a head the writer refused, which became a 500),
 ``error_500()``, ``cut()`` (end a stream without its end: the connection
-closes).  The C engine's deferred reply (_bridge.AsgiBridge) posts each
-answer back to the parked coroutine; ``BlockingReply`` serves engines without
-deferred calls: the worker thread waits for the loop, as a WSGI handler would.
+closes).  Each engine has one thin reply that posts each answer back to the
+parked coroutine, whose worker is woken through its eventfd and sends it:
+_bridge._CallReply for the C engine (mg_call_post), pyport/asgiport.PortReply
+for the port (worker.post).  Neither worker thread ever waits for the loop.
 
 Status and headers are not checked here: the engine's one response writer
 does (csrc/response.c, pyport/response.py), and a head it refuses is a 500.
@@ -41,7 +42,6 @@ The response's state, by the messages the app has sent:
 
 import asyncio
 import concurrent.futures
-import queue
 import threading
 import traceback
 from urllib.parse import unquote_to_bytes
@@ -422,91 +422,11 @@ class Runner:
                     task.cancel()
             self.loop.call_soon_threadsafe(cancel)
 
-    # -- engines without deferred calls --------------------------------
-
     def make_dispatch(self):
-        """A dispatcher (_dispatch.py's protocol) that waits on the worker thread for the loop:
-        for engines that cannot park a call (the pure-Python port)."""
+        """The engines' marker for this app: a dispatcher whose ``asgi`` is this Runner.
+        Neither engine calls it: the C engine runs the app through _bridge.AsgiBridge,
+        the port through pyport/asgiport.py, both with deferred rounds."""
         def dispatch(view):
-            scope = self.scope(view)
-            reply = BlockingReply(self.loop, view.method == "HEAD")
-            where = "%s %s" % (view.method, view.raw_path.decode("latin-1"))
-            self.loop.call_soon_threadsafe(reply.begin, self, scope, view.body, where)
-            return reply.result()
+            raise RuntimeError("an ASGI app is served through deferred rounds, not called")
         dispatch.asgi = self
         return dispatch
-
-
-class _Stream:
-    """The response iterator of a BlockingReply: the first piece, then each piece asked of the loop."""
-
-    def __init__(self, reply, first):
-        self.reply = reply
-        self.first = first
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self.first is not None:
-            first, self.first = self.first, None
-            return first
-        r = self.reply
-        if r.ended:
-            raise StopIteration
-        r.loop.call_soon_threadsafe(r.cycle.want_next)
-        item = r.pieces.get()
-        if item is None:
-            r.ended = True
-            raise RuntimeError("the ASGI app did not complete its streamed response")
-        data, last = item
-        if last:
-            r.ended = True
-        if last and not data:
-            raise StopIteration
-        return data
-
-    def close(self):
-        r = self.reply
-        if not r.ended:   # HEAD, or the client went away mid-stream
-            r.ended = True
-            r.loop.call_soon_threadsafe(r.cycle.abort)
-
-
-class BlockingReply:
-    """A reply for a worker thread that waits: the head through a future, pieces through a queue."""
-
-    def __init__(self, loop, head_only):
-        self.loop = loop
-        self.head_only = head_only   # the engine sends no body: none is asked for
-        self.head_answer = concurrent.futures.Future()
-        self.pieces = queue.SimpleQueue()
-        self.cycle = None
-        self.ended = False
-
-    def begin(self, runner, scope, body, where):
-        self.cycle = runner.begin(scope, body, self, where)
-
-    def result(self):
-        status, fields, body, more = self.head_answer.result()
-        if not more or self.head_only:
-            self.ended = True
-        if not more:
-            return (status, b"", fields, body, 0)
-        return (status, b"", fields, _Stream(self, body), _dispatch.RESP_STREAM)
-
-    # the reply, on the loop thread
-    def head(self, status, fields, body, more):
-        self.head_answer.set_result((status, fields, bytes(body), more))
-        return not self.head_only   # a refused head is known later, on the worker thread
-
-    def piece(self, data, last):
-        self.pieces.put((bytes(data), last))
-        return True
-
-    def error_500(self):
-        self.head_answer.set_result((500, _dispatch.ERROR_500_FIELDS, _dispatch.ERROR_500_BODY,
-                                     False))
-
-    def cut(self):
-        self.pieces.put(None)

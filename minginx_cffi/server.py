@@ -17,6 +17,7 @@ off at once.
 """
 
 import importlib
+import inspect
 import os
 import resource
 import signal
@@ -129,6 +130,47 @@ def load_app(spec):
     return obj
 
 
+def app_kind(obj):
+    """What an application object is, told cheaply by its shape: "app" (a minginx_cffi.App),
+    "asgi" (an async callable: ``async def app(scope, receive, send)``, or an object whose
+    ``__call__`` is one, as FastAPI's and Starlette's), "wsgi" (a plain callable taking
+    exactly (environ, start_response), as Flask's and Django's), else None (unknown)."""
+    from .app import App
+    if isinstance(obj, App):
+        return "app"
+    if not callable(obj):
+        return None
+    call = obj if inspect.isroutine(obj) else getattr(type(obj), "__call__", None)
+    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(obj):
+        return "asgi"
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) == 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        return "wsgi"
+    return None
+
+
+_KIND_NAMES = {"app": "a minginx_cffi.App", "asgi": "an ASGI application",
+               "wsgi": "a WSGI application"}
+
+
+def check_app_kind(flag, want, obj, spec):
+    """One line for an application given to the wrong flag (--app, --wsgi, --asgi):
+    what it looks like and the flag to use instead (issue 13, "Errors users expect")."""
+    kind = app_kind(obj)
+    what = spec if isinstance(spec, str) else type(obj).__name__
+    if kind is not None and kind != want:
+        hint = "--%s %s" % (kind, spec) if isinstance(spec, str) else "Server(%s=...)" % kind
+        raise ServerError("--%s wants %s; %s is %s (%s): use %s" % (
+            flag, _KIND_NAMES[want], what, _KIND_NAMES[kind], type(obj).__name__, hint))
+    if kind is None and (want == "app" or not callable(obj)):
+        raise ServerError("--%s wants %s, got %s (%s)" % (flag, _KIND_NAMES[want], what,
+                                                          type(obj).__name__))
+
+
 class Server:
     """A minginx-cffi server: ``Server(root=...).serve_forever()``.
 
@@ -146,21 +188,15 @@ class Server:
                  threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT):
         if sum(x is not None for x in (app, wsgi, asgi)) > 1:
             raise ServerError("give one of --app, --wsgi or --asgi, not both")
-        if isinstance(app, str):
-            app = load_app(app)
-        if isinstance(wsgi, str):
-            wsgi = load_app(wsgi)
-        if isinstance(asgi, str):
-            asgi = load_app(asgi)
-        if asgi is not None and not callable(asgi):
-            raise ServerError("--asgi wants an ASGI 3 application, got %s" % type(asgi).__name__)
+        for flag, spec in (("app", app), ("wsgi", wsgi), ("asgi", asgi)):
+            if spec is not None:
+                obj = load_app(spec) if isinstance(spec, str) else spec
+                check_app_kind(flag, flag, obj, spec)
+                app, wsgi, asgi = (obj if flag == "app" else app, obj if flag == "wsgi" else wsgi,
+                                   obj if flag == "asgi" else asgi)
         if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
             raise ServerError("root-path must start with / and not end with one, not %r"
                               % root_path)
-        if app is not None and not hasattr(app, "route"):
-            raise ServerError("--app wants a minginx_cffi.App; for a WSGI application use --wsgi")
-        if wsgi is not None and not callable(wsgi):
-            raise ServerError("--wsgi wants a WSGI callable, got %s" % type(wsgi).__name__)
         self.app, self.wsgi, self.asgi = app, wsgi, asgi
         self.root_path = root_path
         self._asgi_runner = None

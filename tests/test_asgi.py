@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -296,8 +297,6 @@ async def parked_app(scope, receive, send):
 
 
 def test_a_client_leaving_a_parked_request_is_http_disconnect(make_server, engine):
-    if engine != "cffi":
-        pytest.skip("the port has no deferred calls: it cannot see a hang-up while the app runs")
     disconnects.clear()
     parked.clear()
     srv = make_server(asgi=parked_app, root=None, workers=1)
@@ -306,6 +305,26 @@ def test_a_client_leaving_a_parked_request_is_http_disconnect(make_server, engin
     assert parked.wait(5)
     c.close()
     assert wait_for(lambda: disconnects == ["http.disconnect"])
+    assert wait_for(lambda: srv.stats()[0]["coroutines_alive"] == 0)
+
+
+def test_a_client_that_sends_and_closes_at_once_is_http_disconnect(make_server, engine):
+    """The hang-up comes before the call parks: the worker saw the FIN while it read the
+    request (the last part of the head and the close in one edge), so no later epoll event
+    tells it again; it must still reach the app."""
+    disconnects.clear()
+    parked.clear()
+    srv = make_server(asgi=parked_app, root=None, workers=1)
+    c = Conn(srv.port)
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")   # the coroutine parks for the rest of the head
+    assert wait_for(lambda: srv.stats()[0]["yields"]["read"] >= 1)
+    # corked, the end of the head and the FIN leave in one segment: one epoll edge
+    # (EPOLLIN | EPOLLRDHUP) that wakes the coroutine's read, none after it parks
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    c.send(b"\r\n")
+    c.close()
+    assert wait_for(lambda: disconnects == ["http.disconnect"])
+    assert parked.is_set()
     assert wait_for(lambda: srv.stats()[0]["coroutines_alive"] == 0)
 
 
@@ -363,8 +382,6 @@ async def slow_app(scope, receive, send):
 
 
 def test_slow_requests_do_not_stall_the_worker(make_server, engine):
-    if engine != "cffi":
-        pytest.skip("the port has no deferred calls: its worker waits for the loop")
     srv = make_server(asgi=slow_app, root=None, workers=1)
     slow = [Conn(srv.port) for _ in range(4)]
     for c in slow:
@@ -372,6 +389,70 @@ def test_slow_requests_do_not_stall_the_worker(make_server, engine):
     t0 = time.monotonic()
     assert get(srv.port, "/fast").body == b"/fast"
     assert time.monotonic() - t0 < 1.0
+    for c in slow:
+        assert c.read_response().body == b"/slow"
+        c.close()
+
+
+async def framing_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    length = {"/long": b"3", "/short": b"10", "/long-stream": b"3"}.get(path)
+    headers = [(b"content-length", length)] if length else []
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if path.endswith("-stream") or path == "/stream":
+        await send({"type": "http.response.body", "body": b"he", "more_body": True})
+        await send({"type": "http.response.body", "body": b"llo", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await send({"type": "http.response.body", "body": b"hello" if path != "/short" else b"hi"})
+
+
+@pytest.mark.parametrize("path,version,want", [
+    ("/long", "1.1", b"hel"), ("/short", "1.1", b"hi"), ("/long-stream", "1.1", b"hel"),
+    ("/stream", "1.0", b"hello")])
+def test_framing_the_engine_owns(make_server, path, version, want):
+    """Both engines frame an ASGI response alike (the C writer, or response.py for the
+    port): a body longer than its Content-Length is cut to it, a shorter one or an
+    HTTP/1.0 stream ends with the connection."""
+    srv = make_server(asgi=framing_app, root=None)
+    c = Conn(srv.port)
+    c.send(b"GET %s HTTP/%s\r\nHost: x\r\n\r\n" % (path.encode(), version.encode()))
+    assert c.closed_by_peer()
+    head, _, body = c.buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == want, c.buf
+
+
+sleeping = []   # the slow requests now inside the app
+
+
+async def sleepy_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        sleeping.append(1)
+        await asyncio.sleep(2)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+
+def test_four_sleeping_requests_stall_neither_the_engine_nor_a_fast_route(make_server, engine):
+    """issue 13: with --workers 1, four ASGI requests sleeping 2 s leave the worker free:
+    what the engine serves itself (the stats endpoint: --asgi serves no --root files) and a
+    fast endpoint of the same app each answer at once, before any sleeper is done."""
+    sleeping.clear()
+    srv = make_server(asgi=sleepy_app, root=None, workers=1, stats=True)
+    slow = [Conn(srv.port) for _ in range(4)]
+    t_slow = time.monotonic()
+    for c in slow:
+        c.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wait_for(lambda: len(sleeping) == 4)
+    for path in ["/_minginx/stats", "/fast", "/_minginx/stats", "/fast"]:
+        t0 = time.monotonic()
+        r = get(srv.port, path)
+        assert r.status == 200 and time.monotonic() - t0 < 0.5, (path, time.monotonic() - t0)
+    assert time.monotonic() - t_slow < 2.0   # all of it while the four still slept
     for c in slow:
         assert c.read_response().body == b"/slow"
         c.close()

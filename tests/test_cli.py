@@ -157,6 +157,55 @@ def test_cli_app_and_wsgi(app_dir):
         assert p.wait(10) == 0
 
 
+KINDS_SRC = '''
+from flask import Flask
+from fastapi import FastAPI
+from minginx_cffi import App
+
+flask_app = Flask(__name__)
+fastapi_app = FastAPI()
+native = App()
+number = 42
+
+def wsgi(environ, start_response):
+    return []
+
+async def asgi(scope, receive, send):
+    pass
+'''
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--app", "kinds:flask_app"], "--app wants a minginx_cffi.App; kinds:flask_app is a WSGI "
+                                   "application (Flask): use --wsgi kinds:flask_app"),
+    (["--app", "kinds:wsgi"], "use --wsgi kinds:wsgi"),
+    (["--app", "kinds:fastapi_app"], "is an ASGI application (FastAPI): use --asgi "
+                                     "kinds:fastapi_app"),
+    (["--app", "kinds:asgi"], "use --asgi kinds:asgi"),
+    (["--app", "kinds:number"], "--app wants a minginx_cffi.App, got kinds:number (int)"),
+    (["--wsgi", "kinds:fastapi_app"], "--wsgi wants a WSGI application; kinds:fastapi_app is an "
+                                      "ASGI application (FastAPI): use --asgi"),
+    (["--wsgi", "kinds:native"], "is a minginx_cffi.App (App): use --app kinds:native"),
+    (["--wsgi", "kinds:number"], "--wsgi wants a WSGI application, got kinds:number (int)"),
+    (["--asgi", "kinds:flask_app"], "--asgi wants an ASGI application; kinds:flask_app is a WSGI "
+                                    "application (Flask): use --wsgi kinds:flask_app"),
+    (["--asgi", "kinds:native"], "use --app kinds:native"),
+    (["--asgi", "kinds:number"], "--asgi wants an ASGI application, got kinds:number (int)"),
+])
+def test_an_app_for_the_wrong_flag_is_one_line_pointing_at_the_right_one(tmp_path, engine,
+                                                                         args, needle):
+    """issue 13: a Flask object given to --app was a 30-line traceback; now one line naming
+    the flag that serves it, told by the object's shape, and a non-zero exit."""
+    pytest.importorskip("flask")
+    pytest.importorskip("fastapi")
+    (tmp_path / "kinds.py").write_text(KINDS_SRC)
+    p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(free_port())] + args,
+                       cwd=str(tmp_path), capture_output=True, timeout=30)
+    err = p.stderr.decode().strip()
+    assert p.returncode != 0 and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err and needle in err, err
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--app", "nosuchmodule:app"], "cannot import"),
     (["--app", "myapp:nope"], "no attribute"),

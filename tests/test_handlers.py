@@ -208,6 +208,27 @@ def test_json_body(srv):
     assert json.loads(r.body) == {"a": [1, 2], "seen": True}
 
 
+@app.route("/json-or-none", methods=["POST"])
+def json_or_none(request):
+    try:
+        return {"got": request.json()}
+    except ValueError:   # the way handlers caught it before json() became a 400
+        return {"got": None}
+
+
+@pytest.mark.parametrize("body", [b"", b"{not json", b"\xff\xfe\x00", b"[" * 100000])
+def test_a_body_that_is_not_json_is_a_400(srv, body):
+    """issue 13: request.json() on a body that is not JSON is the client's error, a 400 with
+    a short message (it was a 500 and a traceback in the log), on the same connection."""
+    c = Conn(srv.port)
+    r = c.request("POST", "/json", {"Content-Length": str(len(body))}, body)
+    assert r.status == 400 and r.body.startswith(b"400 Bad Request: the body is not JSON (")
+    assert len(r.body) < 300 and r.body.endswith(b")\n")
+    r = c.request("POST", "/json-or-none", {"Content-Length": str(len(body))}, body)
+    assert (r.status, json.loads(r.body)) == (200, {"got": None})
+    c.close()
+
+
 def test_body_over_max_body_is_413(make_server):
     srv = make_server(app=app, root=None, max_body=1000)
     out = raw(srv.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000)

@@ -6,10 +6,12 @@
         a Python handler, if any, then the static files answer
         the bytes after this request are the next one (pipelining)
 
-A Python handler is called right here: a generator's frame runs on the
-worker thread's own stack, so the C engine's detour through the scheduler
-(MG_YIELD_PYTHON) is not needed; the handler protocol is the same
-(minginx_cffi/_dispatch.py).
+A Python handler is called right here with --threads 0: a generator's
+frame runs on the worker thread's own stack, so the C engine's detour
+through the scheduler is not needed; with --threads N it goes to a handler
+thread (worker.call_python, MG_YIELD_PYTHON).  The handler protocol is the
+same (minginx_cffi/_dispatch.py).  An ASGI app's rounds go to the event loop
+(asgiport.py), the coroutine parked meanwhile.
 """
 
 import contextvars
@@ -22,6 +24,7 @@ from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_e
 from .io import Cancelled, recv_async, send_async
 from .response import (FRAME_CHUNKED, FRAME_CLOSE, FRAME_LENGTH, FRAME_NONE, Refused, check_status,
                        handler_fields, head_finish, head_start)
+from .asgiport import asgi_request
 from .static import send_error, static_serve
 from .worker import HandlerTimedOut, call_python, close_later
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
@@ -328,6 +331,7 @@ def conn_entry(co):
     w = co.worker
     cfg = w.cfg
     dispatch = w.engine.dispatch
+    asgi = getattr(dispatch, "asgi", None)   # an asgi.Runner: its rounds go to its loop
     static_files = cfg["static_files"]
     stats_endpoint = cfg["stats_endpoint"]
     max_body = cfg["max_body"]
@@ -399,7 +403,11 @@ def conn_entry(co):
                 r = 0
             if r == 1 and stats_endpoint and req.path.startswith(b"/_minginx/"):
                 r = yield from stats_serve(co, req, keep_alive)
-            if r == 1 and dispatch is not None:
+            if r == 1 and asgi is not None:
+                r = yield from asgi_request(co, ConnView(co, req, body), keep_alive, asgi)
+                if r == 2:
+                    keep_alive, r = False, 0
+            elif r == 1 and dispatch is not None:
                 r = yield from _python_request(co, req, body, keep_alive, dispatch)
                 if r == 2:
                     keep_alive, r = False, 0

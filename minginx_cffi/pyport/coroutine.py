@@ -21,7 +21,7 @@ class Coroutine:
     """A connection's coroutine (C: struct mg_coroutine)."""
 
     __slots__ = ("worker", "entry", "gen", "id", "fd", "sock", "finished", "waiting",
-                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job")
+                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job", "hup")
 
     def __repr__(self):
         return "<Coroutine %d fd %d>" % (self.id, self.fd)
@@ -53,6 +53,7 @@ def coroutine_create(w, entry, sock):
     co.deadline = 0.0
     co.centry = None
     co.py_job = None
+    co.hup = False   # the peer hung up (EPOLLRDHUP/HUP/ERR seen): worker.wake_fd
     co.gen = trampoline_start(co)
     if co.fd >= 0:
         w.fd_table[co.fd] = co

@@ -41,6 +41,7 @@ MG_FD_BATCH = 256
 _EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 _WANT = {MG_YIELD_READ: select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
          MG_YIELD_WRITE: select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR}
+_GONE = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 YIELD_NAMES = ("ready", "read", "write", "python")
 BUSY_BODY = b"Too many connections"
 
@@ -64,7 +65,7 @@ class Job:
     """One handler round for a pool thread (C: a deferred mg_pycall)."""
 
     __slots__ = ("co", "worker", "fn", "args", "result", "exc", "posted", "orphan", "late",
-                 "close_after")
+                 "close_after", "gone")
 
     def __init__(self, co, worker, fn, args, late=None):
         self.co, self.worker, self.fn, self.args = co, worker, fn, args
@@ -72,6 +73,7 @@ class Job:
         self.posted = self.orphan = False
         self.late = late            # applied (in the pool) to an orphan's late result
         self.close_after = None     # an iterator to close once an orphan's round is back
+        self.gone = None            # called (worker thread) when the client hangs up meanwhile
 
 
 class HandlerPool:
@@ -258,7 +260,15 @@ class Worker:
 
     def wake_fd(self, fd, events):
         co = self.fd_table[fd]
-        if co is not None and events & _WANT.get(co.waiting, 0):
+        if co is None:
+            return
+        if events & _GONE:
+            # the peer's FIN (or a reset) is for good: kept, for a round that parks later
+            co.hup = True
+            job = co.py_job
+            if co.waiting == MG_YIELD_PYTHON and job is not None and job.gone is not None:
+                job.gone()   # an ASGI app hears http.disconnect (pyport/asgiport.py)
+        if events & _WANT.get(co.waiting, 0):
             self.stats["wakeups"] += 1
             if self.trace:
                 self.trace_push(EV_WAKE_FD, co, fd, events)

@@ -1,0 +1,255 @@
+"""asgiport.py - ASGI on the port: deferred rounds to the event loop, answered through the wake fd.
+
+The port's side of what _bridge.AsgiBridge does for the C engine.  asgi.py's
+Cycle is the one state machine; this file is its second thin adapter:
+
+    coroutine (worker thread)     builds the scope, opens a START round on the loop
+                                  (call_soon_threadsafe) and yields MG_YIELD_PYTHON
+    loop thread                   Cycle.run -> app(scope, receive, send); each answer
+                                  (head, piece, error_500, cut) goes through PortReply,
+                                  which turns it into the bytes to send and post()s the
+                                  round back: the worker's wake fd, as a handler thread's
+    coroutine (resumed by         sends those bytes, then opens a NEXT round while the
+      drain_posts)                engine takes more; a send that fails is an ABORT
+
+So a slow endpoint parks its own coroutine only: the worker serves the
+others meanwhile (tests/test_asgi.py: test_slow_requests_do_not_stall_the_worker).
+A hang-up the worker sees (EPOLLRDHUP/HUP/ERR, worker.wake_fd) while the app
+holds the request, or saw before the round opened, reaches the app as
+http.disconnect (Cycle.client_left), as mg_py_gone does for the C engine.
+
+Heads are checked and framed with response.py's one writer, as
+conn._python_request does for App and WSGI handlers; the status line and the
+Date are written on the worker thread (they touch the worker's state).
+"""
+
+import traceback
+
+from .. import _dispatch
+from .coroutine import MG_YIELD_PYTHON
+from .io import send_async
+from .response import (FRAME_CHUNKED, FRAME_CLOSE, FRAME_LENGTH, FRAME_NONE, Refused, check_status,
+                       handler_fields, head_finish, head_start)
+from .worker import Job
+
+log = _dispatch.log
+_ERROR_500_LINES = handler_fields(_dispatch.ERROR_500_FIELDS)[0]
+
+
+class PortReply:
+    """asgi.py's reply for one port request.  Its methods run on the loop thread, each
+    while a round is open; the coroutine reads what they left (status, head_rest, out,
+    more, keep_alive) only after the round is posted back (the post lock orders it)."""
+
+    __slots__ = ("loop", "job", "cycle", "where", "head_only", "minor_version", "keep_alive",
+                 "framing", "length", "sent", "status", "head_rest", "out", "more")
+
+    def __init__(self, loop, where, head_only, minor_version, keep_alive):
+        self.loop = loop
+        self.job = None            # the open round, posted back by the answer
+        self.cycle = None          # asgi.Cycle, set on the loop by begin()
+        self.where = where
+        self.head_only = head_only
+        self.minor_version = minor_version
+        self.keep_alive = keep_alive
+        self.framing, self.length, self.sent = FRAME_NONE, -1, 0
+        self.status = 0            # nonzero: a head to write before out
+        self.head_rest = b""       # the head after the status line and Date
+        self.out = b""
+        self.more = False          # the engine takes more pieces (a NEXT round follows)
+
+    def _post(self, out, more):
+        self.out, self.more = out, more
+        job, self.job = self.job, None
+        if job is not None:   # None: answered on the worker thread itself (a scope that failed)
+            job.worker.post(job)
+        return more
+
+    # -- the engine's side, on the loop thread ----------------------------
+
+    def on_loop(self, fn, *args):
+        """A round's work on the loop; if it fails, the round is answered all the same
+        (a 500, or a cut once the head went), or its coroutine would wait forever."""
+        try:
+            fn(*args)
+        except Exception:
+            log.error("minginx: ASGI call for %s failed:\n%s", self.where,
+                      traceback.format_exc().rstrip())
+            if self.job is not None:
+                self.keep_alive = False
+                if self.head_rest:
+                    self.cut()
+                else:
+                    self.error_500()
+
+    def begin(self, runner, scope, body):
+        self.cycle = runner.begin(scope, body, self, self.where)
+
+    def want_next(self):
+        self.cycle.want_next()
+
+    def client_left(self):
+        self.cycle.client_left()
+
+    def abort(self):
+        self.cycle.abort()
+
+    # -- the reply asgi.Cycle answers through -------------------------------
+
+    def head(self, status, fields, body, more):
+        try:
+            check_status(status, b"")
+            lines, length, close = handler_fields(fields)
+            body = bytes(body)
+        except Exception as e:
+            why = str(e) if isinstance(e, Refused) else traceback.format_exc().rstrip()
+            log.error("minginx: ASGI app for %s: response refused: %s", self.where, why)
+            self.error_500()
+            return False
+        no_body = status in (204, 304)
+        if close:
+            self.keep_alive = False
+        skip = no_body or self.head_only
+        if no_body:
+            framing, length = FRAME_NONE, -1
+        elif length >= 0:
+            framing = FRAME_LENGTH
+        elif not more:
+            framing, length = FRAME_LENGTH, len(body)
+        elif self.head_only:
+            framing = FRAME_NONE   # a HEAD of a stream: its length is not known
+        elif self.minor_version >= 1:
+            framing = FRAME_CHUNKED
+        else:
+            framing, self.keep_alive = FRAME_CLOSE, False
+        if not skip and (length != len(body) if not more else 0 <= length < len(body)):
+            self.keep_alive = False   # a wrong length known now (csrc/pycall.c): say close
+        self.framing, self.length = framing, length
+        self.status = status
+        self.head_rest = lines + head_finish(framing, length, self.keep_alive)
+        if skip:
+            return self._post(b"", False)
+        out, over = self._frame(body, not more)
+        return self._post(out, more and not over)
+
+    def piece(self, data, last):
+        self.status = 0
+        out, over = self._frame(bytes(data), last)
+        return self._post(out, not last and not over)
+
+    def error_500(self):
+        body = _dispatch.ERROR_500_BODY
+        self.status = 500
+        self.head_rest = _ERROR_500_LINES + head_finish(FRAME_LENGTH, len(body), self.keep_alive)
+        self._post(b"" if self.head_only else body, False)
+
+    def cut(self):
+        """The stream ends without its end: the connection closes (no last chunk)."""
+        self.status = 0
+        self.keep_alive = False
+        self._post(b"", False)
+
+    def _frame(self, data, last):
+        """(bytes to send, True when the body is over early: cut to its Content-Length)."""
+        over = False
+        length = self.length
+        if length >= 0 and self.sent + len(data) > length:
+            data = data[:length - self.sent]
+            log.error("minginx: ASGI app for %s: the body is longer than its Content-Length: cut "
+                      "to it, connection closed", self.where)
+            self.keep_alive = False
+            over = True
+        self.sent += len(data)
+        if self.framing == FRAME_CHUNKED:
+            out = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+            if last:
+                out += b"0\r\n\r\n"
+        else:
+            out = data
+        if last and not over and 0 <= length and self.sent < length:
+            log.error("minginx: ASGI app for %s: the body is shorter than its Content-Length: "
+                      "connection closed", self.where)
+            self.keep_alive = False
+        return out, over
+
+
+def _round(co, reply, fn, *args):
+    """Open a round on the loop (fn(*args) there) and park until its answer is posted.
+    The hang-up seen while parked, or before (co.hup), is passed on as client_left."""
+    w = co.worker
+    loop = reply.loop
+    job = Job(co, w, None, ())
+    job.gone = _Gone(reply)
+    reply.job = job
+    w.inflight += 1
+    co.py_job = job
+    try:
+        loop.call_soon_threadsafe(reply.on_loop, fn, *args)
+    except RuntimeError:   # the loop is closed (a stop that could not wait): close
+        w.inflight -= 1
+        co.py_job = None
+        raise ConnectionAbortedError("the ASGI event loop is closed") from None
+    if co.hup:   # the client left before the round opened (sent its request and closed)
+        job.gone()
+    try:
+        while not job.posted:
+            yield MG_YIELD_PYTHON
+    except GeneratorExit:   # destroyed while the app runs (shutdown): its answer is dropped
+        job.orphan = True
+        _tell(loop, reply.abort)
+        raise
+    finally:
+        co.py_job = None
+
+
+class _Gone:
+    """worker.wake_fd's notice for a parked round: once per round is enough."""
+
+    __slots__ = ("reply", "told")
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.told = False
+
+    def __call__(self):
+        if not self.told:
+            self.told = True
+            _tell(self.reply.loop, self.reply.client_left)
+
+
+def _tell(loop, fn):
+    try:
+        loop.call_soon_threadsafe(fn)
+    except RuntimeError:   # the loop is closed (shutdown): nobody left to tell
+        pass
+
+
+def asgi_request(co, view, keep_alive, runner):
+    """Serve one request with the ASGI app; returns 0 (answered, keep-alive) or 2 (close)."""
+    w = co.worker
+    w.stats["py_calls"] += 1
+    w.stats["py_batches"] += 1
+    where = "%s %s" % (view.method, view.raw_path.decode("latin-1"))
+    reply = PortReply(runner.loop, where, view.method == "HEAD", view.minor_version, keep_alive)
+    try:
+        scope = runner.scope(view)
+    except Exception:
+        log.error("minginx: ASGI scope for %s:\n%s", where, traceback.format_exc().rstrip())
+        reply.error_500()
+    else:
+        yield from _round(co, reply, reply.begin, runner, scope, view.body)
+    w.stats["requests"] += 1
+    while True:
+        out = reply.out
+        if reply.status:
+            out = head_start(w, reply.status) + reply.head_rest + out
+        try:
+            if out:
+                yield from send_async(co, out)
+        except BaseException:
+            if reply.more:   # the client is gone mid-stream: the app hears it (ABORT)
+                _tell(reply.loop, reply.abort)
+            raise
+        if not reply.more:
+            return 0 if reply.keep_alive else 2
+        yield from _round(co, reply, reply.want_next)
