@@ -481,8 +481,10 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     if (c->fallthrough && !c->_started)
         return 1;
     if (!c->_started) {
-        /* the handler failed in a way Python could not even report: 500 */
-        send_error(co, 500, 0, c->_head_only);
+        /* the handler failed in a way Python could not even report: 500; unless
+         * the client has hung up, when there is nobody to answer (nginx logs 499) */
+        if (!(co->woken_by & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+            send_error(co, 500, 0, c->_head_only);
         return -1;
     }
     for (;;) {

@@ -187,7 +187,10 @@ class Cycle:
         if not self.gone:
             if self.state == START or self.state == HEAD:
                 self.state = DONE
-                self.reply.error_500()
+                if self.hup:   # the client hung up before the head: nobody to answer (nginx: 499)
+                    self.reply.cut()
+                else:
+                    self.reply.error_500()
             elif self.state == STREAM and self.wanted:
                 self.state = DONE
                 self.wanted = False

@@ -107,9 +107,6 @@ async def asgi_app(scope, receive, send):
 
 
 def test_asgi_client_leaving_a_long_poll_does_not_wedge_the_worker(make_server, request):
-    xfail_on(request, "python", "atk2: pyport ASGI (asgi.BlockingReply) never delivers "
-             "http.disconnect: the worker thread waits in reply.result() for an app that waits "
-             "for the disconnect, so the worker serves nothing ever again")
     asgi_log.clear()
     srv = make_server(asgi=asgi_app, root=None, workers=1)
     c = Conn(srv.port, timeout=5)
@@ -125,9 +122,6 @@ def test_asgi_client_leaving_a_long_poll_does_not_wedge_the_worker(make_server, 
 
 
 def test_a_slow_asgi_request_does_not_hold_up_its_worker(make_server, request):
-    xfail_on(request, "python", "atk2: pyport ASGI runs one request per worker at a time (the "
-             "worker thread blocks in BlockingReply.result() until the loop answers): one "
-             "await asyncio.sleep() freezes every connection of its worker")
     srv = make_server(asgi=asgi_app, root=None, workers=1)
     slow = threading.Thread(target=lambda: _get_with_timeout(srv.port, "/slow", 10))
     slow.start()
@@ -146,10 +140,6 @@ def test_asgi_half_closed_client_does_not_get_a_fabricated_500(make_server, requ
     """A client that sends its request and shuts its write side (RFC 9112 9.6 allows a
     half-close; the client still reads) either gets the app's answer (the port does) or,
     if the server deems it gone as nginx would (499), nothing: never a 500 the app did not send."""
-    xfail_on(request, "cffi", "atk2: mg_py_gone (worker.c wake_fd, EPOLLRDHUP on a parked call) "
-             "marks the cycle hup, the app's send() raises ClientDisconnected, and "
-             "Cycle._end_early answers the still-open round with error_500: the client reads "
-             "'500 Internal Server Error' for an app that answered 200")
     srv = make_server(asgi=asgi_app, root=None, workers=1)
     c = Conn(srv.port, timeout=5)
     c.send(b"GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
