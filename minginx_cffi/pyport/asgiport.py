@@ -28,7 +28,7 @@ import traceback
 from .. import _dispatch
 from .coroutine import MG_YIELD_PYTHON
 from .io import send_async
-from .response import (FRAME_CHUNKED, FRAME_CLOSE, FRAME_LENGTH, FRAME_NONE, Refused, check_status,
+from .response import (FRAME_CHUNKED, FRAME_LENGTH, FRAME_NONE, Refused, check_status, framing_for,
                        handler_fields, head_finish, head_start)
 from .worker import Job
 
@@ -106,24 +106,12 @@ class PortReply:
             log.error("minginx: ASGI app for %s: response refused: %s", self.where, why)
             self.error_500()
             return False
-        no_body = status in (204, 304)
         if close:
             self.keep_alive = False
-        skip = no_body or self.head_only
-        if no_body:
-            framing, length = FRAME_NONE, -1
-        elif length >= 0:
-            framing = FRAME_LENGTH
-        elif not more:
-            framing, length = FRAME_LENGTH, len(body)
-        elif self.head_only:
-            framing = FRAME_NONE   # a HEAD of a stream: its length is not known
-        elif self.minor_version >= 1:
-            framing = FRAME_CHUNKED
-        else:
-            framing, self.keep_alive = FRAME_CLOSE, False
-        if not skip and (length != len(body) if not more else 0 <= length < len(body)):
-            self.keep_alive = False   # a wrong length known now (csrc/pycall.c): say close
+        framing, length, skip, must_close = framing_for(
+            status, length, more, len(body), self.head_only, self.minor_version)
+        if must_close:
+            self.keep_alive = False
         self.framing, self.length = framing, length
         self.status = status
         self.head_rest = lines + head_finish(framing, length, self.keep_alive)

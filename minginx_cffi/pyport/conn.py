@@ -22,7 +22,7 @@ from .. import _dispatch
 from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER
 from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
 from .io import Cancelled, recv_async, send_async
-from .response import (FRAME_CHUNKED, FRAME_CLOSE, FRAME_LENGTH, FRAME_NONE, Refused, check_status,
+from .response import (FRAME_CHUNKED, FRAME_LENGTH, Refused, check_status, framing_for,
                        handler_fields, head_finish, head_start)
 from .asgiport import asgi_request
 from .static import send_error, static_serve
@@ -199,24 +199,14 @@ def _python_request(co, req, body, keep_alive, dispatch):
         status, reason, lines, length, close = 500, b"", _ERROR_500_LINES, -1, False
         body, flags, stream = _dispatch.ERROR_500_BODY, 0, False
     try:
-        no_body = 100 <= status < 200 or status in (204, 304)
         if flags & _dispatch.RESP_CLOSE or close:
             keep_alive = False
-        skip = no_body or head_only
-        if no_body:
-            framing, length = FRAME_NONE, -1
-        elif length >= 0:
-            framing = FRAME_LENGTH
-        elif not stream:
-            framing, length = FRAME_LENGTH, len(body)
-        elif head_only:
-            framing = FRAME_NONE   # a HEAD of a stream: its length is not known
-        elif req.minor_version >= 1:
-            framing = FRAME_CHUNKED
-        else:
-            framing, keep_alive = FRAME_CLOSE, False
-        if not skip and (length != len(body) if not stream else 0 <= length < len(first)):
-            keep_alive = False   # a wrong length known now (csrc/pycall.c): say close
+        framing, length, skip, must_close = framing_for(
+            status, length, stream, (len(first) if first is not None else 0) if stream else len(body),
+            head_only,
+            req.minor_version)
+        if must_close:
+            keep_alive = False
         w.stats["requests"] += 1
         head = head_start(w, status, reason) + lines + head_finish(framing, length, keep_alive)
         where = None

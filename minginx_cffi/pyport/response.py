@@ -99,3 +99,28 @@ def handler_fields(fields):
             continue
         out.append(b"%s: %s\r\n" % (name, value))
     return b"".join(out), length, close
+
+
+def framing_for(status, length, stream, first_len, head_only, minor_version):
+    """How a handler's body is framed (C: pycall.c mg_call_start), for App, WSGI and ASGI
+    alike: (framing, length, skip the body, the connection must close).  length is the
+    handler's Content-Length or -1; first_len the whole body's length, or a stream's first
+    piece's."""
+    no_body = 100 <= status < 200 or status in (204, 304)
+    skip = no_body or head_only
+    close = False
+    if no_body:
+        framing, length = FRAME_NONE, -1
+    elif length >= 0:
+        framing = FRAME_LENGTH
+    elif not stream:
+        framing, length = FRAME_LENGTH, first_len
+    elif head_only:
+        framing = FRAME_NONE   # a HEAD of a stream: its length is not known
+    elif minor_version >= 1:
+        framing = FRAME_CHUNKED
+    else:
+        framing, close = FRAME_CLOSE, True
+    if not skip and (length != first_len if not stream else 0 <= length < first_len):
+        close = True   # a wrong length known now (csrc/pycall.c): say close
+    return framing, length, skip, close
