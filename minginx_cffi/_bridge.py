@@ -214,20 +214,27 @@ class _CallReply:
     round as Bridge does inline, then mg_call_post() hands it back; after the round
     that ends the response the call is never touched again (self.c = None)."""
 
-    __slots__ = ("c", "bridge", "key", "where")
+    __slots__ = ("c", "bridge", "key", "_where")
 
     def __init__(self, c, bridge, key, where):
         self.c = c
         self.bridge = bridge
         self.key = key
-        self.where = where
+        self._where = where   # "METHOD path" for the log, or the scope it is made from
+
+    @property
+    def where(self):
+        w = self._where
+        if w.__class__ is dict:
+            w = self._where = "%s %s" % (w["method"], w["raw_path"].decode("latin-1"))
+        return w
 
     def _post(self):
         c = self.c
         if not c.more:   # the response is over: the call is C's again
             self.c = None
             self.bridge.cycles.pop(self.key, None)
-        lib.mg_call_post(c)
+        self.bridge.post(c)
 
     def head(self, status, fields, body, more):
         c = self.c
@@ -287,18 +294,24 @@ class _CallReply:
 class AsgiBridge:
     """Runs an ASGI application (asgi.Runner) for C with deferred rounds.
 
-    On the worker thread (mg_py_batch, GIL held): START builds the scope and
-    copies the body, NEXT just notes the call; both are marked deferred and
-    the whole batch goes to the event loop with one call_soon_threadsafe.
-    On the loop, START begins a Cycle, NEXT is its want_next(); each is
-    answered by _CallReply with mg_call_post().  ABORT is answered inline (the
-    coroutine is closing) and tells the cycle on the loop: http.disconnect."""
+    On the worker thread (mg_py_batch, GIL held) each START and NEXT is only
+    marked deferred, and the whole batch goes to the event loop with one
+    call_soon_threadsafe: the worker holds the GIL as briefly as it can, so
+    the loop thread seldom waits for it.  On the loop, START builds the scope
+    from the parse (the request buffer stays the call's until it is posted)
+    and begins a Cycle; NEXT is its want_next().  Each is answered by
+    _CallReply; its mg_call_post() waits in ``posts`` until the loop has run
+    what is ready (``_flush``, once per loop iteration), so a burst of answers
+    costs one wake-up of the worker and one GIL release each, not a GIL
+    handoff between every two.  ABORT is answered inline (the coroutine is
+    closing) and tells the cycle on the loop: http.disconnect."""
 
     def __init__(self, runner):
         self.pool = None   # the event loop is its executor, not a handler thread pool
         self.runner = runner
         self.loop = runner.loop
         self.cycles = {}   # (worker, request id) -> asgi.Cycle; loop thread only
+        self.posts = []    # answered rounds not yet handed back (loop thread only)
         self.app_id = _next_app_id[0]
         _next_app_id[0] += 1
         _BRIDGES[self.app_id] = self
@@ -311,23 +324,10 @@ class AsgiBridge:
         for i in range(n):
             c = calls[i]
             op = c.op
-            key = (c.worker, c.id)
-            if op == _OP_START:
-                view = CallView(c)
-                try:
-                    where = "%s %s" % (view.method, view.raw_path.decode("latin-1"))
-                    work.append((op, c, key, self.runner.scope(view), view.body, where))
-                except Exception:
-                    _contain(None, c, op)   # answered inline: a 500
-                    continue
-                finally:
-                    view.close()
-            else:
-                work.append((op, c, key, None, None, None))
             if op != _OP_ABORT:
                 c.deferred = 1
-        if work:
-            self.loop.call_soon_threadsafe(self._on_loop, work)
+            work.append((op, c, (c.worker, c.id)))
+        self.loop.call_soon_threadsafe(self._on_loop, work)
         return 0
 
     def gone(self, worker, request_id):
@@ -339,13 +339,32 @@ class AsgiBridge:
         if cycle is not None:
             cycle.client_left()
 
+    def post(self, c):
+        """Hand a round back to its worker at the end of this loop iteration."""
+        posts = self.posts
+        if not posts:
+            self.loop.call_soon(self._flush)
+        posts.append(c)
+
+    def _flush(self):
+        posts, self.posts = self.posts, []
+        post = lib.mg_call_post
+        for c in posts:
+            post(c)
+
     def _on_loop(self, work):
         cycles = self.cycles
-        for op, c, key, scope, body, where in work:
+        runner = self.runner
+        for op, c, key in work:
             try:
                 if op == _OP_START:
-                    reply = _CallReply(c, self, key, where)
-                    cycles[key] = self.runner.begin(scope, body, reply, where)
+                    view = CallView(c)
+                    try:
+                        scope = runner.scope(view)
+                        body = view.body
+                    finally:
+                        view.close()
+                    cycles[key] = runner.begin(scope, body, _CallReply(c, self, key, scope), None)
                 elif op == _OP_NEXT:
                     cycle = cycles.get(key)
                     if cycle is not None:
@@ -353,7 +372,7 @@ class AsgiBridge:
                     else:   # nothing left to stream: end it (a cut, the connection closes)
                         c.more = 0
                         c._keep_alive = 0
-                        lib.mg_call_post(c)
+                        self.post(c)
                 else:
                     cycle = cycles.pop(key, None)
                     if cycle is not None:
@@ -366,7 +385,7 @@ class AsgiBridge:
                         _answer_500(c)
                     c.more = 0
                     c._keep_alive = 0
-                    lib.mg_call_post(c)
+                    self.post(c)
 
 
 def _batch_error(exc, value, tb):

@@ -142,12 +142,12 @@ class Cycle:
     """One request-response cycle, lived on the loop thread (see the module's state diagram)."""
 
     __slots__ = ("reply", "body", "state", "status", "fields", "body_read", "gone", "complete",
-                 "wanted", "waiter", "disconnect", "app_done", "where", "hup")
+                 "wanted", "waiter", "disconnect", "app_done", "_where", "hup")
 
-    def __init__(self, reply, body, where):
+    def __init__(self, reply, body, where=None):
         self.reply = reply
         self.body = body
-        self.where = where             # "METHOD path", for the log
+        self._where = where            # "METHOD path", for the log; None: the reply's
         self.state = START
         self.status = self.fields = None
         self.body_read = False
@@ -158,6 +158,10 @@ class Cycle:
         self.disconnect = None         # receive() waits here for the end
         self.app_done = False
         self.hup = False               # the engine saw the client hang up (not yet answered)
+
+    @property
+    def where(self):
+        return self._where if self._where is not None else self.reply.where
 
     async def run(self, app, scope):
         try:
@@ -408,8 +412,9 @@ class Runner:
                                 "request is served as plain HTTP")
         return build_scope(view, self.root_path, self.server, self.state)
 
-    def begin(self, scope, body, reply, where):
-        """On the loop: start a request's task; returns its Cycle."""
+    def begin(self, scope, body, reply, where=None):
+        """On the loop: start a request's task; returns its Cycle.  where: "METHOD path"
+        for the log, or None to ask reply.where only when there is something to log."""
         cycle = Cycle(reply, body, where)
         task = self.loop.create_task(cycle.run(self.app, scope))
         self.tasks.add(task)
