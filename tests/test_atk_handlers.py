@@ -6,6 +6,7 @@ No test hangs: every socket has a timeout and every wait a deadline.
 """
 
 import asyncio
+import re
 import socket
 import subprocess
 import sys
@@ -97,6 +98,14 @@ async def asgi_app(scope, receive, send):
             await asyncio.sleep(0.5)
         await send({"type": "http.response.body", "body": b""})
         return
+    if path == "/answer-late":   # answers after the handler timeout, not hearing the disconnect
+        await asyncio.sleep(0.6)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            asgi_log.append("sent")
+        except OSError as e:   # asgi.ClientDisconnected
+            asgi_log.append(type(e).__name__)
+        return
     if path == "/slow":
         await asyncio.sleep(1.5)
     if path == "/late":
@@ -160,8 +169,6 @@ def test_asgi_half_closed_client_does_not_get_a_fabricated_500(make_server, requ
 def test_asgi_app_hears_disconnect_after_a_handler_timeout(make_server, engine):
     """--handler-timeout covers an ASGI app until its head: the client gets 504, and the app,
     still holding the request, hears http.disconnect (C: timers_expire -> mg_py_gone)."""
-    if engine != "cffi":
-        pytest.skip("the C engine's orphaning (the port has no deferred calls for ASGI)")
     asgi_log.clear()
     srv = make_server(asgi=asgi_app, root=None, workers=1, handler_timeout=0.3)
     r = _get_with_timeout(srv.port, "/wait-disconnect", 5)
@@ -172,11 +179,38 @@ def test_asgi_app_hears_disconnect_after_a_handler_timeout(make_server, engine):
     assert asgi_log == ["http.disconnect"], "the app still waits, its request buffer orphaned"
 
 
+# the bytes of csrc/pycall.c's send_gateway_timeout, the Date masked
+GATEWAY_TIMEOUT_504 = (b"HTTP/1.1 504 Gateway Timeout\r\nServer: minginx-cffi\r\nDate: -\r\n"
+                       b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 56\r\n"
+                       b"Connection: close\r\n\r\n")
+GATEWAY_TIMEOUT_BODY = b"504 Gateway Timeout: the handler did not answer in time\n"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_asgi_handler_timeout_is_a_504_with_close_and_the_late_answer_is_dropped(
+        make_server, engine, method):
+    """RFC 9110 15.6.5: an ASGI app that has not started its response after --handler-timeout
+    gets its client a 504 and the close, counted in handler_timeouts; the app's later answer
+    (a send that raises, the round posted back late) is dropped and the worker serves on."""
+    asgi_log.clear()
+    srv = make_server(asgi=asgi_app, root=None, workers=1, handler_timeout=0.3)
+    c = Conn(srv.port, timeout=5)
+    c.send(b"%s /answer-late HTTP/1.1\r\nHost: x\r\n\r\n" % method.encode())
+    assert c.closed_by_peer(5)
+    got = re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", c.buf)
+    assert got == GATEWAY_TIMEOUT_504 + (GATEWAY_TIMEOUT_BODY if method == "GET" else b"")
+    deadline = time.monotonic() + 3
+    while not asgi_log and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert asgi_log == ["ClientDisconnected"], "the app was not told its client is gone"
+    r = _get_with_timeout(srv.port, "/fast", 5)
+    assert (r.status, r.body) == (200, b"ok /fast")
+    assert sum(st["handler_timeouts"] for st in srv.stats()) == 1
+
+
 def test_asgi_stream_gaps_are_not_cut_by_the_handler_timeout(make_server, engine):
     """--handler-timeout runs for an ASGI app until its head only: a stream whose pieces come
     more slowly than the timeout (SSE) goes on to its end."""
-    if engine != "cffi":
-        pytest.skip("the port's ASGI rounds have no handler timeout yet")
     srv = make_server(asgi=asgi_app, root=None, workers=1, handler_timeout=0.3)
     r = _get_with_timeout(srv.port, "/events", 10)
     assert r.status == 200

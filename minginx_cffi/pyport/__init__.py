@@ -58,6 +58,9 @@ class Engine:
                  handler_timeout=0.0):
         if accept != "dispatch":
             raise ValueError("the python engine accepts through dispatch pipes only")
+        # As _native.Engine: inline handlers cannot time out (the worker runs them); pooled
+        # ones can, every round; an ASGI app until its head (asgiport.py: START rounds only).
+        asgi = getattr(dispatch, "asgi", None)
         self.cfg = dict(root=root, policy=policy, serve_dotfiles=serve_dotfiles,
                         follow_symlinks=follow_symlinks, header_timeout=header_timeout,
                         keepalive_timeout=keepalive_timeout, send_timeout=send_timeout,
@@ -65,7 +68,7 @@ class Engine:
                         open_file_cache=open_file_cache, small_file_cache=small_file_cache,
                         static_files=static_files, max_connections=max_connections,
                         trace=trace, stats_endpoint=stats_endpoint,
-                        handler_timeout=handler_timeout if threads > 0 else 0)
+                        handler_timeout=handler_timeout if threads > 0 or asgi else 0)
         self.started = time.monotonic()
         self.trace_dropped = 0
         self.dispatch = dispatch

@@ -17,6 +17,9 @@ others meanwhile (tests/test_asgi.py: test_slow_requests_do_not_stall_the_worker
 A hang-up the worker sees (EPOLLRDHUP/HUP/ERR, worker.wake_fd) while the app
 holds the request, or saw before the round opened, reaches the app as
 http.disconnect (Cycle.client_left), as mg_py_gone does for the C engine.
+So does a START round unanswered after --handler-timeout: its client gets
+conn.py's 504 and the close, the late answer is dropped (the job is an
+orphan); NEXT rounds are not timed, as C's handler_timeout_head.
 
 Heads are checked and framed with response.py's one writer, as
 conn._python_request does for App and WSGI handlers; the status line and the
@@ -26,11 +29,11 @@ Date are written on the worker thread (they touch the worker's state).
 import traceback
 
 from .. import _dispatch
-from .coroutine import MG_YIELD_PYTHON
+from .coroutine import MG_TIMER_PYTHON, MG_YIELD_PYTHON
 from .io import send_async
 from .response import (FRAME_CHUNKED, FRAME_LENGTH, FRAME_NONE, Refused, check_status, framing_for,
                        handler_fields, head_finish, head_start)
-from .worker import Job
+from .worker import HandlerTimedOut, Job, give_up
 
 log = _dispatch.log
 _ERROR_500_LINES = handler_fields(_dispatch.ERROR_500_FIELDS)[0]
@@ -161,9 +164,13 @@ class PortReply:
         return out, over
 
 
-def _round(co, reply, fn, *args):
+def _round(co, reply, timed, fn, *args):
     """Open a round on the loop (fn(*args) there) and park until its answer is posted.
-    The hang-up seen while parked, or before (co.hup), is passed on as client_left."""
+    The hang-up seen while parked, or before (co.hup), is passed on as client_left.
+    timed (the START round): --handler-timeout runs until the answer; past it the
+    worker's timer tells the app the client left and wakes us, and the round is given
+    up: HandlerTimedOut, the job an orphan whose late answer is dropped (C: pycall.c,
+    handler_timeout_head).  Tested by tests/test_atk_handlers.py."""
     w = co.worker
     loop = reply.loop
     job = Job(co, w, None, ())
@@ -179,8 +186,12 @@ def _round(co, reply, fn, *args):
         raise ConnectionAbortedError("the ASGI event loop is closed") from None
     if co.hup:   # the client left before the round opened (sent its request and closed)
         job.gone()
+    if timed:
+        w.timer_set(co, MG_TIMER_PYTHON)   # clears co.timed_out
     try:
         while not job.posted:
+            if timed and co.timed_out:   # worker._expire_timers: job.gone() was told, we are woken
+                raise give_up(job, "ASGI app for %s" % reply.where)
             yield MG_YIELD_PYTHON
     except GeneratorExit:   # destroyed while the app runs (shutdown): its answer is dropped
         job.orphan = True
@@ -188,6 +199,8 @@ def _round(co, reply, fn, *args):
         raise
     finally:
         co.py_job = None
+    if timed:
+        w.timer_clear(co)
 
 
 class _Gone:
@@ -225,7 +238,12 @@ def asgi_request(co, view, keep_alive, runner):
         log.error("minginx: ASGI scope for %s:\n%s", where, traceback.format_exc().rstrip())
         reply.error_500()
     else:
-        yield from _round(co, reply, reply.begin, runner, scope, view.body)
+        try:
+            yield from _round(co, reply, True, reply.begin, runner, scope, view.body)
+        except HandlerTimedOut:
+            from .conn import _send_gateway_timeout   # conn imports this module
+            yield from _send_gateway_timeout(co, reply.head_only)
+            raise   # conn_entry closes the connection
     w.stats["requests"] += 1
     while True:
         out = reply.out
@@ -240,4 +258,4 @@ def asgi_request(co, view, keep_alive, runner):
             raise
         if not reply.more:
             return 0 if reply.keep_alive else 2
-        yield from _round(co, reply, reply.want_next)
+        yield from _round(co, reply, False, reply.want_next)   # not timed: SSE waits for events

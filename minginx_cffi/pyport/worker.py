@@ -14,7 +14,9 @@ worker's completion list, writing the worker's wake fd (an eventfd, a pipe
 before Python 3.10) when the list was empty; drain_posts() resumes the
 coroutine.  A job not back within --handler-timeout is orphaned: its client
 gets 504, the late answer is dropped, and a late stream iterator is closed
-in the pool.
+in the pool.  An ASGI app's START round (asgiport.py) is timed the same way,
+its NEXT rounds are not (a stream may wait for events); its app hears
+http.disconnect when the timer gives the round up.
 """
 
 import collections
@@ -128,17 +130,24 @@ def call_python(co, fn, *args, late=None):
     finally:
         co.py_job = None
     if not job.posted:         # woken by the timer
-        job.orphan = True
-        w.stats["handler_timeouts"] += 1
-        logging.getLogger("minginx_cffi").error(
-            "minginx: handler still running after %g s: connection closed, its answer will be "
-            "dropped", w.durations[MG_TIMER_PYTHON])
-        raise HandlerTimedOut(job)
+        raise give_up(job, "handler")
     w.timer_clear(co)
     if job.exc is not None:
         exc, job.exc = job.exc, None
         raise exc
     return job.result
+
+
+def give_up(job, what):
+    """A round past --handler-timeout (C: yield_to_python's -ETIMEDOUT): the job becomes
+    an orphan, whose late answer drain_posts drops; returns the HandlerTimedOut to raise."""
+    w = job.worker
+    job.orphan = True
+    w.stats["handler_timeouts"] += 1
+    logging.getLogger("minginx_cffi").error(
+        "minginx: %s still running after %g s: connection closed, its answer will be "
+        "dropped", what, w.durations[MG_TIMER_PYTHON])
+    return HandlerTimedOut(job)
 
 
 def close_later(co, it, job=None, run=None):
@@ -315,6 +324,12 @@ class Worker:
                 co.timer_class = MG_TIMER_NONE
                 co.timed_out = True
                 self.stats["timeouts"] += 1
+                if cls == MG_TIMER_PYTHON and co.waiting == MG_YIELD_PYTHON:
+                    job = co.py_job
+                    if job is not None and job.gone is not None:
+                        # the round is given up (504, orphaned): an ASGI app still holding
+                        # the request hears http.disconnect (C: timers_expire -> mg_py_gone)
+                        job.gone()
                 if co.waiting in (MG_YIELD_READ, MG_YIELD_WRITE) or \
                         (cls == MG_TIMER_PYTHON and co.waiting == MG_YIELD_PYTHON):
                     self.add_to_ready(co)   # a pooled round: call_python gives it up (504)
