@@ -33,6 +33,7 @@ from .coroutine import MG_TIMER_PYTHON, MG_YIELD_PYTHON
 from .io import send_async
 from .response import (FRAME_CHUNKED, FRAME_LENGTH, FRAME_NONE, Refused, check_status, framing_for,
                        handler_fields, head_finish, head_start)
+from .static import send_gateway_timeout
 from .worker import HandlerTimedOut, Job, give_up
 
 log = _dispatch.log
@@ -241,8 +242,7 @@ def asgi_request(co, view, keep_alive, runner):
         try:
             yield from _round(co, reply, True, reply.begin, runner, scope, view.body)
         except HandlerTimedOut:
-            from .conn import _send_gateway_timeout   # conn imports this module
-            yield from _send_gateway_timeout(co, reply.head_only)
+            yield from send_gateway_timeout(co, reply.head_only)
             raise   # conn_entry closes the connection
     w.stats["requests"] += 1
     while True:

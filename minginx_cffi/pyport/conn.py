@@ -25,7 +25,7 @@ from .io import Cancelled, recv_async, send_async
 from .response import (FRAME_CHUNKED, FRAME_LENGTH, Refused, check_status, framing_for,
                        handler_fields, head_finish, head_start)
 from .asgiport import asgi_request
-from .static import send_error, static_serve
+from .static import send_error, send_gateway_timeout, static_serve
 from .worker import HandlerTimedOut, call_python, close_later
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
@@ -159,7 +159,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
     try:
         result = yield from call_python(co, run, dispatch, view, late=_close_result)
     except HandlerTimedOut:
-        yield from _send_gateway_timeout(co, head_only)
+        yield from send_gateway_timeout(co, head_only)
         raise   # conn_entry closes the connection
     except GeneratorExit:
         raise   # destroyed while the round ran (shutdown)
@@ -185,7 +185,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
                 body = b""
     except HandlerTimedOut as e:   # the first piece of a stream took too long
         close_later(co, it, e.job, run)
-        yield from _send_gateway_timeout(co, head_only)
+        yield from send_gateway_timeout(co, head_only)
         raise
     except GeneratorExit:
         raise
@@ -265,20 +265,6 @@ def _close_result(result):
     if isinstance(result, tuple) and len(result) == 5 and \
             not isinstance(result[3], (bytes, bytearray, memoryview)):
         _dispatch.close_iter(result[3])
-
-
-_GATEWAY_TIMEOUT_BODY = b"504 Gateway Timeout: the handler did not answer in time\n"
-
-
-def _send_gateway_timeout(co, head_only):
-    """The 504 for a handler past --handler-timeout (RFC 9110 section 15.6.5); closes."""
-    w = co.worker
-    w.stats["requests"] += 1
-    w.last_status = 504
-    body = b"" if head_only else _GATEWAY_TIMEOUT_BODY
-    yield from send_async(co, head_start(w, 504, b"Gateway Timeout") +
-                          b"Content-Type: text/plain; charset=utf-8\r\n" +
-                          head_finish(FRAME_LENGTH, len(_GATEWAY_TIMEOUT_BODY), False) + body)
 
 
 def co_status(co):

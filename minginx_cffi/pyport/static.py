@@ -289,6 +289,21 @@ class FileCache:
 # Every head is written by response.py (head_start ... head_finish), as in the C.
 
 
+_GATEWAY_TIMEOUT_BODY = b"504 Gateway Timeout: the handler did not answer in time\n"
+
+
+def send_gateway_timeout(co, head_only):
+    """The 504 for a handler past --handler-timeout (RFC 9110 section 15.6.5; C: pycall.c
+    send_gateway_timeout), for App/WSGI and ASGI rounds alike; the connection closes."""
+    w = co.worker
+    w.stats["requests"] += 1
+    w.last_status = 504
+    body = b"" if head_only else _GATEWAY_TIMEOUT_BODY
+    yield from send_async(co, head_start(w, 504, b"Gateway Timeout") +
+                          b"Content-Type: text/plain; charset=utf-8\r\n" +
+                          head_finish(FRAME_LENGTH, len(_GATEWAY_TIMEOUT_BODY), False) + body)
+
+
 def send_error(co, status, keep_alive, head_only, extra=b""):
     w = co.worker
     body = ("<html><head><title>%d %s</title></head><body><h1>%d %s</h1></body></html>\n" % (
