@@ -177,8 +177,10 @@ class Cycle:
                 log.error("minginx: ASGI app for %s raised:\n%s", self.where,
                           traceback.format_exc().rstrip())
             self._end_early()
-            if not isinstance(e, Exception):
-                raise   # CancelledError, KeyboardInterrupt: not ours to swallow
+            if isinstance(e, asyncio.CancelledError):
+                raise   # the task was cancelled (shutdown): asyncio must see it
+            # SystemExit, KeyboardInterrupt raised by the app itself (signals reach the main
+            # thread only): re-raised, they would end the loop thread for every request
         else:
             if self.state != DONE and self.state != DISCARD and not (self.gone or self.hup):
                 log.error("minginx: ASGI app for %s returned without completing its response",
@@ -345,8 +347,8 @@ class Lifespan:
                 log.error("minginx: ASGI lifespan raised:\n%s", traceback.format_exc().rstrip())
             else:
                 self.answer.set_result(("raised", "%s: %s" % (type(e).__name__, e)))
-            if not isinstance(e, Exception):
-                raise
+            if isinstance(e, asyncio.CancelledError):
+                raise   # as in Cycle.run: only a cancellation goes on up
         else:
             if not self.answer.done():
                 self.answer.set_result(("returned", "its lifespan coroutine returned"))

@@ -26,7 +26,7 @@ from .response import (FRAME_CHUNKED, FRAME_LENGTH, Refused, check_status, frami
                        handler_fields, head_finish, head_start)
 from .asgiport import asgi_request
 from .static import send_error, send_gateway_timeout, static_serve
-from .worker import HandlerTimedOut, call_python, close_later
+from .worker import HandlerTimedOut, call_python, close_later, handler_raised
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
 RECV_SIZE = 65536
@@ -250,7 +250,10 @@ def _python_request(co, req, body, keep_alive, dispatch):
 
 
 def _run_inline(fn, *args):
-    return fn(*args)
+    try:
+        return fn(*args)
+    except GeneratorExit as e:   # the handler's own, not our coroutine being closed
+        raise handler_raised(e)
 
 
 def _timed_out_job():

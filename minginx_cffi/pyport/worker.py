@@ -134,8 +134,22 @@ def call_python(co, fn, *args, late=None):
     w.timer_clear(co)
     if job.exc is not None:
         exc, job.exc = job.exc, None
-        raise exc
+        raise handler_raised(exc)
     return job.result
+
+
+class HandlerGeneratorExit(RuntimeError):
+    """A handler that raised GeneratorExit itself: re-raised as is, it would read as the
+    coroutine being closed (shutdown) and end its worker."""
+
+
+def handler_raised(exc):
+    """What a handler's exception is re-raised as inside a coroutine."""
+    if isinstance(exc, GeneratorExit):
+        wrapped = HandlerGeneratorExit("the handler raised GeneratorExit")
+        wrapped.__cause__ = exc
+        return wrapped
+    return exc
 
 
 def give_up(job, what):
