@@ -56,9 +56,14 @@
 #include <sanitizer/asan_interface.h>
 #define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber((save), (bottom), (size))
 #define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber((save), (bottom), (size))
+/* A coroutine destroyed while parked never unwinds: its frames' redzones stay
+ * poisoned in ASan's shadow, and whatever is mapped at that address later
+ * (a pooled stack, CPython's arenas) would trip over them. */
+#define ASAN_UNPOISON(addr, size) ASAN_UNPOISON_MEMORY_REGION((addr), (size))
 #else
 #define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
 #define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define ASAN_UNPOISON(addr, size) ((void)(addr), (void)(size))
 #endif
 
 #include "cache.h"
@@ -208,6 +213,7 @@ static void *region_get(mg_worker *w)
  * Tested by tests/test_coroutine.py::test_pooled_stacks_give_their_pages_back. */
 static void region_put(mg_worker *w, void *region)
 {
+    ASAN_UNPOISON((char *)region + guard_size(), w->stack_size);
     if (w->stack_pool_len < MG_STACK_POOL_MAX && !w->no_stack_pool) {
         if (madvise((char *)region + guard_size(), w->stack_size, MADV_DONTNEED) < 0) {
             munmap(region, guard_size() + w->stack_size);   /* cannot empty it: not pooled */

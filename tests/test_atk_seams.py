@@ -82,13 +82,6 @@ def test_handler_base_exception_is_a_500_and_the_worker_lives(make_server, threa
 @pytest.mark.parametrize("threads", [8, 0])
 def test_handler_raising_generator_exit_is_a_500_and_the_worker_lives(make_server, engine,
                                                                       threads, request):
-    if engine == "python":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "atk3: pyport/conn.py _python_request re-raises every GeneratorExit ('destroyed "
-            "while the round ran'), also one the handler raised itself and call_python "
-            "re-raised from job.exc (or inline): it leaves the connection coroutine, "
-            "Worker.schedule does not catch it, and the worker thread dies: no answer, and "
-            "every later request on that worker hangs")))
     srv = make_server(app=_base_app(), workers=1, threads=threads)
     r = _talk(srv.port, "/genexit")
     assert r.startswith(b"HTTP/1.1 500 "), r
@@ -98,11 +91,6 @@ def test_handler_raising_generator_exit_is_a_500_and_the_worker_lives(make_serve
 @pytest.mark.parametrize("name", ["stream-genexit", "stream-sysexit", "stream-cancelled"])
 def test_stream_iterator_base_exception_cuts_and_the_worker_lives(make_server, engine, threads,
                                                                   name, request):
-    if engine == "python" and name == "stream-genexit":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "atk3: pyport/conn.py's stream loop re-raises GeneratorExit from "
-            "call_python(_dispatch.next_piece) (`except (HandlerTimedOut, GeneratorExit): "
-            "raise`), so an iterator raising GeneratorExit itself kills the worker thread")))
     srv = make_server(app=_base_app(), workers=1, threads=threads)
     r = _talk(srv.port, "/" + name)
     assert r.startswith(b"HTTP/1.1 200 ") and b"first," in r and not r.endswith(b"0\r\n\r\n"), r
@@ -145,14 +133,6 @@ print(json.dumps([first.decode("latin-1"), then.decode("latin-1"), took]))
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "atk3: asgi.Cycle.run re-raises a non-Exception ('CancelledError, KeyboardInterrupt: "
-    "not ours to swallow'); asyncio's Task re-raises SystemExit/KeyboardInterrupt out of "
-    "run_forever, so the loop thread (not the main thread: the raise is the app's own, as "
-    "fix1 ruled for handler threads) dies.  C engine: the 500 _end_early made waits in "
-    "AsgiBridge.posts for a _flush that never runs (504 after --handler-timeout), every "
-    "later request 504s; port: later requests are never answered; shutdown then takes "
-    "~11 s whatever --grace (LoopThread.stop waits on the dead loop)"))
 @pytest.mark.parametrize("name", ["sysexit", "kbd"])
 def test_asgi_app_raising_system_exit_is_a_500_and_the_loop_lives(engine, name):
     # In a child: a thread killed by KeyboardInterrupt upsets CPython 3.11's later
@@ -241,12 +221,6 @@ def test_asgi_shutdown_while_the_loop_still_holds_unbuilt_scopes(make_server):
 
 @pytest.mark.parametrize("threads", [8, 0])
 def test_asgi_handler_timeout_is_a_504_on_both_engines(make_server, engine, threads, request):
-    if engine == "python":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "atk3: the port never times an ASGI round out: pyport/asgiport.py arms no "
-            "MG_TIMER_PYTHON, and pyport/__init__.py zeroes handler_timeout unless threads > 0 "
-            "(C: _native.py keeps it for ASGI, handler_timeout_head); an app that never "
-            "answers holds its client forever on --engine python")))
     srv = make_server(asgi=_asgi_app, workers=1, threads=threads, handler_timeout=0.5)
     t0 = time.monotonic()
     r = _talk(srv.port, "/sleep?30", timeout=5)
