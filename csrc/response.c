@@ -189,11 +189,6 @@ int head_check_status(int status, const char *reason, size_t reason_len, const c
     return 0;
 }
 
-static int name_is(const char *name, size_t len, const char *lower, size_t lower_len)
-{
-    return len == lower_len && strncasecmp(name, lower, len) == 0;
-}
-
 /* A Content-Length value: 1*DIGIT (RFC 9110 8.6), at most 18 digits. */
 static int64_t parse_length(const char *v, size_t n)
 {
@@ -270,7 +265,7 @@ int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info 
          * (RFC 9110 7.6.1), Date and Server (nginx drops a backend's too) */
         switch (nl) {
         case 14:
-            if (name_is(name, nl, "content-length", 14)) {
+            if (eq_ci(name, nl, "content-length")) {
                 int64_t v = parse_length(value, vl);
                 if (v < 0) {
                     *why = "Content-Length is not a number";
@@ -287,37 +282,37 @@ int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info 
             }
             break;
         case 17:
-            if (name_is(name, nl, "transfer-encoding", 17)) {
+            if (eq_ci(name, nl, "transfer-encoding")) {
                 *why = "Transfer-Encoding from a handler (the server frames the body)";
                 return -EINVAL;
             }
             break;
         case 10:
-            if (name_is(name, nl, "connection", 10)) {
+            if (eq_ci(name, nl, "connection")) {
                 info->close |= lists_close(value, vl);
                 continue;
             }
-            if (name_is(name, nl, "keep-alive", 10))
+            if (eq_ci(name, nl, "keep-alive"))
                 continue;
             break;
         case 16:
-            if (name_is(name, nl, "proxy-connection", 16))
+            if (eq_ci(name, nl, "proxy-connection"))
                 continue;
             break;
         case 2:
-            if (name_is(name, nl, "te", 2))
+            if (eq_ci(name, nl, "te"))
                 continue;
             break;
         case 7:
-            if (name_is(name, nl, "trailer", 7) || name_is(name, nl, "upgrade", 7))
+            if (eq_ci(name, nl, "trailer") || eq_ci(name, nl, "upgrade"))
                 continue;
             break;
         case 4:
-            if (name_is(name, nl, "date", 4))
+            if (eq_ci(name, nl, "date"))
                 continue;
             break;
         case 6:
-            if (name_is(name, nl, "server", 6))
+            if (eq_ci(name, nl, "server"))
                 continue;
             break;
         default:
