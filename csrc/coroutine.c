@@ -31,7 +31,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -179,8 +178,8 @@ static void trampoline_body(mg_coroutine *co)
         mg_fast_switch(&co->sp, w->sched_sp);
 #endif
     swapcontext(&co->ctx, &w->sched_ctx);
-    fprintf(stderr, "minginx: finished coroutine %llu was resumed\n",
-            (unsigned long long)co->id);
+    mg_log_at(MG_LOG_CRITICAL, "minginx: finished coroutine %llu was resumed",
+              (unsigned long long)co->id);
     abort();
 }
 
@@ -344,7 +343,7 @@ void coroutine_resume(mg_worker *w, mg_coroutine *co)
     else
 #endif
     if (swapcontext(&w->sched_ctx, &co->ctx) < 0) {
-        perror("minginx: swapcontext");
+        mg_log_at(MG_LOG_CRITICAL, "minginx: swapcontext: %s", strerror(errno));
         abort();
     }
     ASAN_FINISH(w->asan_fake_stack, NULL, NULL);
@@ -376,7 +375,7 @@ void coroutine_yield(mg_coroutine *co, int reason)
     else
 #endif
     if (swapcontext(&co->ctx, &w->sched_ctx) < 0) {
-        perror("minginx: swapcontext");
+        mg_log_at(MG_LOG_CRITICAL, "minginx: swapcontext: %s", strerror(errno));
         abort();
     }
     ASAN_FINISH(co->asan_fake_stack, &w->asan_sched_bottom, &w->asan_sched_size);
@@ -447,7 +446,7 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
         memcpy(p, b, sizeof(b) - 1), p += sizeof(b) - 1;
         put_num(&p, co->worker->stack_size);
         memcpy(p, c, sizeof(c) - 1), p += sizeof(c) - 1;
-        (void)!write(STDERR_FILENO, msg, (size_t)(p - msg));
+        mg_log_signal_safe(MG_LOG_CRITICAL, msg, (size_t)(p - msg));
         signal(SIGABRT, SIG_DFL);
         abort();
     }

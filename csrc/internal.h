@@ -204,6 +204,8 @@ struct mg_worker {
     int exiting;                 /* leave the loop now */
     uint64_t next_id;
     mg_stats stats;
+    mg_stats *shared;            /* --processes: this worker's entry in the shared region
+                                    (stats_publish), else NULL */
     int fd_batch[MG_FD_BATCH];
     struct epoll_event events[MG_MAX_EVENTS];
     /* the acceptor thread's, not the worker's: fds accepted for this worker
@@ -226,6 +228,9 @@ struct mg_server {
     int index;                   /* -1: the acceptor's trace records say so */
     mg_trace_ring ring;          /* the acceptor's trace */
     int64_t started_ms;
+    /* --processes: the region of every process's counters (mg_server_share_stats) */
+    mg_stats *shared_stats;
+    int shared_nslots, shared_nworkers, shared_slot;
 };
 
 /* coroutine.c */
@@ -279,6 +284,8 @@ MG_HIDDEN void reqbuf_pool_drain(struct mg_worker *w);
 /* stats.c: /_minginx/stats and /_minginx/trace; 1 if the path is not one of them */
 struct mg_request_s;
 MG_HIDDEN int stats_serve(mg_coroutine *co, struct mg_request_s *req, int keep_alive);
+/* Copy the worker's counters into its shared entry (w->shared), word by word. */
+MG_HIDDEN void stats_publish(struct mg_worker *w);
 
 /* pycall.c */
 struct mg_request_s;
@@ -297,7 +304,11 @@ MG_HIDDEN void pycall_free_orphan(struct mg_worker *w, mg_pycall *c);
 MG_HIDDEN int python_request(mg_coroutine *co, struct mg_request_s *req, const char *body,
                              size_t body_len, int keep_alive);
 
-/* helpers */
+/* log.c: one record of the error log (minginx_cffi/log.py's layout), one write(2).
+ * mg_log is mg_log_at(MG_LOG_ERROR, ...): what the engine reports is a problem. */
 MG_HIDDEN void mg_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+MG_HIDDEN void mg_log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same from a signal handler: msg as it is, no printf, no localtime. */
+MG_HIDDEN void mg_log_signal_safe(int level, const char *msg, size_t len);
 
 #endif /* MINGINX_INTERNAL_H */

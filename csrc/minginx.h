@@ -110,6 +110,28 @@ typedef struct {
 typedef struct mg_server mg_server;
 typedef struct mg_worker mg_worker;
 
+/* ---- --processes: one server's counters over several processes ----
+ * A MAP_SHARED region made before fork (minginx_cffi/procstats.py: SharedStats)
+ * holds nslots slots of nworkers mg_stats each (slot s, worker i at
+ * [s * nworkers + i]), then nworkers mg_stats of the processes that have exited
+ * (SharedStats.fold).  Shared, each worker copies its counters into its entry
+ * once per loop iteration, before it sleeps in epoll_wait, and when it stops:
+ * the hot path's counters stay plain increments in the worker's own memory.
+ * GET /_minginx/stats then shows every slot and the total.  Call before the
+ * workers run; the region must outlive the server. */
+int mg_server_share_stats(mg_server *srv, mg_stats *region, int nslots, int nworkers, int slot);
+
+/* ---- the error log (csrc/log.c; minginx_cffi/log.py writes the same layout) ---- */
+typedef enum {                   /* the numbers are Python's logging levels */
+    MG_LOG_DEBUG = 10,
+    MG_LOG_INFO = 20,
+    MG_LOG_WARNING = 30,
+    MG_LOG_ERROR = 40,
+    MG_LOG_CRITICAL = 50
+} mg_log_level;
+/* Records below level are not written (--log-level).  Call before the workers run. */
+void mg_log_set_level(int level);
+
 /* ---- Python handlers ----
  * A coroutine that needs Python fills an mg_pycall and yields MG_YIELD_PYTHON.
  * After schedule() the worker, on its own stack, passes every pending call

@@ -30,35 +30,111 @@ static const char *const EVENT_NAMES[MG_EV_MAX] = {
     [MG_EV_COROUTINE_DESTROY] = "coroutine_destroy",
 };
 
+/* Every field of mg_stats is a 64-bit counter: the region is summed and copied word by word. */
+#define STATS_WORDS (sizeof(mg_stats) / sizeof(uint64_t))
+_Static_assert(sizeof(mg_stats) % sizeof(uint64_t) == 0, "mg_stats is made of 64-bit words");
+
+static void stats_add(mg_stats *acc, const mg_stats *x)
+{
+    uint64_t *a = (uint64_t *)acc;
+    const uint64_t *v = (const uint64_t *)x;
+    for (size_t i = 0; i < STATS_WORDS; i++)   /* coroutines_alive too: two's complement */
+        a[i] += __atomic_load_n(&v[i], __ATOMIC_RELAXED);   /* another process writes them */
+}
+
+void stats_publish(mg_worker *w)
+{
+    uint64_t *dst = (uint64_t *)w->shared;
+    const uint64_t *src = (const uint64_t *)&w->stats;
+    for (size_t i = 0; i < STATS_WORDS; i++)   /* untorn words for the readers */
+        __atomic_store_n(&dst[i], src[i], __ATOMIC_RELAXED);
+}
+
+int mg_server_share_stats(mg_server *srv, mg_stats *region, int nslots, int nworkers, int slot)
+{
+    if (!region || nslots < 1 || nworkers < 1 || slot < 0 || slot >= nslots)
+        return -EINVAL;
+    srv->shared_stats = region;
+    srv->shared_nslots = nslots;
+    srv->shared_nworkers = nworkers;
+    srv->shared_slot = slot;
+    return 0;
+}
+
+/* The fields of one mg_stats, without braces: a worker, a process or the total. */
+static void stats_fields(mg_buf *b, const mg_stats *st)
+{
+    buf_printf(b,
+            "\"connections\":%llu,\"requests\":%llu,\"bytes_out\":%llu,"
+            "\"switches\":%llu,\"yields\":{\"ready\":%llu,\"read\":%llu,\"write\":%llu,"
+            "\"python\":%llu},\"wakeups\":%llu,\"timeouts\":%llu,\"ready_max\":%llu,"
+            "\"coroutines_alive\":%lld,\"coroutines_total\":%llu,\"stack_pool\":%llu,"
+            "\"stacks_mapped\":%llu,\"cache_hits\":%llu,\"cache_misses\":%llu,"
+            "\"cache_entries\":%llu,\"py_batches\":%llu,\"py_calls\":%llu,\"rejected\":%llu,"
+            "\"handler_timeouts\":%llu",
+            (unsigned long long)st->connections,
+            (unsigned long long)st->requests, (unsigned long long)st->bytes_out,
+            (unsigned long long)st->switches, (unsigned long long)st->yields[0],
+            (unsigned long long)st->yields[1], (unsigned long long)st->yields[2],
+            (unsigned long long)st->yields[3], (unsigned long long)st->wakeups,
+            (unsigned long long)st->timeouts, (unsigned long long)st->ready_max,
+            (long long)st->coroutines_alive, (unsigned long long)st->coroutines_total,
+            (unsigned long long)st->stack_pool, (unsigned long long)st->stacks_mapped,
+            (unsigned long long)st->cache_hits, (unsigned long long)st->cache_misses,
+            (unsigned long long)st->cache_entries, (unsigned long long)st->py_batches,
+            (unsigned long long)st->py_calls, (unsigned long long)st->rejected,
+            (unsigned long long)st->handler_timeouts);
+}
+
+/* {"workers": this process's, live; "total": theirs summed; shared (--processes):
+ * "process": our slot, "processes": every slot summed over its workers (ours live,
+ * the others as last published), "retired": exited processes, and "total": all. */
 static void stats_json(mg_buf *b, mg_server *srv)
 {
     buf_printf(b, "{\"engine\":\"cffi\",\"uptime_ms\":%lld,\"policy\":\"%s\",\"workers\":[",
             (long long)(mg_now_ms() - srv->started_ms), srv->cfg.policy == RDY_LIFO ? "lifo" : "fifo");
+    mg_stats mine, total;
+    memset(&mine, 0, sizeof(mine));
     for (int i = 0; i < srv->nworkers; i++) {
         mg_stats st;
         mg_worker_stats(srv->workers[i], &st);
-        buf_printf(b,
-                "%s{\"worker\":%d,\"connections\":%llu,\"requests\":%llu,\"bytes_out\":%llu,"
-                "\"switches\":%llu,\"yields\":{\"ready\":%llu,\"read\":%llu,\"write\":%llu,"
-                "\"python\":%llu},\"wakeups\":%llu,\"timeouts\":%llu,\"ready_max\":%llu,"
-                "\"coroutines_alive\":%lld,\"coroutines_total\":%llu,\"stack_pool\":%llu,"
-                "\"stacks_mapped\":%llu,\"cache_hits\":%llu,\"cache_misses\":%llu,"
-                "\"cache_entries\":%llu,\"py_batches\":%llu,\"py_calls\":%llu,\"rejected\":%llu,"
-                "\"handler_timeouts\":%llu}",
-                i ? "," : "", i, (unsigned long long)st.connections,
-                (unsigned long long)st.requests, (unsigned long long)st.bytes_out,
-                (unsigned long long)st.switches, (unsigned long long)st.yields[0],
-                (unsigned long long)st.yields[1], (unsigned long long)st.yields[2],
-                (unsigned long long)st.yields[3], (unsigned long long)st.wakeups,
-                (unsigned long long)st.timeouts, (unsigned long long)st.ready_max,
-                (long long)st.coroutines_alive, (unsigned long long)st.coroutines_total,
-                (unsigned long long)st.stack_pool, (unsigned long long)st.stacks_mapped,
-                (unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses,
-                (unsigned long long)st.cache_entries, (unsigned long long)st.py_batches,
-                (unsigned long long)st.py_calls, (unsigned long long)st.rejected,
-                (unsigned long long)st.handler_timeouts);
+        stats_add(&mine, &st);
+        buf_printf(b, "%s{\"worker\":%d,", i ? "," : "", i);
+        stats_fields(b, &st);
+        buf_printf(b, "}");
     }
-    buf_printf(b, "]}\n");
+    buf_printf(b, "]");
+    total = mine;
+    if (srv->shared_stats) {
+        int nw = srv->shared_nworkers;
+        memset(&total, 0, sizeof(total));
+        buf_printf(b, ",\"process\":%d,\"processes\":[", srv->shared_slot);
+        for (int s = 0; s < srv->shared_nslots; s++) {
+            mg_stats slot;
+            if (s == srv->shared_slot) {
+                slot = mine;
+            } else {
+                memset(&slot, 0, sizeof(slot));
+                for (int i = 0; i < nw; i++)
+                    stats_add(&slot, &srv->shared_stats[s * nw + i]);
+            }
+            stats_add(&total, &slot);
+            buf_printf(b, "%s{\"process\":%d,", s ? "," : "", s);
+            stats_fields(b, &slot);
+            buf_printf(b, "}");
+        }
+        mg_stats retired;
+        memset(&retired, 0, sizeof(retired));
+        for (int i = 0; i < nw; i++)
+            stats_add(&retired, &srv->shared_stats[srv->shared_nslots * nw + i]);
+        stats_add(&total, &retired);
+        buf_printf(b, "],\"retired\":{");
+        stats_fields(b, &retired);
+        buf_printf(b, "}");
+    }
+    buf_printf(b, ",\"total\":{");
+    stats_fields(b, &total);
+    buf_printf(b, "}}\n");
 }
 
 /* This coroutine's own events, from its worker's ring (same thread: no race). */

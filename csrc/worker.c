@@ -518,6 +518,9 @@ int mg_worker_run(mg_worker *w)
     coroutine_thread_enter(w);
 
     w->now_ms = mg_now_ms();
+    struct mg_server *srv = w->srv;
+    if (srv->shared_stats && w->index < srv->shared_nworkers)
+        w->shared = &srv->shared_stats[srv->shared_slot * srv->shared_nworkers + w->index];
     while (!w->exiting) {
         schedule(w);
         if (w->py_head || w->py_orphans)
@@ -526,6 +529,8 @@ int mg_worker_run(mg_worker *w)
          * server cuts this short after --grace) */
         if (w->stopping && w->stats.coroutines_alive == 0 && w->py_inflight == 0)
             break;
+        if (w->shared)
+            stats_publish(w);   /* once per iteration, never per request */
         int timeout = timers_next_timeout(w);
         int n = epoll_wait(w->epfd, w->events, MG_MAX_EVENTS, timeout);
         w->now_ms = mg_now_ms();
@@ -560,6 +565,8 @@ int mg_worker_run(mg_worker *w)
     orphan_pending(w);
     while (w->all)
         coroutine_destroy(w->all);
+    if (w->shared)
+        stats_publish(w);   /* the final counts, for the master's table */
     coroutine_thread_leave(w);
     return 0;
 }

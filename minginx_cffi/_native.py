@@ -9,10 +9,15 @@ around each call into C, so ``Worker.run()`` (the worker loop) and
 import os
 
 from ._minginx import ffi, lib
+from . import procstats as _procstats
 from . import trace as _trace
 from ._bridge import AsgiBridge, Bridge
 
 assert lib.MG_EV_MAX == len(_trace.EVENTS), "minginx.h and trace.py disagree on the events"
+assert ffi.sizeof("mg_stats") == _procstats.ENTRY_SIZE and [
+    ffi.offsetof("mg_stats", f.split(".")[0]) for f in _procstats.FIELDS if "." not in f] == [
+    8 * i for i, f in enumerate(_procstats.FIELDS) if "." not in f], \
+    "minginx.h's mg_stats and procstats.FIELDS disagree"
 
 #: ready-queue policies by name (the CLI's --policy choices)
 POLICIES = {"fifo": lib.RDY_FIFO, "lifo": lib.RDY_LIFO}
@@ -45,6 +50,11 @@ def _stats_dict(st):
     d["py_batches"] = st.py_batches
     d["py_calls"] = st.py_calls
     return d
+
+
+def set_log_level(level):
+    """csrc/log.c's threshold (log.set_level): a logging level number."""
+    lib.mg_log_set_level(int(level))
 
 
 class Worker:
@@ -124,11 +134,20 @@ class Engine:
         self._trace_buf = ffi.new("mg_trace_rec[]", 4096) if trace else None
         self._dropped = ffi.new("uint64_t *")
         self.bridge = bridge
+        self._shared = None   # share_stats: the region, as a cffi buffer
         err = ffi.new("int *")
         self._srv = lib.mg_server_new(cfg, err)
         if self._srv == ffi.NULL:
             _raise_errno(err[0], "mg_server_new(%s)" % root)
         self.workers = []
+
+    def share_stats(self, shared, slot):
+        """--processes: publish the workers' counters into slot of a procstats.SharedStats
+        (before the workers run; shared must outlive the engine)."""
+        self._shared = ffi.from_buffer(shared.region)   # keeps the buffer exported
+        _check(lib.mg_server_share_stats(self._srv, ffi.cast("mg_stats *", self._shared),
+                                         shared.nslots, shared.nworkers, slot),
+               "mg_server_share_stats")
 
     def add_worker(self):
         err = ffi.new("int *")
@@ -181,6 +200,9 @@ class Engine:
         if self._srv is not None:
             lib.mg_server_free(self._srv)
             self._srv = None
+        if self._shared is not None:
+            ffi.release(self._shared)   # the region may be unmapped now
+            self._shared = None
         if self.bridge is not None:
             self.bridge.unregister()
             self.bridge = None

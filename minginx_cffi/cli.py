@@ -6,6 +6,7 @@ import sys
 import click
 
 from . import __version__
+from . import log
 from ._native import ACCEPT_MODES, DEFAULT_STACK_SIZE, POLICIES, SWITCHES
 from .server import DEFAULT_HANDLER_TIMEOUT, DEFAULT_THREADS, ENGINES, LIMITS, ServerError, serve
 
@@ -81,6 +82,8 @@ def cli():
               help="Open connections at most, over all workers; more get 503 (0: no limit).")
 @click.option("--pid-file", type=click.Path(dir_okay=False), default=None,
               help="Write the server's pid here while it runs.")
+@click.option("--log-level", type=click.Choice(list(log.LEVELS)), default="info", show_default=True,
+              help="Error-log lines (stderr) below this level are not written.")
 @click.option("--trace", is_flag=True, default=False,
               help="Print each step of the happy path, per connection, as it happens.")
 @click.option("--stats/--no-stats", default=None,
@@ -107,12 +110,16 @@ def main(argv=None):
         click.echo(e.ctx.get_help())
         sys.exit(0)
     except click.UsageError as e:
+        # No prefix: a usage error answers the command line before any server (or log
+        # level: the bad flag may be --log-level itself) exists, in the shape of --help's
+        # own output; it goes to the person or script that typed it (README, "Error log").
         click.echo("minginx-cffi: %s" % e.format_message(), err=True)
         sys.exit(2)
     except click.Abort:
         sys.exit(1)
     except ServerError as e:
-        click.echo("minginx-cffi: %s" % e, err=True)
+        # the server's last word: a log record, written whatever --log-level says
+        log.write_record(log.LEVELS["error"], "minginx-cffi: %s" % e)
         _quiet_stdout()
         sys.exit(1)
     sys.exit(0)

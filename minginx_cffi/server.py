@@ -27,6 +27,8 @@ import threading
 import time
 
 from . import _native
+from . import log as _log
+from .log import logger
 
 __all__ = ["Server", "ServerError", "serve", "default_root", "load_app", "ENGINES", "LIMITS",
            "DEFAULT_THREADS", "DEFAULT_HANDLER_TIMEOUT"]
@@ -185,7 +187,24 @@ class Server:
                  small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
                  engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
                  switch="fast", accept="dispatch", defer_accept=True, asgi=None, root_path="",
-                 threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT):
+                 threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT,
+                 log_level=None, stats_slot=None):
+        # log_level: "debug".."critical" sets the "minginx_cffi" logger's level and C's
+        # (None: the embedding program's logging config decides); log.configure() is the
+        # CLI's.  stats_slot: (procstats.SharedStats, i), this process's slot (--processes).
+        if log_level is not None:
+            try:
+                _log.level_number(log_level)
+            except ValueError as e:
+                raise ServerError(str(e)) from None
+        if stats_slot is not None:
+            from .procstats import SharedStats
+            shared, slot = stats_slot
+            if not isinstance(shared, SharedStats) or not isinstance(slot, int) or \
+                    not 0 <= slot < shared.nslots:
+                raise ServerError("stats_slot must be (SharedStats, a slot index), not %r"
+                                  % (stats_slot,))
+        self.stats_slot = stats_slot
         if sum(x is not None for x in (app, wsgi, asgi)) > 1:
             raise ServerError("give one of --app, --wsgi or --asgi, not both")
         for flag, spec in (("app", app), ("wsgi", wsgi), ("asgi", asgi)):
@@ -197,6 +216,8 @@ class Server:
         if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
             raise ServerError("root-path must start with / and not end with one, not %r"
                               % root_path)
+        if log_level is not None:
+            _log.set_level(log_level)   # after the app's import: it may have configured logging
         self.app, self.wsgi, self.asgi = app, wsgi, asgi
         self.root_path = root_path
         self._asgi_runner = None
@@ -357,6 +378,8 @@ class Server:
         except BaseException:
             self._stop_asgi()
             raise
+        if self.stats_slot is not None:
+            self._engine.share_stats(*self.stats_slot)
         try:
             self._start_threads()
         except BaseException as e:
@@ -460,6 +483,7 @@ class Server:
                     print(self.banner(), flush=True)
                 except OSError as e:
                     raise ServerError("cannot write to stdout: %s" % e.strerror) from None
+                logger.info(self.banner())   # stdout is for scripts; the log has it too
             while not self._stop_requested:
                 try:
                     self._engine.accept_loop(self._accept_fd(), self._wake_r)
@@ -485,8 +509,8 @@ class Server:
     def _on_signal(self, signum, frame):
         self._stop_requested += 1
         if self._stop_requested == 1:
-            print("minginx-cffi: %s, finishing in-flight responses (up to %gs; again to quit now)"
-                  % (signal.Signals(signum).name, self.grace), file=sys.stderr, flush=True)
+            logger.info("minginx-cffi: %s, finishing in-flight responses (up to %gs; again to "
+                        "quit now)", signal.Signals(signum).name, self.grace)
 
     # -- the embedded way: acceptor on a thread --------------------------
 
@@ -610,9 +634,10 @@ class Server:
                 self._trace_flush()
             except OSError:   # stdout is gone; the engine must be freed all the same
                 pass
-        if summary and self.stats_enabled and self._engine is not None and not self._acceptor:
+        if summary and self.stats_enabled and self._engine is not None and not self._acceptor \
+                and self.stats_slot is None:   # --processes: the parent prints the one table
             from .trace import summary_table
-            print(summary_table(self.stats()), file=sys.stderr, flush=True)
+            logger.info("%s", summary_table(self.stats()))
         self._stop_asgi()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
@@ -624,21 +649,32 @@ class Server:
             else:
                 # a handler thread may still post into the workers' memory: never free it
                 # under that thread; the process exits with it unfreed
-                print("minginx-cffi: a handler is still running after the grace period; "
-                      "leaving the engine unfreed", file=sys.stderr, flush=True)
+                logger.warning("minginx-cffi: a handler is still running after the grace period; "
+                               "leaving the engine unfreed")
             self._engine = None
         self._pool_done = False
         self._threads = []
 
 
-def serve(processes=1, **options):
+def serve(processes=1, log_level="info", **options):
     """What ``minginx-cffi serve`` does: build a Server and run it until a signal.
 
     With processes > 1, that many server processes share the port with
     SO_REUSEPORT (the kernel spreads connections over their listeners), for
     handler code that needs more than one GIL.  The parent only watches: a
     signal to it is passed on to every child, so Ctrl-C stops them all.
+    With --stats their counters meet in one procstats.SharedStats: any
+    process's /_minginx/stats shows them all, and the parent prints the one
+    table when the children are gone.
+
+    The process is ours: log.configure() gives the "minginx_cffi" logger the
+    error log's handler (every stderr line timestamped, at log_level).
     """
+    try:
+        _log.configure(log_level)
+    except ValueError as e:
+        raise ServerError(str(e)) from None
+    options["log_level"] = log_level
     if processes <= 1:
         Server(**options).serve_forever()
         return
@@ -654,6 +690,10 @@ def serve(processes=1, **options):
             s.close()
         raise
     probe._sock = None
+    shared = None
+    if probe.stats_enabled:
+        from .procstats import SharedStats
+        shared = SharedStats(processes, probe.nworkers)   # before fork: every child maps it
     children = []
     for i in range(processes):
         try:
@@ -672,17 +712,16 @@ def serve(processes=1, **options):
                 for j, s in enumerate(listeners):
                     if j != i:
                         s.close()
-                srv = Server(processes=processes, reuse_port=True, **options)
+                srv = Server(processes=processes, reuse_port=True,
+                             stats_slot=(shared, i) if shared else None, **options)
                 srv.adopt(listeners[i])
                 srv.serve_forever(quiet=True)
             except ServerError as e:
                 code = 1
-                print("minginx-cffi: process %d: %s" % (os.getpid(), e), file=sys.stderr,
-                      flush=True)
+                logger.error("minginx-cffi: process %d: %s", os.getpid(), e)
             except BaseException:
                 code = 1
-                import traceback
-                traceback.print_exc()
+                logger.critical("minginx-cffi: process %d failed", os.getpid(), exc_info=True)
             finally:
                 os._exit(code)
         children.append(pid)
@@ -701,6 +740,7 @@ def serve(processes=1, **options):
     banner_error = None
     try:
         print(probe.banner(), flush=True)
+        logger.info(probe.banner())
     except OSError as e:   # no one to tell we serve: stop the children, say why
         banner_error = "cannot write to stdout: %s" % e.strerror
         forward(signal.SIGTERM, None)
@@ -714,6 +754,8 @@ def serve(processes=1, **options):
                 continue
         if os.waitstatus_to_exitcode(st) != 0:
             status = 1
+    if shared is not None and not banner_error:
+        logger.info("%s", shared.table())   # the server's one table, from every child's slot
     if banner_error:
         raise ServerError(banner_error)
     if status:

@@ -56,8 +56,9 @@ def format_record(rec, t0_us):
 HEADER = "%12s  %-4s %6s %5s  %s" % ("ms", "who", "co", "fd", "step")
 
 
-def summary_table(stats):
-    """The per-worker counters as a text table (printed at shutdown with --stats)."""
+def summary_table(stats, labels=None):
+    """The per-worker counters as a text table (printed at shutdown with --stats); labels
+    name the rows (default: the worker numbers; procstats: "p0.w1" per process)."""
     cols = [("connections", "conns"), ("requests", "reqs"), ("bytes_out", "bytes out"),
             ("switches", "switches"), ("wakeups", "wakeups"), ("ready_max", "ready max"),
             ("coroutines_total", "coroutines"), ("stack_pool", "pool"), ("cache_hits", "cache hits"),
@@ -65,7 +66,7 @@ def summary_table(stats):
     rows = [["worker"] + [c[1] for c in cols] + ["yields r/w/ready/py"]]
     for i, st in enumerate(stats):
         y = st["yields"]
-        rows.append([str(i)] + [str(st[c[0]]) for c in cols] +
+        rows.append([labels[i] if labels else str(i)] + [str(st[c[0]]) for c in cols] +
                     ["%d/%d/%d/%d" % (y["read"], y["write"], y["ready"], y["python"])])
     total = ["all"] + [str(sum(st[c[0]] for st in stats)) for c in cols] + ["-"]
     rows.append(total)

@@ -166,13 +166,14 @@ def test_shutdown_with_handlers_in_flight(slow_server):
     assert got and got[0].body == b"slow"
 
 
-def test_shutdown_past_the_grace_with_a_stuck_handler(slow_server, capfd):
+def test_shutdown_past_the_grace_with_a_stuck_handler(slow_server, caplog):
     srv = slow_server(grace=0.3)
     c = Conn(srv.port)
     c.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
     assert srv.entered.acquire(timeout=5)
     srv.shutdown()                   # the handler still runs: the engine is left unfreed
-    assert "still running after the grace period" in capfd.readouterr().err
+    # a warning of the "minginx_cffi" logger (an embedded Server logs as a library does)
+    assert "still running after the grace period" in caplog.text
     srv.release.set()                # its late post goes to memory that was never freed
     time.sleep(0.2)
 

@@ -70,12 +70,17 @@ class Engine:
                         trace=trace, stats_endpoint=stats_endpoint,
                         handler_timeout=handler_timeout if threads > 0 or asgi else 0)
         self.started = time.monotonic()
+        self.shared = None      # share_stats: (procstats.SharedStats, this process's slot)
         self.trace_dropped = 0
         self.dispatch = dispatch
         self.pool = HandlerPool(threads) if dispatch is not None and threads > 0 else None
         self.pipes = []         # each worker's dispatch pipe, for the acceptor
         self.workers = []       # handles with _native.Worker's interface
         self._acceptor = Acceptor(self)
+
+    def share_stats(self, shared, slot):
+        """As _native.Engine.share_stats: the workers publish into slot of shared."""
+        self.shared = (shared, slot)
 
     def add_worker(self):
         w = Worker(self, len(self.workers))

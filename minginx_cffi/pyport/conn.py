@@ -285,9 +285,24 @@ def stats_serve(co, req, keep_alive):
     import json
     if req.path == b"/_minginx/stats":
         eng = w.engine
+        workers = [h.stats() for h in eng.workers]
         data = {"engine": "python", "uptime_ms": int((w.now - eng.started) * 1000),
                 "policy": w.cfg["policy"],
-                "workers": [dict(h.stats(), worker=i) for i, h in enumerate(eng.workers)]}
+                "workers": [dict(st, worker=i) for i, st in enumerate(workers)]}
+        # as csrc/stats.c: the total, and with --processes every process's (ours live)
+        from .. import procstats
+        if eng.shared is not None:
+            shared, slot = eng.shared
+            snap = shared.snapshot(live=(slot, workers))
+            data["process"] = slot
+            data["processes"] = [dict(st, process=s) for s, st in enumerate(snap["processes"])]
+            data["retired"] = snap["retired"]
+            data["total"] = snap["total"]
+        else:
+            total = procstats.zero()
+            for st in workers:
+                total = procstats.add(total, st)
+            data["total"] = total
     else:
         ring = list(w.ring)
         mine = [i for i, r in enumerate(ring) if r[2] == co.id]

@@ -451,10 +451,13 @@ class Worker:
         poll = self.epfd.poll
         pipe_r = self.pipe_r
         self.now = time.monotonic()
+        shared = self.engine.shared
         while not self.exiting:
             self.schedule()
             if self.stopping and self.stats["coroutines_alive"] == 0 and self.inflight == 0:
                 break
+            if shared is not None:   # once per iteration, never per request (csrc/worker.c)
+                shared[0].publish(shared[1], self.index, self.stats_dict())
             try:
                 events = poll(self._next_timeout(), 512)
             except InterruptedError:
@@ -471,6 +474,8 @@ class Worker:
         self.ready.clear()
         for co in list(self.all):
             coroutine_destroy(co)
+        if shared is not None:   # the final counts, for the master's table
+            shared[0].publish(shared[1], self.index, self.stats_dict())
         return 0
 
     def stop(self, graceful=True):
