@@ -4,7 +4,7 @@ CC ?= gcc
 STRICT = -std=gnu11 -O2 -Wall -Wextra -Werror -fsyntax-only
 CSRC := $(wildcard csrc/*.c)
 
-.PHONY: all build check-c test test-asan fuzz bench clean
+.PHONY: all build check-c test test-asan fuzz bench clean readme-usage
 
 all: build
 
@@ -55,6 +55,11 @@ fuzz:
 	cd build/fuzz && $(FUZZ_ENV) PYTHONPATH=. $(PYTHON) tests/fuzz_parse.py -max_total_time=$(FUZZ_SECONDS) corpus
 	cd build/fuzz && $(FUZZ_ENV) PYTHONPATH=. $(PYTHON) tests/fuzz_chunked.py -max_total_time=$(FUZZ_SECONDS) chunked_corpus
 	cd build/fuzz && $(FUZZ_ENV) PYTHONPATH=. $(PYTHON) tests/fuzz_response.py -max_total_time=$(FUZZ_SECONDS) response_corpus
+
+# README's usage block from `minginx-cffi serve --help` (tools/readme_usage.py; rerun after
+# adding a flag: tests/test_readme_usage.py fails while they disagree).
+readme-usage:
+	$(PYTHON) tools/readme_usage.py
 
 # wrk and nginx from Debian, the Python baselines in bench/.venv; then every workload.
 bench: build bench/.venv
