@@ -110,6 +110,34 @@ int mg_call_header(mg_pycall *c, int i, const char **name, size_t *name_len, con
     return 0;
 }
 
+_Static_assert(MG_HEADERS_CAP >= MG_MAX_HEADER_BYTES,
+               "the fields without their \": \" and CRLF always fit MG_HEADERS_CAP");
+
+int mg_call_headers(mg_pycall *c, char *out, size_t cap, int lower)
+{
+    mg_request *req = &call_reqbuf(c)->req;
+    size_t at = 0;
+    for (int i = 0; i < req->num_headers; i++) {
+        const mg_header *h = &req->headers[i];
+        if (cap - at < h->name.len + h->value.len + 2)
+            return -ENOSPC;
+        if (lower) {
+            for (size_t k = 0; k < h->name.len; k++) {
+                unsigned char ch = (unsigned char)h->name.p[k];
+                out[at + k] = (char)(ch >= 'A' && ch <= 'Z' ? ch | 0x20 : ch);
+            }
+        } else {
+            memcpy(out + at, h->name.p, h->name.len);
+        }
+        at += h->name.len;
+        out[at++] = '\0';
+        memcpy(out + at, h->value.p, h->value.len);
+        at += h->value.len;
+        out[at++] = '\0';
+    }
+    return (int)at;
+}
+
 /* The body bytes that may still go out under the handler's Content-Length.
  * More than it declared is cut (the surplus would read as the next response
  * on a keep-alive connection), and the connection closes after it. */

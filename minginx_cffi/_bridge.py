@@ -34,6 +34,19 @@ _buffer = ffi.buffer
 _ERROR_500_BLOCK, _ERROR_500_N = flatten_fields(ERROR_500_FIELDS)
 
 
+_tls = threading.local()
+
+
+def _headers_buf():
+    """This thread's buffer for mg_call_headers (handlers run on worker, pool and loop
+    threads): allocated once per thread, not per request."""
+    try:
+        return _tls.buf
+    except AttributeError:
+        buf = _tls.buf = ffi.new("char[]", lib.MG_HEADERS_CAP)
+        return buf
+
+
 class CallView:
     """What a dispatcher sees of one request: read-only, valid only during the call."""
 
@@ -48,18 +61,19 @@ class CallView:
         self.minor_version = c.minor_version
         self._headers = None
 
-    def header_pairs(self):
-        """[(name bytes, value bytes)] in the order sent; read from the C parse on first use."""
-        if self._headers is None:
+    def header_pairs(self, lower=False):
+        """[(name bytes, value bytes)] in the order sent (names lower-cased if lower, as
+        ASGI wants them); read from the C parse in one call (mg_call_headers)."""
+        if self._headers is None or lower:
             c = self._c
             if c is None:
                 raise RuntimeError("request headers read after the handler returned")
-            name, nlen = ffi.new("const char **"), ffi.new("size_t *")
-            value, vlen = ffi.new("const char **"), ffi.new("size_t *")
-            pairs = []
-            for i in range(c.num_headers):
-                lib.mg_call_header(c, i, name, nlen, value, vlen)
-                pairs.append((_unpack(name[0], nlen[0]), _unpack(value[0], vlen[0])))
+            buf = _headers_buf()
+            n = lib.mg_call_headers(c, buf, lib.MG_HEADERS_CAP, 1 if lower else 0)
+            parts = _unpack(buf, n).split(b"\0")
+            pairs = list(zip(parts[0:-1:2], parts[1::2]))
+            if lower:
+                return pairs
             self._headers = pairs
         return self._headers
 

@@ -113,7 +113,7 @@ class LoopThread:
         self.loop.close()
 
 
-def build_scope(view, root_path, server, state):
+def build_scope(view, root_path, server, state, headers=None):
     """The HTTP connection scope (https://asgi.readthedocs.io/en/latest/specs/www.html).
 
     path is percent-decoded UTF-8 and, as the spec asks (and uvicorn does),
@@ -131,7 +131,7 @@ def build_scope(view, root_path, server, state):
         "raw_path": raw,
         "query_string": view.query,
         "root_path": root_path,
-        "headers": [(name.lower(), value) for name, value in view.header_pairs()],
+        "headers": view.header_pairs(lower=True) if headers is None else headers,
         "client": view.client,
         "server": (server, view.server_port),
         "state": state.copy(),
@@ -301,6 +301,9 @@ class Cycle:
         self._finish()
 
 
+_CYCLE_RUN = Cycle.run.__code__
+
+
 class Lifespan:
     """The lifespan protocol (https://asgi.readthedocs.io/en/latest/specs/lifespan.html), on the
     loop.  An app that raises or returns before answering startup does not speak it: it is
@@ -377,7 +380,6 @@ class Runner:
         self.lifespan = None
         self.loop = None
         self.warned_upgrade = False
-        self.tasks = set()   # the requests' tasks (loop thread)
 
     def start(self):
         """Start the loop thread and run lifespan startup; StartupFailed if the app says so."""
@@ -405,22 +407,23 @@ class Runner:
             self.loop_thread = None
 
     def scope(self, view):
+        headers = view.header_pairs(lower=True)
         if not self.warned_upgrade:
-            for name, value in view.header_pairs():
-                if name.lower() == b"upgrade" and b"websocket" in value.lower():
+            for name, value in headers:
+                if name == b"upgrade" and b"websocket" in value.lower():
                     # RFC 9110 7.8: a server may ignore Upgrade; the request is plain HTTP
                     self.warned_upgrade = True
                     log.warning("minginx: WebSocket upgrade requested: not supported, the "
                                 "request is served as plain HTTP")
-        return build_scope(view, self.root_path, self.server, self.state)
+        return build_scope(view, self.root_path, self.server, self.state, headers)
 
     def begin(self, scope, body, reply, where=None):
         """On the loop: start a request's task; returns its Cycle.  where: "METHOD path"
         for the log, or None to ask reply.where only when there is something to log."""
         cycle = Cycle(reply, body, where)
-        task = self.loop.create_task(cycle.run(self.app, scope))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        # asyncio keeps its own (weak) registry of tasks: cancel_requests finds them there,
+        # so a request costs no set of ours and no done-callback
+        self.loop.create_task(cycle.run(self.app, scope))
         return cycle
 
     def cancel_requests(self):
@@ -428,8 +431,10 @@ class Runner:
         or cut), for a stop that cannot wait; lifespan goes on to its shutdown."""
         if self.loop_thread is not None:
             def cancel():
-                for task in list(self.tasks):
-                    task.cancel()
+                for task in asyncio.all_tasks(self.loop):
+                    # a request's task runs Cycle.run; the app's own tasks are left alone
+                    if getattr(task.get_coro(), "cr_code", None) is _CYCLE_RUN:
+                        task.cancel()
             self.loop.call_soon_threadsafe(cancel)
 
     def make_dispatch(self):

@@ -498,7 +498,7 @@ def test_build_scope_decodes_like_uvicorn():
         client = ("::1", 1)
         server_port = 80
 
-        def header_pairs(self):
-            return [(b"Host", b"H")]
+        def header_pairs(self, lower=False):
+            return [(b"host" if lower else b"Host", b"H")]
     s = build_scope(View(), "", "::", {})
     assert s["path"] == "/\u20ac\ufffd" and s["headers"] == [(b"host", b"H")]

@@ -46,7 +46,9 @@ class ConnView:
         self.body = body
         self.minor_version = req.minor_version
 
-    def header_pairs(self):
+    def header_pairs(self, lower=False):
+        if lower:
+            return [(n.lower(), v) for n, v, _ in self._req.headers]
         return [(n, v) for n, v, _ in self._req.headers]
 
     @property
