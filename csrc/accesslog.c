@@ -69,6 +69,7 @@ struct mg_alog {
     int reopen, stop;
     uint64_t dropped_late;            /* lines the writer dropped at shutdown */
     int write_error;                  /* an error was reported: say it once */
+    int gave_up;                      /* stuck at shutdown: the rest is dropped at once */
 };
 
 int64_t alog_now_us(void)
@@ -108,6 +109,8 @@ static uint64_t write_buf(mg_alog *lg, mg_alog_buf *b)
     size_t off = 0;
     int64_t idle_since = -1;
     while (off < b->len) {
+        if (lg->gave_up)
+            return count_lines(b->data + off, b->len - off);
         size_t n = b->len - off;
         if (!lg->regular) {
             /* a pipe, FIFO, tty or socket: wait for room with a timeout, so a
@@ -121,7 +124,7 @@ static uint64_t write_buf(mg_alog *lg, mg_alog_buf *b)
                     if (idle_since < 0)
                         idle_since = now;
                     else if (now - idle_since >= STUCK_MS)
-                        return count_lines(b->data + off, b->len - off);
+                        lg->gave_up = 1;
                 }
                 continue;
             }

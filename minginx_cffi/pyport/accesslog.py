@@ -132,6 +132,7 @@ class AccessLog:
         self.stop_asked = False
         self.dropped_late = 0
         self.write_error = False
+        self.gave_up = False       # stuck at shutdown: the rest is dropped at once
         self.thread = threading.Thread(target=self._run, name="minginx-access-log", daemon=True)
         self.thread.start()
 
@@ -169,6 +170,8 @@ class AccessLog:
         view = memoryview(data)
         idle_since = None
         while view:
+            if self.gave_up:
+                return bytes(view).count(b"\n")
             n = len(view)
             if not self.regular:
                 try:
@@ -181,7 +184,7 @@ class AccessLog:
                         if idle_since is None:
                             idle_since = now
                         elif now - idle_since >= STUCK:
-                            return bytes(view).count(b"\n")
+                            self.gave_up = True
                     continue
                 n = min(n, PIPE_BUF)
             try:
