@@ -59,6 +59,11 @@ mg_server *mg_server_new(const mg_config *cfg, int *err)
     srv->started_ms = mg_now_ms();
     if (srv->trace && trace_ring_init(&srv->ring) < 0)
         goto fail;
+    int r = alog_new(srv);
+    if (r < 0) {
+        errno = -r;
+        goto fail;
+    }
     /* SIGPIPE can never kill us: sends use MSG_NOSIGNAL, and sendfile()
      * to a closed socket would raise it, so it is ignored process-wide
      * (CPython does the same at start-up). */
@@ -75,6 +80,7 @@ void mg_server_free(mg_server *srv)
 {
     if (!srv)
         return;
+    alog_free(srv);   /* the workers handed their lines over as their loops ended */
     if (srv->root_fd >= 0)
         close(srv->root_fd);
     if (srv->accept_epfd >= 0)

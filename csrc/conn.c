@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include "http.h"
 #include "response.h"
@@ -68,6 +70,53 @@ void reqbuf_pool_drain(mg_worker *w)
         free(rb);
     }
     w->reqbuf_pool_len = 0;
+}
+
+/* ----------------------------------------------------------- addresses */
+
+/* Once per connection: the addresses do not change while it lives.  Python
+ * handlers (pycall.c) and the access log both read them from here. */
+void conn_addresses(mg_coroutine *co)
+{
+    if (co->addr_known)
+        return;
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof(sa);
+    co->peer[0] = '\0';
+    if (getpeername(co->fd, (struct sockaddr *)&sa, &sl) == 0) {
+        if (sa.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&sa;
+            inet_ntop(AF_INET, &in->sin_addr, co->peer, sizeof(co->peer));
+            co->peer_port = ntohs(in->sin_port);
+        } else if (sa.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
+            inet_ntop(AF_INET6, &in6->sin6_addr, co->peer, sizeof(co->peer));
+            co->peer_port = ntohs(in6->sin6_port);
+        } else if (sa.ss_family == AF_UNIX) {
+            co->peer_unix = 1;
+        }
+    }
+    sl = sizeof(sa);
+    if (getsockname(co->fd, (struct sockaddr *)&sa, &sl) == 0 &&
+        (sa.ss_family == AF_INET || sa.ss_family == AF_INET6))
+        co->server_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                                         : ((struct sockaddr_in *)&sa)->sin_port);
+    co->addr_known = 1;
+}
+
+const char *conn_client_addr(mg_coroutine *co)
+{
+    conn_addresses(co);
+    if (co->peer_unix)
+        return "unix:";   /* as nginx writes a Unix-socket client's $remote_addr */
+    return co->peer[0] ? co->peer : "-";
+}
+
+/* The access log's line for this request (a no-op with the log off). */
+static inline void log_request(mg_coroutine *co, mg_request *req)
+{
+    if (MG_UNLIKELY(co->worker->alog != NULL))
+        alog_request(co, req, co->status);
 }
 
 /* ------------------------------------------------------------- reading */
@@ -178,6 +227,7 @@ static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int kee
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (send_async(co, cont, sizeof(cont) - 1) < 0)
             return -EPIPE;
+        co->log_sent0 = co->sent;   /* an interim response: not this response's bytes */
     }
 
     if (!req->chunked) {
@@ -280,6 +330,11 @@ void conn_entry(mg_coroutine *co)
                         buffer_consume(rb, 0, skip);
                     if (rb->len > 0) {
                         co->idle = 0;   /* a request has begun: it has header_timeout to finish */
+                        co->status = 0;
+                        co->head_bytes = 0;
+                        co->log_sent0 = co->sent;
+                        if (MG_UNLIKELY(w->alog != NULL))
+                            co->log_start_us = alog_now_us();
                         if (!first)
                             timer_set(co, MG_TIMER_HEADER);
                     }
@@ -293,6 +348,7 @@ void conn_entry(mg_coroutine *co)
             if (n == -ETIMEDOUT) {
                 if (!co->idle && co->rb) {
                     send_error(co, 408, 0, 0);
+                    log_request(co, NULL);
                     lingering_close(co);
                 }
                 return;
@@ -311,6 +367,7 @@ void conn_entry(mg_coroutine *co)
              * it can be trusted as the next request.  Answer and close. */
             send_error(co, status, 0, 0);
             TRACE(w, MG_EV_HANDLER_DONE, co, co->fd, status);
+            log_request(co, NULL);
             lingering_close(co);
             return;
         }
@@ -325,10 +382,11 @@ void conn_entry(mg_coroutine *co)
         int bst = read_body(co, req, (size_t)head, python, &body, &body_len, &in_place);
         timer_clear(co);
         if (bst != 0) {
-            if (bst > 0) {
+            if (bst > 0)
                 send_error(co, bst, 0, req->method_id == MG_M_HEAD);
+            log_request(co, req);   /* a client gone mid-body: nginx's 499 */
+            if (bst > 0)
                 lingering_close(co);
-            }
             return;
         }
 
@@ -358,6 +416,9 @@ void conn_entry(mg_coroutine *co)
         free(co->body_buf);
         co->body_buf = NULL;
         TRACE(w, MG_EV_HANDLER_DONE, co, co->fd, co->status);
+        /* a handler that timed out took the request buffer with it (pycall_orphan):
+         * its bytes are no longer ours to read, so that line says "-" for them */
+        log_request(co, co->rb == rb ? req : NULL);
         if (in_place)
             head += (int)body_len;   /* the body was read in place: it goes with the head */
         if (r < 0)

@@ -64,6 +64,21 @@
 typedef struct mg_coroutine mg_coroutine;
 typedef struct mg_reqbuf mg_reqbuf;
 
+/* ------------------------------------------------------------ access log */
+#define MG_ALOG_BUF (64 * 1024)           /* bytes per worker buffer */
+#define MG_ALOG_FLUSH_MS 150              /* a buffer this old is handed over at the loop's end */
+#define MG_ALOG_MAX_QUEUED (4u << 20)     /* bytes queued for the writer; past it lines drop */
+
+typedef struct mg_alog_buf {
+    struct mg_alog_buf *next;
+    size_t len, cap;                  /* bytes */
+    uint64_t lines;
+    int64_t since_ms;                 /* when its first line went in (CLOCK_MONOTONIC_COARSE) */
+    char data[];
+} mg_alog_buf;
+
+typedef struct mg_alog mg_alog;       /* the writer thread and its queue (accesslog.c) */
+
 /* ---------------------------------------------------------------- timers */
 /* Each timer class has a fixed duration, so appending a timer at the tail
  * keeps its list sorted by deadline: arming, disarming and finding the next
@@ -137,10 +152,16 @@ struct mg_coroutine {
     mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
     struct mg_centry *centry;    /* file being sent (cache.c), released by coroutine_destroy */
     int status;                  /* status of the last response started (for the trace) */
-    /* the connection's addresses, looked up once, for Python handlers (pycall.c) */
+    /* the connection's addresses, looked up once (conn.c: conn_addresses) */
     int addr_known;
+    int peer_unix;               /* an AF_UNIX peer: peer is "", the log prints "unix:" */
     int peer_port, server_port;
     char peer[48];
+    /* the access log's view of the response in flight (accesslog.c) */
+    uint64_t sent;               /* bytes sent on this connection (io.c) */
+    uint64_t log_sent0;          /* sent when this request's response began */
+    size_t head_bytes;           /* bytes of the response's head (head_finish's answer) */
+    int64_t log_start_us;        /* when the request began (json's request_time) */
     char *body_buf;              /* a request body too large for rb, or chunked (malloc) */
 };
 
@@ -200,6 +221,11 @@ struct mg_worker {
     time_t date_sec;             /* second the cached Date header is for */
     char date_hdr[40];           /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
     int date_len;
+    mg_alog *alog;               /* the server's access log, NULL when off */
+    mg_alog_buf *alog_buf;       /* lines not yet handed to the writer */
+    time_t alog_sec;             /* second alog_time is for */
+    char alog_time[32];          /* "28/Nov/2026:03:01:59 +0000" ($time_local) */
+    int alog_time_len;
     int stopping;                /* graceful stop asked */
     int exiting;                 /* leave the loop now */
     uint64_t next_id;
@@ -231,6 +257,7 @@ struct mg_server {
     /* --processes: the region of every process's counters (mg_server_share_stats) */
     mg_stats *shared_stats;
     int shared_nslots, shared_nworkers, shared_slot;
+    mg_alog *alog;               /* the access log's writer, NULL when off */
 };
 
 /* coroutine.c */
@@ -306,6 +333,27 @@ MG_HIDDEN int python_request(mg_coroutine *co, struct mg_request_s *req, const c
 
 /* log.c: one record of the error log (minginx_cffi/log.py's layout), one write(2).
  * mg_log is mg_log_at(MG_LOG_ERROR, ...): what the engine reports is a problem. */
+/* conn.c: the connection's addresses, looked up once per connection */
+MG_HIDDEN void conn_addresses(mg_coroutine *co);
+/* The client address the access log prints: the one place to point at an
+ * effective client (proxy headers) later. */
+MG_HIDDEN const char *conn_client_addr(mg_coroutine *co);
+
+/* accesslog.c.  A worker appends lines to its own buffer with no lock and
+ * hands full (or MG_ALOG_FLUSH_MS old) buffers to one writer thread. */
+MG_HIDDEN int alog_new(mg_server *srv);      /* 0 or -errno; srv->alog stays NULL when off */
+MG_HIDDEN void alog_free(mg_server *srv);    /* writes every queued line, joins the writer */
+/* A line for the response just sent on co (req NULL: the head was not parsed). */
+MG_HIDDEN void alog_request(mg_coroutine *co, struct mg_request_s *req, int status);
+/* A line for a connection turned away without a coroutine (503 busy). */
+MG_HIDDEN void alog_rejected(struct mg_worker *w, int fd, int status, uint64_t body_bytes);
+/* The worker loop's end of iteration: hand over a buffer older than
+ * MG_ALOG_FLUSH_MS (force: any lines at all).  Returns ms until the
+ * pending lines are due (-1: none pending), for epoll_wait's timeout. */
+MG_HIDDEN int alog_tick(struct mg_worker *w, int force);
+MG_HIDDEN int64_t alog_now_us(void);
+
+/* helpers */
 MG_HIDDEN void mg_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 MG_HIDDEN void mg_log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The same from a signal handler: msg as it is, no printf, no localtime. */

@@ -89,6 +89,7 @@ ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
         if (n > 0) {
             total += (size_t)n;
             co->worker->stats.bytes_out += (uint64_t)n;
+            co->sent += (uint64_t)n;
             progressed = 1;
             size_t left = (size_t)n;
             while (iovcnt > 0 && left >= iov->iov_len) {
@@ -137,6 +138,7 @@ ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count
             left -= (size_t)n;
             since_yield += (size_t)n;
             w->stats.bytes_out += (uint64_t)n;
+            co->sent += (uint64_t)n;
             progressed = 1;
             /* A fast reader on loopback can take a large file without the
              * socket ever filling up: let the other coroutines have a turn. */

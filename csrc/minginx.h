@@ -46,6 +46,13 @@ typedef enum {
     MG_ACCEPT_MAX
 } mg_accept_mode;
 
+/* The access log's line format (--access-log-format). */
+typedef enum {
+    MG_LOG_COMBINED = 0,  /* nginx's combined, byte for byte */
+    MG_LOG_JSON = 1,      /* one JSON object a line: combined's fields and request_time */
+    MG_LOG_FORMAT_MAX
+} mg_log_format;
+
 /* Why a coroutine gave the CPU back to schedule(): the coroutine-to-loop
  * protocol.  Counted per reason in mg_stats. */
 typedef enum {
@@ -82,6 +89,10 @@ typedef struct {
                                     a 504 and the connection closed (0: no limit) */
     int handler_timeout_head;    /* 1: the timeout runs only until the response head (ASGI: a
                                     stream may wait for its app's next event, as SSE does) */
+    int access_log;              /* 1: a line per response to access_log_fd (accesslog.c) */
+    int access_log_fd;           /* duplicated by mg_server_new: the caller keeps its own */
+    const char *access_log_path; /* what mg_server_reopen_log() opens again (NULL: never) */
+    int access_log_format;       /* mg_log_format */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */
@@ -105,6 +116,8 @@ typedef struct {
     uint64_t py_calls;           /* handler calls made in those batches */
     uint64_t rejected;           /* connections turned away by --max-connections */
     uint64_t handler_timeouts;   /* deferred calls given up on after handler_timeout_ms (504) */
+    uint64_t log_lines;          /* access-log lines written into this worker's buffers */
+    uint64_t log_dropped;        /* lines dropped: the writer was that far behind (accesslog.c) */
 } mg_stats;
 
 typedef struct mg_server mg_server;
@@ -206,6 +219,7 @@ typedef struct {
                                     the late answer is dropped and the buffer freed */
     int _fresh;                  /* mg_call_start ran this round: the worker counts it */
     int _status;                 /* the status mg_call_start wrote */
+    size_t _head_len;            /* bytes of the head mg_call_start wrote (the access log) */
     void *_worker;               /* mg_worker: whose completion list mg_call_post uses */
     void *_next_post;            /* completion-list link */
     char *_body_buf;             /* an orphan's request body (co->body_buf), freed with it */
@@ -263,6 +277,11 @@ void mg_worker_free(mg_worker *w);
  * workers round-robin.  Blocks in epoll_wait; returns 0 when wake_fd becomes
  * readable (a signal arrived or Python asked it to return). */
 int mg_accept_loop(mg_server *srv, int listen_fd, int wake_fd);
+/* The access log's writer: flush what is queued to the file, then open
+ * cfg.access_log_path again and write there (logrotate's SIGUSR1, as nginx).
+ * Any thread; returns at once (the writer does it).  0, or -EINVAL when the
+ * server has no access log to a path. */
+int mg_server_reopen_log(mg_server *srv);
 
 /* ---- worker ---- */
 /* The worker loop; runs on its own thread until stopped.  Returns 0. */

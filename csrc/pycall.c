@@ -205,7 +205,7 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
     if (!c->_no_body && (uint64_t)c->length != body_len &&
         (!(flags & MG_RESP_STREAM) || (c->length >= 0 && body_len > (uint64_t)c->length)))
         c->_keep_alive = 0;
-    head_finish(out, framing, (uint64_t)(c->length < 0 ? 0 : c->length), c->_keep_alive);
+    c->_head_len = head_finish(out, framing, (uint64_t)(c->length < 0 ? 0 : c->length), c->_keep_alive);
     if (out->err)
         return -ENOMEM;
     c->_started = 1;
@@ -280,6 +280,7 @@ static void call_done(mg_worker *w, mg_pycall *c)
     if (c->_fresh) {
         c->_fresh = 0;
         co->status = c->_status;
+        co->head_bytes = c->_head_len;
         w->stats.requests++;
     }
     add_to_ready(w, co);
@@ -431,7 +432,7 @@ static int send_gateway_timeout(mg_coroutine *co, int head_only)
     buf_fixed(&o, mem, sizeof(mem));
     head_start(&o, w, 504, "Gateway Timeout", 15);
     buf_str(&o, "Content-Type: text/plain; charset=utf-8\r\n");
-    head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, 0);
+    co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, 0);
     if (!head_only)
         buf_put(&o, body, sizeof(body) - 1);
     co->status = 504;
@@ -478,28 +479,7 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     c->_orphan = 0;
     c->_next_post = NULL;
     c->_body_buf = NULL;
-    if (!co->addr_known) {
-        /* once per connection: the addresses do not change while it lives */
-        struct sockaddr_storage sa;
-        socklen_t sl = sizeof(sa);
-        co->peer[0] = '\0';
-        if (getpeername(co->fd, (struct sockaddr *)&sa, &sl) == 0) {
-            if (sa.ss_family == AF_INET) {
-                struct sockaddr_in *in = (struct sockaddr_in *)&sa;
-                inet_ntop(AF_INET, &in->sin_addr, co->peer, sizeof(co->peer));
-                co->peer_port = ntohs(in->sin_port);
-            } else if (sa.ss_family == AF_INET6) {
-                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
-                inet_ntop(AF_INET6, &in6->sin6_addr, co->peer, sizeof(co->peer));
-                co->peer_port = ntohs(in6->sin6_port);
-            }
-        }
-        sl = sizeof(sa);
-        if (getsockname(co->fd, (struct sockaddr *)&sa, &sl) == 0)
-            co->server_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                                             : ((struct sockaddr_in *)&sa)->sin_port);
-        co->addr_known = 1;
-    }
+    conn_addresses(co);
     memcpy(c->peer, co->peer, sizeof(c->peer));
     c->peer_port = co->peer_port;
     c->server_port = co->server_port;

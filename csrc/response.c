@@ -131,7 +131,7 @@ void head_start(mg_buf *b, mg_worker *w, int status, const char *reason, size_t 
     buf_put(b, w->date_hdr, (size_t)w->date_len);
 }
 
-void head_finish(mg_buf *b, int framing, uint64_t length, int keep_alive)
+size_t head_finish(mg_buf *b, int framing, uint64_t length, int keep_alive)
 {
     switch (framing) {
     case MG_FRAME_NONE:
@@ -153,6 +153,7 @@ void head_finish(mg_buf *b, int framing, uint64_t length, int keep_alive)
         buf_put(b, "Connection: keep-alive\r\n\r\n", 26);
     else
         buf_put(b, "Connection: close\r\n\r\n", 21);
+    return b->len;
 }
 
 /* ---------------------------------------------- checking a handler's head */

@@ -39,7 +39,9 @@ typedef enum {
 /* reason NULL or empty: the standard phrase.  Does not check the status:
  * the server's own codes are right; head_check_status() is for handlers'. */
 MG_HIDDEN void head_start(mg_buf *b, mg_worker *w, int status, const char *reason, size_t reason_len);
-MG_HIDDEN void head_finish(mg_buf *b, int framing, uint64_t length, int keep_alive);
+/* Returns b->len: the head's length, as every head begins its buffer (the access log's
+ * body_bytes_sent is the bytes sent less this, as nginx's is). */
+MG_HIDDEN size_t head_finish(mg_buf *b, int framing, uint64_t length, int keep_alive);
 
 /* What head_fields() found in a handler's field list. */
 typedef struct {

@@ -78,7 +78,7 @@ static ssize_t send_error_with(mg_coroutine *co, int status, int keep_alive, int
     if (extra)
         buf_put(&o, extra, extra_len);
     buf_str(&o, "Content-Type: text/html; charset=utf-8\r\n");
-    head_finish(&o, MG_FRAME_LENGTH, b.len, keep_alive);
+    co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, b.len, keep_alive);
     if (!head_only)
         buf_put(&o, b.p, b.len);
     co->worker->stats.requests++;
@@ -269,7 +269,7 @@ static int send_not_modified(mg_coroutine *co, const mg_centry *e, const mg_file
     buf_str(&o, "\r\n");
     if (co->worker->srv->cfg.gzip_static && e->compressible)
         buf_str(&o, "Vary: Accept-Encoding\r\n");
-    head_finish(&o, MG_FRAME_NONE, 0, keep_alive);
+    co->head_bytes = head_finish(&o, MG_FRAME_NONE, 0, keep_alive);
     co->worker->stats.requests++;
     return send_out(co, &o) < 0 ? -1 : 0;
 }
@@ -293,7 +293,7 @@ static int send_representation(mg_coroutine *co, const mg_file *rep, int status,
         buf_u64(&o, (uint64_t)rep->size, 10);
         buf_str(&o, "\r\n");
     }
-    head_finish(&o, MG_FRAME_LENGTH, (uint64_t)len, keep_alive);
+    co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, (uint64_t)len, keep_alive);
     w->stats.requests++;
     if (MG_UNLIKELY(o.err))
         return send_out(co, &o) < 0 ? -1 : 0;
@@ -425,7 +425,7 @@ static int redirect_slash(mg_coroutine *co, mg_request *req, int keep_alive, int
         uri_encode(&o, req->query.p, req->query.len, 1);
     }
     buf_str(&o, "\r\nContent-Type: text/html; charset=utf-8\r\n");
-    head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, keep_alive);
+    co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, keep_alive);
     if (!head_only)
         buf_put(&o, body, sizeof(body) - 1);
     co->worker->stats.requests++;
@@ -448,7 +448,7 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
          * answer has no content, and 8.6 forbids Content-Length on a 204. */
         put_status(&o, co, 200);
         buf_str(&o, ALLOW_HDR);
-        head_finish(&o, MG_FRAME_LENGTH, 0, keep_alive);
+        co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, 0, keep_alive);
         co->worker->stats.requests++;
         return send_out(co, &o) < 0 ? -1 : 0;
     }

@@ -71,7 +71,7 @@ static void stats_fields(mg_buf *b, const mg_stats *st)
             "\"coroutines_alive\":%lld,\"coroutines_total\":%llu,\"stack_pool\":%llu,"
             "\"stacks_mapped\":%llu,\"cache_hits\":%llu,\"cache_misses\":%llu,"
             "\"cache_entries\":%llu,\"py_batches\":%llu,\"py_calls\":%llu,\"rejected\":%llu,"
-            "\"handler_timeouts\":%llu",
+            "\"handler_timeouts\":%llu,\"log_lines\":%llu,\"log_dropped\":%llu",
             (unsigned long long)st->connections,
             (unsigned long long)st->requests, (unsigned long long)st->bytes_out,
             (unsigned long long)st->switches, (unsigned long long)st->yields[0],
@@ -83,7 +83,8 @@ static void stats_fields(mg_buf *b, const mg_stats *st)
             (unsigned long long)st->cache_hits, (unsigned long long)st->cache_misses,
             (unsigned long long)st->cache_entries, (unsigned long long)st->py_batches,
             (unsigned long long)st->py_calls, (unsigned long long)st->rejected,
-            (unsigned long long)st->handler_timeouts);
+            (unsigned long long)st->handler_timeouts, (unsigned long long)st->log_lines,
+            (unsigned long long)st->log_dropped);
 }
 
 /* {"workers": this process's, live; "total": theirs summed; shared (--processes):
@@ -202,7 +203,7 @@ int stats_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     buf_fixed(&head, head_mem, sizeof(head_mem));
     head_start(&head, w, 200, NULL, 0);
     buf_str(&head, "Content-Type: application/json\r\nCache-Control: no-store\r\n");
-    head_finish(&head, MG_FRAME_LENGTH, body.len, keep_alive);
+    co->head_bytes = head_finish(&head, MG_FRAME_LENGTH, body.len, keep_alive);
     struct iovec iov[2] = {{head.p, head.len}, {body.p, req->method_id == MG_M_HEAD ? 0 : body.len}};
     co->status = 200;
     w->stats.requests++;   /* after the JSON: the numbers are those before this request */

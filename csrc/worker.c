@@ -195,6 +195,9 @@ static int timers_next_timeout(mg_worker *w)
     }
     if (w->accept_resume_ms && (best < 0 || w->accept_resume_ms < best))
         best = w->accept_resume_ms;
+    int log_due = alog_tick(w, 0);   /* pending access-log lines wait no longer than this */
+    if (log_due >= 0 && (best < 0 || w->now_ms + log_due < best))
+        best = w->now_ms + log_due;
     if (best < 0)
         return -1;
     int64_t d = best - w->now_ms;
@@ -270,10 +273,11 @@ static void accept_from_pipe(mg_worker *w, int fd)
         buf_fixed(&busy, busy_mem, sizeof(busy_mem));
         head_start(&busy, w, 503, NULL, 0);
         buf_str(&busy, "Content-Type: text/plain\r\nRetry-After: 1\r\n");
-        head_finish(&busy, MG_FRAME_LENGTH, sizeof(body) - 1, 0);
+        size_t head_len = head_finish(&busy, MG_FRAME_LENGTH, sizeof(body) - 1, 0);
         buf_put(&busy, body, sizeof(body) - 1);
-        if (!busy.err)
-            (void)!send(fd, busy.p, busy.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t sent = busy.err ? -1 : send(fd, busy.p, busy.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w->alog)
+            alog_rejected(w, fd, 503, sent > (ssize_t)head_len ? (uint64_t)(sent - (ssize_t)head_len) : 0);
         close(fd);
         w->stats.rejected++;
         return;
@@ -455,6 +459,7 @@ mg_worker *mg_worker_new(mg_server *srv, int *err)
         return NULL;
     }
     w->index = srv->nworkers;
+    w->alog = srv->alog;
     srv->workers[srv->nworkers++] = w;
     return w;
 }
@@ -466,6 +471,8 @@ void mg_worker_free(mg_worker *w)
     orphan_pending(w);
     while (w->all)
         coroutine_destroy(w->all);
+    alog_tick(w, 1);   /* a worker that never ran its loop to the end */
+    free(w->alog_buf);
     /* No thread posts any more (the caller joined the handler threads): what
      * was posted after the loop ended, or is queued for its last ABORT, is
      * only orphans now. */
@@ -565,6 +572,7 @@ int mg_worker_run(mg_worker *w)
     orphan_pending(w);
     while (w->all)
         coroutine_destroy(w->all);
+    alog_tick(w, 1);   /* every line written so far goes to the writer */
     if (w->shared)
         stats_publish(w);   /* the final counts, for the master's table */
     coroutine_thread_leave(w);

@@ -23,6 +23,8 @@ assert ffi.sizeof("mg_stats") == _procstats.ENTRY_SIZE and [
 POLICIES = {"fifo": lib.RDY_FIFO, "lifo": lib.RDY_LIFO}
 #: context switches by name (--switch): glibc's swapcontext, or the fast x86-64 one
 SWITCHES = {"ucontext": lib.MG_SWITCH_UCONTEXT, "fast": lib.MG_SWITCH_FAST}
+#: access-log line formats by name (--access-log-format)
+LOG_FORMATS = {"combined": lib.MG_LOG_COMBINED, "json": lib.MG_LOG_JSON}
 #: who accepts (--accept): the main thread through dispatch pipes, or each worker itself
 ACCEPT_MODES = {"dispatch": lib.MG_ACCEPT_DISPATCH, "reuseport": lib.MG_ACCEPT_REUSEPORT}
 DEFAULT_STACK_SIZE = lib.MG_DEFAULT_STACK_SIZE
@@ -45,7 +47,8 @@ def _stats_dict(st):
     d = {name: getattr(st, name) for name in (
         "connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
         "ready_max", "coroutines_alive", "coroutines_total", "stack_pool", "stacks_mapped",
-        "cache_hits", "cache_misses", "cache_entries", "rejected", "handler_timeouts")}
+        "cache_hits", "cache_misses", "cache_entries", "rejected", "handler_timeouts",
+        "log_lines", "log_dropped")}
     d["yields"] = {reason: st.yields[i] for i, reason in enumerate(YIELD_REASONS)}
     d["py_batches"] = st.py_batches
     d["py_calls"] = st.py_calls
@@ -98,7 +101,8 @@ class Engine:
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
                  trace=False, stats_endpoint=False, switch="fast", accept="dispatch", threads=0,
-                 handler_timeout=0.0):
+                 handler_timeout=0.0, access_log_fd=None, access_log_path=None,
+                 access_log_format="combined"):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
         if stack_size < MIN_STACK_SIZE:
@@ -131,6 +135,15 @@ class Engine:
         cfg.switch_mode = SWITCHES[switch]
         cfg.accept_mode = ACCEPT_MODES[accept]
         cfg.stats_endpoint = int(bool(stats_endpoint))
+        # the access log: C duplicates the fd (the caller keeps its own) and reopens the path
+        if access_log_format not in LOG_FORMATS:
+            raise ValueError("access log format must be one of %s" % ", ".join(LOG_FORMATS))
+        self._log_path = ffi.new("char[]", os.fsencode(access_log_path)) \
+            if access_log_path else ffi.NULL
+        cfg.access_log = int(access_log_fd is not None)
+        cfg.access_log_fd = access_log_fd if access_log_fd is not None else -1
+        cfg.access_log_path = self._log_path
+        cfg.access_log_format = LOG_FORMATS[access_log_format]
         self._trace_buf = ffi.new("mg_trace_rec[]", 4096) if trace else None
         self._dropped = ffi.new("uint64_t *")
         self.bridge = bridge
@@ -183,6 +196,11 @@ class Engine:
     def accept_loop(self, listen_fd, wake_fd):
         """Accept and dispatch until wake_fd is readable; then return."""
         return _check(lib.mg_accept_loop(self._srv, listen_fd, wake_fd), "accept loop")
+
+    def reopen_log(self):
+        """SIGUSR1: the access log's writer flushes, opens the path again and swaps
+        (False: no access log to a path)."""
+        return lib.mg_server_reopen_log(self._srv) == 0
 
     def stop_pool(self, timeout=None):
         """Let the handler threads finish what they run; True when none is left running

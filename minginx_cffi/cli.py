@@ -8,7 +8,8 @@ import click
 from . import __version__
 from . import log
 from ._native import ACCEPT_MODES, DEFAULT_STACK_SIZE, POLICIES, SWITCHES
-from .server import DEFAULT_HANDLER_TIMEOUT, DEFAULT_THREADS, ENGINES, LIMITS, ServerError, serve
+from .server import (ACCESS_LOG_FORMATS, DEFAULT_HANDLER_TIMEOUT, DEFAULT_THREADS, ENGINES, LIMITS,
+                     ServerError, serve)
 
 
 def limit(name):
@@ -84,6 +85,15 @@ def cli():
               help="Write the server's pid here while it runs.")
 @click.option("--log-level", type=click.Choice(list(log.LEVELS)), default="info", show_default=True,
               help="Error-log lines (stderr) below this level are not written.")
+@click.option("--access-log", default=None, metavar="PATH|-",
+              help="Write a line per request to PATH ('-': stdout); SIGUSR1 reopens it "
+                   "(logrotate). Off by default.")
+@click.option("--no-access-log", "access_log", flag_value=None,
+              help="Write no access log (the default).")
+@click.option("--access-log-format", type=click.Choice(list(ACCESS_LOG_FORMATS)),
+              default="combined", show_default=True,
+              help="combined: nginx's combined format; json: one object a line, with "
+                   "request_time.")
 @click.option("--trace", is_flag=True, default=False,
               help="Print each step of the happy path, per connection, as it happens.")
 @click.option("--stats/--no-stats", default=None,

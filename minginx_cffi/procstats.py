@@ -3,7 +3,7 @@
 Theory of operation.  Before forking, the parent maps one anonymous
 MAP_SHARED region (``SharedStats(nslots, nworkers)``): one slot per server
 process, each of ``nworkers`` entries laid out as csrc/minginx.h's mg_stats
-(22 64-bit words: FIELDS below, in order), then one more row of ``nworkers``
+(24 64-bit words: FIELDS below, in order), then one more row of ``nworkers``
 entries holding the processes that have exited (``fold``).  Child i runs
 ``Server(..., stats_slot=(shared, i))``: each of its workers copies its own
 counters into its entry once per loop iteration, before it sleeps, and when it
@@ -34,7 +34,8 @@ FIELDS = ("connections", "requests", "bytes_out", "switches",
           "yields.ready", "yields.read", "yields.write", "yields.python",
           "wakeups", "timeouts", "ready_max", "coroutines_alive", "coroutines_total",
           "stack_pool", "stacks_mapped", "cache_hits", "cache_misses", "cache_entries",
-          "py_batches", "py_calls", "rejected", "handler_timeouts")
+          "py_batches", "py_calls", "rejected", "handler_timeouts", "log_lines",
+          "log_dropped")
 #: gauges: what a process has now, not a count; an exited process has none of it
 GAUGES = frozenset(("coroutines_alive", "stack_pool", "stacks_mapped", "cache_entries"))
 _ENTRY = struct.Struct("=" + "".join("q" if f == "coroutines_alive" else "Q" for f in FIELDS))

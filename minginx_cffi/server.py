@@ -94,6 +94,39 @@ def check_limits(**values):
                               % (name.replace("_", "-"), value))
 
 
+#: access-log line formats (--access-log-format): nginx's combined, or one JSON object a line
+ACCESS_LOG_FORMATS = ("combined", "json")
+
+
+def check_access_log(access_log, access_log_format):
+    """(path or "-" or None, format), checked: the directory must exist and the file
+    must open for append (it is created, as nginx creates its logs at start)."""
+    if access_log_format not in ACCESS_LOG_FORMATS:
+        raise ServerError("access-log-format must be one of: %s, not %r"
+                          % (", ".join(ACCESS_LOG_FORMATS), access_log_format))
+    if access_log is None or access_log is False:
+        return None, access_log_format
+    if not isinstance(access_log, (str, os.PathLike)) or not os.fspath(access_log):
+        raise ServerError("access-log must be a file path or '-' (stdout), not %r" % (access_log,))
+    access_log = os.fspath(access_log)
+    if access_log != "-":
+        access_log = os.path.abspath(access_log)   # SIGUSR1 reopens it whatever the cwd
+        os.close(open_access_log(access_log))
+    return access_log, access_log_format
+
+
+def open_access_log(path):
+    """An fd to append the access log to (1 for "-"), or None; ServerError if it cannot open."""
+    if path is None:
+        return None
+    if path == "-":
+        return 1
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise ServerError("cannot open the access log %s: %s" % (path, e.strerror)) from None
+
+
 def default_root():
     """The demo site bundled with the package."""
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
@@ -188,7 +221,7 @@ class Server:
                  engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
                  switch="fast", accept="dispatch", defer_accept=True, asgi=None, root_path="",
                  threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT,
-                 log_level=None, stats_slot=None):
+                 log_level=None, stats_slot=None, access_log=None, access_log_format="combined"):
         # log_level: "debug".."critical" sets the "minginx_cffi" logger's level and C's
         # (None: the embedding program's logging config decides); log.configure() is the
         # CLI's.  stats_slot: (procstats.SharedStats, i), this process's slot (--processes).
@@ -277,6 +310,7 @@ class Server:
             keepalive_timeout=keepalive_timeout, send_timeout=send_timeout, max_body=max_body,
             gzip_static=gzip_static, open_file_cache=open_file_cache,
             small_file_cache=small_file_cache)
+        self.access_log, self.access_log_format = check_access_log(access_log, access_log_format)
         self.fd_limit = None
         self._sock = None
         self._engine = None
@@ -370,8 +404,19 @@ class Server:
         elif self.asgi is not None:
             dispatch = self._start_asgi()
         try:
-            self._engine = ENGINES[self.engine](self.root, dispatch=dispatch,
-                                                static_files=self.static_files, **self._engine_args)
+            log_fd = open_access_log(self.access_log)
+            try:
+                self._engine = ENGINES[self.engine](
+                    self.root, dispatch=dispatch, static_files=self.static_files,
+                    access_log_fd=log_fd,
+                    access_log_path=self.access_log if self.access_log != "-" else None,
+                    access_log_format=self.access_log_format, **self._engine_args)
+            finally:
+                if log_fd is not None and log_fd != 1:
+                    os.close(log_fd)   # the engine keeps a duplicate
+        except ServerError:
+            self._stop_asgi()
+            raise
         except OSError as e:
             self._stop_asgi()
             raise ServerError("cannot serve %s: %s" % (self.root, e.strerror)) from None
@@ -464,6 +509,7 @@ class Server:
             old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
             old_int = signal.signal(signal.SIGINT, self._on_signal)
             old_term = signal.signal(signal.SIGTERM, self._on_signal)
+            old_usr1 = signal.signal(signal.SIGUSR1, self._on_reopen)
         except BaseException:
             self._stop_workers_now()
             self._close_listener()
@@ -497,6 +543,7 @@ class Server:
             self._stop_workers_now()
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGUSR1, old_usr1)
             signal.set_wakeup_fd(old_wakeup)
             self._close_listener()
             self._free(summary=finished)
@@ -511,6 +558,17 @@ class Server:
         if self._stop_requested == 1:
             logger.info("minginx-cffi: %s, finishing in-flight responses (up to %gs; again to "
                         "quit now)", signal.Signals(signum).name, self.grace)
+
+    def _on_reopen(self, signum, frame):
+        """SIGUSR1, logrotate's signal (as nginx's): reopen the access log."""
+        self.reopen_logs()
+
+    def reopen_logs(self):
+        """Reopen the access log file (after logrotate renamed it): the writer first
+        writes every queued line to the old file, then opens the path again, so no
+        line is lost.  A no-op without an access log to a file."""
+        if self._engine is not None and self.access_log not in (None, "-"):
+            self._engine.reopen_log()
 
     # -- the embedded way: acceptor on a thread --------------------------
 

@@ -62,7 +62,7 @@ def summary_table(stats, labels=None):
     cols = [("connections", "conns"), ("requests", "reqs"), ("bytes_out", "bytes out"),
             ("switches", "switches"), ("wakeups", "wakeups"), ("ready_max", "ready max"),
             ("coroutines_total", "coroutines"), ("stack_pool", "pool"), ("cache_hits", "cache hits"),
-            ("py_calls", "py calls")]
+            ("py_calls", "py calls"), ("log_dropped", "log dropped")]
     rows = [["worker"] + [c[1] for c in cols] + ["yields r/w/ready/py"]]
     for i, st in enumerate(stats):
         y = st["yields"]

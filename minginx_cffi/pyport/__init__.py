@@ -18,6 +18,7 @@ share one GIL, so workers here take turns rather than run in parallel.
 
 import time
 
+from .accesslog import AccessLog
 from .acceptor import Acceptor
 from .worker import HandlerPool, Worker
 
@@ -55,7 +56,8 @@ class Engine:
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
                  trace=False, stats_endpoint=False, switch="fast", accept="dispatch", threads=0,
-                 handler_timeout=0.0):
+                 handler_timeout=0.0, access_log_fd=None, access_log_path=None,
+                 access_log_format="combined"):
         if accept != "dispatch":
             raise ValueError("the python engine accepts through dispatch pipes only")
         # As _native.Engine: inline handlers cannot time out (the worker runs them); pooled
@@ -69,6 +71,9 @@ class Engine:
                         static_files=static_files, max_connections=max_connections,
                         trace=trace, stats_endpoint=stats_endpoint,
                         handler_timeout=handler_timeout if threads > 0 or asgi else 0)
+        # the access log's writer (accesslog.py): the fd is duplicated, the caller keeps its own
+        self.alog = AccessLog(access_log_fd, access_log_path, access_log_format) \
+            if access_log_fd is not None else None
         self.started = time.monotonic()
         self.shared = None      # share_stats: (procstats.SharedStats, this process's slot)
         self.trace_dropped = 0
@@ -101,6 +106,13 @@ class Engine:
     def accept_loop(self, listen_fd, wake_fd):
         return self._acceptor.accept_loop(listen_fd, wake_fd)
 
+    def reopen_log(self):
+        """As _native.Engine.reopen_log: the writer flushes, opens the path again, swaps."""
+        if self.alog is None or not self.alog.path:
+            return False
+        self.alog.reopen()
+        return True
+
     def stop_pool(self, timeout=None):
         """As _native.Engine.stop_pool: True once no handler thread runs."""
         return self.pool is None or self.pool.stop(timeout)
@@ -113,3 +125,6 @@ class Engine:
         self.workers = []
         self.pipes = []
         self._acceptor.close()
+        if self.alog is not None:
+            self.alog.close()   # after the workers handed their lines over
+            self.alog = None

@@ -16,6 +16,7 @@ same (minginx_cffi/_dispatch.py).  An ASGI app's rounds go to the event loop
 
 import contextvars
 import socket
+import time
 import traceback
 
 from .. import _dispatch
@@ -24,6 +25,7 @@ from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_e
 from .io import Cancelled, recv_async, send_async
 from .response import (FRAME_CHUNKED, FRAME_LENGTH, Refused, check_status, framing_for,
                        handler_fields, head_finish, head_start)
+from .accesslog import alog_request
 from .asgiport import asgi_request
 from .static import send_error, send_gateway_timeout, static_serve
 from .worker import HandlerTimedOut, call_python, close_later, handler_raised
@@ -115,6 +117,7 @@ def _read_body_timed(co, req, buf, head, keep, max_body):
     # never a 1xx to HTTP/1.0 (RFC 9110 sections 10.1.1 and 15.2)
     if req.expect_continue and req.minor_version >= 1 and len(buf) == head:
         yield from send_async(co, b"HTTP/1.1 100 Continue\r\n\r\n")
+        co.status, co.head_bytes, co.log_sent0 = 0, None, co.sent   # interim: not this response's
     parts = []
     if not req.chunked:
         left = req.content_length
@@ -327,9 +330,6 @@ def conn_entry(co):
     w = co.worker
     cfg = w.cfg
     dispatch = w.engine.dispatch
-    asgi = getattr(dispatch, "asgi", None)   # an asgi.Runner: its rounds go to its loop
-    static_files = cfg["static_files"]
-    stats_endpoint = cfg["stats_endpoint"]
     max_body = cfg["max_body"]
     buf = bytearray()
     first = True
@@ -349,6 +349,9 @@ def conn_entry(co):
                             del buf[:skip]
                         if buf:
                             co.idle = False
+                            co.status, co.head_bytes, co.log_sent0 = 0, None, co.sent
+                            if w.alog is not None:
+                                co.log_start = time.monotonic()
                             if not first:
                                 w.timer_set(co, MG_TIMER_HEADER)
                     if buf:
@@ -361,6 +364,8 @@ def conn_entry(co):
                 except TimeoutError:
                     if not co.idle:
                         yield from send_error(co, 408, False, False)
+                        if w.alog is not None:
+                            alog_request(co, None, buf, co.status)
                         yield from _lingering_close(co, buf)
                     return
                 if not data:
@@ -376,46 +381,42 @@ def conn_entry(co):
                 yield from send_error(co, status, False, False)
                 if w.trace:
                     w.trace_push(EV_HANDLER_DONE, co, co.fd, status)
+                if w.alog is not None:
+                    alog_request(co, None, buf, co.status)
                 yield from _lingering_close(co, buf)
                 return
 
             keep_alive = req.keep_alive and not w.stopping
-            st, body = yield from _read_body(co, req, buf, head, dispatch is not None, max_body)
+            try:
+                st, body = yield from _read_body(co, req, buf, head, dispatch is not None, max_body)
+            except (Cancelled, OSError):
+                if w.alog is not None:
+                    alog_request(co, req, buf, co.status)   # a client gone mid-body: 499
+                raise
             if st:
                 yield from send_error(co, st, False, req.method == b"HEAD")
+                if w.alog is not None:
+                    alog_request(co, req, buf, co.status)
                 yield from _lingering_close(co, buf)
                 return
-
-            # targets without a path, answered before any middleware (C: conn_entry):
-            # CONNECT 501 (RFC 9110 9.3.6), "OPTIONS *" the server's OPTIONS answer (9.3.7)
-            r = 1
-            if req.target_form == MG_FORM_AUTHORITY:
-                yield from send_error(co, 501, keep_alive, False)
-                r = 0
-            elif req.target_form == MG_FORM_ASTERISK:
-                ok = yield from static_serve(co, req, keep_alive)
-                if not ok:
-                    return
-                r = 0
-            if r == 1 and stats_endpoint and req.path.startswith(b"/_minginx/"):
-                r = yield from stats_serve(co, req, keep_alive)
-            if r == 1 and asgi is not None:
-                r = yield from asgi_request(co, ConnView(co, req, body), keep_alive, asgi)
-                if r == 2:
-                    keep_alive, r = False, 0
-            elif r == 1 and dispatch is not None:
-                r = yield from _python_request(co, req, body, keep_alive, dispatch)
-                if r == 2:
-                    keep_alive, r = False, 0
-            if r == 1:
-                if static_files:
-                    ok = yield from static_serve(co, req, keep_alive)
-                    if not ok:
-                        return
-                else:
-                    yield from send_error(co, 404, keep_alive, req.method == b"HEAD")
+            try:
+                keep_alive = yield from _answer(co, req, body, keep_alive, buf)
+            except HandlerTimedOut:
+                # the C engine's request buffer went with the handler (pycall_orphan):
+                # its line says "-" for the request, here too
+                if w.alog is not None:
+                    alog_request(co, None, None, co.status)
+                raise
+            except (Cancelled, TimeoutError, OSError):
+                if w.alog is not None:
+                    alog_request(co, req, buf, co.status)
+                raise
             if w.trace:
                 w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co))
+            if w.alog is not None:
+                alog_request(co, req, buf, co.status)
+            if keep_alive is None:
+                return   # the response broke off
             if not keep_alive:
                 if len(buf) > head:
                     yield from _lingering_close(co, buf)
@@ -423,3 +424,41 @@ def conn_entry(co):
             del buf[:head]   # pipelining: what follows is the next request
     except (Cancelled, TimeoutError, OSError):
         return
+
+
+def _answer(co, req, body, keep_alive, buf):
+    """The middleware chain (C: conn_entry's): returns keep_alive, or None when
+    the response broke off and the connection is over."""
+    w = co.worker
+    cfg = w.cfg
+    dispatch = w.engine.dispatch
+    asgi = getattr(dispatch, "asgi", None)   # an asgi.Runner: its rounds go to its loop
+    # targets without a path, answered before any middleware (C: conn_entry):
+    # CONNECT 501 (RFC 9110 9.3.6), "OPTIONS *" the server's OPTIONS answer (9.3.7)
+    r = 1
+    if req.target_form == MG_FORM_AUTHORITY:
+        yield from send_error(co, 501, keep_alive, False)
+        r = 0
+    elif req.target_form == MG_FORM_ASTERISK:
+        ok = yield from static_serve(co, req, keep_alive)
+        if not ok:
+            return None
+        r = 0
+    if r == 1 and cfg["stats_endpoint"] and req.path.startswith(b"/_minginx/"):
+        r = yield from stats_serve(co, req, keep_alive)
+    if r == 1 and asgi is not None:
+        r = yield from asgi_request(co, ConnView(co, req, body), keep_alive, asgi)
+        if r == 2:
+            keep_alive, r = False, 0
+    elif r == 1 and dispatch is not None:
+        r = yield from _python_request(co, req, body, keep_alive, dispatch)
+        if r == 2:
+            keep_alive, r = False, 0
+    if r == 1:
+        if cfg["static_files"]:
+            ok = yield from static_serve(co, req, keep_alive)
+            if not ok:
+                return None
+        else:
+            yield from send_error(co, 404, keep_alive, req.method == b"HEAD")
+    return keep_alive

@@ -21,7 +21,9 @@ class Coroutine:
     """A connection's coroutine (C: struct mg_coroutine)."""
 
     __slots__ = ("worker", "entry", "gen", "id", "fd", "sock", "finished", "waiting",
-                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job", "hup")
+                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job", "hup",
+                 # the access log's view of the response in flight (accesslog.py)
+                 "status", "sent", "log_sent0", "head_bytes", "log_start", "log_addr")
 
     def __repr__(self):
         return "<Coroutine %d fd %d>" % (self.id, self.fd)
@@ -54,6 +56,11 @@ def coroutine_create(w, entry, sock):
     co.centry = None
     co.py_job = None
     co.hup = False   # the peer hung up (EPOLLRDHUP/HUP/ERR seen): worker.wake_fd
+    co.status = 0        # the status of the response begun (io.send_async reads it off the head)
+    co.sent = co.log_sent0 = 0   # bytes sent on the connection; when this response began
+    co.head_bytes = None  # bytes of this response's head, once its first send is seen
+    co.log_start = 0.0
+    co.log_addr = None
     co.gen = trampoline_start(co)
     if co.fd >= 0:
         w.fd_table[co.fd] = co

@@ -43,6 +43,13 @@ def send_async(co, data):
     """Send all of data; returns its length."""
     w = co.worker
     send = co.sock.send
+    if co.head_bytes is None:
+        # a response's first send begins with its whole head (as in the C, where
+        # head_finish() answers its length): the access log's status and body bytes
+        end = data.find(b"\r\n\r\n") if data[:5] == b"HTTP/" else -1
+        co.head_bytes = end + 4 if end >= 0 else 0
+        if end >= 0:
+            co.status = int(data[9:12])
     view = memoryview(data)
     total = len(data)
     progressed = True
@@ -57,6 +64,7 @@ def send_async(co, data):
             continue
         view = view[n:]
         w.stats["bytes_out"] += n
+        co.sent += n
         progressed = True
     if co.timer_class == MG_TIMER_SEND:
         w.timer_clear(co)
@@ -86,6 +94,7 @@ def sendfile_async(co, file_fd, offset, count):
         left -= n
         since_yield += n
         w.stats["bytes_out"] += n
+        co.sent += n
         progressed = True
         if since_yield >= MG_SEND_SLICE and w.ready:
             since_yield = 0

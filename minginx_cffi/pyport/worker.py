@@ -33,6 +33,7 @@ import time
 from .coroutine import (MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_TIMER_NONE,
                         MG_TIMER_PYTHON, MG_TIMER_SEND, MG_YIELD_PYTHON, MG_YIELD_READ, MG_YIELD_READY,
                         MG_YIELD_WRITE, coroutine_create, coroutine_destroy)
+from .accesslog import alog_rejected, alog_tick
 from .http import http_date
 from ..trace import (EV_ADD_TO_READY, EV_FD_BATCH, EV_SCHEDULE, EV_WAKE_FD,  # noqa: F401
                      EV_WAKE_PYTHON, EV_YIELD)
@@ -191,7 +192,8 @@ def new_stats():
     st = dict.fromkeys(("connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
                         "ready_max", "coroutines_alive", "coroutines_total", "stack_pool",
                         "stacks_mapped", "cache_hits", "cache_misses", "cache_entries",
-                        "py_batches", "py_calls", "rejected", "handler_timeouts"), 0)
+                        "py_batches", "py_calls", "rejected", "handler_timeouts", "log_lines",
+                        "log_dropped"), 0)
     st["yields"] = dict.fromkeys(YIELD_NAMES, 0)
     return st
 
@@ -234,6 +236,13 @@ class Worker:
         self.cache = FileCache(self, self.cfg["open_file_cache"])
         self.trace = self.cfg["trace"]
         self.last_status = 0
+        # the access log (accesslog.py): lines not yet handed to the writer
+        self.alog = engine.alog
+        self.alog_lines = []
+        self.alog_bytes = 0
+        self.alog_since = 0.0
+        self.alog_sec = -1
+        self.alog_time = b""
         self.ring = collections.deque(maxlen=16384)   # as the C ring: the oldest are overwritten
         self.conn_entry = conn_entry
 
@@ -323,6 +332,9 @@ class Worker:
                 d = next(iter(t.values()))
                 if best is None or d < best:
                     best = d
+        due = alog_tick(self)   # pending access-log lines wait no longer than this
+        if due is not None and (best is None or self.now + due < best):
+            best = self.now + due
         if best is None:
             return -1
         return max(0.0, min(best - self.now, 60.0)) + 0.001
@@ -423,10 +435,14 @@ class Worker:
             self.trace_push(EV_FD_BATCH, None, fd)
         limit = self.cfg["max_connections"]
         if limit and self.stats["coroutines_alive"] >= limit:
+            out = busy(self)
             try:   # over --max-connections: say so and close, never stall
-                os.write(fd, busy(self))
+                n = os.write(fd, out)
             except OSError:
-                pass
+                n = -1
+            if self.alog is not None:
+                head = out.find(b"\r\n\r\n") + 4
+                alog_rejected(self, fd, 503, n - head if n > head else 0)
             os.close(fd)
             self.stats["rejected"] += 1
             return
@@ -474,6 +490,7 @@ class Worker:
         self.ready.clear()
         for co in list(self.all):
             coroutine_destroy(co)
+        alog_tick(self, force=True)   # every line written so far goes to the writer
         if shared is not None:   # the final counts, for the master's table
             shared[0].publish(shared[1], self.index, self.stats_dict())
         return 0
@@ -488,6 +505,7 @@ class Worker:
         return st
 
     def free(self):
+        alog_tick(self, force=True)   # a worker that never ran its loop to the end
         self.cache.clear()
         for fd in {self.pipe_r, self.pipe_w, self.post_r, self.post_w}:
             os.close(fd)
