@@ -75,6 +75,11 @@ mg_server *mg_server_new(const mg_config *cfg, int *err)
     srv->started_ms = mg_now_ms();
     if (srv->trace && trace_ring_init(&srv->ring) < 0)
         goto fail;
+    int fr = front_init(srv);   /* --header, --error-page, --forwarded-allow-ips */
+    if (fr < 0) {
+        errno = -fr;
+        goto fail;
+    }
     /* SIGPIPE can never kill us: sends use MSG_NOSIGNAL, and sendfile()
      * to a closed socket would raise it, so it is ignored process-wide
      * (CPython does the same at start-up). */
@@ -97,6 +102,7 @@ void mg_server_free(mg_server *srv)
         close(srv->accept_epfd);
     free(srv->root);
     free(srv->root_real);
+    front_free(srv);
     trace_ring_free(&srv->ring);
     free(srv);
 }

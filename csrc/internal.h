@@ -141,6 +141,14 @@ struct mg_coroutine {
     int addr_known;
     int peer_port, server_port;
     char peer[48];
+    /* THE CLIENT of the request in flight, as handlers and the access log see
+     * it: the peer, or with --proxy-headers and a trusted peer what
+     * X-Forwarded-For / Forwarded say.  Set once per request, after its head
+     * is parsed, by front.c request_client(); read it with conn_client(). */
+    int client_known;            /* 0: not looked at for this request yet */
+    int client_port;             /* 0 when forwarded (as uvicorn: the proxy's port is not the client's) */
+    int client_https;            /* 1: X-Forwarded-Proto / Forwarded proto said https */
+    char client[48];             /* address, text */
     char *body_buf;              /* a request body too large for rb, or chunked (malloc) */
 };
 
@@ -226,6 +234,12 @@ struct mg_server {
     int index;                   /* -1: the acceptor's trace records say so */
     mg_trace_ring ring;          /* the acceptor's trace */
     int64_t started_ms;
+    /* front.c: copies of cfg's --header lines, --error-page bodies, trusted peers */
+    char *add_headers;           /* NULL: none */
+    size_t add_headers_len;
+    struct mg_err_page *error_page[200];   /* by status - 400; NULL: the built-in page */
+    mg_cidr *trusted;
+    int trusted_n;
 };
 
 /* coroutine.c */
@@ -296,6 +310,22 @@ MG_HIDDEN void pycall_free_orphan(struct mg_worker *w, mg_pycall *c);
  * connection must close, -1 if the connection broke. */
 MG_HIDDEN int python_request(mg_coroutine *co, struct mg_request_s *req, const char *body,
                              size_t body_len, int keep_alive);
+
+/* front.c: what the server does in front of an app */
+MG_HIDDEN int front_init(struct mg_server *srv);   /* 0 or -errno; front_free undoes it */
+MG_HIDDEN void front_free(struct mg_server *srv);
+struct mg_request_s;
+/* Fill co->client* for the request just parsed (the effective client). */
+MG_HIDDEN void request_client(mg_coroutine *co, const struct mg_request_s *req);
+/* The request's client: address text, *port, *https (looked up on first use). */
+MG_HIDDEN const char *conn_client(mg_coroutine *co, int *port, int *https);
+/* The connection's own addresses, once per connection (co->peer, peer_port, server_port). */
+MG_HIDDEN void conn_addresses(mg_coroutine *co);
+struct mg_err_page {
+    char *body;
+    size_t body_len;
+    char ctype_hdr[96];          /* "Content-Type: ...\r\n" */
+};
 
 /* helpers */
 MG_HIDDEN void mg_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

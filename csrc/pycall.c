@@ -450,30 +450,9 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     c->_orphan = 0;
     c->_next_post = NULL;
     c->_body_buf = NULL;
-    if (!co->addr_known) {
-        /* once per connection: the addresses do not change while it lives */
-        struct sockaddr_storage sa;
-        socklen_t sl = sizeof(sa);
-        co->peer[0] = '\0';
-        if (getpeername(co->fd, (struct sockaddr *)&sa, &sl) == 0) {
-            if (sa.ss_family == AF_INET) {
-                struct sockaddr_in *in = (struct sockaddr_in *)&sa;
-                inet_ntop(AF_INET, &in->sin_addr, co->peer, sizeof(co->peer));
-                co->peer_port = ntohs(in->sin_port);
-            } else if (sa.ss_family == AF_INET6) {
-                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
-                inet_ntop(AF_INET6, &in6->sin6_addr, co->peer, sizeof(co->peer));
-                co->peer_port = ntohs(in6->sin6_port);
-            }
-        }
-        sl = sizeof(sa);
-        if (getsockname(co->fd, (struct sockaddr *)&sa, &sl) == 0)
-            co->server_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                                             : ((struct sockaddr_in *)&sa)->sin_port);
-        co->addr_known = 1;
-    }
-    memcpy(c->peer, co->peer, sizeof(c->peer));
-    c->peer_port = co->peer_port;
+    /* the client as the access log sees it too (front.c: request_client) */
+    const char *client = conn_client(co, &c->peer_port, &c->https);
+    memcpy(c->peer, client, sizeof(c->peer));
     c->server_port = co->server_port;
 
     if (yield_to_python(co, MG_PY_START) < 0)

@@ -18,6 +18,7 @@ share one GIL, so workers here take turns rather than run in parallel.
 
 import time
 
+from . import static
 from .acceptor import Acceptor
 from .worker import HandlerPool, Worker
 
@@ -55,7 +56,8 @@ class Engine:
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
                  trace=False, stats_endpoint=False, switch="fast", accept="dispatch", threads=0,
-                 handler_timeout=0.0):
+                 handler_timeout=0.0, add_headers=b"", error_pages=(), proxy_headers=False,
+                 forwarded_allow=()):
         if accept != "dispatch":
             raise ValueError("the python engine accepts through dispatch pipes only")
         # As _native.Engine: inline handlers cannot time out (the worker runs them); pooled
@@ -68,7 +70,11 @@ class Engine:
                         open_file_cache=open_file_cache, small_file_cache=small_file_cache,
                         static_files=static_files, max_connections=max_connections,
                         trace=trace, stats_endpoint=stats_endpoint,
-                        handler_timeout=handler_timeout if threads > 0 or asgi else 0)
+                        handler_timeout=handler_timeout if threads > 0 or asgi else 0,
+                        add_headers=add_headers or None, proxy_headers=bool(proxy_headers),
+                        forwarded_allow=[n for n in forwarded_allow if n != "*"],
+                        forwarded_allow_all="*" in forwarded_allow,
+                        error_pages=static.error_pages(error_pages))
         self.started = time.monotonic()
         self.trace_dropped = 0
         self.dispatch = dispatch

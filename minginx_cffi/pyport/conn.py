@@ -25,7 +25,8 @@ from .io import Cancelled, recv_async, send_async
 from .response import (FRAME_CHUNKED, FRAME_LENGTH, Refused, check_status, framing_for,
                        handler_fields, head_finish, head_start)
 from .asgiport import asgi_request
-from .static import send_error, send_gateway_timeout, static_serve
+from .front import conn_client, request_client
+from .static import send_error, send_gateway_timeout, static_serve, static_try
 from .worker import HandlerTimedOut, call_python, close_later, handler_raised
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
@@ -51,11 +52,12 @@ class ConnView:
 
     @property
     def client(self):
-        try:
-            host, port = self._co.sock.getpeername()[:2]
-            return host, port
-        except OSError:
-            return "", 0
+        """(address, port): the peer, or with --proxy-headers the forwarded client (port 0)."""
+        return conn_client(self._co)[:2]
+
+    @property
+    def scheme(self):
+        return conn_client(self._co)[2]
 
     @property
     def server_port(self):
@@ -313,6 +315,8 @@ def conn_entry(co):
     asgi = getattr(dispatch, "asgi", None)   # an asgi.Runner: its rounds go to its loop
     static_files = cfg["static_files"]
     stats_endpoint = cfg["stats_endpoint"]
+    proxy_headers = cfg["proxy_headers"]
+    try_files = static_files and dispatch is not None
     max_body = cfg["max_body"]
     buf = bytearray()
     first = True
@@ -351,6 +355,7 @@ def conn_entry(co):
                 buf += data
             first = False
             w.timer_clear(co)
+            co.client = None   # a new request: its client is the peer until request_client
             if head < 0:
                 status, req = -head, None
             else:
@@ -361,6 +366,10 @@ def conn_entry(co):
                     w.trace_push(EV_HANDLER_DONE, co, co.fd, status)
                 yield from _lingering_close(co, buf)
                 return
+
+            # THE CLIENT, once per request (csrc/conn.c; front.py)
+            if proxy_headers:
+                request_client(co, req)
 
             keep_alive = req.keep_alive and not w.stopping
             st, body = yield from _read_body(co, req, buf, head, dispatch is not None, max_body)
@@ -382,6 +391,13 @@ def conn_entry(co):
                 r = 0
             if r == 1 and stats_endpoint and req.path.startswith(b"/_minginx/"):
                 r = yield from stats_serve(co, req, keep_alive)
+            # beside a handler: try_files $uri $uri/ @app (csrc/static.c static_try)
+            if r == 1 and try_files:
+                ok = yield from static_try(co, req, keep_alive)
+                if ok is False:
+                    return
+                if ok:
+                    r = 0
             if r == 1 and asgi is not None:
                 r = yield from asgi_request(co, ConnView(co, req, body), keep_alive, asgi)
                 if r == 2:
@@ -391,7 +407,7 @@ def conn_entry(co):
                 if r == 2:
                     keep_alive, r = False, 0
             if r == 1:
-                if static_files:
+                if static_files and dispatch is None:
                     ok = yield from static_serve(co, req, keep_alive)
                     if not ok:
                         return

@@ -21,7 +21,8 @@ class Coroutine:
     """A connection's coroutine (C: struct mg_coroutine)."""
 
     __slots__ = ("worker", "entry", "gen", "id", "fd", "sock", "finished", "waiting",
-                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job", "hup")
+                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job", "hup",
+                 "peer", "client")
 
     def __repr__(self):
         return "<Coroutine %d fd %d>" % (self.id, self.fd)
@@ -54,6 +55,8 @@ def coroutine_create(w, entry, sock):
     co.centry = None
     co.py_job = None
     co.hup = False   # the peer hung up (EPOLLRDHUP/HUP/ERR seen): worker.wake_fd
+    co.peer = None     # (address, port), looked up once (front.conn_peer)
+    co.client = None   # THE CLIENT of the request in flight (front.py: request_client, conn_client)
     co.gen = trampoline_start(co)
     if co.fd >= 0:
         w.fd_table[co.fd] = co
