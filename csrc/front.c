@@ -88,12 +88,12 @@ int mg_static_fields(const char *block, size_t block_len, int n, char *out, size
     }
     buf_fixed(&b, out, out_cap < MG_ADD_HEADERS_MAX ? out_cap : MG_ADD_HEADERS_MAX);
     int r = head_fields(&b, block, block_len, n, &info, why);
-    if (r < 0)
-        return r;
-    if (b.err) {
+    if (b.err) {   /* before r: a fixed buffer that is full reads as "out of memory" there */
         *why = "the headers are longer than 1024 bytes";
         return -ENOSPC;
     }
+    if (r < 0)
+        return r;
     *out_len = b.len;
     return 0;
 }

@@ -238,10 +238,10 @@ def parse_error_pages(values, root):
         full = os.path.realpath(os.path.join(root_real, path.lstrip("/")))
         if not full.startswith(root_real.rstrip("/") + "/"):
             raise ServerError("--error-page %r: %s is outside the root %s" % (shown, path, root))
+        if os.path.isdir(full):
+            raise ServerError("--error-page %r: %s is not a file" % (shown, path))
         try:
             with open(full, "rb") as f:
-                if not os.path.isfile(full):
-                    raise ServerError("--error-page %r: %s is not a file" % (shown, path))
                 body = f.read(_native.ERROR_PAGE_MAX + 1)
         except OSError as e:
             raise ServerError("--error-page %r: cannot read %s: %s" % (shown, path, e.strerror)) \
