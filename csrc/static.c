@@ -530,8 +530,10 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
  * file_open: RESOLVE_BENEATH, the open-file cache); then the method is
  * static_serve's business: a POST to a file is 405 with Allow, as nginx's
  * static module answers it (the file names a resource we serve, and it
- * allows GET and HEAD).  A path decode_path refuses, a missing file, and a
- * directory without index.html are not files: they go to the handler.  (A
+ * allows GET and HEAD).  A path that cannot name anything (a bad escape,
+ * %00, ".." above the root) is 400 here, as nginx answers it before any
+ * location (tests/test_nginx_differential.py).  A dotfile, a missing file,
+ * and a directory without index.html are not files: they go to the handler.  (A
  * directory without an index would be 403 from the static files, which
  * nginx's try_files gives too; an app with a route there, "/api/" beside a
  * folder "api" of assets, is the more useful answer, and no listing is ever
@@ -543,9 +545,12 @@ int static_try(mg_coroutine *co, mg_request *req, int keep_alive)
     char *rel = co->rb->path;
     int dir_request, st;
 
-    if (decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles,
-                    &dir_request) != 0)
-        return 1;
+    st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles,
+                     &dir_request);
+    if (st == 400 || st == 414)   /* a bad escape, %00, ".." above the root: as nginx, for */
+        return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;   /* every location */
+    if (st)
+        return 1;   /* a dotfile: not one of our files */
     mg_centry *e = file_open(co, rel, dir_request, &st);
     if (!e) {
         if (st != 301)

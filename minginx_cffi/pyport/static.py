@@ -525,8 +525,11 @@ def static_try(co, req, keep_alive):
     try:
         rel, is_dir = decode_path(req.path, w.cfg["serve_dotfiles"])
         rel = rel.decode("utf-8", "surrogateescape")
-    except HTTPStatus:
-        return None
+    except HTTPStatus as s:
+        if s.status in (400, 414):   # cannot name anything: 400 as nginx, for every location
+            yield from send_error(co, s.status, keep_alive, head_only)
+            return True
+        return None   # a dotfile: not one of our files
     try:
         e = w.cache.file_open(rel, is_dir)
     except HTTPStatus as s:
