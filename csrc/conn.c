@@ -266,6 +266,7 @@ void conn_entry(mg_coroutine *co)
     for (;;) {
         /* -- a request head -- */
         co->idle = 1;
+        co->client_known = 0;   /* a new request: its client is the peer until request_client */
         timer_set(co, first ? MG_TIMER_HEADER : MG_TIMER_KEEPALIVE);
         int head = 0;
         for (;;) {
@@ -302,7 +303,6 @@ void conn_entry(mg_coroutine *co)
         }
         first = 0;
         timer_clear(co);
-        co->client_known = 0;   /* a new request: its client is the peer until request_client */
 
         mg_reqbuf *rb = co->rb;
         mg_request *req = &rb->req;

@@ -326,6 +326,7 @@ def conn_entry(co):
         while True:
             # -- a request head --
             co.idle = True
+            co.client = None   # a new request: its client is the peer until request_client
             w.timer_set(co, MG_TIMER_HEADER if first else MG_TIMER_KEEPALIVE)
             scanned = 0
             while True:
@@ -355,7 +356,6 @@ def conn_entry(co):
                 buf += data
             first = False
             w.timer_clear(co)
-            co.client = None   # a new request: its client is the peer until request_client
             if head < 0:
                 status, req = -head, None
             else:
