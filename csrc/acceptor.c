@@ -64,6 +64,11 @@ mg_server *mg_server_new(const mg_config *cfg, int *err)
         errno = -r;
         goto fail;
     }
+    r = front_init(srv);   /* --header, --error-page, --forwarded-allow-ips */
+    if (r < 0) {
+        errno = -r;
+        goto fail;
+    }
     /* SIGPIPE can never kill us: sends use MSG_NOSIGNAL, and sendfile()
      * to a closed socket would raise it, so it is ignored process-wide
      * (CPython does the same at start-up). */
@@ -87,6 +92,7 @@ void mg_server_free(mg_server *srv)
         close(srv->accept_epfd);
     free(srv->root);
     free(srv->root_real);
+    front_free(srv);
     trace_ring_free(&srv->ring);
     free(srv);
 }

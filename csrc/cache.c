@@ -203,6 +203,12 @@ static int mime_index(const char *path)
     return -1;
 }
 
+const char *mime_type(const char *path)
+{
+    int mi = mime_index(path);
+    return mi >= 0 ? MIME[mi].type : "application/octet-stream";
+}
+
 static char *put_hex(char *p, uint64_t v)
 {
     return p + format_u64(p, v, 16);

@@ -46,6 +46,8 @@ MG_HIDDEN void file_release(mg_worker *w, mg_centry *e);
 /* openat2(RESOLVE_BENEATH) of rel under dirfd (static.c); -1 with errno. */
 MG_HIDDEN int open_beneath(mg_server *srv, int dirfd, const char *rel);
 MG_HIDDEN int file_cache_init(mg_worker *w, int entries);
+/* The Content-Type of a path, by its extension (the static files' table). */
+MG_HIDDEN const char *mime_type(const char *path);
 MG_HIDDEN void file_cache_free(mg_worker *w);
 
 #endif /* MINGINX_CACHE_H */

@@ -106,10 +106,11 @@ void conn_addresses(mg_coroutine *co)
 
 const char *conn_client_addr(mg_coroutine *co)
 {
-    conn_addresses(co);
-    if (co->peer_unix)
-        return "unix:";   /* as nginx writes a Unix-socket client's $remote_addr */
-    return co->peer[0] ? co->peer : "-";
+    int port, https;
+    const char *client = conn_client(co, &port, &https);   /* proxy headers applied */
+    if (client[0])
+        return client;
+    return co->peer_unix ? "unix:" : "-";   /* as nginx writes a Unix-socket client's $remote_addr */
 }
 
 /* The access log's line for this request (a no-op with the log off). */
@@ -316,6 +317,7 @@ void conn_entry(mg_coroutine *co)
     for (;;) {
         /* -- a request head -- */
         co->idle = 1;
+        co->client_known = 0;   /* a new request: its client is the peer until request_client */
         timer_set(co, first ? MG_TIMER_HEADER : MG_TIMER_KEEPALIVE);
         int head = 0;
         for (;;) {
@@ -372,9 +374,15 @@ void conn_entry(mg_coroutine *co)
             return;
         }
 
+        /* -- THE CLIENT, once per request: with --proxy-headers, a trusted
+         * peer's X-Forwarded-For / Forwarded (front.c); handlers and the
+         * access log read it through conn_client() -- */
+        mg_server *srv = w->srv;
+        if (srv->cfg.proxy_headers)
+            request_client(co, req);
+
         /* -- the body, if any: kept for a Python handler, else read and discarded -- */
         int keep_alive = req->keep_alive && !w->stopping;
-        mg_server *srv = w->srv;
         int python = srv->cfg.app_id >= 0;
         const char *body;
         size_t body_len;
@@ -401,9 +409,15 @@ void conn_entry(mg_coroutine *co)
         else if (req->target_form == MG_FORM_ASTERISK)
             r = static_serve(co, req, keep_alive);
 
-        /* -- the middleware chain: a Python handler, then the static files -- */
+        /* -- the middleware chain: the static files, a Python handler --
+         * With a handler and a root, nginx's "try_files $uri $uri/ @app": a
+         * path naming a file under the root (or a directory with an index)
+         * is answered from disk, everything else goes to the handler; what
+         * the handler passes on (an App's unknown path) is 404. */
         if (r == 1 && MG_UNLIKELY(srv->cfg.stats_endpoint))
             r = stats_serve(co, req, keep_alive);
+        if (r == 1 && python && srv->cfg.static_files)
+            r = static_try(co, req, keep_alive);
         if (r == 1 && python)
             r = python_request(co, req, body, body_len, keep_alive);
         if (r == 2) {
@@ -411,8 +425,9 @@ void conn_entry(mg_coroutine *co)
             r = 0;
         }
         if (r == 1)
-            r = srv->cfg.static_files ? static_serve(co, req, keep_alive)
-                                      : (send_error(co, 404, keep_alive, req->method_id == MG_M_HEAD) < 0 ? -1 : 0);
+            r = srv->cfg.static_files && !python
+                    ? static_serve(co, req, keep_alive)
+                    : (send_error(co, 404, keep_alive, req->method_id == MG_M_HEAD) < 0 ? -1 : 0);
         free(co->body_buf);
         co->body_buf = NULL;
         TRACE(w, MG_EV_HANDLER_DONE, co, co->fd, co->status);

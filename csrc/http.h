@@ -178,6 +178,10 @@ struct mg_reqbuf {
 /* The static-file middleware: answer req from the document root.  Returns 0
  * when the connection may carry another request, < 0 when it must close. */
 MG_HIDDEN int static_serve(mg_coroutine *co, mg_request *req, int keep_alive);
+/* Beside a handler: answer as static_serve() if the path names a file under
+ * the root (or a directory with an index.html), whatever the method; else
+ * return 1 without answering (the handler's turn). */
+MG_HIDDEN int static_try(mg_coroutine *co, mg_request *req, int keep_alive);
 /* A small HTML error response.  Returns what send_async() returned. */
 MG_HIDDEN ssize_t send_error(mg_coroutine *co, int status, int keep_alive, int head_only);
 

@@ -162,6 +162,14 @@ struct mg_coroutine {
     uint64_t log_sent0;          /* sent when this request's response began */
     size_t head_bytes;           /* bytes of the response's head (head_finish's answer) */
     int64_t log_start_us;        /* when the request began (json's request_time) */
+    /* THE CLIENT of the request in flight, as handlers and the access log see
+     * it: the peer, or with --proxy-headers and a trusted peer what
+     * X-Forwarded-For / Forwarded say.  Set once per request, after its head
+     * is parsed, by front.c request_client(); read it with conn_client(). */
+    int client_known;            /* 0: not looked at for this request yet */
+    int client_port;             /* 0 when forwarded (as uvicorn: the proxy's port is not the client's) */
+    int client_https;            /* 1: X-Forwarded-Proto / Forwarded proto said https */
+    char client[48];             /* address, text */
     char *body_buf;              /* a request body too large for rb, or chunked (malloc) */
 };
 
@@ -258,6 +266,12 @@ struct mg_server {
     mg_stats *shared_stats;
     int shared_nslots, shared_nworkers, shared_slot;
     mg_alog *alog;               /* the access log's writer, NULL when off */
+    /* front.c: copies of cfg's --header lines, --error-page bodies, trusted peers */
+    char *add_headers;           /* NULL: none */
+    size_t add_headers_len;
+    struct mg_err_page *error_page[200];   /* by status - 400; NULL: the built-in page */
+    mg_cidr *trusted;
+    int trusted_n;
 };
 
 /* coroutine.c */
@@ -352,6 +366,19 @@ MG_HIDDEN void alog_rejected(struct mg_worker *w, int fd, int status, uint64_t b
  * pending lines are due (-1: none pending), for epoll_wait's timeout. */
 MG_HIDDEN int alog_tick(struct mg_worker *w, int force);
 MG_HIDDEN int64_t alog_now_us(void);
+/* front.c: what the server does in front of an app */
+MG_HIDDEN int front_init(struct mg_server *srv);   /* 0 or -errno; front_free undoes it */
+MG_HIDDEN void front_free(struct mg_server *srv);
+struct mg_request_s;
+/* Fill co->client* for the request just parsed (the effective client). */
+MG_HIDDEN void request_client(mg_coroutine *co, const struct mg_request_s *req);
+/* The request's client: address text, *port, *https (looked up on first use). */
+MG_HIDDEN const char *conn_client(mg_coroutine *co, int *port, int *https);
+struct mg_err_page {
+    char *body;
+    size_t body_len;
+    char ctype_hdr[96];          /* "Content-Type: ...\r\n" */
+};
 
 /* helpers */
 MG_HIDDEN void mg_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

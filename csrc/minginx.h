@@ -64,6 +64,25 @@ typedef enum {
     MG_YIELD_MAX
 } mg_yield;
 
+/* --error-page CODE=PATH: the body of the error responses the server itself
+ * makes with that status (static.c send_error), read once at start.  The
+ * Content-Type comes from path's extension (cache.c's table). */
+typedef struct {
+    int status;                  /* 400..599 */
+    const char *path;            /* relative to the root, for its extension */
+    const char *body;
+    size_t body_len;             /* bytes, at most MG_ERROR_PAGE_MAX */
+} mg_error_page;
+#define MG_ERROR_PAGE_MAX (1 << 20)
+#define MG_ADD_HEADERS_MAX 1024   /* bytes of --header lines (they share the 2 KiB head area) */
+
+/* One --forwarded-allow-ips entry: an address and a prefix length. */
+typedef struct {
+    int family;                  /* 4 or 6 */
+    int prefix;                  /* bits: 0..32 or 0..128 */
+    unsigned char addr[16];      /* network byte order; IPv4 in the first 4 */
+} mg_cidr;
+
 /* Server-wide settings, filled by Python before mg_server_new(). */
 typedef struct {
     const char *root;            /* document root (a directory) */
@@ -93,6 +112,16 @@ typedef struct {
     int access_log_fd;           /* duplicated by mg_server_new: the caller keeps its own */
     const char *access_log_path; /* what mg_server_reopen_log() opens again (NULL: never) */
     int access_log_format;       /* mg_log_format */
+    /* in front of an app (front.c); the server copies what these point to */
+    const char *add_headers;     /* --header: "Name: value\r\n" lines for static answers with
+                                    200/201/204/206/301/302/303/304/307/308, made by
+                                    mg_static_fields (NULL: none) */
+    const mg_error_page *error_pages;
+    int error_pages_n;
+    int proxy_headers;           /* 1: X-Forwarded-For/-Proto, Forwarded from trusted peers */
+    const mg_cidr *forwarded_allow;   /* the trusted peers (--forwarded-allow-ips) */
+    int forwarded_allow_n;
+    int forwarded_allow_all;     /* "*": every peer is trusted */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */
@@ -199,8 +228,10 @@ typedef struct {
     size_t body_len;
     int minor_version;           /* HTTP/1.<minor> */
     int num_headers;             /* read them with mg_call_header() */
-    char peer[48];               /* client address, text */
-    int peer_port;
+    char peer[48];               /* client address, text: the peer's, or with --proxy-headers
+                                    the forwarded one (front.c request_client) */
+    int peer_port;               /* 0 when the address was forwarded */
+    int https;                   /* the client's scheme: 1 https, 0 http */
     int server_port;
     /* Python's answer */
     int fallthrough;             /* 1: not mine, let the static files answer */
@@ -266,6 +297,14 @@ int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last);
  * GIL around it).  Lock-protected list + eventfd, written only when the list
  * was empty, so a burst of posts costs the worker one wake-up.  Returns 0. */
 int mg_call_post(mg_pycall *c);
+
+/* --header values checked as a handler's fields are (response.c head_fields),
+ * and none the static responses write themselves (Content-Type, ETag,
+ * Content-Range ...): block holds n fields as "name\0value\0" pairs; out gets
+ * them as "Name: value\r\n" lines.  Returns 0; -EINVAL with *why (static
+ * text); -ENOSPC when out_cap (or MG_ADD_HEADERS_MAX) is too small. */
+int mg_static_fields(const char *block, size_t block_len, int n, char *out, size_t out_cap,
+                     size_t *out_len, const char **why);
 
 /* ---- server: shared, read-only configuration plus the acceptor ---- */
 mg_server *mg_server_new(const mg_config *cfg, int *err);

@@ -479,9 +479,9 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     c->_orphan = 0;
     c->_next_post = NULL;
     c->_body_buf = NULL;
-    conn_addresses(co);
-    memcpy(c->peer, co->peer, sizeof(c->peer));
-    c->peer_port = co->peer_port;
+    /* the client as the access log sees it too (front.c: request_client) */
+    const char *client = conn_client(co, &c->peer_port, &c->https);
+    memcpy(c->peer, client, sizeof(c->peer));
     c->server_port = co->server_port;
 
     if (yield_to_python(co, MG_PY_START) < 0)

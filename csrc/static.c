@@ -41,6 +41,21 @@ static void put_status(mg_buf *o, mg_coroutine *co, int status)
     head_start(o, co->worker, status, NULL, 0);
 }
 
+/* --header lines, on the statuses nginx's add_header puts them on (its
+ * list: 200, 201, 204, 206, 301, 302, 303, 304, 307, 308), never on errors. */
+static void put_added_headers(mg_buf *o, const mg_server *srv, int status)
+{
+    if (MG_LIKELY(!srv->add_headers))
+        return;
+    switch (status) {
+    case 200: case 201: case 204: case 206: case 301: case 302: case 303: case 304: case 307: case 308:
+        buf_put(o, srv->add_headers, srv->add_headers_len);
+        break;
+    default:
+        break;
+    }
+}
+
 /* Send a finished head (and body) from the out area; a head that did not
  * fit is never sent: the connection closes instead. */
 static ssize_t send_out(mg_coroutine *co, const mg_buf *o)
@@ -52,7 +67,9 @@ static ssize_t send_out(mg_coroutine *co, const mg_buf *o)
     return send_async(co, o->p, o->len);
 }
 
-/* An error page, with one optional extra header line (CRLF-terminated). */
+/* An error page, with one optional extra header line (CRLF-terminated):
+ * the --error-page file for the status if there is one (front.c), else a
+ * small built-in HTML page. */
 static ssize_t send_error_with(mg_coroutine *co, int status, int keep_alive, int head_only,
                                const char *extra, size_t extra_len)
 {
@@ -61,6 +78,22 @@ static ssize_t send_error_with(mg_coroutine *co, int status, int keep_alive, int
     mg_buf b;
 
     out_area(co, &o);
+    const struct mg_err_page *page =
+        status >= 400 && status <= 599 ? co->worker->srv->error_page[status - 400] : NULL;
+    if (MG_UNLIKELY(page != NULL)) {
+        put_status(&o, co, status);
+        if (status == 405)
+            buf_str(&o, ALLOW_HDR);
+        if (extra)
+            buf_put(&o, extra, extra_len);
+        buf_str(&o, page->ctype_hdr);
+        co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, page->body_len, keep_alive);
+        co->worker->stats.requests++;
+        if (o.err || head_only || page->body_len == 0)
+            return send_out(co, &o);
+        struct iovec iov[2] = {{o.p, o.len}, {page->body, page->body_len}};
+        return sendv_async(co, iov, 2);
+    }
     buf_fixed(&b, body_mem, sizeof(body_mem));
     buf_str(&b, "<html><head><title>");
     buf_u64(&b, (uint64_t)status, 10);
@@ -269,6 +302,7 @@ static int send_not_modified(mg_coroutine *co, const mg_centry *e, const mg_file
     buf_str(&o, "\r\n");
     if (co->worker->srv->cfg.gzip_static && e->compressible)
         buf_str(&o, "Vary: Accept-Encoding\r\n");
+    put_added_headers(&o, co->worker->srv, 304);
     co->head_bytes = head_finish(&o, MG_FRAME_NONE, 0, keep_alive);
     co->worker->stats.requests++;
     return send_out(co, &o) < 0 ? -1 : 0;
@@ -293,6 +327,7 @@ static int send_representation(mg_coroutine *co, const mg_file *rep, int status,
         buf_u64(&o, (uint64_t)rep->size, 10);
         buf_str(&o, "\r\n");
     }
+    put_added_headers(&o, w->srv, status);
     co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, (uint64_t)len, keep_alive);
     w->stats.requests++;
     if (MG_UNLIKELY(o.err))
@@ -414,7 +449,7 @@ static int redirect_slash(mg_coroutine *co, mg_request *req, int keep_alive, int
 
     out_area(co, &o);
     if (uri_encode(NULL, rel, rel_len, 0) + uri_encode(NULL, req->query.p, req->query.len, 1) + 64 >
-        sizeof(co->rb->out) - 256)
+        sizeof(co->rb->out) - 256 - co->worker->srv->add_headers_len)
         return send_error(co, 414, keep_alive, head_only) < 0 ? -1 : 0;
     put_status(&o, co, 301);
     buf_str(&o, "Location: /");
@@ -425,6 +460,7 @@ static int redirect_slash(mg_coroutine *co, mg_request *req, int keep_alive, int
         uri_encode(&o, req->query.p, req->query.len, 1);
     }
     buf_str(&o, "\r\nContent-Type: text/html; charset=utf-8\r\n");
+    put_added_headers(&o, co->worker->srv, 301);
     co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, keep_alive);
     if (!head_only)
         buf_put(&o, body, sizeof(body) - 1);
@@ -432,10 +468,11 @@ static int redirect_slash(mg_coroutine *co, mg_request *req, int keep_alive, int
     return send_out(co, &o) < 0 ? -1 : 0;
 }
 
-int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
+/* The methods a static file answers: GET and HEAD go on (returns 1),
+ * OPTIONS gets its Allow, the rest 405 (or 501 for one we do not know). */
+static int static_method(mg_coroutine *co, mg_request *req, int keep_alive)
 {
     mg_server *srv = co->worker->srv;
-    int head_only = req->method_id == MG_M_HEAD;
 
     switch (req->method_id) {
     case MG_M_GET:
@@ -448,6 +485,7 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
          * answer has no content, and 8.6 forbids Content-Length on a 204. */
         put_status(&o, co, 200);
         buf_str(&o, ALLOW_HDR);
+        put_added_headers(&o, srv, 200);
         co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, 0, keep_alive);
         co->worker->stats.requests++;
         return send_out(co, &o) < 0 ? -1 : 0;
@@ -457,6 +495,16 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     default:
         return send_error(co, 405, keep_alive, 0) < 0 ? -1 : 0;
     }
+    return 1;
+}
+
+int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
+{
+    mg_server *srv = co->worker->srv;
+    int head_only = req->method_id == MG_M_HEAD;
+    int r = static_method(co, req, keep_alive);
+    if (r != 1)
+        return r;
 
     char *rel = co->rb->path;
     int dir_request;
@@ -471,7 +519,54 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
         return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
     }
     co->centry = e;   /* released by coroutine_destroy() if we never get back */
-    int r = serve_entry(co, req, e, keep_alive);
+    r = serve_entry(co, req, e, keep_alive);
+    co->centry = NULL;
+    file_release(co->worker, e);
+    return r;
+}
+
+/* try_files $uri $uri/ @app.  The file is looked up first, whatever the
+ * method, with static_serve's rules (decode_path: traversal and dotfiles;
+ * file_open: RESOLVE_BENEATH, the open-file cache); then the method is
+ * static_serve's business: a POST to a file is 405 with Allow, as nginx's
+ * static module answers it (the file names a resource we serve, and it
+ * allows GET and HEAD).  A path that cannot name anything (a bad escape,
+ * %00, ".." above the root) is 400 here, as nginx answers it before any
+ * location (tests/test_nginx_differential.py).  A dotfile, a missing file,
+ * and a directory without index.html are not files: they go to the handler.  (A
+ * directory without an index would be 403 from the static files, which
+ * nginx's try_files gives too; an app with a route there, "/api/" beside a
+ * folder "api" of assets, is the more useful answer, and no listing is ever
+ * shown either way.)  Tested by tests/test_front.py. */
+int static_try(mg_coroutine *co, mg_request *req, int keep_alive)
+{
+    mg_server *srv = co->worker->srv;
+    int head_only = req->method_id == MG_M_HEAD;
+    char *rel = co->rb->path;
+    int dir_request, st;
+
+    st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles,
+                     &dir_request);
+    if (st == 400 || st == 414)   /* a bad escape, %00, ".." above the root: as nginx, for */
+        return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;   /* every location */
+    if (st)
+        return 1;   /* a dotfile: not one of our files */
+    mg_centry *e = file_open(co, rel, dir_request, &st);
+    if (!e) {
+        if (st != 301)
+            return 1;
+        /* a directory asked without its slash: a file only if it has an index */
+        e = file_open(co, rel, 1, &st);
+        if (!e)
+            return 1;
+        file_release(co->worker, e);
+        int r = static_method(co, req, keep_alive);
+        return r != 1 ? r : redirect_slash(co, req, keep_alive, head_only);
+    }
+    co->centry = e;   /* released by coroutine_destroy() if we never get back */
+    int r = static_method(co, req, keep_alive);
+    if (r == 1)
+        r = serve_entry(co, req, e, keep_alive);
     co->centry = NULL;
     file_release(co->worker, e);
     return r;

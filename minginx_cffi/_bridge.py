@@ -79,7 +79,13 @@ class CallView:
 
     @property
     def client(self):
+        """(address, port): the peer, or with --proxy-headers the forwarded client (port 0)."""
         return (ffi.string(self._c.peer).decode("ascii"), self._c.peer_port)
+
+    @property
+    def scheme(self):
+        """"http", or "https" when a trusted proxy said so (--proxy-headers)."""
+        return "https" if self._c.https else "http"
 
     @property
     def server_port(self):

@@ -30,6 +30,7 @@ ACCEPT_MODES = {"dispatch": lib.MG_ACCEPT_DISPATCH, "reuseport": lib.MG_ACCEPT_R
 DEFAULT_STACK_SIZE = lib.MG_DEFAULT_STACK_SIZE
 MIN_STACK_SIZE = lib.MG_MIN_STACK_SIZE
 MAX_WORKERS = lib.MG_MAX_WORKERS
+ERROR_PAGE_MAX = lib.MG_ERROR_PAGE_MAX
 YIELD_REASONS = ("ready", "read", "write", "python")
 
 
@@ -102,7 +103,9 @@ class Engine:
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
                  trace=False, stats_endpoint=False, switch="fast", accept="dispatch", threads=0,
                  handler_timeout=0.0, access_log_fd=None, access_log_path=None,
-                 access_log_format="combined"):
+                 access_log_format="combined",
+                 add_headers=b"", error_pages=(), proxy_headers=False,
+                 forwarded_allow=()):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
         if stack_size < MIN_STACK_SIZE:
@@ -144,6 +147,32 @@ class Engine:
         cfg.access_log_fd = access_log_fd if access_log_fd is not None else -1
         cfg.access_log_path = self._log_path
         cfg.access_log_format = LOG_FORMATS[access_log_format]
+        # in front of an app (csrc/front.c copies all of it in mg_server_new)
+        keep = self._front = []
+        if add_headers:
+            keep.append(ffi.new("char[]", add_headers))
+            cfg.add_headers = keep[-1]
+        if error_pages:
+            pages = ffi.new("mg_error_page[]", len(error_pages))
+            keep.append(pages)
+            for i, (status, path, body) in enumerate(error_pages):
+                keep.append(ffi.new("char[]", os.fsencode(path)))
+                keep.append(ffi.new("char[]", body))
+                pages[i].status, pages[i].path = status, keep[-2]
+                pages[i].body, pages[i].body_len = keep[-1], len(body)
+            cfg.error_pages, cfg.error_pages_n = pages, len(error_pages)
+        cfg.proxy_headers = int(bool(proxy_headers))
+        nets = [n for n in forwarded_allow if n != "*"]
+        cfg.forwarded_allow_all = int("*" in forwarded_allow)
+        if nets:
+            cidrs = ffi.new("mg_cidr[]", len(nets))
+            keep.append(cidrs)
+            for i, net in enumerate(nets):
+                cidrs[i].family = net.version
+                cidrs[i].prefix = net.prefixlen
+                raw = net.network_address.packed
+                ffi.memmove(cidrs[i].addr, raw, len(raw))
+            cfg.forwarded_allow, cfg.forwarded_allow_n = cidrs, len(nets)
         self._trace_buf = ffi.new("mg_trace_rec[]", 4096) if trace else None
         self._dropped = ffi.new("uint64_t *")
         self.bridge = bridge
@@ -264,6 +293,22 @@ class RuntimeWorker:
         if self._w is not None:
             lib.mg_worker_free(self._w)
             self._w = None
+
+
+def static_fields(fields):
+    """--header fields [(name bytes, value bytes)] as the C writer checks them
+    (csrc/front.c mg_static_fields: response.c head_fields, and none the static
+    answers write themselves): their b"Name: value\\r\\n" lines, or ValueError(why)."""
+    from ._dispatch import flatten_fields
+    block, n = flatten_fields(fields)
+    out = ffi.new("char[]", lib.MG_ADD_HEADERS_MAX)
+    out_len = ffi.new("size_t *")
+    why = ffi.new("const char **")
+    rc = lib.mg_static_fields(block, len(block), n, out, lib.MG_ADD_HEADERS_MAX, out_len, why)
+    if rc < 0:
+        raise ValueError(ffi.string(why[0]).decode("ascii") if why[0] != ffi.NULL else
+                         os.strerror(-rc))
+    return ffi.unpack(out, out_len[0])
 
 
 def header_id(name, plain=False):

@@ -145,7 +145,7 @@ class Request:
     """One HTTP request: method, path, query, headers (read lazily from the C parse), body."""
 
     __slots__ = ("_view", "method", "raw_path", "path", "query", "body", "params", "_headers",
-                 "_args", "_client", "http_version", "handler")
+                 "_args", "_client", "http_version", "handler", "scheme")
 
     def __init__(self, view, path, params=None):
         self._view = view
@@ -160,6 +160,7 @@ class Request:
         self._headers = None
         self._args = None
         self._client = None
+        self.scheme = view.scheme   # "http", or "https" from a trusted proxy (--proxy-headers)
 
     @property
     def headers(self):
@@ -178,7 +179,8 @@ class Request:
 
     @property
     def client(self):
-        """(address, port) of the peer."""
+        """(address, port) of the peer; with --proxy-headers, of the client a trusted proxy
+        names (port 0: the proxy does not say it)."""
         if self._client is None:
             self._client = self._view.client
         return self._client

@@ -126,7 +126,7 @@ def build_scope(view, root_path, server, state, headers=None):
         "asgi": ASGI,
         "http_version": "1.%d" % view.minor_version,
         "method": view.method,
-        "scheme": "http",
+        "scheme": view.scheme,
         "path": root_path + path,
         "raw_path": raw,
         "query_string": view.query,

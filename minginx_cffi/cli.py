@@ -63,7 +63,8 @@ def cli():
 @click.option("--small-file-cache", type=limit("small_file_cache"), default=16384,
               show_default=True, help="Files up to this many bytes are kept in memory (0: off).")
 @click.option("--app", default=None, metavar="MODULE:ATTR",
-              help="A minginx_cffi.App to run (unknown paths go to --root's files, else 404).")
+              help="A minginx_cffi.App to run (with --root: after the files; its unknown paths "
+                   "are 404).")
 @click.option("--wsgi", default=None, metavar="MODULE:ATTR",
               help="A WSGI application to run (Flask, Django...).")
 @click.option("--asgi", default=None, metavar="MODULE:ATTR",
@@ -94,6 +95,18 @@ def cli():
               default="combined", show_default=True,
               help="combined: nginx's combined format; json: one object a line, with "
                    "request_time.")
+@click.option("--header", multiple=True, metavar="'NAME: VALUE'",
+              help="Add this header to static 2xx/3xx answers, as nginx's add_header "
+                   "(repeatable; e.g. 'Cache-Control: max-age=3600').")
+@click.option("--error-page", multiple=True, metavar="CODE=PATH",
+              help="Serve this file of the root as the body of the server's own error "
+                   "responses with CODE (repeatable; e.g. 404=/404.html).")
+@click.option("--proxy-headers/--no-proxy-headers", default=False, show_default=True,
+              help="Take the client address and scheme from X-Forwarded-For/-Proto (or "
+                   "Forwarded) sent by a peer in --forwarded-allow-ips.")
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
+              envvar="FORWARDED_ALLOW_IPS", metavar="IPS",
+              help="Comma-separated IPs or networks of the proxies to trust, '*' for any.")
 @click.option("--trace", is_flag=True, default=False,
               help="Print each step of the happy path, per connection, as it happens.")
 @click.option("--stats/--no-stats", default=None,

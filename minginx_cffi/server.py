@@ -206,6 +206,108 @@ def check_app_kind(flag, want, obj, spec):
                                                           type(obj).__name__))
 
 
+def parse_header_options(values, engine):
+    """--header 'NAME: VALUE' (strings, or (name, value) pairs) as the static answers'
+    extra lines, checked by the engine's one header writer (csrc/response.c head_fields
+    through front.c mg_static_fields; pyport/response.py handler_fields)."""
+    if isinstance(values, str):
+        values = [values]
+    if engine == "python":
+        from .pyport.front import static_fields
+    else:
+        static_fields = _native.static_fields
+    fields = []
+    for v in values or ():
+        if isinstance(v, tuple) and len(v) == 2:
+            name, value, shown = v[0], v[1], "%s: %s" % v
+        elif isinstance(v, str):
+            name, sep, value = v.partition(":")
+            shown = v
+            if not sep:
+                raise ServerError("--header %r: expected 'NAME: VALUE'" % v)
+        else:
+            raise ServerError("--header %r: expected 'NAME: VALUE'" % (v,))
+        try:
+            field = (name.encode("ascii") if isinstance(name, str) else bytes(name),
+                     value.encode("utf-8") if isinstance(value, str) else bytes(value))
+        except (UnicodeError, TypeError):
+            raise ServerError("--header %r: the name is not ASCII" % (shown,)) from None
+        try:
+            static_fields([field])
+        except ValueError as e:
+            raise ServerError("--header %r: %s" % (shown, e)) from None
+        fields.append(field)
+    try:
+        return static_fields(fields) if fields else b""
+    except ValueError as e:
+        raise ServerError("--header: %s" % e) from None
+
+
+def parse_error_pages(values, root):
+    """--error-page CODE=PATH (strings, (code, path) pairs or a {code: path} dict) as
+    [(code, path relative to the root, the file's bytes)], read once, now."""
+    if isinstance(values, dict):
+        values = list(values.items())
+    elif isinstance(values, str):
+        values = [values]
+    root_real = os.path.realpath(root)
+    pages = {}
+    for v in values or ():
+        if isinstance(v, str):
+            code, sep, path = v.partition("=")
+            if not sep:
+                raise ServerError("--error-page %r: expected CODE=PATH, e.g. 404=/404.html" % v)
+        elif isinstance(v, tuple) and len(v) == 2:
+            code, path = v
+        else:
+            raise ServerError("--error-page %r: expected CODE=PATH" % (v,))
+        shown = "%s=%s" % (code, path)
+        try:
+            code = int(code)
+        except (TypeError, ValueError):
+            raise ServerError("--error-page %r: %r is not a status code" % (shown, code)) from None
+        if not 400 <= code <= 599:
+            raise ServerError("--error-page %r: the status must be 4xx or 5xx" % shown)
+        if not isinstance(path, str) or not path.strip("/"):
+            raise ServerError("--error-page %r: expected a file under the root" % shown)
+        full = os.path.realpath(os.path.join(root_real, path.lstrip("/")))
+        if not full.startswith(root_real.rstrip("/") + "/"):
+            raise ServerError("--error-page %r: %s is outside the root %s" % (shown, path, root))
+        if os.path.isdir(full):
+            raise ServerError("--error-page %r: %s is not a file" % (shown, path))
+        try:
+            with open(full, "rb") as f:
+                body = f.read(_native.ERROR_PAGE_MAX + 1)
+        except OSError as e:
+            raise ServerError("--error-page %r: cannot read %s: %s" % (shown, path, e.strerror)) \
+                from None
+        if len(body) > _native.ERROR_PAGE_MAX:
+            raise ServerError("--error-page %r: %s is larger than %d bytes"
+                              % (shown, path, _native.ERROR_PAGE_MAX))
+        pages[code] = (code, os.path.relpath(full, root_real), body)
+    return list(pages.values())
+
+
+def parse_forwarded_allow_ips(value):
+    """--forwarded-allow-ips: comma-separated IPs and CIDRs, "*" for any (uvicorn's)."""
+    import ipaddress
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    out = []
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        if item == "*":
+            out.append("*")
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ServerError("--forwarded-allow-ips: %r is not an IP address or network"
+                              % item) from None
+    return out
+
+
 class Server:
     """A minginx-cffi server: ``Server(root=...).serve_forever()``.
 
@@ -221,7 +323,8 @@ class Server:
                  engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
                  switch="fast", accept="dispatch", defer_accept=True, asgi=None, root_path="",
                  threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT,
-                 log_level=None, stats_slot=None, access_log=None, access_log_format="combined"):
+                 log_level=None, stats_slot=None, access_log=None, access_log_format="combined",
+                 header=(), error_page=(), proxy_headers=False, forwarded_allow_ips="127.0.0.1"):
         # log_level: "debug".."critical" sets the "minginx_cffi" logger's level and C's
         # (None: the embedding program's logging config decides); log.configure() is the
         # CLI's.  stats_slot: (procstats.SharedStats, i), this process's slot (--processes).
@@ -299,6 +402,11 @@ class Server:
         self._listeners = []
         self._trace_thread = None
         self._trace_t0 = None
+        # in front of an app: files first, --header, --error-page, --proxy-headers
+        add_headers = parse_header_options(header, engine)
+        error_pages = parse_error_pages(error_page, self.root)
+        forwarded_allow = parse_forwarded_allow_ips(forwarded_allow_ips)
+        self.proxy_headers = bool(proxy_headers)
         # --max-connections is a total: each worker takes its share
         per_worker = -(-max_connections // self.nworkers) if max_connections else 0
         self._engine_args = dict(max_connections=per_worker, trace=bool(trace), switch=switch,
@@ -309,7 +417,8 @@ class Server:
             follow_symlinks=follow_symlinks, header_timeout=header_timeout,
             keepalive_timeout=keepalive_timeout, send_timeout=send_timeout, max_body=max_body,
             gzip_static=gzip_static, open_file_cache=open_file_cache,
-            small_file_cache=small_file_cache)
+            small_file_cache=small_file_cache, add_headers=add_headers, error_pages=error_pages,
+            proxy_headers=self.proxy_headers, forwarded_allow=forwarded_allow)
         self.access_log, self.access_log_format = check_access_log(access_log, access_log_format)
         self.fd_limit = None
         self._sock = None
@@ -476,18 +585,19 @@ class Server:
         return (self.host, self.port)
 
     def banner(self):
+        """One line: what answers what ("files under ROOT, then ASGI app NAME"), where."""
+        handler = None
+        for kind, obj in (("app", self.app), ("WSGI app", self.wsgi), ("ASGI app", self.asgi)):
+            if obj is not None:
+                handler = "%s %s" % (kind, getattr(obj, "__name__", type(obj).__name__))
         what = []
-        if self.app is not None:
-            what.append("app %s" % getattr(self.app, "__name__", type(self.app).__name__))
-        if self.wsgi is not None:
-            what.append("WSGI %s" % getattr(self.wsgi, "__name__", type(self.wsgi).__name__))
-        if self.asgi is not None:
-            what.append("ASGI %s" % getattr(self.asgi, "__name__", type(self.asgi).__name__))
         if self.static_files:
-            what.append(self.root)
+            what.append("files under %s" % self.root)
+        if handler:
+            what.append(handler)
         procs = ", processes %d" % self.processes if self.processes > 1 else ""
         return ("minginx-cffi: serving %s on http://%s:%d (workers %d%s, policy %s, engine %s%s, "
-                "fd limit %s)" % (" + ".join(what), self.host if ":" not in self.host else
+                "fd limit %s)" % (", then ".join(what), self.host if ":" not in self.host else
                                   "[%s]" % self.host, self.port, self.nworkers, procs,
                                   self.policy, self.engine,
                                   ", accept reuseport" if self.accept == "reuseport" else "",

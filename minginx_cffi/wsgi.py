@@ -101,7 +101,7 @@ def make_dispatch(app, multithread=True, multiprocess=False, server_name="127.0.
             "SERVER_PROTOCOL": "HTTP/1.%d" % view.minor_version,
             "REMOTE_ADDR": "",
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
+            "wsgi.url_scheme": view.scheme,
             "wsgi.input": io.BytesIO(view.body),
             "wsgi.errors": errors,
             "wsgi.multithread": multithread,

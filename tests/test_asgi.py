@@ -496,6 +496,7 @@ def test_build_scope_decodes_like_uvicorn():
         method = "GET"
         minor_version = 1
         client = ("::1", 1)
+        scheme = "http"
         server_port = 80
 
         def header_pairs(self, lower=False):

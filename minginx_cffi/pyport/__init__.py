@@ -19,6 +19,7 @@ share one GIL, so workers here take turns rather than run in parallel.
 import time
 
 from .accesslog import AccessLog
+from . import static
 from .acceptor import Acceptor
 from .worker import HandlerPool, Worker
 
@@ -57,7 +58,9 @@ class Engine:
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
                  trace=False, stats_endpoint=False, switch="fast", accept="dispatch", threads=0,
                  handler_timeout=0.0, access_log_fd=None, access_log_path=None,
-                 access_log_format="combined"):
+                 access_log_format="combined",
+                 add_headers=b"", error_pages=(), proxy_headers=False,
+                 forwarded_allow=()):
         if accept != "dispatch":
             raise ValueError("the python engine accepts through dispatch pipes only")
         # As _native.Engine: inline handlers cannot time out (the worker runs them); pooled
@@ -70,7 +73,11 @@ class Engine:
                         open_file_cache=open_file_cache, small_file_cache=small_file_cache,
                         static_files=static_files, max_connections=max_connections,
                         trace=trace, stats_endpoint=stats_endpoint,
-                        handler_timeout=handler_timeout if threads > 0 or asgi else 0)
+                        handler_timeout=handler_timeout if threads > 0 or asgi else 0,
+                        add_headers=add_headers or None, proxy_headers=bool(proxy_headers),
+                        forwarded_allow=[n for n in forwarded_allow if n != "*"],
+                        forwarded_allow_all="*" in forwarded_allow,
+                        error_pages=static.error_pages(error_pages))
         # the access log's writer (accesslog.py): the fd is duplicated, the caller keeps its own
         self.alog = AccessLog(access_log_fd, access_log_path, access_log_format) \
             if access_log_fd is not None else None

@@ -27,7 +27,8 @@ from .response import (FRAME_CHUNKED, FRAME_LENGTH, Refused, check_status, frami
                        handler_fields, head_finish, head_start)
 from .accesslog import alog_request
 from .asgiport import asgi_request
-from .static import send_error, send_gateway_timeout, static_serve
+from .front import conn_client, request_client
+from .static import send_error, send_gateway_timeout, static_serve, static_try
 from .worker import HandlerTimedOut, call_python, close_later, handler_raised
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
@@ -55,11 +56,12 @@ class ConnView:
 
     @property
     def client(self):
-        try:
-            host, port = self._co.sock.getpeername()[:2]
-            return host, port
-        except OSError:
-            return "", 0
+        """(address, port): the peer, or with --proxy-headers the forwarded client (port 0)."""
+        return conn_client(self._co)[:2]
+
+    @property
+    def scheme(self):
+        return conn_client(self._co)[2]
 
     @property
     def server_port(self):
@@ -330,6 +332,7 @@ def conn_entry(co):
     w = co.worker
     cfg = w.cfg
     dispatch = w.engine.dispatch
+    proxy_headers = cfg["proxy_headers"]
     max_body = cfg["max_body"]
     buf = bytearray()
     first = True
@@ -339,6 +342,7 @@ def conn_entry(co):
         while True:
             # -- a request head --
             co.idle = True
+            co.client = None   # a new request: its client is the peer until request_client
             w.timer_set(co, MG_TIMER_HEADER if first else MG_TIMER_KEEPALIVE)
             scanned = 0
             while True:
@@ -385,6 +389,10 @@ def conn_entry(co):
                     alog_request(co, None, buf, co.status)
                 yield from _lingering_close(co, buf)
                 return
+
+            # THE CLIENT, once per request (csrc/conn.c; front.py)
+            if proxy_headers:
+                request_client(co, req)
 
             keep_alive = req.keep_alive and not w.stopping
             try:
@@ -446,6 +454,13 @@ def _answer(co, req, body, keep_alive, buf):
         r = 0
     if r == 1 and cfg["stats_endpoint"] and req.path.startswith(b"/_minginx/"):
         r = yield from stats_serve(co, req, keep_alive)
+    # beside a handler: try_files $uri $uri/ @app (csrc/static.c static_try)
+    if r == 1 and cfg["static_files"] and dispatch is not None:
+        ok = yield from static_try(co, req, keep_alive)
+        if ok is False:
+            return None
+        if ok:
+            r = 0
     if r == 1 and asgi is not None:
         r = yield from asgi_request(co, ConnView(co, req, body), keep_alive, asgi)
         if r == 2:
@@ -455,7 +470,7 @@ def _answer(co, req, body, keep_alive, buf):
         if r == 2:
             keep_alive, r = False, 0
     if r == 1:
-        if cfg["static_files"]:
+        if cfg["static_files"] and dispatch is None:
             ok = yield from static_serve(co, req, keep_alive)
             if not ok:
                 return None

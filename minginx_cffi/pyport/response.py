@@ -79,6 +79,8 @@ def handler_fields(fields):
             name = as_bytes(name, "a header name")   # the C engine's rule: _dispatch
         if value.__class__ is not bytes:
             value = as_bytes(value, "a header value")
+        if not name:
+            raise Refused("a header name is empty")   # csrc/response.c says the same
         if not _TOKEN.match(name):
             raise Refused("a header name is not a token (CR, LF, NUL, ':', space ...)")
         if _CTL.search(value):

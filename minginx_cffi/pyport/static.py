@@ -304,8 +304,41 @@ def send_gateway_timeout(co, head_only):
                           head_finish(FRAME_LENGTH, len(_GATEWAY_TIMEOUT_BODY), False) + body)
 
 
+def mime_type(path):
+    """The Content-Type of a path, by its extension (C: cache.c mime_type)."""
+    name = path.rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return MIME.get(ext, ("application/octet-stream", 0))[0]
+
+
+def error_pages(pages):
+    """--error-page: {status: (Content-Type line, body)} (C: front.c front_init)."""
+    return {status: (b"Content-Type: %s\r\n" % mime_type(path).encode(), bytes(body))
+            for status, path, body in pages}
+
+
+# --header lines go on these statuses, as nginx's add_header (C: static.c put_added_headers)
+ADDED_HEADER_STATUSES = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 308))
+
+
+def added_headers(w, status):
+    lines = w.cfg["add_headers"]
+    return lines if lines and status in ADDED_HEADER_STATUSES else b""
+
+
 def send_error(co, status, keep_alive, head_only, extra=b""):
     w = co.worker
+    page = w.cfg["error_pages"].get(status)
+    if page is not None:   # --error-page: its file is the body, the status stays
+        out = [head_start(w, status)]
+        if status == 405:
+            out.append(ALLOW)
+        out += [extra, page[0], head_finish(FRAME_LENGTH, len(page[1]), keep_alive)]
+        if not head_only:
+            out.append(page[1])
+        w.stats["requests"] += 1
+        yield from send_async(co, b"".join(out))
+        return
     body = ("<html><head><title>%d %s</title></head><body><h1>%d %s</h1></body></html>\n" % (
         status, http_reason(status), status, http_reason(status))).encode()
     out = [head_start(w, status)]
@@ -360,6 +393,7 @@ def _send_rep(co, rep, status, start, length, keep_alive, head_only):
     head = [head_start(w, status), rep.hdr]
     if status == 206:
         head.append(b"Content-Range: bytes %d-%d/%d\r\n" % (start, start + length - 1, rep.size))
+    head.append(added_headers(w, status))
     head.append(head_finish(FRAME_LENGTH, length, keep_alive))
     w.stats["requests"] += 1
     if head_only or length == 0:
@@ -395,6 +429,7 @@ def _serve_entry(co, req, e, keep_alive):
                e.last_modified.encode(), b"\r\n"]
         if co.worker.cfg["gzip_static"] and e.compressible:
             out.append(b"Vary: Accept-Encoding\r\n")
+        out.append(added_headers(w, 304))
         out.append(head_finish(FRAME_NONE, 0, keep_alive))
         w.stats["requests"] += 1
         yield from send_async(co, b"".join(out))
@@ -414,19 +449,29 @@ def _serve_entry(co, req, e, keep_alive):
     return (yield from _send_rep(co, rep, 200, 0, rep.size, keep_alive, head_only))
 
 
-def static_serve(co, req, keep_alive):
-    """Answer req from the root.  Returns True if the connection may go on."""
+def _static_method(co, req, keep_alive):
+    """GET and HEAD go on (None); OPTIONS gets its Allow, the rest 405 or 501 (True)."""
     w = co.worker
     m = req.method
-    head_only = m == b"HEAD"
     if m != b"GET" and m != b"HEAD":
         if m == b"OPTIONS":
             w.stats["requests"] += 1
-            yield from send_async(co, head_start(w, 200) + ALLOW + head_finish(FRAME_LENGTH, 0, keep_alive))
+            yield from send_async(co, head_start(w, 200) + ALLOW + added_headers(w, 200) +
+                                  head_finish(FRAME_LENGTH, 0, keep_alive))
             return True
         from .http import METHODS
         yield from send_error(co, 405 if m in METHODS else 501, keep_alive, False)
         return True
+    return None
+
+
+def static_serve(co, req, keep_alive):
+    """Answer req from the root.  Returns True if the connection may go on."""
+    w = co.worker
+    head_only = req.method == b"HEAD"
+    r = yield from _static_method(co, req, keep_alive)
+    if r is not None:
+        return r
     try:
         rel, is_dir = decode_path(req.path, w.cfg["serve_dotfiles"])
         e = w.cache.file_open(rel.decode("utf-8", "surrogateescape"), is_dir)
@@ -463,9 +508,47 @@ def _redirect_slash(co, req, keep_alive, head_only):
     if req.query:
         loc += b"?" + _uri_encode(req.query, _URI_QUERY_KEEP)
     out = [head_start(w, 301), b"Location: ", loc, b"\r\nContent-Type: text/html; charset=utf-8\r\n",
-           head_finish(FRAME_LENGTH, len(body), keep_alive)]
+           added_headers(w, 301), head_finish(FRAME_LENGTH, len(body), keep_alive)]
     if not head_only:
         out.append(body)
     w.stats["requests"] += 1
     yield from send_async(co, b"".join(out))
     return True
+
+
+def static_try(co, req, keep_alive):
+    """try_files $uri $uri/ @app (C: static.c static_try, which says why): None when the path
+    names no file under the root (nor a directory with an index), without answering; else
+    static_serve's answer, whatever the method (a POST to a file is 405)."""
+    w = co.worker
+    head_only = req.method == b"HEAD"
+    try:
+        rel, is_dir = decode_path(req.path, w.cfg["serve_dotfiles"])
+        rel = rel.decode("utf-8", "surrogateescape")
+    except HTTPStatus as s:
+        if s.status in (400, 414):   # cannot name anything: 400 as nginx, for every location
+            yield from send_error(co, s.status, keep_alive, head_only)
+            return True
+        return None   # a dotfile: not one of our files
+    try:
+        e = w.cache.file_open(rel, is_dir)
+    except HTTPStatus as s:
+        if s.status != 301:
+            return None
+        try:   # a directory asked without its slash: a file only if it has an index
+            w.cache.file_open(rel, True).release()
+        except HTTPStatus:
+            return None
+        r = yield from _static_method(co, req, keep_alive)
+        if r is not None:
+            return r
+        return (yield from _redirect_slash(co, req, keep_alive, head_only))
+    co.centry = e
+    try:
+        r = yield from _static_method(co, req, keep_alive)
+        if r is not None:
+            return r
+        return (yield from _serve_entry(co, req, e, keep_alive))
+    finally:
+        co.centry = None
+        e.release()
