@@ -455,6 +455,7 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
         struct sockaddr_storage sa;
         socklen_t sl = sizeof(sa);
         co->peer[0] = '\0';
+        co->peer_port = co->server_port = 0;
         if (getpeername(co->fd, (struct sockaddr *)&sa, &sl) == 0) {
             if (sa.ss_family == AF_INET) {
                 struct sockaddr_in *in = (struct sockaddr_in *)&sa;
@@ -464,12 +465,18 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
                 struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
                 inet_ntop(AF_INET6, &in6->sin6_addr, co->peer, sizeof(co->peer));
                 co->peer_port = ntohs(in6->sin6_port);
+            } else if (sa.ss_family == AF_UNIX) {
+                /* --uds: a proxy's unnamed socket, no address; nginx's $remote_addr says "unix:" */
+                strcpy(co->peer, "unix:");
             }
         }
         sl = sizeof(sa);
-        if (getsockname(co->fd, (struct sockaddr *)&sa, &sl) == 0)
-            co->server_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                                             : ((struct sockaddr_in *)&sa)->sin_port);
+        if (getsockname(co->fd, (struct sockaddr *)&sa, &sl) == 0) {
+            if (sa.ss_family == AF_INET)
+                co->server_port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+            else if (sa.ss_family == AF_INET6)
+                co->server_port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+        }
         co->addr_known = 1;
     }
     memcpy(c->peer, co->peer, sizeof(c->peer));

@@ -51,6 +51,8 @@ class ConnView:
 
     @property
     def client(self):
+        if self._co.sock.family == socket.AF_UNIX:
+            return "unix:", 0   # --uds: no peer address (pycall.c says the same)
         try:
             host, port = self._co.sock.getpeername()[:2]
             return host, port
@@ -59,6 +61,8 @@ class ConnView:
 
     @property
     def server_port(self):
+        if self._co.sock.family == socket.AF_UNIX:
+            return 0
         return self._co.sock.getsockname()[1]
 
     @property
