@@ -12,7 +12,7 @@ Theory of operation (nginx's master and workers, gunicorn's arbiter):
   queue when a process stops stay there for the next one (a listener closed with
   connections in its queue would reset them).  Slot i's process always adopts the same
   listeners (one for --accept dispatch, one per worker for --accept reuseport).
-* Each server process has a readiness pipe to the master: it writes ``ready`` once its
+* Each server process has a readiness pipe to the master: it writes ``ready BANNER`` once its
   workers run, just before it accepts, or ``error MESSAGE`` (a ServerError, something
   the operator must fix) before it exits.
 * Signals to the master (README "Signals"): TERM/INT are passed on (each process
@@ -25,6 +25,7 @@ Theory of operation (nginx's master and workers, gunicorn's arbiter):
   process reports, ends the server with that one line and a non-zero exit.
 """
 
+import ctypes
 import os
 import select
 import signal
@@ -67,6 +68,7 @@ class Proc:
         self.pid, self.slot, self.generation = pid, slot, generation
         self.ready_r = ready_r       # read end of its readiness pipe (-1 once closed)
         self.ready = False           # it said "ready": its workers run, it accepts
+        self.banner = None           # its Server's banner, sent with "ready"
         self.error = None            # the one line it reported before exiting
         self.buf = b""
         self.started = time.monotonic()
@@ -213,7 +215,7 @@ class Master:
     def _loop(self):
         # -- ops: before a generation is forked (the first one) --
         try:
-            self._spawn_generation(banner=True)
+            self._spawn_generation()
         except ServerError as e:
             self._fail(str(e))
         poller = select.poll()
@@ -260,8 +262,9 @@ class Master:
         p.buf += data
         while b"\n" in p.buf:
             line, p.buf = p.buf.split(b"\n", 1)
-            if line == b"ready":
+            if line.startswith(b"ready"):
                 p.ready = True
+                p.banner = line[6:].decode(errors="replace")
             elif line.startswith(b"error ") and p.error is None:
                 p.error = line[6:].decode(errors="replace")
 
@@ -269,6 +272,9 @@ class Master:
         signals, self.signals = self.signals, []
         for signum in signals:
             if signum in (signal.SIGINT, signal.SIGTERM):
+                if not self.stopping:
+                    log("%s, finishing in-flight responses (up to %gs; again to quit now)"
+                        % (signal.Signals(signum).name, self.grace))
                 self._stop(signum)
             elif signum == signal.SIGHUP:
                 self._reload()
@@ -354,7 +360,7 @@ class Master:
                 continue
             del self.restarts[slot]
             try:
-                self._spawn(slot, self.generation, banner=False)
+                self._spawn(slot, self.generation)
             except ServerError as e:
                 delay = min(BACKOFF_MAX, max(BACKOFF_MIN, 2 * self.backoff.get(slot, 0.0)))
                 self.backoff[slot] = delay
@@ -374,7 +380,7 @@ class Master:
 
     # -- generations: the first one, and SIGHUP's ----------------------------------
 
-    def _spawn_generation(self, banner):
+    def _spawn_generation(self):
         """Fork one process per slot as a new generation.  A failed fork takes the
         generation's other processes down with it and raises ServerError."""
         generation, self.next_generation = self.next_generation, self.next_generation + 1
@@ -382,7 +388,7 @@ class Master:
             self.generation = generation
         try:
             for slot in range(self.processes):
-                self._spawn(slot, generation, banner=banner and slot == 0)
+                self._spawn(slot, generation)
         except ServerError:
             for p in [p for p in self.procs.values() if p.generation == generation]:
                 os.kill(p.pid, signal.SIGKILL)
@@ -400,7 +406,7 @@ class Master:
                                                           "es" if self.processes > 1 else ""))
         # -- ops: before a generation is forked (a reload's) --
         try:
-            self.reloading = self._spawn_generation(banner=False)
+            self.reloading = self._spawn_generation()
         except ServerError as e:
             log("reload failed: %s; the old processes keep serving" % e)
 
@@ -411,6 +417,12 @@ class Master:
             current = [p for p in self.procs.values() if p.generation == self.generation]
             if len(current) == self.processes and all(p.ready for p in current):
                 self.booting = False
+                # the banner once every process serves: "serving" means all of them
+                try:
+                    print(min(current, key=lambda p: p.slot).banner, flush=True)
+                except OSError as e:   # no one to tell we serve: stop, say why
+                    self._fail("cannot write to stdout: %s" % e.strerror)
+                    return
             elif self.reload_again:
                 return
         if self.reloading is not None:
@@ -448,7 +460,7 @@ class Master:
 
     # -- one server process --------------------------------------------------------
 
-    def _spawn(self, slot, generation, banner):
+    def _spawn(self, slot, generation):
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(ready_r, False)
         # signals stay blocked across fork until the child has its own dispositions:
@@ -462,13 +474,14 @@ class Master:
             os.close(ready_w)
             raise ServerError("fork: %s" % e.strerror) from None
         if pid == 0:
-            self._child(slot, ready_w, banner, blocked)   # never returns
+            self._child(slot, ready_w, blocked)   # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(ready_w)
         self.procs[pid] = Proc(pid, slot, generation, ready_r)
 
-    def _child(self, slot, ready_w, banner, mask):
+    def _child(self, slot, ready_w, mask):
         code = 1
+        master = os.getppid()
         try:
             # terminal signals (Ctrl-C) reach the master only; it passes them on
             os.setpgid(0, 0)
@@ -479,6 +492,7 @@ class Master:
             for s in (signal.SIGHUP, signal.SIGUSR1):
                 signal.signal(s, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            stop_with_parent(master)
             os.close(self._wake_r)
             os.close(self._wake_w)
             for p in self.procs.values():
@@ -491,10 +505,10 @@ class Master:
                         s.close()
 
             def ready():
-                tell(ready_w, b"ready\n")
+                tell(ready_w, b"ready %s\n" % server.banner().encode(errors="replace"))
             server = Server(**self.options)   # imports the application, in this process
             server.adopt(mine)
-            server.serve_forever(quiet=not banner, ready=ready)
+            server.serve_forever(quiet=True, ready=ready)
             code = 0
         except ServerError as e:
             tell(ready_w, b"error %s\n" % str(e).replace("\n", " ").encode(errors="replace"))
@@ -509,6 +523,18 @@ class Master:
                 except (OSError, ValueError):
                     pass
             os._exit(code)
+
+
+def stop_with_parent(master):
+    """A master killed outright (SIGKILL, the OOM killer) cannot stop its processes: the
+    kernel sends them SIGTERM instead (prctl PR_SET_PDEATHSIG), a graceful stop."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)   # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != master:   # it died before the prctl: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def tell(fd, message):

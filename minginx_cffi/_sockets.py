@@ -5,7 +5,9 @@ the operator can act on: the CLI prints it and exits non-zero.
 """
 
 import errno
+import grp
 import os
+import pwd
 import socket
 import stat
 
@@ -115,8 +117,6 @@ class Identity:
     """Who --user/--group name: resolved before anything is bound, switched to after."""
 
     def __init__(self, user=None, group=None):
-        import grp
-        import pwd
         self.user, self.group = user, group
         self.pw = None
         if user is not None:

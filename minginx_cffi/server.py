@@ -283,6 +283,7 @@ class Server:
         self._wake_r = self._wake_w = -1
         self._acceptor = None
         self._stop_requested = 0
+        self._quiet = False
         self._pool_done = False
 
     # -- set-up ---------------------------------------------------------
@@ -501,6 +502,7 @@ class Server:
         tell their master through it)."""
         if self._sock is None:
             self.bind()
+        self._quiet = quiet   # serve()'s server processes: their master speaks for them
         self._start_workers()
         wrote_pid = finished = False
         try:
@@ -553,7 +555,7 @@ class Server:
 
     def _on_signal(self, signum, frame):
         self._stop_requested += 1
-        if self._stop_requested == 1:
+        if self._stop_requested == 1 and not self._quiet:
             print("minginx-cffi: %s, finishing in-flight responses (up to %gs; again to quit now)"
                   % (signal.Signals(signum).name, self.grace), file=sys.stderr, flush=True)
 
@@ -683,7 +685,9 @@ class Server:
                 self._trace_flush()
             except OSError:   # stdout is gone; the engine must be freed all the same
                 pass
-        if summary and self.stats_enabled and self._engine is not None and not self._acceptor:
+        # serve()'s server processes (quiet) leave the table to their master
+        if (summary and self.stats_enabled and self._engine is not None and not self._acceptor
+                and not self._quiet):
             from .trace import summary_table
             print(summary_table(self.stats()), file=sys.stderr, flush=True)
         self._stop_asgi()
