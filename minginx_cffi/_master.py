@@ -43,6 +43,10 @@ STABLE = 10.0
 #: seconds past --grace before a process that was asked to stop is killed (a stuck handler)
 KILL_AFTER = 5.0
 
+#: what the master sends its server processes when the server fails (a process that did
+#: not start, a banner that cannot be written): a graceful stop, as TERM, but quiet
+FAILED_STOP = signal.SIGQUIT
+
 MASTER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
 
 
@@ -301,11 +305,12 @@ class Master:
             p.kill_at = kill_at if p.kill_at is None else min(p.kill_at, kill_at)
 
     def _fail(self, message):
-        """End the server with this line (the first failure's), stopping every process."""
+        """End the server with this line (the first failure's), stopping every process
+        (gracefully, and without its own shutdown table: the failure is the news)."""
         if self.failure is None:
             self.failure = message
         if not self.stopping:
-            self._stop(signal.SIGTERM)
+            self._stop(FAILED_STOP)
 
     def _reap(self):
         while True:
@@ -465,7 +470,7 @@ class Master:
         os.set_blocking(ready_r, False)
         # signals stay blocked across fork until the child has its own dispositions:
         # the master's handler must never run in a child
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS + (FAILED_STOP,))
         try:
             pid = os.fork()
         except OSError as e:
@@ -491,6 +496,15 @@ class Master:
             # HUP is the master's; USR1 waits for the Server's own handler (access log)
             for s in (signal.SIGHUP, signal.SIGUSR1):
                 signal.signal(s, signal.SIG_IGN)
+            holder = []
+
+            def stop_for_failure(signum, frame):
+                """FAILED_STOP: the server failed elsewhere; stop gracefully, no table."""
+                if not holder:
+                    raise SystemExit(0)   # still starting: nothing served yet
+                holder[0]._no_summary = True
+                holder[0]._on_signal(signal.SIGTERM, frame)
+            signal.signal(FAILED_STOP, stop_for_failure)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             stop_with_parent(master)
             os.close(self._wake_r)
@@ -506,7 +520,9 @@ class Master:
 
             def ready():
                 tell(ready_w, b"ready %s\n" % server.banner().encode(errors="replace"))
+
             server = Server(**self.options)   # imports the application, in this process
+            holder.append(server)
             server.adopt(mine)
             server.serve_forever(quiet=True, ready=ready)
             code = 0

@@ -284,6 +284,7 @@ class Server:
         self._acceptor = None
         self._stop_requested = 0
         self._quiet = False
+        self._no_summary = False
         self._pool_done = False
 
     # -- set-up ---------------------------------------------------------
@@ -685,9 +686,9 @@ class Server:
                 self._trace_flush()
             except OSError:   # stdout is gone; the engine must be freed all the same
                 pass
-        # serve()'s server processes (quiet) leave the table to their master
+        # no table from a server process its master stops because the server failed
         if (summary and self.stats_enabled and self._engine is not None and not self._acceptor
-                and not self._quiet):
+                and not self._no_summary):
             from .trace import summary_table
             print(summary_table(self.stats()), file=sys.stderr, flush=True)
         self._stop_asgi()
