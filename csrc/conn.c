@@ -93,7 +93,9 @@ void conn_addresses(mg_coroutine *co)
             inet_ntop(AF_INET6, &in6->sin6_addr, co->peer, sizeof(co->peer));
             co->peer_port = ntohs(in6->sin6_port);
         } else if (sa.ss_family == AF_UNIX) {
+            /* --uds: a proxy's unnamed socket, no address; nginx's $remote_addr says "unix:" */
             co->peer_unix = 1;
+            strcpy(co->peer, "unix:");
         }
     }
     sl = sizeof(sa);

@@ -110,6 +110,7 @@ static void stats_json(mg_buf *b, mg_server *srv)
         int nw = srv->shared_nworkers;
         memset(&total, 0, sizeof(total));
         buf_printf(b, ",\"process\":%d,\"processes\":[", srv->shared_slot);
+        int listed = 0;
         for (int s = 0; s < srv->shared_nslots; s++) {
             mg_stats slot;
             if (s == srv->shared_slot) {
@@ -120,7 +121,10 @@ static void stats_json(mg_buf *b, mg_server *srv)
                     stats_add(&slot, &srv->shared_stats[s * nw + i]);
             }
             stats_add(&total, &slot);
-            buf_printf(b, "%s{\"process\":%d,", s ? "," : "", s);
+            static const mg_stats none;
+            if (s != srv->shared_slot && memcmp(&slot, &none, sizeof(slot)) == 0)
+                continue;   /* a slot no process has counted in (the master's other bank) */
+            buf_printf(b, "%s{\"process\":%d,", listed++ ? "," : "", s);
             stats_fields(b, &slot);
             buf_printf(b, "}");
         }

@@ -79,7 +79,17 @@ def cli():
               help="Seconds a pooled handler may run before its client gets 504 and the "
                    "connection closes (0: no limit; the thread itself cannot be stopped).")
 @click.option("--processes", type=limit("processes"), default=1, show_default=True,
-              help="Server processes sharing the port with SO_REUSEPORT.")
+              help="Server processes sharing the port with SO_REUSEPORT, run by a master "
+                   "process that holds the sockets (SIGHUP: a graceful reload).")
+@click.option("--fd", type=click.IntRange(0, None), default=None, metavar="N",
+              help="Serve the listening socket inherited as file descriptor N "
+                   "(systemd's LISTEN_FDS is read without it).")
+@click.option("--uds", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="Listen on a Unix socket at PATH (for a proxy in front) instead of a port.")
+@click.option("--user", default=None, metavar="NAME",
+              help="Drop root to this user once the sockets are bound, before serving.")
+@click.option("--group", default=None, metavar="NAME",
+              help="Drop root to this group (default: --user's own group).")
 @click.option("--max-connections", type=limit("max_connections"), default=0, show_default=True,
               help="Open connections at most, over all workers; more get 503 (0: no limit).")
 @click.option("--pid-file", type=click.Path(dir_okay=False), default=None,

@@ -133,7 +133,10 @@ class SharedStats:
         ("p1.w0"), the retired processes' row if any, and the total."""
         rows, labels = [], []
         for s in range(self.nslots):
-            for i, st in enumerate(self.read(s)):
+            workers = self.read(s)
+            if not any(any(flatten(st)) for st in workers):
+                continue   # a slot no process has counted in (the master's other bank)
+            for i, st in enumerate(workers):
                 rows.append(st)
                 labels.append("p%d.w%d" % (s, i))
         retired = zero()

@@ -146,11 +146,17 @@ def raise_fd_limit():
         return soft
 
 
-def load_app(spec):
-    """Import "module:attribute" (as uvicorn and gunicorn do, from the current directory)."""
+def check_spec(spec):
+    """Split "module:attribute" without importing anything (serve()'s master checks it)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ServerError("%r: expected module:attribute, e.g. myapp:app" % spec)
+    return module_name, attr
+
+
+def load_app(spec):
+    """Import "module:attribute" (as uvicorn and gunicorn do, from the current directory)."""
+    module_name, attr = check_spec(spec)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -324,7 +330,8 @@ class Server:
                  switch="fast", accept="dispatch", defer_accept=True, asgi=None, root_path="",
                  threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT,
                  log_level=None, stats_slot=None, access_log=None, access_log_format="combined",
-                 header=(), error_page=(), proxy_headers=False, forwarded_allow_ips="127.0.0.1"):
+                 header=(), error_page=(), proxy_headers=False, forwarded_allow_ips="127.0.0.1",
+                 fd=None, uds=None, user=None, group=None):
         # log_level: "debug".."critical" sets the "minginx_cffi" logger's level and C's
         # (None: the embedding program's logging config decides); log.configure() is the
         # CLI's.  stats_slot: (procstats.SharedStats, i), this process's slot (--processes).
@@ -399,7 +406,20 @@ class Server:
         self.switch = switch
         self.reuse_port = reuse_port or accept == "reuseport"
         self.defer_accept = defer_accept
+        # Sockets handed in (--fd N, --uds PATH) and the user to become once bound
+        # (--user/--group); serve() uses them for the CLI, a Server on its own too.
+        if fd is not None and uds is not None:
+            raise ServerError("give one of --fd or --uds, not both")
+        if (fd is not None or uds is not None) and accept == "reuseport":
+            raise ServerError("--accept reuseport binds a listener per worker: it cannot be "
+                              "used with --fd, --uds or sockets handed in by systemd")
+        if fd is not None and (isinstance(fd, bool) or not isinstance(fd, int) or fd < 0):
+            raise ServerError("fd must be a file descriptor number, not %r" % (fd,))
+        self.fd, self.uds = fd, uds
+        self._uds_bound = None      # the socket file bind() made, removed at the end
+        self.user, self.group = user, group
         self._listeners = []
+        self._adopted = []          # reuseport: the other workers' listeners, from adopt()
         self._trace_thread = None
         self._trace_t0 = None
         # in front of an app: files first, --header, --error-page, --proxy-headers
@@ -427,6 +447,8 @@ class Server:
         self._wake_r = self._wake_w = -1
         self._acceptor = None
         self._stop_requested = 0
+        self._quiet = False
+        self._no_summary = False
         self._pool_done = False
 
     # -- set-up ---------------------------------------------------------
@@ -449,12 +471,25 @@ class Server:
         return s
 
     def adopt(self, sock):
-        """Serve on a listener bound elsewhere (serve(): a parent's, for one child)."""
-        self._sock = sock
-        self.port = sock.getsockname()[1]
+        """Serve on listener(s) bound elsewhere: serve()'s master process hands each
+        server process its own, so that every listener outlives any one generation of
+        processes (a listener closed with connections in its queue would reset them).
+        A list gives --accept reuseport one listener per worker, the first one first."""
+        socks = list(sock) if isinstance(sock, (list, tuple)) else [sock]
+        if self.accept == "reuseport" and len(socks) not in (1, self.nworkers):
+            raise ServerError("adopt: %d listeners for %d workers" % (len(socks), self.nworkers))
+        self._sock, self._adopted = socks[0], socks[1:]
+        name = self._sock.getsockname()
+        if self._sock.family == socket.AF_UNIX:
+            self.uds = name if isinstance(name, str) else name.decode(errors="replace")
+            self.port = 0
+        else:
+            self.host, self.port = name[0], name[1]
 
     def _tune_listener(self, sock):
         """Options every accepted connection inherits from its listener (Linux)."""
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return   # a Unix socket (--uds) has neither Nagle nor handshakes
         # Responses go out whole (one sendmsg, or corked head + file): Nagle
         # would only hold back a streamed response's last piece.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -467,6 +502,32 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 
     def bind(self):
+        """Claim the listening socket: --uds's Unix socket, --fd's inherited one, or
+        host:port.  With user/group set, become that user once it is bound."""
+        from . import _sockets
+        if self.uds is not None:
+            sock = _sockets.bind_unix(self.uds)
+            self._uds_bound = (self.uds, os.stat(self.uds).st_ino)
+        elif self.fd is not None:
+            sock = _sockets.inherited_socket(self.fd, "--fd %d" % self.fd)
+        else:
+            sock = self._bind_tcp()
+        if self.fd is not None:
+            self._tune_listener(sock)
+        self.adopt(sock)
+        if self.user is not None or self.group is not None:
+            _sockets.drop_privileges(self.user, self.group,
+                                     self._readable_dirs())
+        return sock
+
+    def _readable_dirs(self):
+        """What the server reads after it drops root: the files, and the app's directory."""
+        dirs = [("root", self.root)]
+        if self.app is not None or self.wsgi is not None or self.asgi is not None:
+            dirs.append(("app directory", os.getcwd()))
+        return dirs
+
+    def _bind_tcp(self):
         try:
             infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
@@ -496,8 +557,6 @@ class Server:
             raise ServerError("cannot listen on %s port %s: %s" % (self.host, self.port,
                                                                    e.strerror)) from None
         sock.setblocking(False)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
         return sock
 
     def _start_workers(self):
@@ -565,7 +624,9 @@ class Server:
     def _start_threads(self):
         if self.accept == "reuseport":
             # one listener per worker, all on the port: the kernel spreads the connections
-            self._listeners = [self._sock] + [self._bind_one() for _ in range(self.nworkers - 1)]
+            self._listeners = [self._sock] + (self._adopted or
+                                              [self._bind_one() for _ in range(self.nworkers - 1)])
+            self._adopted = []
         for i in range(self.nworkers):
             w = self._engine.add_worker()
             if self._listeners:
@@ -584,6 +645,13 @@ class Server:
     def address(self):
         return (self.host, self.port)
 
+    def listen_text(self):
+        """Where it listens, for the banner: http://127.0.0.1:3094, http://[::1]:80, unix:PATH."""
+        if self.uds is not None:
+            return "unix:%s" % self.uds
+        return "http://%s:%d" % (self.host if ":" not in self.host else "[%s]" % self.host,
+                                 self.port)
+
     def banner(self):
         """One line: what answers what ("files under ROOT, then ASGI app NAME"), where."""
         handler = None
@@ -596,22 +664,24 @@ class Server:
         if handler:
             what.append(handler)
         procs = ", processes %d" % self.processes if self.processes > 1 else ""
-        return ("minginx-cffi: serving %s on http://%s:%d (workers %d%s, policy %s, engine %s%s, "
-                "fd limit %s)" % (", then ".join(what), self.host if ":" not in self.host else
-                                  "[%s]" % self.host, self.port, self.nworkers, procs,
+        return ("minginx-cffi: serving %s on %s (workers %d%s, policy %s, engine %s%s, "
+                "fd limit %s)" % (", then ".join(what), self.listen_text(), self.nworkers, procs,
                                   self.policy, self.engine,
                                   ", accept reuseport" if self.accept == "reuseport" else "",
                                   self.fd_limit))
 
     # -- the main-thread way: signals stop it ---------------------------
 
-    def serve_forever(self, quiet=False):
+    def serve_forever(self, quiet=False, ready=None):
         """Serve until SIGINT/SIGTERM.  A failure once the workers run (the pid
         file, the banner, the accept loop) stops and joins them before the engine
         is freed, and comes out as one ServerError (tests/test_cli.py:
-        test_a_start_up_failure_stops_the_workers_first)."""
+        test_a_start_up_failure_stops_the_workers_first).  ``ready()`` is called
+        once the workers run, just before accepting (serve()'s server processes
+        tell their master through it)."""
         if self._sock is None:
             self.bind()
+        self._quiet = quiet   # serve()'s server processes: their master speaks for them
         self._start_workers()
         wrote_pid = finished = False
         try:
@@ -640,6 +710,8 @@ class Server:
                 except OSError as e:
                     raise ServerError("cannot write to stdout: %s" % e.strerror) from None
                 logger.info(self.banner())   # stdout is for scripts; the log has it too
+            if ready is not None:
+                ready()
             while not self._stop_requested:
                 try:
                     self._engine.accept_loop(self._accept_fd(), self._wake_r)
@@ -665,7 +737,7 @@ class Server:
 
     def _on_signal(self, signum, frame):
         self._stop_requested += 1
-        if self._stop_requested == 1:
+        if self._stop_requested == 1 and not self._quiet:
             logger.info("minginx-cffi: %s, finishing in-flight responses (up to %gs; again to "
                         "quit now)", signal.Signals(signum).name, self.grace)
 
@@ -749,6 +821,10 @@ class Server:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._uds_bound is not None:
+            from ._sockets import unlink_unix
+            unlink_unix(*self._uds_bound)
+            self._uds_bound = None
 
     def _close_listeners(self):
         for s in self._listeners[1:]:
@@ -802,8 +878,10 @@ class Server:
                 self._trace_flush()
             except OSError:   # stdout is gone; the engine must be freed all the same
                 pass
-        if summary and self.stats_enabled and self._engine is not None and not self._acceptor \
-                and self.stats_slot is None:   # --processes: the parent prints the one table
+        # no table from a server process its master stops because the server failed, and
+        # none from one of several (--processes: the master prints the one table)
+        if (summary and self.stats_enabled and self._engine is not None and not self._acceptor
+                and not self._no_summary and self.stats_slot is None):
             from .trace import summary_table
             logger.info("%s", summary_table(self.stats()))
         self._stop_asgi()
@@ -825,15 +903,14 @@ class Server:
 
 
 def serve(processes=1, log_level="info", **options):
-    """What ``minginx-cffi serve`` does: build a Server and run it until a signal.
+    """What ``minginx-cffi serve`` does: a master process that holds the listening
+    sockets and runs ``processes`` server processes on them, until a signal
+    (minginx_cffi/_master.py: TERM/INT stop, HUP reloads, USR1 is passed on).
 
-    With processes > 1, that many server processes share the port with
-    SO_REUSEPORT (the kernel spreads connections over their listeners), for
-    handler code that needs more than one GIL.  The parent only watches: a
-    signal to it is passed on to every child, so Ctrl-C stops them all.
-    With --stats their counters meet in one procstats.SharedStats: any
-    process's /_minginx/stats shows them all, and the parent prints the one
-    table when the children are gone.
+    With processes > 1, they share the port with SO_REUSEPORT (the kernel spreads
+    connections over their listeners), for handler code that needs more than one GIL.
+    With --stats their counters meet in one procstats.SharedStats: any process's
+    /_minginx/stats shows them all, and the master logs the one table at the end.
 
     The process is ours: log.configure() gives the "minginx_cffi" logger the
     error log's handler (every stderr line timestamped, at log_level).
@@ -842,89 +919,5 @@ def serve(processes=1, log_level="info", **options):
         _log.configure(log_level)
     except ValueError as e:
         raise ServerError(str(e)) from None
-    options["log_level"] = log_level
-    if processes <= 1:
-        Server(**options).serve_forever()
-        return
-    # The parent claims the port (bind(): without SO_REUSEPORT first, so a busy
-    # port is refused here, whoever holds it) and binds every child's listener
-    # before forking: the children only ever join our own sockets.
-    probe = Server(processes=processes, reuse_port=True, **options)   # checks flags, loads the app
-    listeners = [probe.bind()]
-    try:
-        listeners += [probe._bind_one() for _ in range(processes - 1)]
-    except ServerError:
-        for s in listeners:
-            s.close()
-        raise
-    probe._sock = None
-    shared = None
-    if probe.stats_enabled:
-        from .procstats import SharedStats
-        shared = SharedStats(processes, probe.nworkers)   # before fork: every child maps it
-    children = []
-    for i in range(processes):
-        try:
-            pid = os.fork()
-        except OSError as e:   # out of processes or memory: the children so far go too
-            for s in listeners:
-                s.close()
-            for pid in children:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            raise ServerError("fork: %s" % e.strerror) from None
-        if pid == 0:
-            code = 0
-            try:
-                os.setpgid(0, 0)   # terminal signals reach the parent only; it passes them on
-                for j, s in enumerate(listeners):
-                    if j != i:
-                        s.close()
-                srv = Server(processes=processes, reuse_port=True,
-                             stats_slot=(shared, i) if shared else None, **options)
-                srv.adopt(listeners[i])
-                srv.serve_forever(quiet=True)
-            except ServerError as e:
-                code = 1
-                logger.error("minginx-cffi: process %d: %s", os.getpid(), e)
-            except BaseException:
-                code = 1
-                logger.critical("minginx-cffi: process %d failed", os.getpid(), exc_info=True)
-            finally:
-                os._exit(code)
-        children.append(pid)
-    for s in listeners:
-        s.close()
-
-    def forward(signum, frame):
-        for pid in children:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    probe.fd_limit = raise_fd_limit()
-    banner_error = None
-    try:
-        print(probe.banner(), flush=True)
-        logger.info(probe.banner())
-    except OSError as e:   # no one to tell we serve: stop the children, say why
-        banner_error = "cannot write to stdout: %s" % e.strerror
-        forward(signal.SIGTERM, None)
-    status = 0
-    for pid in children:
-        while True:
-            try:
-                _, st = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-        if os.waitstatus_to_exitcode(st) != 0:
-            status = 1
-    if shared is not None and not banner_error:
-        logger.info("%s", shared.table())   # the server's one table, from every child's slot
-    if banner_error:
-        raise ServerError(banner_error)
-    if status:
-        raise ServerError("a server process failed")
+    from ._master import serve as serve_with_master
+    serve_with_master(processes=processes, log_level=log_level, **options)

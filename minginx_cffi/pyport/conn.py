@@ -65,6 +65,8 @@ class ConnView:
 
     @property
     def server_port(self):
+        if self._co.sock.family == socket.AF_UNIX:
+            return 0
         return self._co.sock.getsockname()[1]
 
     @property
@@ -302,7 +304,9 @@ def stats_serve(co, req, keep_alive):
             shared, slot = eng.shared
             snap = shared.snapshot(live=(slot, workers))
             data["process"] = slot
-            data["processes"] = [dict(st, process=s) for s, st in enumerate(snap["processes"])]
+            # as csrc/stats.c: a slot no process has counted in is not listed
+            data["processes"] = [dict(st, process=s) for s, st in enumerate(snap["processes"])
+                                 if s == slot or any(procstats.flatten(st))]
             data["retired"] = snap["retired"]
             data["total"] = snap["total"]
         else:

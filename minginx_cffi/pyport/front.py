@@ -13,6 +13,7 @@ X-Forwarded-For / X-Forwarded-Proto is present.
 """
 
 import ipaddress
+import socket
 
 from .response import handler_fields
 
@@ -171,6 +172,9 @@ def request_client(co, req):
 def conn_peer(co):
     """The connection's peer (address, port), looked up once per connection."""
     if co.peer is None:
+        if co.sock.family == socket.AF_UNIX:
+            co.peer = ("unix:", 0)   # --uds: no peer address; nginx's $remote_addr says "unix:"
+            return co.peer
         try:
             host, port = co.sock.getpeername()[:2]
             co.peer = (host, port)

@@ -105,4 +105,5 @@ def sendfile_async(co, file_fd, offset, count):
 
 
 def set_cork(co, on):
-    co.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+    if co.sock.family != socket.AF_UNIX:   # --uds: no TCP, nothing to cork (io.c ignores it)
+        co.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
