@@ -51,6 +51,7 @@
 #define MG_MAX_EVENTS 512             /* epoll events taken per epoll_wait */
 #define MG_STACK_POOL_MAX 4096        /* stacks parked per worker */
 #define MG_REQBUF_POOL_MAX 256        /* request buffers parked per worker */
+#define MG_DRAIN_IDLE_MS 1000        /* an idle connection at a graceful stop: its last chance (worker.c) */
 #define MG_SEND_SLICE (1 << 20)       /* bytes sent before letting others run */
 #define MG_CORK_BYTES (256 * 1024)    /* head + file bytes sent under TCP_CORK (static.c) */
 #define MG_SENDFILE_CHUNK (256 * 1024) /* bytes per sendfile() call, as lighttpd */
@@ -91,6 +92,7 @@ typedef enum {
     MG_TIMER_SEND,        /* a send that makes no progress */
     MG_TIMER_LINGER,      /* draining input before close */
     MG_TIMER_PYTHON,      /* a deferred Python round: --handler-timeout */
+    MG_TIMER_DRAIN,       /* idle at a graceful stop: MG_DRAIN_IDLE_MS to send one more request */
     MG_TIMER_MAX
 } mg_timer_class;
 

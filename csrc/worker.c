@@ -251,12 +251,20 @@ static void begin_graceful_stop(mg_worker *w)
     if (w->listen_fd >= 0 && !w->accept_resume_ms)
         epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);   /* accept no more */
     w->listen_fd = -1;
-    /* idle keep-alive connections have nothing in flight: close them now */
+    /* Idle keep-alive connections have nothing in flight, but a client may be
+     * sending its next request on one right now: closed at once, that request
+     * would be lost (the client sees a reset; RFC 9112 section 9.3.1 lets it
+     * retry, but wrk, ab and many scripts count an error).  So each gets
+     * MG_DRAIN_IDLE_MS more to send one, which is answered with "Connection:
+     * close" (conn_entry: keep_alive is off while stopping), and then closes
+     * as at its keep-alive timeout.  A client hammering the server through a
+     * reload (SIGHUP: the old processes stop gracefully) never loses a request:
+     * each of its connections is told to close by a response.
+     * tests/test_process.py: test_reload_under_wrk_loses_no_request. */
     for (mg_coroutine *co = w->all; co; co = co->next) {
-        if (co->idle && co->waiting == MG_YIELD_READ) {
-            co->cancelled = 1;
-            add_to_ready(w, co);
-        }
+        if (co->idle && co->waiting == MG_YIELD_READ &&
+            (co->timer_class == MG_TIMER_NONE || co->deadline_ms > w->now_ms + MG_DRAIN_IDLE_MS))
+            timer_set(co, MG_TIMER_DRAIN);
     }
 }
 
@@ -444,6 +452,7 @@ mg_worker *mg_worker_new(mg_server *srv, int *err)
     w->timers[MG_TIMER_SEND].duration_ms = srv->cfg.send_timeout_ms;
     w->timers[MG_TIMER_LINGER].duration_ms = 2000;
     w->timers[MG_TIMER_PYTHON].duration_ms = srv->cfg.handler_timeout_ms;
+    w->timers[MG_TIMER_DRAIN].duration_ms = MG_DRAIN_IDLE_MS;
     w->max_conns = srv->cfg.max_connections;
     w->fast_switch = srv->cfg.switch_mode == MG_SWITCH_FAST && MG_FAST_SWITCH_AVAILABLE;
     w->trace = srv->cfg.trace;

@@ -30,9 +30,10 @@ import struct
 import threading
 import time
 
-from .coroutine import (MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_TIMER_NONE,
-                        MG_TIMER_PYTHON, MG_TIMER_SEND, MG_YIELD_PYTHON, MG_YIELD_READ, MG_YIELD_READY,
-                        MG_YIELD_WRITE, coroutine_create, coroutine_destroy)
+from .coroutine import (MG_DRAIN_IDLE, MG_TIMER_DRAIN, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE,
+                        MG_TIMER_LINGER, MG_TIMER_NONE, MG_TIMER_PYTHON, MG_TIMER_SEND,
+                        MG_YIELD_PYTHON, MG_YIELD_READ, MG_YIELD_READY, MG_YIELD_WRITE,
+                        coroutine_create, coroutine_destroy)
 from .accesslog import alog_rejected, alog_tick
 from .http import http_date
 from ..trace import (EV_ADD_TO_READY, EV_FD_BATCH, EV_SCHEDULE, EV_WAKE_FD,  # noqa: F401
@@ -228,9 +229,10 @@ class Worker:
         self.exiting = False
         self.stats = new_stats()
         self.now = time.monotonic()
-        self.timers = [collections.OrderedDict() for _ in range(6)]
+        self.timers = [collections.OrderedDict() for _ in range(7)]
         self.durations = [0, self.cfg["header_timeout"], self.cfg["keepalive_timeout"],
-                          self.cfg["send_timeout"], 2.0, self.cfg["handler_timeout"]]
+                          self.cfg["send_timeout"], 2.0, self.cfg["handler_timeout"],
+                          MG_DRAIN_IDLE]
         self.date_sec = -1
         self.date_hdr = b""
         self.cache = FileCache(self, self.cfg["open_file_cache"])
@@ -456,10 +458,12 @@ class Worker:
 
     def _begin_graceful_stop(self):
         self.stopping = True
+        # an idle connection gets MG_DRAIN_IDLE more to send one last request, answered
+        # with "Connection: close": a client may be sending it right now (csrc/worker.c)
         for co in list(self.all):
-            if co.idle and co.waiting == MG_YIELD_READ:
-                co.cancelled = True
-                self.add_to_ready(co)
+            if co.idle and co.waiting == MG_YIELD_READ and \
+                    (co.timer_class == MG_TIMER_NONE or co.deadline > self.now + MG_DRAIN_IDLE):
+                self.timer_set(co, MG_TIMER_DRAIN)
 
     # -- the loop ----------------------------------------------------------
 
