@@ -14,6 +14,14 @@
  * queue is bounded (MG_ALOG_MAX_QUEUED bytes), and a buffer that would pass
  * the bound is dropped and its lines counted (mg_stats.log_dropped), as
  * nothing better can be done with lines that cannot be written in time.
+ * Lines a write() refuses (a full disk, a reader gone) are dropped too and
+ * said once per failing spell; the writer counts them in `unclaimed`, and
+ * the next worker to pass alog_tick or hand_over adds them to its
+ * log_dropped, so the stats add up to the lines that are not in the file.
+ * A write that stops inside a line (a short write, then ENOSPC) leaves part
+ * of it in the file: the next write starts with a newline, so that part is
+ * a line of its own and the lines after it are whole
+ * (tests/test_atk_logs.py).
  *
  * Rotation (mg_server_reopen_log, SIGUSR1): the writer first writes what is
  * queued to the old fd, then opens the path again and swaps, so every line
@@ -69,6 +77,8 @@ struct mg_alog {
     int reopen, stop;
     uint64_t dropped_late;            /* lines the writer dropped at shutdown */
     int write_error;                  /* an error was reported: say it once */
+    int torn;                         /* writer only: a failed write left part of a line */
+    uint64_t unclaimed;               /* atomic: lines write() refused, not yet in a log_dropped */
     int gave_up;                      /* stuck at shutdown: the rest is dropped at once */
 };
 
@@ -111,7 +121,9 @@ static uint64_t write_buf(mg_alog *lg, mg_alog_buf *b)
     while (off < b->len) {
         if (lg->gave_up)
             return count_lines(b->data + off, b->len - off);
-        size_t n = b->len - off;
+        /* the end of the line a failed write cut, before any whole line */
+        const char *src = lg->torn ? "\n" : b->data + off;
+        size_t n = lg->torn ? 1 : b->len - off;
         if (!lg->regular) {
             /* a pipe, FIFO, tty or socket: wait for room with a timeout, so a
              * reader that went away cannot hold the writer past shutdown;
@@ -131,9 +143,12 @@ static uint64_t write_buf(mg_alog *lg, mg_alog_buf *b)
             if (n > PIPE_BUF)
                 n = PIPE_BUF;
         }
-        ssize_t w = write(lg->fd, b->data + off, n);
+        ssize_t w = write(lg->fd, src, n);
         if (w > 0) {
-            off += (size_t)w;
+            if (lg->torn)
+                lg->torn = 0;
+            else
+                off += (size_t)w;
             idle_since = -1;
             continue;
         }
@@ -146,6 +161,8 @@ static uint64_t write_buf(mg_alog *lg, mg_alog_buf *b)
             mg_log("minginx: access log: write: %s; lines are dropped while it fails",
                    w < 0 ? strerror(errno) : "wrote nothing");
         }
+        if (off > 0 && b->data[off - 1] != '\n')
+            lg->torn = 1;   /* the cut line is dropped (counted below); its start stays */
         return count_lines(b->data + off, b->len - off);
     }
     lg->write_error = 0;
@@ -163,6 +180,7 @@ static void reopen_file(mg_alog *lg)
     close(lg->fd);
     lg->fd = fd;
     lg->regular = fd_is_regular(fd);
+    lg->torn = 0;   /* a cut line stays in the old file */
 }
 
 static void *writer_main(void *arg)
@@ -188,7 +206,10 @@ static void *writer_main(void *arg)
             uint64_t lost = write_buf(lg, b);
             pthread_mutex_lock(&lg->lock);
             lg->queued -= b->len;
-            lg->dropped_late += lost;
+            if (lg->gave_up)
+                lg->dropped_late += lost;
+            else if (lost)
+                __atomic_fetch_add(&lg->unclaimed, lost, __ATOMIC_RELAXED);
             if (b->cap == MG_ALOG_BUF && lg->free_len < FREE_BUFS_MAX) {
                 b->next = lg->free_bufs;
                 lg->free_bufs = b;
@@ -263,6 +284,9 @@ void alog_free(mg_server *srv)
     if (lg->dropped_late)
         mg_log("minginx: access log: %llu lines dropped at shutdown: the log took nothing for %d ms",
                (unsigned long long)lg->dropped_late, STUCK_MS);
+    if (lg->unclaimed)   /* the workers have stopped: no stats will count these */
+        mg_log("minginx: access log: %llu lines dropped at shutdown: the writes failed",
+               (unsigned long long)lg->unclaimed);
     while (lg->free_bufs) {
         mg_alog_buf *b = lg->free_bufs;
         lg->free_bufs = b->next;
@@ -289,6 +313,15 @@ int mg_server_reopen_log(mg_server *srv)
 }
 
 /* ------------------------------------------------------ the worker's side */
+
+/* The lines the writer could not write, into this worker's log_dropped (a
+ * relaxed load on the loop's path; the exchange only when there are some). */
+static void claim_dropped(mg_worker *w)
+{
+    mg_alog *lg = w->alog;
+    if (MG_UNLIKELY(__atomic_load_n(&lg->unclaimed, __ATOMIC_RELAXED) != 0))
+        w->stats.log_dropped += __atomic_exchange_n(&lg->unclaimed, 0, __ATOMIC_RELAXED);
+}
 
 /* Queue the worker's buffer (or drop it past the bound) and give the
  * worker an empty one: a reused standard buffer, else NULL (malloc'ed on
@@ -354,7 +387,10 @@ static char *reserve(mg_worker *w, size_t need)
 int alog_tick(mg_worker *w, int force)
 {
     mg_alog_buf *b = w->alog_buf;
-    if (!w->alog || !b || b->len == 0)
+    if (!w->alog)
+        return -1;
+    claim_dropped(w);
+    if (!b || b->len == 0)
         return -1;
     int64_t age = w->now_ms - b->since_ms;
     if (force || age >= MG_ALOG_FLUSH_MS) {

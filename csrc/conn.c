@@ -316,6 +316,10 @@ void conn_entry(mg_coroutine *co)
     int first = 1;
 
     TRACE(w, MG_EV_ENTRY, co, co->fd, 0);
+    /* the log needs the peer's address even if it resets the connection before
+     * its line is made (getpeername then fails: ENOTCONN): take it now */
+    if (MG_UNLIKELY(w->alog != NULL))
+        conn_addresses(co);
     for (;;) {
         /* -- a request head -- */
         co->idle = 1;
@@ -347,8 +351,17 @@ void conn_entry(mg_coroutine *co)
                     break;
             }
             ssize_t n = recv_more(co);
-            if (n == 0 || n == -ECANCELED || n == -ECONNRESET)
-                return;   /* closed (or we are shutting down) between requests or mid-head */
+            if (n == 0 || n == -ECONNRESET) {
+                /* closed between requests: nothing to log; mid-head: nginx's line,
+                 * 400 with what came of the request line (tests/test_atk_logs.py) */
+                if (!co->idle && co->rb) {
+                    co->status = 400;
+                    log_request(co, NULL);
+                }
+                return;
+            }
+            if (n == -ECANCELED)
+                return;   /* we are shutting down */
             if (n == -ETIMEDOUT) {
                 if (!co->idle && co->rb) {
                     send_error(co, 408, 0, 0);
@@ -394,7 +407,10 @@ void conn_entry(mg_coroutine *co)
         if (bst != 0) {
             if (bst > 0)
                 send_error(co, bst, 0, req->method_id == MG_M_HEAD);
-            log_request(co, req);   /* a client gone mid-body: nginx's 499 */
+            else if (bst == -ECONNRESET)
+                co->status = 400;   /* a client gone mid-body: nginx logs 400 ("client
+                                     * prematurely closed connection"), not 499 */
+            log_request(co, req);
             if (bst > 0)
                 lingering_close(co);
             return;

@@ -146,7 +146,8 @@ typedef struct {
     uint64_t rejected;           /* connections turned away by --max-connections */
     uint64_t handler_timeouts;   /* deferred calls given up on after handler_timeout_ms (504) */
     uint64_t log_lines;          /* access-log lines written into this worker's buffers */
-    uint64_t log_dropped;        /* lines dropped: the writer was that far behind (accesslog.c) */
+    uint64_t log_dropped;        /* lines dropped: the writer was that far behind, or write()
+                                  * refused them (counted as the worker next runs; accesslog.c) */
 } mg_stats;
 
 typedef struct mg_server mg_server;

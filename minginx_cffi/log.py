@@ -26,6 +26,7 @@ and shows Python warnings and uncaught exceptions in the same layout.
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -71,10 +72,23 @@ def prefix(levelno, now=None):
                                     time.strftime("%z", t), _level_name(levelno), os.getpid())
 
 
+#: what would end a line for some reader (a CR for a terminal, VT/FF/FS/GS/RS/NEL/LS/PS for
+#: Python's str.splitlines) or drive a terminal (ESC...), written escaped: every line a
+#: reader sees starts with the prefix, whatever a message holds (an exception's text may
+#: carry a client's bytes)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _escape_control(m):
+    c = m.group()
+    return "\\r" if c == "\r" else "\\x%02x" % ord(c) if ord(c) < 0x100 else "\\u%04x" % ord(c)
+
+
 def format_record(levelno, text, now=None):
     """The record as it is written: the prefix on each of its lines, each line ended."""
     p = prefix(levelno, now)
-    lines = text.rstrip("\n").split("\n") if text else [""]
+    text = text.replace("\r\n", "\n")
+    lines = _CONTROL.sub(_escape_control, text.rstrip("\n")).split("\n") if text else [""]
     return "".join(p + line + "\n" for line in lines)
 
 

@@ -5,17 +5,22 @@ list to the writer thread once it holds MG_ALOG_BUF bytes, or at the end of
 a loop iteration once its first line is MG_ALOG_FLUSH_MS old.  The writer
 writes what is queued; the queue is bounded (MG_ALOG_MAX_QUEUED bytes) and a
 hand-over past the bound is dropped and counted (stats["log_dropped"]).
-reopen() has the writer write what is queued to the old fd, then open the
-path again and swap.  The lines are the C engine's, byte for byte: nginx's
+Lines a write refuses (a full disk) are dropped, said once per failing spell,
+and counted in `unclaimed` until a worker adds them to its log_dropped
+(alog_tick); a write cut inside a line has the next write start with a
+newline.  reopen() has the writer write what is queued to the old fd, then
+open the path again and swap.  The lines are the C engine's, byte for byte: nginx's
 combined with its escaping, or JSON (see csrc/accesslog.c).
 """
 
+import logging
 import os
 import select
 import stat
-import sys
 import threading
 import time
+
+from .front import conn_client
 
 MG_ALOG_BUF = 64 * 1024
 MG_ALOG_FLUSH_MS = 150
@@ -30,12 +35,9 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 def log_error(msg):
-    """A line on stderr, as the C engine's mg_log writes it."""
-    try:
-        sys.stderr.write(msg + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    """A record of the error log at level error, as the C engine's mg_log writes it
+    (the "minginx_cffi" logger: under ``serve``, log.py's layout on stderr)."""
+    logging.getLogger("minginx_cffi").error("%s", msg)
 
 
 def _escape_table():
@@ -132,11 +134,20 @@ class AccessLog:
         self.stop_asked = False
         self.dropped_late = 0
         self.write_error = False
+        self.torn = False          # writer only: a failed write left part of a line
+        self.unclaimed = 0         # lines a write refused, not yet in a log_dropped
         self.gave_up = False       # stuck at shutdown: the rest is dropped at once
         self.thread = threading.Thread(target=self._run, name="minginx-access-log", daemon=True)
         self.thread.start()
 
     # -- the workers' side ---------------------------------------------------
+
+    def claim_dropped(self, w):
+        """The lines the writer could not write, into worker w's log_dropped."""
+        if self.unclaimed:
+            with self.cond:
+                n, self.unclaimed = self.unclaimed, 0
+            w.stats["log_dropped"] += n
 
     def hand_over(self, w):
         """Queue worker w's lines (or drop them past the bound)."""
@@ -188,6 +199,9 @@ class AccessLog:
                     continue
                 n = min(n, PIPE_BUF)
             try:
+                if self.torn:   # the end of the line a failed write cut
+                    self.torn = os.write(self.fd, b"\n") != 1
+                    continue
                 k = os.write(self.fd, view[:n])
             except (InterruptedError, BlockingIOError):
                 continue
@@ -196,6 +210,8 @@ class AccessLog:
                     self.write_error = True
                     log_error("minginx: access log: write: %s; lines are dropped while it fails"
                               % e.strerror)
+                if len(view) < len(data) and data[len(data) - len(view) - 1] != 0x0a:
+                    self.torn = True   # the cut line is dropped (counted); its start stays
                 return bytes(view).count(b"\n")
             view = view[k:]
             idle_since = None
@@ -212,6 +228,7 @@ class AccessLog:
         os.close(self.fd)
         self.fd = fd
         self.regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        self.torn = False   # a cut line stays in the old file
 
     def _run(self):
         cond = self.cond
@@ -225,7 +242,10 @@ class AccessLog:
                 lost = self._write(data)
                 with cond:
                     self.queued -= len(data)
-                    self.dropped_late += lost
+                    if self.gave_up:
+                        self.dropped_late += lost
+                    else:
+                        self.unclaimed += lost
             if reopen and self.path:
                 self._reopen_file()
             with cond:
@@ -241,6 +261,9 @@ class AccessLog:
         if self.dropped_late:
             log_error("minginx: access log: %d lines dropped at shutdown: the log took nothing "
                       "for %d ms" % (self.dropped_late, STUCK * 1000))
+        if self.unclaimed:   # the workers have stopped: no stats will count these
+            log_error("minginx: access log: %d lines dropped at shutdown: the writes failed"
+                      % self.unclaimed)
         os.close(self.fd)
 
 
@@ -305,7 +328,10 @@ def alog_rejected(w, sock_fd, status, body_bytes):
 def alog_tick(w, force=False):
     """The loop's end of iteration: hand over lines MG_ALOG_FLUSH_MS old (force: any).
     Returns seconds until the pending lines are due, or None."""
-    if w.alog is None or not w.alog_lines:
+    if w.alog is None:
+        return None
+    w.alog.claim_dropped(w)
+    if not w.alog_lines:
         return None
     age = w.now - w.alog_since
     if force or age >= MG_ALOG_FLUSH_MS / 1000:
@@ -325,8 +351,8 @@ def _addr_text(sock):
 
 
 def conn_client_addr(co):
-    """The client address the log prints (C: conn_client_addr), looked up once per
-    connection: the one place to point at an effective client (proxy headers) later."""
-    if co.log_addr is None:
-        co.log_addr = _addr_text(co.sock)
-    return co.log_addr
+    """The client address the log prints (C: conn_client_addr): THE CLIENT of the
+    request, so with --proxy-headers a trusted peer's X-Forwarded-For / Forwarded
+    (front.py), else the peer; "unix:" on a Unix socket, "-" if unknown."""
+    addr = conn_client(co)[0]
+    return addr.encode("ascii", "replace") if addr else b"-"

@@ -27,7 +27,7 @@ from .response import (FRAME_CHUNKED, FRAME_LENGTH, Refused, check_status, frami
                        handler_fields, head_finish, head_start)
 from .accesslog import alog_request
 from .asgiport import asgi_request
-from .front import conn_client, request_client
+from .front import conn_client, conn_peer, request_client
 from .static import send_error, send_gateway_timeout, static_serve, static_try
 from .worker import HandlerTimedOut, call_python, close_later, handler_raised
 from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
@@ -342,6 +342,8 @@ def conn_entry(co):
     first = True
     if w.trace:
         w.trace_push(EV_ENTRY, co, co.fd)
+    if w.alog is not None:
+        conn_peer(co)   # the log's address, before a reset can make getpeername fail
     try:
         while True:
             # -- a request head --
@@ -376,7 +378,14 @@ def conn_entry(co):
                             alog_request(co, None, buf, co.status)
                         yield from _lingering_close(co, buf)
                     return
+                except ConnectionResetError:
+                    data = b""
                 if not data:
+                    # closed between requests: nothing to log; mid-head: nginx's line,
+                    # 400 with what came of the request line (csrc/conn.c)
+                    if not co.idle and w.alog is not None:
+                        co.status = 400
+                        alog_request(co, None, buf, co.status)
                     return
                 buf += data
             first = False
@@ -401,9 +410,11 @@ def conn_entry(co):
             keep_alive = req.keep_alive and not w.stopping
             try:
                 st, body = yield from _read_body(co, req, buf, head, dispatch is not None, max_body)
-            except (Cancelled, OSError):
+            except (Cancelled, OSError) as e:
+                if isinstance(e, ConnectionResetError):
+                    co.status = 400   # a client gone mid-body: nginx logs 400, not 499
                 if w.alog is not None:
-                    alog_request(co, req, buf, co.status)   # a client gone mid-body: 499
+                    alog_request(co, req, buf, co.status)
                 raise
             if st:
                 yield from send_error(co, st, False, req.method == b"HEAD")

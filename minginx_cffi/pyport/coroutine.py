@@ -24,7 +24,7 @@ class Coroutine:
     __slots__ = ("worker", "entry", "gen", "id", "fd", "sock", "finished", "waiting",
                  "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job", "hup",
                  # the access log's view of the response in flight (accesslog.py)
-                 "status", "sent", "log_sent0", "head_bytes", "log_start", "log_addr",
+                 "status", "sent", "log_sent0", "head_bytes", "log_start",
                  "peer", "client")
 
     def __repr__(self):
@@ -62,7 +62,6 @@ def coroutine_create(w, entry, sock):
     co.sent = co.log_sent0 = 0   # bytes sent on the connection; when this response began
     co.head_bytes = None  # bytes of this response's head, once its first send is seen
     co.log_start = 0.0
-    co.log_addr = None
     co.peer = None     # (address, port), looked up once (front.conn_peer)
     co.client = None   # THE CLIENT of the request in flight (front.py: request_client, conn_client)
     co.gen = trampoline_start(co)
