@@ -82,11 +82,15 @@ class Proc:
 
 class Master:
     def __init__(self, processes, options, fd=None, uds=None, user=None, group=None,
-                 pid_file=None):
+                 pid_file=None, exits=False):
         self.processes = processes
         self.options = options       # Server() keywords, for every server process
         self.fd, self.uds, self.user, self.group = fd, uds, user, group
         self.pid_file = pid_file
+        # exits: the process ends when run() returns (the CLI), so the signals stay
+        # ignored instead of getting back their old dispositions: a HUP, USR1 or second
+        # INT that comes while it exits must not turn its exit status into "killed by"
+        self.exits = exits
         self.grace = options.get("grace", 5.0)
         self.listeners = []          # per slot: the listeners its process adopts
         self.uds_bound = None        # (path, inode) of the socket file we made
@@ -104,17 +108,24 @@ class Master:
         self.failed_process = False  # a process exited non-zero while stopping
         self.signals = []
         self._wake_r = self._wake_w = -1
+        self._old_handlers = {}
         # --stats: every process's counters in one procstats.SharedStats, two banks of
-        # `processes` slots: generation g counts in bank (g - 1) % 2, so the one it
-        # replaces at a reload keeps its slots while it drains
+        # `processes` slots: a new generation counts in the bank the serving one does not
+        # use, so the one it replaces at a reload keeps its slots while it drains (by
+        # generation numbers alone, a failed reload would put the next one in the
+        # serving generation's bank: its counts folded while it still publishes them)
         self.shared = None
+        self.banks = {}              # generation -> its bank (0 or 1)
 
     # -- set-up: everything the master can check, bind and drop before forking ----
 
     def run(self):
         try:
-            self._open()
+            # the handlers first: once the pid file is out, a HUP or TERM sent to the pid
+            # in it must be handled, never kill the master with the defaults' action
             self._install_signals()
+            self._open()
+            self._install_wakeup()   # after _open: fds handed in (3, --fd N) are read first
             self._loop()
         finally:
             self._close()
@@ -187,18 +198,24 @@ class Master:
             self.shared = SharedStats(2 * self.processes, probe.nworkers)   # before any fork
 
     def _install_signals(self):
+        self._old_handlers = {s: signal.signal(s, self._on_signal) for s in MASTER_SIGNALS}
+
+    def _install_wakeup(self):
+        """The pipe that ends the loop's poll when a signal comes (the ones that came
+        before it are in self.signals: the loop handles them before it polls)."""
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        self._old_handlers = {s: signal.signal(s, self._on_signal) for s in MASTER_SIGNALS}
 
     def _on_signal(self, signum, frame):
         self.signals.append(signum)   # handled by the loop; the wake-up fd ends its poll
 
     def _close(self):
+        for s, h in self._old_handlers.items():
+            # SIG_IGN for SIGCHLD would mean "reap them for me": never for it
+            signal.signal(s, signal.SIG_IGN if self.exits and s != signal.SIGCHLD else h)
+        self._old_handlers = {}
         if self._wake_r >= 0:
             signal.set_wakeup_fd(self._old_wakeup)
-            for s, h in self._old_handlers.items():
-                signal.signal(s, h)
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
@@ -225,10 +242,12 @@ class Master:
     # -- the loop: signals, readiness pipes, exits, restarts -----------------------
 
     def _loop(self):
-        try:
-            self._spawn_generation()
-        except ServerError as e:
-            self._fail(str(e))
+        self._handle_signals()   # a TERM while the sockets were bound: no process starts
+        if not self.stopping:
+            try:
+                self._spawn_generation()
+            except ServerError as e:
+                self._fail(str(e))
         poller = select.poll()
         polled = set()
         while self.procs or (not self.stopping and (self.restarts or self.reloading)):
@@ -308,7 +327,15 @@ class Master:
         self.restarts.clear()
         self.reloading = None
         self._close_listeners()   # the processes hold their own copies until they stop
-        self._send_all(signum)
+        for p in self.procs.values():
+            # the first stop leaves alone the processes already stopping gracefully (an
+            # old generation finishing its responses after a reload): a second signal
+            # would tell them to cut their responses off
+            if self.stopping > 1 or p.kill_at is None:
+                try:
+                    os.kill(p.pid, signum)
+                except ProcessLookupError:
+                    pass
         kill_at = time.monotonic() + (self.grace if self.stopping == 1 else 0) + KILL_AFTER
         for p in self.procs.values():
             p.kill_at = kill_at if p.kill_at is None else min(p.kill_at, kill_at)
@@ -400,6 +427,11 @@ class Master:
         """Fork one process per slot as a new generation.  A failed fork takes the
         generation's other processes down with it and raises ServerError."""
         generation, self.next_generation = self.next_generation, self.next_generation + 1
+        # --stats: the bank the serving generation does not count in (a failed reload's
+        # generation counts in that one too, and is gone before the next reload starts)
+        self.banks = {g: b for g, b in self.banks.items() if g == self.generation
+                      or any(p.generation == g for p in self.procs.values())}
+        self.banks[generation] = 1 - self.banks.get(self.generation, 1)
         if self.generation == 0:
             self.generation = generation
         try:
@@ -413,8 +445,8 @@ class Master:
 
     def _reload(self):
         """SIGHUP: a new generation on the same sockets; the old one stops once it is ready."""
-        if self.stopping:
-            return
+        if self.stopping or self.generation == 0:
+            return   # nothing started yet: the first generation imports the code as it is
         if self.booting or self.reloading is not None or \
                 any(p.generation != self.generation for p in self.procs.values()):
             # after this start (or reload) is done, and the generation before has drained
@@ -486,7 +518,7 @@ class Master:
         if self.shared is not None:
             # the slot's last process (a drained generation's, or the one being restarted)
             # is gone: its counts move to the retired row, the slot starts from zero
-            stats_slot = ((generation - 1) % 2) * self.processes + slot
+            stats_slot = self.banks[generation] * self.processes + slot
             self.shared.fold([stats_slot])
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(ready_r, False)
@@ -501,12 +533,12 @@ class Master:
             os.close(ready_w)
             raise ServerError("fork: %s" % e.strerror) from None
         if pid == 0:
-            self._child(slot, ready_w, blocked, stats_slot)   # never returns
+            self._child(slot, ready_r, ready_w, blocked, stats_slot)   # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(ready_w)
         self.procs[pid] = Proc(pid, slot, generation, ready_r)
 
-    def _child(self, slot, ready_w, mask, stats_slot):
+    def _child(self, slot, ready_r, ready_w, mask, stats_slot):
         code = 1
         master = os.getppid()
         try:
@@ -531,6 +563,7 @@ class Master:
             stop_with_parent(master)
             os.close(self._wake_r)
             os.close(self._wake_w)
+            os.close(ready_r)   # the master's end of this process's own pipe
             for p in self.procs.values():
                 if p.ready_r >= 0:
                     os.close(p.ready_r)
@@ -589,4 +622,4 @@ def tell(fd, message):
 def serve(processes=1, fd=None, uds=None, user=None, group=None, pid_file=None, **options):
     """``minginx-cffi serve``: a master process and ``processes`` server processes."""
     Master(processes, options, fd=fd, uds=uds, user=user, group=group,
-           pid_file=pid_file).run()
+           pid_file=pid_file, exits=True).run()

@@ -47,7 +47,7 @@ def inherited_socket(fd, what):
     """A listening SOCK_STREAM socket on an inherited fd (--fd N, systemd), non-blocking."""
     try:
         st = os.fstat(fd)
-    except OSError:
+    except (OSError, OverflowError):   # OverflowError: a number no fd can be (--fd 1e11)
         raise ServerError("%s: not an open file descriptor" % what) from None
     if not stat.S_ISSOCK(st.st_mode):
         raise ServerError("%s is not a socket" % what)
@@ -70,7 +70,12 @@ def inherited_socket(fd, what):
 def bind_unix(path):
     """A listening Unix socket at path (--uds).  A socket file left by a server that is
     gone (nobody accepts on it) is removed first; one that something still listens on
-    is refused as a busy port is; any other file there is never touched."""
+    is refused as a busy port is; any other file there is never touched.  The socket
+    file is made connectable by everyone (0666, as nginx and uvicorn do): the proxy in
+    front runs as its own user, and the directory is what guards who may reach it."""
+    if not isinstance(path, str) or not path or "\0" in path:
+        # "" would bind an unnamed (autobind) socket no proxy can find
+        raise ServerError("cannot listen on unix:%r: not a file path" % (path,))
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -81,11 +86,20 @@ def bind_unix(path):
         if not stat.S_ISSOCK(st.st_mode):
             raise ServerError("cannot listen on unix:%s: the file exists and is not a socket"
                               % path)
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # non-blocking: a server that listens there but no longer accepts (its queue
+        # full) would otherwise hold this connect, and the start, forever
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
             probe.connect(path)
         except ConnectionRefusedError:
-            os.unlink(path)   # stale: its server is gone
+            try:
+                os.unlink(path)   # stale: its server is gone
+            except OSError as e:
+                raise ServerError("cannot listen on unix:%s: cannot remove the stale socket "
+                                  "file: %s" % (path, e.strerror)) from None
+        except BlockingIOError:   # EAGAIN: a listener whose queue is full is still there
+            raise ServerError("cannot listen on unix:%s: %s (a server listens there)"
+                              % (path, os.strerror(errno.EADDRINUSE))) from None
         except OSError as e:
             raise ServerError("cannot listen on unix:%s: %s" % (path, e.strerror or e)) from None
         else:
@@ -94,11 +108,24 @@ def bind_unix(path):
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # bind() makes the file 0777 less the umask: this umask gives 0666 with no window
+    # in which the path (another file by then, in a shared directory) is chmod()ed
+    umask = os.umask(0o111)
     try:
         sock.bind(path)
+    except OSError as e:
+        sock.close()
+        raise ServerError("cannot listen on unix:%s: %s" % (path, e.strerror or e)) from None
+    finally:
+        os.umask(umask)
+    try:
         sock.listen(65535)
     except OSError as e:
         sock.close()
+        try:
+            os.unlink(path)   # the file bind() just made
+        except OSError:
+            pass
         raise ServerError("cannot listen on unix:%s: %s" % (path, e.strerror or e)) from None
     sock.setblocking(False)
     return sock
