@@ -533,7 +533,10 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
  * allows GET and HEAD).  A path that cannot name anything (a bad escape,
  * %00, ".." above the root) is 400 here, as nginx answers it before any
  * location (tests/test_nginx_differential.py).  A dotfile, a missing file,
- * and a directory without index.html are not files: they go to the handler.  (A
+ * a path too long to be a file name (decode_path's 414: nginx's try_files
+ * fails its stat with ENAMETOOLONG and passes the request on, so an app
+ * route with a long path works with --root as without it), and a directory
+ * without index.html are not files: they go to the handler.  (A
  * directory without an index would be 403 from the static files, which
  * nginx's try_files gives too; an app with a route there, "/api/" beside a
  * folder "api" of assets, is the more useful answer, and no listing is ever
@@ -547,10 +550,10 @@ int static_try(mg_coroutine *co, mg_request *req, int keep_alive)
 
     st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles,
                      &dir_request);
-    if (st == 400 || st == 414)   /* a bad escape, %00, ".." above the root: as nginx, for */
-        return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;   /* every location */
+    if (st == 400)   /* a bad escape, %00, ".." above the root: as nginx, for every location */
+        return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
     if (st)
-        return 1;   /* a dotfile: not one of our files */
+        return 1;   /* a dotfile, or a path too long to be a file name (414): not one of ours */
     mg_centry *e = file_open(co, rel, dir_request, &st);
     if (!e) {
         if (st != 301)

@@ -40,11 +40,24 @@ def static_fields(fields):
     return lines
 
 
-def _ip(text):
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
+def _packed(text):
+    """text as an IP address: (family, its bytes), or None if it is not one.  inet_pton,
+    as front.c parse_ip: ipaddress would also take an IPv6 scope ("fe80::1%eth0", or
+    "::1%a b\"c", anything after the %), which the C refuses, and would then hand it on to
+    REMOTE_ADDR and the access log as the client's address."""
+    if not text or len(text) >= 64:
         return None
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return fam, socket.inet_pton(fam, text)
+        except (OSError, ValueError, UnicodeError):
+            pass
+    return None
+
+
+def _ip(text):
+    p = _packed(text)
+    return None if p is None else ipaddress.ip_address(p[1])
 
 
 def _trusted(nets, text):
@@ -131,8 +144,10 @@ def _scheme(v):
 
 
 def _client_text(text):
-    a = _ip(text)
-    return None if a is None else str(a)
+    """The chosen address's canonical text, inet_ntop's as in front.c set_client
+    ("::ffff:1.2.3.4", where str(ipaddress) writes "::ffff:102:304")."""
+    p = _packed(text)
+    return None if p is None else socket.inet_ntop(*p)
 
 
 def request_client(co, req):
@@ -177,7 +192,7 @@ def conn_peer(co):
             return co.peer
         try:
             host, port = co.sock.getpeername()[:2]
-            co.peer = (host, port)
+            co.peer = (host.partition("%")[0], port)   # inet_ntop's text, as conn.c: no "%scope"
         except (OSError, ValueError):
             co.peer = ("", 0)
     return co.peer

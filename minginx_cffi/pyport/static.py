@@ -48,9 +48,14 @@ class HTTPStatus(Exception):
         self.status = status
 
 
+PATH_CAP = 4096 - 16   # C: sizeof(co->rb->path) - 16, the decoded path stays shorter
+
+
 def decode_path(path, serve_dotfiles):
     """(the URL path normalised relative to the root ("" for the root), whether it names a
-    directory: ends in "/", "/." or "/.."); raises HTTPStatus."""
+    directory: ends in "/", "/." or "/.."); raises HTTPStatus.  414 as static.c decode_path
+    says it: the decoded path (before normalising) is PATH_CAP bytes or more, found before
+    any bad escape that follows it."""
     if not path.startswith(b"/"):
         raise HTTPStatus(400)
     if b"%" in path:
@@ -58,13 +63,13 @@ def decode_path(path, serve_dotfiles):
         out = bytearray(parts[0])
         for part in parts[1:]:
             v = _HEX.get(part[:2])
-            if v is None or len(part) < 2:
-                raise HTTPStatus(400)
-            if v == 0:
-                raise HTTPStatus(400)
+            if v is None or len(part) < 2 or v == 0:
+                raise HTTPStatus(414 if len(out) >= PATH_CAP else 400)
             out.append(v)
             out += part[2:]
         path = bytes(out)
+    if len(path) >= PATH_CAP:
+        raise HTTPStatus(414)
     is_dir = path.rsplit(b"/", 1)[1] in (b"", b".", b"..")
     segs = []
     for seg in path.split(b"/"):
@@ -78,10 +83,7 @@ def decode_path(path, serve_dotfiles):
         if seg[:1] == b"." and not serve_dotfiles and seg != b".well-known":
             raise HTTPStatus(404)
         segs.append(seg)
-    rel = b"/".join(segs)
-    if len(rel) > 4000:
-        raise HTTPStatus(414)
-    return rel, is_dir
+    return b"/".join(segs), is_dir
 
 
 def _errno_status(e):
@@ -526,10 +528,10 @@ def static_try(co, req, keep_alive):
         rel, is_dir = decode_path(req.path, w.cfg["serve_dotfiles"])
         rel = rel.decode("utf-8", "surrogateescape")
     except HTTPStatus as s:
-        if s.status in (400, 414):   # cannot name anything: 400 as nginx, for every location
+        if s.status == 400:   # cannot name anything: 400 as nginx, for every location
             yield from send_error(co, s.status, keep_alive, head_only)
             return True
-        return None   # a dotfile: not one of our files
+        return None   # a dotfile, or too long to be a file name (414): not one of our files
     try:
         e = w.cache.file_open(rel, is_dir)
     except HTTPStatus as s:
