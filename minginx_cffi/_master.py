@@ -3,8 +3,9 @@
 Theory of operation (nginx's master and workers, gunicorn's arbiter):
 
 * The master checks what it can without the application, binds (or adopts: systemd's
-  socket, --fd, --uds) every listening socket, writes the pid file, drops root
-  (--user/--group), and then forks ``processes`` server processes.  It never imports
+  socket, --fd, --uds) every listening socket, writes the pid file, and then forks
+  ``processes`` server processes, which drop root first thing (--user/--group; the
+  master stays root, as nginx's, to remove its pid file and socket file at exit).  It never imports
   the application: each server process builds its own Server on the master's sockets
   (Server.adopt), importing the app there, so a reload imports the code anew.
 * The master keeps its copy of every listener for as long as it runs, so a listener
@@ -115,6 +116,7 @@ class Master:
         # generation numbers alone, a failed reload would put the next one in the
         # serving generation's bank: its counts folded while it still publishes them)
         self.shared = None
+        self.identity = None         # (_sockets.Identity, dirs it must read): --user/--group
         self.banks = {}              # generation -> its bank (0 or 1)
 
     # -- set-up: everything the master can check, bind and drop before forking ----
@@ -188,10 +190,12 @@ class Master:
                 raise ServerError("cannot write the pid file %s: %s"
                                   % (self.pid_file, e.strerror)) from None
         if identity is not None:
+            # the server processes drop root as they start (_child); the master keeps it,
+            # as nginx's and gunicorn's do, to remove its pid file and socket file at exit
             dirs = [("root", probe.root)]
             if specs:
                 dirs.append(("app directory", os.getcwd()))
-            identity.switch(dirs)
+            self.identity = (identity, dirs)
         raise_fd_limit()   # once, for every process after it
         if probe.stats_enabled:
             from .procstats import SharedStats
@@ -560,6 +564,11 @@ class Master:
                 holder[0]._on_signal(signal.SIGTERM, frame)
             signal.signal(FAILED_STOP, stop_for_failure)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if self.identity is not None:
+                # --user/--group: drop root before anything of the server runs here (and
+                # before PR_SET_PDEATHSIG, which a change of credentials clears)
+                identity, dirs = self.identity
+                identity.switch(dirs)
             stop_with_parent(master)
             os.close(self._wake_r)
             os.close(self._wake_w)

@@ -87,7 +87,8 @@ def cli():
 @click.option("--uds", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="Listen on a Unix socket at PATH (for a proxy in front) instead of a port.")
 @click.option("--user", default=None, metavar="NAME",
-              help="Drop root to this user once the sockets are bound, before serving.")
+              help="Server processes drop root to this user as they start (the master, "
+                   "which holds the sockets, stays root as nginx's).")
 @click.option("--group", default=None, metavar="NAME",
               help="Drop root to this group (default: --user's own group).")
 @click.option("--max-connections", type=limit("max_connections"), default=0, show_default=True,

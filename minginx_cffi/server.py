@@ -22,6 +22,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -279,9 +280,10 @@ def parse_error_pages(values, root):
         full = os.path.realpath(os.path.join(root_real, path.lstrip("/")))
         if not full.startswith(root_real.rstrip("/") + "/"):
             raise ServerError("--error-page %r: %s is outside the root %s" % (shown, path, root))
-        if os.path.isdir(full):
-            raise ServerError("--error-page %r: %s is not a file" % (shown, path))
         try:
+            # a FIFO or a device would block (or never end) the read below: a regular file only
+            if not stat.S_ISREG(os.stat(full).st_mode):
+                raise ServerError("--error-page %r: %s is not a regular file" % (shown, path))
             with open(full, "rb") as f:
                 body = f.read(_native.ERROR_PAGE_MAX + 1)
         except OSError as e:

@@ -288,11 +288,6 @@ def test_a_server_process_holds_only_its_end_of_its_readiness_pipe(masters, app_
 
 # -- --user ---------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the master drops root too (README: once the sockets "
-                   "are bound and the pid file written), so at exit it may no longer unlink "
-                   "what it made as root in a directory only root may write (/run): the pid "
-                   "file and the --uds socket file stay behind; nginx and gunicorn keep the "
-                   "master root and drop only in the server processes")
 def test_user_leaves_no_pid_file_or_socket_file_behind(masters, app_dir):
     need_root()
     run = tempfile.mkdtemp(prefix="minginx-atkB-run-")   # root's, 0755: as /run
