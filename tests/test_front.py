@@ -237,7 +237,7 @@ def test_error_page_is_not_used_for_an_apps_own_404(make_server, pages_root):
     ("302=/hello.txt", "4xx or 5xx"),
     ("abc=/hello.txt", "not a status code"),
     ("404", "expected CODE=PATH"),
-    ("404=/errors", "not a file"),
+    ("404=/errors", "not a regular file"),
 ])
 def test_bad_error_pages_are_refused_at_start(pages_root, spec, why):
     with pytest.raises(ServerError) as e:
