@@ -343,14 +343,13 @@ class Worker:
             self.trace_push(EV_PARK, co, co.fd, co.requests)
         p = Parked(co.fd, co.sock, co.id, co.requests, deadline)
         parked = self.parked
+        last = next(reversed(parked.values())) if parked else None
         parked[p.fd] = p
-        if len(parked) > 1 and next(reversed(parked.values())) is p:
+        if last is not None and last.deadline > deadline:
             # almost always in order (now + the same duration); else sort once
-            before = list(parked.values())
-            if before[-2].deadline > deadline:
-                items = sorted(before, key=lambda q: q.deadline)
-                parked.clear()
-                parked.update((q.fd, q) for q in items)
+            items = sorted(parked.values(), key=lambda q: q.deadline)
+            parked.clear()
+            parked.update((q.fd, q) for q in items)
         self.fd_table[co.fd] = None
         self.stats["parked"] += 1
         co.fd, co.sock = -1, None
