@@ -12,8 +12,13 @@
  *     keep the bytes after this request: they are the next one (pipelining)
  *
  * Between requests an idle connection hands its request buffer back to the
- * worker's pool, so 10,000 idle keep-alive connections hold only their
- * coroutine's top page or two.
+ * worker's pool, and then its coroutine too: once the socket has nothing to
+ * read, worker_park() keeps only the fd and a few bytes (mg_parked), and
+ * conn_entry returns.  When input comes, wake_fd() makes a new coroutine for
+ * the fd (same id, co->requests > 0) and conn_entry goes on as the old one
+ * would have: waiting for a next request on a keep-alive connection.  So
+ * 10,000 idle keep-alive connections hold no stack at all (nginx's design;
+ * docs/walkthrough.md weighs the trade).
  */
 #include "internal.h"
 
@@ -61,15 +66,20 @@ void reqbuf_put(mg_worker *w, mg_reqbuf *rb)
     w->reqbuf_pool_len++;
 }
 
-void reqbuf_pool_drain(mg_worker *w)
+void reqbuf_pool_trim(mg_worker *w, int keep)
 {
-    while (w->reqbuf_pool) {
+    while (w->reqbuf_pool_len > keep) {
         mg_reqbuf *rb = w->reqbuf_pool;
         w->reqbuf_pool = rb->next_free;
+        w->reqbuf_pool_len--;
         buf_free(&rb->call._out);
         free(rb);
     }
-    w->reqbuf_pool_len = 0;
+}
+
+void reqbuf_pool_drain(mg_worker *w)
+{
+    reqbuf_pool_trim(w, 0);
 }
 
 /* ----------------------------------------------------------- addresses */
@@ -126,8 +136,9 @@ static inline void log_request(mg_coroutine *co, mg_request *req)
 
 /* Read more bytes into the request buffer (recv_async).  When the connection
  * is idle and the buffer is empty, the buffer goes back to the pool while we
- * wait.
- * Returns bytes read (0 = the peer closed), or -errno. */
+ * wait; between two requests the coroutine parks instead of waiting.
+ * Returns bytes read (0 = the peer closed), -EINPROGRESS when parked (the
+ * coroutine must end, leaving the socket to the worker), or -errno. */
 static ssize_t recv_more(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
@@ -148,6 +159,9 @@ static ssize_t recv_more(mg_coroutine *co)
             if (n == -EAGAIN) {
                 reqbuf_put(w, rb);
                 co->rb = NULL;
+                /* idle after a request: no stack needed while nothing comes */
+                if (co->idle && co->requests > 0 && !co->cancelled && worker_park(co) == 0)
+                    return -EINPROGRESS;
                 int r = io_park(co, MG_YIELD_READ);
                 if (r < 0)
                     return r;
@@ -313,7 +327,7 @@ static void lingering_close(mg_coroutine *co)
 void conn_entry(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
-    int first = 1;
+    int first = co->requests == 0;   /* else an unparked connection, between requests */
 
     TRACE(w, MG_EV_ENTRY, co, co->fd, 0);
     /* the log needs the peer's address even if it resets the connection before
@@ -351,6 +365,8 @@ void conn_entry(mg_coroutine *co)
                     break;
             }
             ssize_t n = recv_more(co);
+            if (n == -EINPROGRESS)
+                return;   /* parked: the fd waits in the worker's tables, no coroutine */
             if (n == 0 || n == -ECONNRESET) {
                 /* closed between requests: nothing to log; mid-head: nginx's line,
                  * 400 with what came of the request line (tests/test_atk_logs.py) */
@@ -374,6 +390,8 @@ void conn_entry(mg_coroutine *co)
                 return;
         }
         first = 0;
+        co->requests++;
+        co->park_deadline_ms = 0;   /* a request: a keep-alive wait after it starts afresh */
         timer_clear(co);
 
         mg_reqbuf *rb = co->rb;

@@ -227,13 +227,18 @@ static void region_put(mg_worker *w, void *region)
     w->stats.stacks_mapped--;
 }
 
-void coroutine_pool_drain(mg_worker *w)
+void coroutine_pool_trim(mg_worker *w, int keep)
 {
-    while (w->stack_pool_len > 0) {
+    while (w->stack_pool_len > keep) {
         munmap(w->stack_pool[--w->stack_pool_len], guard_size() + w->stack_size);
         w->stats.stacks_mapped--;
     }
-    w->stats.stack_pool = 0;
+    w->stats.stack_pool = (uint64_t)w->stack_pool_len;
+}
+
+void coroutine_pool_drain(mg_worker *w)
+{
+    coroutine_pool_trim(w, 0);
 }
 
 /* getcontext() returns twice as far as the compiler knows: keep it out of
@@ -244,6 +249,11 @@ static __attribute__((noinline)) int context_init(ucontext_t *ctx)
 }
 
 mg_coroutine *coroutine_create(mg_worker *w, mg_entry_fn entry, void *arg, int fd)
+{
+    return coroutine_create_as(w, entry, arg, fd, 0);
+}
+
+mg_coroutine *coroutine_create_as(mg_worker *w, mg_entry_fn entry, void *arg, int fd, uint64_t id)
 {
     void *region = region_get(w);
     if (!region)
@@ -256,7 +266,7 @@ mg_coroutine *coroutine_create(mg_worker *w, mg_entry_fn entry, void *arg, int f
     co->worker = w;
     co->entry = entry;
     co->arg = arg;
-    co->id = ++w->next_id;
+    co->id = id ? id : ++w->next_id;
     co->fd = fd;
     co->waiting = -1;
     co->region = region;

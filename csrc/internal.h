@@ -50,7 +50,9 @@
 #define MG_DISPATCH_BATCH 64          /* fds the acceptor sends a worker in one write (< PIPE_BUF) */
 #define MG_MAX_EVENTS 512             /* epoll events taken per epoll_wait */
 #define MG_STACK_POOL_MAX 4096        /* stacks parked per worker */
-#define MG_REQBUF_POOL_MAX 256        /* request buffers parked per worker */
+#define MG_REQBUF_POOL_MAX 256        /* request buffers pooled per worker */
+#define MG_POOL_KEEP 32               /* stacks and buffers kept pooled once a burst is over */
+#define MG_POOL_TRIM_MS 1000          /* how often the pools are trimmed to MG_POOL_KEEP (worker.c) */
 #define MG_DRAIN_IDLE_MS 1000        /* an idle connection at a graceful stop: its last chance (worker.c) */
 #define MG_SEND_SLICE (1 << 20)       /* bytes sent before letting others run */
 #define MG_CORK_BYTES (256 * 1024)    /* head + file bytes sent under TCP_CORK (static.c) */
@@ -154,6 +156,9 @@ struct mg_coroutine {
     mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
     struct mg_centry *centry;    /* file being sent (cache.c), released by coroutine_destroy */
     int status;                  /* status of the last response started (for the trace) */
+    uint32_t requests;           /* request heads read on this connection (0: none yet) */
+    int64_t park_deadline_ms;    /* made at an unpark: the parked connection's deadline,
+                                    kept should it park again without a request (0: none) */
     /* the connection's addresses, looked up once (conn.c: conn_addresses) */
     int addr_known;
     int peer_unix;               /* an AF_UNIX peer: peer is "", the log prints "unix:" */
@@ -174,6 +179,17 @@ struct mg_coroutine {
     char client[48];             /* address, text */
     char *body_buf;              /* a request body too large for rb, or chunked (malloc) */
 };
+
+/* An idle keep-alive connection without a coroutine (worker.c: worker_park):
+ * what conn_entry needs to go on where it stopped, and its deadline.  The
+ * rest (addresses, the access log's fields) is recomputed or per request. */
+typedef struct mg_parked {
+    struct mg_parked *prev, *next;   /* the worker's parked list, in deadline order */
+    int64_t deadline_ms;         /* keep-alive (or graceful-stop drain) deadline; INT64_MAX: none */
+    uint64_t id;                 /* the connection's id: its coroutines' id in the trace */
+    uint32_t requests;           /* request heads read so far */
+    int fd;
+} mg_parked;
 
 /* ---------------------------------------------------------------- workers */
 struct mg_worker {
@@ -217,6 +233,10 @@ struct mg_worker {
     /* fd -> waiting coroutine; sized from RLIMIT_NOFILE, not FD_SETSIZE */
     mg_coroutine **fd_table;
     int fd_table_size;
+    /* fd -> parked connection (same size), and the parked list by deadline */
+    mg_parked **park_table;
+    mg_parked *park_head, *park_tail;
+    int64_t pool_trim_ms;        /* when the pools are next trimmed (MG_POOL_TRIM_MS) */
     /* all live coroutines, for shutdown */
     mg_coroutine *all;
     /* pools: stacks (whole regions) and request buffers */
@@ -278,10 +298,15 @@ struct mg_server {
 
 /* coroutine.c */
 MG_HIDDEN mg_coroutine *coroutine_create(struct mg_worker *w, mg_entry_fn entry, void *arg, int fd);
+/* The same with a given id (0: a new one): a parked connection's next coroutine keeps its id. */
+MG_HIDDEN mg_coroutine *coroutine_create_as(struct mg_worker *w, mg_entry_fn entry, void *arg, int fd,
+                                            uint64_t id);
 MG_HIDDEN void coroutine_destroy(mg_coroutine *co);
 MG_HIDDEN void coroutine_yield(mg_coroutine *co, int reason);
 MG_HIDDEN void coroutine_resume(struct mg_worker *w, mg_coroutine *co);
 MG_HIDDEN void coroutine_pool_drain(struct mg_worker *w);
+/* Unmap pooled stacks beyond keep. */
+MG_HIDDEN void coroutine_pool_trim(struct mg_worker *w, int keep);
 /* A thread that runs coroutines: signal stack and guard-page handler on/off. */
 MG_HIDDEN void coroutine_thread_enter(struct mg_worker *w);
 MG_HIDDEN void coroutine_thread_leave(struct mg_worker *w);
@@ -291,6 +316,10 @@ MG_HIDDEN void add_to_ready(struct mg_worker *w, mg_coroutine *co);
 MG_HIDDEN void add_to_ready_tail(struct mg_worker *w, mg_coroutine *co);
 MG_HIDDEN void schedule(struct mg_worker *w);
 MG_HIDDEN void wake_fd(struct mg_worker *w, int fd, uint32_t events);
+/* An idle keep-alive connection (its request buffer already given back) keeps
+ * only its fd and an mg_parked: its coroutine may end.  0: parked (co->fd is
+ * -1 now, so the coroutine's end leaves the socket open), -1: keep waiting. */
+MG_HIDDEN int worker_park(mg_coroutine *co);
 MG_HIDDEN void timer_set(mg_coroutine *co, int cls);
 MG_HIDDEN void timer_clear(mg_coroutine *co);
 MG_HIDDEN int64_t mg_now_ms(void);
@@ -323,6 +352,8 @@ MG_HIDDEN void conn_entry(mg_coroutine *co);
 MG_HIDDEN mg_reqbuf *reqbuf_get(struct mg_worker *w);
 MG_HIDDEN void reqbuf_put(struct mg_worker *w, mg_reqbuf *rb);
 MG_HIDDEN void reqbuf_pool_drain(struct mg_worker *w);
+/* Free pooled request buffers beyond keep. */
+MG_HIDDEN void reqbuf_pool_trim(struct mg_worker *w, int keep);
 
 /* stats.c: /_minginx/stats and /_minginx/trace; 1 if the path is not one of them */
 struct mg_request_s;

@@ -148,6 +148,7 @@ typedef struct {
     uint64_t log_lines;          /* access-log lines written into this worker's buffers */
     uint64_t log_dropped;        /* lines dropped: the writer was that far behind, or write()
                                   * refused them (counted as the worker next runs; accesslog.c) */
+    uint64_t parked;             /* idle keep-alive connections parked without a coroutine now */
 } mg_stats;
 
 typedef struct mg_server mg_server;
@@ -354,6 +355,8 @@ typedef enum {
     MG_EV_FINISHED,              /* trampoline_start: finished = 1 */
     MG_EV_COROUTINE_DESTROY,
     MG_EV_WAKE_PYTHON,           /* worker: a deferred Python round was posted back; arg: op */
+    MG_EV_PARK,                  /* an idle connection gives its coroutine back; arg: requests so far */
+    MG_EV_UNPARK,                /* input on a parked connection: a coroutine again; arg: epoll events */
     MG_EV_MAX
 } mg_event;
 

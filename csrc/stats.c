@@ -28,6 +28,9 @@ static const char *const EVENT_NAMES[MG_EV_MAX] = {
     [MG_EV_HANDLER_DONE] = "handler_done",
     [MG_EV_FINISHED] = "finished",
     [MG_EV_COROUTINE_DESTROY] = "coroutine_destroy",
+    [MG_EV_WAKE_PYTHON] = "wake_python",
+    [MG_EV_PARK] = "park",
+    [MG_EV_UNPARK] = "unpark",
 };
 
 /* Every field of mg_stats is a 64-bit counter: the region is summed and copied word by word. */
@@ -71,7 +74,7 @@ static void stats_fields(mg_buf *b, const mg_stats *st)
             "\"coroutines_alive\":%lld,\"coroutines_total\":%llu,\"stack_pool\":%llu,"
             "\"stacks_mapped\":%llu,\"cache_hits\":%llu,\"cache_misses\":%llu,"
             "\"cache_entries\":%llu,\"py_batches\":%llu,\"py_calls\":%llu,\"rejected\":%llu,"
-            "\"handler_timeouts\":%llu,\"log_lines\":%llu,\"log_dropped\":%llu",
+            "\"handler_timeouts\":%llu,\"log_lines\":%llu,\"log_dropped\":%llu,\"parked\":%llu",
             (unsigned long long)st->connections,
             (unsigned long long)st->requests, (unsigned long long)st->bytes_out,
             (unsigned long long)st->switches, (unsigned long long)st->yields[0],
@@ -84,7 +87,7 @@ static void stats_fields(mg_buf *b, const mg_stats *st)
             (unsigned long long)st->cache_entries, (unsigned long long)st->py_batches,
             (unsigned long long)st->py_calls, (unsigned long long)st->rejected,
             (unsigned long long)st->handler_timeouts, (unsigned long long)st->log_lines,
-            (unsigned long long)st->log_dropped);
+            (unsigned long long)st->log_dropped, (unsigned long long)st->parked);
 }
 
 /* {"workers": this process's, live; "total": theirs summed; shared (--processes):
@@ -155,7 +158,9 @@ static void trace_json(mg_buf *b, mg_coroutine *co)
             mg_trace_rec *r = &w->ring.recs[(i - 1) & (MG_TRACE_RING - 1)];
             if (r->co == co->id)
                 first = i - 1;
-            if (r->event == MG_EV_COROUTINE_CREATE && r->co == co->id)
+            /* a connection's first coroutine; one made at an unpark continues it */
+            if (r->event == MG_EV_COROUTINE_CREATE && r->co == co->id &&
+                !(i >= lo + 2 && w->ring.recs[(i - 2) & (MG_TRACE_RING - 1)].event == MG_EV_UNPARK))
                 break;
         }
         /* the fd_batch step just before coroutine_create is ours too */

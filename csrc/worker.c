@@ -15,6 +15,15 @@
  *   timers          coroutines whose deadline passed are woken with
  *                   timed_out set, so their recv_async() returns -ETIMEDOUT.
  *
+ * Parking.  A keep-alive connection waiting for its next request needs no
+ * coroutine: worker_park() keeps its fd in park_table with a small mg_parked
+ * (its deadline, its id, its request count) and its coroutine ends, stack
+ * and all, back to the pool.  Input (or a hang-up) on a parked fd unparks it:
+ * coroutine_create_as() from the pool and add_to_ready(), and conn_entry goes
+ * on between requests.  A parked connection whose deadline passes (keep-alive
+ * timeout, or the graceful stop's drain) is closed here; so is every one left
+ * when the loop ends.  It still counts against --max-connections.
+ *
  * Sockets are registered once, edge-triggered, for both directions.  That is
  * safe because a coroutine only parks after its recv/send returned EAGAIN:
  * any byte that arrives after that makes a new edge.
@@ -30,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <malloc.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -44,6 +54,7 @@
 #define MG_CMD_EXIT (-2)   /* dispatch-pipe command: leave now */
 
 static void orphan_pending(mg_worker *w);
+static void unpark(mg_worker *w, mg_parked *p, uint32_t events);
 
 int64_t mg_now_ms(void)
 {
@@ -121,8 +132,12 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
     if (fd < 0 || fd >= w->fd_table_size)
         return;
     mg_coroutine *co = w->fd_table[fd];   /* (the listener is never in the table) */
-    if (!co)
+    if (!co) {
+        mg_parked *p = w->park_table[fd];
+        if (p && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+            unpark(w, p, events);
         return;
+    }
     co->woken_by |= (int)events;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         co->drained = 0;   /* new input (or EOF): the next read is worth a system call */
@@ -139,6 +154,119 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
         w->stats.wakeups++;
         TRACE(w, MG_EV_WAKE_FD, co, fd, (int)events);
         add_to_ready(w, co);
+    }
+}
+
+/* ---------------------------------------------------------------- parking */
+
+/* Into the parked list, in deadline order: almost always at the tail (every
+ * keep-alive deadline is now + the same duration), so the walk is short. */
+static void park_link(mg_worker *w, mg_parked *p)
+{
+    mg_parked *after = w->park_tail;
+    while (after && after->deadline_ms > p->deadline_ms)
+        after = after->prev;
+    p->prev = after;
+    p->next = after ? after->next : w->park_head;
+    if (p->next)
+        p->next->prev = p;
+    else
+        w->park_tail = p;
+    if (after)
+        after->next = p;
+    else
+        w->park_head = p;
+}
+
+/* Out of the list and the table; the caller closes or resumes the fd and frees p. */
+static void park_unlink(mg_worker *w, mg_parked *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        w->park_head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        w->park_tail = p->prev;
+    w->park_table[p->fd] = NULL;
+    w->stats.parked--;
+}
+
+/* A parked connection is over: its deadline passed, or the worker ends. */
+static void park_close(mg_worker *w, mg_parked *p)
+{
+    park_unlink(w, p);
+    close(p->fd);   /* also removes it from the epoll set */
+    free(p);
+}
+
+int worker_park(mg_coroutine *co)
+{
+    mg_worker *w = co->worker;
+    if (co->fd < 0 || co->fd >= w->fd_table_size || co->rb || co->body_buf)
+        return -1;
+    mg_parked *p = malloc(sizeof(*p));
+    if (!p)
+        return -1;   /* it waits as a coroutine, as before */
+    p->fd = co->fd;
+    p->id = co->id;
+    p->requests = co->requests;
+    /* the deadline goes on: the keep-alive timer armed after the last request
+     * (or, for a coroutine made at an unpark, the parked one's, drain included) */
+    if (co->park_deadline_ms)
+        p->deadline_ms = co->park_deadline_ms;
+    else
+        p->deadline_ms = co->timer_class != MG_TIMER_NONE ? co->deadline_ms : INT64_MAX;
+    TRACE(w, MG_EV_PARK, co, co->fd, (int)co->requests);
+    park_link(w, p);
+    w->park_table[p->fd] = p;
+    w->fd_table[p->fd] = NULL;
+    w->stats.parked++;
+    co->fd = -1;   /* the coroutine's end (coroutine_destroy) leaves the socket open */
+    return 0;
+}
+
+/* Input on a parked connection: a coroutine for it again, from the pool. */
+static void unpark(mg_worker *w, mg_parked *p, uint32_t events)
+{
+    int fd = p->fd;
+    park_unlink(w, p);
+    if (MG_UNLIKELY(w->trace))
+        trace_push(&w->ring, w->index, MG_EV_UNPARK, p->id, fd, (int)events);
+    mg_coroutine *co = coroutine_create_as(w, conn_entry, NULL, fd, p->id);
+    if (!co) {
+        mg_log("minginx: coroutine_create (unpark): %s", strerror(errno));
+        close(fd);
+        free(p);
+        return;
+    }
+    co->requests = p->requests;   /* conn_entry: between requests, not a first one */
+    co->park_deadline_ms = p->deadline_ms;
+    free(p);
+    w->stats.wakeups++;
+    add_to_ready(w, co);
+}
+
+/* Every parked connection closed (the loop is over). */
+static void park_close_all(mg_worker *w)
+{
+    while (w->park_head)
+        park_close(w, w->park_head);
+}
+
+/* After a burst: pooled stacks and request buffers beyond MG_POOL_KEEP go back
+ * to the kernel, so the RSS falls with the load (the pools refill as needed). */
+static void pools_trim(mg_worker *w)
+{
+    if (w->now_ms < w->pool_trim_ms)
+        return;
+    w->pool_trim_ms = w->now_ms + MG_POOL_TRIM_MS;
+    if (w->stack_pool_len > MG_POOL_KEEP)
+        coroutine_pool_trim(w, MG_POOL_KEEP);
+    if (w->reqbuf_pool_len > MG_POOL_KEEP) {
+        reqbuf_pool_trim(w, MG_POOL_KEEP);
+        malloc_trim(0);   /* freed buffers sit amid the heap: give their pages back */
     }
 }
 
@@ -193,6 +321,12 @@ static int timers_next_timeout(mg_worker *w)
         if (h && (best < 0 || h->deadline_ms < best))
             best = h->deadline_ms;
     }
+    if (w->park_head && w->park_head->deadline_ms != INT64_MAX &&
+        (best < 0 || w->park_head->deadline_ms < best))
+        best = w->park_head->deadline_ms;
+    if ((w->stack_pool_len > MG_POOL_KEEP || w->reqbuf_pool_len > MG_POOL_KEEP) &&
+        (best < 0 || w->pool_trim_ms < best))
+        best = w->pool_trim_ms;   /* a burst is over: trim its pools on time */
     if (w->accept_resume_ms && (best < 0 || w->accept_resume_ms < best))
         best = w->accept_resume_ms;
     int log_due = alog_tick(w, 0);   /* pending access-log lines wait no longer than this */
@@ -208,6 +342,11 @@ static int timers_next_timeout(mg_worker *w)
 
 static void timers_expire(mg_worker *w)
 {
+    /* parked connections past their keep-alive (or drain) deadline: closed */
+    while (w->park_head && w->park_head->deadline_ms <= w->now_ms) {
+        w->stats.timeouts++;
+        park_close(w, w->park_head);
+    }
     for (int c = 1; c < MG_TIMER_MAX; c++) {
         mg_timer_list *l = &w->timers[c];
         while (l->head && l->head->deadline_ms <= w->now_ms) {
@@ -266,6 +405,11 @@ static void begin_graceful_stop(mg_worker *w)
             (co->timer_class == MG_TIMER_NONE || co->deadline_ms > w->now_ms + MG_DRAIN_IDLE_MS))
             timer_set(co, MG_TIMER_DRAIN);
     }
+    /* parked ones too: min(deadline, now + drain) keeps the list in order */
+    int64_t drain = w->now_ms + MG_DRAIN_IDLE_MS;
+    for (mg_parked *p = w->park_head; p; p = p->next)
+        if (p->deadline_ms > drain)
+            p->deadline_ms = drain;
 }
 
 /* A new connection for this worker: from the dispatch pipe, or its own accept. */
@@ -273,7 +417,8 @@ static void accept_from_pipe(mg_worker *w, int fd)
 {
     w->stats.connections++;
     TRACE(w, MG_EV_FD_BATCH, (mg_coroutine *)NULL, fd, 0);
-    if (w->max_conns > 0 && w->stats.coroutines_alive >= w->max_conns) {
+    /* a parked connection is still open: it counts */
+    if (w->max_conns > 0 && w->stats.coroutines_alive + (int64_t)w->stats.parked >= w->max_conns) {
         /* over --max-connections: say so and close, never stall */
         static const char body[] = "Too many connections";
         char busy_mem[256];
@@ -406,8 +551,9 @@ mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
         lim = 1u << 24;
     w->fd_table_size = (int)lim;
     w->fd_table = calloc((size_t)lim, sizeof(*w->fd_table));
+    w->park_table = calloc((size_t)lim, sizeof(*w->park_table));
     w->stack_pool = calloc(MG_STACK_POOL_MAX, sizeof(void *));
-    if (!w->fd_table || !w->stack_pool)
+    if (!w->fd_table || !w->park_table || !w->stack_pool)
         goto fail_nomem;
 
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -480,6 +626,8 @@ void mg_worker_free(mg_worker *w)
     orphan_pending(w);
     while (w->all)
         coroutine_destroy(w->all);
+    if (w->park_table)
+        park_close_all(w);
     alog_tick(w, 1);   /* a worker that never ran its loop to the end */
     free(w->alog_buf);
     /* No thread posts any more (the caller joined the handler threads): what
@@ -504,6 +652,7 @@ void mg_worker_free(mg_worker *w)
         close(w->post_fd);
     pthread_mutex_destroy(&w->post_lock);
     free(w->fd_table);
+    free(w->park_table);
     free(w->stack_pool);
     if (w->altstack)
         munmap(w->altstack, MG_ALTSTACK_SIZE);
@@ -543,7 +692,7 @@ int mg_worker_run(mg_worker *w)
             run_python(w);   /* handlers run here, on this thread's own stack */
         /* graceful: also wait for deferred rounds, orphans included (the
          * server cuts this short after --grace) */
-        if (w->stopping && w->stats.coroutines_alive == 0 && w->py_inflight == 0)
+        if (w->stopping && w->stats.coroutines_alive == 0 && w->py_inflight == 0 && !w->park_head)
             break;
         if (w->shared)
             stats_publish(w);   /* once per iteration, never per request */
@@ -568,6 +717,7 @@ int mg_worker_run(mg_worker *w)
                 wake_fd(w, fd, w->events[i].events);
         }
         timers_expire(w);
+        pools_trim(w);
         if (MG_UNLIKELY(w->accept_resume_ms) && w->now_ms >= w->accept_resume_ms) {
             w->accept_resume_ms = 0;
             if (w->listen_fd >= 0)
@@ -581,6 +731,7 @@ int mg_worker_run(mg_worker *w)
     orphan_pending(w);
     while (w->all)
         coroutine_destroy(w->all);
+    park_close_all(w);
     alog_tick(w, 1);   /* every line written so far goes to the writer */
     if (w->shared)
         stats_publish(w);   /* the final counts, for the master's table */

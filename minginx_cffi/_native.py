@@ -49,7 +49,7 @@ def _stats_dict(st):
         "connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
         "ready_max", "coroutines_alive", "coroutines_total", "stack_pool", "stacks_mapped",
         "cache_hits", "cache_misses", "cache_entries", "rejected", "handler_timeouts",
-        "log_lines", "log_dropped")}
+        "log_lines", "log_dropped", "parked")}
     d["yields"] = {reason: st.yields[i] for i, reason in enumerate(YIELD_REASONS)}
     d["py_batches"] = st.py_batches
     d["py_calls"] = st.py_calls

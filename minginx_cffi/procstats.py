@@ -3,7 +3,7 @@
 Theory of operation.  Before forking, the parent maps one anonymous
 MAP_SHARED region (``SharedStats(nslots, nworkers)``): one slot per server
 process, each of ``nworkers`` entries laid out as csrc/minginx.h's mg_stats
-(24 64-bit words: FIELDS below, in order), then one more row of ``nworkers``
+(25 64-bit words: FIELDS below, in order), then one more row of ``nworkers``
 entries holding the processes that have exited (``fold``).  Child i runs
 ``Server(..., stats_slot=(shared, i))``: each of its workers copies its own
 counters into its entry once per loop iteration, before it sleeps, and when it
@@ -35,9 +35,9 @@ FIELDS = ("connections", "requests", "bytes_out", "switches",
           "wakeups", "timeouts", "ready_max", "coroutines_alive", "coroutines_total",
           "stack_pool", "stacks_mapped", "cache_hits", "cache_misses", "cache_entries",
           "py_batches", "py_calls", "rejected", "handler_timeouts", "log_lines",
-          "log_dropped")
+          "log_dropped", "parked")
 #: gauges: what a process has now, not a count; an exited process has none of it
-GAUGES = frozenset(("coroutines_alive", "stack_pool", "stacks_mapped", "cache_entries"))
+GAUGES = frozenset(("coroutines_alive", "stack_pool", "stacks_mapped", "cache_entries", "parked"))
 _ENTRY = struct.Struct("=" + "".join("q" if f == "coroutines_alive" else "Q" for f in FIELDS))
 ENTRY_SIZE = _ENTRY.size
 

@@ -15,10 +15,10 @@ The event numbers are csrc/minginx.h's mg_event (_native checks they agree).
 
 EVENTS = ("accept", "dispatch", "fd_batch", "coroutine_create", "add_to_ready", "schedule",
           "trampoline_start", "entry", "yield", "wake_fd", "handler_done", "finished",
-          "coroutine_destroy", "wake_python")
+          "coroutine_destroy", "wake_python", "park", "unpark")
 (EV_ACCEPT, EV_DISPATCH, EV_FD_BATCH, EV_COROUTINE_CREATE, EV_ADD_TO_READY, EV_SCHEDULE,
  EV_TRAMPOLINE_START, EV_ENTRY, EV_YIELD, EV_WAKE_FD, EV_HANDLER_DONE, EV_FINISHED,
- EV_COROUTINE_DESTROY, EV_WAKE_PYTHON) = range(len(EVENTS))
+ EV_COROUTINE_DESTROY, EV_WAKE_PYTHON, EV_PARK, EV_UNPARK) = range(len(EVENTS))
 YIELD_REASONS = ("ready", "read", "write", "python")
 
 
@@ -42,6 +42,11 @@ def describe(event, arg):
         return "handler done (%d)" % arg
     if event == EV_FINISHED:
         return "finished = 1"
+    if event == EV_PARK:
+        return "park (idle after %d request%s: fd kept, coroutine to the pool)" % (
+            arg, "" if arg == 1 else "s")
+    if event == EV_UNPARK:
+        return "unpark (input on a parked fd) -> coroutine_create"
     return EVENTS[event]
 
 

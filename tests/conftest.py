@@ -306,4 +306,5 @@ def wait_for(pred, timeout=5.0, interval=0.02):
 
 
 def alive(srv):
-    return sum(w["coroutines_alive"] for w in srv.stats())
+    """Connections open: those with a coroutine, and idle ones parked without one."""
+    return sum(w["coroutines_alive"] + w["parked"] for w in srv.stats())

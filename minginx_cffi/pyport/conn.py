@@ -331,15 +331,28 @@ def stats_serve(co, req, keep_alive):
     return 0
 
 
+def _recv_or_park(co):
+    """Between requests (csrc/conn.c recv_more): one read; if there is nothing to read,
+    park (the coroutine ends, worker.park keeps the socket) and return None."""
+    try:
+        return co.sock.recv(RECV_SIZE)
+    except BlockingIOError:
+        pass
+    if not co.cancelled and co.worker.park(co):
+        return None
+    return (yield from recv_async(co, RECV_SIZE))
+
+
 def conn_entry(co):
-    """The coroutine's entry (the seed's `entry`)."""
+    """The coroutine's entry (the seed's `entry`); an unparked connection's too
+    (co.requests > 0: it goes on between requests)."""
     w = co.worker
     cfg = w.cfg
     dispatch = w.engine.dispatch
     proxy_headers = cfg["proxy_headers"]
     max_body = cfg["max_body"]
     buf = bytearray()
-    first = True
+    first = co.requests == 0
     if w.trace:
         w.trace_push(EV_ENTRY, co, co.fd)
     if w.alog is not None:
@@ -370,7 +383,12 @@ def conn_entry(co):
                             break
                         scanned = len(buf)
                 try:
-                    data = yield from recv_async(co, RECV_SIZE)
+                    if co.idle and not buf and not first:
+                        data = yield from _recv_or_park(co)
+                        if data is None:
+                            return   # parked: the socket waits in the worker's tables
+                    else:
+                        data = yield from recv_async(co, RECV_SIZE)
                 except TimeoutError:
                     if not co.idle:
                         yield from send_error(co, 408, False, False)
@@ -389,6 +407,8 @@ def conn_entry(co):
                     return
                 buf += data
             first = False
+            co.requests += 1
+            co.park_deadline = 0.0   # a request: a keep-alive wait after it starts afresh
             w.timer_clear(co)
             if head < 0:
                 status, req = -head, None

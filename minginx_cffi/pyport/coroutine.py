@@ -25,7 +25,9 @@ class Coroutine:
                  "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job", "hup",
                  # the access log's view of the response in flight (accesslog.py)
                  "status", "sent", "log_sent0", "head_bytes", "log_start",
-                 "peer", "client")
+                 "peer", "client",
+                 # between requests (worker.park): heads read so far; an unparked one's deadline
+                 "requests", "park_deadline")
 
     def __repr__(self):
         return "<Coroutine %d fd %d>" % (self.id, self.fd)
@@ -42,12 +44,15 @@ def trampoline_start(co):
         w.trace_push(EV_FINISHED, co, co.fd)
 
 
-def coroutine_create(w, entry, sock):
+def coroutine_create(w, entry, sock, id=0):
+    """id: a parked connection's next coroutine keeps the connection's (C: coroutine_create_as)."""
     co = Coroutine()
     co.worker = w
     co.entry = entry
-    w.next_id += 1
-    co.id = w.next_id
+    if not id:
+        w.next_id += 1
+        id = w.next_id
+    co.id = id
     co.sock = sock
     co.fd = sock.fileno() if sock is not None else -1
     co.finished = 0
@@ -64,6 +69,8 @@ def coroutine_create(w, entry, sock):
     co.log_start = 0.0
     co.peer = None     # (address, port), looked up once (front.conn_peer)
     co.client = None   # THE CLIENT of the request in flight (front.py: request_client, conn_client)
+    co.requests = 0
+    co.park_deadline = 0.0
     co.gen = trampoline_start(co)
     if co.fd >= 0:
         w.fd_table[co.fd] = co

@@ -17,6 +17,12 @@ gets 504, the late answer is dropped, and a late stream iterator is closed
 in the pool.  An ASGI app's START round (asgiport.py) is timed the same way,
 its NEXT rounds are not (a stream may wait for events); its app hears
 http.disconnect when the timer gives the round up.
+
+Parking (csrc/worker.c): a keep-alive connection waiting for its next
+request keeps only its socket and a Parked record (park_table, and the
+parked list in deadline order); its coroutine ends.  Input on it makes a
+new coroutine with the connection's id (unpark); its deadline passing, or
+the loop ending, closes it.
 """
 
 import collections
@@ -36,8 +42,8 @@ from .coroutine import (MG_DRAIN_IDLE, MG_TIMER_DRAIN, MG_TIMER_HEADER, MG_TIMER
                         coroutine_create, coroutine_destroy)
 from .accesslog import alog_rejected, alog_tick
 from .http import http_date
-from ..trace import (EV_ADD_TO_READY, EV_FD_BATCH, EV_SCHEDULE, EV_WAKE_FD,  # noqa: F401
-                     EV_WAKE_PYTHON, EV_YIELD)
+from ..trace import (EV_ADD_TO_READY, EV_FD_BATCH, EV_PARK, EV_SCHEDULE,  # noqa: F401
+                     EV_UNPARK, EV_WAKE_FD, EV_WAKE_PYTHON, EV_YIELD)
 
 RDY_FIFO, RDY_LIFO = 0, 1
 MG_CMD_STOP, MG_CMD_EXIT = -1, -2
@@ -55,6 +61,15 @@ def busy(w):
     from .response import FRAME_LENGTH, head_finish, head_start
     return head_start(w, 503) + b"Content-Type: text/plain\r\nRetry-After: 1\r\n" + \
         head_finish(FRAME_LENGTH, len(BUSY_BODY), False) + BUSY_BODY
+
+
+class Parked:
+    """An idle keep-alive connection without a coroutine (C: mg_parked)."""
+
+    __slots__ = ("fd", "sock", "id", "requests", "deadline")
+
+    def __init__(self, fd, sock, id, requests, deadline):
+        self.fd, self.sock, self.id, self.requests, self.deadline = fd, sock, id, requests, deadline
 
 
 class HandlerTimedOut(TimeoutError):
@@ -194,7 +209,7 @@ def new_stats():
                         "ready_max", "coroutines_alive", "coroutines_total", "stack_pool",
                         "stacks_mapped", "cache_hits", "cache_misses", "cache_entries",
                         "py_batches", "py_calls", "rejected", "handler_timeouts", "log_lines",
-                        "log_dropped"), 0)
+                        "log_dropped", "parked"), 0)
     st["yields"] = dict.fromkeys(YIELD_NAMES, 0)
     return st
 
@@ -222,6 +237,8 @@ class Worker:
         self.epfd.register(self.post_r, select.EPOLLIN)
         # fd -> coroutine: sized from the fd limit, not FD_SETSIZE
         self.fd_table = [None] * min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 24)
+        # fd -> Parked, in deadline order (an OrderedDict: the oldest first)
+        self.parked = collections.OrderedDict()
         self.ready = collections.deque()
         self.all = set()
         self.next_id = 0
@@ -295,6 +312,9 @@ class Worker:
     def wake_fd(self, fd, events):
         co = self.fd_table[fd]
         if co is None:
+            p = self.parked.get(fd)
+            if p is not None and events & _WANT[MG_YIELD_READ]:
+                self._unpark(p, events)
             return
         if events & _GONE:
             # the peer's FIN (or a reset) is for good: kept, for a round that parks later
@@ -307,6 +327,49 @@ class Worker:
             if self.trace:
                 self.trace_push(EV_WAKE_FD, co, fd, events)
             self.add_to_ready(co)
+
+    # -- parking (csrc/worker.c: worker_park, unpark) ----------------------
+
+    def park(self, co):
+        """An idle keep-alive connection gives its coroutine up; True if parked
+        (co.fd is -1 then: the coroutine's end leaves the socket open)."""
+        if co.fd < 0:
+            return False
+        if co.park_deadline:
+            deadline = co.park_deadline   # made at an unpark: the parked deadline goes on
+        else:
+            deadline = co.deadline if co.timer_class != MG_TIMER_NONE else float("inf")
+        if self.trace:
+            self.trace_push(EV_PARK, co, co.fd, co.requests)
+        p = Parked(co.fd, co.sock, co.id, co.requests, deadline)
+        parked = self.parked
+        last = next(reversed(parked.values())) if parked else None
+        parked[p.fd] = p
+        if last is not None and last.deadline > deadline:
+            # almost always in order (now + the same duration); else sort once
+            items = sorted(parked.values(), key=lambda q: q.deadline)
+            parked.clear()
+            parked.update((q.fd, q) for q in items)
+        self.fd_table[co.fd] = None
+        self.stats["parked"] += 1
+        co.fd, co.sock = -1, None
+        return True
+
+    def _unpark(self, p, events):
+        del self.parked[p.fd]
+        self.stats["parked"] -= 1
+        if self.trace:
+            self.ring.append((time.monotonic_ns() // 1000, self.index, p.id, p.fd, EV_UNPARK, events))
+        co = coroutine_create(self, self.conn_entry, p.sock, id=p.id)
+        co.requests = p.requests    # conn_entry: between requests, not a first one
+        co.park_deadline = p.deadline
+        self.stats["wakeups"] += 1
+        self.add_to_ready(co)
+
+    def _park_close(self, p):
+        del self.parked[p.fd]
+        self.stats["parked"] -= 1
+        p.sock.close()   # also takes it out of the epoll set
 
     # -- timers: one list per class, in deadline order (csrc/worker.c) ---
 
@@ -334,6 +397,10 @@ class Worker:
                 d = next(iter(t.values()))
                 if best is None or d < best:
                     best = d
+        if self.parked:
+            d = next(iter(self.parked.values())).deadline
+            if d != float("inf") and (best is None or d < best):
+                best = d
         due = alog_tick(self)   # pending access-log lines wait no longer than this
         if due is not None and (best is None or self.now + due < best):
             best = self.now + due
@@ -343,6 +410,13 @@ class Worker:
 
     def _expire_timers(self):
         now = self.now
+        parked = self.parked
+        while parked:
+            p = next(iter(parked.values()))
+            if p.deadline > now:
+                break
+            self.stats["timeouts"] += 1
+            self._park_close(p)
         for cls, t in enumerate(self.timers):
             while t:
                 co, deadline = next(iter(t.items()))
@@ -436,7 +510,7 @@ class Worker:
         if self.trace:
             self.trace_push(EV_FD_BATCH, None, fd)
         limit = self.cfg["max_connections"]
-        if limit and self.stats["coroutines_alive"] >= limit:
+        if limit and self.stats["coroutines_alive"] + self.stats["parked"] >= limit:   # parked: open
             out = busy(self)
             try:   # over --max-connections: say so and close, never stall
                 n = os.write(fd, out)
@@ -464,6 +538,9 @@ class Worker:
             if co.idle and co.waiting == MG_YIELD_READ and \
                     (co.timer_class == MG_TIMER_NONE or co.deadline > self.now + MG_DRAIN_IDLE):
                 self.timer_set(co, MG_TIMER_DRAIN)
+        drain = self.now + MG_DRAIN_IDLE   # parked ones too; min() keeps them in order
+        for p in self.parked.values():
+            p.deadline = min(p.deadline, drain)
 
     # -- the loop ----------------------------------------------------------
 
@@ -474,7 +551,8 @@ class Worker:
         shared = self.engine.shared
         while not self.exiting:
             self.schedule()
-            if self.stopping and self.stats["coroutines_alive"] == 0 and self.inflight == 0:
+            if self.stopping and self.stats["coroutines_alive"] == 0 and self.inflight == 0 \
+                    and not self.parked:
                 break
             if shared is not None:   # once per iteration, never per request (csrc/worker.c)
                 shared[0].publish(shared[1], self.index, self.stats_dict())
@@ -494,6 +572,8 @@ class Worker:
         self.ready.clear()
         for co in list(self.all):
             coroutine_destroy(co)
+        while self.parked:
+            self._park_close(next(iter(self.parked.values())))
         alog_tick(self, force=True)   # every line written so far goes to the writer
         if shared is not None:   # the final counts, for the master's table
             shared[0].publish(shared[1], self.index, self.stats_dict())
