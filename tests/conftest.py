@@ -210,6 +210,23 @@ class Conn:
         self.sock.close()
 
 
+#: make test-asan preloads the sanitizers' runtimes (LD_PRELOAD) into every process it
+#: starts.  Tools the tests run get an environment without them (curl hangs under
+#: libasan), and systemd-socket-activate, which gives its child only the variables named
+#: with -E, passes them on so that the server it starts runs sanitized too.
+SANITIZER_VARS = ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "MINGINX_SANITIZED")
+
+
+def tool_env():
+    """os.environ for a tool that is not ours (curl, logrotate...): no sanitizer runtime."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
+def socket_activate_env_args(*names):
+    """systemd-socket-activate's -E arguments: names, and the sanitizers' when set."""
+    return [a for n in names + SANITIZER_VARS if n in os.environ for a in ("-E", n)]
+
+
 def free_port():
     """A port nothing listens on right now (for servers started as subprocesses)."""
     s = socket.socket()

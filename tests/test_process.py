@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import Conn, free_port, wait_for
+from conftest import Conn, free_port, socket_activate_env_args, tool_env, wait_for
 
 CLI = [sys.executable, "-m", "minginx_cffi"]
 NOBODY = 65534
@@ -367,8 +367,8 @@ def test_a_master_killed_outright_takes_its_processes_down(masters, app_dir):
 def test_systemd_socket_activation(masters, app_dir, processes):
     port = free_port()
     m = masters("--wsgi", "relapp:env", "--workers", "1", "--processes", processes,
-                argv=["systemd-socket-activate", "-l", "127.0.0.1:%d" % port,
-                      "-E", "PYTHONPATH", "-E", "MINGINX_ENGINES"] + CLI + ["serve"],
+                argv=["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "PYTHONPATH"]
+                + socket_activate_env_args("MINGINX_ENGINES") + CLI + ["serve"],
                 cwd=app_dir, listen=False, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
                     p for p in [os.getcwd(), os.environ.get("PYTHONPATH")] if p)))
     m.wait_line("Listening on 127.0.0.1:%d" % port)
@@ -433,7 +433,7 @@ def test_a_bad_fd_is_one_line(app_dir, kind):
 
 def curl_unix(path, url):
     return subprocess.run(["curl", "-s", "--unix-socket", path, "-w", "\n%{http_code}", url],
-                          capture_output=True, timeout=30).stdout.decode()
+                          capture_output=True, timeout=30, env=tool_env()).stdout.decode()
 
 
 def test_unix_socket(masters, app_dir, engine):
@@ -459,7 +459,7 @@ def test_unix_socket_static_files(masters, site_root, engine, tmp_path):
     path = str(tmp_path / "s.sock")
     m = masters("--uds", path, "--root", str(site_root), "--engine", engine, "--workers", "1",
                 listen=False).wait_banner()
-    out = subprocess.run(["curl", "-s", "--unix-socket", path, "http://x/50mib.bin"],
+    out = subprocess.run(["curl", "-s", "--unix-socket", path, "http://x/50mib.bin"], env=tool_env(),
                          capture_output=True, timeout=60).stdout
     assert out == (site_root / "50mib.bin").read_bytes()
     assert curl_unix(path, "http://x/nope").endswith("404")

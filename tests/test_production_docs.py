@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import Conn, free_port, wait_for
+from conftest import Conn, free_port, socket_activate_env_args, tool_env, wait_for
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
                    "production.md")
@@ -127,8 +127,8 @@ def test_the_systemd_units_serve_reload_and_stop(box):
     listen = socket_unit["ListenStream"]
     assert re.fullmatch(r"127\.0\.0\.1:\d+", listen)
     port = free_port()
-    argv = ["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "PYTHONPATH"] + \
-        shlex.split(localise(service["ExecStart"], box))
+    argv = ["systemd-socket-activate", "-l", "127.0.0.1:%d" % port] + \
+        socket_activate_env_args("PYTHONPATH") + shlex.split(localise(service["ExecStart"], box))
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["KillSignal"] == "SIGTERM"
     # systemd-socket-activate starts the server when the first connection comes
@@ -172,7 +172,7 @@ def test_the_logrotate_configuration_loses_no_line(box):
             assert get(port, "/index.html").status == 200
         assert len(log_lines(log, 5)) == 5
         r = subprocess.run(["logrotate", "-f", "-s", os.path.join(box, "state"), conf_path],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, env=tool_env())
         assert r.returncode == 0, r.stderr
         rotated = log + ".1"   # delaycompress: the newest rotation stays plain
         assert os.path.exists(rotated)
