@@ -19,6 +19,10 @@ Workloads:
   ab            connection per request: ab -n 20000 -c 50 (no keep-alive), pinned; minginx-cffi
                 and nginx each with and without TCP_DEFER_ACCEPT (h2o has it on by default)
   idle10k       10,000 idle keep-alive connections (one request each), server RSS
+  idle19k       19,000 on one server process (the fd limit is 20,000), then a next request
+                on every one, timed
+  idle50k       50,000 on three server processes (--processes 3; nginx: 3 workers), held by
+                four client processes
   ideas         the seed's ideas, each switched off in turn: caches, stack pool, buffer pool,
                 fd batching, the fast context switch
   ideas-churn   the same for the pools and fd batching, under ab (a new connection, so a new
@@ -75,7 +79,15 @@ WORKLOADS = {
                servers=["minginx-cffi lifo", "minginx-cffi reuseport", "minginx-cffi no defer-accept",
                         "nginx", "nginx deferred", "h2o", "lighttpd"]),
     "idle10k": dict(workers=2, pin=False, kind="idle", conns=10000, path="/index.html",
-                    servers=["minginx-cffi lifo", "python port", "nginx", "h2o", "lighttpd"]),
+                    servers=["minginx-cffi, keep-alive 75 s", "python port, keep-alive 75 s",
+                             "nginx", "h2o", "lighttpd"]),
+    # past one process's fd limit (20,000 here, root cannot raise it): 19,000 on one server
+    # process, and 50,000 on three processes (nginx: three worker processes), held by
+    # several client processes
+    "idle19k": dict(workers=2, pin=False, kind="idle", conns=19000, path="/index.html",
+                    servers=["minginx-cffi, keep-alive 75 s", "nginx"]),
+    "idle50k": dict(workers=1, pin=False, kind="idle", conns=50000, path="/index.html",
+                    servers=["minginx-cffi lifo, 3 processes", "nginx, 3 processes"]),
     "ideas": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
                   servers=["minginx-cffi lifo", "minginx-cffi ucontext", "minginx-cffi lifo, no caches",
                            "minginx-cffi no small-file cache", "minginx-cffi no stack pool",
@@ -264,7 +276,7 @@ master_process on;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log crit;
 worker_rlimit_nofile 65536;
-events {{ worker_connections 16384; }}
+events {{ worker_connections 20000; }}
 http {{
     access_log off;
     sendfile on;
@@ -321,6 +333,14 @@ def servers_available():
         "minginx-cffi lifo, no caches": lambda r, p, w, pin: start_minginx(
             r, p, w, pin, "lifo", "--open-file-cache", "0", "--small-file-cache", "0"),
         "python port": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo", "--engine", "python"),
+        # idle*: nginx's keepalive_timeout (75 s), as opening thousands of connections can take
+        # longer than our default 15 s before the next round of requests
+        "minginx-cffi, keep-alive 75 s": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--keepalive-timeout", "75"),
+        "python port, keep-alive 75 s": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--engine", "python", "--keepalive-timeout", "75"),
+        "minginx-cffi lifo, 3 processes": lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--processes", "3", "--keepalive-timeout", "75"),
         "python port, 2 workers": lambda r, p, w, pin: start_minginx(
             r, p, w, pin, "lifo", "--engine", "python", "--workers", "2"),
         "python port, no caches": lambda r, p, w, pin: start_minginx(
@@ -360,6 +380,7 @@ def servers_available():
                 out["nginx deferred"] = lambda r, p, w, pin: start_nginx(r, p, w, pin, deferred=True)
                 out["nginx open_file_cache"] = lambda r, p, w, pin: start_nginx(r, p, w, pin,
                                                                               file_cache=True)
+                out["nginx, 3 processes"] = lambda r, p, w, pin: start_nginx(r, p, 3, pin)
             out[name] = start_nginx if name == "nginx" else \
                 (lambda kind: lambda r, p, w, pin: start_conf_server(kind, r, p, w, pin))(name)
         else:
@@ -453,15 +474,17 @@ def run_ab(port, spec, pin):
             "non2xx": int(num(r"Non-2xx responses:\s+(\d+)"))}, out
 
 
-def run_idle(port, spec, proc):
-    """Open spec["conns"] keep-alive connections, one request each, then hold them: RSS."""
+IDLE_PER_CLIENT = 15000   # connections one client process holds (its fd limit is 20,000)
+
+
+def _idle_client(port, path, n, conn, source):
+    """One client process of run_idle: n keep-alive connections from the source address
+    (its own loopback address: one address has ~28,000 ephemeral ports to a server's
+    port), one request each, held; on "next", one more request on each, timed."""
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    req = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % spec["path"].encode()
-    socks = []
-    failed = 0
-    before = rss_kib(proc.pid)
+    req = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path.encode()
 
     def answered(t):
         try:
@@ -474,26 +497,64 @@ def run_idle(port, spec, proc):
             return True
         except OSError:
             return False
+    socks, failed = [], 0
+    for _ in range(n):
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                         source_address=(source, 0))
+            s.sendall(req)
+            socks.append(s)
+        except OSError:
+            failed += 1
+        if len(socks) % 500 == 0:
+            failed += sum(not answered(t) for t in socks[-500:])
+    failed += sum(not answered(t) for t in socks[len(socks) // 500 * 500:])
+    conn.send(failed)
+    conn.recv()   # "next": the server's RSS has been read
+    t0 = time.perf_counter()
+    for t in socks:
+        try:
+            t.sendall(req)
+        except OSError:
+            pass
+    again = sum(not answered(t) for t in socks)
+    conn.send((again + (n - len(socks)), time.perf_counter() - t0))
+    for t in socks:
+        t.close()
 
-    try:
-        for i in range(spec["conns"]):
-            try:
-                s = socket.create_connection(("127.0.0.1", port), timeout=10)
-                s.sendall(req)
-                socks.append(s)
-            except OSError:
-                failed += 1
-            if len(socks) % 500 == 0:
-                failed += sum(not answered(t) for t in socks[-500:])
-        failed += sum(not answered(t) for t in socks[len(socks) // 500 * 500:])
-        time.sleep(1.0)
-        rss = rss_kib(proc.pid)
-    finally:
-        for t in socks:
-            t.close()
+
+def run_idle(port, spec, proc):
+    """Open spec["conns"] keep-alive connections (one request each; IDLE_PER_CLIENT per
+    client process), hold them and read the server's RSS, then send one more request on
+    every connection: RSS, and how long that round took."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    before = rss_kib(proc.pid)
+    clients = []
+    left = spec["conns"]
+    while left > 0:
+        n = min(left, IDLE_PER_CLIENT)
+        left -= n
+        mine, theirs = ctx.Pipe()
+        source = "127.0.0.%d" % (len(clients) + 1)
+        c = ctx.Process(target=_idle_client, args=(port, spec["path"], n, theirs, source),
+                        daemon=True)
+        c.start()
+        clients.append((c, mine))
+    failed = sum(conn.recv() for _, conn in clients)
+    time.sleep(1.0)
+    rss = rss_kib(proc.pid)
+    t0 = time.perf_counter()
+    for _, conn in clients:
+        conn.send("next")
+    replies = [conn.recv() for _, conn in clients]
+    next_s = time.perf_counter() - t0
+    for c, _ in clients:
+        c.join(30)
     return {"rps": 0.0, "transfer": "-", "lat_avg_ms": 0.0, "lat_max_ms": 0.0,
             "errors": [0, 0, 0, failed], "non2xx": 0, "idle_rss_kib": rss,
-            "rss_before_kib": before}, ""
+            "rss_before_kib": before, "next_round_s": next_s,
+            "next_failed": sum(r[0] for r in replies)}, ""
 
 
 def http_get(port, path, timeout=30):
@@ -660,15 +721,18 @@ def report(results, workloads, servers, args):
             lines += ["### %s: %d idle keep-alive connections (one request each), server RSS, "
                       "%d worker%s" % (wl, spec["conns"], spec["workers"],
                                        "s" if spec["workers"] > 1 else ""), "",
-                      "| server | RSS MiB | per connection KiB | connections not answered |",
-                      "|---|---|---|---|"]
+                      "| server | RSS MiB | per connection KiB | connections not answered | "
+                      "next request on every connection: s (not answered) |",
+                      "|---|---|---|---|---|"]
             for name in spec["servers"]:
                 rs = [r for r in rows if r["server"] == name]
                 if rs:
                     kib = rs[0]["rss_kib"]
-                    lines.append("| %s | %.1f | %.1f | %d |" % (
+                    lines.append("| %s | %.1f | %.2f | %d | %s |" % (
                         name, kib / 1024, (kib - rs[0]["rss_before_kib"]) / spec["conns"],
-                        rs[0]["errors"][3]))
+                        rs[0]["errors"][3],
+                        "%.2f (%d)" % (rs[0]["next_round_s"], rs[0]["next_failed"])
+                        if "next_round_s" in rs[0] else "-"))
             lines.append("")
             continue
         if kind == "slow":
