@@ -72,6 +72,8 @@ static void file_close(mg_file *f)
     f->fd = -1;
     free(f->data);
     f->data = NULL;
+    free(f->head);
+    f->head = NULL;
 }
 
 static void entry_free(mg_centry *e)
@@ -298,6 +300,7 @@ static int entry_fill(mg_worker *w, mg_centry *e, const char *rel, int dir_reque
 
     e->plain.fd = e->gz.fd = -1;
     e->plain.data = e->gz.data = NULL;
+    e->plain.head = e->gz.head = NULL;
     int fd = open_beneath(srv, srv->root_fd, rel_len ? rel : ".");
     if (fd < 0)
         return errno_status(errno);

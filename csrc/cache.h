@@ -17,6 +17,13 @@ typedef struct {
     char *data;                  /* the whole file, when it is small enough; else NULL */
     char hdr[320];               /* prebuilt: Content-Type ... Accept-Ranges, CRLF-terminated */
     int hdr_len;
+    /* The whole head of a 200 keep-alive response, built by the first one
+     * (static.c send_representation) and copied by the next; NULL until then,
+     * and never for a request's scratch entry.  Only its Date changes. */
+    char *head;
+    int head_len;
+    int head_date;               /* offset of the "Date: " line in head */
+    time_t head_sec;             /* the second that line says */
 } mg_file;
 
 typedef struct mg_centry mg_centry;
