@@ -70,10 +70,13 @@ static void file_close(mg_file *f)
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
-    free(f->data);
-    f->data = NULL;
-    free(f->head);
+    if (!f->head_in_room)
+        free(f->head);
     f->head = NULL;
+    f->head_in_room = 0;
+    if (f->data)
+        free(f->data - MG_HEAD_ROOM);
+    f->data = NULL;
 }
 
 static void entry_free(mg_centry *e)
@@ -257,16 +260,17 @@ static void file_describe(mg_file *f, const struct stat *st, const mg_centry *e,
 
 static char *read_whole(int fd, int64_t size)
 {
-    char *buf = malloc((size_t)size ? (size_t)size : 1);
-    if (!buf)
+    char *base = malloc(MG_HEAD_ROOM + ((size_t)size ? (size_t)size : 1));
+    if (!base)
         return NULL;
+    char *buf = base + MG_HEAD_ROOM;
     int64_t got = 0;
     while (got < size) {
         ssize_t n = pread(fd, buf + got, (size_t)(size - got), got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            free(buf);
+            free(base);
             return NULL;
         }
         got += n;

@@ -333,8 +333,14 @@ static int send_not_modified(mg_coroutine *co, const mg_centry *e, const mg_file
 /* Keep the head just built in o as rep's 200 keep-alive head (see below). */
 static void keep_head(mg_worker *w, mg_file *rep, const mg_buf *o, size_t date_at)
 {
-    if (o->err || !(rep->head = malloc(o->len)))
+    if (o->err)
         return;
+    if (rep->data && o->len <= MG_HEAD_ROOM) {
+        rep->head = rep->data - o->len;
+        rep->head_in_room = 1;
+    } else if (!(rep->head = malloc(o->len))) {
+        return;
+    }
     memcpy(rep->head, o->p, o->len);
     rep->head_len = (int)o->len;
     rep->head_date = (int)date_at;
@@ -351,8 +357,11 @@ static void keep_head(mg_worker *w, mg_file *rep, const mg_buf *o, size_t date_a
  * keep-alive response keeps a copy in rep, and later ones copy it into their
  * out area, with the worker's current Date line written over the old one
  * once a second (nginx caches its Date string the same way, and h2o its
- * whole header block).  The copy, not the cached bytes, is what goes out: a
- * send that blocks halfway must not see the Date change under it. */
+ * whole header block).  A small file's kept head sits right before its bytes
+ * in memory, so the response is one send() of one buffer, as the bare loop's
+ * (bench/bare_loop.c).  A send that blocks halfway must not see the Date
+ * change under it: while one is parked (head_busy), a new second builds its
+ * head afresh instead. */
 static int send_representation(mg_coroutine *co, mg_file *rep, int status, int64_t start,
                                int64_t len, int keep_alive, int head_only, int keep)
 {
@@ -360,11 +369,26 @@ static int send_representation(mg_coroutine *co, mg_file *rep, int status, int64
     mg_buf o;
 
     out_area(co, &o);
-    if (status == 200 && keep_alive && rep->head && (worker_refresh_date(w), w->date_len == 37)) {
-        if (MG_UNLIKELY(rep->head_sec != w->date_sec)) {
+    int kept = status == 200 && keep_alive && rep->head &&
+               (worker_refresh_date(w), w->date_len == 37);
+    if (kept && MG_UNLIKELY(rep->head_sec != w->date_sec)) {
+        if (rep->head_busy) {
+            kept = 0;
+        } else {
             memcpy(rep->head + rep->head_date, w->date_hdr, (size_t)w->date_len);
             rep->head_sec = w->date_sec;
         }
+    }
+    if (kept && rep->head_in_room) {
+        co->status = 200;
+        co->head_bytes = (size_t)rep->head_len;
+        w->stats.requests++;
+        rep->head_busy++;
+        ssize_t n = send_async(co, rep->head, (size_t)rep->head_len + (head_only ? 0 : (size_t)len));
+        rep->head_busy--;
+        return n < 0 ? -1 : 0;
+    }
+    if (kept) {
         co->status = 200;
         buf_put(&o, rep->head, (size_t)rep->head_len);
     } else {
@@ -383,7 +407,7 @@ static int send_representation(mg_coroutine *co, mg_file *rep, int status, int64
         put_added_headers(&o, w->srv, status);
         head_finish(&o, MG_FRAME_LENGTH, (uint64_t)len, keep_alive);
         /* every Date line has one length (IMF-fixdate, years 1000-9999 here) */
-        if (status == 200 && keep_alive && keep && w->date_len == 37)
+        if (status == 200 && keep_alive && keep && !rep->head && w->date_len == 37)
             keep_head(w, rep, &o, date_at);
     }
     co->head_bytes = o.len;

@@ -81,3 +81,24 @@ def test_ranges_and_gzip_do_not_take_the_plain_head(make_server, site_root):
         assert gz.header("content-length") == str(len(packed))
     plain = c.request("GET", "/kept.txt")
     assert plain.header("content-encoding") is None and plain.header("content-length") == "200"
+
+
+def test_a_send_parked_across_a_second_keeps_its_bytes(make_server):
+    """A full socket parks a response sent straight from the kept head and body
+    (head_busy); meanwhile the second changes and another connection is answered.
+    Every parked response must still arrive whole, each with a well-formed Date."""
+    srv = make_server(workers=1)
+    slow = Conn(srv.port)
+    n = 400   # 400 x 6 KiB pipelined, unread: more than the socket buffers hold
+    slow.send(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+    other = Conn(srv.port)
+    first = other.request("GET", "/index.html").header("date")
+    deadline = time.monotonic() + 5
+    while other.request("GET", "/index.html").header("date") == first:
+        assert time.monotonic() < deadline, "the Date did not move on"
+    fresh = other.request("GET", "/index.html")
+    assert fresh.body == INDEX and fresh.header("date") != first
+    for _ in range(n):
+        r = slow.read_response()
+        assert r.status == 200 and r.body == INDEX
+        assert email.utils.parsedate_to_datetime(r.header("date")) is not None
