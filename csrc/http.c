@@ -49,6 +49,55 @@ static inline int is_target_char(unsigned char c)
     return c > 0x20 && c != 0x7f;
 }
 
+/* The first byte of [p, end) that is not a value byte (the CR ending the
+ * line, usually), or end; skip_target likewise for target bytes.  The byte
+ * loops cost about ten instructions a byte, a fifth of a keep-alive request's
+ * parse (bench/per_request.py); with SSE2, which every x86-64 has, 16 bytes
+ * are classified at once, as picohttpparser does with SSE4.2: "c <= lim"
+ * unsigned is "saturating c - lim == 0".  Only whole blocks inside
+ * [p, end) are loaded; the tail goes byte by byte. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline const char *skip_class(const char *p, const char *end, char lim, int tab_ok)
+{
+    const __m128i below = _mm_set1_epi8(lim), del = _mm_set1_epi8(0x7f);
+    const __m128i tab = _mm_set1_epi8(tab_ok ? '\t' : 0x7f), zero = _mm_setzero_si128();
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i bad = _mm_cmpeq_epi8(_mm_subs_epu8(x, below), zero);
+        bad = _mm_andnot_si128(_mm_cmpeq_epi8(x, tab), bad);
+        bad = _mm_or_si128(bad, _mm_cmpeq_epi8(x, del));
+        int m = _mm_movemask_epi8(bad);
+        if (m)
+            return p + __builtin_ctz((unsigned)m);
+        p += 16;
+    }
+    return p;
+}
+#else
+static inline const char *skip_class(const char *p, const char *end, char lim, int tab_ok)
+{
+    (void)end, (void)lim, (void)tab_ok;
+    return p;
+}
+#endif
+
+static const char *skip_value(const char *p, const char *end)
+{
+    p = skip_class(p, end, 0x1f, 1);
+    while (p < end && is_value_char((unsigned char)*p))
+        p++;
+    return p;
+}
+
+static const char *skip_target(const char *p, const char *end)
+{
+    p = skip_class(p, end, 0x20, 0);
+    while (p < end && is_target_char((unsigned char)*p))
+        p++;
+    return p;
+}
+
 /* ------------------------------------------------------- header matching */
 
 static const struct {
@@ -294,14 +343,15 @@ static int authority_ok(const char *p, size_t n, int need_host, int need_port)
             return 0;
         i++;
     } else {
-        for (; i < n && p[i] != ':'; i++) {
-            if (p[i] == '%') {
-                if (n - i < 3 || !is_hex((unsigned char)p[i + 1]) || !is_hex((unsigned char)p[i + 2]))
-                    return 0;
-                i += 2;
-            } else if (!is_regname_char((unsigned char)p[i])) {
+        while (i < n && p[i] != ':') {
+            while (i < n && is_regname_char((unsigned char)p[i]))
+                i++;
+            if (i == n || p[i] == ':')
+                break;
+            if (p[i] != '%' || n - i < 3 || !is_hex((unsigned char)p[i + 1]) ||
+                !is_hex((unsigned char)p[i + 2]))
                 return 0;
-            }
+            i += 3;
         }
         if (i == 0 && need_host)
             return 0;
@@ -425,8 +475,7 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
     req->method_id = method_id(m, (size_t)(p - m));
     p++;
     const char *t = p;
-    while (p < end && is_target_char((unsigned char)*p))
-        p++;
+    p = skip_target(p, end);
     if (p == t || p == end || *p != ' ')
         return (p - buf > MG_MAX_REQUEST_LINE) ? 414 : 400;
     req->target = (mg_str){t, (uint32_t)(p - t)};
@@ -476,8 +525,7 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
         while (p < end && (*p == ' ' || *p == '\t'))
             p++;
         const char *v = p;
-        while (p < end && is_value_char((unsigned char)*p))
-            p++;
+        p = skip_value(p, end);
         if (p == end)
             return 400;
         const char *ve = p;
