@@ -215,3 +215,13 @@ def test_edge_bytes_of_both_classes_pass_the_block_scan():
     target = b"/" + (b"!~\x80\xff%41" * 8)
     r = check(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n", 0)
     assert r["status"] == 0
+
+
+# http_find_head_end looks at 16 bytes at a time: the empty line must be found
+# wherever it falls against those blocks, CRLF or bare LF, and never early.
+@pytest.mark.parametrize("pad", range(0, 34))
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
+def test_the_end_of_the_head_at_every_offset(pad, eol):
+    head = b"GET / HTTP/1.1" + eol + b"Host: a" + eol + b"X: " + b"p" * pad + eol + eol
+    r = check(head, 0)
+    assert r["header_len"] == len(head)
