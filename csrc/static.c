@@ -152,11 +152,10 @@ static int decode_path(mg_str path, char *out, size_t cap, int serve_dotfiles, i
      * dot segment or dotfile ("/."), no empty segment ("//"): the result is
      * then the path without its leading (and trailing) slash, as the loops
      * below would make it, for a tenth of their instructions. */
-    static const unsigned char watch[256] = {['%'] = 1, ['/'] = 1};
     size_t k = 0;
     for (; k < path.len; k++) {
-        unsigned char c = (unsigned char)path.p[k];
-        if (watch[c] && (c == '%' || (k + 1 < path.len && (path.p[k + 1] == '/' || path.p[k + 1] == '.'))))
+        char c = path.p[k];
+        if (c == '%' || (c == '/' && k + 1 < path.len && (path.p[k + 1] == '/' || path.p[k + 1] == '.')))
             break;
     }
     if (k == path.len) {
