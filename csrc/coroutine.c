@@ -344,13 +344,14 @@ void coroutine_destroy(mg_coroutine *co)
     region_put(w, co->region);
 }
 
-/* The coroutine running on this thread, for the guard-page handler below. */
-static __thread mg_coroutine *tls_current;
+/* The worker running on this thread, for the guard-page handler below (its
+ * current coroutine is w->current).  Set once per thread, not per switch: a
+ * __thread in a shared object costs a __tls_get_addr call per access. */
+static __thread mg_worker *tls_worker;
 
 void coroutine_resume(mg_worker *w, mg_coroutine *co)
 {
     w->current = co;
-    tls_current = co;
     co->waiting = -1;
     w->stats.switches++;
     TRACE(w, MG_EV_SCHEDULE, co, co->fd, 0);
@@ -366,7 +367,6 @@ void coroutine_resume(mg_worker *w, mg_coroutine *co)
     }
     ASAN_FINISH(w->asan_fake_stack, NULL, NULL);
     w->current = NULL;
-    tls_current = NULL;
 }
 
 void coroutine_yield(mg_coroutine *co, int reason)
@@ -451,7 +451,8 @@ static void forward_fault(int sig, siginfo_t *si, void *uctx)
 
 static void on_segv(int sig, siginfo_t *si, void *uctx)
 {
-    mg_coroutine *co = tls_current;
+    mg_worker *w = tls_worker;
+    mg_coroutine *co = w ? w->current : NULL;
     char *addr = si->si_addr;
     if (co && si->si_code > 0 && addr >= (char *)co->region - 65536 &&
         addr < (char *)co->region + guard_size()) {
@@ -485,6 +486,7 @@ void coroutine_thread_enter(mg_worker *w)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, install_segv_handler);
+    tls_worker = w;
     if (!w->altstack) {
         w->altstack = mmap(NULL, MG_ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -499,6 +501,7 @@ void coroutine_thread_enter(mg_worker *w)
 
 void coroutine_thread_leave(mg_worker *w)
 {
+    tls_worker = NULL;
     if (w->altstack)
         sigaltstack(&w->old_altstack, NULL);
 }
