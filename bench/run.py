@@ -65,7 +65,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from minginx_cffi.server import default_root  # noqa: E402
 
-STATIC = ["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi ucontext", "minginx-cffi reuseport",
+STATIC = ["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi fast", "minginx-cffi reuseport",
           "nginx", "nginx open_file_cache", "h2o", "lighttpd"]
 WORKLOADS = {
     "pinned": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
@@ -89,7 +89,7 @@ WORKLOADS = {
     "idle50k": dict(workers=1, pin=False, kind="idle", conns=50000, path="/index.html",
                     servers=["minginx-cffi lifo, 3 processes", "nginx, 3 processes"]),
     "ideas": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
-                  servers=["minginx-cffi lifo", "minginx-cffi ucontext", "minginx-cffi lifo, no caches",
+                  servers=["minginx-cffi lifo", "minginx-cffi fast", "minginx-cffi lifo, no caches",
                            "minginx-cffi no small-file cache", "minginx-cffi no stack pool",
                            "minginx-cffi no buffer pool", "minginx-cffi fd_batch 1"],
                   baseline="minginx-cffi lifo"),
@@ -358,8 +358,9 @@ def servers_available():
                 r, p, w, pin, "lifo", "--app", "bench.slow_app:app", "--threads", t))(threads),
         })
     out.update({
-        "minginx-cffi ucontext": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
-                                                                  "--switch", "ucontext"),
+        # the default is --switch ucontext (the seed's swapcontext): every other row runs it
+        "minginx-cffi fast": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
+                                                              "--switch", "fast"),
         "minginx-cffi reuseport": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
                                                                    "--accept", "reuseport"),
         "minginx-cffi no defer-accept": lambda r, p, w, pin: start_minginx(

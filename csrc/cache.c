@@ -70,7 +70,12 @@ static void file_close(mg_file *f)
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
-    free(f->data);
+    if (!f->head_in_room)
+        free(f->head);
+    f->head = NULL;
+    f->head_in_room = 0;
+    if (f->data)
+        free(f->data - MG_HEAD_ROOM);
     f->data = NULL;
 }
 
@@ -255,16 +260,17 @@ static void file_describe(mg_file *f, const struct stat *st, const mg_centry *e,
 
 static char *read_whole(int fd, int64_t size)
 {
-    char *buf = malloc((size_t)size ? (size_t)size : 1);
-    if (!buf)
+    char *base = malloc(MG_HEAD_ROOM + ((size_t)size ? (size_t)size : 1));
+    if (!base)
         return NULL;
+    char *buf = base + MG_HEAD_ROOM;
     int64_t got = 0;
     while (got < size) {
         ssize_t n = pread(fd, buf + got, (size_t)(size - got), got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            free(buf);
+            free(base);
             return NULL;
         }
         got += n;
@@ -298,6 +304,7 @@ static int entry_fill(mg_worker *w, mg_centry *e, const char *rel, int dir_reque
 
     e->plain.fd = e->gz.fd = -1;
     e->plain.data = e->gz.data = NULL;
+    e->plain.head = e->gz.head = NULL;
     int fd = open_beneath(srv, srv->root_fd, rel_len ? rel : ".");
     if (fd < 0)
         return errno_status(errno);

@@ -14,10 +14,26 @@ typedef struct {
     ino_t ino;
     char etag[64];               /* with its quotes */
     int etag_len;
-    char *data;                  /* the whole file, when it is small enough; else NULL */
+    char *data;                  /* the whole file, when it is small enough; else NULL;
+                                  * MG_HEAD_ROOM bytes before it are ours, for the kept head */
     char hdr[320];               /* prebuilt: Content-Type ... Accept-Ranges, CRLF-terminated */
     int hdr_len;
+    /* The whole head of a 200 keep-alive response, built by the first one
+     * (static.c send_representation) and reused by the next; NULL until then,
+     * and never for a request's scratch entry.  Only its Date changes.  With
+     * data, it sits right before the body (head_in_room), so head and body
+     * leave in one send(); else it is a malloc'd copy. */
+    char *head;
+    int head_len;
+    int head_date;               /* offset of the "Date: " line in head */
+    int head_in_room;            /* head == data - head_len: not malloc'd */
+    int head_busy;               /* sends in progress straight from head */
+    time_t head_sec;             /* the second that line says */
 } mg_file;
+
+/* bytes kept free before a small file's data, for its head (a typical one is
+ * about 250; a longer one, with many --header lines, is kept apart) */
+#define MG_HEAD_ROOM 512
 
 typedef struct mg_centry mg_centry;
 struct mg_centry {

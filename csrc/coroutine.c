@@ -242,10 +242,28 @@ void coroutine_pool_drain(mg_worker *w)
 }
 
 /* getcontext() returns twice as far as the compiler knows: keep it out of
- * coroutine_create() so that function's locals are not "clobbered". */
-static __attribute__((noinline)) int context_init(ucontext_t *ctx)
+ * coroutine_create() so that function's locals are not "clobbered".
+ *
+ * glibc's getcontext() makes an rt_sigprocmask system call to save the signal
+ * mask, and the mask of a worker's coroutines is always the worker thread's
+ * own (nothing here changes it).  So it runs once per worker, into a template,
+ * and each coroutine_create() copies the template before makecontext(): one
+ * system call fewer per coroutine (per connection, or per request once a
+ * connection's coroutine is made per request).  The copy's fpregs pointer
+ * still points into the template; on x86-64 it must point at the copy's own
+ * save area, which swapcontext() fills and setcontext() reads. */
+static __attribute__((noinline)) int context_init(mg_worker *w, ucontext_t *ctx)
 {
-    return getcontext(ctx);
+    if (!w->ctx_template_ok) {
+        if (getcontext(&w->ctx_template) < 0)
+            return -1;
+        w->ctx_template_ok = 1;
+    }
+    memcpy(ctx, &w->ctx_template, sizeof(*ctx));
+#if defined(__x86_64__) && defined(__GLIBC__)
+    ctx->uc_mcontext.fpregs = &ctx->__fpregs_mem;
+#endif
+    return 0;
 }
 
 mg_coroutine *coroutine_create(mg_worker *w, mg_entry_fn entry, void *arg, int fd)
@@ -282,7 +300,7 @@ mg_coroutine *coroutine_create_as(mg_worker *w, mg_entry_fn entry, void *arg, in
         goto made;
     }
 #endif
-    if (context_init(&co->ctx) < 0) {
+    if (context_init(w, &co->ctx) < 0) {
         region_put(w, region);
         return NULL;
     }
@@ -336,13 +354,14 @@ void coroutine_destroy(mg_coroutine *co)
     region_put(w, co->region);
 }
 
-/* The coroutine running on this thread, for the guard-page handler below. */
-static __thread mg_coroutine *tls_current;
+/* The worker running on this thread, for the guard-page handler below (its
+ * current coroutine is w->current).  Set once per thread, not per switch: a
+ * __thread in a shared object costs a __tls_get_addr call per access. */
+static __thread mg_worker *tls_worker;
 
 void coroutine_resume(mg_worker *w, mg_coroutine *co)
 {
     w->current = co;
-    tls_current = co;
     co->waiting = -1;
     w->stats.switches++;
     TRACE(w, MG_EV_SCHEDULE, co, co->fd, 0);
@@ -358,7 +377,6 @@ void coroutine_resume(mg_worker *w, mg_coroutine *co)
     }
     ASAN_FINISH(w->asan_fake_stack, NULL, NULL);
     w->current = NULL;
-    tls_current = NULL;
 }
 
 void coroutine_yield(mg_coroutine *co, int reason)
@@ -443,7 +461,8 @@ static void forward_fault(int sig, siginfo_t *si, void *uctx)
 
 static void on_segv(int sig, siginfo_t *si, void *uctx)
 {
-    mg_coroutine *co = tls_current;
+    mg_worker *w = tls_worker;
+    mg_coroutine *co = w ? w->current : NULL;
     char *addr = si->si_addr;
     if (co && si->si_code > 0 && addr >= (char *)co->region - 65536 &&
         addr < (char *)co->region + guard_size()) {
@@ -477,6 +496,7 @@ void coroutine_thread_enter(mg_worker *w)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, install_segv_handler);
+    tls_worker = w;
     if (!w->altstack) {
         w->altstack = mmap(NULL, MG_ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -491,6 +511,7 @@ void coroutine_thread_enter(mg_worker *w)
 
 void coroutine_thread_leave(mg_worker *w)
 {
+    tls_worker = NULL;
     if (w->altstack)
         sigaltstack(&w->old_altstack, NULL);
 }

@@ -94,6 +94,15 @@ int format_u64(char *out, uint64_t v, int base)
 {
     char tmp[24];
     int i = 0, n = 0;
+    if (base == 10) {   /* division by a constant: a multiply, not a div per digit */
+        do {
+            tmp[i++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        while (i > 0)
+            out[n++] = tmp[--i];
+        return n;
+    }
     do {
         tmp[i++] = "0123456789abcdef"[v % (uint64_t)base];
         v /= (uint64_t)base;

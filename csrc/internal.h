@@ -204,6 +204,8 @@ struct mg_worker {
     uint64_t ready_len;
     /* the scheduler's own context: where yields return to */
     ucontext_t sched_ctx;
+    ucontext_t ctx_template;     /* one getcontext() per worker, copied by coroutine_create */
+    int ctx_template_ok;
     void *sched_sp;              /* the scheduler's stack pointer (--switch fast) */
     int fast_switch;             /* 1: mg_fast_switch, 0: swapcontext */
     mg_coroutine *current;

@@ -84,8 +84,11 @@ ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
         if (iovcnt == 0)
             break;
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-        /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE */
-        ssize_t n = sendmsg(co->fd, &msg, MSG_NOSIGNAL);
+        /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE.
+         * One buffer goes through send(): the kernel then has no iovec
+         * array to copy in. */
+        ssize_t n = iovcnt == 1 ? send(co->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL)
+                                : sendmsg(co->fd, &msg, MSG_NOSIGNAL);
         if (n > 0) {
             total += (size_t)n;
             co->worker->stats.bytes_out += (uint64_t)n;

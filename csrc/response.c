@@ -113,6 +113,10 @@ void buf_printf(mg_buf *b, const char *fmt, ...)
 
 static void status_line(mg_buf *b, int status, const char *reason, size_t reason_len)
 {
+    if (status == 200 && !(reason && reason_len)) {   /* nearly every response */
+        buf_put(b, "HTTP/1.1 200 OK\r\n", 17);
+        return;
+    }
     buf_put(b, "HTTP/1.1 ", 9);
     buf_u64(b, (uint64_t)(unsigned)status, 10);
     buf_put(b, " ", 1);

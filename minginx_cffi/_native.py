@@ -101,7 +101,7 @@ class Engine:
                  follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
-                 trace=False, stats_endpoint=False, switch="fast", accept="dispatch", threads=0,
+                 trace=False, stats_endpoint=False, switch="ucontext", accept="dispatch", threads=0,
                  handler_timeout=0.0, access_log_fd=None, access_log_path=None,
                  access_log_format="combined",
                  add_headers=b"", error_pages=(), proxy_headers=False,

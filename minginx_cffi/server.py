@@ -329,7 +329,7 @@ class Server:
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
                  engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
-                 switch="fast", accept="dispatch", defer_accept=True, asgi=None, root_path="",
+                 switch="ucontext", accept="dispatch", defer_accept=True, asgi=None, root_path="",
                  threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT,
                  log_level=None, stats_slot=None, access_log=None, access_log_format="combined",
                  header=(), error_page=(), proxy_headers=False, forwarded_allow_ips="127.0.0.1",
@@ -666,9 +666,11 @@ class Server:
         if handler:
             what.append(handler)
         procs = ", processes %d" % self.processes if self.processes > 1 else ""
-        return ("minginx-cffi: serving %s on %s (workers %d%s, policy %s, engine %s%s, "
+        # the port's coroutines are generators: it has no context switch to name
+        switch = ", switch %s" % self.switch if self.engine == "cffi" else ""
+        return ("minginx-cffi: serving %s on %s (workers %d%s, policy %s, engine %s%s%s, "
                 "fd limit %s)" % (", then ".join(what), self.listen_text(), self.nworkers, procs,
-                                  self.policy, self.engine,
+                                  self.policy, self.engine, switch,
                                   ", accept reuseport" if self.accept == "reuseport" else "",
                                   self.fd_limit))
 

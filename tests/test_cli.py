@@ -36,6 +36,27 @@ def test_serve_default_demo_site():
         assert p.wait(10) == 0
 
 
+@pytest.mark.parametrize("args, switch", [((), "ucontext"), (("--switch", "fast"), "fast")])
+def test_the_banner_names_the_switch_ucontext_by_default(args, switch):
+    """The seed's swapcontext design is the default; the fast switch is one flag away."""
+    p, port, banner = start("--workers", "1", *args)
+    try:
+        assert "engine cffi, switch %s," % switch in banner
+        assert Conn(port).request("GET", "/").status == 200
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+
+
+def test_the_port_banner_names_no_switch():
+    p, port, banner = start("--workers", "1", "--engine", "python")
+    try:
+        assert "engine python" in banner and "switch" not in banner
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+
+
 def test_sigterm_shuts_down_cleanly_exit_0(site_root):
     p, port, _ = start("--root", str(site_root), "--policy", "fifo", "--no-defer-accept")
     assert Conn(port).request("GET", "/hello.txt").status == 200

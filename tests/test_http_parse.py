@@ -186,3 +186,42 @@ def test_port_agrees(name, data, status):
     end = pyhttp.http_find_head_end(data)
     got = -end if end < 0 else pyhttp.parse_http(data[:end], end)[0]
     assert got == status
+
+
+# The value and target scans classify 16 bytes at a time (csrc/http.c skip_class):
+# every position of a bad byte, in the first block, later blocks and the byte-wise
+# tail, and the good bytes that sit at the class edges (HTAB, SP, "!", 0x7e, obs-text).
+@pytest.mark.parametrize("bad", [b"\x00", b"\x01", b"\x0b", b"\x1f", b"\x7f", b"\r"])
+@pytest.mark.parametrize("at", range(0, 40))
+def test_a_bad_value_byte_anywhere_in_a_long_value_is_400(bad, at):
+    value = bytearray(b"v" * 40)
+    value[at:at + 1] = bad
+    r = parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + bytes(value) + b"\r\n\r\n")
+    assert r["status"] == 400, (bad, at)
+
+
+@pytest.mark.parametrize("bad", [b"\x00", b"\x09", b"\x1f", b"\x7f"])
+@pytest.mark.parametrize("at", range(1, 40))
+def test_a_bad_target_byte_anywhere_in_a_long_target_is_400(bad, at):
+    target = bytearray(b"/" + b"t" * 40)
+    target[at:at + 1] = bad
+    r = parse_request(b"GET " + bytes(target) + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert r["status"] == 400, (bad, at)
+
+
+def test_edge_bytes_of_both_classes_pass_the_block_scan():
+    value = (b"\t !~\x80\xff" * 8)[:40]
+    r = check(b"GET / HTTP/1.1\r\nHost: a\r\nX: a" + value + b"b\r\n\r\n", 0)
+    target = b"/" + (b"!~\x80\xff%41" * 8)
+    r = check(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n", 0)
+    assert r["status"] == 0
+
+
+# http_find_head_end looks at 16 bytes at a time: the empty line must be found
+# wherever it falls against those blocks, CRLF or bare LF, and never early.
+@pytest.mark.parametrize("pad", range(0, 34))
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
+def test_the_end_of_the_head_at_every_offset(pad, eol):
+    head = b"GET / HTTP/1.1" + eol + b"Host: a" + eol + b"X: " + b"p" * pad + eol + eol
+    r = check(head, 0)
+    assert r["header_len"] == len(head)
