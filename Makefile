@@ -31,7 +31,7 @@ test-asan:
 	cp -r csrc minginx_cffi tests docs tools README.md pyproject.toml build/asan/
 	rm -f build/asan/minginx_cffi/_minginx*.so
 	cd build/asan && MINGINX_SANITIZE=asan $(PYTHON) minginx_cffi/_build.py > build.log 2>&1 || (cat build.log; exit 1)
-	cd build/asan && LD_PRELOAD=$(ASAN_RT) MINGINX_ENGINES=cffi MINGINX_SANITIZED=1 \
+	cd build/asan && LD_PRELOAD=$(ASAN_RT) MINGINX_ENGINES=cffi MINGINX_SANITIZED=1 MINGINX_TEST_SWITCH=fast \
 	    ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:allow_user_segv_handler=1 \
 	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests

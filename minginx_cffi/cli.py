@@ -7,7 +7,7 @@ import click
 
 from . import __version__
 from . import log
-from ._native import ACCEPT_MODES, DEFAULT_STACK_SIZE, POLICIES, SWITCHES
+from ._native import ACCEPT_MODES, DEFAULT_STACK_SIZE, DEFAULT_SWITCH, POLICIES, SWITCHES
 from .server import (ACCESS_LOG_FORMATS, DEFAULT_HANDLER_TIMEOUT, DEFAULT_THREADS, ENGINES, LIMITS,
                      ServerError, serve)
 
@@ -35,7 +35,7 @@ def cli():
               help="Ready-queue order: RDY_FIFO or RDY_LIFO.")
 @click.option("--engine", type=click.Choice(list(ENGINES)), default="cffi", show_default=True,
               help="cffi: the C engine; python: the pure-Python port of the same design.")
-@click.option("--switch", type=click.Choice(list(SWITCHES)), default="ucontext", show_default=True,
+@click.option("--switch", type=click.Choice(list(SWITCHES)), default=DEFAULT_SWITCH, show_default=True,
               help="Context switch: glibc's swapcontext (the seed's design), or the fast one "
                    "(x86-64 assembly, no signal-mask system call: a few percent less CPU).")
 @click.option("--accept", type=click.Choice(list(ACCEPT_MODES)), default="dispatch",

@@ -329,7 +329,7 @@ class Server:
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
                  engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
-                 switch="ucontext", accept="dispatch", defer_accept=True, asgi=None, root_path="",
+                 switch=_native.DEFAULT_SWITCH, accept="dispatch", defer_accept=True, asgi=None, root_path="",
                  threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT,
                  log_level=None, stats_slot=None, access_log=None, access_log_format="combined",
                  header=(), error_page=(), proxy_headers=False, forwarded_allow_ips="127.0.0.1",
