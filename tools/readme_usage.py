@@ -21,6 +21,7 @@ def help_text():
     """``minginx-cffi serve --help`` of this tree, at a fixed width (click reads COLUMNS)."""
     env = dict(os.environ, COLUMNS="80", PYTHONPATH=ROOT + os.pathsep + os.environ.get(
         "PYTHONPATH", ""))
+    env.pop("MINGINX_TEST_SWITCH", None)   # the defaults users get (make test-asan sets it)
     out = subprocess.run([sys.executable, "-m", "minginx_cffi", "serve", "--help"], env=env,
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return out.rstrip("\n") + "\n"
