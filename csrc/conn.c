@@ -12,9 +12,10 @@
  *     keep the bytes after this request: they are the next one (pipelining)
  *
  * Between requests an idle connection hands its request buffer back to the
- * worker's pool, and then its coroutine too: once the socket has nothing to
- * read, worker_park() keeps only the fd and a few bytes (mg_parked), and
- * conn_entry returns.  When input comes, wake_fd() makes a new coroutine for
+ * worker's pool, and then its coroutine too: once the socket has had nothing
+ * to read for MG_PARK_DELAY_MS (lazy parking: a busy keep-alive connection
+ * keeps its coroutine, worker.c idle_sweep), worker_park() keeps only the fd
+ * and a few bytes (mg_parked), and conn_entry returns.  When input comes, wake_fd() makes a new coroutine for
  * the fd (same id, co->requests > 0) and conn_entry goes on as the old one
  * would have: waiting for a next request on a keep-alive connection.  So
  * 10,000 idle keep-alive connections hold no stack at all (nginx's design;
@@ -159,15 +160,24 @@ static ssize_t recv_more(mg_coroutine *co)
             if (n == -EAGAIN) {
                 reqbuf_put(w, rb);
                 co->rb = NULL;
-                /* idle after a request: no stack needed while nothing comes */
-                if (co->idle && co->requests > 0 && !co->cancelled && worker_park(co) == 0)
-                    return -EINPROGRESS;
+                /* idle after a request: wait as a coroutine on the idle list; once
+                 * idle past MG_PARK_DELAY_MS (worker.c idle_sweep) no stack is
+                 * needed while nothing comes: parked */
+                int lazy = co->idle && co->requests > 0 && !co->cancelled;
+                if (lazy) {
+                    if (co->park_due && worker_park(co) == 0)
+                        return -EINPROGRESS;
+                    worker_idle_link(co);
+                }
                 int r = io_park(co, MG_YIELD_READ);
+                if (lazy)
+                    worker_idle_unlink(co);
                 if (r < 0)
                     return r;
                 co->drained = 0;
                 continue;
             }
+            co->park_due = 0;   /* input after all: the delay starts afresh at the next wait */
         }
         if (n > 0)
             rb->len += (size_t)n;

@@ -333,6 +333,7 @@ void coroutine_destroy(mg_coroutine *co)
 
     TRACE(w, MG_EV_COROUTINE_DESTROY, co, co->fd, 0);
     timer_clear(co);
+    worker_idle_unlink(co);
     if (co->prev)
         co->prev->next = co->next;
     else

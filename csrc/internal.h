@@ -54,6 +54,7 @@
 #define MG_POOL_KEEP 32               /* stacks and buffers kept pooled once a burst is over */
 #define MG_POOL_TRIM_MS 1000          /* how often the pools are trimmed to MG_POOL_KEEP (worker.c) */
 #define MG_DRAIN_IDLE_MS 1000        /* an idle connection at a graceful stop: its last chance (worker.c) */
+#define MG_PARK_DELAY_MS 100          /* a keep-alive connection idle this long is parked (worker.c) */
 #define MG_SEND_SLICE (1 << 20)       /* bytes sent before letting others run */
 #define MG_CORK_BYTES (256 * 1024)    /* head + file bytes sent under TCP_CORK (static.c) */
 #define MG_SENDFILE_CHUNK (256 * 1024) /* bytes per sendfile() call, as lighttpd */
@@ -159,6 +160,11 @@ struct mg_coroutine {
     uint32_t requests;           /* request heads read on this connection (0: none yet) */
     int64_t park_deadline_ms;    /* made at an unpark: the parked connection's deadline,
                                     kept should it park again without a request (0: none) */
+    /* lazy parking (worker.c: worker_idle_link, idle_sweep): waiting between requests */
+    mg_coroutine *idle_prev, *idle_next;   /* the worker's idle list, oldest first */
+    int64_t idle_since_ms;       /* when it began to wait (w->now_ms) */
+    int idle_linked;             /* on the idle list now */
+    int park_due;                /* idle past MG_PARK_DELAY_MS: park at its next EAGAIN */
     /* the connection's addresses, looked up once (conn.c: conn_addresses) */
     int addr_known;
     int peer_unix;               /* an AF_UNIX peer: peer is "", the log prints "unix:" */
@@ -238,6 +244,8 @@ struct mg_worker {
     /* fd -> parked connection (same size), and the parked list by deadline */
     mg_parked **park_table;
     mg_parked *park_head, *park_tail;
+    /* coroutines waiting between requests, not parked yet: oldest first (lazy parking) */
+    mg_coroutine *idle_head, *idle_tail;
     int64_t pool_trim_ms;        /* when the pools are next trimmed (MG_POOL_TRIM_MS) */
     /* all live coroutines, for shutdown */
     mg_coroutine *all;
@@ -322,6 +330,10 @@ MG_HIDDEN void wake_fd(struct mg_worker *w, int fd, uint32_t events);
  * only its fd and an mg_parked: its coroutine may end.  0: parked (co->fd is
  * -1 now, so the coroutine's end leaves the socket open), -1: keep waiting. */
 MG_HIDDEN int worker_park(mg_coroutine *co);
+/* Lazy parking: onto / off the worker's idle list (waiting between requests,
+ * parked by the timer sweep after MG_PARK_DELAY_MS).  Unlink is a no-op when off. */
+MG_HIDDEN void worker_idle_link(mg_coroutine *co);
+MG_HIDDEN void worker_idle_unlink(mg_coroutine *co);
 MG_HIDDEN void timer_set(mg_coroutine *co, int cls);
 MG_HIDDEN void timer_clear(mg_coroutine *co);
 MG_HIDDEN int64_t mg_now_ms(void);

@@ -1,7 +1,7 @@
 """Idle keep-alive connections parked without a coroutine (csrc/worker.c worker_park, pyport/worker.py).
 
-Between requests a connection whose socket has nothing to read keeps only its
-fd and a few bytes in the worker's tables; its coroutine goes back to the pool
+Between requests a connection whose socket has had nothing to read for
+PARK_DELAY (lazy parking) keeps only its fd and a few bytes in the worker's tables; its coroutine goes back to the pool
 ("parked" gauge up, coroutines_alive down).  Input unparks it: a coroutine from
 the pool goes on where the old one stopped.  Both engines.
 """
@@ -96,6 +96,47 @@ def test_pipelined_requests_are_never_parked_mid_stream(make_server):
     # three answers before the first park; then one unpark for the split request, one answer
     assert steps[:5] == [EV_HANDLER_DONE] * 3 + [EV_PARK, EV_UNPARK], steps
     assert steps[5:7] == [EV_HANDLER_DONE, EV_PARK], steps
+
+
+PARK_DELAY = 0.1   # csrc/internal.h MG_PARK_DELAY_MS, pyport/coroutine.py MG_PARK_DELAY
+
+
+def test_a_busy_keepalive_connection_is_never_parked(make_server):
+    """Lazy parking: a connection whose next request comes within the delay keeps its
+    coroutine (no park, unpark and coroutine_create per request)."""
+    seen = []
+    srv = make_server(workers=1, trace=seen.extend)
+    c = Conn(srv.port)
+    sent_at = []
+    for _ in range(40):
+        sent_at.append(time.monotonic())
+        assert c.request("GET", "/hello.txt").status == 200
+    srv.shutdown()   # (the last one idles on: it may park meanwhile)
+    from minginx_cffi.trace import EV_COROUTINE_CREATE, EV_HANDLER_DONE, EV_PARK
+    steps = [r[4] for r in seen]
+    last = len(steps) - 1 - steps[::-1].index(EV_HANDLER_DONE)
+    assert steps.count(EV_HANDLER_DONE) == 40
+    # the server's idle wait before request i+1 is within the client's gap between sends;
+    # only a gap past the delay (a stalled test machine) may have parked it
+    slow_gaps = sum(1 for a, b in zip(sent_at, sent_at[1:]) if b - a >= PARK_DELAY * 0.9)
+    assert steps[:last].count(EV_PARK) <= slow_gaps, (steps[:last].count(EV_PARK), slow_gaps)
+    assert steps[:last].count(EV_COROUTINE_CREATE) <= 1 + slow_gaps
+
+
+def test_an_idle_connection_is_parked_only_after_the_delay(make_server):
+    seen = []
+    srv = make_server(workers=1, trace=seen.extend)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+    assert wait_for(lambda: parked(srv) == 1 and coroutines(srv) == 0)
+    assert c.request("GET", "/hello.txt").status == 200   # and it still answers
+    srv.shutdown()
+    from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARK
+    done = [r[0] for r in seen if r[4] == EV_HANDLER_DONE]
+    park = [r[0] for r in seen if r[4] == EV_PARK]
+    assert len(done) == 2 and len(park) >= 1, (done, park)
+    # the coarse clock (jiffies) may take a few ms off the wait, never most of it
+    assert (park[0] - done[0]) / 1e6 >= PARK_DELAY * 0.8, (park[0] - done[0])
 
 
 def test_a_client_closing_while_parked_is_cleaned_up(make_server):

@@ -20,9 +20,9 @@ import time
 import traceback
 
 from .. import _dispatch
-from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER
+from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_YIELD_READ
 from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
-from .io import Cancelled, recv_async, send_async
+from .io import Cancelled, io_park, recv_async, send_async
 from .response import (FRAME_CHUNKED, FRAME_LENGTH, Refused, check_status, framing_for,
                        handler_fields, head_finish, head_start)
 from .accesslog import alog_request
@@ -333,14 +333,27 @@ def stats_serve(co, req, keep_alive):
 
 def _recv_or_park(co):
     """Between requests (csrc/conn.c recv_more): one read; if there is nothing to read,
-    park (the coroutine ends, worker.park keeps the socket) and return None."""
-    try:
-        return co.sock.recv(RECV_SIZE)
-    except BlockingIOError:
-        pass
-    if not co.cancelled and co.worker.park(co):
-        return None
-    return (yield from recv_async(co, RECV_SIZE))
+    wait as a coroutine on the worker's idle list, and once idle past MG_PARK_DELAY
+    (worker.idle_sweep sets park_due and resumes it) read once more and, still
+    nothing, park (the coroutine ends, worker.park keeps the socket): return None."""
+    w = co.worker
+    while True:
+        try:
+            data = co.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            pass
+        else:
+            co.park_due = False   # input after all: the delay starts afresh at the next wait
+            return data
+        if co.cancelled:
+            return (yield from recv_async(co, RECV_SIZE))
+        if co.park_due and w.park(co):
+            return None
+        w.idle_link(co)
+        try:
+            yield from io_park(co, MG_YIELD_READ)
+        finally:
+            w.idle_unlink(co)
 
 
 def conn_entry(co):

@@ -16,6 +16,8 @@ MG_YIELD_READY, MG_YIELD_READ, MG_YIELD_WRITE, MG_YIELD_PYTHON = range(4)
 (MG_TIMER_NONE, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_SEND, MG_TIMER_LINGER,
  MG_TIMER_PYTHON, MG_TIMER_DRAIN) = range(7)
 MG_DRAIN_IDLE = 1.0   # seconds an idle connection gets at a graceful stop (C: MG_DRAIN_IDLE_MS)
+MG_PARK_DELAY = 0.1   # seconds a keep-alive connection waits as a coroutine before it is parked
+                      # (C: MG_PARK_DELAY_MS; csrc/worker.c says why 100 ms)
 
 
 class Coroutine:
@@ -27,7 +29,9 @@ class Coroutine:
                  "status", "sent", "log_sent0", "head_bytes", "log_start",
                  "peer", "client",
                  # between requests (worker.park): heads read so far; an unparked one's deadline
-                 "requests", "park_deadline")
+                 "requests", "park_deadline",
+                 # lazy parking (worker.idle_link, idle_sweep): idle past the delay, park at the next EAGAIN
+                 "park_due")
 
     def __repr__(self):
         return "<Coroutine %d fd %d>" % (self.id, self.fd)
@@ -71,6 +75,7 @@ def coroutine_create(w, entry, sock, id=0):
     co.client = None   # THE CLIENT of the request in flight (front.py: request_client, conn_client)
     co.requests = 0
     co.park_deadline = 0.0
+    co.park_due = False
     co.gen = trampoline_start(co)
     if co.fd >= 0:
         w.fd_table[co.fd] = co
@@ -87,6 +92,7 @@ def coroutine_destroy(co):
     if w.trace:
         w.trace_push(EV_COROUTINE_DESTROY, co, co.fd)
     w.timer_clear(co)
+    w.idle.pop(co, None)
     w.all.discard(co)
     if co.centry is not None:
         co.centry.release()

@@ -19,8 +19,10 @@ its NEXT rounds are not (a stream may wait for events); its app hears
 http.disconnect when the timer gives the round up.
 
 Parking (csrc/worker.c): a keep-alive connection waiting for its next
-request keeps only its socket and a Parked record (park_table, and the
-parked list in deadline order); its coroutine ends.  Input on it makes a
+request waits as a coroutine for MG_PARK_DELAY (the idle list: a busy one
+never pays a park and an unpark per request), then keeps only its socket and
+a Parked record (park_table, and the parked list in deadline order); its
+coroutine ends.  Input on it makes a
 new coroutine with the connection's id (unpark); its deadline passing, or
 the loop ending, closes it.
 """
@@ -36,7 +38,7 @@ import struct
 import threading
 import time
 
-from .coroutine import (MG_DRAIN_IDLE, MG_TIMER_DRAIN, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE,
+from .coroutine import (MG_DRAIN_IDLE, MG_PARK_DELAY, MG_TIMER_DRAIN, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE,
                         MG_TIMER_LINGER, MG_TIMER_NONE, MG_TIMER_PYTHON, MG_TIMER_SEND,
                         MG_YIELD_PYTHON, MG_YIELD_READ, MG_YIELD_READY, MG_YIELD_WRITE,
                         coroutine_create, coroutine_destroy)
@@ -239,6 +241,8 @@ class Worker:
         self.fd_table = [None] * min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 24)
         # fd -> Parked, in deadline order (an OrderedDict: the oldest first)
         self.parked = collections.OrderedDict()
+        # coroutine -> when it began to wait between requests, oldest first (lazy parking)
+        self.idle = collections.OrderedDict()
         self.ready = collections.deque()
         self.all = set()
         self.next_id = 0
@@ -355,6 +359,29 @@ class Worker:
         co.fd, co.sock = -1, None
         return True
 
+    def idle_link(self, co):
+        """Lazy parking (csrc/worker.c worker_idle_link): a keep-alive connection waits
+        as a coroutine first; idle_sweep parks it once it has waited MG_PARK_DELAY."""
+        co.park_due = False
+        self.idle[co] = self.now
+
+    def idle_unlink(self, co):
+        self.idle.pop(co, None)
+
+    def _idle_sweep(self):
+        """Idle past the delay: resumed with park_due set, the coroutine reads once more
+        (input may have come while it sat on the ready queue) and parks at its EAGAIN."""
+        idle = self.idle
+        due = self.now - MG_PARK_DELAY
+        while idle:
+            co, since = next(iter(idle.items()))
+            if since > due:
+                break
+            idle.popitem(last=False)
+            if co.waiting == MG_YIELD_READ:
+                co.park_due = True
+                self.add_to_ready(co)
+
     def _unpark(self, p, events):
         del self.parked[p.fd]
         self.stats["parked"] -= 1
@@ -397,6 +424,10 @@ class Worker:
                 d = next(iter(t.values()))
                 if best is None or d < best:
                     best = d
+        if self.idle:
+            d = next(iter(self.idle.values())) + MG_PARK_DELAY
+            if best is None or d < best:
+                best = d
         if self.parked:
             d = next(iter(self.parked.values())).deadline
             if d != float("inf") and (best is None or d < best):
@@ -409,6 +440,7 @@ class Worker:
         return max(0.0, min(best - self.now, 60.0)) + 0.001
 
     def _expire_timers(self):
+        self._idle_sweep()
         now = self.now
         parked = self.parked
         while parked:
