@@ -23,6 +23,10 @@ Workloads:
                 on every one, timed
   idle50k       50,000 on three server processes (--processes 3; nginx: 3 workers), held by
                 four client processes
+  burst         2,000 connections at once, each with half a request head in flight (a
+                coroutine, a stack and a request buffer each), then closed: server RSS before,
+                at the peak, and 1, 3 and 5 s after (pooled stacks and buffers beyond what the
+                live connections need go back to the kernel)
   ideas         the seed's ideas, each switched off in turn: caches, stack pool, buffer pool,
                 fd batching, the fast context switch
   ideas-churn   the same for the pools and fd batching, under ab (a new connection, so a new
@@ -88,6 +92,9 @@ WORKLOADS = {
                     servers=["minginx-cffi, keep-alive 75 s", "nginx"]),
     "idle50k": dict(workers=1, pin=False, kind="idle", conns=50000, path="/index.html",
                     servers=["minginx-cffi lifo, 3 processes", "nginx, 3 processes"]),
+    "burst": dict(workers=1, pin=False, kind="burst", conns=2000, path="/index.html",
+                  after=[1, 3, 5],
+                  servers=["minginx-cffi lifo", "minginx-cffi fast", "python port", "nginx"]),
     "ideas": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
                   servers=["minginx-cffi lifo", "minginx-cffi fast", "minginx-cffi lifo, no caches",
                            "minginx-cffi no small-file cache", "minginx-cffi no stack pool",
@@ -558,6 +565,39 @@ def run_idle(port, spec, proc):
             "next_failed": sum(r[0] for r in replies)}, ""
 
 
+def run_burst(port, spec, proc):
+    """spec["conns"] connections at once, each sending half a request head (the server holds
+    a coroutine and a request buffer for each, as for requests in flight), RSS sampled over
+    a second for the peak; then all closed, and the RSS read spec["after"] seconds later."""
+    half = b"GET %s HTTP/1.1\r\nHost: bench\r\nX-Pad: %s" % (spec["path"].encode(), b"x" * 6000)
+    http_get(port, spec["path"])   # warm: the file is in the server's caches
+    before = rss_kib(proc.pid)
+    socks, failed = [], 0
+    for _ in range(spec["conns"]):
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(half)
+            socks.append(s)
+        except OSError:
+            failed += 1
+    peak = before
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:   # (a bench, not a test: sampled, as any server may be run)
+        peak = max(peak, rss_kib(proc.pid))
+        time.sleep(0.05)
+    for s in socks:
+        s.close()
+    t0 = time.monotonic()
+    after = []
+    for sec in spec["after"]:
+        time.sleep(max(0.0, t0 + sec - time.monotonic()))
+        after.append(rss_kib(proc.pid))
+    status, _ = http_get(port, spec["path"])
+    return {"rps": 0.0, "transfer": "-", "lat_avg_ms": 0.0, "lat_max_ms": 0.0,
+            "errors": [0, 0, 0, failed], "non2xx": int(status != 200), "rss_before_kib": before,
+            "rss_peak_kib": peak, "rss_after_kib": after, "rss_kib": peak}, ""
+
+
 def http_get(port, path, timeout=30):
     """One GET on a connection of its own: (status, seconds until the whole response is in)."""
     t0 = time.perf_counter()
@@ -638,7 +678,7 @@ def main():
     results = []
     for wl in workloads:
         spec = WORKLOADS[wl]
-        for rnd in range(1 if spec.get("kind") == "idle" else args.rounds):
+        for rnd in range(1 if spec.get("kind") in ("idle", "burst") else args.rounds):
             for name, start in servers.items():
                 if name not in spec["servers"]:
                     continue
@@ -652,7 +692,7 @@ def main():
                     if kind == "slow":
                         for path in (spec["static"], spec["path"]) * 3:   # warm-up
                             http_get(port, path)
-                    elif kind != "idle":
+                    elif kind not in ("idle", "burst"):
                         run_wrk(port, dict(spec, wrk=["-t1", "-c10"]), 1, spec["pin"])   # warm-up
                     cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
                     try:
@@ -662,6 +702,8 @@ def main():
                             r, raw = run_idle(port, spec, proc)
                         elif kind == "slow":
                             r, raw = run_slow(port, spec)
+                        elif kind == "burst":
+                            r, raw = run_burst(port, spec, proc)
                         else:
                             r, raw = run_wrk(port, spec, args.duration, spec["pin"])
                     except (OSError, subprocess.SubprocessError) as e:
@@ -677,6 +719,12 @@ def main():
                     if kind == "idle":
                         print("%-8s round %d  %-32s RSS %7.1f MiB with %d idle connections"
                               % (wl, rnd + 1, name, r["rss_kib"] / 1024, spec["conns"]), flush=True)
+                    elif kind == "burst":
+                        print("%-8s round %d  %-32s RSS MiB before %.1f  peak %.1f  after %s"
+                              % (wl, rnd + 1, name, r["rss_before_kib"] / 1024,
+                                 r["rss_peak_kib"] / 1024,
+                                 " ".join("%.1f" % (k / 1024) for k in r["rss_after_kib"])),
+                              flush=True)
                     elif kind == "slow":
                         print("%-8s round %d  %-32s static %s ms  fast %s ms  slow %s s  not 200: %d"
                               % (wl, rnd + 1, name, med_max(r["static_ms"]), med_max(r["fast_ms"]),
@@ -734,6 +782,21 @@ def report(results, workloads, servers, args):
                         rs[0]["errors"][3],
                         "%.2f (%d)" % (rs[0]["next_round_s"], rs[0]["next_failed"])
                         if "next_round_s" in rs[0] else "-"))
+            lines.append("")
+            continue
+        if kind == "burst":
+            lines += ["### %s: %d connections at once, each with half a request head in flight, "
+                      "then closed; server RSS, %d worker" % (wl, spec["conns"], spec["workers"]), "",
+                      "| server | before MiB | peak MiB | %s | connections failed | next request |" %
+                      " | ".join("%d s after MiB" % sec for sec in spec["after"]),
+                      "|---|---|---|" + "---|" * len(spec["after"]) + "---|---|"]
+            for name in spec["servers"]:
+                rs = [r for r in rows if r["server"] == name]
+                if rs:
+                    lines.append("| %s | %.1f | %.1f | %s | %d | %s |" % (
+                        name, rs[0]["rss_before_kib"] / 1024, rs[0]["rss_peak_kib"] / 1024,
+                        " | ".join("%.1f" % (k / 1024) for k in rs[0]["rss_after_kib"]),
+                        rs[0]["errors"][3], "200" if not rs[0]["non2xx"] else "failed"))
             lines.append("")
             continue
         if kind == "slow":
