@@ -350,6 +350,10 @@ void conn_entry(mg_coroutine *co)
         co->client_known = 0;   /* a new request: its client is the peer until request_client */
         timer_set(co, first ? MG_TIMER_HEADER : MG_TIMER_KEEPALIVE);
         int head = 0;
+        /* a request begun on a keep-alive connection gets header_timeout from
+         * its first byte, armed only if its head is not whole at once: most
+         * heads come in one read, and a timer_set per request is not free */
+        int header_timer_due = 0;
         for (;;) {
             mg_reqbuf *rb = co->rb;
             if (rb && rb->len > 0) {
@@ -367,12 +371,15 @@ void conn_entry(mg_coroutine *co)
                         co->log_sent0 = co->sent;
                         if (MG_UNLIKELY(w->alog != NULL))
                             co->log_start_us = alog_now_us();
-                        if (!first)
-                            timer_set(co, MG_TIMER_HEADER);
+                        header_timer_due = !first;
                     }
                 }
                 if (rb->len > 0 && (head = http_find_head_end(rb->data, rb->len, &rb->scanned)) != 0)
                     break;
+            }
+            if (header_timer_due) {
+                timer_set(co, MG_TIMER_HEADER);
+                header_timer_due = 0;
             }
             ssize_t n = recv_more(co);
             if (n == -EINPROGRESS)

@@ -139,6 +139,24 @@ def test_an_idle_connection_is_parked_only_after_the_delay(make_server):
     assert (park[0] - done[0]) / 1e6 >= PARK_DELAY * 0.8, (park[0] - done[0])
 
 
+def test_a_next_request_split_in_two_has_the_header_timeout_not_the_keepalive_one(make_server):
+    """The header timer of a keep-alive connection's next request is armed only when its
+    head does not come whole in one read (csrc/conn.c: header_timer_due): it must be."""
+    srv = make_server(workers=1, header_timeout=0.5, keepalive_timeout=30.0)
+    for wait_first in (False, True):
+        c = Conn(srv.port)
+        assert c.request("GET", "/hello.txt").status == 200
+        if wait_first:
+            assert wait_for(lambda: parked(srv) == 1)   # and from a parked connection
+        t0 = time.monotonic()
+        c.send(GET[:20])
+        head = c.read_response()
+        elapsed = time.monotonic() - t0
+        assert head.status == 408, head.status
+        assert elapsed < 5.0, elapsed   # the header timeout, not the keep-alive 30 s
+        assert c.closed_by_peer(timeout=5.0)
+
+
 def test_a_client_closing_while_parked_is_cleaned_up(make_server):
     srv = make_server(workers=1)
     # the open-file cache keeps hello.txt open: count from after it is in

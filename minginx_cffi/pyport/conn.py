@@ -377,6 +377,7 @@ def conn_entry(co):
             co.client = None   # a new request: its client is the peer until request_client
             w.timer_set(co, MG_TIMER_HEADER if first else MG_TIMER_KEEPALIVE)
             scanned = 0
+            header_timer_due = False   # armed only if the head is not whole at once (csrc/conn.c)
             while True:
                 if buf:
                     if co.idle:
@@ -388,13 +389,15 @@ def conn_entry(co):
                             co.status, co.head_bytes, co.log_sent0 = 0, None, co.sent
                             if w.alog is not None:
                                 co.log_start = time.monotonic()
-                            if not first:
-                                w.timer_set(co, MG_TIMER_HEADER)
+                            header_timer_due = not first
                     if buf:
                         head = http_find_head_end(buf, max(0, scanned - 3))
                         if head:
                             break
                         scanned = len(buf)
+                if header_timer_due:
+                    w.timer_set(co, MG_TIMER_HEADER)
+                    header_timer_due = False
                 try:
                     if co.idle and not buf and not first:
                         data = yield from _recv_or_park(co)
