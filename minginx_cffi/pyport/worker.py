@@ -28,6 +28,7 @@ the loop ending, closes it.
 """
 
 import collections
+import ctypes
 import logging
 import os
 import queue
@@ -48,6 +49,12 @@ from ..trace import (EV_ADD_TO_READY, EV_FD_BATCH, EV_PARK, EV_SCHEDULE,  # noqa
                      EV_UNPARK, EV_WAKE_FD, EV_WAKE_PYTHON, EV_YIELD)
 
 RDY_FIFO, RDY_LIFO = 0, 1
+MG_POOL_KEEP = 32     # connections a burst may shed before the heap is trimmed (C: MG_POOL_KEEP)
+MG_POOL_TRIM = 1.0    # seconds between trims (C: MG_POOL_TRIM_MS)
+try:
+    _malloc_trim = ctypes.CDLL(None).malloc_trim   # glibc
+except (OSError, AttributeError):
+    _malloc_trim = None
 MG_CMD_STOP, MG_CMD_EXIT = -1, -2
 MG_FD_BATCH = 256
 _EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
@@ -244,6 +251,8 @@ class Worker:
         # coroutine -> when it began to wait between requests, oldest first (lazy parking)
         self.idle = collections.OrderedDict()
         self.ready = collections.deque()
+        self.trim_high = 0    # connections open at most since the last heap trim
+        self.trim_at = 0.0    # no trim before this time (once a second, as the C pools')
         self.all = set()
         self.next_id = 0
         self.stopping = False
@@ -382,6 +391,21 @@ class Worker:
                 co.park_due = True
                 self.add_to_ready(co)
 
+    def _heap_trim(self):
+        """C: pools_trim.  The port pools no stacks or buffers of its own, but what a burst
+        of connections freed (their coroutines, request bytes) sits amid malloc's heap:
+        once the open connections fell by more than MG_POOL_KEEP, malloc_trim gives the
+        free pages back, at most once a second (tests/test_burst_rss.py)."""
+        alive = self.stats["coroutines_alive"] + self.stats["parked"]
+        if alive > self.trim_high:
+            self.trim_high = alive
+        if self.trim_high - alive <= MG_POOL_KEEP or self.now < self.trim_at:
+            return
+        self.trim_at = self.now + MG_POOL_TRIM
+        self.trim_high = alive
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+
     def _unpark(self, p, events):
         del self.parked[p.fd]
         self.stats["parked"] -= 1
@@ -432,6 +456,9 @@ class Worker:
             d = next(iter(self.parked.values())).deadline
             if d != float("inf") and (best is None or d < best):
                 best = d
+        if self.trim_high - self.stats["coroutines_alive"] - self.stats["parked"] > MG_POOL_KEEP \
+                and (best is None or self.trim_at < best):
+            best = self.trim_at   # a burst is over: trim on time
         due = alog_tick(self)   # pending access-log lines wait no longer than this
         if due is not None and (best is None or self.now + due < best):
             best = self.now + due
@@ -441,6 +468,7 @@ class Worker:
 
     def _expire_timers(self):
         self._idle_sweep()
+        self._heap_trim()
         now = self.now
         parked = self.parked
         while parked:
