@@ -12,10 +12,10 @@
  *     keep the bytes after this request: they are the next one (pipelining)
  *
  * Between requests an idle connection hands its request buffer back to the
- * worker's pool, and then its coroutine too: once the socket has had nothing
- * to read for MG_PARK_DELAY_MS (lazy parking: a busy keep-alive connection
- * keeps its coroutine, worker.c idle_sweep), worker_park() keeps only the fd
- * and a few bytes (mg_parked), and conn_entry returns.  When input comes, wake_fd() makes a new coroutine for
+ * worker's pool, and its coroutine too, once the socket has had nothing to
+ * read for MG_PARK_DELAY_MS (lazy parking: a busy keep-alive connection keeps
+ * both, worker.c idle_sweep): worker_park() keeps only the fd and a few bytes
+ * (mg_parked), and conn_entry returns.  When input comes, wake_fd() makes a new coroutine for
  * the fd (same id, co->requests > 0) and conn_entry goes on as the old one
  * would have: waiting for a next request on a keep-alive connection.  So
  * 10,000 idle keep-alive connections hold no stack at all (nginx's design;
@@ -135,9 +135,12 @@ static inline void log_request(mg_coroutine *co, mg_request *req)
 
 /* ------------------------------------------------------------- reading */
 
-/* Read more bytes into the request buffer (recv_async).  When the connection
- * is idle and the buffer is empty, the buffer goes back to the pool while we
- * wait; between two requests the coroutine parks instead of waiting.
+/* Read more bytes into the request buffer (recv_async).  Between two
+ * requests the coroutine waits on the worker's idle list holding its buffer
+ * (a busy keep-alive connection's next request comes soon: no pool round
+ * trip per request); once idle past MG_PARK_DELAY_MS (worker.c idle_sweep)
+ * the buffer goes back to the pool and the coroutine parks.  A connection
+ * that waits for its first request gives the buffer back while it waits.
  * Returns bytes read (0 = the peer closed), -EINPROGRESS when parked (the
  * coroutine must end, leaving the socket to the worker), or -errno. */
 static ssize_t recv_more(mg_coroutine *co)
@@ -155,20 +158,20 @@ static ssize_t recv_more(mg_coroutine *co)
             /* mid-request: wait for the rest holding the buffer */
             n = recv_async(co, rb->data + rb->len, room);
         } else {
-            /* idle: recv_async's two halves, with the buffer given back while we wait */
+            /* idle: recv_async's two halves */
             n = recv_nowait(co, rb->data, room);
             if (n == -EAGAIN) {
-                reqbuf_put(w, rb);
-                co->rb = NULL;
-                /* idle after a request: wait as a coroutine on the idle list; once
-                 * idle past MG_PARK_DELAY_MS (worker.c idle_sweep) no stack is
-                 * needed while nothing comes: parked */
                 int lazy = co->idle && co->requests > 0 && !co->cancelled;
-                if (lazy) {
-                    if (co->park_due && worker_park(co) == 0)
+                if (!lazy || co->park_due) {
+                    /* a long wait ahead: no buffer held meanwhile; and idle past
+                     * the delay, no stack either: parked */
+                    reqbuf_put(w, rb);
+                    co->rb = NULL;
+                    if (lazy && worker_park(co) == 0)
                         return -EINPROGRESS;
-                    worker_idle_link(co);
                 }
+                if (lazy)
+                    worker_idle_link(co);
                 int r = io_park(co, MG_YIELD_READ);
                 if (lazy)
                     worker_idle_unlink(co);
@@ -188,7 +191,9 @@ static ssize_t recv_more(mg_coroutine *co)
 /* Drop the first n bytes of the buffer, keeping what follows. */
 static void buffer_consume(mg_reqbuf *rb, size_t from, size_t n)
 {
-    memmove(rb->data + from, rb->data + from + n, rb->len - from - n);
+    size_t rest = rb->len - from - n;
+    if (rest)   /* (a lone request leaves none: no call) */
+        memmove(rb->data + from, rb->data + from + n, rest);
     rb->len -= n;
 }
 
