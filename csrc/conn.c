@@ -161,7 +161,8 @@ static ssize_t recv_more(mg_coroutine *co)
             /* idle: recv_async's two halves */
             n = recv_nowait(co, rb->data, room);
             if (n == -EAGAIN) {
-                int lazy = co->idle && co->requests > 0 && !co->cancelled;
+                /* (timed out: its keep-alive deadline came with the sweep; io_park says so) */
+                int lazy = co->idle && co->requests > 0 && !co->cancelled && !co->timed_out;
                 if (!lazy || co->park_due) {
                     /* a long wait ahead: no buffer held meanwhile; and idle past
                      * the delay, no stack either: parked */

@@ -139,6 +139,18 @@ def test_an_idle_connection_is_parked_only_after_the_delay(make_server):
     assert (park[0] - done[0]) / 1e6 >= PARK_DELAY * 0.8, (park[0] - done[0])
 
 
+def test_a_keepalive_timeout_no_longer_than_the_park_delay_still_closes(make_server):
+    """The keep-alive deadline and the park come due at the same sweep: the connection
+    closes at its deadline, never parked without one."""
+    srv = make_server(workers=1, keepalive_timeout=PARK_DELAY)
+    conns = [Conn(srv.port) for _ in range(5)]
+    for c in conns:
+        assert c.request("GET", "/hello.txt").status == 200
+    for c in conns:
+        assert c.closed_by_peer(timeout=5.0)
+    assert wait_for(lambda: parked(srv) == 0 and coroutines(srv) == 0)
+
+
 def test_a_next_request_split_in_two_has_the_header_timeout_not_the_keepalive_one(make_server):
     """The header timer of a keep-alive connection's next request is armed only when its
     head does not come whole in one read (csrc/conn.c: header_timer_due): it must be."""

@@ -345,7 +345,7 @@ def _recv_or_park(co):
         else:
             co.park_due = False   # input after all: the delay starts afresh at the next wait
             return data
-        if co.cancelled:
+        if co.cancelled or co.timed_out:   # (timed out: the deadline came with the sweep)
             return (yield from recv_async(co, RECV_SIZE))
         if co.park_due and w.park(co):
             return None
