@@ -96,13 +96,16 @@ def test_trace_keep_alive_pair(make_server):
     def script(s):
         s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
         assert read_response(s).status == 200
-        time.sleep(0.15)
+        # idle past the park delay: parked (the gauge says when)
+        assert wait_for(lambda: sum(w["parked"] for w in srv.stats()) == 1)
         s.sendall(b"GET /nope HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert read_response(s).status == 404
 
-    # between the two the connection is parked: its coroutine ends, and the
-    # second request's input makes a new one with the same id (tests/test_park.py)
-    assert run(srv, sink, script) == (START + WOKEN + ["handler_done 200", "park"] + END +
+    # between the two the connection waits as a coroutine (yield read), and once idle
+    # past the park delay the sweep resumes it and it parks: its coroutine ends, and
+    # the second request's input makes a new one with the same id (tests/test_park.py)
+    assert run(srv, sink, script) == (START + WOKEN + ["handler_done 200", "yield read",
+                                                       "add_to_ready", "schedule", "park"] + END +
                                       ["unpark", "coroutine_create", "add_to_ready", "schedule",
                                        "trampoline_start", "entry", "handler_done 404"] + END)
 
