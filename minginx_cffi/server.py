@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from . import _native
+from . import __version__, _native
 from . import log as _log
 from .log import logger
 
@@ -668,11 +668,13 @@ class Server:
         procs = ", processes %d" % self.processes if self.processes > 1 else ""
         # the port's coroutines are generators: it has no context switch to name
         switch = ", switch %s" % self.switch if self.engine == "cffi" else ""
-        return ("minginx-cffi: serving %s on %s (workers %d%s, policy %s, engine %s%s%s, "
-                "fd limit %s)" % (", then ".join(what), self.listen_text(), self.nworkers, procs,
-                                  self.policy, self.engine, switch,
-                                  ", accept reuseport" if self.accept == "reuseport" else "",
-                                  self.fd_limit))
+        return ("minginx-cffi: serving %s on %s (version %s, workers %d%s, policy %s, "
+                "engine %s%s%s, fd limit %s)" % (", then ".join(what), self.listen_text(),
+                                                 __version__, self.nworkers, procs,
+                                                 self.policy, self.engine, switch,
+                                                 ", accept reuseport"
+                                                 if self.accept == "reuseport" else "",
+                                                 self.fd_limit))
 
     # -- the main-thread way: signals stop it ---------------------------
 
