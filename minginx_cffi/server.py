@@ -18,6 +18,7 @@ off at once.
 
 import importlib
 import inspect
+import ipaddress   # at start-up: after --user drops privileges, a lazy import may not read the stdlib
 import os
 import resource
 import signal
@@ -298,7 +299,6 @@ def parse_error_pages(values, root):
 
 def parse_forwarded_allow_ips(value):
     """--forwarded-allow-ips: comma-separated IPs and CIDRs, "*" for any (uvicorn's)."""
-    import ipaddress
     items = value.split(",") if isinstance(value, str) else list(value or ())
     out = []
     for item in items:
