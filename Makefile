@@ -13,8 +13,9 @@ check-c:
 	@for f in $(CSRC); do $(CC) $(STRICT) $$f || exit 1; done
 	@echo "csrc: builds with -Wall -Wextra -Werror"
 
+# Developers build with MINGINX_WERROR=1 (warnings are errors); a user's pip install does not.
 build: check-c
-	$(PYTHON) -m pip install -q -e '.[test]'
+	MINGINX_WERROR=1 $(PYTHON) -m pip install -q -e '.[test]'
 
 test: build
 	$(PYTHON) -m pytest
@@ -30,7 +31,7 @@ test-asan:
 	rm -rf build/asan && mkdir -p build/asan
 	cp -r csrc minginx_cffi tests docs tools README.md pyproject.toml build/asan/
 	rm -f build/asan/minginx_cffi/_minginx*.so
-	cd build/asan && MINGINX_SANITIZE=asan $(PYTHON) minginx_cffi/_build.py > build.log 2>&1 || (cat build.log; exit 1)
+	cd build/asan && MINGINX_WERROR=1 MINGINX_SANITIZE=asan $(PYTHON) minginx_cffi/_build.py > build.log 2>&1 || (cat build.log; exit 1)
 	cd build/asan && LD_PRELOAD=$(ASAN_RT) MINGINX_ENGINES=cffi MINGINX_SANITIZED=1 MINGINX_TEST_SWITCH=fast \
 	    ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:allow_user_segv_handler=1 \
 	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

@@ -475,6 +475,7 @@ mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *st
             }
         }
     }
+    mg_centry *owned = e;   /* NULL: the request's scratch entry, never freed here */
     if (e) {
         memcpy(e->key, rel, rel_len);
         if (dir_request)
@@ -492,9 +493,9 @@ mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *st
     int st = entry_fill(w, e, rel, dir_request, pathbuf, pathcap);
     if (st) {
         *status = st;
-        if (!e->scratch) {
-            free(e->key);
-            free(e);
+        if (owned) {   /* a new cache entry, not the request's scratch one */
+            free(owned->key);
+            free(owned);
         }
         return NULL;
     }

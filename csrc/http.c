@@ -81,7 +81,9 @@ static inline const char *skip_class(const char *p, const char *end, char lim, i
 #else
 static inline const char *skip_class(const char *p, const char *end, char lim, int tab_ok)
 {
-    (void)end, (void)lim, (void)tab_ok;
+    (void)end;
+    (void)lim;
+    (void)tab_ok;
     return p;
 }
 #endif

@@ -84,7 +84,8 @@ void buf_str(mg_buf *b, const char *s)
 void buf_u64(mg_buf *b, uint64_t v, int base)
 {
     char tmp[24];
-    buf_put(b, tmp, (size_t)format_u64(tmp, v, base));
+    size_t n = (size_t)format_u64(tmp, v, base);
+    buf_put(b, tmp, n);
 }
 
 void buf_printf(mg_buf *b, const char *fmt, ...)

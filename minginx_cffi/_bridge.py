@@ -27,7 +27,7 @@ from ._dispatch import (ERROR_500_BODY, ERROR_500_FIELDS, FALLTHROUGH, RESP_CLOS
 assert (RESP_STREAM, RESP_CLOSE) == (lib.MG_RESP_STREAM, lib.MG_RESP_CLOSE), \
     "minginx.h and _dispatch.py disagree"
 _OP_START, _OP_NEXT, _OP_ABORT = lib.MG_PY_START, lib.MG_PY_NEXT, lib.MG_PY_ABORT
-_BRIDGES = {}
+_BRIDGES: dict = {}
 _next_app_id = [0]
 _unpack = ffi.unpack
 _buffer = ffi.buffer

@@ -25,18 +25,45 @@ A handler returns a ``Response``, or what one can be made of: ``str``
 streamed body), or a tuple ``(body, status)`` / ``(body, status, headers)``.
 """
 
+from __future__ import annotations
+
 import json
 import re
 import urllib.parse
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping,
+                    Optional, Protocol, Tuple, TypeVar, Union)
 
 from . import _dispatch
+
+if TYPE_CHECKING:
+    class _View(Protocol):   # what an engine hands a dispatcher (_bridge.CallView, pyport ConnView)
+        method: str
+        raw_path: bytes
+        query: bytes
+        body: bytes
+        minor_version: int
+        scheme: str
+        client: Tuple[str, int]
+
+        def header_pairs(self) -> Iterable[Tuple[bytes, bytes]]: ...
+
+#: What a header name or value may be given as (Headers keeps str; bytes are latin-1).
+HeaderField = Union[str, bytes, bytearray, memoryview, int]
+#: What a Response body may be: bytes-like, str (UTF-8), dict/list (JSON), an iterable of bytes.
+Body = Union[bytes, bytearray, memoryview, str, Dict[str, Any], List[Any], Iterable[bytes], None]
+#: What a handler may return (see to_response).
+HandlerResult = Union["Response", Body, Tuple[Body, int], Tuple[Body, int, Any]]
+Handler = Callable[..., HandlerResult]
+CallNext = Callable[["Request"], "Response"]
+Middleware = Callable[["Request", CallNext], HandlerResult]
+H = TypeVar("H", bound=Callable[..., Any])
 
 __all__ = ["App", "Request", "Response", "Headers", "HTTPError"]
 
 class HTTPError(Exception):
     """Raise in a handler to answer with this status (and an optional text body)."""
 
-    def __init__(self, status, message=None):
+    def __init__(self, status: int, message: Optional[str] = None) -> None:
         super().__init__(status, message)
         self.status = status
         self.message = message
@@ -46,7 +73,7 @@ class BodyNotJSON(HTTPError, ValueError):
     """Request.json() on a body that is not JSON: the client's error, a 400 (RFC 9110
     section 15.5.1).  A ValueError too, so ``except ValueError`` around json() still works."""
 
-    def __init__(self, why):
+    def __init__(self, why: str) -> None:
         super().__init__(400, "400 Bad Request: the body is not JSON (%s)\n" % why)
 
 
@@ -54,7 +81,7 @@ class UnusableResponse(TypeError):
     """A handler returned something that cannot be made into a response."""
 
 
-def _field_text(x, what):
+def _field_text(x: Any, what: str) -> str:
     """A header name or value as Headers keeps it: str.  bytes (or bytearray,
     memoryview) are latin-1, so they go on the wire byte for byte; an int is its
     decimal; anything else (None above all) is a TypeError, never "None" on the
@@ -66,11 +93,11 @@ def _field_text(x, what):
     raise TypeError("%s is %s; a header takes str, bytes or int" % (what, type(x).__name__))
 
 
-def _name(x):
+def _name(x: HeaderField) -> str:
     return x if x.__class__ is str else _field_text(x, "a header name")
 
 
-def _value(x):
+def _value(x: HeaderField) -> str:
     return x if x.__class__ is str else _field_text(x, "a header value")
 
 
@@ -80,40 +107,42 @@ class Headers:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items=None):
+    def __init__(self, items: Union[Mapping[HeaderField, HeaderField],
+                                    Iterable[Tuple[HeaderField, HeaderField]], None] = None) -> None:
+        self._items: List[Tuple[str, str]]
         if items is None:
             self._items = []
-        elif isinstance(items, dict):
+        elif isinstance(items, Mapping):
             self._items = [(_name(k), _value(v)) for k, v in items.items()]
         else:
             self._items = [(_name(k), _value(v)) for k, v in items]
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: HeaderField) -> str:
         v = self.get(name)
         if v is None:
             raise KeyError(name)
         return v
 
-    def get(self, name, default=None):
-        name = _name(name).lower()
+    def get(self, name: HeaderField, default: Optional[str] = None) -> Optional[str]:
+        lname = _name(name).lower()
         for k, v in self._items:
-            if k.lower() == name:
+            if k.lower() == lname:
                 return v
         return default
 
-    def get_all(self, name):
-        name = _name(name).lower()
-        return [v for k, v in self._items if k.lower() == name]
+    def get_all(self, name: HeaderField) -> List[str]:
+        lname = _name(name).lower()
+        return [v for k, v in self._items if k.lower() == lname]
 
-    def __setitem__(self, name, value):
-        name = _name(name)
-        self.pop(name)
-        self._items.append((name, _value(value)))
+    def __setitem__(self, name: HeaderField, value: HeaderField) -> None:
+        sname = _name(name)
+        self.pop(sname)
+        self._items.append((sname, _value(value)))
 
-    def add(self, name, value):
+    def add(self, name: HeaderField, value: HeaderField) -> None:
         self._items.append((_name(name), _value(value)))
 
-    def pop(self, name, default=None):
+    def pop(self, name: HeaderField, default: Optional[str] = None) -> Optional[str]:
         lname = _name(name).lower()
         found = default
         kept = []
@@ -125,19 +154,21 @@ class Headers:
         self._items = kept
         return found
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, (str, bytes, bytearray, memoryview, int)):
+            return False
         return self.get(name) is not None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(k for k, _ in self._items)
 
-    def items(self):
+    def items(self) -> List[Tuple[str, str]]:
         return list(self._items)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._items)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Headers(%r)" % self._items
 
 
@@ -147,7 +178,17 @@ class Request:
     __slots__ = ("_view", "method", "raw_path", "path", "query", "body", "params", "_headers",
                  "_args", "_client", "http_version", "handler", "scheme")
 
-    def __init__(self, view, path, params=None):
+    method: str
+    raw_path: bytes
+    path: str
+    query: str
+    body: bytes
+    params: Dict[str, Any]
+    handler: Optional[Handler]
+    http_version: str
+    scheme: str
+
+    def __init__(self, view: _View, path: str, params: Optional[Dict[str, Any]] = None) -> None:
         self._view = view
         self.method = view.method
         self.raw_path = view.raw_path
@@ -157,13 +198,13 @@ class Request:
         self.params = params or {}
         self.handler = None   # the route's function, for middleware to look at
         self.http_version = "1.%d" % view.minor_version
-        self._headers = None
-        self._args = None
-        self._client = None
+        self._headers: Optional[Headers] = None
+        self._args: Optional[Dict[str, List[str]]] = None
+        self._client: Optional[Tuple[str, int]] = None
         self.scheme = view.scheme   # "http", or "https" from a trusted proxy (--proxy-headers)
 
     @property
-    def headers(self):
+    def headers(self) -> Headers:
         """Case-insensitive; duplicate fields are all kept (``headers.get_all``)."""
         if self._headers is None:
             self._headers = Headers([(k.decode("latin-1"), v.decode("latin-1"))
@@ -171,21 +212,21 @@ class Request:
         return self._headers
 
     @property
-    def args(self):
+    def args(self) -> Dict[str, List[str]]:
         """The query string as a dict of lists."""
         if self._args is None:
             self._args = urllib.parse.parse_qs(self.query, keep_blank_values=True)
         return self._args
 
     @property
-    def client(self):
+    def client(self) -> Tuple[str, int]:
         """(address, port) of the peer; with --proxy-headers, of the client a trusted proxy
         names (port 0: the proxy does not say it)."""
         if self._client is None:
             self._client = self._view.client
         return self._client
 
-    def json(self):
+    def json(self) -> Any:
         """The body parsed as JSON; a body that is not JSON raises BodyNotJSON (a 400)."""
         try:
             return json.loads(self.body)
@@ -194,10 +235,10 @@ class Request:
         except RecursionError:    # "[[[[..." deeper than the parser goes: not ours to 500
             raise BodyNotJSON("nested too deeply") from None
 
-    def text(self, encoding="utf-8"):
+    def text(self, encoding: str = "utf-8") -> str:
         return self.body.decode(encoding)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Request %s %s>" % (self.method, self.path)
 
 
@@ -206,37 +247,47 @@ class Response:
 
     __slots__ = ("status", "headers", "body")
 
-    def __init__(self, body=b"", status=200, headers=None, content_type=None):
+    status: int
+    headers: Headers
+    body: Union[bytes, Iterable[bytes]]
+
+    def __init__(self, body: Body = b"", status: int = 200,
+                 headers: Union[Headers, Mapping[HeaderField, HeaderField],
+                                Iterable[Tuple[HeaderField, HeaderField]], None] = None,
+                 content_type: Optional[str] = None) -> None:
         self.status = int(status)
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        default_type: Optional[str]
+        data: Union[bytes, Iterable[bytes]]
         if isinstance(body, str):
-            body = body.encode("utf-8")
+            data = body.encode("utf-8")
             default_type = "text/plain; charset=utf-8"
         elif isinstance(body, (dict, list)):
-            body = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            data = json.dumps(body, separators=(",", ":")).encode("utf-8")
             default_type = "application/json"
         elif body is None:
-            body = b""
+            data = b""
             default_type = None
         elif isinstance(body, (bytes, bytearray, memoryview)):
-            body = bytes(body)
+            data = bytes(body)
             default_type = "application/octet-stream"
         elif hasattr(body, "__iter__"):
+            data = body
             default_type = "application/octet-stream"
         else:
             raise TypeError("a Response body is bytes, str, dict, list or an iterable of bytes, "
                             "not %s" % type(body).__name__)
-        self.body = body
+        self.body = data
         if content_type is not None:
             self.headers["Content-Type"] = content_type
         elif default_type and "content-type" not in self.headers and self.status not in (204, 304):
             self.headers.add("Content-Type", default_type)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Response %d>" % self.status
 
 
-def to_response(value, where):
+def to_response(value: Any, where: str) -> Response:
     """What a handler returned, as a Response; TypeError with a clear message if unusable."""
     if isinstance(value, Response):
         return value
@@ -250,7 +301,7 @@ def to_response(value, where):
                     "of bytes, or (body, status[, headers])" % (where, type(value).__name__))
 
 
-def encode_headers(headers):
+def encode_headers(headers: Iterable[Tuple[Any, Any]]) -> List[Tuple[bytes, bytes]]:
     """A field list as the response writer takes it: [(name bytes, value bytes)].
 
     Nothing is checked here: the engine's one response writer refuses a bad
@@ -269,10 +320,10 @@ _CONVERTERS = {"str": (r"[^/]+", str), "int": (r"-?\d+", int), "path": (r".+", s
 class _Route:
     __slots__ = ("pattern", "regex", "convert", "handlers")
 
-    def __init__(self, pattern):
+    def __init__(self, pattern: str) -> None:
         self.pattern = pattern
-        self.handlers = {}
-        self.convert = {}
+        self.handlers: Dict[str, Handler] = {}
+        self.convert: Dict[str, Callable[[str], Any]] = {}
         regex, pos = "^", 0
         for m in _PARAM.finditer(pattern):
             regex += re.escape(pattern[pos:m.start()])
@@ -288,18 +339,20 @@ class _Route:
 class App:
     """Routes and middleware; ``minginx-cffi serve --app module:app`` runs it."""
 
-    def __init__(self):
-        self._exact = {}      # path -> _Route (no parameters: a dict lookup)
-        self._patterns = []   # _Route with parameters, in registration order
-        self._middleware = []
-        self._chain = None
+    def __init__(self) -> None:
+        self._exact: Dict[str, _Route] = {}      # path -> _Route (no parameters: a dict lookup)
+        self._patterns: List[_Route] = []        # _Route with parameters, in registration order
+        self._middleware: List[Middleware] = []
+        self._chain: Optional[CallNext] = None
 
-    def route(self, path, methods=("GET",)):
+    def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[H], H]:
+        """Register the decorated function for ``path`` (``{name}``, ``{name:int}``,
+        ``{name:path}`` capture parts) and these methods; GET brings HEAD along."""
         if not path.startswith("/"):
             raise ValueError("a route path starts with '/': %r" % path)
         methods = [m.upper() for m in methods]
 
-        def register(fn):
+        def register(fn: H) -> H:
             route = self._exact.get(path) or next((r for r in self._patterns if r.pattern == path), None)
             if route is None:
                 route = _Route(path)
@@ -314,13 +367,13 @@ class App:
             return fn
         return register
 
-    def get(self, path):
+    def get(self, path: str) -> Callable[[H], H]:
         return self.route(path, ["GET"])
 
-    def post(self, path):
+    def post(self, path: str) -> Callable[[H], H]:
         return self.route(path, ["POST"])
 
-    def middleware(self, fn):
+    def middleware(self, fn: Middleware) -> Middleware:
         """``fn(request, call_next) -> Response``; the first registered is the outermost."""
         self._middleware.append(fn)
         self._chain = None
@@ -328,43 +381,45 @@ class App:
 
     # -- dispatch, called by the bridge on the worker thread ----------------
 
-    def _match(self, path):
+    def _match(self, path: str) -> Tuple[Optional[_Route], Optional[Dict[str, Any]]]:
         route = self._exact.get(path)
         if route is not None:
             return route, {}
         for route in self._patterns:
+            assert route.regex is not None
             m = route.regex.match(path)
             if m:
                 return route, {k: route.convert[k](v) for k, v in m.groupdict().items()}
         return None, None
 
-    def _build_chain(self):
-        def call_handler(request):
+    def _build_chain(self) -> CallNext:
+        def call_handler(request: Request) -> Response:
             fn = request.handler
+            assert fn is not None
             return to_response(fn(request, **request.params), "handler %s" % fn.__name__)
 
-        chain = call_handler
+        chain: CallNext = call_handler
         for mw in reversed(self._middleware):
             chain = _wrap(mw, chain)
         self._chain = chain
         return chain
 
 
-def _wrap(mw, call_next):
-    def step(request):
+def _wrap(mw: Middleware, call_next: CallNext) -> CallNext:
+    def step(request: Request) -> Response:
         return to_response(mw(request, call_next), "middleware %s" % mw.__name__)
     return step
 
 
-def make_dispatch(app):
+def make_dispatch(app: App) -> Callable[[Any], Any]:
     """The bridge's dispatch function for a native App."""
     exact, match = app._exact, app._match
 
-    def dispatch(view):
+    def dispatch(view: Any) -> Any:
         raw = view.raw_path
         path = urllib.parse.unquote(raw.decode("latin-1")) if b"%" in raw else raw.decode("latin-1")
         route = exact.get(path)
-        params = {}
+        params: Optional[Dict[str, Any]] = {}
         if route is None:
             route, params = match(path)
             if route is None:
@@ -375,6 +430,7 @@ def make_dispatch(app):
             body = b"Method Not Allowed\n"
             return (405, b"", [(b"Allow", ", ".join(allow).encode()),
                                (b"Content-Type", b"text/plain; charset=utf-8")], body, 0)
+        assert params is not None
         request = Request(view, path, params)
         request.handler = fn
         try:

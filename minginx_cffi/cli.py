@@ -101,8 +101,10 @@ def cli():
 @click.option("--access-log", default=None, metavar="PATH|-",
               help="Write a line per request to PATH ('-': stdout); SIGUSR1 reopens it "
                    "(logrotate). Off by default.")
-@click.option("--no-access-log", "access_log", flag_value=None,
-              help="Write no access log (the default).")
+# a flag of its own (click < 8.2 reads flag_value=None on a shared destination as an
+# option taking a value): given, it wins over --access-log
+@click.option("--no-access-log", is_flag=True, default=False,
+              help="Write no access log (the default; wins over --access-log).")
 @click.option("--access-log-format", type=click.Choice(list(ACCESS_LOG_FORMATS)),
               default="combined", show_default=True,
               help="combined: nginx's combined format; json: one object a line, with "
@@ -129,6 +131,8 @@ def cli():
               help="Follow symlinks that lead outside the root.")
 def serve_command(**options):
     """Serve static files over HTTP/1.1."""
+    if options.pop("no_access_log"):
+        options["access_log"] = None
     if options["stats"] is None:
         # the demo site shows the live stats and the trace of its own request
         demo = options["root"] is None and not (options["app"] or options["wsgi"] or options["asgi"])

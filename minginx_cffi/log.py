@@ -30,6 +30,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 
 __all__ = ["LEVELS", "logger", "prefix", "format_record", "write_record", "configure",
            "set_level", "level_number"]
@@ -155,7 +156,6 @@ def set_level(level):
 
 
 def _showwarning(message, category, filename, lineno, file=None, line=None):
-    import warnings
     if logger.isEnabledFor(logging.WARNING):
         write_record(logging.WARNING,
                      warnings.formatwarning(message, category, filename, lineno, line))
@@ -184,7 +184,6 @@ def configure(level="info"):
         _handler = Handler()
         logger.addHandler(_handler)
         logger.propagate = False
-        import warnings
         warnings.showwarning = _showwarning
         sys.excepthook = _excepthook
         threading.excepthook = _thread_excepthook

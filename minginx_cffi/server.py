@@ -18,6 +18,7 @@ off at once.
 
 import importlib
 import inspect
+import ipaddress   # at start-up: after --user drops privileges, a lazy import may not read the stdlib
 import os
 import resource
 import signal
@@ -27,7 +28,7 @@ import sys
 import threading
 import time
 
-from . import _native
+from . import __version__, _native
 from . import log as _log
 from .log import logger
 
@@ -298,7 +299,6 @@ def parse_error_pages(values, root):
 
 def parse_forwarded_allow_ips(value):
     """--forwarded-allow-ips: comma-separated IPs and CIDRs, "*" for any (uvicorn's)."""
-    import ipaddress
     items = value.split(",") if isinstance(value, str) else list(value or ())
     out = []
     for item in items:
@@ -668,11 +668,13 @@ class Server:
         procs = ", processes %d" % self.processes if self.processes > 1 else ""
         # the port's coroutines are generators: it has no context switch to name
         switch = ", switch %s" % self.switch if self.engine == "cffi" else ""
-        return ("minginx-cffi: serving %s on %s (workers %d%s, policy %s, engine %s%s%s, "
-                "fd limit %s)" % (", then ".join(what), self.listen_text(), self.nworkers, procs,
-                                  self.policy, self.engine, switch,
-                                  ", accept reuseport" if self.accept == "reuseport" else "",
-                                  self.fd_limit))
+        return ("minginx-cffi: serving %s on %s (version %s, workers %d%s, policy %s, "
+                "engine %s%s%s, fd limit %s)" % (", then ".join(what), self.listen_text(),
+                                                 __version__, self.nworkers, procs,
+                                                 self.policy, self.engine, switch,
+                                                 ", accept reuseport"
+                                                 if self.accept == "reuseport" else "",
+                                                 self.fd_limit))
 
     # -- the main-thread way: signals stop it ---------------------------
 

@@ -50,6 +50,22 @@ def test_the_banner_names_the_switch_ucontext_by_default(args, switch):
         assert p.wait(10) == 0
 
 
+def test_version_flag_and_banner_name_the_package_version():
+    from minginx_cffi import __version__
+    out = subprocess.run(CLI + ["--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout == "minginx-cffi, version %s\n" % __version__
+    p, port, banner = start("--workers", "1")
+    try:
+        assert "(version %s, workers 1," % __version__ in banner
+        # the response names the software, not its version (nginx's `server_tokens off`):
+        # a version in every response tells a scanner which advisories to try
+        r = Conn(port).request("GET", "/")
+        assert r.header("server") == "minginx-cffi"
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+
+
 def test_the_port_banner_names_no_switch():
     p, port, banner = start("--workers", "1", "--engine", "python")
     try:

@@ -177,8 +177,8 @@ class FileCache:
     def _fill(self, rel, dir_request):
         try:
             fd = self._open_beneath(rel)
-        except OSError as e:
-            raise HTTPStatus(_errno_status(e.errno))
+        except OSError as err:
+            raise HTTPStatus(_errno_status(err.errno))
         st = os.fstat(fd)
         path = rel
         if stat.S_ISDIR(st.st_mode):
@@ -187,8 +187,8 @@ class FileCache:
                 raise HTTPStatus(301)
             try:
                 ifd = self._open_beneath("index.html", dir_fd=fd)
-            except OSError as e:
-                raise HTTPStatus(403 if e.errno == errno.ENOENT else _errno_status(e.errno))
+            except OSError as err:
+                raise HTTPStatus(403 if err.errno == errno.ENOENT else _errno_status(err.errno))
             finally:
                 os.close(fd)
             fd = ifd
