@@ -379,6 +379,12 @@ else:
                 loop.call_soon(self._Task__step, RuntimeError(
                     "Task got bad yield: %r" % (result,)), context=ctx)
 
+        def __del__(self):
+            # asyncio's two Python __del__ (Task's, then Future's) run per request; call
+            # them only when they have something to log (a pending task, an unread error)
+            if self._state == _futures._PENDING or self._Future__log_traceback:
+                _tasks._PyTask.__del__(self)
+
     def start_task(loop, coro):
         """Run coro's first step now, as a Task (3.12's eager start, for 3.11)."""
         return _EagerTask(coro, loop)
