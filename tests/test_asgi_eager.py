@@ -1,12 +1,14 @@
 """Eager request tasks (asgi.start_task): the first step runs at once, the task stays one real Task.
 
-On Python 3.12+ start_task is asyncio's eager_start; on 3.11 it is asgi._EagerTask.  The unit
-tests drive start_task on a bare loop; the end-to-end ones run apps over real sockets on both
+On Python 3.12+ start_task is asyncio's eager_start (before 3.12, a plain Task: the unit tests
+of the eager step skip there, the end-to-end ones run everywhere).  The unit tests drive
+start_task on a bare loop; the end-to-end ones run apps over real sockets on both
 engines, with the waits that would expose a task whose identity changed after its first step
 (anyio cancel scopes and task groups) or a context shared between requests."""
 
 import asyncio
 import contextvars
+import sys
 import threading
 
 import pytest
@@ -16,6 +18,7 @@ from conftest import Conn, get, wait_for
 from minginx_cffi.asgi import _CYCLE_RUN, start_task
 
 anyio = pytest.importorskip("anyio")
+eager_only = pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio starts tasks eagerly from 3.12")
 
 
 # ------------------------------------------------------------- start_task on a bare loop
@@ -38,6 +41,7 @@ def run_on_loop(test):
         loop.close()
 
 
+@eager_only
 def test_a_coroutine_that_never_waits_is_done_when_start_task_returns():
     seen = []
 
@@ -83,6 +87,7 @@ def test_a_coroutine_that_waits_keeps_its_task_and_is_registered(wait):
     asyncio.run(main())
 
 
+@eager_only
 def test_exceptions_and_cancellation_end_the_task_as_asyncio_does():
     async def raises():
         raise ValueError("boom")
@@ -115,6 +120,7 @@ def test_exceptions_and_cancellation_end_the_task_as_asyncio_does():
     asyncio.run(main())
 
 
+@eager_only
 def test_each_task_runs_in_a_copy_of_the_context():
     var = contextvars.ContextVar("var", default="unset")
 
