@@ -299,6 +299,10 @@ int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last);
  * GIL around it).  Lock-protected list + eventfd, written only when the list
  * was empty, so a burst of posts costs the worker one wake-up.  Returns 0. */
 int mg_call_post(mg_pycall *c);
+/* mg_call_post for each of n calls, in one C call: an event loop answering a
+ * burst releases the GIL once for it, not once per round (every GIL release
+ * while a worker waits for the GIL is a thread handoff).  Returns 0. */
+int mg_call_post_many(mg_pycall **calls, int n);
 
 /* --header values checked as a handler's fields are (response.c head_fields),
  * and none the static responses write themselves (Content-Type, ETag,

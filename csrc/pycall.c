@@ -355,6 +355,13 @@ int mg_call_post(mg_pycall *c)
     return 0;
 }
 
+int mg_call_post_many(mg_pycall **calls, int n)
+{
+    for (int i = 0; i < n; i++)
+        mg_call_post(calls[i]);
+    return 0;
+}
+
 void drain_posts(mg_worker *w)
 {
     uint64_t count;
