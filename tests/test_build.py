@@ -47,7 +47,7 @@ def test_a_new_compiler_warning_does_not_fail_a_users_build(tmp_path):
     # as make build, make check-c and .ci/run set) stops at it.
     user = build_copy(tmp_path / "user", {"CFLAGS": "-Wconversion"})
     assert user.returncode == 0, user.stderr[-2000:]
-    assert "-Wconversion" in user.stdout + user.stderr
+    assert "warning: conversion" in user.stderr
     assert glob.glob(str(tmp_path / "user" / "minginx_cffi" / "_minginx*.so"))
     dev = build_copy(tmp_path / "dev", {"CFLAGS": "-Wconversion", "MINGINX_WERROR": "1"})
     assert dev.returncode != 0
