@@ -22,7 +22,8 @@ test: build
 
 # The C engine under AddressSanitizer + UndefinedBehaviorSanitizer (with the fiber
 # annotations around every context switch, csrc/coroutine.c): a copy of the tree is built
-# in build/asan and the whole suite runs on it, C engine only: the runtime, static files,
+# in build/asan and the whole suite runs on it, C engine only (on both I/O backends: the
+# cffi and cffi-uring engines of tests/conftest.py): the runtime, static files,
 # and the handler bridge (test_handlers.py, test_wsgi.py, the CLI's start-up failures in
 # subprocesses, which inherit the preload).  -rs lists what was skipped (test_wsgi.py
 # needs flask), so a hole in the coverage shows.
@@ -32,7 +33,7 @@ test-asan:
 	cp -r csrc minginx_cffi tests docs tools README.md pyproject.toml build/asan/
 	rm -f build/asan/minginx_cffi/_minginx*.so
 	cd build/asan && MINGINX_WERROR=1 MINGINX_SANITIZE=asan $(PYTHON) minginx_cffi/_build.py > build.log 2>&1 || (cat build.log; exit 1)
-	cd build/asan && LD_PRELOAD=$(ASAN_RT) MINGINX_ENGINES=cffi MINGINX_SANITIZED=1 MINGINX_TEST_SWITCH=fast \
+	cd build/asan && LD_PRELOAD=$(ASAN_RT) MINGINX_ENGINES=cffi,cffi-uring MINGINX_SANITIZED=1 MINGINX_TEST_SWITCH=fast \
 	    ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:allow_user_segv_handler=1 \
 	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests

@@ -13,6 +13,9 @@ so they are the measure for "within 5% of the bare loop's CPU".  For each server
 
     python3 bench/per_request.py [--servers fast,ucontext,bare] [--duration 5]
 
+A server name is a --switch, with "-uring" for --io uring (fast-uring: the fast switch
+on io_uring; fast alone is epoll).
+
 The file is the 6 KiB index.html of bench/run.py's pinned workload; one worker.
 """
 
@@ -22,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,8 +45,9 @@ def server_cmd(name, root, port):
         if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(BARE_SRC):
             subprocess.run(["cc", "-O2", "-o", exe, BARE_SRC], check=True)
         return [exe, str(port), os.path.join(root, "index.html")]
+    switch, _, io = name.partition("-")   # SWITCH or SWITCH-uring: fast, fast-uring, ...
     return [sys.executable, "-m", "minginx_cffi", "serve", "--root", root, "--port", str(port),
-            "--workers", "1", "--no-stats", "--switch", name]
+            "--workers", "1", "--no-stats", "--switch", switch, "--io", io or "epoll"]
 
 
 def wrk(port, duration):
@@ -54,6 +59,22 @@ def wrk(port, duration):
     if not m or "Non-2xx" in out:
         raise RuntimeError("wrk failed:\n" + out)
     return int(m.group(1))
+
+
+def wait_served(port, timeout):
+    """Until a request is answered: the master binds the port long before its server
+    process (under valgrind, on a loaded machine, tens of seconds) takes requests."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET /index.html HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+                if s.recv(12).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the server on port %d answered nothing in %d s" % (port, timeout))
 
 
 def stop(proc):
@@ -74,6 +95,7 @@ def instructions(name, root, duration, keep=None):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, timeout=180)
+        wait_served(port, 180)
         wrk(port, 3)
         pids = [str(p) for p in process_tree(proc.pid)]
         subprocess.run(["callgrind_control", "-z"] + pids, capture_output=True, check=True)
@@ -106,6 +128,7 @@ def syscalls(name, root, duration):
     log = tempfile.mktemp(prefix="strace-")
     try:
         wait_port(port, timeout=60)
+        wait_served(port, 60)
         wrk(port, 2)
         argv = ["strace", "-c", "-f", "-o", log]
         for p in process_tree(proc.pid):
@@ -128,12 +151,48 @@ def syscalls(name, root, duration):
             os.unlink(log)
 
 
+def cpu_time(pids):
+    """User + system seconds the processes have used (/proc/PID/stat: utime, stime)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu(name, root, duration):
+    """Server CPU seconds (user + system, the kernel's side of io_uring included, which
+    callgrind does not see) per request: noisy on a shared machine, so run it a few times."""
+    port = free_port()
+    proc = subprocess.Popen(server_cmd(name, root, port), cwd=os.path.dirname(HERE),
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=60)
+        wait_served(port, 60)
+        wrk(port, 2)
+        pids = process_tree(proc.pid)
+        before = cpu_time(pids)
+        n = wrk(port, duration)
+        return (cpu_time(pids) - before) / n, n
+    finally:
+        stop(proc)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", default="fast,ucontext,bare")
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--no-strace", action="store_true")
-    ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--no-callgrind", action="store_true",
+                    help="(valgrind 3.19 cannot run --io uring: its io_uring_enter holds the lock "
+                         "every thread needs, so the server hangs)")
+    ap.add_argument("--cpu", type=int, default=0, metavar="N",
+                    help="also N rounds of server CPU time per request, the servers alternating")
     ap.add_argument("--keep", metavar="DIR", help="copy the callgrind files here (for callgrind_annotate)")
     args = ap.parse_args()
     root = make_root()
@@ -142,18 +201,29 @@ def main():
     if not args.no_callgrind:
         for name in names:
             insns[name], n = instructions(name, root, args.duration, args.keep)
-            print("%-9s %8.0f instructions/request (%d requests under callgrind)" % (name, insns[name], n),
+            print("%-10s %8.0f instructions/request (%d requests under callgrind)" % (name, insns[name], n),
                   flush=True)
         if "bare" in insns:
             for name in names:
-                print("%-9s %.3fx the bare loop's instructions" % (name, insns[name] / insns["bare"]))
+                print("%-10s %.3fx the bare loop's instructions" % (name, insns[name] / insns["bare"]))
+    if args.cpu:
+        per = {name: [] for name in names}
+        for _ in range(args.cpu):
+            for name in names:
+                per[name].append(cpu(name, root, args.duration)[0])
+        for name in names:
+            best = min(per[name])
+            print("%-10s %.2f us CPU/request (best of %d; all: %s)%s" % (
+                name, best * 1e6, args.cpu, ", ".join("%.2f" % (v * 1e6) for v in per[name]),
+                "" if name == names[0] else "  %.3fx %s" % (best / min(per[names[0]]), names[0])),
+                flush=True)
     if not args.no_strace:
         for name in names:
             calls, n = syscalls(name, root, args.duration)
             per = sum(calls.values()) / n
             detail = ", ".join("%s %.3f" % (k, v / n) for k, v in
                                sorted(calls.items(), key=lambda kv: -kv[1]) if v / n >= 0.001)
-            print("%-9s %.3f system calls/request (%d requests): %s" % (name, per, n, detail), flush=True)
+            print("%-10s %.3f system calls/request (%d requests): %s" % (name, per, n, detail), flush=True)
 
 
 if __name__ == "__main__":

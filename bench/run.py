@@ -70,7 +70,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from minginx_cffi.server import default_root  # noqa: E402
 
 STATIC = ["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi fast", "minginx-cffi reuseport",
-          "nginx", "nginx open_file_cache", "h2o", "lighttpd"]
+          "minginx-cffi uring", "nginx", "nginx open_file_cache", "h2o", "lighttpd"]
 WORKLOADS = {
     "pinned": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
                    servers=STATIC + ["minginx-cffi lifo, no caches", "python port", "bare C loop"]),
@@ -78,13 +78,13 @@ WORKLOADS = {
                  servers=["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi reuseport",
                           "nginx", "h2o", "lighttpd"]),
     "1mib": dict(workers=1, pin=True, wrk=["-t2", "-c10"], path="/1mib.bin",
-                 servers=["minginx-cffi lifo", "nginx", "h2o", "lighttpd"]),
+                 servers=["minginx-cffi lifo", "minginx-cffi uring", "nginx", "h2o", "lighttpd"]),
     "ab": dict(workers=1, pin=True, kind="ab", ab=["-n", "20000", "-c", "50"], path="/index.html",
                servers=["minginx-cffi lifo", "minginx-cffi reuseport", "minginx-cffi no defer-accept",
-                        "nginx", "nginx deferred", "h2o", "lighttpd"]),
+                        "minginx-cffi uring", "nginx", "nginx deferred", "h2o", "lighttpd"]),
     "idle10k": dict(workers=2, pin=False, kind="idle", conns=10000, path="/index.html",
-                    servers=["minginx-cffi, keep-alive 75 s", "python port, keep-alive 75 s",
-                             "nginx", "h2o", "lighttpd"]),
+                    servers=["minginx-cffi, keep-alive 75 s", "minginx-cffi uring, keep-alive 75 s",
+                             "python port, keep-alive 75 s", "nginx", "h2o", "lighttpd"]),
     # past one process's fd limit (20,000 here, root cannot raise it): 19,000 on one server
     # process, and 50,000 on three processes (nginx: three worker processes), held by
     # several client processes
@@ -382,6 +382,16 @@ def servers_available():
             r, p, w, pin, "lifo", env={"MINGINX_FD_BATCH": "1"}),
         "bare C loop": start_bare_loop,
     })
+    # --io uring next to the epoll rows (issue 16), where this kernel lets us have a ring
+    try:
+        from minginx_cffi import _native
+        _native.uring_probe()
+        out["minginx-cffi uring"] = lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
+                                                                      "--io", "uring")
+        out["minginx-cffi uring, keep-alive 75 s"] = lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--io", "uring", "--keepalive-timeout", "75")
+    except OSError as e:
+        print("bench: no --io uring rows: %s" % e.strerror)
     for name, binary in (("nginx", "nginx"), ("h2o", "h2o"), ("lighttpd", "lighttpd")):
         if shutil.which(binary):
             if name == "nginx":   # nginx with TCP_DEFER_ACCEPT, as minginx-cffi and h2o by default

@@ -140,6 +140,9 @@ struct mg_coroutine {
     int timed_out;               /* its timer fired while it waited */
     int cancelled;               /* the worker is shutting down */
     int idle;                    /* between requests: may be closed at shutdown */
+    int io_pending;              /* --io uring: an SQE of ours has no CQE yet (uring.c) */
+    int32_t io_res;              /* --io uring: the last CQE's res */
+    int io_watch;                /* --io uring: a hang-up poll is armed (uring_watch_hangup) */
     int drained;                 /* the last read emptied the socket, and epoll has reported
                                     no input since: a recv now would only say EAGAIN */
     mg_coroutine *next_ready;    /* ready-queue link */
@@ -201,7 +204,8 @@ typedef struct mg_parked {
 struct mg_worker {
     struct mg_server *srv;
     int index;
-    int epfd;                    /* this worker's epoll instance */
+    int epfd;                    /* this worker's epoll instance (-1 under --io uring) */
+    struct mg_uring *uring;      /* --io uring: the ring (uring.c), NULL under epoll */
     int pipe_r, pipe_w;          /* dispatch pipe: the acceptor writes fds to pipe_w */
     int policy;                  /* RDY_FIFO or RDY_LIFO */
     size_t stack_size;
@@ -342,6 +346,29 @@ MG_HIDDEN void worker_refresh_date(struct mg_worker *w);
  * too); NULL and *err = -errno on failure. */
 MG_HIDDEN struct mg_worker *worker_alloc(struct mg_server *srv, int policy, int stack_size,
                                          int *err);
+
+/* uring.c: the io_uring backend.  uring_new: 0 or -errno (w->uring set);
+ * uring_wait: epoll_wait's counterpart (events into w->events, -1 and errno
+ * on failure); the I/O calls as io.c's; uring_park/uring_unpark: a parked
+ * connection's poll, armed and cancelled. */
+struct mg_uring;
+MG_HIDDEN int uring_new(struct mg_worker *w);
+MG_HIDDEN void uring_free(struct mg_worker *w);
+MG_HIDDEN unsigned uring_setup_flags(struct mg_worker *w);
+MG_HIDDEN int uring_wait(struct mg_worker *w, int timeout_ms);
+MG_HIDDEN void uring_drain(struct mg_worker *w);
+MG_HIDDEN ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len);
+struct iovec;
+MG_HIDDEN ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt);
+MG_HIDDEN int uring_poll(mg_coroutine *co, int reason);
+MG_HIDDEN int uring_park(struct mg_worker *w, int fd, uint64_t id);
+MG_HIDDEN void uring_unpark(struct mg_worker *w, int fd, uint64_t id);
+MG_HIDDEN void uring_watch_hangup(mg_coroutine *co);
+MG_HIDDEN void uring_unwatch_hangup(mg_coroutine *co);
+/* testhooks.c: MINGINX_TEST_NO_URING=1 (io_uring_setup fails with ENOSYS),
+ * MINGINX_TEST_URING_PLAIN=1 (no SINGLE_ISSUER|DEFER_TASKRUN: the fallback ring) */
+MG_HIDDEN int mg_test_no_uring(void);
+MG_HIDDEN int mg_test_uring_plain(void);
 
 /* acceptor.c */
 MG_HIDDEN void dispatch(struct mg_server *srv, int fd);

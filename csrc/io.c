@@ -4,6 +4,10 @@
  * EAGAIN: park on the fd (coroutine_yield, back to schedule()) until wake_fd()
  * or a timer puts us back on the ready queue, then try again.  The results
  * follow the kernel's style: bytes moved, or -errno.
+ *
+ * Under --io uring (w->uring set) recv_async, sendv_async and io_park go to
+ * uring.c instead: the call is submitted and the coroutine waits for its
+ * completion.  sendfile stays sendfile(2), whose EAGAIN io_park polls.
  */
 #include "internal.h"
 
@@ -18,6 +22,8 @@
  * -ETIMEDOUT / -ECANCELED when the wait itself is over. */
 int io_park(mg_coroutine *co, int reason)
 {
+    if (co->worker->uring)
+        return uring_poll(co, reason);
     if (co->timed_out)
         return -ETIMEDOUT;
     if (co->cancelled && co->idle)
@@ -57,6 +63,8 @@ ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len)
 
 ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
 {
+    if (co->worker->uring)
+        return uring_recv(co, buf, len);
     for (;;) {
         ssize_t n = recv_nowait(co, buf, len);
         if (n != -EAGAIN)
@@ -74,6 +82,8 @@ ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
     size_t total = 0;
     int progressed = 1;   /* arm the send timer afresh only after progress */
 
+    if (co->worker->uring)
+        return uring_sendv(co, iov, iovcnt);
     for (;;) {
         /* an empty piece is already sent: waiting for EPOLLOUT to send
          * nothing would park until the send timeout */

@@ -46,6 +46,14 @@ typedef enum {
     MG_ACCEPT_MAX
 } mg_accept_mode;
 
+/* How a worker does its I/O (--io): epoll readiness then the system call
+ * (the seed), or io_uring submissions and completions (csrc/uring.c). */
+typedef enum {
+    MG_IO_EPOLL = 0,
+    MG_IO_URING = 1,
+    MG_IO_MAX
+} mg_io;
+
 /* The access log's line format (--access-log-format). */
 typedef enum {
     MG_LOG_COMBINED = 0,  /* nginx's combined, byte for byte */
@@ -104,6 +112,7 @@ typedef struct {
     int stats_endpoint;          /* 1: GET /_minginx/stats and /_minginx/trace answer JSON */
     int switch_mode;             /* mg_switch_mode */
     int accept_mode;             /* mg_accept_mode */
+    int io;                      /* mg_io */
     int handler_timeout_ms;      /* a deferred Python call not answered in this gets its client
                                     a 504 and the connection closed (0: no limit) */
     int handler_timeout_head;    /* 1: the timeout runs only until the response head (ASGI: a
@@ -339,6 +348,12 @@ int mg_worker_stop(mg_worker *w, int graceful);
  * Call before mg_worker_run. */
 int mg_worker_listen(mg_worker *w, int listen_fd);
 void mg_worker_stats(mg_worker *w, mg_stats *out);
+/* Can this process use io_uring (--io uring)?  Sets up a ring and drops it:
+ * 0 and *setup_flags the IORING_SETUP_SINGLE_ISSUER (4096) and
+ * IORING_SETUP_DEFER_TASKRUN (8192) bits the kernel took, or -errno:
+ * -ENOSYS no io_uring (or a seccomp filter), -EPERM kernel.io_uring_disabled,
+ * -EOPNOTSUPP older than Linux 5.11.  (MINGINX_TEST_NO_URING=1: -ENOSYS.) */
+int mg_io_uring_probe(unsigned *setup_flags);
 
 /* ---- the trace: the seed's happy path, step by step ----
  * With cfg.trace, each worker (and the acceptor) writes one record per step
@@ -361,6 +376,8 @@ typedef enum {
     MG_EV_WAKE_PYTHON,           /* worker: a deferred Python round was posted back; arg: op */
     MG_EV_PARK,                  /* an idle connection gives its coroutine back; arg: requests so far */
     MG_EV_UNPARK,                /* input on a parked connection: a coroutine again; arg: epoll events */
+    MG_EV_SUBMIT,                /* --io uring: a coroutine queued an SQE; arg: IORING_OP_* */
+    MG_EV_COMPLETE,              /* --io uring: its CQE came (the counterpart of wake_fd); arg: res */
     MG_EV_MAX
 } mg_event;
 

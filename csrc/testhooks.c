@@ -9,7 +9,25 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
+
+/* uring.c's simulated kernels (tests/test_uring.py): read per ring set-up, a few per server. */
+static int env_on(const char *name)
+{
+    const char *v = getenv(name);
+    return v && v[0] && strcmp(v, "0") != 0;
+}
+
+int mg_test_no_uring(void)
+{
+    return env_on("MINGINX_TEST_NO_URING");
+}
+
+int mg_test_uring_plain(void)
+{
+    return env_on("MINGINX_TEST_URING_PLAIN");
+}
 
 mg_worker *mg_test_worker_new(int policy, int stack_size, int *err)
 {

@@ -198,6 +198,8 @@ static void park_unlink(mg_worker *w, mg_parked *p)
 static void park_close(mg_worker *w, mg_parked *p)
 {
     park_unlink(w, p);
+    if (w->uring)
+        uring_unpark(w, p->fd, p->id);   /* its poll would hold the socket open */
     close(p->fd);   /* also removes it from the epoll set */
     free(p);
 }
@@ -210,6 +212,10 @@ int worker_park(mg_coroutine *co)
     mg_parked *p = malloc(sizeof(*p));
     if (!p)
         return -1;   /* it waits as a coroutine, as before */
+    if (w->uring && uring_park(w, co->fd, co->id) < 0) {
+        free(p);     /* --io uring: no poll, no parking */
+        return -1;
+    }
     p->fd = co->fd;
     p->id = co->id;
     p->requests = co->requests;
@@ -514,7 +520,7 @@ static void accept_from_pipe(mg_worker *w, int fd)
         return;
     }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.fd = fd};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    if (!w->uring && epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         mg_log("minginx: epoll_ctl(ADD): %s", strerror(errno));
         coroutine_destroy(co);
         return;
@@ -547,6 +553,10 @@ static void worker_accept(mg_worker *w)
 
 int mg_worker_listen(mg_worker *w, int listen_fd)
 {
+    if (w->uring) {
+        w->listen_fd = listen_fd;   /* uring.c polls it */
+        return 0;
+    }
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = listen_fd};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, listen_fd, &ev) < 0)
         return -errno;
@@ -623,20 +633,28 @@ mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
     if (!w->fd_table || !w->park_table || !w->stack_pool)
         goto fail_nomem;
 
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->epfd < 0)
-        goto fail;
     int p[2];
     if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
         goto fail;
     w->pipe_r = p[0];
     w->pipe_w = p[1];
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = w->pipe_r};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->pipe_r, &ev) < 0)
-        goto fail;
     /* deferred Python rounds come back through this (pycall.c: mg_call_post) */
     w->post_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->post_fd < 0)
+        goto fail;
+    if (srv && srv->cfg.io == MG_IO_URING) {
+        int r = uring_new(w);   /* the ring polls the pipe and the eventfd itself */
+        if (r < 0) {
+            errno = -r;
+            goto fail;
+        }
+        return w;
+    }
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd < 0)
+        goto fail;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = w->pipe_r};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->pipe_r, &ev) < 0)
         goto fail;
     ev.data.fd = w->post_fd;
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->post_fd, &ev) < 0)
@@ -709,6 +727,7 @@ void mg_worker_free(mg_worker *w)
     coroutine_pool_drain(w);
     reqbuf_pool_drain(w);
     file_cache_free(w);
+    uring_free(w);
     if (w->epfd >= 0)
         close(w->epfd);
     if (w->pipe_r >= 0)
@@ -764,12 +783,14 @@ int mg_worker_run(mg_worker *w)
         if (w->shared)
             stats_publish(w);   /* once per iteration, never per request */
         int timeout = timers_next_timeout(w);
-        int n = epoll_wait(w->epfd, w->events, MG_MAX_EVENTS, timeout);
+        /* the backend: readiness (epoll) or completions (uring.c), as epoll_events */
+        int n = w->uring ? uring_wait(w, timeout)
+                         : epoll_wait(w->epfd, w->events, MG_MAX_EVENTS, timeout);
         w->now_ms = mg_now_ms();
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            mg_log("minginx: epoll_wait: %s", strerror(errno));
+            mg_log("minginx: %s: %s", w->uring ? "io_uring_enter" : "epoll_wait", strerror(errno));
             break;
         }
         for (int i = 0; i < n; i++) {
@@ -796,6 +817,7 @@ int mg_worker_run(mg_worker *w)
     w->py_head = w->py_tail = NULL;
     w->ready_len = 0;
     orphan_pending(w);
+    uring_drain(w);   /* --io uring: no SQE may name a stack or buffer freed below */
     while (w->all)
         coroutine_destroy(w->all);
     park_close_all(w);

@@ -6,6 +6,7 @@ around each call into C, so ``Worker.run()`` (the worker loop) and
 ``Engine.accept_loop()`` (the acceptor) run without it.
 """
 
+import errno
 import os
 
 from ._minginx import ffi, lib
@@ -32,6 +33,17 @@ DEFAULT_SWITCH = os.environ.get("MINGINX_TEST_SWITCH") or "ucontext"
 LOG_FORMATS = {"combined": lib.MG_LOG_COMBINED, "json": lib.MG_LOG_JSON}
 #: who accepts (--accept): the main thread through dispatch pipes, or each worker itself
 ACCEPT_MODES = {"dispatch": lib.MG_ACCEPT_DISPATCH, "reuseport": lib.MG_ACCEPT_REUSEPORT}
+#: how workers do their I/O (--io): epoll readiness, or io_uring completions (csrc/uring.c)
+IO_MODES = {"epoll": lib.MG_IO_EPOLL, "uring": lib.MG_IO_URING}
+#: the default --io: epoll.  MINGINX_TEST_IO=uring changes it for a test run only: the
+#: "cffi-uring" engine of tests/conftest.py sets it, so that every end-to-end test, the CLI's
+#: subprocesses included, runs the C engine on io_uring too
+DEFAULT_IO = os.environ.get("MINGINX_TEST_IO") or "epoll"
+
+
+def default_io():
+    """Server(io=None)'s backend, read when the server is made (the test fixture sets it)."""
+    return os.environ.get("MINGINX_TEST_IO") or "epoll"
 DEFAULT_STACK_SIZE = lib.MG_DEFAULT_STACK_SIZE
 MIN_STACK_SIZE = lib.MG_MIN_STACK_SIZE
 MAX_WORKERS = lib.MG_MAX_WORKERS
@@ -41,6 +53,25 @@ YIELD_REASONS = ("ready", "read", "write", "python")
 
 def _raise_errno(rc, what):
     raise OSError(-rc, "%s: %s" % (what, os.strerror(-rc)))
+
+
+#: why io_uring_setup failed, for --io uring's one-line message
+_URING_WHY = {errno.ENOSYS: "the kernel has no io_uring, or a seccomp filter blocks it",
+              errno.EPERM: "kernel.io_uring_disabled or a seccomp filter forbids it",
+              errno.EOPNOTSUPP: "the kernel's io_uring is older than Linux 5.11 (no EXT_ARG)"}
+
+
+def uring_probe():
+    """The IORING_SETUP_* flags a ring gets here ("SINGLE_ISSUER|DEFER_TASKRUN", or
+    "plain" for the fallback); OSError with the reason when io_uring is unavailable."""
+    flags = ffi.new("unsigned *")
+    rc = lib.mg_io_uring_probe(flags)
+    if rc < 0:
+        why = _URING_WHY.get(-rc, os.strerror(-rc))
+        raise OSError(-rc, "io_uring_setup: %s (%s)" % (os.strerror(-rc), why))
+    names = [name for bit, name in ((4096, "SINGLE_ISSUER"), (8192, "DEFER_TASKRUN"))
+             if flags[0] & bit]
+    return "|".join(names) or "plain"
 
 
 def _check(rc, what):
@@ -107,7 +138,7 @@ class Engine:
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
                  trace=False, stats_endpoint=False, switch=DEFAULT_SWITCH, accept="dispatch", threads=0,
-                 handler_timeout=0.0, access_log_fd=None, access_log_path=None,
+                 io="epoll", handler_timeout=0.0, access_log_fd=None, access_log_path=None,
                  access_log_format="combined",
                  add_headers=b"", error_pages=(), proxy_headers=False,
                  forwarded_allow=()):
@@ -142,6 +173,7 @@ class Engine:
         cfg.trace = int(bool(trace))
         cfg.switch_mode = SWITCHES[switch]
         cfg.accept_mode = ACCEPT_MODES[accept]
+        cfg.io = IO_MODES[io]
         cfg.stats_endpoint = int(bool(stats_endpoint))
         # the access log: C duplicates the fd (the caller keeps its own) and reopens the path
         if access_log_format not in LOG_FORMATS:

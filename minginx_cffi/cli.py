@@ -7,7 +7,8 @@ import click
 
 from . import __version__
 from . import log
-from ._native import ACCEPT_MODES, DEFAULT_STACK_SIZE, DEFAULT_SWITCH, POLICIES, SWITCHES
+from ._native import (ACCEPT_MODES, DEFAULT_IO, DEFAULT_STACK_SIZE, DEFAULT_SWITCH, IO_MODES,
+                      POLICIES, SWITCHES)
 from .server import (ACCESS_LOG_FORMATS, DEFAULT_HANDLER_TIMEOUT, DEFAULT_THREADS, ENGINES, LIMITS,
                      ServerError, serve)
 
@@ -42,6 +43,10 @@ def cli():
               show_default=True,
               help="dispatch: the main thread accepts and hands fds down pipes (the seed); "
                    "reuseport: each worker accepts on its own SO_REUSEPORT listener.")
+@click.option("--io", type=click.Choice(list(IO_MODES)), default=DEFAULT_IO, show_default=True,
+              help="Worker I/O: epoll (readiness, then the system call: the seed) or uring "
+                   "(io_uring: calls submitted, completions reaped; Linux 5.11+, cffi engine "
+                   "only; exits if the kernel refuses it).")
 @click.option("--defer-accept/--no-defer-accept", default=True, show_default=True,
               help="TCP_DEFER_ACCEPT: accept a connection when its request arrives, not at "
                    "the handshake (as h2o); off, the first read waits in epoll as in the seed.")

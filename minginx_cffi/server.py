@@ -329,7 +329,7 @@ class Server:
                  send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
                  small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
                  engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
-                 switch=_native.DEFAULT_SWITCH, accept="dispatch", defer_accept=True, asgi=None, root_path="",
+                 switch=_native.DEFAULT_SWITCH, accept="dispatch", io=None, defer_accept=True, asgi=None, root_path="",
                  threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT,
                  log_level=None, stats_slot=None, access_log=None, access_log_format="combined",
                  header=(), error_page=(), proxy_headers=False, forwarded_allow_ips="127.0.0.1",
@@ -404,6 +404,21 @@ class Server:
             raise ServerError("--accept reuseport is for the cffi engine")
         if switch not in _native.SWITCHES:
             raise ServerError("switch must be one of: %s" % ", ".join(_native.SWITCHES))
+        if io is None:   # epoll; a test run's MINGINX_TEST_IO for the C engine (_native.default_io)
+            io = _native.default_io() if engine == "cffi" else "epoll"
+        if io not in _native.IO_MODES:
+            raise ServerError("io must be one of: %s" % ", ".join(_native.IO_MODES))
+        self.uring_flags = None
+        if io == "uring":
+            if engine != "cffi":
+                raise ServerError("--io uring is for the cffi engine: the pure-Python port is "
+                                  "epoll only (the standard library has no io_uring)")
+            try:
+                self.uring_flags = _native.uring_probe()
+            except OSError as e:
+                raise ServerError("--io uring: io_uring is not available: %s" % e.strerror) \
+                    from None
+        self.io = io
         self.accept = accept
         self.switch = switch
         self.reuse_port = reuse_port or accept == "reuseport"
@@ -441,6 +456,8 @@ class Server:
             gzip_static=gzip_static, open_file_cache=open_file_cache,
             small_file_cache=small_file_cache, add_headers=add_headers, error_pages=error_pages,
             proxy_headers=self.proxy_headers, forwarded_allow=forwarded_allow)
+        if engine == "cffi":
+            self._engine_args["io"] = io   # the port has one backend: epoll
         self.access_log, self.access_log_format = check_access_log(access_log, access_log_format)
         self.fd_limit = None
         self._sock = None
@@ -668,6 +685,10 @@ class Server:
         procs = ", processes %d" % self.processes if self.processes > 1 else ""
         # the port's coroutines are generators: it has no context switch to name
         switch = ", switch %s" % self.switch if self.engine == "cffi" else ""
+        if self.io == "uring":
+            switch += ", io uring (%s)" % self.uring_flags
+        elif self.engine == "cffi":
+            switch += ", io epoll"
         return ("minginx-cffi: serving %s on %s (version %s, workers %d%s, policy %s, "
                 "engine %s%s%s, fd limit %s)" % (", then ".join(what), self.listen_text(),
                                                  __version__, self.nworkers, procs,

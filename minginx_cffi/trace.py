@@ -15,10 +15,12 @@ The event numbers are csrc/minginx.h's mg_event (_native checks they agree).
 
 EVENTS = ("accept", "dispatch", "fd_batch", "coroutine_create", "add_to_ready", "schedule",
           "trampoline_start", "entry", "yield", "wake_fd", "handler_done", "finished",
-          "coroutine_destroy", "wake_python", "park", "unpark")
+          "coroutine_destroy", "wake_python", "park", "unpark", "submit", "complete")
 (EV_ACCEPT, EV_DISPATCH, EV_FD_BATCH, EV_COROUTINE_CREATE, EV_ADD_TO_READY, EV_SCHEDULE,
  EV_TRAMPOLINE_START, EV_ENTRY, EV_YIELD, EV_WAKE_FD, EV_HANDLER_DONE, EV_FINISHED,
- EV_COROUTINE_DESTROY, EV_WAKE_PYTHON, EV_PARK, EV_UNPARK) = range(len(EVENTS))
+ EV_COROUTINE_DESTROY, EV_WAKE_PYTHON, EV_PARK, EV_UNPARK, EV_SUBMIT, EV_COMPLETE) = range(len(EVENTS))
+#: --io uring: the IORING_OP_* a coroutine submits (linux/io_uring.h)
+URING_OPS = {6: "POLL_ADD", 9: "SENDMSG", 26: "SEND", 27: "RECV"}
 YIELD_REASONS = ("ready", "read", "write", "python")
 
 
@@ -47,6 +49,10 @@ def describe(event, arg):
             arg, "" if arg == 1 else "s")
     if event == EV_UNPARK:
         return "unpark (input on a parked fd) -> coroutine_create"
+    if event == EV_SUBMIT:
+        return "submit (io_uring SQE: %s)" % URING_OPS.get(arg, "op %d" % arg)
+    if event == EV_COMPLETE:
+        return "complete (io_uring CQE: res %d) -> the counterpart of wake_fd" % arg
     return EVENTS[event]
 
 

@@ -66,12 +66,31 @@ def policy(request):
     return request.param
 
 
-ENGINES = os.environ.get("MINGINX_ENGINES", "cffi,python").split(",")
+#: "cffi-uring" is the C engine with --io uring (csrc/uring.c)
+ENGINES = os.environ.get("MINGINX_ENGINES", "cffi,cffi-uring,python").split(",")
+
+
+def engine_options(name):
+    """Server() keywords for a name in ENGINES (tests that start one server per engine)."""
+    return dict(engine="cffi", io="uring") if name == "cffi-uring" else dict(engine=name)
+
+
+def engine_args(name):
+    """The CLI's flags for a name in ENGINES."""
+    return ["--engine", "cffi", "--io", "uring"] if name == "cffi-uring" else ["--engine", name]
 
 
 @pytest.fixture(params=ENGINES)
-def engine(request):
-    """Every end-to-end test runs on both engines: the C core and the pure-Python port."""
+def engine(request, monkeypatch):
+    """Every end-to-end test runs on both engines: the C core and the pure-Python port,
+    and the C core on both of its I/O backends.  "cffi-uring" is the engine "cffi" with
+    MINGINX_TEST_IO=uring for the test's duration: every server it makes (Server(),
+    make_server, the CLI in a subprocess) defaults to --io uring, and a test that
+    branches on engine == "cffi" treats it as the C engine it is."""
+    if request.param == "cffi-uring":
+        monkeypatch.setenv("MINGINX_TEST_IO", "uring")
+        return "cffi"
+    monkeypatch.delenv("MINGINX_TEST_IO", raising=False)
     return request.param
 
 

@@ -7,7 +7,7 @@ with the server closing (and answering nothing after the bad request).
 
 import pytest
 
-from conftest import ENGINES, raw, split_responses
+from conftest import ENGINES, engine_options, raw, split_responses
 
 H = b"Host: a\r\n"
 CLOSE = b"Connection: close\r\n"
@@ -63,7 +63,8 @@ CASES = [
 @pytest.fixture(scope="module", params=ENGINES)
 def conf_server(site_root, request):
     from minginx_cffi import Server
-    srv = Server(root=str(site_root), port=0, workers=1, grace=1, engine=request.param).start()
+    srv = Server(root=str(site_root), port=0, workers=1, grace=1,
+                 **engine_options(request.param)).start()
     yield srv
     srv.shutdown()
 

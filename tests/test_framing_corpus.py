@@ -10,7 +10,7 @@ behaviour for every case.
 
 import pytest
 
-from conftest import ENGINES
+from conftest import ENGINES, engine_options
 from framing_corpus import ALL_MODES, CASES, SECOND, SECOND_BODY, chunked, exchange, outcome
 from minginx_cffi import App, Response
 
@@ -29,7 +29,8 @@ def env(request):
 
 def start(site_root, engine, **kw):
     from minginx_cffi import Server
-    return Server(root=str(site_root), app=app, port=0, workers=1, grace=1, engine=engine, **kw).start()
+    return Server(root=str(site_root), app=app, port=0, workers=1, grace=1, **engine_options(engine),
+                  **kw).start()
 
 
 @pytest.fixture(scope="module", params=ENGINES)

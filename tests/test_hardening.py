@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ENGINES, INDEX, Conn, alive, free_port, raw, status_of, wait_for
+from conftest import ENGINES, INDEX, Conn, engine_args, alive, free_port, raw, status_of, wait_for
 
 
 def rss_kib():
@@ -204,7 +204,7 @@ def test_emfile_backs_off_without_spinning_and_recovers(site_root, engine_name):
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
 
     p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--root", str(site_root),
-                          "--port", str(port), "--workers", "1", "--engine", engine_name,
+                          "--port", str(port), "--workers", "1", *engine_args(engine_name),
                           "--keepalive-timeout", "60"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=low_limit)
     try:
@@ -250,7 +250,7 @@ def test_idle_keep_alive_connection_costs_about_a_page(site_root, engine_name):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
     port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--port", str(port),
-                          "--root", str(site_root), "--workers", "1", "--engine", engine_name,
+                          "--root", str(site_root), "--workers", "1", *engine_args(engine_name),
                           "--no-stats"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     conns = []
     try:

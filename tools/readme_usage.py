@@ -22,6 +22,7 @@ def help_text():
     env = dict(os.environ, COLUMNS="80", PYTHONPATH=ROOT + os.pathsep + os.environ.get(
         "PYTHONPATH", ""))
     env.pop("MINGINX_TEST_SWITCH", None)   # the defaults users get (make test-asan sets it)
+    env.pop("MINGINX_TEST_IO", None)       # (tests/conftest.py's cffi-uring engine sets it)
     out = subprocess.run([sys.executable, "-m", "minginx_cffi", "serve", "--help"], env=env,
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return out.rstrip("\n") + "\n"
