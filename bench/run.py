@@ -70,7 +70,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from minginx_cffi.server import default_root  # noqa: E402
 
 STATIC = ["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi fast", "minginx-cffi reuseport",
-          "minginx-cffi uring", "nginx", "nginx open_file_cache", "h2o", "lighttpd"]
+          "minginx-cffi uring", "minginx-cffi uring fast", "nginx", "nginx open_file_cache", "h2o",
+          "lighttpd"]
 WORKLOADS = {
     "pinned": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
                    servers=STATIC + ["minginx-cffi lifo, no caches", "python port", "bare C loop"]),
@@ -388,6 +389,8 @@ def servers_available():
         _native.uring_probe()
         out["minginx-cffi uring"] = lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
                                                                       "--io", "uring")
+        out["minginx-cffi uring fast"] = lambda r, p, w, pin: start_minginx(
+            r, p, w, pin, "lifo", "--io", "uring", "--switch", "fast")
         out["minginx-cffi uring, keep-alive 75 s"] = lambda r, p, w, pin: start_minginx(
             r, p, w, pin, "lifo", "--io", "uring", "--keepalive-timeout", "75")
     except OSError as e:
