@@ -1,0 +1,186 @@
+"""Attacks on lazy parking (csrc/worker.c idle list, pyport/worker.py) and the ASGI glue (_bridge.AsgiBridge).
+
+Hostile timings around MG_PARK_DELAY (100 ms) over real sockets, on both engines:
+every connection ends answered or closed at its timeout, never hangs, and the
+gauges (parked, coroutines_alive) come back to zero.
+"""
+
+import asyncio
+import select
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import Conn, alive, wait_for
+
+GET = b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def parked(srv):
+    return sum(w["parked"] for w in srv.stats())
+
+
+def coroutines(srv):
+    return sum(w["coroutines_alive"] for w in srv.stats())
+
+
+def read_until_close(sock, timeout=5.0):
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except ConnectionResetError:
+        return data
+
+
+@pytest.mark.parametrize("gap", [0.03, 0.09, 0.11])
+def test_a_head_trickling_in_around_the_park_gets_408_at_the_header_timeout(make_server, gap):
+    srv = make_server(workers=1, header_timeout=0.5, keepalive_timeout=10.0)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+    t0 = time.monotonic()
+    c.sock.settimeout(5.0)
+    data = b""
+    for b in b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"x" * 100:
+        try:
+            c.sock.send(bytes([b]))
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        # the attack's pace; an answer ends it
+        if select.select([c.sock], [], [], gap)[0] or time.monotonic() - t0 > 3.0:
+            break
+    data = read_until_close(c.sock)
+    elapsed = time.monotonic() - t0
+    assert data.startswith(b"HTTP/1.1 408"), data[:80]
+    assert elapsed < 2.5, elapsed
+    assert wait_for(lambda: alive(srv) == 0)
+
+
+@pytest.mark.parametrize("when", ["lazy", "parked"])
+def test_a_request_then_half_close_on_an_idle_connection_is_answered(make_server, when):
+    srv = make_server(workers=1)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+    if when == "parked":
+        assert wait_for(lambda: parked(srv) == 1)
+    c.send(GET)
+    c.sock.shutdown(socket.SHUT_WR)
+    data = read_until_close(c.sock)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello world\n"), data
+    assert wait_for(lambda: alive(srv) == 0)
+
+
+@pytest.mark.parametrize("when", ["lazy", "parked"])
+def test_a_reset_while_idle_leaves_nothing_behind(make_server, when):
+    import struct
+    srv = make_server(workers=1)
+    conns = []
+    for _ in range(20):
+        c = Conn(srv.port)
+        assert c.request("GET", "/hello.txt").status == 200
+        conns.append(c)
+    if when == "parked":
+        assert wait_for(lambda: parked(srv) == 20)
+    for c in conns:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.sock.close()
+    assert wait_for(lambda: alive(srv) == 0 and parked(srv) == 0)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+
+
+def test_pipelined_requests_paced_at_the_park_delay_are_all_answered(make_server):
+    srv = make_server(workers=1)
+    c = Conn(srv.port)
+    for i in range(12):
+        c.send(GET)
+        assert c.read_response().body == b"hello world\n"
+        time.sleep(0.095 + 0.002 * i)   # the attack's pace: right around the park
+    assert srv.stats()[0]["requests"] == 12
+
+
+def test_a_graceful_stop_closes_lazy_idle_connections_within_the_drain(make_server):
+    srv = make_server(workers=1, keepalive_timeout=30.0, grace=20.0)
+    conns = [Conn(srv.port) for _ in range(10)]
+    for c in conns:
+        assert c.request("GET", "/hello.txt").status == 200
+    t0 = time.monotonic()
+    srv.shutdown()
+    elapsed = time.monotonic() - t0
+    assert elapsed < 5.0, elapsed
+    for c in conns:
+        assert c.closed_by_peer(timeout=1.0)
+
+
+def test_max_connections_counts_lazy_idle_and_parked_alike(make_server):
+    srv = make_server(workers=1, max_connections=2)
+    a, b = Conn(srv.port), Conn(srv.port)
+    assert a.request("GET", "/hello.txt").status == 200
+    assert b.request("GET", "/hello.txt").status == 200
+    third = Conn(srv.port)
+    third.send(GET)
+    assert third.read_response().status == 503
+    assert wait_for(lambda: parked(srv) == 2)
+    fourth = Conn(srv.port)
+    fourth.send(GET)
+    assert fourth.read_response().status == 503
+    a.sock.close()
+    assert wait_for(lambda: alive(srv) == 1)
+    fifth = Conn(srv.port)
+    assert fifth.request("GET", "/hello.txt").status == 200
+
+
+def drip_until_closed(c, gap, limit):
+    """Send a blank line (RFC 9112 section 2.2: ignored) every gap seconds until the
+    server closes the connection; the seconds that took (or limit)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        try:
+            c.sock.send(b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        # the attack's pace; the server's close ends it
+        if select.select([c.sock], [], [], gap)[0]:
+            try:
+                if not c.sock.recv(4096):
+                    break
+            except ConnectionResetError:
+                break
+    return time.monotonic() - t0
+
+
+def test_blank_lines_dripped_on_an_unparked_connection_do_not_extend_the_keepalive(make_server):
+    """Unparked by a blank line, a connection is still idle: its old deadline holds
+    even while blank lines keep coming faster than the park delay (before the fix
+    the unparked coroutine took a fresh keep-alive timeout and never parked again)."""
+    srv = make_server(workers=1, keepalive_timeout=1.0)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+    t0 = time.monotonic()
+    assert wait_for(lambda: parked(srv) == 1)
+    while time.monotonic() - t0 < 0.6:   # most of the keep-alive timeout, parked
+        time.sleep(0.05)
+    drip_until_closed(c, 0.03, 5.0)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 1.45, elapsed   # a fresh timeout would close at 0.6 + 1.0 s
+    assert wait_for(lambda: alive(srv) == 0)
+
+
+def test_blank_lines_dripped_during_a_graceful_stop_do_not_hold_it(make_server):
+    srv = make_server(workers=1, keepalive_timeout=30.0, grace=20.0)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+    assert wait_for(lambda: parked(srv) == 1)
+    stopper = threading.Thread(target=srv.shutdown)
+    t0 = time.monotonic()
+    stopper.start()
+    drip_until_closed(c, 0.03, 10.0)
+    stopper.join(25.0)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 4.0, elapsed   # the drain (1 s), not the keep-alive (30 s) or grace (20 s)
