@@ -322,3 +322,85 @@ def test_a_burst_of_replies_with_some_clients_gone_answers_the_rest(make_server)
     c = Conn(srv.port)
     c.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
     assert c.read_response().body == b"/after"
+
+
+@pytest.mark.parametrize("timeout", [0.05, 0.1, 0.15])
+def test_a_keepalive_timeout_around_the_park_delay_closes_on_time(make_server, timeout):
+    srv = make_server(workers=1, keepalive_timeout=timeout)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+    t0 = time.monotonic()
+    assert c.closed_by_peer(timeout=5.0)
+    assert time.monotonic() - t0 < timeout + 0.5
+    assert wait_for(lambda: alive(srv) == 0 and parked(srv) == 0)
+    assert srv.stats()[0]["timeouts"] >= 1
+
+
+@pytest.mark.parametrize("when", ["lazy", "parked"])
+def test_a_half_close_between_requests_closes_the_connection(make_server, when):
+    srv = make_server(workers=1)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+    if when == "parked":
+        assert wait_for(lambda: parked(srv) == 1)
+    c.sock.shutdown(socket.SHUT_WR)
+    assert read_until_close(c.sock) == b""
+    assert wait_for(lambda: alive(srv) == 0 and parked(srv) == 0)
+
+
+def test_many_half_heads_after_a_park_all_get_408_at_the_header_timeout(make_server):
+    srv = make_server(workers=2, header_timeout=0.5, keepalive_timeout=30.0)
+    conns = [Conn(srv.port) for _ in range(40)]
+    for c in conns:
+        assert c.request("GET", "/hello.txt").status == 200
+    assert wait_for(lambda: parked(srv) == 40)
+    t0 = time.monotonic()
+    for i, c in enumerate(conns):
+        c.send(b"GET /hello.txt HTTP/1.1\r\nHo" if i % 2 else b"G")
+    for c in conns:
+        assert read_until_close(c.sock).startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - t0 < 2.0
+    assert wait_for(lambda: alive(srv) == 0 and parked(srv) == 0)
+
+
+def test_pipelined_asgi_requests_around_the_park_are_answered_in_order(make_server):
+    kept_scopes.clear()
+    srv = make_server(asgi=keeper_app, root=None, workers=1)
+    c = Conn(srv.port)
+    for i in range(8):
+        c.send(b"".join(b"GET /r%d/%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i, k) for k in range(3)))
+        for k in range(3):
+            r = c.read_response()
+            assert r.status == 200 and (b"'/r%d/%d'" % (i, k)) in r.body
+        time.sleep(0.09 + 0.005 * i)   # the attack's pace: right around the park
+    assert [s[2] for s in kept_scopes] == ["/r%d/%d" % (i, k) for i in range(8) for k in range(3)]
+
+
+slow_started = threading.Event()
+
+
+async def slow_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    slow_started.set()
+    await asyncio.sleep(3.0)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"late"})
+
+
+def test_a_stop_past_the_grace_with_asgi_calls_in_flight_then_a_new_server(make_server):
+    """The calls outlive their worker (cut at --grace); their late replies must not
+    touch freed memory (run under ASan by make test-asan), and the process serves on."""
+    slow_started.clear()
+    srv = make_server(asgi=slow_app, root=None, workers=1, grace=0.3)
+    conns = [Conn(srv.port) for _ in range(5)]
+    for c in conns:
+        c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    assert slow_started.wait(5)
+    t0 = time.monotonic()
+    srv.shutdown()
+    assert time.monotonic() - t0 < 2.5
+    for c in conns:
+        assert c.closed_by_peer(timeout=5.0)
+    srv2 = make_server(asgi=keeper_app, root=None, workers=1)
+    assert Conn(srv2.port).request("GET", "/x").status == 200
