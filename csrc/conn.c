@@ -163,7 +163,12 @@ static ssize_t recv_more(mg_coroutine *co)
             if (n == -EAGAIN) {
                 /* (timed out: its keep-alive deadline came with the sweep; io_park says so) */
                 int lazy = co->idle && co->requests > 0 && !co->cancelled && !co->timed_out;
-                if (!lazy || co->park_due) {
+                /* park_deadline_ms: unparked, and still no request (a blank line woke
+                 * it): parked again at once, its old deadline kept; waiting the delay
+                 * as a coroutine, it would hold a fresh keep-alive timeout, and a
+                 * blank line every 50 ms would keep it so (tests/test_atk_park_asgi.py:
+                 * test_blank_lines_dripped_on_an_unparked_connection_do_not_extend_the_keepalive) */
+                if (!lazy || co->park_due || co->park_deadline_ms) {
                     /* a long wait ahead: no buffer held meanwhile; and idle past
                      * the delay, no stack either: parked */
                     reqbuf_put(w, rb);

@@ -473,13 +473,23 @@ static void begin_graceful_stop(mg_worker *w)
      * reload (SIGHUP: the old processes stop gracefully) never loses a request:
      * each of its connections is told to close by a response.
      * tests/test_process.py: test_reload_under_wrk_loses_no_request. */
+    /* Queued ones too (MG_YIELD_READY: woken by a blank line, or unparked in
+     * this very epoll batch): they are between requests all the same, and
+     * would otherwise wait (or park) until their keep-alive deadline, holding
+     * the stop until --grace (tests/test_atk_park_asgi.py:
+     * test_blank_lines_dripped_during_a_graceful_stop_do_not_hold_it). */
+    int64_t drain = w->now_ms + MG_DRAIN_IDLE_MS;
     for (mg_coroutine *co = w->all; co; co = co->next) {
-        if (co->idle && co->waiting == MG_YIELD_READ &&
-            (co->timer_class == MG_TIMER_NONE || co->deadline_ms > w->now_ms + MG_DRAIN_IDLE_MS))
+        /* (park_deadline_ms: unparked in this batch, conn_entry not yet begun) */
+        if (!(co->idle || co->park_deadline_ms) || co->timed_out ||
+            (co->waiting != MG_YIELD_READ && co->waiting != MG_YIELD_READY))
+            continue;
+        if (co->timer_class == MG_TIMER_NONE || co->deadline_ms > drain)
             timer_set(co, MG_TIMER_DRAIN);
+        if (co->park_deadline_ms > drain)
+            co->park_deadline_ms = drain;   /* unparked: the deadline it parks again with */
     }
     /* parked ones too: min(deadline, now + drain) keeps the list in order */
-    int64_t drain = w->now_ms + MG_DRAIN_IDLE_MS;
     for (mg_parked *p = w->park_head; p; p = p->next)
         if (p->deadline_ms > drain)
             p->deadline_ms = drain;

@@ -347,7 +347,9 @@ def _recv_or_park(co):
             return data
         if co.cancelled or co.timed_out:   # (timed out: the deadline came with the sweep)
             return (yield from recv_async(co, RECV_SIZE))
-        if co.park_due and w.park(co):
+        # unparked and still no request (a blank line woke it): parked again at once,
+        # its old deadline kept (C: recv_more)
+        if (co.park_due or co.park_deadline) and w.park(co):
             return None
         w.idle_link(co)
         try:

@@ -594,11 +594,17 @@ class Worker:
         self.stopping = True
         # an idle connection gets MG_DRAIN_IDLE more to send one last request, answered
         # with "Connection: close": a client may be sending it right now (csrc/worker.c)
+        # (queued ones too: woken by a blank line or just unparked, still between requests)
+        drain = self.now + MG_DRAIN_IDLE
         for co in list(self.all):
-            if co.idle and co.waiting == MG_YIELD_READ and \
-                    (co.timer_class == MG_TIMER_NONE or co.deadline > self.now + MG_DRAIN_IDLE):
+            # (park_deadline: unparked in this batch, conn_entry not yet begun)
+            if not (co.idle or co.park_deadline) or co.timed_out or co.waiting not in (MG_YIELD_READ, MG_YIELD_READY):
+                continue
+            if co.timer_class == MG_TIMER_NONE or co.deadline > drain:
                 self.timer_set(co, MG_TIMER_DRAIN)
-        drain = self.now + MG_DRAIN_IDLE   # parked ones too; min() keeps them in order
+            if co.park_deadline > drain:
+                co.park_deadline = drain   # unparked: the deadline it parks again with
+        # parked ones too; min() keeps them in order
         for p in self.parked.values():
             p.deadline = min(p.deadline, drain)
 
