@@ -7,6 +7,7 @@ them; each round runs without and with --access-log, alternating, and the CPU th
 server process used (utime + stime from /proc) is divided by the requests wrk made.
 Prints each run and the medians.
 """
+
 import argparse
 import os
 import re
@@ -32,24 +33,50 @@ def cpu_seconds(pid):
             f = open("/proc/%s/stat" % entry).read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(entry) == pid or int(f[1]) == pid:   # f[1]: the parent's pid
+        if int(entry) == pid or int(f[1]) == pid:  # f[1]: the parent's pid
             total += int(f[11]) + int(f[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
 def run(root, log, duration):
     port = free_port()
-    args = [sys.executable, "-m", "minginx_cffi", "serve", "--root", root, "--port", str(port),
-            "--workers", "1"] + (["--access-log", log] if log else [])
+    args = [
+        sys.executable,
+        "-m",
+        "minginx_cffi",
+        "serve",
+        "--root",
+        root,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ] + (["--access-log", log] if log else [])
     # the server process inherits the master's CPU affinity
-    p = subprocess.Popen(["taskset", "-c", "0"] + args, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=HERE))
+    p = subprocess.Popen(
+        ["taskset", "-c", "0"] + args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=HERE),
+    )
     try:
         p.stdout.readline()
         c0 = cpu_seconds(p.pid)
-        out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c50", "-d%ds" % duration,
-                              "http://127.0.0.1:%d/6k.bin" % port],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                "1",
+                "wrk",
+                "-t1",
+                "-c50",
+                "-d%ds" % duration,
+                "http://127.0.0.1:%d/6k.bin" % port,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         c1 = cpu_seconds(p.pid)
     finally:
         p.send_signal(signal.SIGTERM)
@@ -72,8 +99,10 @@ def main():
             for with_log in (False, True):
                 us, n = run(root, log if with_log else None, args.duration)
                 res[with_log].append(us)
-                print("%-7s %6.2f us CPU/request  (%d requests)" % ("log" if with_log else "no log", us, n),
-                      flush=True)
+                print(
+                    "%-7s %6.2f us CPU/request  (%d requests)" % ("log" if with_log else "no log", us, n),
+                    flush=True,
+                )
     a, b = statistics.median(res[False]), statistics.median(res[True])
     print("median: no log %.2f us/request, log %.2f us/request: %+.1f%%" % (a, b, (b / a - 1) * 100))
 

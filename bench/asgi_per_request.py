@@ -33,22 +33,60 @@ from bench.run import BENCH_VENV, free_port, process_tree, wait_port  # noqa: E4
 
 def server_cmd(name, app, port):
     if name == "minginx":
-        return [os.path.join(BENCH_VENV, "python"), "-m", "minginx_cffi", "serve", "--port",
-                str(port), "--workers", "1", "--no-stats", "--asgi", app]
+        return [
+            os.path.join(BENCH_VENV, "python"),
+            "-m",
+            "minginx_cffi",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-stats",
+            "--asgi",
+            app,
+        ]
     if name == "uvicorn":
-        return [os.path.join(BENCH_VENV, "uvicorn"), app, "--host", "127.0.0.1", "--port",
-                str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                "--log-level", "warning"]
+        return [
+            os.path.join(BENCH_VENV, "uvicorn"),
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
     if name == "granian":
-        return [os.path.join(BENCH_VENV, "granian"), "--interface", "asgi", "--workers", "1",
-                "--runtime-threads", "1", "--host", "127.0.0.1", "--port", str(port), app]
+        return [
+            os.path.join(BENCH_VENV, "granian"),
+            "--interface",
+            "asgi",
+            "--workers",
+            "1",
+            "--runtime-threads",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            app,
+        ]
     raise SystemExit("bench: unknown server %r (minginx, uvicorn, granian)" % name)
 
 
 def wrk(port, path, duration):
-    out = subprocess.run(["wrk", "-t1", "-c50", "-d%ds" % duration,
-                          "http://127.0.0.1:%d%s" % (port, path)],
-                         capture_output=True, text=True, timeout=duration + 60).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", "-c50", "-d%ds" % duration, "http://127.0.0.1:%d%s" % (port, path)],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    ).stdout
     m = re.search(r"(\d+) requests in", out)
     if not m or "Non-2xx" in out:
         raise RuntimeError("wrk failed:\n" + out)
@@ -59,8 +97,9 @@ def wait_answer(port, path, timeout=180):
     """Until the app answers (under callgrind, startup and the first request are slow)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        r = subprocess.run(["curl", "-s", "-m", "30", "http://127.0.0.1:%d%s" % (port, path)],
-                           capture_output=True)
+        r = subprocess.run(
+            ["curl", "-s", "-m", "30", "http://127.0.0.1:%d%s" % (port, path)], capture_output=True
+        )
         if r.returncode == 0 and r.stdout:
             return
         time.sleep(1)
@@ -70,13 +109,16 @@ def wait_answer(port, path, timeout=180):
 def instructions(name, app, path, duration, separate_threads):
     port = free_port()
     out = tempfile.mkdtemp(prefix="callgrind-")
-    cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
-           "--callgrind-out-file=%s/cg.%%p" % out]
+    cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=%s/cg.%%p" % out]
     if separate_threads:
         cmd.append("--separate-threads=yes")
-    proc = subprocess.Popen(cmd + server_cmd(name, app, port), cwd=os.path.dirname(HERE),
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd + server_cmd(name, app, port),
+        cwd=os.path.dirname(HERE),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port, timeout=180)
         wait_answer(port, path)
@@ -101,8 +143,7 @@ def instructions(name, app, path, duration, separate_threads):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", default="minginx,uvicorn,granian")
     ap.add_argument("--app", default="bench.fastapi_app:app")
     ap.add_argument("--path", default="/hello")
@@ -112,10 +153,12 @@ def main():
     if not os.path.exists(os.path.join(BENCH_VENV, "python")):
         raise SystemExit("bench: no bench/.venv (make bench creates it)")
     for name in args.servers.split(","):
-        n, per_file = instructions(name, args.app, args.path, args.duration,
-                                   args.separate_threads)
-        print("%-8s %s: %8.0f instructions/request (%d requests under callgrind)" % (
-            name, args.app, sum(per_file.values()) / n, n), flush=True)
+        n, per_file = instructions(name, args.app, args.path, args.duration, args.separate_threads)
+        print(
+            "%-8s %s: %8.0f instructions/request (%d requests under callgrind)"
+            % (name, args.app, sum(per_file.values()) / n, n),
+            flush=True,
+        )
         if args.separate_threads:
             for f, ir in sorted(per_file.items()):
                 if ir / n >= 100:

@@ -6,6 +6,7 @@ import statistics
 import sys
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -14,12 +15,20 @@ def main(src, dst):
     data = json.load(open(src))
     runs = data["runs"]
     # slow-beside's figures are latencies under load, for its table only
-    workloads = [w for w in dict.fromkeys(r["workload"] for r in runs)
-                 if not any("slow_s" in r for r in runs if r["workload"] == w)]
+    workloads = [
+        w
+        for w in dict.fromkeys(r["workload"] for r in runs)
+        if not any("slow_s" in r for r in runs if r["workload"] == w)
+    ]
     if not workloads:
         return
-    fig, axes = plt.subplots(len(workloads), 2, figsize=(14, 2.6 * len(workloads)), squeeze=False,
-                             gridspec_kw={"width_ratios": [3, 2]})
+    fig, axes = plt.subplots(
+        len(workloads),
+        2,
+        figsize=(14, 2.6 * len(workloads)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [3, 2]},
+    )
     for (ax, cpu_ax), wl in zip(axes, workloads):
         rows = [r for r in runs if r["workload"] == wl]
         names = list(dict.fromkeys(r["server"] for r in rows))
@@ -33,8 +42,9 @@ def main(src, dst):
         for i, v in enumerate(vals):
             ax.text(v, i, " %s" % ("%.1f" % v if idle else "{:,.0f}".format(v)), va="center", fontsize=8)
         ax.tick_params(labelsize=8)
-        cpu = [statistics.median(r.get("cpu_us_per_req", 0.0) for r in rows if r["server"] == n)
-               for n in names]
+        cpu = [
+            statistics.median(r.get("cpu_us_per_req", 0.0) for r in rows if r["server"] == n) for n in names
+        ]
         if idle or not any(cpu):
             cpu_ax.axis("off")
             continue
@@ -46,7 +56,7 @@ def main(src, dst):
             cpu_ax.text(v, i, " %.2f" % v, va="center", fontsize=8)
         cpu_ax.tick_params(labelsize=8)
     fig.suptitle("minginx-cffi bench, %s: %s" % (data.get("date", ""), data.get("machine", "")), fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.6 * len(workloads))))   # room for the title
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.6 * len(workloads))))  # room for the title
     fig.savefig(dst, dpi=110)
 
 

@@ -13,5 +13,5 @@ app = FastAPI()
 
 
 @app.get("/hello", response_class=PlainTextResponse)
-async def hello():   # async: a sync route would go through anyio's thread pool
+async def hello():  # async: a sync route would go through anyio's thread pool
     return PlainTextResponse("hello")

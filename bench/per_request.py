@@ -45,16 +45,34 @@ def server_cmd(name, root, port):
         if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(BARE_SRC):
             subprocess.run(["cc", "-O2", "-o", exe, BARE_SRC], check=True)
         return [exe, str(port), os.path.join(root, "index.html")]
-    switch, _, io = name.partition("-")   # SWITCH or SWITCH-uring: fast, fast-uring, ...
-    return [sys.executable, "-m", "minginx_cffi", "serve", "--root", root, "--port", str(port),
-            "--workers", "1", "--no-stats", "--switch", switch, "--io", io or "epoll"]
+    switch, _, io = name.partition("-")  # SWITCH or SWITCH-uring: fast, fast-uring, ...
+    return [
+        sys.executable,
+        "-m",
+        "minginx_cffi",
+        "serve",
+        "--root",
+        root,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-stats",
+        "--switch",
+        switch,
+        "--io",
+        io or "epoll",
+    ]
 
 
 def wrk(port, duration):
     """Completed requests of one wrk -t1 -c50 run (keep-alive)."""
-    out = subprocess.run(["wrk", "-t1", "-c50", "-d%ds" % duration,
-                          "http://127.0.0.1:%d/index.html" % port],
-                         capture_output=True, text=True, timeout=duration + 60).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", "-c50", "-d%ds" % duration, "http://127.0.0.1:%d/index.html" % port],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    ).stdout
     m = re.search(r"(\d+) requests in", out)
     if not m or "Non-2xx" in out:
         raise RuntimeError("wrk failed:\n" + out)
@@ -89,10 +107,19 @@ def stop(proc):
 def instructions(name, root, duration, keep=None):
     port = free_port()
     out = tempfile.mkdtemp(prefix="callgrind-")
-    cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
-           "--callgrind-out-file=%s/cg.%%p" % out] + server_cmd(name, root, port)
-    proc = subprocess.Popen(cmd, cwd=os.path.dirname(HERE), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--trace-children=yes",
+        "--callgrind-out-file=%s/cg.%%p" % out,
+    ] + server_cmd(name, root, port)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=os.path.dirname(HERE),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port, timeout=180)
         wait_served(port, 180)
@@ -122,9 +149,13 @@ def instructions(name, root, duration, keep=None):
 
 def syscalls(name, root, duration):
     port = free_port()
-    proc = subprocess.Popen(server_cmd(name, root, port), cwd=os.path.dirname(HERE),
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        server_cmd(name, root, port),
+        cwd=os.path.dirname(HERE),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = tempfile.mktemp(prefix="strace-")
     try:
         wait_port(port, timeout=60)
@@ -134,7 +165,7 @@ def syscalls(name, root, duration):
         for p in process_tree(proc.pid):
             argv += ["-p", str(p)]
         tracer = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
-        time.sleep(1)   # strace has no "attached" event to wait for; it attaches in well under this
+        time.sleep(1)  # strace has no "attached" event to wait for; it attaches in well under this
         n = wrk(port, duration)
         tracer.send_signal(signal.SIGINT)
         tracer.wait(timeout=60)
@@ -168,9 +199,13 @@ def cpu(name, root, duration):
     """Server CPU seconds (user + system, the kernel's side of io_uring included, which
     callgrind does not see) per request: noisy on a shared machine, so run it a few times."""
     port = free_port()
-    proc = subprocess.Popen(server_cmd(name, root, port), cwd=os.path.dirname(HERE),
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        server_cmd(name, root, port),
+        cwd=os.path.dirname(HERE),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port, timeout=60)
         wait_served(port, 60)
@@ -188,11 +223,19 @@ def main():
     ap.add_argument("--servers", default="fast,ucontext,bare")
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--no-strace", action="store_true")
-    ap.add_argument("--no-callgrind", action="store_true",
-                    help="(valgrind 3.19 cannot run --io uring: its io_uring_enter holds the lock "
-                         "every thread needs, so the server hangs)")
-    ap.add_argument("--cpu", type=int, default=0, metavar="N",
-                    help="also N rounds of server CPU time per request, the servers alternating")
+    ap.add_argument(
+        "--no-callgrind",
+        action="store_true",
+        help="(valgrind 3.19 cannot run --io uring: its io_uring_enter holds the lock "
+        "every thread needs, so the server hangs)",
+    )
+    ap.add_argument(
+        "--cpu",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N rounds of server CPU time per request, the servers alternating",
+    )
     ap.add_argument("--keep", metavar="DIR", help="copy the callgrind files here (for callgrind_annotate)")
     args = ap.parse_args()
     root = make_root()
@@ -201,8 +244,10 @@ def main():
     if not args.no_callgrind:
         for name in names:
             insns[name], n = instructions(name, root, args.duration, args.keep)
-            print("%-10s %8.0f instructions/request (%d requests under callgrind)" % (name, insns[name], n),
-                  flush=True)
+            print(
+                "%-10s %8.0f instructions/request (%d requests under callgrind)" % (name, insns[name], n),
+                flush=True,
+            )
         if "bare" in insns:
             for name in names:
                 print("%-10s %.3fx the bare loop's instructions" % (name, insns[name] / insns["bare"]))
@@ -213,16 +258,26 @@ def main():
                 per[name].append(cpu(name, root, args.duration)[0])
         for name in names:
             best = min(per[name])
-            print("%-10s %.2f us CPU/request (best of %d; all: %s)%s" % (
-                name, best * 1e6, args.cpu, ", ".join("%.2f" % (v * 1e6) for v in per[name]),
-                "" if name == names[0] else "  %.3fx %s" % (best / min(per[names[0]]), names[0])),
-                flush=True)
+            print(
+                "%-10s %.2f us CPU/request (best of %d; all: %s)%s"
+                % (
+                    name,
+                    best * 1e6,
+                    args.cpu,
+                    ", ".join("%.2f" % (v * 1e6) for v in per[name]),
+                    "" if name == names[0] else "  %.3fx %s" % (best / min(per[names[0]]), names[0]),
+                ),
+                flush=True,
+            )
     if not args.no_strace:
         for name in names:
             calls, n = syscalls(name, root, args.duration)
             per = sum(calls.values()) / n
-            detail = ", ".join("%s %.3f" % (k, v / n) for k, v in
-                               sorted(calls.items(), key=lambda kv: -kv[1]) if v / n >= 0.001)
+            detail = ", ".join(
+                "%s %.3f" % (k, v / n)
+                for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+                if v / n >= 0.001
+            )
             print("%-10s %.3f system calls/request (%d requests): %s" % (name, per, n, detail), flush=True)
 
 

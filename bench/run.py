@@ -69,59 +69,186 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from minginx_cffi.server import default_root  # noqa: E402
 
-STATIC = ["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi fast", "minginx-cffi reuseport",
-          "minginx-cffi uring", "minginx-cffi uring fast", "nginx", "nginx open_file_cache", "h2o",
-          "lighttpd"]
+STATIC = [
+    "minginx-cffi lifo",
+    "minginx-cffi fifo",
+    "minginx-cffi fast",
+    "minginx-cffi reuseport",
+    "minginx-cffi uring",
+    "minginx-cffi uring fast",
+    "nginx",
+    "nginx open_file_cache",
+    "h2o",
+    "lighttpd",
+]
 WORKLOADS = {
-    "pinned": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
-                   servers=STATIC + ["minginx-cffi lifo, no caches", "python port", "bare C loop"]),
-    "c400": dict(workers=2, pin=False, wrk=["-t2", "-c400"], path="/index.html",
-                 servers=["minginx-cffi lifo", "minginx-cffi fifo", "minginx-cffi reuseport",
-                          "nginx", "h2o", "lighttpd"]),
-    "1mib": dict(workers=1, pin=True, wrk=["-t2", "-c10"], path="/1mib.bin",
-                 servers=["minginx-cffi lifo", "minginx-cffi uring", "nginx", "h2o", "lighttpd"]),
-    "ab": dict(workers=1, pin=True, kind="ab", ab=["-n", "20000", "-c", "50"], path="/index.html",
-               servers=["minginx-cffi lifo", "minginx-cffi reuseport", "minginx-cffi no defer-accept",
-                        "minginx-cffi uring", "nginx", "nginx deferred", "h2o", "lighttpd"]),
-    "idle10k": dict(workers=2, pin=False, kind="idle", conns=10000, path="/index.html",
-                    servers=["minginx-cffi, keep-alive 75 s", "minginx-cffi uring, keep-alive 75 s",
-                             "python port, keep-alive 75 s", "nginx", "h2o", "lighttpd"]),
+    "pinned": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/index.html",
+        servers=STATIC + ["minginx-cffi lifo, no caches", "python port", "bare C loop"],
+    ),
+    "c400": dict(
+        workers=2,
+        pin=False,
+        wrk=["-t2", "-c400"],
+        path="/index.html",
+        servers=[
+            "minginx-cffi lifo",
+            "minginx-cffi fifo",
+            "minginx-cffi reuseport",
+            "nginx",
+            "h2o",
+            "lighttpd",
+        ],
+    ),
+    "1mib": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c10"],
+        path="/1mib.bin",
+        servers=["minginx-cffi lifo", "minginx-cffi uring", "nginx", "h2o", "lighttpd"],
+    ),
+    "ab": dict(
+        workers=1,
+        pin=True,
+        kind="ab",
+        ab=["-n", "20000", "-c", "50"],
+        path="/index.html",
+        servers=[
+            "minginx-cffi lifo",
+            "minginx-cffi reuseport",
+            "minginx-cffi no defer-accept",
+            "minginx-cffi uring",
+            "nginx",
+            "nginx deferred",
+            "h2o",
+            "lighttpd",
+        ],
+    ),
+    "idle10k": dict(
+        workers=2,
+        pin=False,
+        kind="idle",
+        conns=10000,
+        path="/index.html",
+        servers=[
+            "minginx-cffi, keep-alive 75 s",
+            "minginx-cffi uring, keep-alive 75 s",
+            "python port, keep-alive 75 s",
+            "nginx",
+            "h2o",
+            "lighttpd",
+        ],
+    ),
     # past one process's fd limit (20,000 here, root cannot raise it): 19,000 on one server
     # process, and 50,000 on three processes (nginx: three worker processes), held by
     # several client processes
-    "idle19k": dict(workers=2, pin=False, kind="idle", conns=19000, path="/index.html",
-                    servers=["minginx-cffi, keep-alive 75 s", "nginx"]),
-    "idle50k": dict(workers=1, pin=False, kind="idle", conns=50000, path="/index.html",
-                    servers=["minginx-cffi lifo, 3 processes", "nginx, 3 processes"]),
-    "burst": dict(workers=1, pin=False, kind="burst", conns=2000, path="/index.html",
-                  after=[1, 3, 5],
-                  servers=["minginx-cffi lifo", "minginx-cffi fast", "python port", "nginx"]),
-    "ideas": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
-                  servers=["minginx-cffi lifo", "minginx-cffi fast", "minginx-cffi lifo, no caches",
-                           "minginx-cffi no small-file cache", "minginx-cffi no stack pool",
-                           "minginx-cffi no buffer pool", "minginx-cffi fd_batch 1"],
-                  baseline="minginx-cffi lifo"),
-    "ideas-churn": dict(workers=1, pin=True, kind="ab", ab=["-n", "20000", "-c", "50"],
-                        path="/index.html",
-                        servers=["minginx-cffi lifo", "minginx-cffi no stack pool",
-                                 "minginx-cffi no buffer pool", "minginx-cffi fd_batch 1"],
-                        baseline="minginx-cffi lifo"),
-    "port": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/index.html",
-                 servers=["minginx-cffi lifo", "python port", "python port, 2 workers",
-                          "python port, no caches"], baseline="python port"),
-    "hello-native": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/hello",
-                         servers=["minginx-cffi App, threads 8", "minginx-cffi App, threads 0",
-                                  "granian rsgi", "uvicorn asgi"],
-                         baseline="granian rsgi", also_vs=["uvicorn asgi"]),
-    "hello-wsgi": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/hello",
-                       servers=["minginx-cffi wsgi, threads 8", "minginx-cffi wsgi, threads 0",
-                                "gunicorn gevent"], baseline="gunicorn gevent"),
-    "fastapi-hello": dict(workers=1, pin=True, wrk=["-t2", "-c100"], path="/hello",
-                          servers=["minginx-cffi asgi fastapi", "uvicorn fastapi", "granian fastapi"],
-                          baseline="uvicorn fastapi", also_vs=["granian fastapi"]),
-    "slow-beside": dict(workers=1, pin=True, kind="slow", slow=4, samples=10, path="/fast",
-                        static="/index.html",
-                        servers=["minginx-cffi slow app, threads 8", "minginx-cffi slow app, threads 0"]),
+    "idle19k": dict(
+        workers=2,
+        pin=False,
+        kind="idle",
+        conns=19000,
+        path="/index.html",
+        servers=["minginx-cffi, keep-alive 75 s", "nginx"],
+    ),
+    "idle50k": dict(
+        workers=1,
+        pin=False,
+        kind="idle",
+        conns=50000,
+        path="/index.html",
+        servers=["minginx-cffi lifo, 3 processes", "nginx, 3 processes"],
+    ),
+    "burst": dict(
+        workers=1,
+        pin=False,
+        kind="burst",
+        conns=2000,
+        path="/index.html",
+        after=[1, 3, 5],
+        servers=["minginx-cffi lifo", "minginx-cffi fast", "python port", "nginx"],
+    ),
+    "ideas": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/index.html",
+        servers=[
+            "minginx-cffi lifo",
+            "minginx-cffi fast",
+            "minginx-cffi lifo, no caches",
+            "minginx-cffi no small-file cache",
+            "minginx-cffi no stack pool",
+            "minginx-cffi no buffer pool",
+            "minginx-cffi fd_batch 1",
+        ],
+        baseline="minginx-cffi lifo",
+    ),
+    "ideas-churn": dict(
+        workers=1,
+        pin=True,
+        kind="ab",
+        ab=["-n", "20000", "-c", "50"],
+        path="/index.html",
+        servers=[
+            "minginx-cffi lifo",
+            "minginx-cffi no stack pool",
+            "minginx-cffi no buffer pool",
+            "minginx-cffi fd_batch 1",
+        ],
+        baseline="minginx-cffi lifo",
+    ),
+    "port": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/index.html",
+        servers=["minginx-cffi lifo", "python port", "python port, 2 workers", "python port, no caches"],
+        baseline="python port",
+    ),
+    "hello-native": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/hello",
+        servers=[
+            "minginx-cffi App, threads 8",
+            "minginx-cffi App, threads 0",
+            "granian rsgi",
+            "uvicorn asgi",
+        ],
+        baseline="granian rsgi",
+        also_vs=["uvicorn asgi"],
+    ),
+    "hello-wsgi": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/hello",
+        servers=["minginx-cffi wsgi, threads 8", "minginx-cffi wsgi, threads 0", "gunicorn gevent"],
+        baseline="gunicorn gevent",
+    ),
+    "fastapi-hello": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/hello",
+        servers=["minginx-cffi asgi fastapi", "uvicorn fastapi", "granian fastapi"],
+        baseline="uvicorn fastapi",
+        also_vs=["granian fastapi"],
+    ),
+    "slow-beside": dict(
+        workers=1,
+        pin=True,
+        kind="slow",
+        slow=4,
+        samples=10,
+        path="/fast",
+        static="/index.html",
+        servers=["minginx-cffi slow app, threads 8", "minginx-cffi slow app, threads 0"],
+    ),
 }
 BENCH_VENV = os.path.join(HERE, ".venv", "bin")
 
@@ -198,16 +325,34 @@ def rss_kib(pid):
 
 def start_minginx(root, port, workers, pin, policy, *extra, env=None, python=sys.executable):
     """This tree's minginx-cffi (run from the repository root, as bench.* apps need)."""
-    cmd = [python, "-m", "minginx_cffi", "serve", "--root", root, "--port", str(port),
-           "--workers", str(workers), "--policy", policy, "--no-stats"] + list(extra)
-    if "--workers" in extra:   # a server that fixes its own worker count
+    cmd = [
+        python,
+        "-m",
+        "minginx_cffi",
+        "serve",
+        "--root",
+        root,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--policy",
+        policy,
+        "--no-stats",
+    ] + list(extra)
+    if "--workers" in extra:  # a server that fixes its own worker count
         i = cmd.index("--workers")
-        del cmd[i:i + 2]
+        del cmd[i : i + 2]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, cwd=os.path.dirname(HERE), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, **(env or {})))
+    return subprocess.Popen(
+        cmd,
+        cwd=os.path.dirname(HERE),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 H2O_CONF = """
@@ -252,15 +397,13 @@ def start_conf_server(kind, root, port, workers, pin):
         text = H2O_CONF.format(port=port, workers=workers, tmp=tmp, root=root)
         cmd = [shutil.which("h2o"), "-c", conf]
     else:
-        text = LIGHTTPD_CONF.format(port=port, root=root, tmp=tmp,
-                                    max_worker=0 if workers == 1 else workers)
+        text = LIGHTTPD_CONF.format(port=port, root=root, tmp=tmp, max_worker=0 if workers == 1 else workers)
         cmd = [shutil.which("lighttpd"), "-D", "-f", conf]
     with open(conf, "w") as f:
         f.write(text)
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def start_bare_loop(root, port, workers, pin):
@@ -272,8 +415,7 @@ def start_bare_loop(root, port, workers, pin):
     cmd = [exe, str(port), os.path.join(root, "index.html")]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 NGINX_CONF = """
@@ -313,16 +455,24 @@ def start_nginx(root, port, workers, pin, deferred=False, file_cache=False):
     conf = os.path.join(tmp, "nginx.conf")
     # file_cache: nginx's open_file_cache, the counterpart of minginx-cffi's (on by default
     # there, off in nginx's defaults and in the issue's reference figures)
-    extra = ("\n    open_file_cache max=1024 inactive=60s;\n    open_file_cache_valid 1s;"
-             if file_cache else "")
+    extra = (
+        "\n    open_file_cache max=1024 inactive=60s;\n    open_file_cache_valid 1s;" if file_cache else ""
+    )
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(workers=workers, tmp=tmp, port=port, root=root,
-                                  listen_opts=" deferred" if deferred else "", extra_http=extra))
+        f.write(
+            NGINX_CONF.format(
+                workers=workers,
+                tmp=tmp,
+                port=port,
+                root=root,
+                listen_opts=" deferred" if deferred else "",
+                extra_http=extra,
+            )
+        )
     cmd = [shutil.which("nginx"), "-c", conf, "-p", tmp]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def start_py(argv, port, pin):
@@ -330,8 +480,13 @@ def start_py(argv, port, pin):
     cmd = [os.path.join(BENCH_VENV, argv[0])] + argv[1:]
     if pin:
         cmd = ["taskset", "-c", "0"] + cmd
-    return subprocess.Popen(cmd, cwd=os.path.dirname(HERE), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        cmd,
+        cwd=os.path.dirname(HERE),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def servers_available():
@@ -339,95 +494,212 @@ def servers_available():
         "minginx-cffi lifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo"),
         "minginx-cffi fifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "fifo"),
         "minginx-cffi lifo, no caches": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--open-file-cache", "0", "--small-file-cache", "0"),
+            r, p, w, pin, "lifo", "--open-file-cache", "0", "--small-file-cache", "0"
+        ),
         "python port": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo", "--engine", "python"),
         # idle*: nginx's keepalive_timeout (75 s), as opening thousands of connections can take
         # longer than our default 15 s before the next round of requests
         "minginx-cffi, keep-alive 75 s": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--keepalive-timeout", "75"),
+            r, p, w, pin, "lifo", "--keepalive-timeout", "75"
+        ),
         "python port, keep-alive 75 s": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--engine", "python", "--keepalive-timeout", "75"),
+            r, p, w, pin, "lifo", "--engine", "python", "--keepalive-timeout", "75"
+        ),
         "minginx-cffi lifo, 3 processes": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--processes", "3", "--keepalive-timeout", "75"),
+            r, p, w, pin, "lifo", "--processes", "3", "--keepalive-timeout", "75"
+        ),
         "python port, 2 workers": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--engine", "python", "--workers", "2"),
+            r, p, w, pin, "lifo", "--engine", "python", "--workers", "2"
+        ),
         "python port, no caches": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--engine", "python", "--open-file-cache", "0",
-            "--small-file-cache", "0"),
+            r, p, w, pin, "lifo", "--engine", "python", "--open-file-cache", "0", "--small-file-cache", "0"
+        ),
     }
     # Python handlers with the handler pool (--threads 8, the default) and inline (--threads 0)
     for threads in ("8", "0"):
-        out.update({
-            "minginx-cffi App, threads " + threads: (lambda t: lambda r, p, w, pin: start_minginx(
-                r, p, w, pin, "lifo", "--app", "bench.hello_app:app", "--threads", t))(threads),
-            "minginx-cffi wsgi, threads " + threads: (lambda t: lambda r, p, w, pin: start_minginx(
-                r, p, w, pin, "lifo", "--wsgi", "bench.hello_plain:wsgi", "--threads", t))(threads),
-            "minginx-cffi slow app, threads " + threads: (lambda t: lambda r, p, w, pin: start_minginx(
-                r, p, w, pin, "lifo", "--app", "bench.slow_app:app", "--threads", t))(threads),
-        })
-    out.update({
-        # the default is --switch ucontext (the seed's swapcontext): every other row runs it
-        "minginx-cffi fast": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
-                                                              "--switch", "fast"),
-        "minginx-cffi reuseport": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
-                                                                   "--accept", "reuseport"),
-        "minginx-cffi no defer-accept": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--no-defer-accept"),
-        "minginx-cffi no small-file cache": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--small-file-cache", "0"),
-        "minginx-cffi no stack pool": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", env={"MINGINX_NO_STACK_POOL": "1"}),
-        "minginx-cffi no buffer pool": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", env={"MINGINX_NO_BUFFER_POOL": "1"}),
-        "minginx-cffi fd_batch 1": lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", env={"MINGINX_FD_BATCH": "1"}),
-        "bare C loop": start_bare_loop,
-    })
+        out.update(
+            {
+                "minginx-cffi App, threads " + threads: (
+                    lambda t: (
+                        lambda r, p, w, pin: start_minginx(
+                            r, p, w, pin, "lifo", "--app", "bench.hello_app:app", "--threads", t
+                        )
+                    )
+                )(threads),
+                "minginx-cffi wsgi, threads " + threads: (
+                    lambda t: (
+                        lambda r, p, w, pin: start_minginx(
+                            r, p, w, pin, "lifo", "--wsgi", "bench.hello_plain:wsgi", "--threads", t
+                        )
+                    )
+                )(threads),
+                "minginx-cffi slow app, threads " + threads: (
+                    lambda t: (
+                        lambda r, p, w, pin: start_minginx(
+                            r, p, w, pin, "lifo", "--app", "bench.slow_app:app", "--threads", t
+                        )
+                    )
+                )(threads),
+            }
+        )
+    out.update(
+        {
+            # the default is --switch ucontext (the seed's swapcontext): every other row runs it
+            "minginx-cffi fast": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo", "--switch", "fast"),
+            "minginx-cffi reuseport": lambda r, p, w, pin: start_minginx(
+                r, p, w, pin, "lifo", "--accept", "reuseport"
+            ),
+            "minginx-cffi no defer-accept": lambda r, p, w, pin: start_minginx(
+                r, p, w, pin, "lifo", "--no-defer-accept"
+            ),
+            "minginx-cffi no small-file cache": lambda r, p, w, pin: start_minginx(
+                r, p, w, pin, "lifo", "--small-file-cache", "0"
+            ),
+            "minginx-cffi no stack pool": lambda r, p, w, pin: start_minginx(
+                r, p, w, pin, "lifo", env={"MINGINX_NO_STACK_POOL": "1"}
+            ),
+            "minginx-cffi no buffer pool": lambda r, p, w, pin: start_minginx(
+                r, p, w, pin, "lifo", env={"MINGINX_NO_BUFFER_POOL": "1"}
+            ),
+            "minginx-cffi fd_batch 1": lambda r, p, w, pin: start_minginx(
+                r, p, w, pin, "lifo", env={"MINGINX_FD_BATCH": "1"}
+            ),
+            "bare C loop": start_bare_loop,
+        }
+    )
     # --io uring next to the epoll rows (issue 16), where this kernel lets us have a ring
     try:
         from minginx_cffi import _native
+
         _native.uring_probe()
-        out["minginx-cffi uring"] = lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo",
-                                                                      "--io", "uring")
+        out["minginx-cffi uring"] = lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo", "--io", "uring")
         out["minginx-cffi uring fast"] = lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--io", "uring", "--switch", "fast")
+            r, p, w, pin, "lifo", "--io", "uring", "--switch", "fast"
+        )
         out["minginx-cffi uring, keep-alive 75 s"] = lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--io", "uring", "--keepalive-timeout", "75")
+            r, p, w, pin, "lifo", "--io", "uring", "--keepalive-timeout", "75"
+        )
     except OSError as e:
         print("bench: no --io uring rows: %s" % e.strerror)
     for name, binary in (("nginx", "nginx"), ("h2o", "h2o"), ("lighttpd", "lighttpd")):
         if shutil.which(binary):
-            if name == "nginx":   # nginx with TCP_DEFER_ACCEPT, as minginx-cffi and h2o by default
+            if name == "nginx":  # nginx with TCP_DEFER_ACCEPT, as minginx-cffi and h2o by default
                 out["nginx deferred"] = lambda r, p, w, pin: start_nginx(r, p, w, pin, deferred=True)
-                out["nginx open_file_cache"] = lambda r, p, w, pin: start_nginx(r, p, w, pin,
-                                                                              file_cache=True)
+                out["nginx open_file_cache"] = lambda r, p, w, pin: start_nginx(r, p, w, pin, file_cache=True)
                 out["nginx, 3 processes"] = lambda r, p, w, pin: start_nginx(r, p, 3, pin)
-            out[name] = start_nginx if name == "nginx" else \
-                (lambda kind: lambda r, p, w, pin: start_conf_server(kind, r, p, w, pin))(name)
+            out[name] = (
+                start_nginx
+                if name == "nginx"
+                else (lambda kind: lambda r, p, w, pin: start_conf_server(kind, r, p, w, pin))(name)
+            )
         else:
-            print("bench: %s not installed; skipping it (apt-get install %s)"
-                  % (name, "nginx-light" if name == "nginx" else name))
+            print(
+                "bench: %s not installed; skipping it (apt-get install %s)"
+                % (name, "nginx-light" if name == "nginx" else name)
+            )
     py = {
         "granian rsgi": lambda r, p, w, pin: start_py(
-            ["granian", "--interface", "rsgi", "--workers", str(w), "--runtime-threads", "1",
-             "--host", "127.0.0.1", "--port", str(p), "--no-ws", "--log-level", "error",
-             "bench.hello_plain:rsgi"], p, pin),
+            [
+                "granian",
+                "--interface",
+                "rsgi",
+                "--workers",
+                str(w),
+                "--runtime-threads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p),
+                "--no-ws",
+                "--log-level",
+                "error",
+                "bench.hello_plain:rsgi",
+            ],
+            p,
+            pin,
+        ),
         "uvicorn asgi": lambda r, p, w, pin: start_py(
-            ["uvicorn", "bench.hello_plain:asgi", "--host", "127.0.0.1", "--port", str(p),
-             "--workers", str(w), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-             "--log-level", "warning"], p, pin),
+            [
+                "uvicorn",
+                "bench.hello_plain:asgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p),
+                "--workers",
+                str(w),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            p,
+            pin,
+        ),
         "gunicorn gevent": lambda r, p, w, pin: start_py(
-            ["gunicorn", "-k", "gevent", "-w", str(w), "-b", "127.0.0.1:%d" % p,
-             "--worker-connections", "1000", "--log-level", "warning", "bench.hello_plain:wsgi"],
-            p, pin),
+            [
+                "gunicorn",
+                "-k",
+                "gevent",
+                "-w",
+                str(w),
+                "-b",
+                "127.0.0.1:%d" % p,
+                "--worker-connections",
+                "1000",
+                "--log-level",
+                "warning",
+                "bench.hello_plain:wsgi",
+            ],
+            p,
+            pin,
+        ),
         "uvicorn fastapi": lambda r, p, w, pin: start_py(
-            ["uvicorn", "bench.fastapi_app:app", "--host", "127.0.0.1", "--port", str(p),
-             "--workers", str(w), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-             "--log-level", "warning"], p, pin),
+            [
+                "uvicorn",
+                "bench.fastapi_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p),
+                "--workers",
+                str(w),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            p,
+            pin,
+        ),
         "granian fastapi": lambda r, p, w, pin: start_py(
-            ["granian", "--interface", "asgi", "--workers", str(w), "--runtime-threads", "1",
-             "--host", "127.0.0.1", "--port", str(p), "--no-ws", "--log-level", "error",
-             "bench.fastapi_app:app"], p, pin),
+            [
+                "granian",
+                "--interface",
+                "asgi",
+                "--workers",
+                str(w),
+                "--runtime-threads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p),
+                "--no-ws",
+                "--log-level",
+                "error",
+                "bench.fastapi_app:app",
+            ],
+            p,
+            pin,
+        ),
     }
     for name, start in py.items():
         if os.path.exists(os.path.join(BENCH_VENV, name.split()[0])):
@@ -439,7 +711,8 @@ def servers_available():
     venv_py = os.path.join(BENCH_VENV, "python")
     if os.path.exists(venv_py):
         out["minginx-cffi asgi fastapi"] = lambda r, p, w, pin: start_minginx(
-            r, p, w, pin, "lifo", "--asgi", "bench.fastapi_app:app", python=venv_py)
+            r, p, w, pin, "lifo", "--asgi", "bench.fastapi_app:app", python=venv_py
+        )
     else:
         print("bench: no bench/.venv; skipping minginx-cffi asgi fastapi (make bench creates it)")
     return out
@@ -487,15 +760,18 @@ def run_ab(port, spec, pin):
     def num(pattern):
         m = re.search(pattern, out)
         return float(m.group(1)) if m else 0.0
-    return {"rps": num(r"Requests per second:\s+([\d.]+)"),
-            "transfer": "%.1fMB" % (num(r"Transfer rate:\s+([\d.]+)") / 1024),
-            "lat_avg_ms": num(r"Time per request:\s+([\d.]+) \[ms\] \(mean\)"),
-            "lat_max_ms": num(r"100%\s+(\d+)"),
-            "errors": [0, 0, 0, int(num(r"Failed requests:\s+(\d+)"))],
-            "non2xx": int(num(r"Non-2xx responses:\s+(\d+)"))}, out
+
+    return {
+        "rps": num(r"Requests per second:\s+([\d.]+)"),
+        "transfer": "%.1fMB" % (num(r"Transfer rate:\s+([\d.]+)") / 1024),
+        "lat_avg_ms": num(r"Time per request:\s+([\d.]+) \[ms\] \(mean\)"),
+        "lat_max_ms": num(r"100%\s+(\d+)"),
+        "errors": [0, 0, 0, int(num(r"Failed requests:\s+(\d+)"))],
+        "non2xx": int(num(r"Non-2xx responses:\s+(\d+)")),
+    }, out
 
 
-IDLE_PER_CLIENT = 15000   # connections one client process holds (its fd limit is 20,000)
+IDLE_PER_CLIENT = 15000  # connections one client process holds (its fd limit is 20,000)
 
 
 def _idle_client(port, path, n, conn, source):
@@ -503,6 +779,7 @@ def _idle_client(port, path, n, conn, source):
     (its own loopback address: one address has ~28,000 ephemeral ports to a server's
     port), one request each, held; on "next", one more request on each, timed."""
     import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     req = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path.encode()
@@ -518,20 +795,20 @@ def _idle_client(port, path, n, conn, source):
             return True
         except OSError:
             return False
+
     socks, failed = [], 0
     for _ in range(n):
         try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=10,
-                                         source_address=(source, 0))
+            s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
             s.sendall(req)
             socks.append(s)
         except OSError:
             failed += 1
         if len(socks) % 500 == 0:
             failed += sum(not answered(t) for t in socks[-500:])
-    failed += sum(not answered(t) for t in socks[len(socks) // 500 * 500:])
+    failed += sum(not answered(t) for t in socks[len(socks) // 500 * 500 :])
     conn.send(failed)
-    conn.recv()   # "next": the server's RSS has been read
+    conn.recv()  # "next": the server's RSS has been read
     t0 = time.perf_counter()
     for t in socks:
         try:
@@ -549,6 +826,7 @@ def run_idle(port, spec, proc):
     client process), hold them and read the server's RSS, then send one more request on
     every connection: RSS, and how long that round took."""
     import multiprocessing
+
     ctx = multiprocessing.get_context("fork")
     before = rss_kib(proc.pid)
     clients = []
@@ -558,8 +836,7 @@ def run_idle(port, spec, proc):
         left -= n
         mine, theirs = ctx.Pipe()
         source = "127.0.0.%d" % (len(clients) + 1)
-        c = ctx.Process(target=_idle_client, args=(port, spec["path"], n, theirs, source),
-                        daemon=True)
+        c = ctx.Process(target=_idle_client, args=(port, spec["path"], n, theirs, source), daemon=True)
         c.start()
         clients.append((c, mine))
     failed = sum(conn.recv() for _, conn in clients)
@@ -572,10 +849,18 @@ def run_idle(port, spec, proc):
     next_s = time.perf_counter() - t0
     for c, _ in clients:
         c.join(30)
-    return {"rps": 0.0, "transfer": "-", "lat_avg_ms": 0.0, "lat_max_ms": 0.0,
-            "errors": [0, 0, 0, failed], "non2xx": 0, "idle_rss_kib": rss,
-            "rss_before_kib": before, "next_round_s": next_s,
-            "next_failed": sum(r[0] for r in replies)}, ""
+    return {
+        "rps": 0.0,
+        "transfer": "-",
+        "lat_avg_ms": 0.0,
+        "lat_max_ms": 0.0,
+        "errors": [0, 0, 0, failed],
+        "non2xx": 0,
+        "idle_rss_kib": rss,
+        "rss_before_kib": before,
+        "next_round_s": next_s,
+        "next_failed": sum(r[0] for r in replies),
+    }, ""
 
 
 def run_burst(port, spec, proc):
@@ -583,7 +868,7 @@ def run_burst(port, spec, proc):
     a coroutine and a request buffer for each, as for requests in flight), RSS sampled over
     a second for the peak; then all closed, and the RSS read spec["after"] seconds later."""
     half = b"GET %s HTTP/1.1\r\nHost: bench\r\nX-Pad: %s" % (spec["path"].encode(), b"x" * 6000)
-    http_get(port, spec["path"])   # warm: the file is in the server's caches
+    http_get(port, spec["path"])  # warm: the file is in the server's caches
     before = rss_kib(proc.pid)
     socks, failed = [], 0
     for _ in range(spec["conns"]):
@@ -595,7 +880,7 @@ def run_burst(port, spec, proc):
             failed += 1
     peak = before
     end = time.monotonic() + 1.0
-    while time.monotonic() < end:   # (a bench, not a test: sampled, as any server may be run)
+    while time.monotonic() < end:  # (a bench, not a test: sampled, as any server may be run)
         peak = max(peak, rss_kib(proc.pid))
         time.sleep(0.05)
     for s in socks:
@@ -606,9 +891,18 @@ def run_burst(port, spec, proc):
         time.sleep(max(0.0, t0 + sec - time.monotonic()))
         after.append(rss_kib(proc.pid))
     status, _ = http_get(port, spec["path"])
-    return {"rps": 0.0, "transfer": "-", "lat_avg_ms": 0.0, "lat_max_ms": 0.0,
-            "errors": [0, 0, 0, failed], "non2xx": int(status != 200), "rss_before_kib": before,
-            "rss_peak_kib": peak, "rss_after_kib": after, "rss_kib": peak}, ""
+    return {
+        "rps": 0.0,
+        "transfer": "-",
+        "lat_avg_ms": 0.0,
+        "lat_max_ms": 0.0,
+        "errors": [0, 0, 0, failed],
+        "non2xx": int(status != 200),
+        "rss_before_kib": before,
+        "rss_peak_kib": peak,
+        "rss_after_kib": after,
+        "rss_kib": peak,
+    }, ""
 
 
 def http_get(port, path, timeout=30):
@@ -617,8 +911,7 @@ def http_get(port, path, timeout=30):
     got = b""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-                      % path.encode())
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n" % path.encode())
             while True:
                 chunk = s.recv(65536)
                 if not chunk:
@@ -636,8 +929,9 @@ def run_slow(port, spec):
     on its own connection at its time: every latency in ms, and the slow requests' seconds.
     The client threads run on CPU 1 (the server is on CPU 0), as wrk does."""
     import threading
+
     before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {1} if os.cpu_count() > 1 else before)   # this thread, so its children
+    os.sched_setaffinity(0, {1} if os.cpu_count() > 1 else before)  # this thread, so its children
     try:
         slow, samples, lock = [], [], threading.Lock()
 
@@ -652,9 +946,13 @@ def run_slow(port, spec):
         threads = [threading.Thread(target=one, args=("/slow", t0, slow)) for _ in range(spec["slow"])]
         n = 2 * spec["samples"]
         # the slow handlers are 0.3 s into their 2 s when the first sample starts
-        threads += [threading.Thread(target=one, args=(spec["static"] if i % 2 == 0 else spec["path"],
-                                                       t0 + 0.3 + 1.5 * i / n, samples))
-                    for i in range(n)]
+        threads += [
+            threading.Thread(
+                target=one,
+                args=(spec["static"] if i % 2 == 0 else spec["path"], t0 + 0.3 + 1.5 * i / n, samples),
+            )
+            for i in range(n)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -665,10 +963,18 @@ def run_slow(port, spec):
     static = [took * 1000 for path, _, took, _ in samples if path == spec["static"]]
     fast = [took * 1000 for path, _, took, _ in samples if path == spec["path"]]
     bad = sum(status != 200 for _, status, _, _ in slow + samples)
-    return {"rps": 0.0, "transfer": "-", "lat_avg_ms": statistics.median(static + fast),
-            "lat_max_ms": max(static + fast), "errors": [0, 0, 0, 0], "non2xx": bad,
-            "static_ms": static, "fast_ms": fast, "slow_s": [took for _, _, took, _ in slow],
-            "samples_during_slow": sum(start < slow_end for _, _, _, start in samples)}, ""
+    return {
+        "rps": 0.0,
+        "transfer": "-",
+        "lat_avg_ms": statistics.median(static + fast),
+        "lat_max_ms": max(static + fast),
+        "errors": [0, 0, 0, 0],
+        "non2xx": bad,
+        "static_ms": static,
+        "fast_ms": fast,
+        "slow_s": [took for _, _, took, _ in slow],
+        "samples_during_slow": sum(start < slow_end for _, _, _, start in samples),
+    }, ""
 
 
 def main():
@@ -703,10 +1009,10 @@ def main():
                         continue
                     kind = spec.get("kind", "wrk")
                     if kind == "slow":
-                        for path in (spec["static"], spec["path"]) * 3:   # warm-up
+                        for path in (spec["static"], spec["path"]) * 3:  # warm-up
                             http_get(port, path)
                     elif kind not in ("idle", "burst"):
-                        run_wrk(port, dict(spec, wrk=["-t1", "-c10"]), 1, spec["pin"])   # warm-up
+                        run_wrk(port, dict(spec, wrk=["-t1", "-c10"]), 1, spec["pin"])  # warm-up
                     cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
                     try:
                         if kind == "ab":
@@ -722,30 +1028,55 @@ def main():
                     except (OSError, subprocess.SubprocessError) as e:
                         print("bench: %s on %s failed: %s" % (name, wl, e), flush=True)
                         continue
-                    r.update(server=name, workload=wl, round=rnd,
-                             rss_kib=r.get("idle_rss_kib") or rss_kib(proc.pid))
+                    r.update(
+                        server=name,
+                        workload=wl,
+                        round=rnd,
+                        rss_kib=r.get("idle_rss_kib") or rss_kib(proc.pid),
+                    )
                     # the server's CPU per request: what the client-bound req/s cannot show
                     answered = r["rps"] * (time.monotonic() - t0)
-                    r["cpu_us_per_req"] = ((cpu_seconds(proc.pid) - cpu0) * 1e6 / answered
-                                           if answered else 0.0)
+                    r["cpu_us_per_req"] = (cpu_seconds(proc.pid) - cpu0) * 1e6 / answered if answered else 0.0
                     results.append(r)
                     if kind == "idle":
-                        print("%-8s round %d  %-32s RSS %7.1f MiB with %d idle connections"
-                              % (wl, rnd + 1, name, r["rss_kib"] / 1024, spec["conns"]), flush=True)
+                        print(
+                            "%-8s round %d  %-32s RSS %7.1f MiB with %d idle connections"
+                            % (wl, rnd + 1, name, r["rss_kib"] / 1024, spec["conns"]),
+                            flush=True,
+                        )
                     elif kind == "burst":
-                        print("%-8s round %d  %-32s RSS MiB before %.1f  peak %.1f  after %s"
-                              % (wl, rnd + 1, name, r["rss_before_kib"] / 1024,
-                                 r["rss_peak_kib"] / 1024,
-                                 " ".join("%.1f" % (k / 1024) for k in r["rss_after_kib"])),
-                              flush=True)
+                        print(
+                            "%-8s round %d  %-32s RSS MiB before %.1f  peak %.1f  after %s"
+                            % (
+                                wl,
+                                rnd + 1,
+                                name,
+                                r["rss_before_kib"] / 1024,
+                                r["rss_peak_kib"] / 1024,
+                                " ".join("%.1f" % (k / 1024) for k in r["rss_after_kib"]),
+                            ),
+                            flush=True,
+                        )
                     elif kind == "slow":
-                        print("%-8s round %d  %-32s static %s ms  fast %s ms  slow %s s  not 200: %d"
-                              % (wl, rnd + 1, name, med_max(r["static_ms"]), med_max(r["fast_ms"]),
-                                 med_max(r["slow_s"], "%.2f"), r["non2xx"]), flush=True)
+                        print(
+                            "%-8s round %d  %-32s static %s ms  fast %s ms  slow %s s  not 200: %d"
+                            % (
+                                wl,
+                                rnd + 1,
+                                name,
+                                med_max(r["static_ms"]),
+                                med_max(r["fast_ms"]),
+                                med_max(r["slow_s"], "%.2f"),
+                                r["non2xx"],
+                            ),
+                            flush=True,
+                        )
                     else:
-                        print("%-8s round %d  %-32s %10.0f req/s  %9s/s  max %7.1f ms  errors %s"
-                              % (wl, rnd + 1, name, r["rps"], r["transfer"], r["lat_max_ms"] or 0,
-                                 r["errors"]), flush=True)
+                        print(
+                            "%-8s round %d  %-32s %10.0f req/s  %9s/s  max %7.1f ms  errors %s"
+                            % (wl, rnd + 1, name, r["rps"], r["transfer"], r["lat_max_ms"] or 0, r["errors"]),
+                            flush=True,
+                        )
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     try:
@@ -766,12 +1097,17 @@ def report(results, workloads, servers, args):
     os.makedirs(outdir, exist_ok=True)
     base = os.path.join(outdir, stamp)
     with open(base + ".json", "w") as f:
-        json.dump({"machine": machine(), "date": stamp, "args": vars(args), "runs": results}, f,
-                  indent=1)
-    lines = ["Measured %s on %s, with `python3 bench/run.py%s`." % (
-        datetime.date.today().isoformat(), machine(),
-        "".join(" --workload " + w for w in (args.workload or [])) +
-        " --rounds %d --duration %d" % (args.rounds, args.duration)), ""]
+        json.dump({"machine": machine(), "date": stamp, "args": vars(args), "runs": results}, f, indent=1)
+    lines = [
+        "Measured %s on %s, with `python3 bench/run.py%s`."
+        % (
+            datetime.date.today().isoformat(),
+            machine(),
+            "".join(" --workload " + w for w in (args.workload or []))
+            + " --rounds %d --duration %d" % (args.rounds, args.duration),
+        ),
+        "",
+    ]
     for wl in workloads:
         spec = WORKLOADS[wl]
         rows = [r for r in results if r["workload"] == wl]
@@ -780,90 +1116,145 @@ def report(results, workloads, servers, args):
         kind = spec.get("kind", "wrk")
         base_name = spec.get("baseline", "nginx")
         if kind == "idle":
-            lines += ["### %s: %d idle keep-alive connections (one request each), server RSS, "
-                      "%d worker%s" % (wl, spec["conns"], spec["workers"],
-                                       "s" if spec["workers"] > 1 else ""), "",
-                      "| server | RSS MiB | per connection KiB | connections not answered | "
-                      "next request on every connection: s (not answered) |",
-                      "|---|---|---|---|---|"]
+            lines += [
+                "### %s: %d idle keep-alive connections (one request each), server RSS, "
+                "%d worker%s" % (wl, spec["conns"], spec["workers"], "s" if spec["workers"] > 1 else ""),
+                "",
+                "| server | RSS MiB | per connection KiB | connections not answered | "
+                "next request on every connection: s (not answered) |",
+                "|---|---|---|---|---|",
+            ]
             for name in spec["servers"]:
                 rs = [r for r in rows if r["server"] == name]
                 if rs:
                     kib = rs[0]["rss_kib"]
-                    lines.append("| %s | %.1f | %.2f | %d | %s |" % (
-                        name, kib / 1024, (kib - rs[0]["rss_before_kib"]) / spec["conns"],
-                        rs[0]["errors"][3],
-                        "%.2f (%d)" % (rs[0]["next_round_s"], rs[0]["next_failed"])
-                        if "next_round_s" in rs[0] else "-"))
+                    lines.append(
+                        "| %s | %.1f | %.2f | %d | %s |"
+                        % (
+                            name,
+                            kib / 1024,
+                            (kib - rs[0]["rss_before_kib"]) / spec["conns"],
+                            rs[0]["errors"][3],
+                            "%.2f (%d)" % (rs[0]["next_round_s"], rs[0]["next_failed"])
+                            if "next_round_s" in rs[0]
+                            else "-",
+                        )
+                    )
             lines.append("")
             continue
         if kind == "burst":
-            lines += ["### %s: %d connections at once, each with half a request head in flight, "
-                      "then closed; server RSS, %d worker" % (wl, spec["conns"], spec["workers"]), "",
-                      "| server | before MiB | peak MiB | %s | connections failed | next request |" %
-                      " | ".join("%d s after MiB" % sec for sec in spec["after"]),
-                      "|---|---|---|" + "---|" * len(spec["after"]) + "---|---|"]
+            lines += [
+                "### %s: %d connections at once, each with half a request head in flight, "
+                "then closed; server RSS, %d worker" % (wl, spec["conns"], spec["workers"]),
+                "",
+                "| server | before MiB | peak MiB | %s | connections failed | next request |"
+                % " | ".join("%d s after MiB" % sec for sec in spec["after"]),
+                "|---|---|---|" + "---|" * len(spec["after"]) + "---|---|",
+            ]
             for name in spec["servers"]:
                 rs = [r for r in rows if r["server"] == name]
                 if rs:
-                    lines.append("| %s | %.1f | %.1f | %s | %d | %s |" % (
-                        name, rs[0]["rss_before_kib"] / 1024, rs[0]["rss_peak_kib"] / 1024,
-                        " | ".join("%.1f" % (k / 1024) for k in rs[0]["rss_after_kib"]),
-                        rs[0]["errors"][3], "200" if not rs[0]["non2xx"] else "failed"))
+                    lines.append(
+                        "| %s | %.1f | %.1f | %s | %d | %s |"
+                        % (
+                            name,
+                            rs[0]["rss_before_kib"] / 1024,
+                            rs[0]["rss_peak_kib"] / 1024,
+                            " | ".join("%.1f" % (k / 1024) for k in rs[0]["rss_after_kib"]),
+                            rs[0]["errors"][3],
+                            "200" if not rs[0]["non2xx"] else "failed",
+                        )
+                    )
             lines.append("")
             continue
         if kind == "slow":
-            lines += ["### %s: %d requests to a handler sleeping 2 s in flight, meanwhile %d static "
-                      "(%s) and %d fast-route (%s) requests, each on its own connection, spread "
-                      "over 1.5 s; pinned (server CPU 0, client CPU 1), %d worker; %d rounds" % (
-                          wl, spec["slow"], spec["samples"], spec["static"], spec["samples"],
-                          spec["path"], spec["workers"], args.rounds), "",
-                      "| server | static median / max ms | fast route median / max ms | "
-                      "samples started while the slow ones ran | slow requests median / max s | "
-                      "not 200 |", "|---|---|---|---|---|---|"]
+            lines += [
+                "### %s: %d requests to a handler sleeping 2 s in flight, meanwhile %d static "
+                "(%s) and %d fast-route (%s) requests, each on its own connection, spread "
+                "over 1.5 s; pinned (server CPU 0, client CPU 1), %d worker; %d rounds"
+                % (
+                    wl,
+                    spec["slow"],
+                    spec["samples"],
+                    spec["static"],
+                    spec["samples"],
+                    spec["path"],
+                    spec["workers"],
+                    args.rounds,
+                ),
+                "",
+                "| server | static median / max ms | fast route median / max ms | "
+                "samples started while the slow ones ran | slow requests median / max s | "
+                "not 200 |",
+                "|---|---|---|---|---|---|",
+            ]
             for name in spec["servers"]:
                 rs = [r for r in rows if r["server"] == name]
                 if rs:
-                    lines.append("| %s | %s | %s | %d of %d | %s | %d |" % (
-                        name, med_max([x for r in rs for x in r["static_ms"]]),
-                        med_max([x for r in rs for x in r["fast_ms"]]),
-                        sum(r["samples_during_slow"] for r in rs),
-                        sum(len(r["static_ms"]) + len(r["fast_ms"]) for r in rs),
-                        med_max([x for r in rs for x in r["slow_s"]], "%.2f"),
-                        sum(r["non2xx"] for r in rs)))
+                    lines.append(
+                        "| %s | %s | %s | %d of %d | %s | %d |"
+                        % (
+                            name,
+                            med_max([x for r in rs for x in r["static_ms"]]),
+                            med_max([x for r in rs for x in r["fast_ms"]]),
+                            sum(r["samples_during_slow"] for r in rs),
+                            sum(len(r["static_ms"]) + len(r["fast_ms"]) for r in rs),
+                            med_max([x for r in rs for x in r["slow_s"]], "%.2f"),
+                            sum(r["non2xx"] for r in rs),
+                        )
+                    )
             lines.append("")
             continue
         baseline = None
         if any(r["server"] == base_name for r in rows):
             baseline = statistics.median(r["rps"] for r in rows if r["server"] == base_name)
-        also = {}   # more baselines, a column each (hello-native: uvicorn beside granian)
+        also = {}  # more baselines, a column each (hello-native: uvicorn beside granian)
         for other in spec.get("also_vs", []):
             if any(r["server"] == other for r in rows):
                 also[other] = statistics.median(r["rps"] for r in rows if r["server"] == other)
-        how = ("ab %s (no keep-alive)" % " ".join(spec["ab"])) if kind == "ab" else \
-            "wrk %s -d%ds" % (" ".join(spec["wrk"]), args.duration)
-        lines += ["### %s: %s %s%s, %d worker%s" % (
-            wl, how, spec["path"], ", pinned (server CPU 0, client CPU 1)" if spec["pin"] else ", unpinned",
-            spec["workers"], "s" if spec["workers"] > 1 else ""), "",
+        how = (
+            ("ab %s (no keep-alive)" % " ".join(spec["ab"]))
+            if kind == "ab"
+            else "wrk %s -d%ds" % (" ".join(spec["wrk"]), args.duration)
+        )
+        lines += [
+            "### %s: %s %s%s, %d worker%s"
+            % (
+                wl,
+                how,
+                spec["path"],
+                ", pinned (server CPU 0, client CPU 1)" if spec["pin"] else ", unpinned",
+                spec["workers"],
+                "s" if spec["workers"] > 1 else "",
+            ),
+            "",
             "| server | median req/s | min-max | vs %s |%s transfer/s | avg / max latency ms | "
-            "errors c/r/w/timeout | RSS MiB | server CPU us/req |" % (
-                base_name, "".join(" vs %s |" % o for o in also)),
-            "|---|---|---|---|" + "---|" * len(also) + "---|---|---|---|---|"]
+            "errors c/r/w/timeout | RSS MiB | server CPU us/req |"
+            % (base_name, "".join(" vs %s |" % o for o in also)),
+            "|---|---|---|---|" + "---|" * len(also) + "---|---|---|---|---|",
+        ]
         for name in spec["servers"]:
             rs = [r for r in rows if r["server"] == name]
             if not rs:
                 continue
             med = statistics.median(r["rps"] for r in rs)
-            lines.append("| %s | %.0f | %.0f-%.0f | %s |%s %s | %.2f / %.1f | %s | %.1f | %.2f |" % (
-                name, med, min(r["rps"] for r in rs), max(r["rps"] for r in rs),
-                "%.2fx" % (med / baseline) if baseline else "-",
-                "".join(" %.2fx |" % (med / v) for v in also.values()),
-                sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]["transfer"],
-                statistics.median(r["lat_avg_ms"] or 0 for r in rs),
-                max(r["lat_max_ms"] or 0 for r in rs),
-                "/".join(str(sum(r["errors"][i] for r in rs)) for i in range(4)),
-                max(r["rss_kib"] for r in rs) / 1024,
-                statistics.median(r.get("cpu_us_per_req", 0.0) for r in rs)))
+            lines.append(
+                "| %s | %.0f | %.0f-%.0f | %s |%s %s | %.2f / %.1f | %s | %.1f | %.2f |"
+                % (
+                    name,
+                    med,
+                    min(r["rps"] for r in rs),
+                    max(r["rps"] for r in rs),
+                    "%.2fx" % (med / baseline) if baseline else "-",
+                    "".join(" %.2fx |" % (med / v) for v in also.values()),
+                    sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]["transfer"],
+                    statistics.median(r["lat_avg_ms"] or 0 for r in rs),
+                    max(r["lat_max_ms"] or 0 for r in rs),
+                    "/".join(str(sum(r["errors"][i] for r in rs)) for i in range(4)),
+                    max(r["rss_kib"] for r in rs) / 1024,
+                    statistics.median(r.get("cpu_us_per_req", 0.0) for r in rs),
+                )
+            )
         lines.append("")
     text = "\n".join(lines)
     with open(base + ".md", "w") as f:
@@ -877,13 +1268,14 @@ def report(results, workloads, servers, args):
             doc = doc.split(begin)[0] + begin + "\n" + text + "\n" + end + doc.split(end, 1)[1]
             with open(readme, "w") as f:
                 f.write(doc)
-        if os.path.exists(base + ".png"):   # the chart README shows
-            shutil.copyfile(base + ".png", os.path.join(os.path.dirname(HERE), "docs",
-                                                        "bench-chart.png"))
+        if os.path.exists(base + ".png"):  # the chart README shows
+            shutil.copyfile(base + ".png", os.path.join(os.path.dirname(HERE), "docs", "bench-chart.png"))
     print()
     print(text)
-    print("bench: wrote %s.json, %s.md%s" % (base, base, ", %s.png" % base
-                                             if os.path.exists(base + ".png") else ""))
+    print(
+        "bench: wrote %s.json, %s.md%s"
+        % (base, base, ", %s.png" % base if os.path.exists(base + ".png") else "")
+    )
 
 
 def chart(base, results, workloads):
@@ -892,8 +1284,9 @@ def chart(base, results, workloads):
     if not os.path.exists(py):
         print("bench: no bench/.venv; skipping the chart")
         return
-    r = subprocess.run([py, os.path.join(HERE, "chart.py"), base + ".json", base + ".png"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [py, os.path.join(HERE, "chart.py"), base + ".json", base + ".png"], capture_output=True, text=True
+    )
     if r.returncode != 0:
         print("bench: chart failed: %s" % r.stderr.strip().splitlines()[-1:])
 
@@ -902,7 +1295,7 @@ def machine():
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return "%d cores, %s, Linux %s" % (os.cpu_count(), cpu, platform.release())

@@ -5,5 +5,14 @@ __version__ = "0.1.0"
 from .app import App, Headers, HTTPError, Request, Response  # noqa: E402
 from .server import Server, ServerError, serve  # noqa: E402
 
-__all__ = ["App", "Headers", "HTTPError", "Request", "Response", "Server", "ServerError", "serve",
-           "__version__"]
+__all__ = [
+    "App",
+    "Headers",
+    "HTTPError",
+    "Request",
+    "Response",
+    "Server",
+    "ServerError",
+    "serve",
+    "__version__",
+]

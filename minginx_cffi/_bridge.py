@@ -21,13 +21,23 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
+from ._dispatch import (
+    ERROR_500_BODY,
+    ERROR_500_FIELDS,
+    FALLTHROUGH,
+    RESP_CLOSE,
+    RESP_STREAM,
+    close_iter,
+    flatten_fields,
+    log,
+    next_piece,
+)
 from ._minginx import ffi, lib
 from .asgi import ASGI, HTTP_VERSIONS, Cycle
-from ._dispatch import (ERROR_500_BODY, ERROR_500_FIELDS, FALLTHROUGH, RESP_CLOSE, RESP_STREAM,
-                        close_iter, flatten_fields, log, next_piece)
 
-assert (RESP_STREAM, RESP_CLOSE) == (lib.MG_RESP_STREAM, lib.MG_RESP_CLOSE), \
+assert (RESP_STREAM, RESP_CLOSE) == (lib.MG_RESP_STREAM, lib.MG_RESP_CLOSE), (
     "minginx.h and _dispatch.py disagree"
+)
 _OP_START, _OP_NEXT, _OP_ABORT = lib.MG_PY_START, lib.MG_PY_NEXT, lib.MG_PY_ABORT
 _BRIDGES: dict = {}
 _next_app_id = [0]
@@ -87,7 +97,7 @@ class CallView:
 
     @property
     def scheme(self):
-        """"http", or "https" when a trusted proxy said so (--proxy-headers)."""
+        """ "http", or "https" when a trusted proxy said so (--proxy-headers)."""
         return "https" if self._c.https else "http"
 
     @property
@@ -104,8 +114,18 @@ class CallView:
 
 def _answer_500(c):
     """Start a 500 for a call whose own answer failed (its reason is logged by the caller)."""
-    lib.mg_call_start(c, 500, b"", 0, _ERROR_500_BLOCK, len(_ERROR_500_BLOCK), _ERROR_500_N,
-                      ERROR_500_BODY, len(ERROR_500_BODY), 0)
+    lib.mg_call_start(
+        c,
+        500,
+        b"",
+        0,
+        _ERROR_500_BLOCK,
+        len(_ERROR_500_BLOCK),
+        _ERROR_500_N,
+        ERROR_500_BODY,
+        len(ERROR_500_BODY),
+        0,
+    )
 
 
 def _c_error(c):
@@ -123,13 +143,14 @@ class Bridge:
     SystemExit, KeyboardInterrupt): handlers run on worker threads, where
     Python never delivers a signal, so such an exception is the handler's own
     raise, not the operator's; let out, it would drop the rest of the batch.
-    The operator stops the server from the main thread (server.py).  A response iterator is closed exactly once, whatever happened.
+    The operator stops the server from the main thread (server.py).  A response iterator
+    is closed exactly once, whatever happened.
     Tested by tests/test_hostile_handlers.py."""
 
     def __init__(self, dispatch, threads=0):
         self.dispatch = dispatch
         self.pool = HandlerPool(self, threads) if threads > 0 else None
-        self.streams = {}   # (worker, request id) -> (iterator, "METHOD path" for the log)
+        self.streams = {}  # (worker, request id) -> (iterator, "METHOD path" for the log)
         self.app_id = _next_app_id[0]
         _next_app_id[0] += 1
         _BRIDGES[self.app_id] = self
@@ -145,8 +166,12 @@ class Bridge:
         try:
             result = self.dispatch(view)
         except BaseException:
-            log.error("minginx: handler for %s %s raised:\n%s", view.method,
-                      view.raw_path.decode("latin-1"), traceback.format_exc().rstrip())
+            log.error(
+                "minginx: handler for %s %s raised:\n%s",
+                view.method,
+                view.raw_path.decode("latin-1"),
+                traceback.format_exc().rstrip(),
+            )
             _answer_500(c)
             return
         finally:
@@ -163,35 +188,47 @@ class Bridge:
                 flags &= ~RESP_STREAM
             else:
                 it = iter(body)
-                flags |= RESP_STREAM   # HEAD too: C then knows the length is not known
+                flags |= RESP_STREAM  # HEAD too: C then knows the length is not known
                 body = None if c._head_only else next_piece(it)
                 if body is None:
                     body = b""
-                    if not c._head_only:   # an empty iterable: no stream after all
+                    if not c._head_only:  # an empty iterable: no stream after all
                         flags &= ~RESP_STREAM
-            r = lib.mg_call_start(c, status, reason, len(reason), block, len(block), n, body,
-                                  len(body), flags)
+            r = lib.mg_call_start(
+                c, status, reason, len(reason), block, len(block), n, body, len(body), flags
+            )
         except BaseException:
-            log.error("minginx: handler for %s %s gave an unusable response:\n%s", view.method,
-                      view.raw_path.decode("latin-1"), traceback.format_exc().rstrip())
+            log.error(
+                "minginx: handler for %s %s gave an unusable response:\n%s",
+                view.method,
+                view.raw_path.decode("latin-1"),
+                traceback.format_exc().rstrip(),
+            )
             r = None
         if r is None or r < 0:
             if r is not None:
-                log.error("minginx: handler for %s %s: response refused: %s", view.method,
-                          view.raw_path.decode("latin-1"), _c_error(c))
+                log.error(
+                    "minginx: handler for %s %s: response refused: %s",
+                    view.method,
+                    view.raw_path.decode("latin-1"),
+                    _c_error(c),
+                )
             if it is not None:
                 close_iter(it)
             if not c._started:
                 _answer_500(c)
             return
         if r == 1:
-            log.error("minginx: handler for %s %s: %s", view.method,
-                      view.raw_path.decode("latin-1"), _c_error(c))
+            log.error(
+                "minginx: handler for %s %s: %s", view.method, view.raw_path.decode("latin-1"), _c_error(c)
+            )
         if it is not None:
             if c.more:
-                self.streams[(c.worker, c.id)] = (it, "%s %s" % (
-                    view.method, view.raw_path.decode("latin-1")))
-            else:   # ended, cut, or C turned streaming off (204, 304, HEAD)
+                self.streams[(c.worker, c.id)] = (
+                    it,
+                    "%s %s" % (view.method, view.raw_path.decode("latin-1")),
+                )
+            else:  # ended, cut, or C turned streaming off (204, 304, HEAD)
                 close_iter(it)
 
     def next(self, c):
@@ -203,11 +240,17 @@ class Bridge:
         it, where = entry
         try:
             chunk = next_piece(it)
-            r = lib.mg_call_chunk(c, b"", 0, 1) if chunk is None else \
-                lib.mg_call_chunk(c, chunk, len(chunk), 0)
+            r = (
+                lib.mg_call_chunk(c, b"", 0, 1)
+                if chunk is None
+                else lib.mg_call_chunk(c, chunk, len(chunk), 0)
+            )
         except BaseException:
-            log.error("minginx: response iterator of %s raised mid-stream; closing the connection:"
-                      "\n%s", where, traceback.format_exc().rstrip())
+            log.error(
+                "minginx: response iterator of %s raised mid-stream; closing the connection:\n%s",
+                where,
+                traceback.format_exc().rstrip(),
+            )
             self.cut(c)
             return
         if r == 1:
@@ -243,7 +286,7 @@ class _CallReply:
         self.c = c
         self.bridge = bridge
         self.key = key
-        self._where = where   # "METHOD path" for the log, or the scope it is made from
+        self._where = where  # "METHOD path" for the log, or the scope it is made from
 
     @property
     def where(self):
@@ -254,7 +297,7 @@ class _CallReply:
 
     def _post(self):
         c = self.c
-        if not c.more:   # the response is over: the call is C's again
+        if not c.more:  # the response is over: the call is C's again
             self.c = None
             self.bridge.cycles.pop(self.key, None)
         self.bridge.post(c)
@@ -264,16 +307,19 @@ class _CallReply:
         try:
             block, n = flatten_fields(fields)
             body = bytes(body)
-            r = lib.mg_call_start(c, status, b"", 0, block, len(block), n, body, len(body),
-                                  RESP_STREAM if more else 0)
+            r = lib.mg_call_start(
+                c, status, b"", 0, block, len(block), n, body, len(body), RESP_STREAM if more else 0
+            )
         except Exception:
-            log.error("minginx: ASGI app for %s gave an unusable response:\n%s", self.where,
-                      traceback.format_exc().rstrip())
+            log.error(
+                "minginx: ASGI app for %s gave an unusable response:\n%s",
+                self.where,
+                traceback.format_exc().rstrip(),
+            )
             r = None
         if r is None or r < 0:
             if r is not None:
-                log.error("minginx: ASGI app for %s: response refused: %s", self.where,
-                          _c_error(c))
+                log.error("minginx: ASGI app for %s: response refused: %s", self.where, _c_error(c))
             if not c._started:
                 _answer_500(c)
             c.more = 0
@@ -289,8 +335,11 @@ class _CallReply:
             data = bytes(data)
             r = lib.mg_call_chunk(c, data, len(data), 1 if last else 0)
         except Exception:
-            log.error("minginx: ASGI app for %s sent an unusable piece; closing the connection:"
-                      "\n%s", self.where, traceback.format_exc().rstrip())
+            log.error(
+                "minginx: ASGI app for %s sent an unusable piece; closing the connection:\n%s",
+                self.where,
+                traceback.format_exc().rstrip(),
+            )
             r = -1
         if r == 1:
             log.error("minginx: ASGI app for %s: %s", self.where, _c_error(c))
@@ -330,11 +379,11 @@ class AsgiBridge:
     closing) and tells the cycle on the loop: http.disconnect."""
 
     def __init__(self, runner):
-        self.pool = None   # the event loop is its executor, not a handler thread pool
+        self.pool = None  # the event loop is its executor, not a handler thread pool
         self.runner = runner
         self.loop = runner.loop
-        self.cycles = {}   # (worker, request id) -> asgi.Cycle; loop thread only
-        self.posts = []    # answered rounds not yet handed back (loop thread only)
+        self.cycles = {}  # (worker, request id) -> asgi.Cycle; loop thread only
+        self.posts = []  # answered rounds not yet handed back (loop thread only)
         self._hbuf = None  # mg_call_headers' buffer (loop thread only)
         self.app_id = _next_app_id[0]
         _next_app_id[0] += 1
@@ -428,7 +477,7 @@ class AsgiBridge:
                     cycle = cycles.get(key)
                     if cycle is not None:
                         cycle.want_next()
-                    else:   # nothing left to stream: end it (a cut, the connection closes)
+                    else:  # nothing left to stream: end it (a cut, the connection closes)
                         c.more = 0
                         c._keep_alive = 0
                         self.post(c)
@@ -438,7 +487,7 @@ class AsgiBridge:
                         cycle.abort()
             except Exception:
                 log.exception("minginx: ASGI call failed")
-                if op != _OP_ABORT:   # answer the round all the same, or it waits for the timeout
+                if op != _OP_ABORT:  # answer the round all the same, or it waits for the timeout
                     cycles.pop(key, None)
                     if not c._started:
                         _answer_500(c)
@@ -459,7 +508,7 @@ def _contain(bridge, c, op):
     try:
         if op == _OP_START:
             if not c._started:
-                _answer_500(c)   # if even this fails, C answers 500 itself (pycall.c)
+                _answer_500(c)  # if even this fails, C answers 500 itself (pycall.c)
             else:
                 bridge.cut(c)
         else:
@@ -478,7 +527,7 @@ def _run_one(bridge, c):
             bridge.next(c)
         else:
             bridge.abort(c)
-    except BaseException:   # a handler's own raise, whatever its class: it fails alone
+    except BaseException:  # a handler's own raise, whatever its class: it fails alone
         _contain(bridge, c, op)
 
 
@@ -496,9 +545,11 @@ class HandlerPool:
         self.bridge = bridge
         self.queue = queue.SimpleQueue()
         self.put = self.queue.put
-        self.contexts = {}   # (worker, request id) -> the Context a live stream runs in
-        self.threads = [threading.Thread(target=self._run, name="minginx-handler-%d" % i,
-                                         daemon=True) for i in range(threads)]
+        self.contexts = {}  # (worker, request id) -> the Context a live stream runs in
+        self.threads = [
+            threading.Thread(target=self._run, name="minginx-handler-%d" % i, daemon=True)
+            for i in range(threads)
+        ]
         for t in self.threads:
             t.start()
 
@@ -519,11 +570,13 @@ class HandlerPool:
                 ctx.run(_run_one, bridge, c)
                 if key in bridge.streams:
                     contexts[key] = ctx
-            except BaseException:   # (SystemExit, CancelledError...): the thread must live on
-                log.error("minginx: handler thread: a round raised past its containment:\n%s",
-                          traceback.format_exc().rstrip())
+            except BaseException:  # (SystemExit, CancelledError...): the thread must live on
+                log.error(
+                    "minginx: handler thread: a round raised past its containment:\n%s",
+                    traceback.format_exc().rstrip(),
+                )
             finally:
-                post(c)   # releases the GIL; c is the worker's again after this
+                post(c)  # releases the GIL; c is the worker's again after this
 
     def stop(self, timeout=None):
         """Ask every thread to finish once the queue is empty; True when all have."""
@@ -541,7 +594,7 @@ class HandlerPool:
 @ffi.def_extern(onerror=_batch_error)
 def mg_py_gone(app_id, worker, request_id):
     bridge = _BRIDGES.get(app_id)
-    if bridge.__class__ is AsgiBridge:   # a WSGI or App handler cannot be told
+    if bridge.__class__ is AsgiBridge:  # a WSGI or App handler cannot be told
         bridge.gone(worker, request_id)
 
 
@@ -551,7 +604,7 @@ def mg_py_batch(app_id, calls, n):
     if bridge.__class__ is AsgiBridge:
         return bridge.run_batch(calls, n)
     pool = bridge.pool
-    if pool is not None:   # --threads N: each round goes to a handler thread
+    if pool is not None:  # --threads N: each round goes to a handler thread
         put = pool.put
         for i in range(n):
             c = calls[i]

@@ -27,16 +27,22 @@ SOURCES = sorted(f for f in os.listdir(CSRC) if f.endswith(".c"))
 def check_build_host():
     """Stop with one sentence, not a compiler traceback, where the engine cannot build."""
     if not sys.platform.startswith("linux"):
-        sys.exit("minginx-cffi: the C engine runs on Linux only (it uses epoll, accept4, "
-                 "openat2 and sendfile); this is %s." % sys.platform)
+        sys.exit(
+            "minginx-cffi: the C engine runs on Linux only (it uses epoll, accept4, "
+            "openat2 and sendfile); this is %s." % sys.platform
+        )
     cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
     if not cc or not shutil.which(cc[0]):
-        sys.exit("minginx-cffi: no C compiler found (%s); install one to build the engine, "
-                 "e.g. apt-get install gcc." % (cc[0] if cc else "CC is empty"))
+        sys.exit(
+            "minginx-cffi: no C compiler found (%s); install one to build the engine, "
+            "e.g. apt-get install gcc." % (cc[0] if cc else "CC is empty")
+        )
     include = sysconfig.get_paths()["include"]
     if not os.path.exists(os.path.join(include, "Python.h")):
-        sys.exit("minginx-cffi: the Python development headers are missing (no Python.h in %s); "
-                 "install them, e.g. apt-get install python3-dev." % include)
+        sys.exit(
+            "minginx-cffi: the Python development headers are missing (no Python.h in %s); "
+            "install them, e.g. apt-get install python3-dev." % include
+        )
 
 
 check_build_host()
@@ -47,8 +53,14 @@ check_build_host()
 # files to a warning-free build; the code cffi generates is compiled with the
 # same flags, minus the one warning it trips.
 CFLAGS = [
-    "-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter",
-    "-fvisibility=hidden", "-pthread",
+    "-std=gnu11",
+    "-O2",
+    "-g",
+    "-Wall",
+    "-Wextra",
+    "-Wno-unused-parameter",
+    "-fvisibility=hidden",
+    "-pthread",
 ]
 if os.environ.get("MINGINX_WERROR") == "1":
     CFLAGS.append("-Werror")
@@ -57,12 +69,19 @@ if os.environ.get("MINGINX_WERROR") == "1":
 SANITIZE = os.environ.get("MINGINX_SANITIZE", "")
 LDFLAGS = ["-pthread"]
 if SANITIZE == "asan":
-    CFLAGS += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
-               "-fno-omit-frame-pointer", "-O1"]
+    CFLAGS += [
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=undefined",
+        "-fno-omit-frame-pointer",
+        "-O1",
+    ]
     LDFLAGS += ["-fsanitize=address,undefined"]
 elif SANITIZE == "fuzz":
     CFLAGS = [f for f in CFLAGS if f != "-Werror"] + [
-        "-fsanitize=fuzzer-no-link,address", "-fno-omit-frame-pointer", "-O1"]
+        "-fsanitize=fuzzer-no-link,address",
+        "-fno-omit-frame-pointer",
+        "-O1",
+    ]
 
 
 def read_cdef(path):

@@ -15,9 +15,9 @@ import logging
 
 log = logging.getLogger("minginx_cffi")
 
-FALLTHROUGH = object()   # "not mine": the static files answer (or 404 without --root)
-RESP_STREAM = 1          # the body is an iterable, sent piece by piece
-RESP_CLOSE = 4           # close the connection after this response
+FALLTHROUGH = object()  # "not mine": the static files answer (or 404 without --root)
+RESP_STREAM = 1  # the body is an iterable, sent piece by piece
+RESP_CLOSE = 4  # close the connection after this response
 
 # What a dispatcher that raised, or whose answer the writer refused, is answered with
 # (the reason goes to the log).
@@ -27,7 +27,7 @@ ERROR_500_BODY = b"Internal Server Error\n"
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _END = object()
-MAX_EMPTY_PIECES = 4096   # empty pieces in a row before an iterator counts as stuck
+MAX_EMPTY_PIECES = 4096  # empty pieces in a row before an iterator counts as stuck
 
 
 def as_bytes(x, what):
@@ -64,7 +64,7 @@ def next_piece(it):
     for _ in range(MAX_EMPTY_PIECES):
         piece = next(it, _END)
         if piece is _END:
-            return None   # a None piece is not the end: as_bytes refuses it
+            return None  # a None piece is not the end: as_bytes refuses it
         if piece.__class__ is not bytes:
             piece = as_bytes(piece, "a response iterator's piece")
         if piece:

@@ -72,20 +72,21 @@ class Proc:
 
     def __init__(self, pid, slot, generation, ready_r):
         self.pid, self.slot, self.generation = pid, slot, generation
-        self.ready_r = ready_r       # read end of its readiness pipe (-1 once closed)
-        self.ready = False           # it said "ready": its workers run, it accepts
-        self.banner = None           # its Server's banner, sent with "ready"
-        self.error = None            # the one line it reported before exiting
+        self.ready_r = ready_r  # read end of its readiness pipe (-1 once closed)
+        self.ready = False  # it said "ready": its workers run, it accepts
+        self.banner = None  # its Server's banner, sent with "ready"
+        self.error = None  # the one line it reported before exiting
         self.buf = b""
         self.started = time.monotonic()
-        self.kill_at = None          # monotonic seconds: SIGKILL if it still runs then
+        self.kill_at = None  # monotonic seconds: SIGKILL if it still runs then
 
 
 class Master:
-    def __init__(self, processes, options, fd=None, uds=None, user=None, group=None,
-                 pid_file=None, exits=False):
+    def __init__(
+        self, processes, options, fd=None, uds=None, user=None, group=None, pid_file=None, exits=False
+    ):
         self.processes = processes
-        self.options = options       # Server() keywords, for every server process
+        self.options = options  # Server() keywords, for every server process
         self.fd, self.uds, self.user, self.group = fd, uds, user, group
         self.pid_file = pid_file
         # exits: the process ends when run() returns (the CLI), so the signals stay
@@ -93,19 +94,19 @@ class Master:
         # INT that comes while it exits must not turn its exit status into "killed by"
         self.exits = exits
         self.grace = options.get("grace", 5.0)
-        self.listeners = []          # per slot: the listeners its process adopts
-        self.uds_bound = None        # (path, inode) of the socket file we made
+        self.listeners = []  # per slot: the listeners its process adopts
+        self.uds_bound = None  # (path, inode) of the socket file we made
         self.wrote_pid = False
-        self.procs = {}              # pid -> Proc, every process not yet reaped
-        self.generation = 0          # the serving generation
+        self.procs = {}  # pid -> Proc, every process not yet reaped
+        self.generation = 0  # the serving generation
         self.next_generation = 1
-        self.booting = True          # generation 1 is not all ready yet
-        self.reloading = None        # the generation SIGHUP is starting, if any
-        self.reload_again = False    # a SIGHUP came during a reload
-        self.restarts = {}           # slot -> monotonic time its new process is due
-        self.backoff = {}            # slot -> seconds waited before its last restart
-        self.stopping = 0            # TERM/INT received (or a failure): 1, 2 for "now"
-        self.failure = None          # the line the server ends with
+        self.booting = True  # generation 1 is not all ready yet
+        self.reloading = None  # the generation SIGHUP is starting, if any
+        self.reload_again = False  # a SIGHUP came during a reload
+        self.restarts = {}  # slot -> monotonic time its new process is due
+        self.backoff = {}  # slot -> seconds waited before its last restart
+        self.stopping = 0  # TERM/INT received (or a failure): 1, 2 for "now"
+        self.failure = None  # the line the server ends with
         self.failed_process = False  # a process exited non-zero while stopping
         self.signals = []
         self._wake_r = self._wake_w = -1
@@ -116,8 +117,8 @@ class Master:
         # generation numbers alone, a failed reload would put the next one in the
         # serving generation's bank: its counts folded while it still publishes them)
         self.shared = None
-        self.identity = None         # (_sockets.Identity, dirs it must read): --user/--group
-        self.banks = {}              # generation -> its bank (0 or 1)
+        self.identity = None  # (_sockets.Identity, dirs it must read): --user/--group
+        self.banks = {}  # generation -> its bank (0 or 1)
 
     # -- set-up: everything the master can check, bind and drop before forking ----
 
@@ -127,7 +128,7 @@ class Master:
             # in it must be handled, never kill the master with the defaults' action
             self._install_signals()
             self._open()
-            self._install_wakeup()   # after _open: fds handed in (3, --fd N) are read first
+            self._install_wakeup()  # after _open: fds handed in (3, --fd N) are read first
             self._loop()
         finally:
             self._close()
@@ -138,29 +139,42 @@ class Master:
 
     def _open(self):
         options = self.options
-        specs = [(flag, options.get(flag)) for flag in ("app", "wsgi", "asgi")
-                 if options.get(flag) is not None]
+        specs = [
+            (flag, options.get(flag)) for flag in ("app", "wsgi", "asgi") if options.get(flag) is not None
+        ]
         if len(specs) > 1:
             raise ServerError("give one of --app, --wsgi or --asgi, not both")
-        for flag, spec in specs:
+        for _flag, spec in specs:
             if isinstance(spec, str):
                 check_spec(spec)
         handed = _sockets.systemd_sockets()
         if handed and (self.fd is not None or self.uds is not None):
-            raise ServerError("systemd handed in a socket (LISTEN_FDS): --fd and --uds are "
-                              "for starting without it")
+            raise ServerError(
+                "systemd handed in a socket (LISTEN_FDS): --fd and --uds are for starting without it"
+            )
         if handed and options.get("accept") == "reuseport":
-            raise ServerError("--accept reuseport binds a listener per worker: it cannot be "
-                              "used with --fd, --uds or sockets handed in by systemd")
+            raise ServerError(
+                "--accept reuseport binds a listener per worker: it cannot be "
+                "used with --fd, --uds or sockets handed in by systemd"
+            )
         identity = None
         if self.user is not None or self.group is not None:
             identity = _sockets.Identity(self.user, self.group)
         # Server() checks every other flag; without the app, so nothing is imported here
-        probe = Server(**dict(options, app=None, wsgi=None, asgi=None, pid_file=None,
-                              processes=self.processes, fd=self.fd, uds=self.uds,
-                              reuse_port=options.get("reuse_port") or self.processes > 1))
-        self.options = dict(options, processes=self.processes, pid_file=None,
-                            reuse_port=probe.reuse_port)
+        probe = Server(
+            **dict(
+                options,
+                app=None,
+                wsgi=None,
+                asgi=None,
+                pid_file=None,
+                processes=self.processes,
+                fd=self.fd,
+                uds=self.uds,
+                reuse_port=options.get("reuse_port") or self.processes > 1,
+            )
+        )
+        self.options = dict(options, processes=self.processes, pid_file=None, reuse_port=probe.reuse_port)
         if handed or self.fd is not None or self.uds is not None:
             # one socket, shared by every process (the kernel queues, they take turns)
             if handed:
@@ -178,8 +192,7 @@ class Master:
                 for s in socks:
                     s.close()
                 raise
-            self.listeners = [socks[i * per_process:(i + 1) * per_process]
-                              for i in range(self.processes)]
+            self.listeners = [socks[i * per_process : (i + 1) * per_process] for i in range(self.processes)]
         probe._sock = None
         if self.pid_file:
             try:
@@ -187,8 +200,7 @@ class Master:
                     self.wrote_pid = True
                     f.write("%d\n" % os.getpid())
             except OSError as e:
-                raise ServerError("cannot write the pid file %s: %s"
-                                  % (self.pid_file, e.strerror)) from None
+                raise ServerError("cannot write the pid file %s: %s" % (self.pid_file, e.strerror)) from None
         if identity is not None:
             # the server processes drop root as they start (_child); the master keeps it,
             # as nginx's and gunicorn's do, to remove its pid file and socket file at exit
@@ -196,10 +208,11 @@ class Master:
             if specs:
                 dirs.append(("app directory", os.getcwd()))
             self.identity = (identity, dirs)
-        raise_fd_limit()   # once, for every process after it
+        raise_fd_limit()  # once, for every process after it
         if probe.stats_enabled:
             from .procstats import SharedStats
-            self.shared = SharedStats(2 * self.processes, probe.nworkers)   # before any fork
+
+            self.shared = SharedStats(2 * self.processes, probe.nworkers)  # before any fork
 
     def _install_signals(self):
         self._old_handlers = {s: signal.signal(s, self._on_signal) for s in MASTER_SIGNALS}
@@ -211,7 +224,7 @@ class Master:
         self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
 
     def _on_signal(self, signum, frame):
-        self.signals.append(signum)   # handled by the loop; the wake-up fd ends its poll
+        self.signals.append(signum)  # handled by the loop; the wake-up fd ends its poll
 
     def _close(self):
         for s, h in self._old_handlers.items():
@@ -223,7 +236,7 @@ class Master:
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
-        for p in self.procs.values():   # only after a failure in the master itself
+        for p in self.procs.values():  # only after a failure in the master itself
             try:
                 os.kill(p.pid, signal.SIGKILL)
                 os.waitpid(p.pid, 0)
@@ -246,7 +259,7 @@ class Master:
     # -- the loop: signals, readiness pipes, exits, restarts -----------------------
 
     def _loop(self):
-        self._handle_signals()   # a TERM while the sockets were bound: no process starts
+        self._handle_signals()  # a TERM while the sockets were bound: no process starts
         if not self.stopping:
             try:
                 self._spawn_generation()
@@ -283,8 +296,7 @@ class Master:
 
     def _timeout(self):
         """Seconds until the next restart or kill is due (None: only an event wakes us)."""
-        due = list(self.restarts.values()) + [p.kill_at for p in self.procs.values()
-                                              if p.kill_at is not None]
+        due = list(self.restarts.values()) + [p.kill_at for p in self.procs.values() if p.kill_at is not None]
         return max(0.0, min(due) - time.monotonic()) if due else None
 
     def _read_pipe(self, p):
@@ -309,13 +321,15 @@ class Master:
         for signum in signals:
             if signum in (signal.SIGINT, signal.SIGTERM):
                 if not self.stopping:
-                    log("%s, finishing in-flight responses (up to %gs; again to quit now)"
-                        % (signal.Signals(signum).name, self.grace))
+                    log(
+                        "%s, finishing in-flight responses (up to %gs; again to quit now)"
+                        % (signal.Signals(signum).name, self.grace)
+                    )
                 self._stop(signum)
             elif signum == signal.SIGHUP:
                 self._reload()
             elif signum == signal.SIGUSR1:
-                self._send_all(signal.SIGUSR1)   # the processes reopen their access log
+                self._send_all(signal.SIGUSR1)  # the processes reopen their access log
 
     def _send_all(self, signum):
         for p in self.procs.values():
@@ -330,7 +344,7 @@ class Master:
         self.stopping += 1
         self.restarts.clear()
         self.reloading = None
-        self._close_listeners()   # the processes hold their own copies until they stop
+        self._close_listeners()  # the processes hold their own copies until they stop
         for p in self.procs.values():
             # the first stop leaves alone the processes already stopping gracefully (an
             # old generation finishing its responses after a reload): a second signal
@@ -363,10 +377,10 @@ class Master:
             p = self.procs.pop(pid, None)
             if p is None:
                 continue
-            while p.ready_r >= 0:   # what it said before it went, then the pipe is done
+            while p.ready_r >= 0:  # what it said before it went, then the pipe is done
                 before = p.ready_r
                 self._read_pipe(p)
-                if p.ready_r == before:   # a process of its own holds the pipe open
+                if p.ready_r == before:  # a process of its own holds the pipe open
                     os.close(p.ready_r)
                     p.ready_r = -1
             self._exited(p, status)
@@ -378,7 +392,7 @@ class Master:
             self._reload_failed(p.error or how)
             return
         if p.generation != self.generation:
-            return   # an old generation drained, or a failed reload's process
+            return  # an old generation drained, or a failed reload's process
         if self.stopping:
             if p.error:
                 self._fail(p.error)
@@ -396,8 +410,9 @@ class Master:
             delay = min(BACKOFF_MAX, max(BACKOFF_MIN, 2 * self.backoff.get(p.slot, 0.0)))
         self.backoff[p.slot] = delay
         self.restarts[p.slot] = now + delay
-        log("%s%s; starting another in %gs" % (how, ": " + p.error if p.error else "", delay),
-            logging.WARNING)
+        log(
+            "%s%s; starting another in %gs" % (how, ": " + p.error if p.error else "", delay), logging.WARNING
+        )
 
     def _start_restarts(self):
         now = time.monotonic()
@@ -417,8 +432,10 @@ class Master:
         now = time.monotonic()
         for p in self.procs.values():
             if p.kill_at is not None and now >= p.kill_at:
-                log("process %d still runs %gs past its grace: killing it" % (p.pid, KILL_AFTER),
-                    logging.WARNING)
+                log(
+                    "process %d still runs %gs past its grace: killing it" % (p.pid, KILL_AFTER),
+                    logging.WARNING,
+                )
                 p.kill_at = None
                 try:
                     os.kill(p.pid, signal.SIGKILL)
@@ -433,8 +450,11 @@ class Master:
         generation, self.next_generation = self.next_generation, self.next_generation + 1
         # --stats: the bank the serving generation does not count in (a failed reload's
         # generation counts in that one too, and is gone before the next reload starts)
-        self.banks = {g: b for g, b in self.banks.items() if g == self.generation
-                      or any(p.generation == g for p in self.procs.values())}
+        self.banks = {
+            g: b
+            for g, b in self.banks.items()
+            if g == self.generation or any(p.generation == g for p in self.procs.values())
+        }
         self.banks[generation] = 1 - self.banks.get(self.generation, 1)
         if self.generation == 0:
             self.generation = generation
@@ -450,15 +470,17 @@ class Master:
     def _reload(self):
         """SIGHUP: a new generation on the same sockets; the old one stops once it is ready."""
         if self.stopping or self.generation == 0:
-            return   # nothing started yet: the first generation imports the code as it is
-        if self.booting or self.reloading is not None or \
-                any(p.generation != self.generation for p in self.procs.values()):
+            return  # nothing started yet: the first generation imports the code as it is
+        if (
+            self.booting
+            or self.reloading is not None
+            or any(p.generation != self.generation for p in self.procs.values())
+        ):
             # after this start (or reload) is done, and the generation before has drained
             # (the new one will count in its stats slots)
             self.reload_again = True
             return
-        log("SIGHUP: starting %d new server process%s" % (self.processes,
-                                                          "es" if self.processes > 1 else ""))
+        log("SIGHUP: starting %d new server process%s" % (self.processes, "es" if self.processes > 1 else ""))
         try:
             self.reloading = self._spawn_generation()
         except ServerError as e:
@@ -475,9 +497,10 @@ class Master:
                 try:
                     banner = min(current, key=lambda p: p.slot).banner
                     print(banner, flush=True)
-                    log(banner[len("minginx-cffi: "):] if banner.startswith("minginx-cffi: ")
-                        else banner)   # stdout is for scripts; the log has it too
-                except OSError as e:   # no one to tell we serve: stop, say why
+                    log(
+                        banner[len("minginx-cffi: ") :] if banner.startswith("minginx-cffi: ") else banner
+                    )  # stdout is for scripts; the log has it too
+                except OSError as e:  # no one to tell we serve: stop, say why
                     self._fail("cannot write to stdout: %s" % e.strerror)
                     return
             elif self.reload_again:
@@ -488,11 +511,12 @@ class Master:
                 return
             old = [p for p in self.procs.values() if p.generation == self.generation]
             self.generation, self.reloading = self.reloading, None
-            self.restarts.clear()   # slots waiting for a restart are served by the new ones
+            self.restarts.clear()  # slots waiting for a restart are served by the new ones
             self.backoff.clear()
-            log("reloaded: processes %s serve; %s finish their responses and stop"
-                % (" ".join(str(p.pid) for p in new),
-                   " ".join(str(p.pid) for p in old) or "no old ones"))
+            log(
+                "reloaded: processes %s serve; %s finish their responses and stop"
+                % (" ".join(str(p.pid) for p in new), " ".join(str(p.pid) for p in old) or "no old ones")
+            )
             kill_at = time.monotonic() + self.grace + KILL_AFTER
             for p in old:
                 p.kill_at = kill_at
@@ -537,7 +561,7 @@ class Master:
             os.close(ready_w)
             raise ServerError("fork: %s" % e.strerror) from None
         if pid == 0:
-            self._child(slot, ready_r, ready_w, blocked, stats_slot)   # never returns
+            self._child(slot, ready_r, ready_w, blocked, stats_slot)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(ready_w)
         self.procs[pid] = Proc(pid, slot, generation, ready_r)
@@ -559,9 +583,10 @@ class Master:
             def stop_for_failure(signum, frame):
                 """FAILED_STOP: the server failed elsewhere; stop gracefully, no table."""
                 if not holder:
-                    raise SystemExit(0)   # still starting: nothing served yet
+                    raise SystemExit(0)  # still starting: nothing served yet
                 holder[0]._no_summary = True
                 holder[0]._on_signal(signal.SIGTERM, frame)
+
             signal.signal(FAILED_STOP, stop_for_failure)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if self.identity is not None:
@@ -572,7 +597,7 @@ class Master:
             stop_with_parent(master)
             os.close(self._wake_r)
             os.close(self._wake_w)
-            os.close(ready_r)   # the master's end of this process's own pipe
+            os.close(ready_r)  # the master's end of this process's own pipe
             for p in self.procs.values():
                 if p.ready_r >= 0:
                     os.close(p.ready_r)
@@ -588,7 +613,7 @@ class Master:
             options = self.options
             if stats_slot is not None:
                 options = dict(options, stats_slot=(self.shared, stats_slot))
-            server = Server(**options)   # imports the application, in this process
+            server = Server(**options)  # imports the application, in this process
             holder.append(server)
             server.adopt(mine)
             server.serve_forever(quiet=True, ready=ready)
@@ -613,10 +638,10 @@ def stop_with_parent(master):
     kernel sends them SIGTERM instead (prctl PR_SET_PDEATHSIG), a graceful stop."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)   # 1: PR_SET_PDEATHSIG
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != master:   # it died before the prctl: no signal will come
+    if os.getppid() != master:  # it died before the prctl: no signal will come
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -630,5 +655,4 @@ def tell(fd, message):
 
 def serve(processes=1, fd=None, uds=None, user=None, group=None, pid_file=None, **options):
     """``minginx-cffi serve``: a master process and ``processes`` server processes."""
-    Master(processes, options, fd=fd, uds=uds, user=user, group=group,
-           pid_file=pid_file, exits=True).run()
+    Master(processes, options, fd=fd, uds=uds, user=user, group=group, pid_file=pid_file, exits=True).run()

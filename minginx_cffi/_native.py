@@ -9,16 +9,17 @@ around each call into C, so ``Worker.run()`` (the worker loop) and
 import errno
 import os
 
-from ._minginx import ffi, lib
 from . import procstats as _procstats
 from . import trace as _trace
 from ._bridge import AsgiBridge, Bridge
+from ._minginx import ffi, lib
 
 assert lib.MG_EV_MAX == len(_trace.EVENTS), "minginx.h and trace.py disagree on the events"
 assert ffi.sizeof("mg_stats") == _procstats.ENTRY_SIZE and [
-    ffi.offsetof("mg_stats", f.split(".")[0]) for f in _procstats.FIELDS if "." not in f] == [
-    8 * i for i, f in enumerate(_procstats.FIELDS) if "." not in f], \
+    ffi.offsetof("mg_stats", f.split(".")[0]) for f in _procstats.FIELDS if "." not in f
+] == [8 * i for i, f in enumerate(_procstats.FIELDS) if "." not in f], (
     "minginx.h's mg_stats and procstats.FIELDS disagree"
+)
 
 #: ready-queue policies by name (the CLI's --policy choices)
 POLICIES = {"fifo": lib.RDY_FIFO, "lifo": lib.RDY_LIFO}
@@ -44,6 +45,8 @@ DEFAULT_IO = os.environ.get("MINGINX_TEST_IO") or "epoll"
 def default_io():
     """Server(io=None)'s backend, read when the server is made (the test fixture sets it)."""
     return os.environ.get("MINGINX_TEST_IO") or "epoll"
+
+
 DEFAULT_STACK_SIZE = lib.MG_DEFAULT_STACK_SIZE
 MIN_STACK_SIZE = lib.MG_MIN_STACK_SIZE
 MAX_WORKERS = lib.MG_MAX_WORKERS
@@ -56,9 +59,11 @@ def _raise_errno(rc, what):
 
 
 #: why io_uring_setup failed, for --io uring's one-line message
-_URING_WHY = {errno.ENOSYS: "the kernel has no io_uring, or a seccomp filter blocks it",
-              errno.EPERM: "kernel.io_uring_disabled or a seccomp filter forbids it",
-              errno.EOPNOTSUPP: "the kernel's io_uring is older than Linux 5.11 (no EXT_ARG)"}
+_URING_WHY = {
+    errno.ENOSYS: "the kernel has no io_uring, or a seccomp filter blocks it",
+    errno.EPERM: "kernel.io_uring_disabled or a seccomp filter forbids it",
+    errno.EOPNOTSUPP: "the kernel's io_uring is older than Linux 5.11 (no EXT_ARG)",
+}
 
 
 def uring_probe():
@@ -69,8 +74,7 @@ def uring_probe():
     if rc < 0:
         why = _URING_WHY.get(-rc, os.strerror(-rc))
         raise OSError(-rc, "io_uring_setup: %s (%s)" % (os.strerror(-rc), why))
-    names = [name for bit, name in ((4096, "SINGLE_ISSUER"), (8192, "DEFER_TASKRUN"))
-             if flags[0] & bit]
+    names = [name for bit, name in ((4096, "SINGLE_ISSUER"), (8192, "DEFER_TASKRUN")) if flags[0] & bit]
     return "|".join(names) or "plain"
 
 
@@ -81,11 +85,30 @@ def _check(rc, what):
 
 
 def _stats_dict(st):
-    d = {name: getattr(st, name) for name in (
-        "connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
-        "ready_max", "coroutines_alive", "coroutines_total", "stack_pool", "stacks_mapped",
-        "cache_hits", "cache_misses", "cache_entries", "rejected", "handler_timeouts",
-        "log_lines", "log_dropped", "parked")}
+    d = {
+        name: getattr(st, name)
+        for name in (
+            "connections",
+            "requests",
+            "bytes_out",
+            "switches",
+            "wakeups",
+            "timeouts",
+            "ready_max",
+            "coroutines_alive",
+            "coroutines_total",
+            "stack_pool",
+            "stacks_mapped",
+            "cache_hits",
+            "cache_misses",
+            "cache_entries",
+            "rejected",
+            "handler_timeouts",
+            "log_lines",
+            "log_dropped",
+            "parked",
+        )
+    }
     d["yields"] = {reason: st.yields[i] for i, reason in enumerate(YIELD_REASONS)}
     d["py_batches"] = st.py_batches
     d["py_calls"] = st.py_calls
@@ -102,7 +125,7 @@ class Worker:
 
     def __init__(self, handle, owner):
         self._w = handle
-        self._owner = owner   # keeps the Engine (and its config strings) alive
+        self._owner = owner  # keeps the Engine (and its config strings) alive
 
     def run(self):
         """The worker loop; returns when the worker has stopped."""
@@ -133,15 +156,38 @@ def _by_time(rec):
 class Engine:
     """The C server object: configuration, document root, workers, acceptor."""
 
-    def __init__(self, root, policy="lifo", stack_size=DEFAULT_STACK_SIZE, serve_dotfiles=False,
-                 follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
-                 send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
-                 trace=False, stats_endpoint=False, switch=DEFAULT_SWITCH, accept="dispatch", threads=0,
-                 io="epoll", handler_timeout=0.0, access_log_fd=None, access_log_path=None,
-                 access_log_format="combined",
-                 add_headers=b"", error_pages=(), proxy_headers=False,
-                 forwarded_allow=()):
+    def __init__(
+        self,
+        root,
+        policy="lifo",
+        stack_size=DEFAULT_STACK_SIZE,
+        serve_dotfiles=False,
+        follow_symlinks=False,
+        header_timeout=10.0,
+        keepalive_timeout=15.0,
+        send_timeout=60.0,
+        max_body=1 << 20,
+        gzip_static=True,
+        open_file_cache=1024,
+        small_file_cache=16384,
+        dispatch=None,
+        static_files=True,
+        max_connections=0,
+        trace=False,
+        stats_endpoint=False,
+        switch=DEFAULT_SWITCH,
+        accept="dispatch",
+        threads=0,
+        io="epoll",
+        handler_timeout=0.0,
+        access_log_fd=None,
+        access_log_path=None,
+        access_log_format="combined",
+        add_headers=b"",
+        error_pages=(),
+        proxy_headers=False,
+        forwarded_allow=(),
+    ):
         if policy not in POLICIES:
             raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
         if stack_size < MIN_STACK_SIZE:
@@ -160,13 +206,18 @@ class Engine:
         cfg.gzip_static = int(bool(gzip_static))
         cfg.open_file_cache = int(open_file_cache)
         cfg.small_file_max = int(small_file_cache)
-        asgi = getattr(dispatch, "asgi", None)   # an asgi.Runner: its calls are deferred
+        asgi = getattr(dispatch, "asgi", None)  # an asgi.Runner: its calls are deferred
         # Inline handlers cannot time out (the worker runs them); pooled ones can, every
         # round; an ASGI app until its head only (a stream may wait for events, as SSE does).
         cfg.handler_timeout_ms = int(handler_timeout * 1000) if threads > 0 or asgi else 0
         cfg.handler_timeout_head = int(asgi is not None)
-        bridge = AsgiBridge(asgi) if asgi is not None else \
-            Bridge(dispatch, threads) if dispatch is not None else None
+        bridge = (
+            AsgiBridge(asgi)
+            if asgi is not None
+            else Bridge(dispatch, threads)
+            if dispatch is not None
+            else None
+        )
         cfg.app_id = bridge.app_id if bridge is not None else -1
         cfg.static_files = int(bool(static_files))
         cfg.max_connections = int(max_connections)
@@ -178,8 +229,7 @@ class Engine:
         # the access log: C duplicates the fd (the caller keeps its own) and reopens the path
         if access_log_format not in LOG_FORMATS:
             raise ValueError("access log format must be one of %s" % ", ".join(LOG_FORMATS))
-        self._log_path = ffi.new("char[]", os.fsencode(access_log_path)) \
-            if access_log_path else ffi.NULL
+        self._log_path = ffi.new("char[]", os.fsencode(access_log_path)) if access_log_path else ffi.NULL
         cfg.access_log = int(access_log_fd is not None)
         cfg.access_log_fd = access_log_fd if access_log_fd is not None else -1
         cfg.access_log_path = self._log_path
@@ -213,7 +263,7 @@ class Engine:
         self._trace_buf = ffi.new("mg_trace_rec[]", 4096) if trace else None
         self._dropped = ffi.new("uint64_t *")
         self.bridge = bridge
-        self._shared = None   # share_stats: the region, as a cffi buffer
+        self._shared = None  # share_stats: the region, as a cffi buffer
         err = ffi.new("int *")
         self._srv = lib.mg_server_new(cfg, err)
         if self._srv == ffi.NULL:
@@ -223,10 +273,13 @@ class Engine:
     def share_stats(self, shared, slot):
         """--processes: publish the workers' counters into slot of a procstats.SharedStats
         (before the workers run; shared must outlive the engine)."""
-        self._shared = ffi.from_buffer(shared.region)   # keeps the buffer exported
-        _check(lib.mg_server_share_stats(self._srv, ffi.cast("mg_stats *", self._shared),
-                                         shared.nslots, shared.nworkers, slot),
-               "mg_server_share_stats")
+        self._shared = ffi.from_buffer(shared.region)  # keeps the buffer exported
+        _check(
+            lib.mg_server_share_stats(
+                self._srv, ffi.cast("mg_stats *", self._shared), shared.nslots, shared.nworkers, slot
+            ),
+            "mg_server_share_stats",
+        )
 
     def add_worker(self):
         err = ffi.new("int *")
@@ -252,7 +305,7 @@ class Engine:
                     out.append((r.t_us, r.worker, r.co, r.fd, r.event, r.arg))
                 if n < 4096:
                     break
-        out.sort(key=_by_time)   # stable: each ring keeps its own order within a tie
+        out.sort(key=_by_time)  # stable: each ring keeps its own order within a tie
         return out
 
     @property
@@ -285,7 +338,7 @@ class Engine:
             lib.mg_server_free(self._srv)
             self._srv = None
         if self._shared is not None:
-            ffi.release(self._shared)   # the region may be unmapped now
+            ffi.release(self._shared)  # the region may be unmapped now
             self._shared = None
         if self.bridge is not None:
             self.bridge.unregister()
@@ -300,15 +353,20 @@ class RuntimeWorker:
         self._w = lib.mg_test_worker_new(POLICIES[policy], stack_size, err)
         if self._w == ffi.NULL:
             _raise_errno(err[0], "mg_test_worker_new")
-        self.switch = "fast" if lib.mg_test_worker_switch(self._w, SWITCHES[switch]) == \
-            lib.MG_SWITCH_FAST else "ucontext"
+        self.switch = (
+            "fast"
+            if lib.mg_test_worker_switch(self._w, SWITCHES[switch]) == lib.MG_SWITCH_FAST
+            else "ucontext"
+        )
         self._log = ffi.new("int[]", log_size)
         self._log_len = ffi.new("int *")
         self._log_size = log_size
 
     def spawn(self, ident, yields=0):
-        _check(lib.mg_test_spawn(self._w, ident, yields, self._log, self._log_size,
-                                 self._log_len), "mg_test_spawn")
+        _check(
+            lib.mg_test_spawn(self._w, ident, yields, self._log, self._log_size, self._log_len),
+            "mg_test_spawn",
+        )
 
     def spawn_deep(self, nbytes):
         _check(lib.mg_test_spawn_deep(self._w, nbytes), "mg_test_spawn_deep")
@@ -337,14 +395,14 @@ def static_fields(fields):
     (csrc/front.c mg_static_fields: response.c head_fields, and none the static
     answers write themselves): their b"Name: value\\r\\n" lines, or ValueError(why)."""
     from ._dispatch import flatten_fields
+
     block, n = flatten_fields(fields)
     out = ffi.new("char[]", lib.MG_ADD_HEADERS_MAX)
     out_len = ffi.new("size_t *")
     why = ffi.new("const char **")
     rc = lib.mg_static_fields(block, len(block), n, out, lib.MG_ADD_HEADERS_MAX, out_len, why)
     if rc < 0:
-        raise ValueError(ffi.string(why[0]).decode("ascii") if why[0] != ffi.NULL else
-                         os.strerror(-rc))
+        raise ValueError(ffi.string(why[0]).decode("ascii") if why[0] != ffi.NULL else os.strerror(-rc))
     return ffi.unpack(out, out_len[0])
 
 
@@ -363,6 +421,17 @@ def parse_request(data):
     """Parse one request head with the C parser: a dict, status 0 when complete."""
     res = ffi.new("mg_parse_result *")
     lib.mg_parse_request(data, len(data), res)
-    return {name: getattr(res, name) for name in (
-        "status", "header_len", "method_len", "target_len", "minor_version", "num_headers",
-        "keep_alive", "content_length", "chunked")}
+    return {
+        name: getattr(res, name)
+        for name in (
+            "status",
+            "header_len",
+            "method_len",
+            "target_len",
+            "minor_version",
+            "num_headers",
+            "keep_alive",
+            "content_length",
+            "chunked",
+        )
+    }

@@ -37,17 +37,20 @@ def systemd_sockets():
     if n <= 0:
         return []
     if n > 1:
-        raise ServerError("systemd handed in %d sockets (LISTEN_FDS=%d); minginx-cffi serves "
-                          "one: give the socket unit one ListenStream=" % (n, n))
-    return [inherited_socket(SD_LISTEN_FDS_START,
-                             "the socket systemd handed in (fd %d)" % SD_LISTEN_FDS_START)]
+        raise ServerError(
+            "systemd handed in %d sockets (LISTEN_FDS=%d); minginx-cffi serves "
+            "one: give the socket unit one ListenStream=" % (n, n)
+        )
+    return [
+        inherited_socket(SD_LISTEN_FDS_START, "the socket systemd handed in (fd %d)" % SD_LISTEN_FDS_START)
+    ]
 
 
 def inherited_socket(fd, what):
     """A listening SOCK_STREAM socket on an inherited fd (--fd N, systemd), non-blocking."""
     try:
         st = os.fstat(fd)
-    except (OSError, OverflowError):   # OverflowError: a number no fd can be (--fd 1e11)
+    except (OSError, OverflowError):  # OverflowError: a number no fd can be (--fd 1e11)
         raise ServerError("%s: not an open file descriptor" % what) from None
     if not stat.S_ISSOCK(st.st_mode):
         raise ServerError("%s is not a socket" % what)
@@ -60,10 +63,10 @@ def inherited_socket(fd, what):
         if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             raise ServerError("%s is not listening (bound and listen() called)" % what)
     except ServerError:
-        sock.detach()   # not ours to close
+        sock.detach()  # not ours to close
         raise
     sock.setblocking(False)
-    sock.set_inheritable(False)   # the application's own subprocesses do not get it
+    sock.set_inheritable(False)  # the application's own subprocesses do not get it
     return sock
 
 
@@ -84,8 +87,7 @@ def bind_unix(path):
         raise ServerError("cannot listen on unix:%s: %s" % (path, e.strerror)) from None
     if st is not None:
         if not stat.S_ISSOCK(st.st_mode):
-            raise ServerError("cannot listen on unix:%s: the file exists and is not a socket"
-                              % path)
+            raise ServerError("cannot listen on unix:%s: the file exists and is not a socket" % path)
         # non-blocking: a server that listens there but no longer accepts (its queue
         # full) would otherwise hold this connect, and the start, forever
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -93,18 +95,23 @@ def bind_unix(path):
             probe.connect(path)
         except ConnectionRefusedError:
             try:
-                os.unlink(path)   # stale: its server is gone
+                os.unlink(path)  # stale: its server is gone
             except OSError as e:
-                raise ServerError("cannot listen on unix:%s: cannot remove the stale socket "
-                                  "file: %s" % (path, e.strerror)) from None
-        except BlockingIOError:   # EAGAIN: a listener whose queue is full is still there
-            raise ServerError("cannot listen on unix:%s: %s (a server listens there)"
-                              % (path, os.strerror(errno.EADDRINUSE))) from None
+                raise ServerError(
+                    "cannot listen on unix:%s: cannot remove the stale socket file: %s" % (path, e.strerror)
+                ) from None
+        except BlockingIOError:  # EAGAIN: a listener whose queue is full is still there
+            raise ServerError(
+                "cannot listen on unix:%s: %s (a server listens there)"
+                % (path, os.strerror(errno.EADDRINUSE))
+            ) from None
         except OSError as e:
             raise ServerError("cannot listen on unix:%s: %s" % (path, e.strerror or e)) from None
         else:
-            raise ServerError("cannot listen on unix:%s: %s (a server listens there)"
-                              % (path, os.strerror(errno.EADDRINUSE)))
+            raise ServerError(
+                "cannot listen on unix:%s: %s (a server listens there)"
+                % (path, os.strerror(errno.EADDRINUSE))
+            )
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -123,7 +130,7 @@ def bind_unix(path):
     except OSError as e:
         sock.close()
         try:
-            os.unlink(path)   # the file bind() just made
+            os.unlink(path)  # the file bind() just made
         except OSError:
             pass
         raise ServerError("cannot listen on unix:%s: %s" % (path, e.strerror or e)) from None
@@ -162,13 +169,15 @@ class Identity:
         self.noop = False
         if os.geteuid() != 0:
             # only root can switch; naming who we already are is harmless
-            if ((self.pw is None or self.pw.pw_uid == os.geteuid())
-                    and (self.gid is None or self.gid == os.getegid())):
+            if (self.pw is None or self.pw.pw_uid == os.geteuid()) and (
+                self.gid is None or self.gid == os.getegid()
+            ):
                 self.noop = True
             else:
                 who = self.pw.pw_name if self.pw is not None else ":" + group
-                raise ServerError("--user/--group need root to switch to %s (running as uid %d)"
-                                  % (who, os.geteuid()))
+                raise ServerError(
+                    "--user/--group need root to switch to %s (running as uid %d)" % (who, os.geteuid())
+                )
 
     def describe(self):
         return "user %s" % self.user if self.user is not None else "group %s" % self.group
@@ -187,8 +196,7 @@ class Identity:
                 if self.pw is not None:
                     os.setuid(self.pw.pw_uid)
             except OSError as e:
-                raise ServerError("cannot switch to %s: %s" % (self.describe(), e.strerror)) \
-                    from None
+                raise ServerError("cannot switch to %s: %s" % (self.describe(), e.strerror)) from None
         for what, path in dirs:
             if not os.access(path, os.R_OK | os.X_OK):
                 raise ServerError("%s %r is not readable by %s" % (what, path, self.describe()))

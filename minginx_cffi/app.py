@@ -30,29 +30,31 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping,
-                    Optional, Protocol, Tuple, TypeVar, Union)
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar, Union
 
 from . import _dispatch
 
 if TYPE_CHECKING:
-    class _View(Protocol):   # what an engine hands a dispatcher (_bridge.CallView, pyport ConnView)
+
+    class _View(Protocol):  # what an engine hands a dispatcher (_bridge.CallView, pyport ConnView)
         method: str
         raw_path: bytes
         query: bytes
         body: bytes
         minor_version: int
         scheme: str
-        client: Tuple[str, int]
+        client: tuple[str, int]
 
-        def header_pairs(self) -> Iterable[Tuple[bytes, bytes]]: ...
+        def header_pairs(self) -> Iterable[tuple[bytes, bytes]]: ...
+
 
 #: What a header name or value may be given as (Headers keeps str; bytes are latin-1).
 HeaderField = Union[str, bytes, bytearray, memoryview, int]
 #: What a Response body may be: bytes-like, str (UTF-8), dict/list (JSON), an iterable of bytes.
-Body = Union[bytes, bytearray, memoryview, str, Dict[str, Any], List[Any], Iterable[bytes], None]
+Body = Union[bytes, bytearray, memoryview, str, dict[str, Any], list[Any], Iterable[bytes], None]
 #: What a handler may return (see to_response).
-HandlerResult = Union["Response", Body, Tuple[Body, int], Tuple[Body, int, Any]]
+HandlerResult = Union["Response", Body, tuple[Body, int], tuple[Body, int, Any]]
 Handler = Callable[..., HandlerResult]
 CallNext = Callable[["Request"], "Response"]
 Middleware = Callable[["Request", CallNext], HandlerResult]
@@ -60,10 +62,11 @@ H = TypeVar("H", bound=Callable[..., Any])
 
 __all__ = ["App", "Request", "Response", "Headers", "HTTPError"]
 
+
 class HTTPError(Exception):
     """Raise in a handler to answer with this status (and an optional text body)."""
 
-    def __init__(self, status: int, message: Optional[str] = None) -> None:
+    def __init__(self, status: int, message: str | None = None) -> None:
         super().__init__(status, message)
         self.status = status
         self.message = message
@@ -107,9 +110,11 @@ class Headers:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Union[Mapping[HeaderField, HeaderField],
-                                    Iterable[Tuple[HeaderField, HeaderField]], None] = None) -> None:
-        self._items: List[Tuple[str, str]]
+    def __init__(
+        self,
+        items: Mapping[HeaderField, HeaderField] | Iterable[tuple[HeaderField, HeaderField]] | None = None,
+    ) -> None:
+        self._items: list[tuple[str, str]]
         if items is None:
             self._items = []
         elif isinstance(items, Mapping):
@@ -123,14 +128,14 @@ class Headers:
             raise KeyError(name)
         return v
 
-    def get(self, name: HeaderField, default: Optional[str] = None) -> Optional[str]:
+    def get(self, name: HeaderField, default: str | None = None) -> str | None:
         lname = _name(name).lower()
         for k, v in self._items:
             if k.lower() == lname:
                 return v
         return default
 
-    def get_all(self, name: HeaderField) -> List[str]:
+    def get_all(self, name: HeaderField) -> list[str]:
         lname = _name(name).lower()
         return [v for k, v in self._items if k.lower() == lname]
 
@@ -142,7 +147,7 @@ class Headers:
     def add(self, name: HeaderField, value: HeaderField) -> None:
         self._items.append((_name(name), _value(value)))
 
-    def pop(self, name: HeaderField, default: Optional[str] = None) -> Optional[str]:
+    def pop(self, name: HeaderField, default: str | None = None) -> str | None:
         lname = _name(name).lower()
         found = default
         kept = []
@@ -162,7 +167,7 @@ class Headers:
     def __iter__(self) -> Iterator[str]:
         return iter(k for k, _ in self._items)
 
-    def items(self) -> List[Tuple[str, str]]:
+    def items(self) -> list[tuple[str, str]]:
         return list(self._items)
 
     def __len__(self) -> int:
@@ -175,20 +180,33 @@ class Headers:
 class Request:
     """One HTTP request: method, path, query, headers (read lazily from the C parse), body."""
 
-    __slots__ = ("_view", "method", "raw_path", "path", "query", "body", "params", "_headers",
-                 "_args", "_client", "http_version", "handler", "scheme")
+    __slots__ = (
+        "_view",
+        "method",
+        "raw_path",
+        "path",
+        "query",
+        "body",
+        "params",
+        "_headers",
+        "_args",
+        "_client",
+        "http_version",
+        "handler",
+        "scheme",
+    )
 
     method: str
     raw_path: bytes
     path: str
     query: str
     body: bytes
-    params: Dict[str, Any]
-    handler: Optional[Handler]
+    params: dict[str, Any]
+    handler: Handler | None
     http_version: str
     scheme: str
 
-    def __init__(self, view: _View, path: str, params: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, view: _View, path: str, params: dict[str, Any] | None = None) -> None:
         self._view = view
         self.method = view.method
         self.raw_path = view.raw_path
@@ -196,30 +214,31 @@ class Request:
         self.query = view.query.decode("latin-1")
         self.body = view.body
         self.params = params or {}
-        self.handler = None   # the route's function, for middleware to look at
+        self.handler = None  # the route's function, for middleware to look at
         self.http_version = "1.%d" % view.minor_version
-        self._headers: Optional[Headers] = None
-        self._args: Optional[Dict[str, List[str]]] = None
-        self._client: Optional[Tuple[str, int]] = None
-        self.scheme = view.scheme   # "http", or "https" from a trusted proxy (--proxy-headers)
+        self._headers: Headers | None = None
+        self._args: dict[str, list[str]] | None = None
+        self._client: tuple[str, int] | None = None
+        self.scheme = view.scheme  # "http", or "https" from a trusted proxy (--proxy-headers)
 
     @property
     def headers(self) -> Headers:
         """Case-insensitive; duplicate fields are all kept (``headers.get_all``)."""
         if self._headers is None:
-            self._headers = Headers([(k.decode("latin-1"), v.decode("latin-1"))
-                                     for k, v in self._view.header_pairs()])
+            self._headers = Headers(
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._view.header_pairs()]
+            )
         return self._headers
 
     @property
-    def args(self) -> Dict[str, List[str]]:
+    def args(self) -> dict[str, list[str]]:
         """The query string as a dict of lists."""
         if self._args is None:
             self._args = urllib.parse.parse_qs(self.query, keep_blank_values=True)
         return self._args
 
     @property
-    def client(self) -> Tuple[str, int]:
+    def client(self) -> tuple[str, int]:
         """(address, port) of the peer; with --proxy-headers, of the client a trusted proxy
         names (port 0: the proxy does not say it)."""
         if self._client is None:
@@ -230,9 +249,9 @@ class Request:
         """The body parsed as JSON; a body that is not JSON raises BodyNotJSON (a 400)."""
         try:
             return json.loads(self.body)
-        except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
             raise BodyNotJSON(str(e).partition("\n")[0][:200]) from None
-        except RecursionError:    # "[[[[..." deeper than the parser goes: not ours to 500
+        except RecursionError:  # "[[[[..." deeper than the parser goes: not ours to 500
             raise BodyNotJSON("nested too deeply") from None
 
     def text(self, encoding: str = "utf-8") -> str:
@@ -249,16 +268,22 @@ class Response:
 
     status: int
     headers: Headers
-    body: Union[bytes, Iterable[bytes]]
+    body: bytes | Iterable[bytes]
 
-    def __init__(self, body: Body = b"", status: int = 200,
-                 headers: Union[Headers, Mapping[HeaderField, HeaderField],
-                                Iterable[Tuple[HeaderField, HeaderField]], None] = None,
-                 content_type: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        body: Body = b"",
+        status: int = 200,
+        headers: Headers
+        | Mapping[HeaderField, HeaderField]
+        | Iterable[tuple[HeaderField, HeaderField]]
+        | None = None,
+        content_type: str | None = None,
+    ) -> None:
         self.status = int(status)
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
-        default_type: Optional[str]
-        data: Union[bytes, Iterable[bytes]]
+        default_type: str | None
+        data: bytes | Iterable[bytes]
         if isinstance(body, str):
             data = body.encode("utf-8")
             default_type = "text/plain; charset=utf-8"
@@ -275,8 +300,10 @@ class Response:
             data = body
             default_type = "application/octet-stream"
         else:
-            raise TypeError("a Response body is bytes, str, dict, list or an iterable of bytes, "
-                            "not %s" % type(body).__name__)
+            raise TypeError(
+                "a Response body is bytes, str, dict, list or an iterable of bytes, "
+                "not %s" % type(body).__name__
+            )
         self.body = data
         if content_type is not None:
             self.headers["Content-Type"] = content_type
@@ -297,20 +324,26 @@ def to_response(value: Any, where: str) -> Response:
         return Response(value[0], value[1], value[2] if len(value) == 3 else None)
     if value is not None and hasattr(value, "__iter__") and not isinstance(value, (tuple, set)):
         return Response(value)
-    raise UnusableResponse("%s returned %s; expected a Response, str, bytes, dict, list, an iterable "
-                    "of bytes, or (body, status[, headers])" % (where, type(value).__name__))
+    raise UnusableResponse(
+        "%s returned %s; expected a Response, str, bytes, dict, list, an iterable "
+        "of bytes, or (body, status[, headers])" % (where, type(value).__name__)
+    )
 
 
-def encode_headers(headers: Iterable[Tuple[Any, Any]]) -> List[Tuple[bytes, bytes]]:
+def encode_headers(headers: Iterable[tuple[Any, Any]]) -> list[tuple[bytes, bytes]]:
     """A field list as the response writer takes it: [(name bytes, value bytes)].
 
     Nothing is checked here: the engine's one response writer refuses a bad
     name or value (CR, LF, NUL, a non-token name) and the framing fields a
     handler may not set (csrc/response.c, pyport/response.py).  Connection,
     Content-Length and the like are the writer's to interpret."""
-    return [(name.encode("latin-1") if name.__class__ is str else name,
-             value.encode("latin-1") if value.__class__ is str else value)
-            for name, value in headers]
+    return [
+        (
+            name.encode("latin-1") if name.__class__ is str else name,
+            value.encode("latin-1") if value.__class__ is str else value,
+        )
+        for name, value in headers
+    ]
 
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(int|path|str))?\}")
@@ -322,11 +355,11 @@ class _Route:
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
-        self.handlers: Dict[str, Handler] = {}
-        self.convert: Dict[str, Callable[[str], Any]] = {}
+        self.handlers: dict[str, Handler] = {}
+        self.convert: dict[str, Callable[[str], Any]] = {}
         regex, pos = "^", 0
         for m in _PARAM.finditer(pattern):
-            regex += re.escape(pattern[pos:m.start()])
+            regex += re.escape(pattern[pos : m.start()])
             kind = m.group(2) or "str"
             sub, conv = _CONVERTERS[kind]
             regex += "(?P<%s>%s)" % (m.group(1), sub)
@@ -340,10 +373,10 @@ class App:
     """Routes and middleware; ``minginx-cffi serve --app module:app`` runs it."""
 
     def __init__(self) -> None:
-        self._exact: Dict[str, _Route] = {}      # path -> _Route (no parameters: a dict lookup)
-        self._patterns: List[_Route] = []        # _Route with parameters, in registration order
-        self._middleware: List[Middleware] = []
-        self._chain: Optional[CallNext] = None
+        self._exact: dict[str, _Route] = {}  # path -> _Route (no parameters: a dict lookup)
+        self._patterns: list[_Route] = []  # _Route with parameters, in registration order
+        self._middleware: list[Middleware] = []
+        self._chain: CallNext | None = None
 
     def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[H], H]:
         """Register the decorated function for ``path`` (``{name}``, ``{name:int}``,
@@ -363,8 +396,9 @@ class App:
             for m in methods:
                 route.handlers[m] = fn
             if "GET" in methods and "HEAD" not in route.handlers:
-                route.handlers["HEAD"] = fn   # HEAD is GET without the body
+                route.handlers["HEAD"] = fn  # HEAD is GET without the body
             return fn
+
         return register
 
     def get(self, path: str) -> Callable[[H], H]:
@@ -381,7 +415,7 @@ class App:
 
     # -- dispatch, called by the bridge on the worker thread ----------------
 
-    def _match(self, path: str) -> Tuple[Optional[_Route], Optional[Dict[str, Any]]]:
+    def _match(self, path: str) -> tuple[_Route | None, dict[str, Any] | None]:
         route = self._exact.get(path)
         if route is not None:
             return route, {}
@@ -408,6 +442,7 @@ class App:
 def _wrap(mw: Middleware, call_next: CallNext) -> CallNext:
     def step(request: Request) -> Response:
         return to_response(mw(request, call_next), "middleware %s" % mw.__name__)
+
     return step
 
 
@@ -419,7 +454,7 @@ def make_dispatch(app: App) -> Callable[[Any], Any]:
         raw = view.raw_path
         path = urllib.parse.unquote(raw.decode("latin-1")) if b"%" in raw else raw.decode("latin-1")
         route = exact.get(path)
-        params: Optional[Dict[str, Any]] = {}
+        params: dict[str, Any] | None = {}
         if route is None:
             route, params = match(path)
             if route is None:
@@ -428,8 +463,13 @@ def make_dispatch(app: App) -> Callable[[Any], Any]:
         if fn is None:
             allow = sorted(route.handlers)
             body = b"Method Not Allowed\n"
-            return (405, b"", [(b"Allow", ", ".join(allow).encode()),
-                               (b"Content-Type", b"text/plain; charset=utf-8")], body, 0)
+            return (
+                405,
+                b"",
+                [(b"Allow", ", ".join(allow).encode()), (b"Content-Type", b"text/plain; charset=utf-8")],
+                body,
+                0,
+            )
         assert params is not None
         request = Request(view, path, params)
         request.handler = fn
@@ -439,8 +479,7 @@ def make_dispatch(app: App) -> Callable[[Any], Any]:
             else:
                 response = to_response(fn(request, **params), "handler %s" % fn.__name__)
         except HTTPError as e:
-            response = Response(e.message if e.message is not None else
-                                "%d\n" % e.status, e.status)
+            response = Response(e.message if e.message is not None else "%d\n" % e.status, e.status)
         except UnusableResponse as e:
             _dispatch.log.error("minginx: %s", e)
             response = Response("Internal Server Error\n", 500)

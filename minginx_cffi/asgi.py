@@ -50,7 +50,6 @@ The response's state, by the messages the app has sent:
 
 import asyncio
 import concurrent.futures
-import contextvars
 import sys
 import threading
 import traceback
@@ -62,10 +61,10 @@ __all__ = ["Runner", "LoopThread", "build_scope", "ClientDisconnected", "Startup
 
 log = _dispatch.log
 
-ASGI = {"version": "3.0", "spec_version": "2.4"}   # 2.4: send() on a closed connection raises OSError
+ASGI = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send() on a closed connection raises OSError
 LIFESPAN_ASGI = {"version": "3.0", "spec_version": "2.0"}
 
-HTTP_VERSIONS = ("1.0", "1.1")   # by the request line's minor version (the parsers take no other)
+HTTP_VERSIONS = ("1.0", "1.1")  # by the request line's minor version (the parsers take no other)
 START, HEAD, STREAM, DISCARD, DONE = "START", "HEAD", "STREAM", "DISCARD", "DONE"
 
 
@@ -115,6 +114,7 @@ class LoopThread:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
         try:
             self.run(cancel_all(), timeout=5)
         except (concurrent.futures.TimeoutError, RuntimeError):
@@ -130,8 +130,7 @@ def build_scope(view, root_path, server, state, headers=None):
     path is percent-decoded UTF-8 and, as the spec asks (and uvicorn does),
     starts with root_path; raw_path is the path as sent, without root_path."""
     raw = view.raw_path
-    path = unquote_to_bytes(raw).decode("utf-8", "replace") if b"%" in raw else \
-        raw.decode("utf-8", "replace")
+    path = unquote_to_bytes(raw).decode("utf-8", "replace") if b"%" in raw else raw.decode("utf-8", "replace")
     return {
         "type": "http",
         "asgi": ASGI,
@@ -152,23 +151,37 @@ def build_scope(view, root_path, server, state, headers=None):
 class Cycle:
     """One request-response cycle, lived on the loop thread (see the module's state diagram)."""
 
-    __slots__ = ("reply", "body", "state", "status", "fields", "body_read", "gone", "complete",
-                 "wanted", "waiter", "disconnect", "app_done", "_where", "hup")
+    __slots__ = (
+        "reply",
+        "body",
+        "state",
+        "status",
+        "fields",
+        "body_read",
+        "gone",
+        "complete",
+        "wanted",
+        "waiter",
+        "disconnect",
+        "app_done",
+        "_where",
+        "hup",
+    )
 
     def __init__(self, reply, body, where=None):
         self.reply = reply
         self.body = body
-        self._where = where            # "METHOD path", for the log; None: the reply's
+        self._where = where  # "METHOD path", for the log; None: the reply's
         self.state = START
         self.status = self.fields = None
         self.body_read = False
-        self.gone = False              # the client left: send() raises
-        self.complete = False          # receive() now answers http.disconnect
-        self.wanted = False            # the engine asked for the next piece (a NEXT round is open)
-        self.waiter = None             # send() of a piece waits here for `wanted`
-        self.disconnect = None         # receive() waits here for the end
+        self.gone = False  # the client left: send() raises
+        self.complete = False  # receive() now answers http.disconnect
+        self.wanted = False  # the engine asked for the next piece (a NEXT round is open)
+        self.waiter = None  # send() of a piece waits here for `wanted`
+        self.disconnect = None  # receive() waits here for the end
         self.app_done = False
-        self.hup = False               # the engine saw the client hang up (not yet answered)
+        self.hup = False  # the engine saw the client hang up (not yet answered)
 
     @property
     def where(self):
@@ -178,24 +191,24 @@ class Cycle:
         try:
             await app(scope, self.receive, self.send)
         except BaseException as e:
-            if self.gone or self.hup:   # the app noticed the client leaving (Starlette: ClientDisconnect)
-                log.info("minginx: ASGI app for %s: client gone (%s)", self.where,
-                         type(e).__name__)
+            if self.gone or self.hup:  # the app noticed the client leaving (Starlette: ClientDisconnect)
+                log.info("minginx: ASGI app for %s: client gone (%s)", self.where, type(e).__name__)
             elif self.state != START and self.state != HEAD:
-                log.error("minginx: ASGI app for %s raised after its response started:\n%s",
-                          self.where, traceback.format_exc().rstrip())
+                log.error(
+                    "minginx: ASGI app for %s raised after its response started:\n%s",
+                    self.where,
+                    traceback.format_exc().rstrip(),
+                )
             else:
-                log.error("minginx: ASGI app for %s raised:\n%s", self.where,
-                          traceback.format_exc().rstrip())
+                log.error("minginx: ASGI app for %s raised:\n%s", self.where, traceback.format_exc().rstrip())
             self._end_early()
             if isinstance(e, asyncio.CancelledError):
-                raise   # the task was cancelled (shutdown): asyncio must see it
+                raise  # the task was cancelled (shutdown): asyncio must see it
             # SystemExit, KeyboardInterrupt raised by the app itself (signals reach the main
             # thread only): re-raised, they would end the loop thread for every request
         else:
             if self.state != DONE and self.state != DISCARD and not (self.gone or self.hup):
-                log.error("minginx: ASGI app for %s returned without completing its response",
-                          self.where)
+                log.error("minginx: ASGI app for %s returned without completing its response", self.where)
             self._end_early()
 
     def _end_early(self):
@@ -204,7 +217,7 @@ class Cycle:
         if not self.gone:
             if self.state == START or self.state == HEAD:
                 self.state = DONE
-                if self.hup:   # the client hung up before the head: nobody to answer (nginx: 499)
+                if self.hup:  # the client hung up before the head: nobody to answer (nginx: 499)
                     self.reply.cut()
                 else:
                     self.reply.error_500()
@@ -241,7 +254,7 @@ class Cycle:
             if self.state != START:
                 raise RuntimeError("http.response.start sent twice")
             self.status = message["status"]
-            self.fields = list(message.get("headers", ()))   # flatten_fields unpacks the pairs
+            self.fields = list(message.get("headers", ()))  # flatten_fields unpacks the pairs
             self.state = HEAD
             return
         if kind != "http.response.body":
@@ -265,7 +278,7 @@ class Cycle:
             return
         if not body and more:
             return
-        if not self.wanted:   # backpressure: the engine has not sent the last piece yet
+        if not self.wanted:  # backpressure: the engine has not sent the last piece yet
             self.waiter = asyncio.get_running_loop().create_future()
             try:
                 await self.waiter
@@ -277,7 +290,7 @@ class Cycle:
             self.state = DONE
             self._finish()
         elif not taking:
-            self.state = DISCARD   # cut to the Content-Length: the rest is dropped
+            self.state = DISCARD  # cut to the Content-Length: the rest is dropped
 
     # -- the engine's side (on the loop thread) --------------------------
 
@@ -316,10 +329,12 @@ _CYCLE_RUN = Cycle.run.__code__
 
 
 if sys.version_info >= (3, 12):
+
     def start_task(loop, coro):
         """Run coro's first step now, as a Task (asyncio's eager start)."""
         return asyncio.Task(coro, loop=loop, eager_start=True)
 else:
+
     def start_task(loop, coro):
         """Before 3.12 asyncio has no eager start: the first step runs in the loop's next
         pass.  (Emulating it on asyncio's private Python Task saved nothing measurable on
@@ -338,7 +353,7 @@ class Lifespan:
         self.state = state
         self.supported = True
         self.inbox = None
-        self.answer = None   # future: the app's answer to the current event, (type, message)
+        self.answer = None  # future: the app's answer to the current event, (type, message)
         self.task = None
 
     async def startup(self):
@@ -369,13 +384,13 @@ class Lifespan:
             await self.app(scope, self.inbox.get, self._send)
         except BaseException as e:
             if self.answer.done() and self.answer.result()[0] == "lifespan.startup.failed":
-                pass   # Starlette re-raises what it reported: the message says it all
+                pass  # Starlette re-raises what it reported: the message says it all
             elif self.answer.done():
                 log.error("minginx: ASGI lifespan raised:\n%s", traceback.format_exc().rstrip())
             else:
                 self.answer.set_result(("raised", "%s: %s" % (type(e).__name__, e)))
             if isinstance(e, asyncio.CancelledError):
-                raise   # as in Cycle.run: only a cancellation goes on up
+                raise  # as in Cycle.run: only a cancellation goes on up
         else:
             if not self.answer.done():
                 self.answer.set_result(("returned", "its lifespan coroutine returned"))
@@ -442,8 +457,9 @@ class Runner:
             if name == b"upgrade" and b"websocket" in value.lower():
                 # RFC 9110 7.8: a server may ignore Upgrade; the request is plain HTTP
                 self.warned_upgrade = True
-                log.warning("minginx: WebSocket upgrade requested: not supported, the "
-                            "request is served as plain HTTP")
+                log.warning(
+                    "minginx: WebSocket upgrade requested: not supported, the request is served as plain HTTP"
+                )
 
     def begin(self, scope, body, reply, where=None):
         """On the loop: a request's Cycle and its task (see run()); returns the Cycle.
@@ -464,18 +480,22 @@ class Runner:
         """From any thread: cancel every request's task (its engine call is answered with a 500
         or cut), for a stop that cannot wait; lifespan goes on to its shutdown."""
         if self.loop_thread is not None:
+
             def cancel():
                 for task in asyncio.all_tasks(self.loop):
                     # a request's task runs Cycle.run; the app's own tasks are left alone
                     if getattr(task.get_coro(), "cr_code", None) is _CYCLE_RUN:
                         task.cancel()
+
             self.loop.call_soon_threadsafe(cancel)
 
     def make_dispatch(self):
         """The engines' marker for this app: a dispatcher whose ``asgi`` is this Runner.
         Neither engine calls it: the C engine runs the app through _bridge.AsgiBridge,
         the port through pyport/asgiport.py, both with deferred rounds."""
+
         def dispatch(view):
             raise RuntimeError("an ASGI app is served through deferred rounds, not called")
+
         dispatch.asgi = self
         return dispatch

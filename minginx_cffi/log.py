@@ -32,19 +32,32 @@ import threading
 import time
 import warnings
 
-__all__ = ["LEVELS", "logger", "prefix", "format_record", "write_record", "configure",
-           "set_level", "level_number"]
+__all__ = [
+    "LEVELS",
+    "logger",
+    "prefix",
+    "format_record",
+    "write_record",
+    "configure",
+    "set_level",
+    "level_number",
+]
 
 #: --log-level's choices, in order; the numbers are the logging module's (and csrc/log.c's)
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR, "critical": logging.CRITICAL}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 _NAMES = {n: name for name, n in LEVELS.items()}
 
 #: the server's logger: messages of the server and tracebacks of the handlers it runs
 logger = logging.getLogger("minginx_cffi")
 
 _handler = None
-_lock = threading.Lock()   # one writer at a time within a process (a partial write's rest)
+_lock = threading.Lock()  # one writer at a time within a process (a partial write's rest)
 
 
 def level_number(level):
@@ -59,7 +72,7 @@ def level_number(level):
 def _level_name(levelno):
     if levelno in _NAMES:
         return _NAMES[levelno]
-    below = [n for n in _NAMES if n <= levelno]   # a custom level: the named one under it
+    below = [n for n in _NAMES if n <= levelno]  # a custom level: the named one under it
     return _NAMES[max(below)] if below else "debug"
 
 
@@ -69,8 +82,13 @@ def prefix(levelno, now=None):
         now = time.time()
     t = time.localtime(now)
     ms = int(now * 1000) % 1000
-    return "%s.%03d%s [%s] [%d] " % (time.strftime("%Y-%m-%dT%H:%M:%S", t), ms,
-                                    time.strftime("%z", t), _level_name(levelno), os.getpid())
+    return "%s.%03d%s [%s] [%d] " % (
+        time.strftime("%Y-%m-%dT%H:%M:%S", t),
+        ms,
+        time.strftime("%z", t),
+        _level_name(levelno),
+        os.getpid(),
+    )
 
 
 #: what would end a line for some reader (a CR for a terminal, VT/FF/FS/GS/RS/NEL/LS/PS for
@@ -101,7 +119,7 @@ def write_record(levelno, text):
         return
     try:
         fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):   # replaced by a file-like object
+    except (AttributeError, OSError, ValueError):  # replaced by a file-like object
         fd = None
     with _lock:
         if fd is None:
@@ -109,7 +127,7 @@ def write_record(levelno, text):
             stream.flush()
             return
         try:
-            stream.flush()   # what print() left in the buffer goes first
+            stream.flush()  # what print() left in the buffer goes first
         except (OSError, ValueError):
             pass
         view = memoryview(data)
@@ -119,7 +137,7 @@ def write_record(levelno, text):
             except InterruptedError:
                 continue
             except OSError:
-                return   # stderr is gone: nobody to tell
+                return  # stderr is gone: nobody to tell
             view = view[n:]
 
 
@@ -130,8 +148,7 @@ class Handler(logging.Handler):
         try:
             text = record.getMessage()
             if record.exc_info:
-                text = text.rstrip("\n") + "\n" + logging.Formatter().formatException(
-                    record.exc_info)
+                text = text.rstrip("\n") + "\n" + logging.Formatter().formatException(record.exc_info)
             if record.stack_info:
                 text = text.rstrip("\n") + "\n" + record.stack_info
             write_record(record.levelno, text)
@@ -149,7 +166,7 @@ def set_level(level):
     logger.disabled = False
     try:
         from . import _native
-    except ImportError:   # the C extension is not built: the port alone logs
+    except ImportError:  # the C extension is not built: the port alone logs
         return n
     _native.set_log_level(n)
     return n
@@ -157,8 +174,7 @@ def set_level(level):
 
 def _showwarning(message, category, filename, lineno, file=None, line=None):
     if logger.isEnabledFor(logging.WARNING):
-        write_record(logging.WARNING,
-                     warnings.formatwarning(message, category, filename, lineno, line))
+        write_record(logging.WARNING, warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _excepthook(etype, value, tb):
@@ -170,9 +186,11 @@ def _excepthook(etype, value, tb):
 def _thread_excepthook(args):
     if args.exc_type is SystemExit:
         return
-    logger.error("minginx-cffi: uncaught exception in thread %s",
-                 args.thread.name if args.thread else "?",
-                 exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+    logger.error(
+        "minginx-cffi: uncaught exception in thread %s",
+        args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
 
 
 def configure(level="info"):

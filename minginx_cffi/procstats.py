@@ -30,12 +30,33 @@ from . import trace as _trace
 __all__ = ["SharedStats", "FIELDS"]
 
 #: mg_stats's words in order (csrc/minginx.h; _native checks they agree)
-FIELDS = ("connections", "requests", "bytes_out", "switches",
-          "yields.ready", "yields.read", "yields.write", "yields.python",
-          "wakeups", "timeouts", "ready_max", "coroutines_alive", "coroutines_total",
-          "stack_pool", "stacks_mapped", "cache_hits", "cache_misses", "cache_entries",
-          "py_batches", "py_calls", "rejected", "handler_timeouts", "log_lines",
-          "log_dropped", "parked")
+FIELDS = (
+    "connections",
+    "requests",
+    "bytes_out",
+    "switches",
+    "yields.ready",
+    "yields.read",
+    "yields.write",
+    "yields.python",
+    "wakeups",
+    "timeouts",
+    "ready_max",
+    "coroutines_alive",
+    "coroutines_total",
+    "stack_pool",
+    "stacks_mapped",
+    "cache_hits",
+    "cache_misses",
+    "cache_entries",
+    "py_batches",
+    "py_calls",
+    "rejected",
+    "handler_timeouts",
+    "log_lines",
+    "log_dropped",
+    "parked",
+)
 #: gauges: what a process has now, not a count; an exited process has none of it
 GAUGES = frozenset(("coroutines_alive", "stack_pool", "stacks_mapped", "cache_entries", "parked"))
 _ENTRY = struct.Struct("=" + "".join("q" if f == "coroutines_alive" else "Q" for f in FIELDS))
@@ -77,8 +98,9 @@ class SharedStats:
         self.nslots = nslots
         self.nworkers = nworkers
         # anonymous and shared: the children forked after this see the same pages
-        self.region = mmap.mmap(-1, (nslots + 1) * nworkers * ENTRY_SIZE,
-                                flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self.region = mmap.mmap(
+            -1, (nslots + 1) * nworkers * ENTRY_SIZE, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS
+        )
 
     def _offset(self, row, worker):
         return (row * self.nworkers + worker) * ENTRY_SIZE
@@ -90,8 +112,7 @@ class SharedStats:
 
     def read(self, slot):
         """Slot's workers, as stats dicts (slot == nslots: the retired row)."""
-        return [nest(_ENTRY.unpack_from(self.region, self._offset(slot, i)))
-                for i in range(self.nworkers)]
+        return [nest(_ENTRY.unpack_from(self.region, self._offset(slot, i))) for i in range(self.nworkers)]
 
     def retired(self):
         return self.read(self.nslots)
@@ -135,7 +156,7 @@ class SharedStats:
         for s in range(self.nslots):
             workers = self.read(s)
             if not any(any(flatten(st)) for st in workers):
-                continue   # a slot no process has counted in (the master's other bank)
+                continue  # a slot no process has counted in (the master's other bank)
             for i, st in enumerate(workers):
                 rows.append(st)
                 labels.append("p%d.w%d" % (s, i))

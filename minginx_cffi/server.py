@@ -18,7 +18,7 @@ off at once.
 
 import importlib
 import inspect
-import ipaddress   # at start-up: after --user drops privileges, a lazy import may not read the stdlib
+import ipaddress  # at start-up: after --user drops privileges, a lazy import may not read the stdlib
 import os
 import resource
 import signal
@@ -32,8 +32,17 @@ from . import __version__, _native
 from . import log as _log
 from .log import logger
 
-__all__ = ["Server", "ServerError", "serve", "default_root", "load_app", "ENGINES", "LIMITS",
-           "DEFAULT_THREADS", "DEFAULT_HANDLER_TIMEOUT"]
+__all__ = [
+    "Server",
+    "ServerError",
+    "serve",
+    "default_root",
+    "load_app",
+    "ENGINES",
+    "LIMITS",
+    "DEFAULT_THREADS",
+    "DEFAULT_HANDLER_TIMEOUT",
+]
 
 #: Python threads running --app/--wsgi handlers (README: "Handlers that block").  Real
 #: handlers block (databases, HTTP calls, files), and one blocked inline freezes its whole
@@ -46,6 +55,7 @@ DEFAULT_HANDLER_TIMEOUT = 60.0
 
 def _python_engine(*args, **kwargs):
     from .pyport import Engine
+
     return Engine(*args, **kwargs)
 
 
@@ -57,7 +67,7 @@ class ServerError(Exception):
     """A problem the user can fix (a root that is not a directory, a port in use...)."""
 
 
-INT_MAX = (1 << 31) - 1   # the C engine's settings are C ints (minginx.h: mg_config)
+INT_MAX = (1 << 31) - 1  # the C engine's settings are C ints (minginx.h: mg_config)
 
 #: the numeric settings and their ranges, checked by Server() for every caller (the
 #: CLI's click ranges are made from this table too): what the C engine would
@@ -72,7 +82,7 @@ LIMITS = {
     "small_file_cache": (int, 0, 1 << 20),
     "max_connections": (int, 0, 1 << 24),
     "grace": (float, 0, 3600),
-    "header_timeout": (float, 0, 86400),      # seconds; x 1000 must fit an int of ms
+    "header_timeout": (float, 0, 86400),  # seconds; x 1000 must fit an int of ms
     "keepalive_timeout": (float, 0, 86400),
     "send_timeout": (float, 0, 86400),
     "threads": (int, 0, 1024),
@@ -85,15 +95,17 @@ def check_limits(**values):
     (NaN is not: click's FloatRange lets it through)."""
     for name, value in values.items():
         kind, lo, hi = LIMITS[name]
-        ok = (isinstance(value, int) if kind is int else isinstance(value, (int, float)))
+        ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
         if not ok or isinstance(value, bool) or not lo <= value <= hi:
-            raise ServerError("%s must be %s between %s and %s, not %r"
-                              % (name.replace("_", "-"), "an integer" if kind is int else "a number",
-                                 lo, hi, value))
+            raise ServerError(
+                "%s must be %s between %s and %s, not %r"
+                % (name.replace("_", "-"), "an integer" if kind is int else "a number", lo, hi, value)
+            )
         if kind is float and 0 < value < 0.001 and name.endswith("timeout"):
             # the engine counts milliseconds and reads 0 as "no limit"
-            raise ServerError("%s must be 0 (no limit) or at least 0.001 s, not %r"
-                              % (name.replace("_", "-"), value))
+            raise ServerError(
+                "%s must be 0 (no limit) or at least 0.001 s, not %r" % (name.replace("_", "-"), value)
+            )
 
 
 #: access-log line formats (--access-log-format): nginx's combined, or one JSON object a line
@@ -104,15 +116,17 @@ def check_access_log(access_log, access_log_format):
     """(path or "-" or None, format), checked: the directory must exist and the file
     must open for append (it is created, as nginx creates its logs at start)."""
     if access_log_format not in ACCESS_LOG_FORMATS:
-        raise ServerError("access-log-format must be one of: %s, not %r"
-                          % (", ".join(ACCESS_LOG_FORMATS), access_log_format))
+        raise ServerError(
+            "access-log-format must be one of: %s, not %r"
+            % (", ".join(ACCESS_LOG_FORMATS), access_log_format)
+        )
     if access_log is None or access_log is False:
         return None, access_log_format
     if not isinstance(access_log, (str, os.PathLike)) or not os.fspath(access_log):
         raise ServerError("access-log must be a file path or '-' (stdout), not %r" % (access_log,))
     access_log = os.fspath(access_log)
     if access_log != "-":
-        access_log = os.path.abspath(access_log)   # SIGUSR1 reopens it whatever the cwd
+        access_log = os.path.abspath(access_log)  # SIGUSR1 reopens it whatever the cwd
         os.close(open_access_log(access_log))
     return access_log, access_log_format
 
@@ -179,11 +193,13 @@ def app_kind(obj):
     ``__call__`` is one, as FastAPI's and Starlette's), "wsgi" (a plain callable taking
     exactly (environ, start_response), as Flask's and Django's), else None (unknown)."""
     from .app import App
+
     if isinstance(obj, App):
         return "app"
     if not callable(obj):
         return None
-    call = obj if inspect.isroutine(obj) else getattr(type(obj), "__call__", None)
+    # the class's __call__ itself (not callable(obj)): is it a coroutine function?
+    call = obj if inspect.isroutine(obj) else getattr(type(obj), "__call__", None)  # noqa: B004
     if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(obj):
         return "asgi"
     try:
@@ -196,8 +212,7 @@ def app_kind(obj):
     return None
 
 
-_KIND_NAMES = {"app": "a minginx_cffi.App", "asgi": "an ASGI application",
-               "wsgi": "a WSGI application"}
+_KIND_NAMES = {"app": "a minginx_cffi.App", "asgi": "an ASGI application", "wsgi": "a WSGI application"}
 
 
 def check_app_kind(flag, want, obj, spec):
@@ -207,11 +222,12 @@ def check_app_kind(flag, want, obj, spec):
     what = spec if isinstance(spec, str) else type(obj).__name__
     if kind is not None and kind != want:
         hint = "--%s %s" % (kind, spec) if isinstance(spec, str) else "Server(%s=...)" % kind
-        raise ServerError("--%s wants %s; %s is %s (%s): use %s" % (
-            flag, _KIND_NAMES[want], what, _KIND_NAMES[kind], type(obj).__name__, hint))
+        raise ServerError(
+            "--%s wants %s; %s is %s (%s): use %s"
+            % (flag, _KIND_NAMES[want], what, _KIND_NAMES[kind], type(obj).__name__, hint)
+        )
     if kind is None and (want == "app" or not callable(obj)):
-        raise ServerError("--%s wants %s, got %s (%s)" % (flag, _KIND_NAMES[want], what,
-                                                          type(obj).__name__))
+        raise ServerError("--%s wants %s, got %s (%s)" % (flag, _KIND_NAMES[want], what, type(obj).__name__))
 
 
 def parse_header_options(values, engine):
@@ -236,8 +252,10 @@ def parse_header_options(values, engine):
         else:
             raise ServerError("--header %r: expected 'NAME: VALUE'" % (v,))
         try:
-            field = (name.encode("ascii") if isinstance(name, str) else bytes(name),
-                     value.encode("utf-8") if isinstance(value, str) else bytes(value))
+            field = (
+                name.encode("ascii") if isinstance(name, str) else bytes(name),
+                value.encode("utf-8") if isinstance(value, str) else bytes(value),
+            )
         except (UnicodeError, TypeError):
             raise ServerError("--header %r: the name is not ASCII" % (shown,)) from None
         try:
@@ -288,11 +306,11 @@ def parse_error_pages(values, root):
             with open(full, "rb") as f:
                 body = f.read(_native.ERROR_PAGE_MAX + 1)
         except OSError as e:
-            raise ServerError("--error-page %r: cannot read %s: %s" % (shown, path, e.strerror)) \
-                from None
+            raise ServerError("--error-page %r: cannot read %s: %s" % (shown, path, e.strerror)) from None
         if len(body) > _native.ERROR_PAGE_MAX:
-            raise ServerError("--error-page %r: %s is larger than %d bytes"
-                              % (shown, path, _native.ERROR_PAGE_MAX))
+            raise ServerError(
+                "--error-page %r: %s is larger than %d bytes" % (shown, path, _native.ERROR_PAGE_MAX)
+            )
         pages[code] = (code, os.path.relpath(full, root_real), body)
     return list(pages.values())
 
@@ -311,8 +329,7 @@ def parse_forwarded_allow_ips(value):
         try:
             out.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ServerError("--forwarded-allow-ips: %r is not an IP address or network"
-                              % item) from None
+            raise ServerError("--forwarded-allow-ips: %r is not an IP address or network" % item) from None
     return out
 
 
@@ -323,17 +340,54 @@ class Server:
     background thread instead and ``shutdown()`` stops it.
     """
 
-    def __init__(self, root=None, host="127.0.0.1", port=3094, workers=None, policy="lifo",
-                 grace=5.0, stack_size=_native.DEFAULT_STACK_SIZE, serve_dotfiles=False,
-                 follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
-                 send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384, app=None, wsgi=None, reuse_port=False, processes=1,
-                 engine="cffi", max_connections=0, pid_file=None, trace=False, stats=False,
-                 switch=_native.DEFAULT_SWITCH, accept="dispatch", io=None, defer_accept=True, asgi=None, root_path="",
-                 threads=DEFAULT_THREADS, handler_timeout=DEFAULT_HANDLER_TIMEOUT,
-                 log_level=None, stats_slot=None, access_log=None, access_log_format="combined",
-                 header=(), error_page=(), proxy_headers=False, forwarded_allow_ips="127.0.0.1",
-                 fd=None, uds=None, user=None, group=None):
+    def __init__(
+        self,
+        root=None,
+        host="127.0.0.1",
+        port=3094,
+        workers=None,
+        policy="lifo",
+        grace=5.0,
+        stack_size=_native.DEFAULT_STACK_SIZE,
+        serve_dotfiles=False,
+        follow_symlinks=False,
+        header_timeout=10.0,
+        keepalive_timeout=15.0,
+        send_timeout=60.0,
+        max_body=1 << 20,
+        gzip_static=True,
+        open_file_cache=1024,
+        small_file_cache=16384,
+        app=None,
+        wsgi=None,
+        reuse_port=False,
+        processes=1,
+        engine="cffi",
+        max_connections=0,
+        pid_file=None,
+        trace=False,
+        stats=False,
+        switch=_native.DEFAULT_SWITCH,
+        accept="dispatch",
+        io=None,
+        defer_accept=True,
+        asgi=None,
+        root_path="",
+        threads=DEFAULT_THREADS,
+        handler_timeout=DEFAULT_HANDLER_TIMEOUT,
+        log_level=None,
+        stats_slot=None,
+        access_log=None,
+        access_log_format="combined",
+        header=(),
+        error_page=(),
+        proxy_headers=False,
+        forwarded_allow_ips="127.0.0.1",
+        fd=None,
+        uds=None,
+        user=None,
+        group=None,
+    ):
         # log_level: "debug".."critical" sets the "minginx_cffi" logger's level and C's
         # (None: the embedding program's logging config decides); log.configure() is the
         # CLI's.  stats_slot: (procstats.SharedStats, i), this process's slot (--processes).
@@ -344,11 +398,14 @@ class Server:
                 raise ServerError(str(e)) from None
         if stats_slot is not None:
             from .procstats import SharedStats
+
             shared, slot = stats_slot
-            if not isinstance(shared, SharedStats) or not isinstance(slot, int) or \
-                    not 0 <= slot < shared.nslots:
-                raise ServerError("stats_slot must be (SharedStats, a slot index), not %r"
-                                  % (stats_slot,))
+            if (
+                not isinstance(shared, SharedStats)
+                or not isinstance(slot, int)
+                or not 0 <= slot < shared.nslots
+            ):
+                raise ServerError("stats_slot must be (SharedStats, a slot index), not %r" % (stats_slot,))
         self.stats_slot = stats_slot
         if sum(x is not None for x in (app, wsgi, asgi)) > 1:
             raise ServerError("give one of --app, --wsgi or --asgi, not both")
@@ -356,13 +413,15 @@ class Server:
             if spec is not None:
                 obj = load_app(spec) if isinstance(spec, str) else spec
                 check_app_kind(flag, flag, obj, spec)
-                app, wsgi, asgi = (obj if flag == "app" else app, obj if flag == "wsgi" else wsgi,
-                                   obj if flag == "asgi" else asgi)
+                app, wsgi, asgi = (
+                    obj if flag == "app" else app,
+                    obj if flag == "wsgi" else wsgi,
+                    obj if flag == "asgi" else asgi,
+                )
         if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
-            raise ServerError("root-path must start with / and not end with one, not %r"
-                              % root_path)
+            raise ServerError("root-path must start with / and not end with one, not %r" % root_path)
         if log_level is not None:
-            _log.set_level(log_level)   # after the app's import: it may have configured logging
+            _log.set_level(log_level)  # after the app's import: it may have configured logging
         self.app, self.wsgi, self.asgi = app, wsgi, asgi
         self.root_path = root_path
         self._asgi_runner = None
@@ -383,12 +442,22 @@ class Server:
         self.nworkers = workers or os.cpu_count() or 1
         if self.nworkers > _native.MAX_WORKERS and workers is None:
             self.nworkers = _native.MAX_WORKERS
-        check_limits(port=port, workers=self.nworkers, processes=processes, stack_size=stack_size,
-                     max_body=max_body, open_file_cache=open_file_cache,
-                     small_file_cache=small_file_cache, max_connections=max_connections,
-                     grace=grace, header_timeout=header_timeout,
-                     keepalive_timeout=keepalive_timeout, send_timeout=send_timeout,
-                     threads=threads, handler_timeout=handler_timeout)
+        check_limits(
+            port=port,
+            workers=self.nworkers,
+            processes=processes,
+            stack_size=stack_size,
+            max_body=max_body,
+            open_file_cache=open_file_cache,
+            small_file_cache=small_file_cache,
+            max_connections=max_connections,
+            grace=grace,
+            header_timeout=header_timeout,
+            keepalive_timeout=keepalive_timeout,
+            send_timeout=send_timeout,
+            threads=threads,
+            handler_timeout=handler_timeout,
+        )
         self.threads = threads if (app is not None or wsgi is not None) else 0
         if policy not in _native.POLICIES:
             raise ServerError("policy must be one of: %s" % ", ".join(_native.POLICIES))
@@ -404,20 +473,21 @@ class Server:
             raise ServerError("--accept reuseport is for the cffi engine")
         if switch not in _native.SWITCHES:
             raise ServerError("switch must be one of: %s" % ", ".join(_native.SWITCHES))
-        if io is None:   # epoll; a test run's MINGINX_TEST_IO for the C engine (_native.default_io)
+        if io is None:  # epoll; a test run's MINGINX_TEST_IO for the C engine (_native.default_io)
             io = _native.default_io() if engine == "cffi" else "epoll"
         if io not in _native.IO_MODES:
             raise ServerError("io must be one of: %s" % ", ".join(_native.IO_MODES))
         self.uring_flags = None
         if io == "uring":
             if engine != "cffi":
-                raise ServerError("--io uring is for the cffi engine: the pure-Python port is "
-                                  "epoll only (the standard library has no io_uring)")
+                raise ServerError(
+                    "--io uring is for the cffi engine: the pure-Python port is "
+                    "epoll only (the standard library has no io_uring)"
+                )
             try:
                 self.uring_flags = _native.uring_probe()
             except OSError as e:
-                raise ServerError("--io uring: io_uring is not available: %s" % e.strerror) \
-                    from None
+                raise ServerError("--io uring: io_uring is not available: %s" % e.strerror) from None
         self.io = io
         self.accept = accept
         self.switch = switch
@@ -428,15 +498,17 @@ class Server:
         if fd is not None and uds is not None:
             raise ServerError("give one of --fd or --uds, not both")
         if (fd is not None or uds is not None) and accept == "reuseport":
-            raise ServerError("--accept reuseport binds a listener per worker: it cannot be "
-                              "used with --fd, --uds or sockets handed in by systemd")
+            raise ServerError(
+                "--accept reuseport binds a listener per worker: it cannot be "
+                "used with --fd, --uds or sockets handed in by systemd"
+            )
         if fd is not None and (isinstance(fd, bool) or not isinstance(fd, int) or fd < 0):
             raise ServerError("fd must be a file descriptor number, not %r" % (fd,))
         self.fd, self.uds = fd, uds
-        self._uds_bound = None      # the socket file bind() made, removed at the end
+        self._uds_bound = None  # the socket file bind() made, removed at the end
         self.user, self.group = user, group
         self._listeners = []
-        self._adopted = []          # reuseport: the other workers' listeners, from adopt()
+        self._adopted = []  # reuseport: the other workers' listeners, from adopt()
         self._trace_thread = None
         self._trace_t0 = None
         # in front of an app: files first, --header, --error-page, --proxy-headers
@@ -446,18 +518,32 @@ class Server:
         self.proxy_headers = bool(proxy_headers)
         # --max-connections is a total: each worker takes its share
         per_worker = -(-max_connections // self.nworkers) if max_connections else 0
-        self._engine_args = dict(max_connections=per_worker, trace=bool(trace), switch=switch,
-                                 accept=accept,
-                                 stats_endpoint=bool(stats), threads=self.threads,
-                                 handler_timeout=handler_timeout,
-            policy=policy, stack_size=stack_size, serve_dotfiles=serve_dotfiles,
-            follow_symlinks=follow_symlinks, header_timeout=header_timeout,
-            keepalive_timeout=keepalive_timeout, send_timeout=send_timeout, max_body=max_body,
-            gzip_static=gzip_static, open_file_cache=open_file_cache,
-            small_file_cache=small_file_cache, add_headers=add_headers, error_pages=error_pages,
-            proxy_headers=self.proxy_headers, forwarded_allow=forwarded_allow)
+        self._engine_args = dict(
+            max_connections=per_worker,
+            trace=bool(trace),
+            switch=switch,
+            accept=accept,
+            stats_endpoint=bool(stats),
+            threads=self.threads,
+            handler_timeout=handler_timeout,
+            policy=policy,
+            stack_size=stack_size,
+            serve_dotfiles=serve_dotfiles,
+            follow_symlinks=follow_symlinks,
+            header_timeout=header_timeout,
+            keepalive_timeout=keepalive_timeout,
+            send_timeout=send_timeout,
+            max_body=max_body,
+            gzip_static=gzip_static,
+            open_file_cache=open_file_cache,
+            small_file_cache=small_file_cache,
+            add_headers=add_headers,
+            error_pages=error_pages,
+            proxy_headers=self.proxy_headers,
+            forwarded_allow=forwarded_allow,
+        )
         if engine == "cffi":
-            self._engine_args["io"] = io   # the port has one backend: epoll
+            self._engine_args["io"] = io  # the port has one backend: epoll
         self.access_log, self.access_log_format = check_access_log(access_log, access_log_format)
         self.fd_limit = None
         self._sock = None
@@ -484,8 +570,9 @@ class Server:
             s.listen(65535)
         except OSError as e:
             s.close()
-            raise ServerError("cannot listen on %s port %s: %s" % (self.host, self.port,
-                                                                   e.strerror)) from None
+            raise ServerError(
+                "cannot listen on %s port %s: %s" % (self.host, self.port, e.strerror)
+            ) from None
         s.setblocking(False)
         return s
 
@@ -508,7 +595,7 @@ class Server:
     def _tune_listener(self, sock):
         """Options every accepted connection inherits from its listener (Linux)."""
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return   # a Unix socket (--uds) has neither Nagle nor handshakes
+            return  # a Unix socket (--uds) has neither Nagle nor handshakes
         # Responses go out whole (one sendmsg, or corked head + file): Nagle
         # would only hold back a streamed response's last piece.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -524,6 +611,7 @@ class Server:
         """Claim the listening socket: --uds's Unix socket, --fd's inherited one, or
         host:port.  With user/group set, become that user once it is bound."""
         from . import _sockets
+
         if self.uds is not None:
             sock = _sockets.bind_unix(self.uds)
             self._uds_bound = (self.uds, os.stat(self.uds).st_ino)
@@ -535,8 +623,7 @@ class Server:
             self._tune_listener(sock)
         self.adopt(sock)
         if self.user is not None or self.group is not None:
-            _sockets.drop_privileges(self.user, self.group,
-                                     self._readable_dirs())
+            _sockets.drop_privileges(self.user, self.group, self._readable_dirs())
         return sock
 
     def _readable_dirs(self):
@@ -548,8 +635,7 @@ class Server:
 
     def _bind_tcp(self):
         try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except socket.gaierror as e:
             raise ServerError("cannot resolve host %r: %s" % (self.host, e.strerror)) from None
         family, stype, proto, _, addr = infos[0]
@@ -573,8 +659,9 @@ class Server:
             sock.listen(65535)
         except OSError as e:
             sock.close()
-            raise ServerError("cannot listen on %s port %s: %s" % (self.host, self.port,
-                                                                   e.strerror)) from None
+            raise ServerError(
+                "cannot listen on %s port %s: %s" % (self.host, self.port, e.strerror)
+            ) from None
         sock.setblocking(False)
         return sock
 
@@ -583,24 +670,34 @@ class Server:
         dispatch = None
         if self.app is not None:
             from .app import make_dispatch
+
             dispatch = make_dispatch(self.app)
         elif self.wsgi is not None:
             from . import wsgi
-            dispatch = wsgi.make_dispatch(self.wsgi, multithread=self.nworkers > 1 or self.threads > 1,
-                                          multiprocess=self.processes > 1, server_name=self.host)
+
+            dispatch = wsgi.make_dispatch(
+                self.wsgi,
+                multithread=self.nworkers > 1 or self.threads > 1,
+                multiprocess=self.processes > 1,
+                server_name=self.host,
+            )
         elif self.asgi is not None:
             dispatch = self._start_asgi()
         try:
             log_fd = open_access_log(self.access_log)
             try:
                 self._engine = ENGINES[self.engine](
-                    self.root, dispatch=dispatch, static_files=self.static_files,
+                    self.root,
+                    dispatch=dispatch,
+                    static_files=self.static_files,
                     access_log_fd=log_fd,
                     access_log_path=self.access_log if self.access_log != "-" else None,
-                    access_log_format=self.access_log_format, **self._engine_args)
+                    access_log_format=self.access_log_format,
+                    **self._engine_args,
+                )
             finally:
                 if log_fd is not None and log_fd != 1:
-                    os.close(log_fd)   # the engine keeps a duplicate
+                    os.close(log_fd)  # the engine keeps a duplicate
         except ServerError:
             self._stop_asgi()
             raise
@@ -625,6 +722,7 @@ class Server:
     def _start_asgi(self):
         """The loop thread and lifespan startup, before any request; the app's dispatcher."""
         from . import asgi
+
         runner = asgi.Runner(self.asgi, root_path=self.root_path, server=self.host)
         try:
             runner.start()
@@ -643,8 +741,9 @@ class Server:
     def _start_threads(self):
         if self.accept == "reuseport":
             # one listener per worker, all on the port: the kernel spreads the connections
-            self._listeners = [self._sock] + (self._adopted or
-                                              [self._bind_one() for _ in range(self.nworkers - 1)])
+            self._listeners = [self._sock] + (
+                self._adopted or [self._bind_one() for _ in range(self.nworkers - 1)]
+            )
             self._adopted = []
         for i in range(self.nworkers):
             w = self._engine.add_worker()
@@ -654,10 +753,9 @@ class Server:
             t.start()
             self._threads.append(t)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.trace is True or callable(self.trace):   # "record": kept for /_minginx/trace only
+        if self.trace is True or callable(self.trace):  # "record": kept for /_minginx/trace only
             self._trace_stop = threading.Event()
-            self._trace_thread = threading.Thread(target=self._trace_loop, name="minginx-trace",
-                                                  daemon=True)
+            self._trace_thread = threading.Thread(target=self._trace_loop, name="minginx-trace", daemon=True)
             self._trace_thread.start()
 
     @property
@@ -668,8 +766,7 @@ class Server:
         """Where it listens, for the banner: http://127.0.0.1:3094, http://[::1]:80, unix:PATH."""
         if self.uds is not None:
             return "unix:%s" % self.uds
-        return "http://%s:%d" % (self.host if ":" not in self.host else "[%s]" % self.host,
-                                 self.port)
+        return "http://%s:%d" % (self.host if ":" not in self.host else "[%s]" % self.host, self.port)
 
     def banner(self):
         """One line: what answers what ("files under ROOT, then ASGI app NAME"), where."""
@@ -689,13 +786,22 @@ class Server:
             switch += ", io uring (%s)" % self.uring_flags
         elif self.engine == "cffi":
             switch += ", io epoll"
-        return ("minginx-cffi: serving %s on %s (version %s, workers %d%s, policy %s, "
-                "engine %s%s%s, fd limit %s)" % (", then ".join(what), self.listen_text(),
-                                                 __version__, self.nworkers, procs,
-                                                 self.policy, self.engine, switch,
-                                                 ", accept reuseport"
-                                                 if self.accept == "reuseport" else "",
-                                                 self.fd_limit))
+        return (
+            "minginx-cffi: serving %s on %s (version %s, workers %d%s, policy %s, "
+            "engine %s%s%s, fd limit %s)"
+            % (
+                ", then ".join(what),
+                self.listen_text(),
+                __version__,
+                self.nworkers,
+                procs,
+                self.policy,
+                self.engine,
+                switch,
+                ", accept reuseport" if self.accept == "reuseport" else "",
+                self.fd_limit,
+            )
+        )
 
     # -- the main-thread way: signals stop it ---------------------------
 
@@ -708,7 +814,7 @@ class Server:
         tell their master through it)."""
         if self._sock is None:
             self.bind()
-        self._quiet = quiet   # serve()'s server processes: their master speaks for them
+        self._quiet = quiet  # serve()'s server processes: their master speaks for them
         self._start_workers()
         wrote_pid = finished = False
         try:
@@ -729,14 +835,15 @@ class Server:
                         wrote_pid = True
                         f.write("%d\n" % os.getpid())
                 except OSError as e:
-                    raise ServerError("cannot write the pid file %s: %s"
-                                      % (self.pid_file, e.strerror)) from None
+                    raise ServerError(
+                        "cannot write the pid file %s: %s" % (self.pid_file, e.strerror)
+                    ) from None
             if not quiet:
                 try:
                     print(self.banner(), flush=True)
                 except OSError as e:
                     raise ServerError("cannot write to stdout: %s" % e.strerror) from None
-                logger.info(self.banner())   # stdout is for scripts; the log has it too
+                logger.info(self.banner())  # stdout is for scripts; the log has it too
             if ready is not None:
                 ready()
             while not self._stop_requested:
@@ -765,8 +872,11 @@ class Server:
     def _on_signal(self, signum, frame):
         self._stop_requested += 1
         if self._stop_requested == 1 and not self._quiet:
-            logger.info("minginx-cffi: %s, finishing in-flight responses (up to %gs; again to "
-                        "quit now)", signal.Signals(signum).name, self.grace)
+            logger.info(
+                "minginx-cffi: %s, finishing in-flight responses (up to %gs; again to quit now)",
+                signal.Signals(signum).name,
+                self.grace,
+            )
 
     def _on_reopen(self, signum, frame):
         """SIGUSR1, logrotate's signal (as nginx's): reopen the access log."""
@@ -785,8 +895,7 @@ class Server:
         if self._sock is None:
             self.bind()
         self._start_workers()
-        self._acceptor = threading.Thread(target=self._accept_thread, name="minginx-acceptor",
-                                          daemon=True)
+        self._acceptor = threading.Thread(target=self._accept_thread, name="minginx-acceptor", daemon=True)
         try:
             self._acceptor.start()
         except BaseException:
@@ -798,7 +907,7 @@ class Server:
         return self
 
     def _accept_fd(self):
-        return -1 if self._listeners else self._sock.fileno()   # reuseport: the workers accept
+        return -1 if self._listeners else self._sock.fileno()  # reuseport: the workers accept
 
     def _accept_thread(self):
         while not self._stop_requested:
@@ -839,6 +948,7 @@ class Server:
             self.trace(records)
             return
         from .trace import HEADER, format_record
+
         if self._trace_t0 is None:
             self._trace_t0 = records[0][0]
             print(HEADER, flush=False)
@@ -850,6 +960,7 @@ class Server:
             self._sock = None
         if self._uds_bound is not None:
             from ._sockets import unlink_unix
+
             unlink_unix(*self._uds_bound)
             self._uds_bound = None
 
@@ -903,13 +1014,20 @@ class Server:
             self._trace_thread = None
             try:
                 self._trace_flush()
-            except OSError:   # stdout is gone; the engine must be freed all the same
+            except OSError:  # stdout is gone; the engine must be freed all the same
                 pass
         # no table from a server process its master stops because the server failed, and
         # none from one of several (--processes: the master prints the one table)
-        if (summary and self.stats_enabled and self._engine is not None and not self._acceptor
-                and not self._no_summary and self.stats_slot is None):
+        if (
+            summary
+            and self.stats_enabled
+            and self._engine is not None
+            and not self._acceptor
+            and not self._no_summary
+            and self.stats_slot is None
+        ):
             from .trace import summary_table
+
             logger.info("%s", summary_table(self.stats()))
         self._stop_asgi()
         for fd in (self._wake_r, self._wake_w):
@@ -922,8 +1040,10 @@ class Server:
             else:
                 # a handler thread may still post into the workers' memory: never free it
                 # under that thread; the process exits with it unfreed
-                logger.warning("minginx-cffi: a handler is still running after the grace period; "
-                               "leaving the engine unfreed")
+                logger.warning(
+                    "minginx-cffi: a handler is still running after the grace period; "
+                    "leaving the engine unfreed"
+                )
             self._engine = None
         self._pool_done = False
         self._threads = []
@@ -947,4 +1067,5 @@ def serve(processes=1, log_level="info", **options):
     except ValueError as e:
         raise ServerError(str(e)) from None
     from ._master import serve as serve_with_master
+
     serve_with_master(processes=processes, log_level=log_level, **options)

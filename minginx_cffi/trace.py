@@ -13,12 +13,46 @@ records every 50 ms and prints one line each:
 The event numbers are csrc/minginx.h's mg_event (_native checks they agree).
 """
 
-EVENTS = ("accept", "dispatch", "fd_batch", "coroutine_create", "add_to_ready", "schedule",
-          "trampoline_start", "entry", "yield", "wake_fd", "handler_done", "finished",
-          "coroutine_destroy", "wake_python", "park", "unpark", "submit", "complete")
-(EV_ACCEPT, EV_DISPATCH, EV_FD_BATCH, EV_COROUTINE_CREATE, EV_ADD_TO_READY, EV_SCHEDULE,
- EV_TRAMPOLINE_START, EV_ENTRY, EV_YIELD, EV_WAKE_FD, EV_HANDLER_DONE, EV_FINISHED,
- EV_COROUTINE_DESTROY, EV_WAKE_PYTHON, EV_PARK, EV_UNPARK, EV_SUBMIT, EV_COMPLETE) = range(len(EVENTS))
+EVENTS = (
+    "accept",
+    "dispatch",
+    "fd_batch",
+    "coroutine_create",
+    "add_to_ready",
+    "schedule",
+    "trampoline_start",
+    "entry",
+    "yield",
+    "wake_fd",
+    "handler_done",
+    "finished",
+    "coroutine_destroy",
+    "wake_python",
+    "park",
+    "unpark",
+    "submit",
+    "complete",
+)
+(
+    EV_ACCEPT,
+    EV_DISPATCH,
+    EV_FD_BATCH,
+    EV_COROUTINE_CREATE,
+    EV_ADD_TO_READY,
+    EV_SCHEDULE,
+    EV_TRAMPOLINE_START,
+    EV_ENTRY,
+    EV_YIELD,
+    EV_WAKE_FD,
+    EV_HANDLER_DONE,
+    EV_FINISHED,
+    EV_COROUTINE_DESTROY,
+    EV_WAKE_PYTHON,
+    EV_PARK,
+    EV_UNPARK,
+    EV_SUBMIT,
+    EV_COMPLETE,
+) = range(len(EVENTS))
 #: --io uring: the IORING_OP_* a coroutine submits (linux/io_uring.h)
 URING_OPS = {6: "POLL_ADD", 9: "SENDMSG", 26: "SEND", 27: "RECV"}
 YIELD_REASONS = ("ready", "read", "write", "python")
@@ -46,7 +80,9 @@ def describe(event, arg):
         return "finished = 1"
     if event == EV_PARK:
         return "park (idle after %d request%s: fd kept, coroutine to the pool)" % (
-            arg, "" if arg == 1 else "s")
+            arg,
+            "" if arg == 1 else "s",
+        )
     if event == EV_UNPARK:
         return "unpark (input on a parked fd) -> coroutine_create"
     if event == EV_SUBMIT:
@@ -60,8 +96,13 @@ def format_record(rec, t0_us):
     """One line: (t_us, worker, co, fd, event, arg) -> text."""
     t_us, worker, co, fd, event, arg = rec
     who = "acc" if worker < 0 else "w%d" % worker
-    return "%12.3f  %-4s %6s %5d  %s" % ((t_us - t0_us) / 1000.0, who, co if co else "-", fd,
-                                        describe(event, arg))
+    return "%12.3f  %-4s %6s %5d  %s" % (
+        (t_us - t0_us) / 1000.0,
+        who,
+        co if co else "-",
+        fd,
+        describe(event, arg),
+    )
 
 
 HEADER = "%12s  %-4s %6s %5s  %s" % ("ms", "who", "co", "fd", "step")
@@ -70,15 +111,27 @@ HEADER = "%12s  %-4s %6s %5s  %s" % ("ms", "who", "co", "fd", "step")
 def summary_table(stats, labels=None):
     """The per-worker counters as a text table (printed at shutdown with --stats); labels
     name the rows (default: the worker numbers; procstats: "p0.w1" per process)."""
-    cols = [("connections", "conns"), ("requests", "reqs"), ("bytes_out", "bytes out"),
-            ("switches", "switches"), ("wakeups", "wakeups"), ("ready_max", "ready max"),
-            ("coroutines_total", "coroutines"), ("stack_pool", "pool"), ("cache_hits", "cache hits"),
-            ("py_calls", "py calls"), ("log_dropped", "log dropped")]
+    cols = [
+        ("connections", "conns"),
+        ("requests", "reqs"),
+        ("bytes_out", "bytes out"),
+        ("switches", "switches"),
+        ("wakeups", "wakeups"),
+        ("ready_max", "ready max"),
+        ("coroutines_total", "coroutines"),
+        ("stack_pool", "pool"),
+        ("cache_hits", "cache hits"),
+        ("py_calls", "py calls"),
+        ("log_dropped", "log dropped"),
+    ]
     rows = [["worker"] + [c[1] for c in cols] + ["yields r/w/ready/py"]]
     for i, st in enumerate(stats):
         y = st["yields"]
-        rows.append([labels[i] if labels else str(i)] + [str(st[c[0]]) for c in cols] +
-                    ["%d/%d/%d/%d" % (y["read"], y["write"], y["ready"], y["python"])])
+        rows.append(
+            [labels[i] if labels else str(i)]
+            + [str(st[c[0]]) for c in cols]
+            + ["%d/%d/%d/%d" % (y["read"], y["write"], y["ready"], y["python"])]
+        )
     total = ["all"] + [str(sum(st[c[0]] for st in stats)) for c in cols] + ["-"]
     rows.append(total)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

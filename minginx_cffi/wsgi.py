@@ -17,7 +17,7 @@ from .app import encode_headers
 
 __all__ = ["make_dispatch"]
 
-_END = object()   # an iterator's end: a None piece is not one (the writer refuses it)
+_END = object()  # an iterator's end: a None piece is not one (the writer refuses it)
 
 
 class _StartResponse:
@@ -46,7 +46,7 @@ class _StartResponse:
             raise AssertionError("start_response called twice without exc_info")
         self.status = status
         self.headers = headers
-        return self.written.append   # the legacy write() callable
+        return self.written.append  # the legacy write() callable
 
 
 class _Prefixed:
@@ -56,7 +56,7 @@ class _Prefixed:
     returns.  close() passes through, once."""
 
     def __init__(self, written, result, it=None):
-        self.written = written   # _StartResponse.written itself, not a copy
+        self.written = written  # _StartResponse.written itself, not a copy
         self.result = result
         self.it = it
 
@@ -72,7 +72,7 @@ class _Prefixed:
         try:
             piece = next(self.it)
         except StopIteration:
-            if written:   # written by the last next(), after the last piece
+            if written:  # written by the last next(), after the last piece
                 return written.pop(0)
             raise
         if written:
@@ -116,7 +116,7 @@ def make_dispatch(app, multithread=True, multiprocess=False, server_name="127.0.
         for name, value in view.header_pairs():
             key = name.decode("latin-1").upper()
             if "_" in key:
-                continue   # an underscore would be indistinguishable from '-' (header spoofing)
+                continue  # an underscore would be indistinguishable from '-' (header spoofing)
             key = key.replace("-", "_")
             if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
                 environ[key] = value.decode("latin-1")
@@ -128,7 +128,7 @@ def make_dispatch(app, multithread=True, multiprocess=False, server_name="127.0.
             else:
                 environ[key] = v
         if view.body and "CONTENT_LENGTH" not in environ:
-            environ["CONTENT_LENGTH"] = str(len(view.body))   # it came chunked
+            environ["CONTENT_LENGTH"] = str(len(view.body))  # it came chunked
 
         sr = _StartResponse()
         result = app(environ, sr)
@@ -152,7 +152,7 @@ def make_dispatch(app, multithread=True, multiprocess=False, server_name="127.0.
             _close(result)
             raise
         if body is None:
-            _close(result)   # once: if it raises, the application failed (a 500)
+            _close(result)  # once: if it raises, the application failed (a 500)
             return _answer(sr, single, None)
         try:
             return _answer(sr, None, body)
@@ -175,7 +175,7 @@ def _status(status):
     them).  The range and the reason's bytes are the response writer's to check."""
     code, _, reason = status.partition(" ")
     if not (len(code) == 3 and code.isascii() and code.isdigit()):
-        raise ValueError("WSGI status %r is not \"NNN reason\"" % (status,))
+        raise ValueError('WSGI status %r is not "NNN reason"' % (status,))
     return int(code), reason.encode("latin-1")
 
 
@@ -202,7 +202,7 @@ def _answer(sr, single, body):
         # A known length that arrives whole in the first piece needs no stream.
         headers = sr.headers
         first = next(body, _END)
-        if sr.headers is not headers:   # start_response(..., exc_info) in that next()
+        if sr.headers is not headers:  # start_response(..., exc_info) in that next()
             fields = encode_headers(sr.headers)
             length = _declared_length(fields)
         sr.sent = True
@@ -224,4 +224,5 @@ def _unquote_latin1(raw):
     if b"%" not in raw:
         return raw.decode("latin-1")
     from urllib.parse import unquote_to_bytes
+
     return unquote_to_bytes(raw).decode("latin-1")

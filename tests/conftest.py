@@ -104,7 +104,7 @@ def make_server(site_root, engine):
         kw.setdefault("port", 0)
         kw.setdefault("workers", 2)
         kw.setdefault("grace", 2.0)
-        if "MINGINX_THREADS" in os.environ:   # the handler tests inline: MINGINX_THREADS=0
+        if "MINGINX_THREADS" in os.environ:  # the handler tests inline: MINGINX_THREADS=0
             kw.setdefault("threads", int(os.environ["MINGINX_THREADS"]))
         srv = Server(**kw).start()
         servers.append(srv)
@@ -127,7 +127,7 @@ class Response:
     def __init__(self, status, reason, headers, body, raw_head):
         self.status = status
         self.reason = reason
-        self.headers = headers          # list of (name, value)
+        self.headers = headers  # list of (name, value)
         self.body = body
         self.raw_head = raw_head
 
@@ -191,7 +191,7 @@ class Conn:
             line, _, self.buf = self.buf.partition(b"\r\n")
             n = int(line.split(b";")[0], 16)
             if n == 0:
-                while b"\r\n" not in self.buf:       # trailers end with an empty line
+                while b"\r\n" not in self.buf:  # trailers end with an empty line
                     self._fill()
                 while not self.buf.startswith(b"\r\n"):
                     _, _, self.buf = self.buf.partition(b"\r\n")
@@ -201,7 +201,7 @@ class Conn:
                 return body
             while len(self.buf) < n + 2:
                 self._fill()
-            body, self.buf = body + self.buf[:n], self.buf[n + 2:]
+            body, self.buf = body + self.buf[:n], self.buf[n + 2 :]
 
     def request(self, method="GET", path="/", headers=None, body=b""):
         hdrs = {"Host": "127.0.0.1"}
@@ -286,11 +286,11 @@ def raw(port, data, timeout=5.0, per_byte=False):
             if per_byte:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 for i in range(len(data)):
-                    s.send(data[i:i + 1])
+                    s.send(data[i : i + 1])
             else:
                 s.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
-            pass   # the server answered (and closed) before we finished: read what it sent
+            pass  # the server answered (and closed) before we finished: read what it sent
         out = b""
         s.settimeout(timeout)
         while True:

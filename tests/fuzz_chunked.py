@@ -52,10 +52,10 @@ def c_decode(data, step):
 
 
 def port_decode(data, step):
-    dec, pending, out, fed, used_total = Chunked(2 ** 63), b"", b"", 0, 0
+    dec, pending, out, fed, used_total = Chunked(2**63), b"", b"", 0, 0
     while True:
         take = len(data) - fed if step == 0 else min(step, len(data) - fed)
-        pending += data[fed:fed + take]
+        pending += data[fed : fed + take]
         fed += take
         st, got, used = dec.decode(pending)
         if st == 400:

@@ -12,7 +12,6 @@ same answer (complete / need more / which status) for the same bytes.
 Crashes found become regression cases in tests/test_fuzz_regressions.py.
 """
 
-import os
 import sys
 
 import atheris

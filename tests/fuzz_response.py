@@ -36,7 +36,7 @@ import errno
 import re
 import sys
 
-FUZZING = __name__ == "__main__"   # else imported by tests/test_response_writer.py
+FUZZING = __name__ == "__main__"  # else imported by tests/test_response_writer.py
 if FUZZING:
     import atheris
 
@@ -45,19 +45,71 @@ with atheris.instrument_imports() if FUZZING else contextlib.nullcontext():
     from minginx_cffi._native import ffi, lib
     from minginx_cffi.pyport import response as pyresponse
 
-OWNED = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
-         b"proxy-connection", b"te", b"trailer", b"upgrade", b"date", b"server"}
+OWNED = {
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"date",
+    b"server",
+}
 STATUS_LINE = re.compile(rb"HTTP/1\.1 [2-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*\r\n")
-FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+): "
-                        rb"((?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)\r\n")
+FIELD_LINE = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+): "
+    rb"((?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)\r\n"
+)
 
-NAMES = [b"Content-Length", b"Transfer-Encoding", b"Connection", b"Keep-Alive",
-         b"Proxy-Connection", b"TE", b"Trailer", b"Upgrade", b"Date", b"Server", b"Host",
-         b"Content-Type", b"Set-Cookie", b"X-A", b"Content-Length ", b"Content_Length", b"a:b"]
-VALUES = [b"0", b"5", b"05", b"  7\t", b"-1", b"+5", b"5, 5", b"1" * 18, b"1" * 19, b"",
-          b"close", b"Close", b"keep-alive, close", b"foo close", b"close;x", b"closed",
-          b"chunked", b"a\r\nSet-Cookie: x=1", b"a\nb", b"a\rb", b"a\0b", b"\t", b" x ", b"\x7f",
-          b"\xff\x80", b"text/html; charset=utf-8"]
+NAMES = [
+    b"Content-Length",
+    b"Transfer-Encoding",
+    b"Connection",
+    b"Keep-Alive",
+    b"Proxy-Connection",
+    b"TE",
+    b"Trailer",
+    b"Upgrade",
+    b"Date",
+    b"Server",
+    b"Host",
+    b"Content-Type",
+    b"Set-Cookie",
+    b"X-A",
+    b"Content-Length ",
+    b"Content_Length",
+    b"a:b",
+]
+VALUES = [
+    b"0",
+    b"5",
+    b"05",
+    b"  7\t",
+    b"-1",
+    b"+5",
+    b"5, 5",
+    b"1" * 18,
+    b"1" * 19,
+    b"",
+    b"close",
+    b"Close",
+    b"keep-alive, close",
+    b"foo close",
+    b"close;x",
+    b"closed",
+    b"chunked",
+    b"a\r\nSet-Cookie: x=1",
+    b"a\nb",
+    b"a\rb",
+    b"a\0b",
+    b"\t",
+    b" x ",
+    b"\x7f",
+    b"\xff\x80",
+    b"text/html; charset=utf-8",
+]
 
 
 class Bytes(bytes):
@@ -70,6 +122,7 @@ class Int(int):
 
 class _NoWorker:
     """What pyport head_start needs of a worker, without a Date line."""
+
     last_status = None
 
     @staticmethod
@@ -83,12 +136,13 @@ def c_head(status, reason, make_fields):
         block, n = _dispatch.flatten_fields(make_fields())
     except TypeError:
         return None
-    cap = 64 + len(reason) + len(block) + 2 * n   # as minginx.h promises
+    cap = 64 + len(reason) + len(block) + 2 * n  # as minginx.h promises
     out = ffi.new("char[]", cap)
     out_len, length, close = ffi.new("size_t *"), ffi.new("int64_t *"), ffi.new("int *")
-    try:   # as _bridge.Bridge.start calls mg_call_start: what cffi will not take is a 500
-        r = lib.mg_test_head(status, reason, len(reason), block, len(block), n, out, cap,
-                             out_len, length, close)
+    try:  # as _bridge.Bridge.start calls mg_call_start: what cffi will not take is a 500
+        r = lib.mg_test_head(
+            status, reason, len(reason), block, len(block), n, out, cap, out_len, length, close
+        )
     except (TypeError, OverflowError):
         return None
     assert r in (0, -errno.EINVAL), ("mg_test_head answered", r)
@@ -106,7 +160,7 @@ def port_head(status, reason, make_fields):
         return None
     start = pyresponse.head_start(_NoWorker, status, reason)
     assert start.endswith(pyresponse.SERVER)
-    return start[:-len(pyresponse.SERVER)] + lines, length, bool(close)
+    return start[: -len(pyresponse.SERVER)] + lines, length, bool(close)
 
 
 def well_formed(head, fields):
@@ -129,11 +183,18 @@ def well_formed(head, fields):
 def check(status, reason, fields, kind=list):
     """Both writers on one handler head; fields a list of (name, value), handed over as
     kind(fields) (list, tuple, or iter for a generator-like one-shot iterable)."""
-    make_fields = lambda: kind(fields)   # noqa: E731 (a fresh one-shot iterable per engine)
+    make_fields = lambda: kind(fields)  # noqa: E731 (a fresh one-shot iterable per engine)
     c = c_head(status, reason, make_fields)
     port = port_head(status, reason, make_fields)
-    assert (c is None) == (port is None), ("C and the port disagree on refusing",
-                                           status, reason, fields, kind, c, port)
+    assert (c is None) == (port is None), (
+        "C and the port disagree on refusing",
+        status,
+        reason,
+        fields,
+        kind,
+        c,
+        port,
+    )
     if c is not None:
         assert c == port, ("C and the port write different heads", status, reason, fields, c, port)
         well_formed(c[0], fields)
@@ -141,14 +202,14 @@ def check(status, reason, fields, kind=list):
 
 
 def _recase(rng_choice, name):
-    return bytes(c ^ 0x20 if 0x61 <= (c | 0x20) <= 0x7a and rng_choice() else c for c in name)
+    return bytes(c ^ 0x20 if 0x61 <= (c | 0x20) <= 0x7A and rng_choice() else c for c in name)
 
 
 def from_bytes(data):
     """(status, reason, fields, kind) from fuzz bytes (atheris' FuzzedDataProvider)."""
     fdp = atheris.FuzzedDataProvider(data)
     pick = fdp.ConsumeIntInRange
-    status = pick(0, 700) if pick(0, 7) else pick(-2 ** 31, 2 ** 31 - 1)
+    status = pick(0, 700) if pick(0, 7) else pick(-(2**31), 2**31 - 1)
     reason = fdp.ConsumeBytes(pick(0, 12))
     status = Int(status) if pick(0, 7) == 0 else status
     reason = Bytes(reason) if pick(0, 7) == 0 else reason
@@ -165,7 +226,7 @@ def from_bytes(data):
         else:
             value = VALUES[pick(0, len(VALUES) - 1)]
             if how == 3:
-                value = b" \t"[pick(0, 1):pick(1, 2)] + value + b" \t"[pick(0, 1):pick(1, 2)]
+                value = b" \t"[pick(0, 1) : pick(1, 2)] + value + b" \t"[pick(0, 1) : pick(1, 2)]
         wrap = (bytes, bytes, bytes, bytearray, memoryview, Bytes)[pick(0, 5)]
         fields.append((wrap(name), value if pick(0, 3) else wrap(value)))
     kind = (list, list, tuple, iter)[pick(0, 3)]
@@ -175,16 +236,25 @@ def from_bytes(data):
 def random_case(rng):
     """A case for the seeded run in tests/test_response_writer.py, drawn as from_bytes draws."""
     status = rng.choice([rng.randrange(0, 700), rng.choice([199, 200, 204, 304, 599, 600])])
-    reason = bytes(rng.randrange(256) for _ in range(rng.randrange(4))) if rng.random() < 0.3 \
+    reason = (
+        bytes(rng.randrange(256) for _ in range(rng.randrange(4)))
+        if rng.random() < 0.3
         else rng.choice([b"", b"OK", b"Fine\tthanks", b"\xe9t\xe9"])
+    )
     status = Int(status) if rng.random() < 0.1 else status
     reason = Bytes(reason) if rng.random() < 0.1 else reason
     fields = []
     for _ in range(rng.randrange(6)):
-        name = _recase(lambda: rng.random() < 0.5, rng.choice(NAMES)) if rng.random() < 0.8 \
+        name = (
+            _recase(lambda: rng.random() < 0.5, rng.choice(NAMES))
+            if rng.random() < 0.8
             else bytes(rng.randrange(256) for _ in range(rng.randrange(4)))
-        value = rng.choice(VALUES) if rng.random() < 0.8 \
+        )
+        value = (
+            rng.choice(VALUES)
+            if rng.random() < 0.8
             else bytes(rng.randrange(256) for _ in range(rng.randrange(6)))
+        )
         if rng.random() < 0.3:
             value = rng.choice([b" ", b"\t", b""]) + value + rng.choice([b" ", b"\t", b""])
         fields.append((name, value))

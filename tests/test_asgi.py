@@ -1,4 +1,5 @@
-"""ASGI 3 (--asgi) on both engines over real sockets: FastAPI, Starlette, and raw apps checking the protocol."""
+"""ASGI 3 (--asgi) on both engines over real sockets: FastAPI, Starlette, and raw apps
+checking the protocol."""
 
 import asyncio
 import json
@@ -14,19 +15,19 @@ from conftest import Conn, free_port, get, wait_for
 
 fastapi = pytest.importorskip("fastapi")
 
-from fastapi import BackgroundTasks, Depends, FastAPI, Request   # noqa: E402
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse   # noqa: E402
-from pydantic import BaseModel   # noqa: E402
-from starlette.applications import Starlette   # noqa: E402
-from starlette.routing import Route   # noqa: E402
+from fastapi import BackgroundTasks, Depends, FastAPI, Request  # noqa: E402
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.routing import Route  # noqa: E402
 
-from minginx_cffi.asgi import build_scope   # noqa: E402
+from minginx_cffi.asgi import build_scope  # noqa: E402
 
 CLI = [sys.executable, "-m", "minginx_cffi"]
 
 # ------------------------------------------------------------- the FastAPI app
 
-events = []   # what background tasks and lifespan did, in order
+events = []  # what background tasks and lifespan did, in order
 
 
 async def lifespan(app):
@@ -88,6 +89,7 @@ async def stream():
         for i in range(5):
             yield "row %d\n" % i
             await asyncio.sleep(0)
+
     return StreamingResponse(rows(), media_type="text/plain")
 
 
@@ -102,7 +104,7 @@ async def teapot():
 
 
 @fa.get("/sync")
-def sync_route():   # run in anyio's thread pool, from our loop
+def sync_route():  # run in anyio's thread pool, from our loop
     return {"sync": threading.current_thread() is not threading.main_thread()}
 
 
@@ -119,19 +121,22 @@ async def home(request):
 
 
 async def echo(request):
-    return JSONResponse({"echo": await request.json(), "url": str(request.url_for("echo")),
-                         "path": request.url.path})
+    return JSONResponse(
+        {"echo": await request.json(), "url": str(request.url_for("echo")), "path": request.url.path}
+    )
 
 
 async def rows(request):
     async def gen():
         for i in range(3):
             yield b"row %d\n" % i
+
     return StreamingResponse(gen(), media_type="text/plain")
 
 
-st_app = Starlette(routes=[Route("/", home), Route("/echo", echo, methods=["POST"], name="echo"),
-                           Route("/rows", rows)])
+st_app = Starlette(
+    routes=[Route("/", home), Route("/echo", echo, methods=["POST"], name="echo"), Route("/rows", rows)]
+)
 
 
 @pytest.fixture
@@ -142,8 +147,7 @@ def fsrv(make_server):
 
 def test_fastapi_routes_parameters_and_dependencies(fsrv):
     r = get(fsrv.port, "/hello")
-    assert (r.status, r.body, r.header("content-type")) == (200, b"hello",
-                                                            "text/plain; charset=utf-8")
+    assert (r.status, r.body, r.header("content-type")) == (200, b"hello", "text/plain; charset=utf-8")
     assert json.loads(get(fsrv.port, "/items/42?q=x%20y").body) == {"item_id": 42, "q": "x y"}
     assert json.loads(get(fsrv.port, "/paged?q=a&limit=3").body) == {"q": "a", "limit": 3}
     assert json.loads(get(fsrv.port, "/paged").body) == {"q": "", "limit": 10}
@@ -154,16 +158,31 @@ def test_fastapi_routes_parameters_and_dependencies(fsrv):
 
 def test_fastapi_json_bodies_and_validation(fsrv):
     body = json.dumps({"name": "pen", "price": 1.5}).encode()
-    r = get(fsrv.port, "/items", "POST", {"Content-Type": "application/json",
-                                          "Content-Length": str(len(body))}, body)
+    r = get(
+        fsrv.port,
+        "/items",
+        "POST",
+        {"Content-Type": "application/json", "Content-Length": str(len(body))},
+        body,
+    )
     assert (r.status, json.loads(r.body)) == (200, {"name": "pen", "price": 1.5})
     bad = b'{"name": "pen", "price": "cheap"}'
-    r = get(fsrv.port, "/items", "POST", {"Content-Type": "application/json",
-                                          "Content-Length": str(len(bad))}, bad)
+    r = get(
+        fsrv.port,
+        "/items",
+        "POST",
+        {"Content-Type": "application/json", "Content-Length": str(len(bad))},
+        bad,
+    )
     assert r.status == 422 and json.loads(r.body)["detail"][0]["loc"] == ["body", "price"]
-    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)   # the engine decodes it
-    r = get(fsrv.port, "/items", "POST", {"Content-Type": "application/json",
-                                          "Transfer-Encoding": "chunked"}, chunked)
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)  # the engine decodes it
+    r = get(
+        fsrv.port,
+        "/items",
+        "POST",
+        {"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        chunked,
+    )
     assert json.loads(r.body) == {"name": "pen", "price": 1.5}
 
 
@@ -172,7 +191,7 @@ def test_fastapi_streaming_lifespan_state_background_and_handlers(fsrv):
     r = c.request("GET", "/stream")
     assert r.header("transfer-encoding") == "chunked"
     assert r.body == b"".join(b"row %d\n" % i for i in range(5))
-    r = c.request("GET", "/state")   # the same keep-alive connection
+    r = c.request("GET", "/state")  # the same keep-alive connection
     assert json.loads(r.body) == {"greeting": "hello from lifespan"}
     r = c.request("GET", "/teapot")
     assert (r.status, json.loads(r.body)) == (418, {"teapot": "short and stout"})
@@ -205,13 +224,12 @@ def test_starlette_app_and_root_path(make_server):
     srv = make_server(asgi=st_app, root=None, root_path="/api")
     assert get(srv.port, "/").body == b"starlette home"
     r = get(srv.port, "/echo", "POST", {"Content-Length": "7"}, b'{"a":1}')
-    assert json.loads(r.body) == {"echo": {"a": 1}, "url": "http://127.0.0.1/api/echo",
-                                  "path": "/api/echo"}
+    assert json.loads(r.body) == {"echo": {"a": 1}, "url": "http://127.0.0.1/api/echo", "path": "/api/echo"}
 
 
 # ----------------------------------------------------------------- raw apps
 
-seen = []   # (scope, first receive(), second receive()) per request
+seen = []  # (scope, first receive(), second receive()) per request
 
 
 async def scope_app(scope, receive, send):
@@ -223,18 +241,25 @@ async def scope_app(scope, receive, send):
         await send({"type": "lifespan.shutdown.complete"})
         return
     first = await receive()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"x-body", str(len(first["body"])).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-body", str(len(first["body"])).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": b"ok"})
-    seen.append((scope, first, await receive()))   # complete: http.disconnect
+    seen.append((scope, first, await receive()))  # complete: http.disconnect
 
 
 def test_the_scope_exactly_and_the_body_through_receive(make_server):
     seen.clear()
     srv = make_server(asgi=scope_app, root=None, root_path="/mnt")
     c = Conn(srv.port)
-    c.send(b"POST /caf%C3%A9/a%2Fb?x=%20y&z HTTP/1.0\r\nHost: h\r\nX-Two: 1\r\nx-two: 2\r\n"
-           b"Content-Length: 5\r\n\r\nhello")
+    c.send(
+        b"POST /caf%C3%A9/a%2Fb?x=%20y&z HTTP/1.0\r\nHost: h\r\nX-Two: 1\r\nx-two: 2\r\n"
+        b"Content-Length: 5\r\n\r\nhello"
+    )
     r = c.read_response()
     assert (r.status, r.header("x-body"), r.body) == (200, "5", b"ok")
     client = c.sock.getsockname()
@@ -242,12 +267,19 @@ def test_the_scope_exactly_and_the_body_through_receive(make_server):
     assert wait_for(lambda: seen)
     scope, first, second = seen[0]
     assert scope == {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.0", "method": "POST", "scheme": "http",
-        "path": "/mnt/caf\u00e9/a/b", "raw_path": b"/caf%C3%A9/a%2Fb", "query_string": b"x=%20y&z",
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.0",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/mnt/caf\u00e9/a/b",
+        "raw_path": b"/caf%C3%A9/a%2Fb",
+        "query_string": b"x=%20y&z",
         "root_path": "/mnt",
         "headers": [(b"host", b"h"), (b"x-two", b"1"), (b"x-two", b"2"), (b"content-length", b"5")],
-        "client": client, "server": ("127.0.0.1", srv.port), "state": {"db": "ready"},
+        "client": client,
+        "server": ("127.0.0.1", srv.port),
+        "state": {"db": "ready"},
     }
     assert first == {"type": "http.request", "body": b"hello", "more_body": False}
     assert second == {"type": "http.disconnect"}
@@ -258,15 +290,16 @@ disconnects = []
 
 async def streaming_app(scope, receive, send):
     if scope["type"] != "http":
-        raise RuntimeError("no lifespan here")   # served all the same (uvicorn's "auto")
+        raise RuntimeError("no lifespan here")  # served all the same (uvicorn's "auto")
 
     async def watch():
         await receive()
         disconnects.append((await receive())["type"])
+
     watcher = asyncio.ensure_future(watch())
     await send({"type": "http.response.start", "status": 200, "headers": []})
     try:
-        while True:   # forever, one piece each time the engine asks for one
+        while True:  # forever, one piece each time the engine asks for one
             await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
     except OSError:
         disconnects.append("OSError")
@@ -292,7 +325,7 @@ async def parked_app(scope, receive, send):
         return
     await receive()
     parked.set()
-    disconnects.append((await receive())["type"])   # before any response: only a hang-up ends it
+    disconnects.append((await receive())["type"])  # before any response: only a hang-up ends it
     await send({"type": "http.response.start", "status": 200, "headers": []})
 
 
@@ -316,7 +349,7 @@ def test_a_client_that_sends_and_closes_at_once_is_http_disconnect(make_server, 
     parked.clear()
     srv = make_server(asgi=parked_app, root=None, workers=1)
     c = Conn(srv.port)
-    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")   # the coroutine parks for the rest of the head
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the coroutine parks for the rest of the head
     assert wait_for(lambda: srv.stats()[0]["yields"]["read"] >= 1)
     # corked, the end of the head and the FIN leave in one segment: one epoll edge
     # (EPOLLIN | EPOLLRDHUP) that wakes the coroutine's read, none after it parks
@@ -339,8 +372,9 @@ async def broken_app(scope, receive, send):
     if path == "/raise":
         raise KeyError("before start")
     if path == "/bad-header":
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"x-bad", b"a\r\nInjected: 1")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nInjected: 1")]}
+        )
         await send({"type": "http.response.body", "body": b"no"})
         return
     if path == "/bad-status":
@@ -360,7 +394,7 @@ def test_no_usable_response_is_a_500(make_server, path):
     c = Conn(srv.port)
     r = c.request("GET", path)
     assert r.status == 500 and b"Injected" not in r.raw_head
-    assert c.request("GET", "/nothing").status == 500   # the connection lives on
+    assert c.request("GET", "/nothing").status == 500  # the connection lives on
 
 
 @pytest.mark.parametrize("path", ["/raise-mid", "/unfinished"])
@@ -369,7 +403,7 @@ def test_a_stream_the_app_abandons_is_cut(make_server, path):
     c = Conn(srv.port)
     c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
     assert c.closed_by_peer()
-    assert c.buf.startswith(b"HTTP/1.1 200") and c.buf.endswith(b"4\r\npart\r\n")   # no last chunk
+    assert c.buf.startswith(b"HTTP/1.1 200") and c.buf.endswith(b"4\r\npart\r\n")  # no last chunk
 
 
 async def slow_app(scope, receive, send):
@@ -409,9 +443,15 @@ async def framing_app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"hello" if path != "/short" else b"hi"})
 
 
-@pytest.mark.parametrize("path,version,want", [
-    ("/long", "1.1", b"hel"), ("/short", "1.1", b"hi"), ("/long-stream", "1.1", b"hel"),
-    ("/stream", "1.0", b"hello")])
+@pytest.mark.parametrize(
+    "path,version,want",
+    [
+        ("/long", "1.1", b"hel"),
+        ("/short", "1.1", b"hi"),
+        ("/long-stream", "1.1", b"hel"),
+        ("/stream", "1.0", b"hello"),
+    ],
+)
 def test_framing_the_engine_owns(make_server, path, version, want):
     """Both engines frame an ASGI response alike (the C writer, or response.py for the
     port): a body longer than its Content-Length is cut to it, a shorter one or an
@@ -424,7 +464,7 @@ def test_framing_the_engine_owns(make_server, path, version, want):
     assert head.startswith(b"HTTP/1.1 200") and body == want, c.buf
 
 
-sleeping = []   # the slow requests now inside the app
+sleeping = []  # the slow requests now inside the app
 
 
 async def sleepy_app(scope, receive, send):
@@ -452,7 +492,7 @@ def test_four_sleeping_requests_stall_neither_the_engine_nor_a_fast_route(make_s
         t0 = time.monotonic()
         r = get(srv.port, path)
         assert r.status == 200 and time.monotonic() - t0 < 0.5, (path, time.monotonic() - t0)
-    assert time.monotonic() - t_slow < 2.0   # all of it while the four still slept
+    assert time.monotonic() - t_slow < 2.0  # all of it while the four still slept
     for c in slow:
         assert c.read_response().body == b"/slow"
         c.close()
@@ -460,7 +500,7 @@ def test_four_sleeping_requests_stall_neither_the_engine_nor_a_fast_route(make_s
 
 # ------------------------------------------------------------ the command line
 
-FAILING_SRC = '''
+FAILING_SRC = """
 from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
@@ -474,16 +514,20 @@ app = Starlette(lifespan=lifespan)
 async def raw(scope, receive, send):
     await receive()
     await send({"type": "lifespan.startup.failed", "message": "no config file"})
-'''
+"""
 
 
-@pytest.mark.parametrize("attr,needle", [("app", "RuntimeError: database is down"),
-                                         ("raw", "no config file")])
+@pytest.mark.parametrize(
+    "attr,needle", [("app", "RuntimeError: database is down"), ("raw", "no config file")]
+)
 def test_failing_startup_exits_non_zero_with_the_message(tmp_path, engine, attr, needle):
     (tmp_path / "failing.py").write_text(FAILING_SRC)
-    p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(free_port()), "--asgi",
-                              "failing:" + attr], cwd=str(tmp_path), capture_output=True,
-                       timeout=30)
+    p = subprocess.run(
+        CLI + ["serve", "--engine", engine, "--port", str(free_port()), "--asgi", "failing:" + attr],
+        cwd=str(tmp_path),
+        capture_output=True,
+        timeout=30,
+    )
     err = p.stderr.decode().strip()
     assert p.returncode != 0 and len(err.splitlines()) == 1, err
     assert "startup failed" in err and needle in err, err
@@ -501,5 +545,6 @@ def test_build_scope_decodes_like_uvicorn():
 
         def header_pairs(self, lower=False):
             return [(b"host" if lower else b"Host", b"H")]
+
     s = build_scope(View(), "", "::", {})
     assert s["path"] == "/\u20ac\ufffd" and s["headers"] == [(b"host", b"H")]

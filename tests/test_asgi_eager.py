@@ -14,7 +14,6 @@ import threading
 import pytest
 
 from conftest import Conn, get, wait_for
-
 from minginx_cffi.asgi import _CYCLE_RUN, start_task
 
 anyio = pytest.importorskip("anyio")
@@ -35,6 +34,7 @@ def run_on_loop(test):
                 fut.set_result(test(loop))
             except BaseException as e:
                 fut.set_exception(e)
+
         loop.call_soon(callback)
         return loop.run_until_complete(fut)
     finally:
@@ -52,10 +52,11 @@ def test_a_coroutine_that_never_waits_is_done_when_start_task_returns():
     def test(loop):
         task = start_task(loop, app())
         assert task.done() and task.result() == 42
-        assert seen == [task] and asyncio.isfuture(task)   # 3.11: not an _asyncio.Future subclass
-        assert asyncio.current_task(loop) is None   # left again
+        assert seen == [task] and asyncio.isfuture(task)  # 3.11: not an _asyncio.Future subclass
+        assert asyncio.current_task(loop) is None  # left again
         assert task not in asyncio.all_tasks(loop)
         return True
+
     assert run_on_loop(test)
 
 
@@ -68,7 +69,7 @@ def test_a_coroutine_that_waits_keeps_its_task_and_is_registered(wait):
         if wait == "future":
             await fut
         else:
-            await asyncio.sleep(0)   # a bare yield
+            await asyncio.sleep(0)  # a bare yield
         seen.append(asyncio.current_task())
         return "done"
 
@@ -84,6 +85,7 @@ def test_a_coroutine_that_waits_keeps_its_task_and_is_registered(wait):
         fut.set_result(None)
         assert await task == "done"
         assert seen == [task, task]
+
     asyncio.run(main())
 
 
@@ -108,6 +110,7 @@ def test_exceptions_and_cancellation_end_the_task_as_asyncio_does():
             out["cancels"] = start_task(loop, cancels_itself())
             out["started"] = loop.create_future()
             out["waits"] = start_task(loop, waits(out["started"]))
+
         loop.call_soon(begin)
         await asyncio.sleep(0)
         assert isinstance(out["raises"].exception(), ValueError)
@@ -117,6 +120,7 @@ def test_exceptions_and_cancellation_end_the_task_as_asyncio_does():
         with pytest.raises(asyncio.CancelledError):
             await out["waits"]
         assert out["waits"].cancelled()
+
     asyncio.run(main())
 
 
@@ -133,6 +137,7 @@ def test_each_task_runs_in_a_copy_of_the_context():
         first = start_task(loop, sets("a"))
         second = start_task(loop, sets("b"))
         return first.result(), second.result(), var.get()
+
     assert run_on_loop(test) == ("unset", "unset", "unset")
 
 
@@ -140,8 +145,9 @@ def test_each_task_runs_in_a_copy_of_the_context():
 
 
 async def text(send, body, status=200):
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain")]})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]}
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -170,6 +176,7 @@ async def eager_app(scope, receive, send):
         async def child():
             await anyio.sleep(0.01)
             results.append("child")
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(child)
         await text(send, b",".join(r.encode() for r in results))
@@ -209,8 +216,7 @@ def test_a_context_variable_set_by_one_request_is_not_seen_by_the_next(make_serv
         c.close()
 
 
-def test_an_app_cancelling_its_own_first_step_is_a_500_and_the_server_goes_on(make_server,
-                                                                                 engine):
+def test_an_app_cancelling_its_own_first_step_is_a_500_and_the_server_goes_on(make_server, engine):
     srv = make_server(asgi=eager_app, root=None, workers=1)
     assert get(srv.port, "/cancelled").status == 500
     r = get(srv.port, "/")
@@ -222,8 +228,8 @@ def request_tasks(srv):
     loop = srv._asgi_runner.loop
 
     async def count():
-        return sum(1 for t in asyncio.all_tasks()
-                   if getattr(t.get_coro(), "cr_code", None) is _CYCLE_RUN)
+        return sum(1 for t in asyncio.all_tasks() if getattr(t.get_coro(), "cr_code", None) is _CYCLE_RUN)
+
     return asyncio.run_coroutine_threadsafe(count(), loop).result(5)
 
 
@@ -250,7 +256,7 @@ def test_requests_that_never_wait_leave_no_task_and_a_parked_one_can_be_cancelle
         c.send(b"GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
         assert parked.wait(5)
         assert wait_for(lambda: request_tasks(srv) == 1)
-        srv._asgi_runner.cancel_requests()   # what a stop that cannot wait does
+        srv._asgi_runner.cancel_requests()  # what a stop that cannot wait does
         assert c.read_response().status == 500
     finally:
         c.close()

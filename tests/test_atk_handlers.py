@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from minginx_cffi import App
 from conftest import Conn, get
+from minginx_cffi import App
 
 CLI = [sys.executable, "-m", "minginx_cffi"]
 
@@ -52,7 +52,7 @@ blocking = App()
 
 @blocking.route("/sleep")
 def sleep_handler(request):
-    time.sleep(1.5)   # a database call, an HTTP call: blocking code
+    time.sleep(1.5)  # a database call, an HTTP call: blocking code
     return "slept"
 
 
@@ -61,7 +61,7 @@ def test_a_blocking_handler_does_not_freeze_static_files(make_server):
     slow = threading.Thread(target=lambda: _get_with_timeout(srv.port, "/sleep", 10))
     slow.start()
     try:
-        time.sleep(0.2)   # the handler is asleep on the worker by now
+        time.sleep(0.2)  # the handler is asleep on the worker by now
         status, took = timed_get(srv.port, "/hello.txt", 5)
     finally:
         slow.join(10)
@@ -82,36 +82,39 @@ asgi_log = []
 
 async def asgi_app(scope, receive, send):
     if scope["type"] == "lifespan":
-        return   # no lifespan: served all the same
+        return  # no lifespan: served all the same
     path = scope["path"]
-    if path == "/wait-disconnect":   # a long poll: answers only when told the client left
+    if path == "/wait-disconnect":  # a long poll: answers only when told the client left
         await receive()
         message = await receive()
         asgi_log.append(message["type"])
         return
-    if path == "/events":   # server-sent-events style: pieces with gaps longer than the timeout
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+    if path == "/events":  # server-sent-events style: pieces with gaps longer than the timeout
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         for i in range(3):
-            await send({"type": "http.response.body", "body": b"data: %d\n\n" % i,
-                        "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True})
             await asyncio.sleep(0.5)
         await send({"type": "http.response.body", "body": b""})
         return
-    if path == "/answer-late":   # answers after the handler timeout, not hearing the disconnect
+    if path == "/answer-late":  # answers after the handler timeout, not hearing the disconnect
         await asyncio.sleep(0.6)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             asgi_log.append("sent")
-        except OSError as e:   # asgi.ClientDisconnected
+        except OSError as e:  # asgi.ClientDisconnected
             asgi_log.append(type(e).__name__)
         return
     if path == "/slow":
         await asyncio.sleep(1.5)
     if path == "/late":
         await asyncio.sleep(0.5)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok " + path.encode()})
 
 
@@ -121,7 +124,7 @@ def test_asgi_client_leaving_a_long_poll_does_not_wedge_the_worker(make_server, 
     c = Conn(srv.port, timeout=5)
     c.send(b"GET /wait-disconnect HTTP/1.1\r\nHost: x\r\n\r\n")
     time.sleep(0.3)
-    c.sock.close()   # the client leaves the long poll
+    c.sock.close()  # the client leaves the long poll
     status, took = timed_get(srv.port, "/after", 3)
     assert status == 200, "the next request on the worker got no answer in %.1f s" % took
     deadline = time.monotonic() + 3
@@ -144,6 +147,7 @@ def test_a_slow_asgi_request_does_not_hold_up_its_worker(make_server, request):
 
 
 # ------------------------------------------------ ASGI on the C engine
+
 
 def test_asgi_half_closed_client_does_not_get_a_fabricated_500(make_server, request):
     """A client that sends its request and shuts its write side (RFC 9112 9.6 allows a
@@ -180,15 +184,16 @@ def test_asgi_app_hears_disconnect_after_a_handler_timeout(make_server, engine):
 
 
 # the bytes of csrc/pycall.c's send_gateway_timeout, the Date masked
-GATEWAY_TIMEOUT_504 = (b"HTTP/1.1 504 Gateway Timeout\r\nServer: minginx-cffi\r\nDate: -\r\n"
-                       b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 56\r\n"
-                       b"Connection: close\r\n\r\n")
+GATEWAY_TIMEOUT_504 = (
+    b"HTTP/1.1 504 Gateway Timeout\r\nServer: minginx-cffi\r\nDate: -\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 56\r\n"
+    b"Connection: close\r\n\r\n"
+)
 GATEWAY_TIMEOUT_BODY = b"504 Gateway Timeout: the handler did not answer in time\n"
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_asgi_handler_timeout_is_a_504_with_close_and_the_late_answer_is_dropped(
-        make_server, engine, method):
+def test_asgi_handler_timeout_is_a_504_with_close_and_the_late_answer_is_dropped(make_server, engine, method):
     """RFC 9110 15.6.5: an ASGI app that has not started its response after --handler-timeout
     gets its client a 504 and the close, counted in handler_timeouts; the app's later answer
     (a send that raises, the round posted back late) is dropped and the worker serves on."""

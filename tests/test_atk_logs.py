@@ -19,7 +19,6 @@ import threading
 import pytest
 
 from conftest import Conn, free_port, get, raw, wait_for
-
 from minginx_cffi import log
 
 CLI = [sys.executable, "-m", "minginx_cffi"]
@@ -29,13 +28,16 @@ ENV = dict(os.environ, PYTHONPATH=TREE + os.pathsep + os.environ.get("PYTHONPATH
 
 # the standard combined-log regex (as log analysers read it)
 COMBINED = re.compile(
-    rb'^(?P<addr>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} '
+    rb"^(?P<addr>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} "
     rb'[+-]\d{4})\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) "(?P<referer>[^"]*)" '
-    rb'"(?P<ua>[^"]*)"$')
+    rb'"(?P<ua>[^"]*)"$'
+)
 
 #: README, "Error log": the layout of every stderr line
-PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4} "
-                    r"\[(debug|info|warning|error|critical)\] \[\d+\] ")
+PREFIX = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4} "
+    r"\[(debug|info|warning|error|critical)\] \[\d+\] "
+)
 
 
 def parse(path):
@@ -69,18 +71,17 @@ def totals(srv):
 
 # -- who the line is about -----------------------------------------------------------
 
+
 def test_the_forwarded_client_is_logged_on_both_engines(make_server, tmp_path):
     """--proxy-headers: the port logged the peer (127.0.0.1), C the forwarded client."""
     log_path = tmp_path / "access.log"
-    srv = make_server(access_log=str(log_path), proxy_headers=True,
-                      forwarded_allow_ips="127.0.0.1")
+    srv = make_server(access_log=str(log_path), proxy_headers=True, forwarded_allow_ips="127.0.0.1")
     port = srv.address[1]
     assert get(port, "/hello.txt", headers={"X-Forwarded-For": "203.0.113.7"}).status == 200
     assert get(port, "/hello.txt", headers={"Forwarded": 'for="[2001:db8::1]:4711"'}).status == 200
     assert get(port, "/hello.txt").status == 200
     srv.shutdown()
-    assert sorted(m["addr"] for m in parse(log_path)) == [b"127.0.0.1", b"2001:db8::1",
-                                                           b"203.0.113.7"]
+    assert sorted(m["addr"] for m in parse(log_path)) == [b"127.0.0.1", b"2001:db8::1", b"203.0.113.7"]
 
 
 def test_a_reset_mid_body_keeps_the_client_address(make_server, tmp_path):
@@ -89,9 +90,8 @@ def test_a_reset_mid_body_keeps_the_client_address(make_server, tmp_path):
     log_path = tmp_path / "access.log"
     srv = make_server(access_log=str(log_path), workers=1, stats=True)
     s = socket.create_connection(("127.0.0.1", srv.address[1]))
-    s.sendall(b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
-              b"Expect: 100-continue\r\n\r\n")
-    assert s.recv(100).startswith(b"HTTP/1.1 100 ")   # the server is reading the body
+    s.sendall(b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 100 ")  # the server is reading the body
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
     assert wait_for(lambda: totals(srv)[0] == 1)
@@ -100,8 +100,11 @@ def test_a_reset_mid_body_keeps_the_client_address(make_server, tmp_path):
     assert fields(m) == (b"127.0.0.1", b"POST /hello.txt HTTP/1.1", 400, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="the peer address is not kept from accept(): a "
-                   "connection reset before its coroutine starts is logged as '-'")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the peer address is not kept from accept(): a "
+    "connection reset before its coroutine starts is logged as '-'",
+)
 def test_a_reset_before_the_worker_reads_keeps_the_client_address(make_server, tmp_path):
     """The acceptor (and worker_accept) call accept4(fd, NULL, NULL) and hand only the fd
     on; the address is looked up with getpeername() when the coroutine starts.  A client
@@ -124,7 +127,7 @@ def test_a_reset_before_the_worker_reads_keeps_the_client_address(make_server, t
     t = threading.Thread(target=lambda: get(port, "/block"))
     t.start()
     try:
-        assert started.wait(10)   # the only worker runs the handler on its own thread
+        assert started.wait(10)  # the only worker runs the handler on its own thread
         send_and_close(port, b"GET /reset HTTP/1.1\r\nHost: x\r\n", linger0=True)
     finally:
         release.set()
@@ -137,10 +140,14 @@ def test_a_reset_before_the_worker_reads_keeps_the_client_address(make_server, t
 
 # -- requests that never got an answer: nginx logs them 400 -----------------------------
 
-@pytest.mark.parametrize("data, request_line", [
-    (b"GET /hello.txt HT", b"GET /hello.txt HT"),                       # cut in the request line
-    (b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nUser-A", b"GET /hello.txt HTTP/1.1"),   # in the head
-])
+
+@pytest.mark.parametrize(
+    "data, request_line",
+    [
+        (b"GET /hello.txt HT", b"GET /hello.txt HT"),  # cut in the request line
+        (b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nUser-A", b"GET /hello.txt HTTP/1.1"),  # in the head
+    ],
+)
 def test_a_request_cut_mid_head_is_logged_400_as_nginx(make_server, tmp_path, data, request_line):
     """nginx: '"GET /hello.txt HT" 400 0' ("client prematurely closed connection");
     we wrote no line at all, so a client that gives up (or a slowloris) left no trace."""
@@ -156,12 +163,13 @@ def test_a_request_cut_mid_head_is_logged_400_as_nginx(make_server, tmp_path, da
 def test_a_pipelined_request_cut_mid_head_is_logged_400(make_server, tmp_path):
     log_path = tmp_path / "access.log"
     srv = make_server(access_log=str(log_path), workers=1, stats=True)
-    send_and_close(srv.address[1], b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
-                                   b"GET /style.css HTTP/1.1\r\nHo")
+    send_and_close(srv.address[1], b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /style.css HTTP/1.1\r\nHo")
     assert wait_for(lambda: totals(srv)[0] == 2)
     srv.shutdown()
     assert sorted(fields(m)[1:3] for m in parse(log_path)) == [
-        (b"GET /hello.txt HTTP/1.1", 200), (b"GET /style.css HTTP/1.1", 400)]
+        (b"GET /hello.txt HTTP/1.1", 200),
+        (b"GET /style.css HTTP/1.1", 400),
+    ]
 
 
 def test_a_client_gone_mid_body_is_logged_400_not_499(make_server, tmp_path):
@@ -170,8 +178,7 @@ def test_a_client_gone_mid_body_is_logged_400_not_499(make_server, tmp_path):
     server was working on a whole request.  The comment in conn.c said "nginx's 499"."""
     log_path = tmp_path / "access.log"
     srv = make_server(access_log=str(log_path), workers=1, stats=True)
-    send_and_close(srv.address[1], b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
-                                   b"\r\nhello")
+    send_and_close(srv.address[1], b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhello")
     assert wait_for(lambda: totals(srv)[0] == 1)
     srv.shutdown()
     [m] = parse(log_path)
@@ -194,6 +201,7 @@ def test_differences_from_nginx_on_purpose(make_server, tmp_path):
 
 # -- what a client's bytes can do to a line ------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["combined", "json"])
 def test_no_byte_forges_a_line_or_breaks_the_quoting(make_server, tmp_path, fmt):
     """Every byte in the target, the User-Agent and the Referer: one line per request,
@@ -204,23 +212,27 @@ def test_no_byte_forges_a_line_or_breaks_the_quoting(make_server, tmp_path, fmt)
     n = 0
     for b in range(256):
         c = bytes([b])
-        raw(port, b"GET /x" + c + b"y HTTP/1.1\r\nHost: x\r\nUser-Agent: u" + c + b"v\r\n"
-                  b"Referer: r" + c + b"\r\nConnection: close\r\n\r\n")
+        raw(
+            port,
+            b"GET /x" + c + b"y HTTP/1.1\r\nHost: x\r\nUser-Agent: u" + c + b"v\r\n"
+            b"Referer: r" + c + b"\r\nConnection: close\r\n\r\n",
+        )
         n += 1
     srv.shutdown()
     data = log_path.read_bytes()
     assert data.count(b"\n") == n and data.endswith(b"\n")
     if fmt == "combined":
         assert len(parse(log_path)) == n
-        assert all(0x20 <= c < 0x7f for c in data.replace(b"\n", b""))
+        assert all(0x20 <= c < 0x7F for c in data.replace(b"\n", b""))
     else:
         rows = [json.loads(line) for line in data.decode("utf-8").splitlines()]
         assert len(rows) == n
-        row = rows[0x22]   # '"' in the target and in the header values
+        row = rows[0x22]  # '"' in the target and in the header values
         assert row["request"] == 'GET /x"y HTTP/1.1' or row["status"] == 400
 
 
 # -- when the log cannot be written ----------------------------------------------------------
+
 
 def test_lines_a_write_refuses_count_in_log_dropped(make_server):
     """/dev/full: every write fails (ENOSPC).  log_dropped stayed 0 while no line reached
@@ -246,8 +258,13 @@ def test_lines_a_write_refuses_count_in_log_dropped(make_server):
 def run_cli(args, engine, requests, cwd=None):
     """Run `serve` with args, make requests (paths) one connection each, stop it; stderr."""
     port = free_port()
-    p = subprocess.Popen(CLI + ["serve", "--port", str(port), "--workers", "1", "--engine", engine]
-                         + args, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        CLI + ["serve", "--port", str(port), "--workers", "1", "--engine", engine] + args,
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert p.stdout.readline().startswith(b"minginx-cffi: serving ")
         statuses = [Conn(port).request("GET", path).status for path in requests]
@@ -264,14 +281,15 @@ def run_cli(args, engine, requests, cwd=None):
 def test_the_writers_messages_are_error_log_records(engine, site_root):
     """The port's writer wrote "minginx: access log: write: ..." bare on stderr, with
     no time, level or pid (README, "Error log": every line has them); said once."""
-    statuses, err = run_cli(["--root", str(site_root), "--access-log", "/dev/full"], engine,
-                            ["/hello.txt"] * 3)
+    statuses, err = run_cli(
+        ["--root", str(site_root), "--access-log", "/dev/full"], engine, ["/hello.txt"] * 3
+    )
     assert statuses == [200] * 3
     assert all(PREFIX.match(line) for line in err.splitlines()), err
     assert err.count("access log: write: No space left on device") == 1, err
 
 
-FSIZE_SCRIPT = textwrap.dedent('''
+FSIZE_SCRIPT = textwrap.dedent("""
     import json, os, resource, sys, time
     sys.path.insert(0, sys.argv[4])
     from conftest import Conn, wait_for
@@ -303,7 +321,7 @@ FSIZE_SCRIPT = textwrap.dedent('''
     assert wait_for(lambda: b"agent-025" in open(log, "rb").read())
     c.close()
     srv.shutdown()
-''')
+""")
 
 
 def test_a_write_cut_inside_a_line_glues_no_line(engine, site_root, tmp_path):
@@ -311,19 +329,25 @@ def test_a_write_cut_inside_a_line_glues_no_line(engine, site_root, tmp_path):
     file.  The next line written after the disk had room again was glued to it
     ('..."GET /hello.t127.0.0.1 - - [...'): one malformed line hiding a good one."""
     log_path = tmp_path / "access.log"
-    p = subprocess.run([sys.executable, "-c", FSIZE_SCRIPT, str(log_path), engine, str(site_root),
-                        TESTS], env=ENV, capture_output=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-c", FSIZE_SCRIPT, str(log_path), engine, str(site_root), TESTS],
+        env=ENV,
+        capture_output=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr.decode()
     lines = log_path.read_bytes().split(b"\n")
     assert lines.pop() == b""
     whole = [l for l in lines if COMBINED.match(l) and COMBINED.match(l)["ua"] != b"poke"]
     cut = [l for l in lines if not COMBINED.match(l)]
-    assert [COMBINED.match(l)["ua"] for l in whole] == \
-        [b"agent-%03d" % i for i in list(range(6)) + list(range(21, 26))]
-    assert len(cut) == 1 and cut[0].count(b"127.0.0.1") == 1, cut   # the cut line, alone
+    assert [COMBINED.match(l)["ua"] for l in whole] == [
+        b"agent-%03d" % i for i in list(range(6)) + list(range(21, 26))
+    ]
+    assert len(cut) == 1 and cut[0].count(b"127.0.0.1") == 1, cut  # the cut line, alone
 
 
 # -- the error log ------------------------------------------------------------------------------
+
 
 def test_a_record_cannot_start_a_line_without_the_prefix():
     """A CR (or VT, FF, NEL, LS, ...: what str.splitlines() splits on) inside a message
@@ -336,14 +360,16 @@ def test_a_record_cannot_start_a_line_without_the_prefix():
 
 
 def test_a_handler_traceback_with_control_characters_keeps_the_layout(engine, tmp_path):
-    (tmp_path / "ctlapp.py").write_text(textwrap.dedent('''
+    (tmp_path / "ctlapp.py").write_text(
+        textwrap.dedent("""
         from minginx_cffi import App
         app = App()
 
         @app.route("/bad")
         def bad(request):
             raise RuntimeError("caf\\udcff \\x1b[2J cleared\\rforged line\\x85nel " + "x" * 5000)
-    '''))
+    """)
+    )
     statuses, err = run_cli(["--app", "ctlapp:app"], engine, ["/bad"], cwd=str(tmp_path))
     assert statuses == [500]
     assert "RuntimeError: caf" in err and "forged line" in err
@@ -353,14 +379,33 @@ def test_a_handler_traceback_with_control_characters_keeps_the_layout(engine, tm
 
 # -- rotation and shutdown through the master ------------------------------------------------------
 
+
 def test_repeated_rotations_under_load_with_two_processes_lose_no_line(engine, site_root, tmp_path):
     """mv + SIGUSR1 to the master (it passes USR1 on), five times while four clients
     hammer two server processes: every answered request is a line in one of the files."""
     log_path = tmp_path / "access.log"
     port = free_port()
-    p = subprocess.Popen(CLI + ["serve", "--port", str(port), "--root", str(site_root), "--workers", "2",
-                                "--processes", "2", "--engine", engine, "--access-log", str(log_path)],
-                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        CLI
+        + [
+            "serve",
+            "--port",
+            str(port),
+            "--root",
+            str(site_root),
+            "--workers",
+            "2",
+            "--processes",
+            "2",
+            "--engine",
+            engine,
+            "--access-log",
+            str(log_path),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     made = [0] * 4
     stop = threading.Event()
 
@@ -378,8 +423,10 @@ def test_repeated_rotations_under_load_with_two_processes_lose_no_line(engine, s
             t.start()
         for r in range(5):
             mark = sum(made)
-            assert wait_for(lambda: sum(made) >= mark + 100 and log_path.exists()
-                            and log_path.stat().st_size > 0, timeout=20)
+            assert wait_for(
+                lambda: sum(made) >= mark + 100 and log_path.exists() and log_path.stat().st_size > 0,
+                timeout=20,
+            )
             os.rename(log_path, tmp_path / ("access.log.%d" % r))
             p.send_signal(signal.SIGUSR1)
         mark = sum(made)

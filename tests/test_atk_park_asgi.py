@@ -79,6 +79,7 @@ def test_a_request_then_half_close_on_an_idle_connection_is_answered(make_server
 @pytest.mark.parametrize("when", ["lazy", "parked"])
 def test_a_reset_while_idle_leaves_nothing_behind(make_server, when):
     import struct
+
     srv = make_server(workers=1)
     conns = []
     for _ in range(20):
@@ -101,7 +102,7 @@ def test_pipelined_requests_paced_at_the_park_delay_are_all_answered(make_server
     for i in range(12):
         c.send(GET)
         assert c.read_response().body == b"hello world\n"
-        time.sleep(0.095 + 0.002 * i)   # the attack's pace: right around the park
+        time.sleep(0.095 + 0.002 * i)  # the attack's pace: right around the park
     assert srv.stats()[0]["requests"] == 12
 
 
@@ -164,11 +165,11 @@ def test_blank_lines_dripped_on_an_unparked_connection_do_not_extend_the_keepali
     assert c.request("GET", "/hello.txt").status == 200
     t0 = time.monotonic()
     assert wait_for(lambda: parked(srv) == 1)
-    while time.monotonic() - t0 < 0.6:   # most of the keep-alive timeout, parked
+    while time.monotonic() - t0 < 0.6:  # most of the keep-alive timeout, parked
         time.sleep(0.05)
     drip_until_closed(c, 0.03, 5.0)
     elapsed = time.monotonic() - t0
-    assert elapsed < 1.45, elapsed   # a fresh timeout would close at 0.6 + 1.0 s
+    assert elapsed < 1.45, elapsed  # a fresh timeout would close at 0.6 + 1.0 s
     assert wait_for(lambda: alive(srv) == 0)
 
 
@@ -183,7 +184,7 @@ def test_blank_lines_dripped_during_a_graceful_stop_do_not_hold_it(make_server):
     drip_until_closed(c, 0.03, 10.0)
     stopper.join(25.0)
     elapsed = time.monotonic() - t0
-    assert elapsed < 4.0, elapsed   # the drain (1 s), not the keep-alive (30 s) or grace (20 s)
+    assert elapsed < 4.0, elapsed  # the drain (1 s), not the keep-alive (30 s) or grace (20 s)
 
 
 # ---------------------------------------------------------------- ASGI glue
@@ -202,10 +203,10 @@ async def keeper_app(scope, receive, send):
         if not m.get("more_body"):
             break
     kept_scopes.append((scope, list(scope["headers"]), scope["path"], scope["query_string"]))
-    out = repr((scope["method"], scope["path"], scope["query_string"], scope["headers"])).encode() \
-        + b"|" + body
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain")]})
+    out = (
+        repr((scope["method"], scope["path"], scope["query_string"], scope["headers"])).encode() + b"|" + body
+    )
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": out})
 
 
@@ -235,7 +236,7 @@ def test_the_most_headers_and_the_biggest_head_reach_the_app_whole(make_server):
     kept_scopes.clear()
     srv = make_server(asgi=keeper_app, root=None, workers=1)
     c = Conn(srv.port)
-    many = {"X-H%02d" % i: "v%d" % i for i in range(98)}   # + Host: 99 fields
+    many = {"X-H%02d" % i: "v%d" % i for i in range(98)}  # + Host: 99 fields
     assert c.request("GET", "/m", many).status == 200
     names = [n for n, _ in kept_scopes[-1][0]["headers"]]
     assert len(names) == 99 and names[-1] == b"x-h97"
@@ -260,12 +261,13 @@ def test_concurrent_requests_with_bodies_each_get_their_own(make_server):
             c = Conn(srv.port)
             for j in range(5):
                 body = (b"%d-%d:" % (k, j)) * (1 + (k * 131 + j) % 3000)
-                r = c.request("POST", "/c%d/%d" % (k, j), {"X-K": str(k), "Content-Length": str(len(body))},
-                              body=body)
+                r = c.request(
+                    "POST", "/c%d/%d" % (k, j), {"X-K": str(k), "Content-Length": str(len(body))}, body=body
+                )
                 assert r.status == 200
                 head, _, got = r.body.partition(b"|")
                 assert got == body and (b"/c%d/%d" % (k, j)) in head, (k, j)
-        except Exception as e:   # noqa: BLE001 - reported below
+        except Exception as e:  # noqa: BLE001 - reported below
             errors.append((k, repr(e)))
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(24)]
@@ -296,6 +298,7 @@ def test_a_burst_of_replies_with_some_clients_gone_answers_the_rest(make_server)
     """The replies leave in one mg_call_post_many burst (the gate opens them all at
     once); a third of their connections were reset before it, one app raises."""
     import struct
+
     gate.clear()
     arrived.clear()
     srv = make_server(asgi=gated_app, root=None, workers=1)
@@ -372,7 +375,7 @@ def test_pipelined_asgi_requests_around_the_park_are_answered_in_order(make_serv
         for k in range(3):
             r = c.read_response()
             assert r.status == 200 and (b"'/r%d/%d'" % (i, k)) in r.body
-        time.sleep(0.09 + 0.005 * i)   # the attack's pace: right around the park
+        time.sleep(0.09 + 0.005 * i)  # the attack's pace: right around the park
     assert [s[2] for s in kept_scopes] == ["/r%d/%d" % (i, k) for i in range(8) for k in range(3)]
 
 

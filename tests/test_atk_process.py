@@ -15,11 +15,11 @@ import threading
 import time
 
 import pytest
-
-from conftest import free_port, wait_for
 from test_process import AS_NOBODY, CLI, NOBODY, fetch, masters  # noqa: F401 - a fixture
 
-SLOW_APP = '''
+from conftest import free_port, wait_for
+
+SLOW_APP = """
 import os, time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,7 +29,7 @@ def app(environ, start_response):
         time.sleep(2)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"done %d" % os.getpid()]
-'''
+"""
 
 BROKEN_SRC = 'raise RuntimeError("this version does not import")\n'
 
@@ -72,6 +72,7 @@ def table_total(lines):
 
 # -- sockets handed in: every bad one is one line, never a traceback or a hang -----------
 
+
 def test_an_fd_number_no_fd_can_be_is_one_line():
     # main: os.fstat raised OverflowError, a traceback
     err = one_line_failure(["--fd", "99999999999", "--workers", "1"])
@@ -92,7 +93,7 @@ def test_a_uds_whose_server_no_longer_accepts_is_busy_not_waited_for(tmp_path):
     hung.listen(0)
     queued = []
     try:
-        while True:   # fill its queue: a server that stopped accepting
+        while True:  # fill its queue: a server that stopped accepting
             c = socket.socket(socket.AF_UNIX)
             c.setblocking(False)
             try:
@@ -103,7 +104,7 @@ def test_a_uds_whose_server_no_longer_accepts_is_busy_not_waited_for(tmp_path):
             queued.append(c)
         err = one_line_failure(["--uds", path, "--workers", "1"])
         assert "in use (a server listens there)" in err, err
-        assert os.path.exists(path)   # not ours: left alone
+        assert os.path.exists(path)  # not ours: left alone
     finally:
         for c in queued:
             c.close()
@@ -121,9 +122,12 @@ def test_a_stale_uds_file_that_cannot_be_removed_is_one_line():
         s = socket.socket(socket.AF_UNIX)
         s.bind(path)
         s.close()
-        os.chmod(path, 0o777)   # connectable (refused): it is stale
-        p = subprocess.run([sys.executable, "-c", AS_NOBODY, "serve", "--uds", path,
-                            "--workers", "1"], capture_output=True, timeout=20)
+        os.chmod(path, 0o777)  # connectable (refused): it is stale
+        p = subprocess.run(
+            [sys.executable, "-c", AS_NOBODY, "serve", "--uds", path, "--workers", "1"],
+            capture_output=True,
+            timeout=20,
+        )
         err = p.stderr.decode().strip()
         assert p.returncode == 1 and len(err.splitlines()) == 1, err
         assert "cannot remove the stale socket file: Operation not permitted" in err, err
@@ -131,14 +135,14 @@ def test_a_stale_uds_file_that_cannot_be_removed_is_one_line():
         shutil.rmtree(d, ignore_errors=True)
 
 
-AS_NOBODY_GET = '''
+AS_NOBODY_GET = """
 import os, socket, sys
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
 print(s.recv(100).split(b"\\r\\n")[0].decode())
-'''
+"""
 
 
 def test_the_uds_file_is_connectable_by_the_proxys_user(masters, app_dir, engine):
@@ -147,11 +151,20 @@ def test_the_uds_file_is_connectable_by_the_proxys_user(masters, app_dir, engine
     # socket file 0777 less the umask (0755 here), so its connect() got EACCES.  nginx
     # and uvicorn make it 0666: the directory decides who reaches it.
     path = os.path.join(app_dir, "s.sock")
-    m = masters("--uds", path, "--wsgi", "slowapp:app", "--engine", engine, "--workers", "1",
-                cwd=app_dir, listen=False).wait_banner()
+    m = masters(
+        "--uds",
+        path,
+        "--wsgi",
+        "slowapp:app",
+        "--engine",
+        engine,
+        "--workers",
+        "1",
+        cwd=app_dir,
+        listen=False,
+    ).wait_banner()
     assert os.stat(path).st_mode & 0o777 == 0o666
-    p = subprocess.run([sys.executable, "-c", AS_NOBODY_GET, path], capture_output=True,
-                       timeout=20)
+    p = subprocess.run([sys.executable, "-c", AS_NOBODY_GET, path], capture_output=True, timeout=20)
     assert p.stdout.decode().strip() == "HTTP/1.1 200 OK", p.stderr.decode()[-300:]
     assert m.stop() == 0
     assert not os.path.exists(path)
@@ -159,26 +172,30 @@ def test_the_uds_file_is_connectable_by_the_proxys_user(masters, app_dir, engine
 
 # -- the master's signals ----------------------------------------------------------------
 
+
 def test_a_signal_the_moment_the_pid_file_exists_is_handled(tmp_path):
     # An operator signals the pid in the pid file.  main wrote the pid file before it
     # installed its handlers (and --stats then imported procstats): a HUP sent as soon as
     # the file appeared killed the master outright, leaving the pid file behind.
     pid_file = tmp_path / "m.pid"
     for _ in range(3):
-        p = subprocess.Popen(CLI + ["serve", "--port", str(free_port()), "--workers", "1",
-                                    "--stats", "--pid-file", str(pid_file)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            CLI
+            + ["serve", "--port", str(free_port()), "--workers", "1", "--stats", "--pid-file", str(pid_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             deadline = time.monotonic() + 20
             exists, path = os.path.exists, str(pid_file)
-            while not exists(path):   # as close to its appearance as a poll gets
+            while not exists(path):  # as close to its appearance as a poll gets
                 for _ in range(1000):
                     if exists(path):
                         break
                 else:
                     assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
             p.send_signal(signal.SIGHUP)
-            assert "serving" in p.stdout.readline().decode()   # it lives on, and serves
+            assert "serving" in p.stdout.readline().decode()  # it lives on, and serves
             p.send_signal(signal.SIGTERM)
             assert p.wait(20) == 0
             assert not pid_file.exists()
@@ -190,16 +207,15 @@ def test_a_signal_the_moment_the_pid_file_exists_is_handled(tmp_path):
             p.stderr.close()
 
 
-@pytest.mark.parametrize("first,then", [(signal.SIGTERM, signal.SIGHUP),
-                                        (signal.SIGINT, signal.SIGINT),
-                                        (signal.SIGTERM, signal.SIGUSR1)])
-def test_signals_while_the_master_exits_leave_its_exit_status_alone(masters, app_dir, first,
-                                                                    then):
+@pytest.mark.parametrize(
+    "first,then",
+    [(signal.SIGTERM, signal.SIGHUP), (signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGUSR1)],
+)
+def test_signals_while_the_master_exits_leave_its_exit_status_alone(masters, app_dir, first, then):
     # main gave the signals their default actions back before the process ended: a HUP
     # or USR1 (logrotate) just after a TERM, or Ctrl-C twice, killed the master on its
     # way out, and its exit status said "killed by SIGHUP" instead of 0
-    m = masters("--wsgi", "slowapp:app", "--workers", "1", "--processes", "2",
-                cwd=app_dir).wait_banner()
+    m = masters("--wsgi", "slowapp:app", "--workers", "1", "--processes", "2", cwd=app_dir).wait_banner()
     m.p.send_signal(first)
     deadline = time.monotonic() + 20
     while m.p.poll() is None and time.monotonic() < deadline:
@@ -214,8 +230,7 @@ def test_signals_while_the_master_exits_leave_its_exit_status_alone(masters, app
 def test_a_term_after_a_reload_lets_the_old_generation_finish(masters, app_dir, engine):
     # After HUP the old generation finishes its responses.  main passed the operator's
     # (first, graceful) TERM on to it too: its second TERM, "quit now", cut them off.
-    m = masters("--wsgi", "slowapp:app", "--engine", engine, "--workers", "1",
-                cwd=app_dir).wait_banner()
+    m = masters("--wsgi", "slowapp:app", "--engine", engine, "--workers", "1", cwd=app_dir).wait_banner()
     got = []
     client = threading.Thread(target=lambda: got.append(fetch(m.port, "/slow")), daemon=True)
     client.start()
@@ -234,8 +249,18 @@ def test_stats_count_each_request_once_after_a_failed_reload(masters, app_dir, e
     # next one (3) took the serving generation's bank, folded its live counts into the
     # retired row, and both then published into the same slots: /_minginx/stats counted
     # the requests before the reload twice.
-    m = masters("--wsgi", "slowapp:app", "--engine", engine, "--workers", "1",
-                "--processes", "2", "--stats", cwd=app_dir).wait_banner()
+    m = masters(
+        "--wsgi",
+        "slowapp:app",
+        "--engine",
+        engine,
+        "--workers",
+        "1",
+        "--processes",
+        "2",
+        "--stats",
+        cwd=app_dir,
+    ).wait_banner()
     for _ in range(20):
         assert fetch(m.port).status == 200
     src = os.path.join(app_dir, "slowapp.py")
@@ -264,12 +289,14 @@ def test_stats_count_each_request_once_after_a_failed_reload(masters, app_dir, e
         made += 1
         assert total <= made - 1, (total, made)
         return total == made - 1
+
     assert wait_for(sees_every_request, timeout=10)
     assert m.stop() == 0
     assert table_total(m.lines) == made
 
 
 # -- what a server process holds -----------------------------------------------------------
+
 
 def pipe_fds(pid):
     """{fd: pipe inode} of pid's fds from 3 on (0-2 are the test's own pipes)."""
@@ -286,26 +313,38 @@ def pipe_fds(pid):
 
 def test_a_server_process_holds_only_its_end_of_its_readiness_pipe(masters, app_dir):
     # main: each process kept the master's (read) end of its own readiness pipe open
-    m = masters("--wsgi", "slowapp:app", "--workers", "1", "--processes", "2",
-                cwd=app_dir).wait_banner()
+    m = masters("--wsgi", "slowapp:app", "--workers", "1", "--processes", "2", cwd=app_dir).wait_banner()
     assert wait_for(lambda: len(m.children()) == 2)
     masters_pipes = set(pipe_fds(m.pid).values())
     for pid in m.children():
         shared = [fd for fd, inode in pipe_fds(pid).items() if inode in masters_pipes]
-        assert len(shared) == 1, (pid, pipe_fds(pid), masters_pipes)   # its write end
+        assert len(shared) == 1, (pid, pipe_fds(pid), masters_pipes)  # its write end
     assert m.stop() == 0
 
 
 # -- --user ---------------------------------------------------------------------------------
 
+
 def test_user_leaves_no_pid_file_or_socket_file_behind(masters, app_dir):
     need_root()
-    run = tempfile.mkdtemp(prefix="minginx-atkB-run-")   # root's, 0755: as /run
+    run = tempfile.mkdtemp(prefix="minginx-atkB-run-")  # root's, 0755: as /run
     try:
         os.chmod(run, 0o755)
         pid_file, path = os.path.join(run, "m.pid"), os.path.join(run, "s.sock")
-        m = masters("--uds", path, "--pid-file", pid_file, "--user", "nobody", "--wsgi",
-                    "slowapp:app", "--workers", "1", cwd=app_dir, listen=False).wait_banner()
+        m = masters(
+            "--uds",
+            path,
+            "--pid-file",
+            pid_file,
+            "--user",
+            "nobody",
+            "--wsgi",
+            "slowapp:app",
+            "--workers",
+            "1",
+            cwd=app_dir,
+            listen=False,
+        ).wait_banner()
         assert os.path.exists(pid_file) and os.path.exists(path)
         assert m.stop() == 0
         left = [p for p in (pid_file, path) if os.path.exists(p)]

@@ -13,20 +13,18 @@ import socket
 import sys
 
 import pytest
+from test_hostile_handlers import Wire
 
 from minginx_cffi import App, Response, Server
 
-from test_hostile_handlers import Wire
-
 
 def _gen(*pieces):
-    for p in pieces:
-        yield p
+    yield from pieces
 
 
 def _cancelled_after_first():
     yield b"first"
-    raise asyncio.CancelledError()   # a BaseException, not an Exception (Python 3.8+)
+    raise asyncio.CancelledError()  # a BaseException, not an Exception (Python 3.8+)
 
 
 class _AlwaysCancelled:
@@ -62,14 +60,15 @@ def _exc_info_after_head(environ, start_response):
             raise ValueError("the handler broke mid-stream")
         except ValueError:
             # PEP 3333: the head is sent, so this call must re-raise exc_info
-            start_response("500 Internal Server Error", [("Content-Type", "text/plain")],
-                           sys.exc_info())
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
         yield b"ERRORPAGE"
+
     return body()
 
 
 class _Closes:
     """A one-piece list result whose close() raises, counting its calls."""
+
     calls = 0
 
     def __init__(self):
@@ -99,6 +98,7 @@ def _write_inside(environ, start_response):
         write(b"2")
         yield b"3"
         write(b"4")
+
     return body()
 
 
@@ -111,6 +111,7 @@ def _empty_forever():
 def _raising(exc):
     def handler(environ, start_response):
         raise exc()
+
     return handler
 
 
@@ -121,23 +122,24 @@ WSGI = {
     "/exc-info-late": _exc_info_after_head,
     "/bytes-subclass": lambda e, sr: (sr("200 OK", []), _gen(b"a", _Bytes(b"b")))[1],
     "/bytearray-name": lambda e, sr: (sr("200 OK", [(bytearray(b"X-A"), "v")]), [b"x"])[1],
-    "/bytes-like-fields": lambda e, sr: (sr("200 OK", [(bytearray(b"X-A"), memoryview(b"v1")),
-                                                       (b"X-B", bytearray(b"v2"))]), [b"x"])[1],
+    "/bytes-like-fields": lambda e, sr: (
+        sr("200 OK", [(bytearray(b"X-A"), memoryview(b"v1")), (b"X-B", bytearray(b"v2"))]),
+        [b"x"],
+    )[1],
     "/none-value": lambda e, sr: (sr("200 OK", [("X-A", None)]), [b"x"])[1],
     "/system-exit": _raising(SystemExit),
     "/keyboard-interrupt": _raising(KeyboardInterrupt),
-    "/bytes-like-pieces": lambda e, sr: (sr("200 OK", []),
-                                         _gen(bytearray(b"a"), memoryview(b"b"), _Bytes(b"c")))[1],
+    "/bytes-like-pieces": lambda e, sr: (
+        sr("200 OK", []),
+        _gen(bytearray(b"a"), memoryview(b"b"), _Bytes(b"c")),
+    )[1],
     "/str-first": lambda e, sr: (sr("200 OK", []), _gen("text"))[1],
     "/str-later": lambda e, sr: (sr("200 OK", []), _gen(b"first", "text"))[1],
     "/none-later": lambda e, sr: (sr("200 OK", []), _gen(b"first", None, b"more"))[1],
     "/empty-forever": lambda e, sr: (sr("200 OK", []), _empty_forever())[1],
-    "/length-0-generator": lambda e, sr: (sr("200 OK", [("Content-Length", "0")]),
-                                          _gen(b"surplus"))[1],
-    "/length-2-generator": lambda e, sr: (sr("200 OK", [("Content-Length", "2")]),
-                                          _gen(b"abc", b"d"))[1],
-    "/padded-value": lambda e, sr: (sr("200 OK", [("X-A", " \tv  w\t "), ("X-B", "   ")]),
-                                    [b"x"])[1],
+    "/length-0-generator": lambda e, sr: (sr("200 OK", [("Content-Length", "0")]), _gen(b"surplus"))[1],
+    "/length-2-generator": lambda e, sr: (sr("200 OK", [("Content-Length", "2")]), _gen(b"abc", b"d"))[1],
+    "/padded-value": lambda e, sr: (sr("200 OK", [("X-A", " \tv  w\t "), ("X-B", "   ")]), [b"x"])[1],
     "/write-inside": _write_inside,
     "/close-raises": lambda e, sr: (sr("200 OK", []), _ClosesList([b"x"]))[1],
 }
@@ -228,13 +230,15 @@ def app_srv(make_server):
 
 # ------------------------------------------- BaseException from a handler
 
+
 def test_base_exception_from_a_handler_fails_alone_in_a_batch(wsgi_srv):
     port = wsgi_srv.port
     paths = ["/cancelled" if i % 4 == 0 else "/good" for i in range(24)]
     socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in paths]
     try:
-        assert b"good" in _talk(port, _get("/good", then_good=False).replace(
-            b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))   # all accepted by now
+        assert b"good" in _talk(
+            port, _get("/good", then_good=False).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        )  # all accepted by now
         for s, path in zip(socks, paths):
             s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode())
         for s, path in zip(socks, paths):
@@ -247,7 +251,7 @@ def test_base_exception_from_a_handler_fails_alone_in_a_batch(wsgi_srv):
                     data += chunk
             except socket.timeout:
                 data += b"<<TIMEOUT>>"
-            (status, _, body, complete), = Wire(data).responses()
+            ((status, _, body, complete),) = Wire(data).responses()
             if path == "/good":
                 assert (status, body, complete) == (200, b"good", True), data
             else:
@@ -261,8 +265,8 @@ def test_base_exception_mid_stream_cuts_the_connection(wsgi_srv):
     data = _talk(wsgi_srv.port, _get("/cancelled-mid-stream"))
     assert not data.endswith(b"<<TIMEOUT>>"), data
     resps = Wire(data).responses()
-    assert len(resps) == 1, resps                       # no following response
-    assert resps[0][2] == b"first" and not resps[0][3]   # no terminating chunk: visibly cut
+    assert len(resps) == 1, resps  # no following response
+    assert resps[0][2] == b"first" and not resps[0][3]  # no terminating chunk: visibly cut
 
 
 def test_iterator_raising_base_exception_every_time_ends_the_stream(wsgi_srv):
@@ -273,6 +277,7 @@ def test_iterator_raising_base_exception_every_time_ends_the_stream(wsgi_srv):
 
 
 # ------------------------------------------------------------------ WSGI
+
 
 def test_start_response_with_exc_info_after_the_head_raises(wsgi_srv):
     data = _talk(wsgi_srv.port, _get("/exc-info-late"))
@@ -301,6 +306,7 @@ def test_engines_agree_on_a_bytearray_header_name():
 
 # ------------------------------------------------------------------- App
 
+
 def test_app_bytes_headers_are_sent_as_bytes(app_srv):
     data = _talk(app_srv.port, _get("/bytes-headers"))
     head = data.split(b"\r\n\r\n", 1)[0]
@@ -313,6 +319,7 @@ def test_app_status_gets_its_standard_reason(app_srv):
 
 
 # ----------------------------------------------------- fix1: the classes hunted
+
 
 @pytest.mark.parametrize("path", ["/system-exit", "/keyboard-interrupt"])
 def test_system_exit_and_keyboard_interrupt_from_a_handler_are_its_500(wsgi_srv, path, caplog):
@@ -342,6 +349,7 @@ def test_c_cuts_a_stream_round_that_makes_no_progress(make_server, monkeypatch):
     """pycall.c's own guard: a NEXT that produced nothing yet leaves more set (a
     bridge that breaks the contract) cuts the stream; it never asks again."""
     from minginx_cffi import _bridge
+
     monkeypatch.setattr(_bridge.Bridge, "next", lambda self, c: None)
     srv = make_server(engine="cffi", wsgi=wsgi_app, root=None, workers=1)
     data = _talk(srv.port, _get("/cancelled-mid-stream"))
@@ -393,8 +401,7 @@ def test_header_value_whitespace_is_stripped(wsgi_srv):
     assert b"\r\nX-A: v  w\r\n" in head and b"\r\nX-B: \r\n" in head, head
 
 
-@pytest.mark.parametrize("path, body", [("/length-0-generator", b""),
-                                        ("/length-2-generator", b"ab")])
+@pytest.mark.parametrize("path, body", [("/length-0-generator", b""), ("/length-2-generator", b"ab")])
 def test_stream_longer_than_its_length_says_close_in_the_head(wsgi_srv, path, body):
     """The first piece is already longer than Content-Length: the surplus is cut and the
     connection closes, so the head says so rather than promising keep-alive."""
@@ -418,35 +425,108 @@ def test_close_that_raises_is_called_once(wsgi_srv):
 
 # ---------------------------------------------------------- reason phrases
 
+
 def _c_reasons():
     import pathlib
+
     src = (pathlib.Path(__file__).parent.parent / "csrc" / "http_response.c").read_text()
-    body = src[src.index("const char *http_reason(int status)"):]
-    body = body[:body.index("\n}\n")]
+    body = src[src.index("const char *http_reason(int status)") :]
+    body = body[: body.index("\n}\n")]
     return {int(k): v for k, v in re.findall(r'case (\d+): return "([^"]*)";', body)}
 
 
 def test_reason_tables_are_the_same_in_both_engines():
     from minginx_cffi.pyport.http import REASONS
+
     c = _c_reasons()
     assert c == REASONS
     # RFC 9110 section 15 and the IANA registry's extras, each named
-    assert set(c) >= {100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226,
-                      300, 301, 302, 303, 304, 305, 307, 308, 400, 401, 402, 403, 404, 405,
-                      406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 418, 421,
-                      422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504,
-                      505, 506, 507, 508, 510, 511}
+    assert set(c) >= {
+        100,
+        101,
+        102,
+        103,
+        200,
+        201,
+        202,
+        203,
+        204,
+        205,
+        206,
+        207,
+        208,
+        226,
+        300,
+        301,
+        302,
+        303,
+        304,
+        305,
+        307,
+        308,
+        400,
+        401,
+        402,
+        403,
+        404,
+        405,
+        406,
+        407,
+        408,
+        409,
+        410,
+        411,
+        412,
+        413,
+        414,
+        415,
+        416,
+        417,
+        418,
+        421,
+        422,
+        423,
+        424,
+        425,
+        426,
+        428,
+        429,
+        431,
+        451,
+        500,
+        501,
+        502,
+        503,
+        504,
+        505,
+        506,
+        507,
+        508,
+        510,
+        511,
+    }
     assert c[418] == "I'm a teapot" and c[422] == "Unprocessable Content"
-    assert 'default: return "";' in (__import__("pathlib").Path(__file__).parent.parent /
-                                     "csrc" / "http_response.c").read_text()
+    assert (
+        'default: return "";'
+        in (__import__("pathlib").Path(__file__).parent.parent / "csrc" / "http_response.c").read_text()
+    )
 
 
-@pytest.mark.parametrize("code, line", [(201, b"201 Created"), (418, b"418 I'm a teapot"),
-                                        (429, b"429 Too Many Requests"),
-                                        (511, b"511 Network Authentication Required"),
-                                        (599, b"599 "), (306, b"306 ")])
+@pytest.mark.parametrize(
+    "code, line",
+    [
+        (201, b"201 Created"),
+        (418, b"418 I'm a teapot"),
+        (429, b"429 Too Many Requests"),
+        (511, b"511 Network Authentication Required"),
+        (599, b"599 "),
+        (306, b"306 "),
+    ],
+)
 def test_status_line_reason(app_srv, code, line):
     """An unknown code's reason phrase is empty; the SP before it stays (RFC 9112 4)."""
-    data = _talk(app_srv.port, _get("/status/%d" % code, then_good=False).replace(
-        b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    data = _talk(
+        app_srv.port,
+        _get("/status/%d" % code, then_good=False).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),
+    )
     assert data.startswith(b"HTTP/1.1 " + line + b"\r\n"), data[:60]

@@ -18,6 +18,7 @@ import pytest
 
 from minginx_cffi import App
 
+
 def _talk(port, path, timeout=4.0):
     """GET path with Connection: close; the bytes until the server closes, or
     b'<<TIMEOUT>>' appended when it never answers."""
@@ -36,6 +37,7 @@ def _talk(port, path, timeout=4.0):
         s.close()
     return out
 
+
 def _shutdown_within(srv, seconds):
     """srv.shutdown() on a thread; the seconds it took, or None if still running."""
     t = threading.Thread(target=srv.shutdown, daemon=True)
@@ -44,32 +46,44 @@ def _shutdown_within(srv, seconds):
     t.join(seconds)
     return None if t.is_alive() else time.monotonic() - t0
 
+
 def _raiser(exc):
     def handler(request):
         raise exc()
+
     return handler
+
 
 def _stream_raiser(exc):
     def handler(request):
         def pieces():
             yield b"first,"
             raise exc()
+
         return pieces()
+
     return handler
+
 
 def _base_app():
     app = App()
-    for name, exc in (("genexit", GeneratorExit), ("sysexit", SystemExit),
-                      ("cancelled", asyncio.CancelledError)):
+    for name, exc in (
+        ("genexit", GeneratorExit),
+        ("sysexit", SystemExit),
+        ("cancelled", asyncio.CancelledError),
+    ):
         app.route("/" + name)(_raiser(exc))
         app.route("/stream-" + name)(_stream_raiser(exc))
 
     @app.route("/good")
     def good(request):
         return "good"
+
     return app
 
+
 # -- 1. a handler's own BaseException, pooled and inline ------------------------------
+
 
 @pytest.mark.parametrize("threads", [8, 0])
 @pytest.mark.parametrize("name", ["sysexit", "cancelled"])
@@ -79,18 +93,20 @@ def test_handler_base_exception_is_a_500_and_the_worker_lives(make_server, threa
     assert r.startswith(b"HTTP/1.1 500 "), r
     assert _talk(srv.port, "/good").endswith(b"\r\n\r\ngood")
 
+
 @pytest.mark.parametrize("threads", [8, 0])
-def test_handler_raising_generator_exit_is_a_500_and_the_worker_lives(make_server, engine,
-                                                                      threads, request):
+def test_handler_raising_generator_exit_is_a_500_and_the_worker_lives(make_server, engine, threads, request):
     srv = make_server(app=_base_app(), workers=1, threads=threads)
     r = _talk(srv.port, "/genexit")
     assert r.startswith(b"HTTP/1.1 500 "), r
     assert _talk(srv.port, "/good").endswith(b"\r\n\r\ngood")
 
+
 @pytest.mark.parametrize("threads", [8, 0])
 @pytest.mark.parametrize("name", ["stream-genexit", "stream-sysexit", "stream-cancelled"])
-def test_stream_iterator_base_exception_cuts_and_the_worker_lives(make_server, engine, threads,
-                                                                  name, request):
+def test_stream_iterator_base_exception_cuts_and_the_worker_lives(
+    make_server, engine, threads, name, request
+):
     srv = make_server(app=_base_app(), workers=1, threads=threads)
     r = _talk(srv.port, "/" + name)
     assert r.startswith(b"HTTP/1.1 200 ") and b"first," in r and not r.endswith(b"0\r\n\r\n"), r
@@ -99,6 +115,7 @@ def test_stream_iterator_base_exception_cuts_and_the_worker_lives(make_server, e
 
 
 # -- 2. an ASGI app's own SystemExit / KeyboardInterrupt ------------------------------
+
 
 async def _asgi_app(scope, receive, send):
     if scope["type"] != "http":
@@ -110,12 +127,11 @@ async def _asgi_app(scope, receive, send):
         raise KeyboardInterrupt()
     if path == "/cancelled":
         raise asyncio.CancelledError()
-    if path == "/block":           # holds the loop thread itself (a sync call in an async app)
+    if path == "/block":  # holds the loop thread itself (a sync call in an async app)
         time.sleep(float(scope["query_string"] or b"1"))
     if path == "/sleep":
         await asyncio.sleep(float(scope["query_string"] or b"30"))
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
 
 
@@ -138,10 +154,8 @@ def test_asgi_app_raising_system_exit_is_a_500_and_the_loop_lives(engine, name):
     # In a child: a thread killed by KeyboardInterrupt upsets CPython 3.11's later
     # compiles in the same process (SystemError from ast), which would fail the run.
     here = os.path.dirname(os.path.abspath(__file__))
-    code = _LOOP_KILLER % {"root": os.path.dirname(here), "tests": here, "engine": engine,
-                           "path": "/" + name}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60).stdout
+    code = _LOOP_KILLER % {"root": os.path.dirname(here), "tests": here, "engine": engine, "path": "/" + name}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     first, then, took = json.loads(out.strip().splitlines()[-1])
     assert first.startswith("HTTP/1.1 500 "), first
     assert then.endswith("\r\n\r\nok"), then
@@ -155,6 +169,7 @@ def test_asgi_app_raising_cancelled_error_is_a_500_and_the_loop_lives(make_serve
 
 
 # -- 3. the ASGI scope is built on the loop: the call's buffer must still be the call's --
+
 
 def _rst(sock):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -172,8 +187,7 @@ def _send_and_reset(port, path, nheaders=40):
 def _blocking_request(port, seconds):
     """GET /block?seconds on a thread (the app sleeps on the loop thread itself)."""
     got = []
-    t = threading.Thread(target=lambda: got.append(_talk(port, "/block?%s" % seconds, 8)),
-                         daemon=True)
+    t = threading.Thread(target=lambda: got.append(_talk(port, "/block?%s" % seconds, 8)), daemon=True)
     t.start()
     return t, got
 
@@ -230,6 +244,7 @@ def test_asgi_handler_timeout_is_a_504_on_both_engines(make_server, engine, thre
 
 # -- 4. shutdown with pooled and ASGI calls in flight ---------------------------------
 
+
 def _held_app(release, entered):
     app = App()
 
@@ -244,9 +259,11 @@ def _held_app(release, entered):
         def pieces():
             yield b"first,"
             entered.release()
-            release.wait(10)        # the NEXT round holds a pool thread
+            release.wait(10)  # the NEXT round holds a pool thread
             yield b"second"
+
         return pieces()
+
     return app
 
 
@@ -267,13 +284,13 @@ def test_shutdown_with_pooled_rounds_in_flight_ends_after_the_grace(make_server,
     try:
         for _ in socks:
             assert entered.acquire(timeout=5)
-        took = _shutdown_within(srv, 10)   # the handlers are stuck past the grace
+        took = _shutdown_within(srv, 10)  # the handlers are stuck past the grace
         assert took is not None and took < 0.5 + 0.5 + 1.5, took
     finally:
         release.set()
         for s in socks:
             s.close()
-    time.sleep(0.2)   # the late posts land in memory left unfreed (server.py)
+    time.sleep(0.2)  # the late posts land in memory left unfreed (server.py)
 
 
 def test_shutdown_with_asgi_calls_in_flight_ends_after_the_grace(make_server):
@@ -281,7 +298,7 @@ def test_shutdown_with_asgi_calls_in_flight_ends_after_the_grace(make_server):
     socks = _start_requests(srv.port, ["/sleep?30"] * 4 + ["/good"])
     try:
         socks[-1].settimeout(5)
-        assert socks[-1].recv(1 << 16).startswith(b"HTTP/1.1 200 ")   # the loop runs
+        assert socks[-1].recv(1 << 16).startswith(b"HTTP/1.1 200 ")  # the loop runs
         took = _shutdown_within(srv, 20)
         assert took is not None and took < 0.5 + 1.5, took
     finally:

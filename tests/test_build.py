@@ -15,8 +15,11 @@ CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 def test_csrc_compiles_with_all_warnings_as_errors(tmp_path):
     cc = os.environ.get("CC", "cc")
     for src in sorted(glob.glob(os.path.join(CSRC, "*.c"))):
-        p = subprocess.run([cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-c", src,
-                            "-o", str(tmp_path / "x.o")], capture_output=True, text=True)
+        p = subprocess.run(
+            [cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-c", src, "-o", str(tmp_path / "x.o")],
+            capture_output=True,
+            text=True,
+        )
         assert p.returncode == 0, "%s:\n%s" % (src, p.stderr)
 
 
@@ -36,8 +39,14 @@ def build_copy(tmp_path, env_extra, code=None):
     env.pop("MINGINX_SANITIZE", None)
     env.update(env_extra)
     script = code or "import runpy; runpy.run_path('minginx_cffi/_build.py', run_name='__main__')"
-    return subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.skipif(not shutil.which(os.environ.get("CC", "cc")), reason="no C compiler")
@@ -57,13 +66,17 @@ def test_a_new_compiler_warning_does_not_fail_a_users_build(tmp_path):
 def one_sentence(p):
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode != 0
-    assert len(lines) == 1, p.stderr          # no traceback
+    assert len(lines) == 1, p.stderr  # no traceback
     return lines[0]
 
 
 def test_the_build_says_linux_only_elsewhere(tmp_path):
-    p = build_copy(tmp_path, {}, "import runpy, sys; sys.platform = 'darwin'; "
-                                 "runpy.run_path('minginx_cffi/_build.py', run_name='__main__')")
+    p = build_copy(
+        tmp_path,
+        {},
+        "import runpy, sys; sys.platform = 'darwin'; "
+        "runpy.run_path('minginx_cffi/_build.py', run_name='__main__')",
+    )
     assert one_sentence(p).startswith("minginx-cffi: the C engine runs on Linux only")
     assert "darwin" in p.stderr
 
@@ -75,7 +88,11 @@ def test_the_build_names_a_missing_compiler(tmp_path):
 
 
 def test_the_build_names_missing_python_headers(tmp_path):
-    p = build_copy(tmp_path, {}, "import runpy, sysconfig; real = sysconfig.get_paths; "
-                                 "sysconfig.get_paths = lambda *a: dict(real(*a), include='/nonexistent'); "
-                                 "runpy.run_path('minginx_cffi/_build.py', run_name='__main__')")
+    p = build_copy(
+        tmp_path,
+        {},
+        "import runpy, sysconfig; real = sysconfig.get_paths; "
+        "sysconfig.get_paths = lambda *a: dict(real(*a), include='/nonexistent'); "
+        "runpy.run_path('minginx_cffi/_build.py', run_name='__main__')",
+    )
     assert "development headers are missing (no Python.h in /nonexistent)" in one_sentence(p)

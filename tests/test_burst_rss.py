@@ -39,10 +39,12 @@ def vmrss_kib(pid):
 
 def server_pid(cli_pid):
     """The server process under the CLI's master (there is one: --processes 1)."""
+
     def child():
         with open("/proc/%d/task/%d/children" % (cli_pid, cli_pid)) as f:
             kids = f.read().split()
         return int(kids[0]) if kids else None
+
     assert wait_for(lambda: child() is not None)
     return child()
 
@@ -52,19 +54,33 @@ def stats(port):
     return json.loads(r.body)["total"]
 
 
-SHARE = {"cffi": 10, "cffi-uring": 10, "python": 4}   # back within 1/SHARE of the burst
+SHARE = {"cffi": 10, "cffi-uring": 10, "python": 4}  # back within 1/SHARE of the burst
 
 
 @pytest.mark.parametrize("engine, share", [(e, SHARE[e]) for e in ENGINES])
 def test_rss_falls_after_a_burst_of_connections(site_root, engine, share):
     port = free_port()
-    p = subprocess.Popen(CLI + ["serve", "--port", str(port), "--root", str(site_root),
-                                "--workers", "1", "--stats", *engine_args(engine),
-                                "--header-timeout", "60"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        CLI
+        + [
+            "serve",
+            "--port",
+            str(port),
+            "--root",
+            str(site_root),
+            "--workers",
+            "1",
+            "--stats",
+            *engine_args(engine),
+            "--header-timeout",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     conns = []
     try:
-        p.stdout.readline()   # the banner: listening
+        p.stdout.readline()  # the banner: listening
         pid = server_pid(p.pid)
         assert Conn(port).request("GET", "/hello.txt", {"Connection": "close"}).status == 200
         before = vmrss_kib(pid)
@@ -89,9 +105,13 @@ def test_rss_falls_after_a_burst_of_connections(site_root, engine, share):
         # stacks and buffers kept, 32 of each, by the trim after the next tick: polled,
         # with a deadline
         limit = before + (peak - before) // share + 2048
-        if not os.environ.get("MINGINX_SANITIZED"):   # ASan's quarantine holds freed memory on purpose
-            assert wait_for(lambda: vmrss_kib(pid) <= limit, timeout=15), \
-                (before, peak, vmrss_kib(pid), limit)
+        if not os.environ.get("MINGINX_SANITIZED"):  # ASan's quarantine holds freed memory on purpose
+            assert wait_for(lambda: vmrss_kib(pid) <= limit, timeout=15), (
+                before,
+                peak,
+                vmrss_kib(pid),
+                limit,
+            )
         print("RSS KiB: before %d, peak %d, after %d" % (before, peak, vmrss_kib(pid)))
         # and the server goes on: a new connection gets its coroutine from what is left
         assert Conn(port).request("GET", "/hello.txt", {"Connection": "close"}).status == 200

@@ -5,20 +5,20 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from conftest import ENGINES, Conn, free_port, wait_for
+from conftest import ENGINES, Conn, free_port
 
 CLI = [sys.executable, "-m", "minginx_cffi"]
 
 
 def start(*args):
     port = free_port()
-    p = subprocess.Popen(CLI + ["serve", "--port", str(port)] + list(args),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        CLI + ["serve", "--port", str(port)] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     line = p.stdout.readline().decode()
     return p, port, line
 
@@ -36,8 +36,10 @@ def test_serve_default_demo_site():
         assert p.wait(10) == 0
 
 
-@pytest.mark.parametrize("args, switch", [((), os.environ.get("MINGINX_TEST_SWITCH") or "ucontext"),
-                                          (("--switch", "fast"), "fast")])
+@pytest.mark.parametrize(
+    "args, switch",
+    [((), os.environ.get("MINGINX_TEST_SWITCH") or "ucontext"), (("--switch", "fast"), "fast")],
+)
 def test_the_banner_names_the_switch_ucontext_by_default(args, switch):
     """The seed's swapcontext design is the default (but under make test-asan, see
     _native.DEFAULT_SWITCH); the fast switch is one flag away."""
@@ -52,6 +54,7 @@ def test_the_banner_names_the_switch_ucontext_by_default(args, switch):
 
 def test_version_flag_and_banner_name_the_package_version():
     from minginx_cffi import __version__
+
     out = subprocess.run(CLI + ["--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout == "minginx-cffi, version %s\n" % __version__
     p, port, banner = start("--workers", "1")
@@ -105,22 +108,25 @@ def test_second_sigint_exits_at_once(site_root):
     p, port, _ = start("--root", str(site_root), "--grace", "60")
     s = socket.create_connection(("127.0.0.1", port), timeout=20)
     s.sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
-    s.recv(1000)   # in flight, and we stop reading
+    s.recv(1000)  # in flight, and we stop reading
     p.send_signal(signal.SIGINT)
     time.sleep(0.5)
-    assert p.poll() is None          # still finishing the transfer
+    assert p.poll() is None  # still finishing the transfer
     p.send_signal(signal.SIGINT)
     assert p.wait(5) == 0
     s.close()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--root", "/nonexistent/dir"], "not a directory"),
-    (["--workers", "0"], "workers"),
-    (["--policy", "random"], "policy"),
-    (["--port", "99999"], "port"),
-    (["--bogus"], "bogus"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--root", "/nonexistent/dir"], "not a directory"),
+        (["--workers", "0"], "workers"),
+        (["--policy", "random"], "policy"),
+        (["--port", "99999"], "port"),
+        (["--bogus"], "bogus"),
+    ],
+)
 def test_bad_flags_one_line_nonzero(args, needle):
     p = subprocess.run(CLI + ["serve"] + args, capture_output=True, timeout=30)
     assert p.returncode != 0
@@ -145,12 +151,13 @@ def test_port_in_use_one_line_nonzero():
 
 
 def test_root_is_a_file_one_line_nonzero(site_root):
-    p = subprocess.run(CLI + ["serve", "--root", str(site_root / "hello.txt")], capture_output=True,
-                       timeout=30)
+    p = subprocess.run(
+        CLI + ["serve", "--root", str(site_root / "hello.txt")], capture_output=True, timeout=30
+    )
     assert p.returncode != 0 and len(p.stderr.decode().strip().splitlines()) == 1
 
 
-APP_SRC = '''
+APP_SRC = """
 import os
 from minginx_cffi import App
 app = App()
@@ -162,7 +169,7 @@ def pid(request):
 def wsgi(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"wsgi says hi"]
-'''
+"""
 
 
 @pytest.fixture
@@ -178,8 +185,12 @@ def parent_of(pid):
 
 def start_in(cwd, *args):
     port = free_port()
-    p = subprocess.Popen(CLI + ["serve", "--port", str(port)] + list(args), cwd=str(cwd),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        CLI + ["serve", "--port", str(port)] + list(args),
+        cwd=str(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     line = p.stdout.readline().decode()
     return p, port, line
 
@@ -191,7 +202,7 @@ def test_cli_app_and_wsgi(app_dir):
         # the handler runs in a server process of the master (the CLI's own process)
         pid = int(Conn(port).request("GET", "/pid").body)
         assert pid != p.pid and parent_of(pid) == p.pid
-        assert Conn(port).request("GET", "/index.html").status == 404   # no --root: no files
+        assert Conn(port).request("GET", "/index.html").status == 404  # no --root: no files
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
@@ -203,7 +214,7 @@ def test_cli_app_and_wsgi(app_dir):
         assert p.wait(10) == 0
 
 
-KINDS_SRC = '''
+KINDS_SRC = """
 from flask import Flask
 from fastapi import FastAPI
 from minginx_cffi import App
@@ -218,46 +229,62 @@ def wsgi(environ, start_response):
 
 async def asgi(scope, receive, send):
     pass
-'''
+"""
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--app", "kinds:flask_app"], "--app wants a minginx_cffi.App; kinds:flask_app is a WSGI "
-                                   "application (Flask): use --wsgi kinds:flask_app"),
-    (["--app", "kinds:wsgi"], "use --wsgi kinds:wsgi"),
-    (["--app", "kinds:fastapi_app"], "is an ASGI application (FastAPI): use --asgi "
-                                     "kinds:fastapi_app"),
-    (["--app", "kinds:asgi"], "use --asgi kinds:asgi"),
-    (["--app", "kinds:number"], "--app wants a minginx_cffi.App, got kinds:number (int)"),
-    (["--wsgi", "kinds:fastapi_app"], "--wsgi wants a WSGI application; kinds:fastapi_app is an "
-                                      "ASGI application (FastAPI): use --asgi"),
-    (["--wsgi", "kinds:native"], "is a minginx_cffi.App (App): use --app kinds:native"),
-    (["--wsgi", "kinds:number"], "--wsgi wants a WSGI application, got kinds:number (int)"),
-    (["--asgi", "kinds:flask_app"], "--asgi wants an ASGI application; kinds:flask_app is a WSGI "
-                                    "application (Flask): use --wsgi kinds:flask_app"),
-    (["--asgi", "kinds:native"], "use --app kinds:native"),
-    (["--asgi", "kinds:number"], "--asgi wants an ASGI application, got kinds:number (int)"),
-])
-def test_an_app_for_the_wrong_flag_is_one_line_pointing_at_the_right_one(tmp_path, engine,
-                                                                         args, needle):
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (
+            ["--app", "kinds:flask_app"],
+            "--app wants a minginx_cffi.App; kinds:flask_app is a WSGI "
+            "application (Flask): use --wsgi kinds:flask_app",
+        ),
+        (["--app", "kinds:wsgi"], "use --wsgi kinds:wsgi"),
+        (["--app", "kinds:fastapi_app"], "is an ASGI application (FastAPI): use --asgi kinds:fastapi_app"),
+        (["--app", "kinds:asgi"], "use --asgi kinds:asgi"),
+        (["--app", "kinds:number"], "--app wants a minginx_cffi.App, got kinds:number (int)"),
+        (
+            ["--wsgi", "kinds:fastapi_app"],
+            "--wsgi wants a WSGI application; kinds:fastapi_app is an ASGI application (FastAPI): use --asgi",
+        ),
+        (["--wsgi", "kinds:native"], "is a minginx_cffi.App (App): use --app kinds:native"),
+        (["--wsgi", "kinds:number"], "--wsgi wants a WSGI application, got kinds:number (int)"),
+        (
+            ["--asgi", "kinds:flask_app"],
+            "--asgi wants an ASGI application; kinds:flask_app is a WSGI "
+            "application (Flask): use --wsgi kinds:flask_app",
+        ),
+        (["--asgi", "kinds:native"], "use --app kinds:native"),
+        (["--asgi", "kinds:number"], "--asgi wants an ASGI application, got kinds:number (int)"),
+    ],
+)
+def test_an_app_for_the_wrong_flag_is_one_line_pointing_at_the_right_one(tmp_path, engine, args, needle):
     """issue 13: a Flask object given to --app was a 30-line traceback; now one line naming
     the flag that serves it, told by the object's shape, and a non-zero exit."""
     pytest.importorskip("flask")
     pytest.importorskip("fastapi")
     (tmp_path / "kinds.py").write_text(KINDS_SRC)
-    p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(free_port())] + args,
-                       cwd=str(tmp_path), capture_output=True, timeout=30)
+    p = subprocess.run(
+        CLI + ["serve", "--engine", engine, "--port", str(free_port())] + args,
+        cwd=str(tmp_path),
+        capture_output=True,
+        timeout=30,
+    )
     err = p.stderr.decode().strip()
     assert p.returncode != 0 and len(err.splitlines()) == 1, err
     assert "Traceback" not in err and needle in err, err
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--app", "nosuchmodule:app"], "cannot import"),
-    (["--app", "myapp:nope"], "no attribute"),
-    (["--app", "myapp"], "module:attribute"),
-    (["--wsgi", "myapp:app", "--app", "myapp:app"], "not both"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--app", "nosuchmodule:app"], "cannot import"),
+        (["--app", "myapp:nope"], "no attribute"),
+        (["--app", "myapp"], "module:attribute"),
+        (["--wsgi", "myapp:app", "--app", "myapp:app"], "not both"),
+    ],
+)
 def test_cli_bad_app_one_line(app_dir, args, needle):
     p = subprocess.run(CLI + ["serve"] + args, cwd=str(app_dir), capture_output=True, timeout=30)
     err = p.stderr.decode().strip()
@@ -286,10 +313,15 @@ def test_processes_share_the_port_and_stop_together(app_dir):
 
 # -- a busy port, in every accept mode -------------------------------------------------
 
-BUSY_MODES = [(engine, mode) for engine, modes in [
-    ("cffi", ["", "--accept reuseport", "--processes 2", "--processes 2 --accept reuseport"]),
-    ("python", ["", "--processes 2"]),
-] if engine in ENGINES for mode in modes]
+BUSY_MODES = [
+    (engine, mode)
+    for engine, modes in [
+        ("cffi", ["", "--accept reuseport", "--processes 2", "--processes 2 --accept reuseport"]),
+        ("python", ["", "--processes 2"]),
+    ]
+    if engine in ENGINES
+    for mode in modes
+]
 
 
 def foreign_reuseport_listener():
@@ -311,12 +343,11 @@ def test_a_busy_port_is_refused(engine, mode, site_root):
     first, port, banner = start(*args)
     try:
         assert "http://127.0.0.1:%d" % port in banner
-        second = subprocess.run(CLI + ["serve", "--port", str(port)] + args, capture_output=True,
-                                timeout=30)
+        second = subprocess.run(CLI + ["serve", "--port", str(port)] + args, capture_output=True, timeout=30)
         err = second.stderr.decode().strip()
         assert second.returncode == 1, err
         assert len(err.splitlines()) == 1 and "in use" in err, err
-        for _ in range(10):   # the first one still serves, alone
+        for _ in range(10):  # the first one still serves, alone
             assert Conn(port).request("GET", "/hello.txt").status == 200
         assert first.poll() is None
     finally:
@@ -328,8 +359,11 @@ def test_a_busy_port_is_refused(engine, mode, site_root):
 def test_a_foreign_reuseport_listener_is_not_joined(engine, mode):
     s = foreign_reuseport_listener()
     try:
-        p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(s.getsockname()[1])]
-                           + mode.split(), capture_output=True, timeout=30)
+        p = subprocess.run(
+            CLI + ["serve", "--engine", engine, "--port", str(s.getsockname()[1])] + mode.split(),
+            capture_output=True,
+            timeout=30,
+        )
         err = p.stderr.decode().strip()
         assert p.returncode == 1 and len(err.splitlines()) == 1 and "in use" in err, err
     finally:
@@ -337,6 +371,7 @@ def test_a_foreign_reuseport_listener_is_not_joined(engine, mode):
 
 
 # -- start-up failures once the workers run --------------------------------------------
+
 
 def check_one_line_failure(p, needle):
     err = p.stderr.decode().strip()
@@ -349,25 +384,45 @@ def check_one_line_failure(p, needle):
 
 def test_a_pid_file_in_a_missing_directory_fails_cleanly(engine, tmp_path):
     # Item 11: this used to be a traceback, with the workers left running.
-    p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(free_port()),
-                              "--workers", "2", "--pid-file", str(tmp_path / "no" / "x.pid")],
-                       capture_output=True, timeout=30)
+    p = subprocess.run(
+        CLI
+        + [
+            "serve",
+            "--engine",
+            engine,
+            "--port",
+            str(free_port()),
+            "--workers",
+            "2",
+            "--pid-file",
+            str(tmp_path / "no" / "x.pid"),
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     check_one_line_failure(p, "pid file")
 
 
 def test_an_unwritable_stdout_fails_cleanly(engine):
     with open("/dev/full", "w") as full:
-        p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(free_port()),
-                                  "--workers", "2"], stdout=full, stderr=subprocess.PIPE,
-                           timeout=30)
+        p = subprocess.run(
+            CLI + ["serve", "--engine", engine, "--port", str(free_port()), "--workers", "2"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=30,
+        )
     check_one_line_failure(p, "cannot write to stdout")
 
 
 def test_an_unwritable_stdout_fails_cleanly_with_processes(engine):
     with open("/dev/full", "w") as full:
-        p = subprocess.run(CLI + ["serve", "--engine", engine, "--port", str(free_port()),
-                                  "--workers", "1", "--processes", "2"], stdout=full,
-                           stderr=subprocess.PIPE, timeout=30)
+        p = subprocess.run(
+            CLI
+            + ["serve", "--engine", engine, "--port", str(free_port()), "--workers", "1", "--processes", "2"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=30,
+        )
     # Children that had already started say how they stop (SIGTERM from the parent) on the
     # same stderr; the parent's own word is the one line that ends it.
     err = p.stderr.decode().strip()
@@ -375,7 +430,7 @@ def test_an_unwritable_stdout_fails_cleanly_with_processes(engine):
     assert "cannot write to stdout" in err.splitlines()[-1] and "Traceback" not in err, err
 
 
-ACCEPT_FAILS = '''
+ACCEPT_FAILS = """
 import errno, sys
 from minginx_cffi import _native, pyport
 from minginx_cffi.cli import main
@@ -385,50 +440,66 @@ def accept_loop(self, listen_fd, wake_fd):
 
 _native.Engine.accept_loop = pyport.Engine.accept_loop = accept_loop
 main(sys.argv[1:])
-'''
+"""
 
 
 def test_an_accept_error_stops_the_workers_before_freeing(engine):
     # The engine used to be freed while its worker threads still ran in it
     # (make test-asan runs this too: a use-after-free there is a failure).
-    p = subprocess.run([sys.executable, "-c", ACCEPT_FAILS, "serve", "--engine", engine,
-                        "--port", str(free_port()), "--workers", "4"], capture_output=True,
-                       timeout=30)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            ACCEPT_FAILS,
+            "serve",
+            "--engine",
+            engine,
+            "--port",
+            str(free_port()),
+            "--workers",
+            "4",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     check_one_line_failure(p, "accept loop: Bad file descriptor")
 
 
 # -- numeric options: huge, negative, NaN, too small to mean anything ------------------
 
-@pytest.mark.parametrize("args,needle", [
-    (["--max-body", str(1 << 31)], "max-body"),      # past the C int: was a traceback
-    (["--max-body", str(1 << 40)], "max-body"),
-    (["--max-body", "-1"], "max-body"),
-    (["--header-timeout", "nan"], "header-timeout"),  # click's FloatRange lets NaN through
-    (["--keepalive-timeout", "nan"], "keepalive-timeout"),
-    (["--send-timeout", "nan"], "send-timeout"),
-    (["--grace", "nan"], "grace"),
-    (["--header-timeout", "0.0001"], "header-timeout"),  # 0 ms would read as "no limit"
-    (["--send-timeout", "1e12"], "send-timeout"),
-    (["--header-timeout", "-1"], "header-timeout"),
-    (["--max-connections", "-1"], "max-connections"),
-    (["--max-connections", str(1 << 40)], "max-connections"),
-    (["--stack-size", str(1 << 40)], "stack-size"),
-    (["--stack-size", "0"], "stack-size"),
-    (["--open-file-cache", str(1 << 40)], "open-file-cache"),
-    (["--small-file-cache", "-5"], "small-file-cache"),
-    (["--workers", "100000"], "workers"),
-    (["--processes", "0"], "processes"),
-    (["--port", "-1"], "port"),
-])
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--max-body", str(1 << 31)], "max-body"),  # past the C int: was a traceback
+        (["--max-body", str(1 << 40)], "max-body"),
+        (["--max-body", "-1"], "max-body"),
+        (["--header-timeout", "nan"], "header-timeout"),  # click's FloatRange lets NaN through
+        (["--keepalive-timeout", "nan"], "keepalive-timeout"),
+        (["--send-timeout", "nan"], "send-timeout"),
+        (["--grace", "nan"], "grace"),
+        (["--header-timeout", "0.0001"], "header-timeout"),  # 0 ms would read as "no limit"
+        (["--send-timeout", "1e12"], "send-timeout"),
+        (["--header-timeout", "-1"], "header-timeout"),
+        (["--max-connections", "-1"], "max-connections"),
+        (["--max-connections", str(1 << 40)], "max-connections"),
+        (["--stack-size", str(1 << 40)], "stack-size"),
+        (["--stack-size", "0"], "stack-size"),
+        (["--open-file-cache", str(1 << 40)], "open-file-cache"),
+        (["--small-file-cache", "-5"], "small-file-cache"),
+        (["--workers", "100000"], "workers"),
+        (["--processes", "0"], "processes"),
+        (["--port", "-1"], "port"),
+    ],
+)
 def test_bad_numbers_one_line_nonzero(args, needle):
-    p = subprocess.run(CLI + ["serve", "--port", str(free_port())] + args, capture_output=True,
-                       timeout=30)
+    p = subprocess.run(CLI + ["serve", "--port", str(free_port())] + args, capture_output=True, timeout=30)
     err = p.stderr.decode().strip()
     assert p.returncode in (1, 2), err
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err
 
 
-FORK_FAILS = '''
+FORK_FAILS = """
 import errno, os, sys
 from minginx_cffi.cli import main
 
@@ -453,13 +524,28 @@ finally:
             print("left running", pid, file=sys.stderr, flush=True)
         except ProcessLookupError:
             pass
-'''
+"""
 
 
 def test_a_failed_fork_takes_the_started_children_down(engine):
-    p = subprocess.run([sys.executable, "-c", FORK_FAILS, "serve", "--engine", engine,
-                        "--port", str(free_port()), "--workers", "1", "--processes", "3"],
-                       capture_output=True, timeout=30)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FORK_FAILS,
+            "serve",
+            "--engine",
+            engine,
+            "--port",
+            str(free_port()),
+            "--workers",
+            "1",
+            "--processes",
+            "3",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     err = p.stderr.decode()
     assert p.returncode == 1 and "fork: Resource temporarily unavailable" in err, err
     assert "left running" not in err and "Traceback" not in err, err

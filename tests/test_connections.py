@@ -1,4 +1,5 @@
-"""Connections end to end: keep-alive, pipelining, byte-by-byte, bodies, big files, concurrency, early closes."""
+"""Connections end to end: keep-alive, pipelining, byte-by-byte, bodies, big files,
+concurrency, early closes."""
 
 import hashlib
 import os
@@ -35,11 +36,13 @@ def test_pipelining_20_requests_in_one_send(server, connect):
 
 def test_pipelined_heads_after_bodies(server, connect):
     c = connect(server.port)
-    c.send(b"POST /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nGET /"
-           b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
-           b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-           b"4\r\nGET \r\n0\r\n\r\n"
-           b"GET /style.css HTTP/1.1\r\nHost: a\r\n\r\n")
+    c.send(
+        b"POST /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nGET /"
+        b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nGET \r\n0\r\n\r\n"
+        b"GET /style.css HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
     assert c.read_response().status == 405
     assert c.read_response().body == b"hello world\n"
     assert c.read_response().status == 405
@@ -78,7 +81,7 @@ def test_expect_100_continue(server, connect):
     c.sock.settimeout(5)
     interim = c.sock.recv(100)
     assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
-    c.buf = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+    c.buf = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
     c.send(b"data")
     assert c.read_response().status == 405
     assert c.request("GET", "/hello.txt").status == 200
@@ -91,8 +94,11 @@ def test_body_over_limit_is_413_and_closes(make_server):
 
 
 def test_smuggling_cl_te_never_answers_second_request(server):
-    out = raw(server.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
-              b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+    out = raw(
+        server.port,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
     assert status_of(out) == 400
     assert out.count(b"HTTP/1.1") == 1 and b"hello world" not in out
 
@@ -104,8 +110,9 @@ def sha256_of_get(port, path):
     while b"\r\n\r\n" not in buf:
         buf += s.recv(65536)
     head, _, body = buf.partition(b"\r\n\r\n")
-    length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0]
-                 .split(b":")[1])
+    length = int(
+        [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1]
+    )
     h = hashlib.sha256(body)
     got = len(body)
     while True:
@@ -205,7 +212,7 @@ def test_concurrent_clients_on_both_workers(server):
         t.join(60)
     assert not errors
     st = server.stats()
-    assert all(w["connections"] > 0 for w in st)   # round-robin dispatch reached both
+    assert all(w["connections"] > 0 for w in st)  # round-robin dispatch reached both
     assert sum(w["requests"] for w in st) == 800
 
 
@@ -229,7 +236,7 @@ def test_accept_reuseport(make_server, engine):
         assert c.request("GET", "/hello.txt").body == b"hello world\n"
     st = srv.stats()
     assert sum(w["connections"] for w in st) == 40
-    assert all(w["connections"] > 0 for w in st)   # the kernel spread them over both listeners
+    assert all(w["connections"] > 0 for w in st)  # the kernel spread them over both listeners
     for c in conns:
         c.close()
     assert wait_for(lambda: alive(srv) == 0)

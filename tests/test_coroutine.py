@@ -1,11 +1,10 @@
 """The coroutine runtime through cffi: create, yield, resume, destroy, pools, and FIFO vs LIFO order."""
 
 import os
+import platform
 import subprocess
 import sys
 import textwrap
-
-import platform
 
 import pytest
 
@@ -17,8 +16,9 @@ SWITCHES = ["ucontext"] + (["fast"] if platform.machine() == "x86_64" else [])
 @pytest.fixture(params=SWITCHES, autouse=True)
 def switch(request, monkeypatch):
     """Every runtime test runs with swapcontext and with the fast switch."""
-    monkeypatch.setattr(RuntimeWorker.__init__, "__defaults__",
-                        RuntimeWorker.__init__.__defaults__[:-1] + (request.param,))
+    monkeypatch.setattr(
+        RuntimeWorker.__init__, "__defaults__", RuntimeWorker.__init__.__defaults__[:-1] + (request.param,)
+    )
     return request.param
 
 
@@ -44,8 +44,8 @@ def test_create_run_destroy():
     assert log == [7]
     assert switches == 1
     assert st["coroutines_total"] == 1
-    assert st["coroutines_alive"] == 0          # coroutine_destroy ran
-    assert st["stack_pool"] == 1                # and its stack went to the pool
+    assert st["coroutines_alive"] == 0  # coroutine_destroy ran
+    assert st["stack_pool"] == 1  # and its stack went to the pool
 
 
 def test_yield_and_resume_keep_local_state():
@@ -72,7 +72,7 @@ def test_lifo_order_runs_newest_first():
 def test_a_yielding_coroutine_cannot_starve_the_others_under_lifo():
     # the 1 MiB sendfile case: one coroutine yields many times, three others once
     log, _, _ = run_worker("lifo", [(0, 0), (1, 0), (2, 0), (9, 50)])
-    assert log[:4] == [9, 2, 1, 0]   # after its first turn, the others go before it again
+    assert log[:4] == [9, 2, 1, 0]  # after its first turn, the others go before it again
 
 
 def test_stacks_are_pooled_not_remapped():
@@ -128,8 +128,11 @@ def test_stack_overflow_hits_the_guard_page():
         w.run()
         print("survived")
     """)
-    p = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code, RuntimeWorker().switch],
-                       capture_output=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", code, RuntimeWorker().switch],
+        capture_output=True,
+        timeout=60,
+    )
     assert b"survived" not in p.stdout
     assert p.returncode != 0
     # reported in plain words, by our handler on its alternate signal stack
@@ -160,8 +163,9 @@ def test_pooled_stacks_give_their_pages_back():
 
 def run_script(code, *args):
     # a hang (a fault looping in a handler that returns) fails by the timeout
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)] + list(args),
-                          capture_output=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)] + list(args), capture_output=True, timeout=30
+    )
 
 
 def test_a_foreign_fault_does_not_unhook_the_overflow_report():
@@ -169,7 +173,8 @@ def test_a_foreign_fault_does_not_unhook_the_overflow_report():
     # there before ours (here Python's), once; a later overflow must still be
     # reported by ours.  (Ours used to put the old handler back for good: the
     # overflow then looped in Python's handler and was never reported.)
-    p = run_script("""
+    p = run_script(
+        """
         import os, signal, sys
         from minginx_cffi._native import RuntimeWorker
         seen = []
@@ -182,7 +187,9 @@ def test_a_foreign_fault_does_not_unhook_the_overflow_report():
         w.spawn_deep(256 * 1024)
         w.run()
         print("survived", flush=True)
-    """, RuntimeWorker().switch)
+    """,
+        RuntimeWorker().switch,
+    )
     assert b"forwarded True" in p.stdout, (p.stdout, p.stderr)
     assert b"survived" not in p.stdout
     assert b"overflowed its stack of 32768 bytes" in p.stderr
@@ -191,7 +198,8 @@ def test_a_foreign_fault_does_not_unhook_the_overflow_report():
 def test_a_fault_outside_coroutines_still_kills():
     # With no handler before ours, a fault that is not an overflow takes the
     # default action: the process dies of SIGSEGV, it does not loop or go on.
-    p = run_script("""
+    p = run_script(
+        """
         import ctypes, sys
         from minginx_cffi._native import RuntimeWorker
         w = RuntimeWorker("fifo", switch=sys.argv[1])
@@ -199,9 +207,11 @@ def test_a_fault_outside_coroutines_still_kills():
         w.run()
         ctypes.string_at(16)                     # a read of address 16
         print("survived", flush=True)
-    """, RuntimeWorker().switch)
+    """,
+        RuntimeWorker().switch,
+    )
     assert b"survived" not in p.stdout
-    if os.environ.get("MINGINX_SANITIZED"):   # ASan's SEGV handler was there before ours
+    if os.environ.get("MINGINX_SANITIZED"):  # ASan's SEGV handler was there before ours
         assert p.returncode != 0 and b"AddressSanitizer: SEGV" in p.stderr, p.stderr
     else:
         assert p.returncode == -11, (p.returncode, p.stderr)

@@ -9,9 +9,9 @@ behaviour for every case.
 """
 
 import pytest
+from framing_corpus import ALL_MODES, CASES, SECOND, SECOND_BODY, chunked, exchange, outcome
 
 from conftest import ENGINES, engine_options
-from framing_corpus import ALL_MODES, CASES, SECOND, SECOND_BODY, chunked, exchange, outcome
 from minginx_cffi import App, Response
 
 app = App()
@@ -29,8 +29,10 @@ def env(request):
 
 def start(site_root, engine, **kw):
     from minginx_cffi import Server
-    return Server(root=str(site_root), app=app, port=0, workers=1, grace=1, **engine_options(engine),
-                  **kw).start()
+
+    return Server(
+        root=str(site_root), app=app, port=0, workers=1, grace=1, **engine_options(engine), **kw
+    ).start()
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -63,8 +65,12 @@ def mark_known(request, case, mode, engine):
 
 
 def check_answer(case, resp):
-    assert case.accepts(resp.status), "%s: got %s, want %s (RFC %s)" % (case.name, resp.status,
-                                                                       case.status, case.rfc)
+    assert case.accepts(resp.status), "%s: got %s, want %s (RFC %s)" % (
+        case.name,
+        resp.status,
+        case.status,
+        case.rfc,
+    )
     if case.body is not None:
         assert resp.body == case.body, resp
     if case.check is not None:
@@ -75,8 +81,9 @@ def check_answer(case, resp):
 
 
 def run_alone(port, case, per_byte):
-    ex = exchange(port, case.data, per_byte=per_byte, want=1, wait_close=bool(case.close),
-                  pause_after=case.pause_after)
+    ex = exchange(
+        port, case.data, per_byte=per_byte, want=1, wait_close=bool(case.close), pause_after=case.pause_after
+    )
     assert len(ex.responses) == 1, (case.name, ex.statuses, ex.leftover[:200])
     if case.no_interim:
         assert ex.interim == [], "%s: a 1xx was sent (RFC %s)" % (case.name, case.rfc)
@@ -100,8 +107,9 @@ def test_one_byte_per_send(request, corpus_server, case):
 @pytest.mark.parametrize("case", params("pipelined"))
 def test_pipelined(request, corpus_server, case):
     mark_known(request, case, "pipelined", corpus_server.engine)
-    ex = exchange(corpus_server.port, case.data + SECOND, want=2, wait_close=True,
-                  pause_after=case.pause_after)
+    ex = exchange(
+        corpus_server.port, case.data + SECOND, want=2, wait_close=True, pause_after=case.pause_after
+    )
     assert ex.responses, (case.name, ex.leftover[:200])
     if case.no_interim:
         assert ex.interim == [], "%s: a 1xx was sent (RFC %s)" % (case.name, case.rfc)
@@ -111,8 +119,9 @@ def test_pipelined(request, corpus_server, case):
     if case.close is True or (case.close is None and not rest):
         assert rest == [], "%s: answered after a request that must close: %r" % (case.name, rest)
     else:
-        assert len(rest) == 1 and rest[0].status == 200 and rest[0].body == SECOND_BODY, \
+        assert len(rest) == 1 and rest[0].status == 200 and rest[0].body == SECOND_BODY, (
             "%s: the pipelined request was not answered right (desync): %r" % (case.name, rest)
+        )
     assert ex.leftover == b"", ex.leftover[:200]
 
 
@@ -124,8 +133,7 @@ def test_corpus_size_and_modes():
 
 
 # Where one engine is known wrong (an engine-specific xfail), the engines differ until the fix lands.
-KNOWN_ENGINE_SPLITS = {c.name for c in CASES
-                       if any(engines is not None for _, engines in c.xfail.values())}
+KNOWN_ENGINE_SPLITS = {c.name for c in CASES if any(engines is not None for _, engines in c.xfail.values())}
 
 
 def test_engines_agree(both_servers):
@@ -151,10 +159,11 @@ def port_decode(data, step):
     """pyport's Chunked fed `step` bytes at a time (0: whole), as its conn loop feeds it:
     unconsumed input is presented again with the next bytes. (status, decoded)."""
     from minginx_cffi.pyport.http import Chunked
-    dec, pending, out, fed = Chunked(2 ** 63), b"", b"", 0   # no body limit, as the C hook
+
+    dec, pending, out, fed = Chunked(2**63), b"", b"", 0  # no body limit, as the C hook
     while True:
         take = len(data) - fed if step == 0 else min(step, len(data) - fed)
-        pending += data[fed:fed + take]
+        pending += data[fed : fed + take]
         fed += take
         st, got, used = dec.decode(pending)
         if st >= 400:
@@ -168,6 +177,7 @@ def port_decode(data, step):
 def c_decode(data, step):
     """The C decoder through the test hook mg_chunked_decode_split (see fuzz_chunked.py)."""
     from minginx_cffi._native import ffi, lib
+
     fn = getattr(lib, "mg_chunked_decode_split", None)
     if fn is None:
         pytest.skip("lib has no mg_chunked_decode_split (the hook the merger adds; tests/fuzz_chunked.py)")

@@ -23,14 +23,11 @@ REGRESSIONS = [
 ]
 
 
-
-
 @pytest.fixture(scope="module")
 def checker():
     # fuzz_parse.py imports atheris only to run the fuzzer; its check() needs neither
-    from minginx_cffi._native import parse_request
-    from minginx_cffi.pyport import http as pyhttp
     import types
+
     src = open(os.path.join(HERE, "fuzz_parse.py")).read()
     src = src.replace("import atheris\n", "").replace("with atheris.instrument_imports():\n", "if True:\n")
     src = src.split('if __name__ == "__main__":')[0]

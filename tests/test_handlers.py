@@ -1,4 +1,5 @@
-"""Python handlers through the C engine: routes, params, methods, JSON, headers, bodies, middleware, errors, stacks."""
+"""Python handlers through the C engine: routes, params, methods, JSON, headers, bodies,
+middleware, errors, stacks."""
 
 import json
 import socket
@@ -7,8 +8,8 @@ import time
 
 import pytest
 
+from conftest import Conn, get, raw, status_of
 from minginx_cffi import App, HTTPError, Response
-from conftest import Conn, get, raw, split_responses, status_of
 
 app = App()
 ORDER = []
@@ -31,8 +32,10 @@ def files(request, rest):
 
 @app.route("/echo", methods=["POST", "PUT"])
 def echo(request):
-    return Response(request.body, headers={"X-Len": str(len(request.body)),
-                                           "Content-Type": request.headers.get("content-type", "x/y")})
+    return Response(
+        request.body,
+        headers={"X-Len": str(len(request.body)), "Content-Type": request.headers.get("content-type", "x/y")},
+    )
 
 
 @app.route("/json", methods=["POST"])
@@ -44,9 +47,14 @@ def echo_json(request):
 
 @app.route("/headers")
 def headers(request):
-    return {"ua": request.headers.get("USER-AGENT"), "x": request.headers.get_all("x-multi"),
-            "query": request.query, "args": request.args, "client": request.client[0],
-            "path": request.path}
+    return {
+        "ua": request.headers.get("USER-AGENT"),
+        "x": request.headers.get_all("x-multi"),
+        "query": request.query,
+        "args": request.args,
+        "client": request.client[0],
+        "path": request.path,
+    }
 
 
 @app.route("/status")
@@ -64,6 +72,7 @@ def stream(request):
     def gen():
         for i in range(5):
             yield b"piece %d;" % i
+
     return Response(gen(), content_type="text/plain")
 
 
@@ -137,7 +146,7 @@ def test_path_params_and_json(srv):
     assert r.header("content-type") == "application/json"
     assert json.loads(r.body) == {"id": 42, "method": "GET"}
     assert json.loads(get(srv.port, "/files/a/b/c.txt").body) == {"rest": "a/b/c.txt"}
-    assert get(srv.port, "/users/abc").status == 404   # int converter does not match
+    assert get(srv.port, "/users/abc").status == 404  # int converter does not match
 
 
 def test_methods_405_with_allow(srv):
@@ -152,7 +161,7 @@ def test_head_of_a_get_route(srv):
     c = Conn(srv.port)
     r = c.request("HEAD", "/hello")
     assert r.status == 200 and r.header("content-length") == "13"
-    assert c.request("GET", "/hello").body == b"Hello, world!"   # nothing left over
+    assert c.request("GET", "/hello").body == b"Hello, world!"  # nothing left over
     c.close()
 
 
@@ -194,9 +203,11 @@ def test_body_larger_than_the_request_buffer(srv):
 
 def test_body_chunked(srv):
     c = Conn(srv.port)
-    c.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-           b"5\r\nhello\r\n1;ext\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: 1\r\n\r\n"
-           b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+    c.send(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n1;ext\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
     assert c.read_response().body == b"hello world!"
     assert c.read_response().body == b"Hello, world!"
     c.close()
@@ -212,7 +223,7 @@ def test_json_body(srv):
 def json_or_none(request):
     try:
         return {"got": request.json()}
-    except ValueError:   # the way handlers caught it before json() became a 400
+    except ValueError:  # the way handlers caught it before json() became a 400
         return {"got": None}
 
 
@@ -233,8 +244,16 @@ def test_body_over_max_body_is_413(make_server):
     srv = make_server(app=app, root=None, max_body=1000)
     out = raw(srv.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000)
     assert status_of(out) == 413
-    out = raw(srv.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-              + b"3e8\r\n" + b"x" * 1000 + b"\r\n" + b"3e8\r\n" + b"x" * 1000 + b"\r\n0\r\n\r\n")
+    out = raw(
+        srv.port,
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"3e8\r\n"
+        + b"x" * 1000
+        + b"\r\n"
+        + b"3e8\r\n"
+        + b"x" * 1000
+        + b"\r\n0\r\n\r\n",
+    )
     assert status_of(out) == 413
 
 
@@ -254,7 +273,7 @@ def test_streamed_response_is_chunked(srv):
         n = int(size, 16)
         if n == 0:
             break
-        decoded, rest = decoded + rest[:n], rest[n + 2:]
+        decoded, rest = decoded + rest[:n], rest[n + 2 :]
     assert decoded == b"piece 0;piece 1;piece 2;piece 3;piece 4;"
     assert c.request("GET", "/hello").body == b"Hello, world!"
     c.close()
@@ -278,7 +297,7 @@ def test_exception_gives_500_and_server_keeps_serving(srv, caplog):
     r = get(srv.port, "/boom")
     assert r.status == 500 and b"kaboom" not in r.body and b"Traceback" not in r.body
     assert get(srv.port, "/hello").status == 200
-    assert "RuntimeError: kaboom" in caplog.text   # the traceback goes to the log
+    assert "RuntimeError: kaboom" in caplog.text  # the traceback goes to the log
 
 
 def test_unusable_return_gives_500_with_a_clear_log_line(srv, caplog):
@@ -309,7 +328,7 @@ def test_two_workers_run_python_while_static_files_are_served(make_server, site_
     # round-robin: connections go to workers 0, 1, 2 in order
     static_conn = Conn(srv.port)
     slow = [Conn(srv.port), Conn(srv.port)]
-    assert static_conn.request("GET", "/hello.txt").status == 200   # pins it to worker 0
+    assert static_conn.request("GET", "/hello.txt").status == 200  # pins it to worker 0
     results = []
 
     def slow_call(c):
@@ -326,9 +345,9 @@ def test_two_workers_run_python_while_static_files_are_served(make_server, site_
         served += 1
     for t in threads:
         t.join()
-    assert time.monotonic() - t0 < 1.9             # both handlers ran at once
+    assert time.monotonic() - t0 < 1.9  # both handlers ran at once
     assert results[0]["start"] < results[1]["end"] and results[1]["start"] < results[0]["end"]
-    assert served > 20                             # static files kept flowing meanwhile
+    assert served > 20  # static files kept flowing meanwhile
     st = srv.stats()
     assert st[1]["py_calls"] >= 1 and st[2]["py_calls"] >= 1
 
@@ -348,6 +367,7 @@ def test_client_gone_mid_stream_closes_the_iterator(make_server):
 
             def close(self):
                 closed.set()
+
         return Response(Forever())
 
     srv = make_server(app=a, root=None)

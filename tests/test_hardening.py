@@ -8,12 +8,11 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from conftest import ENGINES, INDEX, Conn, engine_args, alive, free_port, raw, status_of, wait_for
+from conftest import ENGINES, INDEX, Conn, alive, engine_args, free_port, raw, status_of, wait_for
 
 
 def rss_kib():
@@ -29,7 +28,7 @@ def test_slowloris_does_not_delay_others(make_server):
     try:
         for i in range(300):
             s = socket.create_connection(("127.0.0.1", srv.port))
-            s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow-%d: " % i)   # never finished
+            s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow-%d: " % i)  # never finished
             slow.append(s)
         t0 = time.monotonic()
         r = Conn(srv.port, timeout=5).request("GET", "/index.html")
@@ -44,7 +43,7 @@ def test_slowloris_is_cut_off_by_the_header_timeout(make_server):
     srv = make_server(header_timeout=0.5)
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
     s.sendall(b"GET / HTTP/1.1\r\n")
-    for _ in range(4):   # a byte every 0.2 s: progress, but the whole head is late
+    for _ in range(4):  # a byte every 0.2 s: progress, but the whole head is late
         time.sleep(0.2)
         try:
             s.sendall(b"X")
@@ -83,7 +82,7 @@ def test_resets_mid_transfer(make_server):
         for s in socks:
             s.recv(65536)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            s.close()   # RST mid-sendfile
+            s.close()  # RST mid-sendfile
     assert wait_for(lambda: alive(srv) == 0, timeout=15), srv.stats()
     assert Conn(srv.port).request("GET", "/hello.txt").body == b"hello world\n"
 
@@ -92,7 +91,7 @@ def test_half_closed_request_is_still_answered(make_server):
     srv = make_server()
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
     s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
-    s.shutdown(socket.SHUT_WR)   # request, then FIN
+    s.shutdown(socket.SHUT_WR)  # request, then FIN
     out = b""
     while True:
         chunk = s.recv(65536)
@@ -108,9 +107,31 @@ def test_garbage_inputs(make_server):
     srv = make_server(header_timeout=1.0)
     rng = random.Random(20261126)
     valid = b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
-    pieces = [b"GET", b"POST", b" ", b"/", b"HTTP/1.1", b"\r\n", b"\n", b"\r", b":", b"Host",
-              b"Content-Length", b"Transfer-Encoding", b"chunked", b"0", b"-1", b"\x00", b"\xff",
-              b"%", b"..", b"\t", b"999999999999999999999", b"Expect", b"100-continue"]
+    pieces = [
+        b"GET",
+        b"POST",
+        b" ",
+        b"/",
+        b"HTTP/1.1",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b":",
+        b"Host",
+        b"Content-Length",
+        b"Transfer-Encoding",
+        b"chunked",
+        b"0",
+        b"-1",
+        b"\x00",
+        b"\xff",
+        b"%",
+        b"..",
+        b"\t",
+        b"999999999999999999999",
+        b"Expect",
+        b"100-continue",
+    ]
     for i in range(200):
         kind = i % 4
         if kind == 0:
@@ -123,12 +144,12 @@ def test_garbage_inputs(make_server):
                 b[rng.randrange(len(b))] = rng.randrange(256)
             data = bytes(b)
         else:
-            data = valid[:rng.randrange(len(valid))] + bytes(rng.randrange(256) for _ in range(20))
+            data = valid[: rng.randrange(len(valid))] + bytes(rng.randrange(256) for _ in range(20))
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=3)
         out = b""
         try:
             s.sendall(data)
-            s.shutdown(socket.SHUT_WR)   # then EOF: the server must answer or close, not wait
+            s.shutdown(socket.SHUT_WR)  # then EOF: the server must answer or close, not wait
             while True:
                 chunk = s.recv(65536)
                 if not chunk:
@@ -173,11 +194,11 @@ def test_20000_requests_memory_and_coroutines(make_server):
                     assert c.read_response().status == 200
             c.close()
 
-    burst(4, 500)   # warm the pools and caches
+    burst(4, 500)  # warm the pools and caches
     before = rss_kib()
     burst(40, 500)  # 20,000 requests
     growth = (rss_kib() - before) / 1024
-    if not os.environ.get("MINGINX_SANITIZED"):   # ASan's quarantine holds freed memory on purpose
+    if not os.environ.get("MINGINX_SANITIZED"):  # ASan's quarantine holds freed memory on purpose
         assert growth < 20, "RSS grew %.1f MiB" % growth
     assert wait_for(lambda: alive(srv) == 0, timeout=10)
     assert sum(w["requests"] for w in srv.stats()) >= 22000
@@ -186,9 +207,24 @@ def test_20000_requests_memory_and_coroutines(make_server):
 def test_pid_file(tmp_path, site_root):
     pid_file = tmp_path / "m.pid"
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--root", str(site_root),
-                          "--port", str(port), "--pid-file", str(pid_file), "--workers", "1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minginx_cffi",
+            "serve",
+            "--root",
+            str(site_root),
+            "--port",
+            str(port),
+            "--pid-file",
+            str(pid_file),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     p.stdout.readline()
     assert pid_file.read_text().strip() == str(p.pid)
     p.send_signal(signal.SIGTERM)
@@ -203,15 +239,31 @@ def test_emfile_backs_off_without_spinning_and_recovers(site_root, engine_name):
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
 
-    p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--root", str(site_root),
-                          "--port", str(port), "--workers", "1", *engine_args(engine_name),
-                          "--keepalive-timeout", "60"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=low_limit)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minginx_cffi",
+            "serve",
+            "--root",
+            str(site_root),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            *engine_args(engine_name),
+            "--keepalive-timeout",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=low_limit,
+    )
     try:
         banner = p.stdout.readline().decode()
         assert "fd limit 48" in banner
         held = []
-        for _ in range(80):   # more than the server has fds for
+        for _ in range(80):  # more than the server has fds for
             c = socket.create_connection(("127.0.0.1", port), timeout=5)
             held.append(c)
         time.sleep(0.5)
@@ -249,12 +301,27 @@ def test_idle_keep_alive_connection_costs_about_a_page(site_root, engine_name):
     if soft < n + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--port", str(port),
-                          "--root", str(site_root), "--workers", "1", *engine_args(engine_name),
-                          "--no-stats"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minginx_cffi",
+            "serve",
+            "--port",
+            str(port),
+            "--root",
+            str(site_root),
+            "--workers",
+            "1",
+            *engine_args(engine_name),
+            "--no-stats",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     conns = []
     try:
-        p.stdout.readline()   # the banner: listening
+        p.stdout.readline()  # the banner: listening
 
         def server_rss_kib():
             with open("/proc/%d/status" % p.pid) as f:
@@ -266,7 +333,7 @@ def test_idle_keep_alive_connection_costs_about_a_page(site_root, engine_name):
                 assert c.request("GET", "/index.html").body == INDEX
                 conns.append(c)
 
-        open_conns(20)   # warm the caches
+        open_conns(20)  # warm the caches
         before = server_rss_kib()
         open_conns(n)
         per_conn = (server_rss_kib() - before) / n
@@ -290,7 +357,7 @@ def test_port_dispatch_passes_a_full_pipe_on_then_sheds():
     pipes = [os.pipe2(os.O_NONBLOCK) for _ in range(2)]
     try:
         for r, w in pipes:
-            fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)   # 1031: Linux, Python < 3.10
+            fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)  # 1031: Linux, Python < 3.10
         full = pipes[0][1]
         try:
             while True:
@@ -301,13 +368,13 @@ def test_port_dispatch_passes_a_full_pipe_on_then_sheds():
         acc.queues = [[], []]
         pairs = [socket.socketpair() for _ in range(2)]
         fds = [a.detach() for a, _ in pairs]
-        acc.dispatch(fds[0])   # round-robin: worker 0, whose pipe is full
-        acc.dispatch(fds[1])   # worker 1
+        acc.dispatch(fds[0])  # round-robin: worker 0, whose pipe is full
+        acc.dispatch(fds[1])  # worker 1
         acc.dispatch_flush()
         got = os.read(pipes[1][0], 64)
         assert sorted(struct.unpack("%di" % (len(got) // 4), got)) == sorted(fds)
         for fd in fds:
-            os.fstat(fd)   # both still open: they reached a worker
+            os.fstat(fd)  # both still open: they reached a worker
         # now both pipes full: the next fds are shed (closed), not leaked
         try:
             while True:
@@ -334,15 +401,30 @@ def test_port_dispatch_passes_a_full_pipe_on_then_sheds():
 
 # -- Server() checks its numbers itself (the CLI is not the only caller) ----------------
 
-@pytest.mark.parametrize("option,value", [
-    ("max_body", 1 << 31), ("max_body", -1), ("max_body", 1.5),
-    ("header_timeout", float("nan")), ("keepalive_timeout", float("inf")),
-    ("send_timeout", -1.0), ("send_timeout", 0.0004), ("grace", float("nan")),
-    ("stack_size", 1 << 40), ("open_file_cache", 1 << 40), ("small_file_cache", -1),
-    ("max_connections", 1 << 40), ("workers", 100000), ("processes", 0), ("port", 70000),
-    ("port", True),
-])
+
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("max_body", 1 << 31),
+        ("max_body", -1),
+        ("max_body", 1.5),
+        ("header_timeout", float("nan")),
+        ("keepalive_timeout", float("inf")),
+        ("send_timeout", -1.0),
+        ("send_timeout", 0.0004),
+        ("grace", float("nan")),
+        ("stack_size", 1 << 40),
+        ("open_file_cache", 1 << 40),
+        ("small_file_cache", -1),
+        ("max_connections", 1 << 40),
+        ("workers", 100000),
+        ("processes", 0),
+        ("port", 70000),
+        ("port", True),
+    ],
+)
 def test_server_refuses_numbers_the_engine_cannot_hold(option, value, site_root):
     from minginx_cffi.server import Server, ServerError
+
     with pytest.raises(ServerError, match=option.replace("_", "-")):
         Server(root=str(site_root), **{option: value})

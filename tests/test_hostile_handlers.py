@@ -19,7 +19,7 @@ from minginx_cffi import App, Response
 
 GOOD = 30
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-CLOSED = {}   # iterator name -> threading.Event set by its close()
+CLOSED = {}  # iterator name -> threading.Event set by its close()
 
 
 def _closed(name):
@@ -32,7 +32,7 @@ class Tracked:
     def __init__(self, name, pieces, then=None):
         self.name = name
         self.pieces = list(pieces)
-        self.then = then   # None: end; "raise"; "forever"
+        self.then = then  # None: end; "raise"; "forever"
         _closed(name).clear()
 
     def __iter__(self):
@@ -52,6 +52,7 @@ class Tracked:
 
 
 # ------------------------------------------------------------------ WSGI
+
 
 def _wsgi_cases():
     ok = [("Content-Type", "text/plain")]
@@ -83,35 +84,56 @@ def _wsgi_cases():
         "/value-nul": lambda sr: (sr("200 OK", [("X-A", "1\x00Set-Cookie\x00pwned=1")]), [b"x"])[1],
         "/value-int": lambda sr: (sr("200 OK", [("X-A", 1)]), [b"x"])[1],
         # framing of the handler's own
-        "/cl-differ": lambda sr: (sr("200 OK", [("Content-Length", "5"), ("Content-Length", "6")]),
-                                  [b"12345"])[1],
-        "/cl-same": lambda sr: (sr("200 OK", [("Content-Length", "5"), ("content-length", "5")]),
-                                [b"12345"])[1],
-        "/cl-te": lambda sr: (sr("200 OK", [("Content-Length", "5"),
-                                            ("Transfer-Encoding", "chunked")]), [b"12345"])[1],
+        "/cl-differ": lambda sr: (
+            sr("200 OK", [("Content-Length", "5"), ("Content-Length", "6")]),
+            [b"12345"],
+        )[1],
+        "/cl-same": lambda sr: (sr("200 OK", [("Content-Length", "5"), ("content-length", "5")]), [b"12345"])[
+            1
+        ],
+        "/cl-te": lambda sr: (
+            sr("200 OK", [("Content-Length", "5"), ("Transfer-Encoding", "chunked")]),
+            [b"12345"],
+        )[1],
         "/te": lambda sr: (sr("200 OK", [("Transfer-Encoding", "chunked")]), [b"5\r\n12345\r\n0\r\n\r\n"])[1],
         "/cl-junk": lambda sr: (sr("200 OK", [("Content-Length", "5x")]), [b"12345"])[1],
         # wrong lengths, both ways, single body and streamed
         "/cl-long": lambda sr: (sr("200 OK", [("Content-Length", "5")]), [b"12345SURPLUS"])[1],
         "/cl-short": lambda sr: (sr("200 OK", [("Content-Length", "10")]), [b"12345"])[1],
-        "/cl-long-stream": lambda sr: (sr("200 OK", [("Content-Length", "5")]),
-                                       Tracked("cl-long-stream", [b"123", b"45SURPLUS", b"more"]))[1],
-        "/cl-short-stream": lambda sr: (sr("200 OK", [("Content-Length", "10")]),
-                                        Tracked("cl-short-stream", [b"123", b"45"]))[1],
+        "/cl-long-stream": lambda sr: (
+            sr("200 OK", [("Content-Length", "5")]),
+            Tracked("cl-long-stream", [b"123", b"45SURPLUS", b"more"]),
+        )[1],
+        "/cl-short-stream": lambda sr: (
+            sr("200 OK", [("Content-Length", "10")]),
+            Tracked("cl-short-stream", [b"123", b"45"]),
+        )[1],
         # raising before and after the first piece
         "/raise-first": lambda sr: (sr("200 OK", ok), Tracked("raise-first", [], "raise"))[1],
         "/raise-later": lambda sr: (sr("200 OK", ok), Tracked("raise-later", [b"part"], "raise"))[1],
-        "/raise-later-cl": lambda sr: (sr("200 OK", [("Content-Length", "100")]),
-                                       Tracked("raise-later-cl", [b"part"], "raise"))[1],
+        "/raise-later-cl": lambda sr: (
+            sr("200 OK", [("Content-Length", "100")]),
+            Tracked("raise-later-cl", [b"part"], "raise"),
+        )[1],
         "/forever": lambda sr: (sr("200 OK", ok), Tracked("forever", [], "forever"))[1],
         # bodies where none may go
         "/body-204": lambda sr: (sr("204 No Content", []), Tracked("body-204", [b"BODY"]))[1],
         "/body-304": lambda sr: (sr("304 Not Modified", []), Tracked("body-304", [b"BODY"]))[1],
         "/body-204-list": lambda sr: (sr("204 No Content", [("Content-Length", "4")]), [b"BODY"])[1],
         "/no-start": lambda sr: [b"x"],
-        "/hop": lambda sr: (sr("200 OK", [("Connection", "keep-alive, Upgrade"), ("Upgrade", "h2c"),
-                                          ("Keep-Alive", "timeout=5"), ("Date", "yesterday"),
-                                          ("Server", "other")]), [b"hop"])[1],
+        "/hop": lambda sr: (
+            sr(
+                "200 OK",
+                [
+                    ("Connection", "keep-alive, Upgrade"),
+                    ("Upgrade", "h2c"),
+                    ("Keep-Alive", "timeout=5"),
+                    ("Date", "yesterday"),
+                    ("Server", "other"),
+                ],
+            ),
+            [b"hop"],
+        )[1],
     }
 
 
@@ -156,10 +178,11 @@ _route("/value-latin1", lambda r: Response("x", headers={"X-A": "\u2603"}))
 _route("/content-type-crlf", lambda r: Response("x", content_type="text/plain\r\nSet-Cookie: pwned=1"))
 _route("/cl-long", lambda r: Response(b"12345SURPLUS", headers={"Content-Length": "5"}))
 _route("/cl-short", lambda r: Response(b"12345", headers={"Content-Length": "10"}))
-_route("/cl-differ", lambda r: Response(b"12345", headers=[("Content-Length", "5"),
-                                                           ("Content-Length", "6")]))
-_route("/cl-te", lambda r: Response(b"12345", headers=[("Content-Length", "5"),
-                                                       ("Transfer-Encoding", "chunked")]))
+_route("/cl-differ", lambda r: Response(b"12345", headers=[("Content-Length", "5"), ("Content-Length", "6")]))
+_route(
+    "/cl-te",
+    lambda r: Response(b"12345", headers=[("Content-Length", "5"), ("Transfer-Encoding", "chunked")]),
+)
 _route("/raise-later", lambda r: Response(Tracked("app-raise-later", [b"part"], "raise")))
 _route("/forever", lambda r: Response(Tracked("app-forever", [], "forever")))
 _route("/body-204", lambda r: Response(Tracked("app-body-204", [b"BODY"]), 204))
@@ -167,6 +190,7 @@ _route("/stream-head", lambda r: Response(Tracked("app-stream-head", [b"BODY"], 
 
 
 # ---------------------------------------------------------- the raw client
+
 
 class Wire:
     """Everything the server sent on one connection, parsed strictly."""
@@ -219,13 +243,13 @@ class Wire:
                         body += after[:n]
                         rest = b""
                         break
-                    assert after[n:n + 2] == b"\r\n"
-                    body, rest = body + after[:n], after[n + 2:]
+                    assert after[n : n + 2] == b"\r\n"
+                    body, rest = body + after[:n], after[n + 2 :]
                 out.append((status, fields, body, complete))
                 data = rest if complete else b""
                 continue
             n = int(framing[b"content-length"]) if b"content-length" in framing else None
-            if n is None:   # close-delimited
+            if n is None:  # close-delimited
                 assert framing.get(b"connection") == b"close"
                 out.append((status, fields, rest, True))
                 break
@@ -271,15 +295,14 @@ def fetch_good(port, tag, results):
             data += chunk
         s.close()
         results[tag] = Wire(data).responses()
-    except Exception as e:   # recorded, asserted by the caller
+    except Exception as e:  # recorded, asserted by the caller
         results[tag] = e
 
 
 def beside_good(port, fn):
     """Run fn() while GOOD good requests go to the same worker; all of them must succeed."""
     results = {}
-    threads = [threading.Thread(target=fetch_good, args=(port, "g%d" % i, results))
-               for i in range(GOOD)]
+    threads = [threading.Thread(target=fetch_good, args=(port, "g%d" % i, results)) for i in range(GOOD)]
     for t in threads:
         t.start()
     try:
@@ -301,6 +324,7 @@ def _status_500(resps):
 
 # ------------------------------------------------------------------- tests
 
+
 @pytest.fixture
 def wsgi_srv(make_server):
     return make_server(wsgi=wsgi_app, root=None, workers=1)
@@ -314,18 +338,48 @@ def app_srv(make_server):
 @pytest.fixture
 def serve(make_server):
     """serve("wsgi_srv" | "app_srv"): one of the two servers, for tests parametrized over both."""
+
     def make(kind):
-        return make_server(**{"wsgi" if kind == "wsgi_srv" else "app":
-                              wsgi_app if kind == "wsgi_srv" else app}, root=None, workers=1)
+        return make_server(
+            **{"wsgi" if kind == "wsgi_srv" else "app": wsgi_app if kind == "wsgi_srv" else app},
+            root=None,
+            workers=1,
+        )
+
     return make
 
 
-REFUSED_WSGI = ["/str-list", "/str-body", "/str-pieces", "/int-body", "/status-abc", "/status-99",
-                "/status-1000", "/status-600", "/status-101", "/status-plus", "/reason-crlf",
-                "/reason-lf", "/reason-nul", "/name-crlf", "/name-colon", "/name-space",
-                "/name-nul", "/name-empty", "/value-crlf", "/value-lf", "/value-cr", "/value-nul",
-                "/value-int", "/cl-differ", "/cl-te", "/te", "/cl-junk", "/raise-first",
-                "/no-start"]
+REFUSED_WSGI = [
+    "/str-list",
+    "/str-body",
+    "/str-pieces",
+    "/int-body",
+    "/status-abc",
+    "/status-99",
+    "/status-1000",
+    "/status-600",
+    "/status-101",
+    "/status-plus",
+    "/reason-crlf",
+    "/reason-lf",
+    "/reason-nul",
+    "/name-crlf",
+    "/name-colon",
+    "/name-space",
+    "/name-nul",
+    "/name-empty",
+    "/value-crlf",
+    "/value-lf",
+    "/value-cr",
+    "/value-nul",
+    "/value-int",
+    "/cl-differ",
+    "/cl-te",
+    "/te",
+    "/cl-junk",
+    "/raise-first",
+    "/no-start",
+]
 
 
 @pytest.mark.parametrize("path", REFUSED_WSGI)
@@ -335,9 +389,23 @@ def test_wsgi_bad_answer_is_500_beside_good_requests(wsgi_srv, path, caplog):
     assert "minginx: handler for GET %s" % path in caplog.text
 
 
-REFUSED_APP = ["/str-pieces", "/wrong-tuple", "/none", "/int", "/status-99", "/status-1000",
-               "/status-str", "/name-crlf", "/name-colon", "/value-crlf", "/value-nul",
-               "/value-latin1", "/content-type-crlf", "/cl-differ", "/cl-te"]
+REFUSED_APP = [
+    "/str-pieces",
+    "/wrong-tuple",
+    "/none",
+    "/int",
+    "/status-99",
+    "/status-1000",
+    "/status-str",
+    "/name-crlf",
+    "/name-colon",
+    "/value-crlf",
+    "/value-nul",
+    "/value-latin1",
+    "/content-type-crlf",
+    "/cl-differ",
+    "/cl-te",
+]
 
 
 @pytest.mark.parametrize("path", REFUSED_APP)
@@ -347,8 +415,7 @@ def test_app_bad_answer_is_500_beside_good_requests(app_srv, path, caplog):
     assert "minginx" in caplog.text
 
 
-@pytest.mark.parametrize("path,iterator", [("/str-pieces", "str-pieces"),
-                                           ("/raise-first", "raise-first")])
+@pytest.mark.parametrize("path,iterator", [("/str-pieces", "str-pieces"), ("/raise-first", "raise-first")])
 def test_wsgi_refused_stream_is_closed(wsgi_srv, path, iterator):
     exchange(wsgi_srv.port, path)
     assert _closed(iterator).wait(5)
@@ -360,12 +427,13 @@ def test_identical_content_lengths_are_sent_once(wsgi_srv):
     assert resps[1][2] == b"good after"
 
 
-@pytest.mark.parametrize("srv_name,path", [("wsgi_srv", "/cl-long"), ("wsgi_srv", "/cl-long-stream"),
-                                           ("app_srv", "/cl-long")])
+@pytest.mark.parametrize(
+    "srv_name,path", [("wsgi_srv", "/cl-long"), ("wsgi_srv", "/cl-long-stream"), ("app_srv", "/cl-long")]
+)
 def test_longer_body_is_cut_to_content_length_and_closed(serve, srv_name, path, caplog):
     srv = serve(srv_name)
     resps = beside_good(srv.port, lambda: exchange(srv.port, path))
-    assert len(resps) == 1, resps   # the surplus never reads as a next response
+    assert len(resps) == 1, resps  # the surplus never reads as a next response
     status, fields, body, complete = resps[0]
     assert (status, body, complete) == (200, b"12345", True)
     assert b"SURPLUS" not in body
@@ -374,26 +442,29 @@ def test_longer_body_is_cut_to_content_length_and_closed(serve, srv_name, path, 
         assert _closed("cl-long-stream").wait(5)
 
 
-@pytest.mark.parametrize("srv_name,path", [("wsgi_srv", "/cl-short"), ("wsgi_srv", "/cl-short-stream"),
-                                           ("app_srv", "/cl-short")])
+@pytest.mark.parametrize(
+    "srv_name,path", [("wsgi_srv", "/cl-short"), ("wsgi_srv", "/cl-short-stream"), ("app_srv", "/cl-short")]
+)
 def test_shorter_body_closes_the_connection(serve, srv_name, path, caplog):
     srv = serve(srv_name)
     resps = beside_good(srv.port, lambda: exchange(srv.port, path))
-    assert len(resps) == 1, resps   # a close, not a following response
+    assert len(resps) == 1, resps  # a close, not a following response
     status, fields, body, complete = resps[0]
     assert status == 200 and body == b"12345" and not complete
     assert "shorter than its Content-Length" in caplog.text
 
 
-@pytest.mark.parametrize("srv_name,path,iterator", [
-    ("wsgi_srv", "/raise-later", "raise-later"), ("app_srv", "/raise-later", "app-raise-later")])
+@pytest.mark.parametrize(
+    "srv_name,path,iterator",
+    [("wsgi_srv", "/raise-later", "raise-later"), ("app_srv", "/raise-later", "app-raise-later")],
+)
 def test_iterator_raising_mid_stream_ends_without_the_last_chunk(serve, srv_name, path, iterator):
     srv = serve(srv_name)
     resps = beside_good(srv.port, lambda: exchange(srv.port, path))
     assert len(resps) == 1, resps
     status, fields, body, complete = resps[0]
     assert (b"transfer-encoding", b"chunked") in fields
-    assert status == 200 and body == b"part" and not complete   # no terminating 0-chunk
+    assert status == 200 and body == b"part" and not complete  # no terminating 0-chunk
     assert _closed(iterator).wait(5)
 
 
@@ -403,8 +474,9 @@ def test_iterator_raising_under_content_length_is_short_and_closed(wsgi_srv):
     assert _closed("raise-later-cl").wait(5)
 
 
-@pytest.mark.parametrize("srv_name,path,iterator", [("wsgi_srv", "/forever", "forever"),
-                                                    ("app_srv", "/forever", "app-forever")])
+@pytest.mark.parametrize(
+    "srv_name,path,iterator", [("wsgi_srv", "/forever", "forever"), ("app_srv", "/forever", "app-forever")]
+)
 def test_endless_iterator_is_closed_when_its_client_leaves(serve, srv_name, path, iterator):
     srv = serve(srv_name)
 
@@ -415,7 +487,7 @@ def test_endless_iterator_is_closed_when_its_client_leaves(serve, srv_name, path
         while len(got) < 100000:
             got += s.recv(65536)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        s.close()   # a reset: the server's next send fails
+        s.close()  # a reset: the server's next send fails
         return got
 
     got = beside_good(srv.port, leave)
@@ -423,9 +495,14 @@ def test_endless_iterator_is_closed_when_its_client_leaves(serve, srv_name, path
     assert _closed(iterator).wait(10)
 
 
-@pytest.mark.parametrize("srv_name,path,iterator", [
-    ("wsgi_srv", "/body-204", "body-204"), ("wsgi_srv", "/body-304", "body-304"),
-    ("app_srv", "/body-204", "app-body-204")])
+@pytest.mark.parametrize(
+    "srv_name,path,iterator",
+    [
+        ("wsgi_srv", "/body-204", "body-204"),
+        ("wsgi_srv", "/body-304", "body-304"),
+        ("app_srv", "/body-204", "app-body-204"),
+    ],
+)
 def test_no_body_statuses_send_no_body_and_close_the_iterator(serve, srv_name, path, iterator):
     srv = serve(srv_name)
     resps = beside_good(srv.port, lambda: exchange(srv.port, path))
@@ -438,8 +515,10 @@ def test_no_body_status_drops_a_handler_content_length(wsgi_srv):
     assert resps[0][0] == 204 and resps[1][2] == b"good after", resps
 
 
-@pytest.mark.parametrize("srv_name,path,iterator", [("wsgi_srv", "/forever", "forever"),
-                                                    ("app_srv", "/stream-head", "app-stream-head")])
+@pytest.mark.parametrize(
+    "srv_name,path,iterator",
+    [("wsgi_srv", "/forever", "forever"), ("app_srv", "/stream-head", "app-stream-head")],
+)
 def test_head_of_a_stream_sends_no_body_and_closes_the_iterator(serve, srv_name, path, iterator):
     srv = serve(srv_name)
     _closed(iterator).clear()
@@ -476,12 +555,12 @@ def test_bad_calls_fail_alone_in_a_batch(wsgi_srv):
     try:
         probe = socket.create_connection(("127.0.0.1", wsgi_srv.port), timeout=20)
         probe.sendall(b"GET /good?probe HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        assert Wire(_read_all(probe)).responses()[0][2] == b"good probe"   # all accepted by now
+        assert Wire(_read_all(probe)).responses()[0][2] == b"good probe"  # all accepted by now
         probe.close()
         for s, path in zip(socks, paths):
             s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode())
         for s, path in zip(socks, paths):
-            (status, _, body, complete), = Wire(_read_all(s)).responses()
+            ((status, _, body, complete),) = Wire(_read_all(s)).responses()
             if path == "/str-pieces":
                 assert status == 500
             else:

@@ -61,7 +61,11 @@ BAD = [
     ("NUL in header name", b"GET / HTTP/1.1\r\nHost: a\r\nX\x00Y: 1\r\n\r\n", 400),
     ("control byte in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", 400),
     ("empty header name", b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", 400),
-    ("cl and te", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (
+        "cl and te",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400,
+    ),
     ("cl not a number", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\n", 400),
     ("cl negative", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
     ("cl plus sign", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", 400),
@@ -70,11 +74,19 @@ BAD = [
     ("cl overflow", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400),
     # RFC 9110 8.6 lets a recipient accept identical values; we reject them, as nginx does
     ("identical content-length list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", 400),
-    ("two identical content-length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400),
+    (
+        "two identical content-length",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+        400,
+    ),
     # chunked not final: RFC 9112 6.3 p4 MUST 400 (before 6.1's SHOULD 501 for an unknown coding)
     ("unknown transfer-encoding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
     ("chunked not last", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
-    ("unknown coding before chunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+    (
+        "unknown coding before chunked",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        501,
+    ),
     ("chunked twice", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
     ("te in http 1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     ("version 2.0", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
@@ -101,7 +113,11 @@ BAD = [
     ("host bad escape", b"GET / HTTP/1.1\r\nHost: a%4\r\n\r\n", 400),
     ("fragment", b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("unknown expectation", b"GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417),
-    ("too many fields", b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n", 431),
+    (
+        "too many fields",
+        b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n",
+        431,
+    ),
 ]
 
 
@@ -122,7 +138,7 @@ def test_long_request_line_complete_is_414():
 def test_header_section_over_32k_is_431():
     big = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Big: " + b"v" * 33000 + b"\r\n\r\n"
     assert parse_request(big)["status"] == 431
-    assert parse_request(big[:-4] + b"x" * 8000)["status"] == 431   # before it ends, too
+    assert parse_request(big[:-4] + b"x" * 8000)["status"] == 431  # before it ends, too
 
 
 def test_keep_alive_rules():
@@ -142,16 +158,43 @@ def test_framing_fields():
     assert (r["method_len"], r["target_len"], r["num_headers"], r["minor_version"]) == (3, 6, 3, 1)
 
 
-KNOWN = ["Host", "Connection", "Content-Length", "Transfer-Encoding", "Expect", "Accept-Encoding",
-         "If-Modified-Since", "If-None-Match", "If-Match", "If-Unmodified-Since", "Range",
-         "If-Range", "Upgrade"]
-OTHERS = ["X-Host", "Hosts", "Rang", "If-Matchx", "Content-Type", "Accept", "Cookie", "User-Agent",
-          "If-Rangf", "Connectiom", "Transfer-Encodinf", "a", "Content-Lengt", "Expecx"]
+KNOWN = [
+    "Host",
+    "Connection",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Expect",
+    "Accept-Encoding",
+    "If-Modified-Since",
+    "If-None-Match",
+    "If-Match",
+    "If-Unmodified-Since",
+    "Range",
+    "If-Range",
+    "Upgrade",
+]
+OTHERS = [
+    "X-Host",
+    "Hosts",
+    "Rang",
+    "If-Matchx",
+    "Content-Type",
+    "Accept",
+    "Cookie",
+    "User-Agent",
+    "If-Rangf",
+    "Connectiom",
+    "Transfer-Encodinf",
+    "a",
+    "Content-Lengt",
+    "Expecx",
+]
 
 
 @pytest.mark.parametrize("name", KNOWN + OTHERS + [n.upper() for n in KNOWN] + [n.lower() for n in KNOWN])
 def test_fast_header_matcher_agrees_with_plain(name):
     from minginx_cffi._native import header_id
+
     b = name.encode()
     assert header_id(b) == header_id(b, plain=True)
     assert (header_id(b) != 0) == (name.lower() in [k.lower() for k in KNOWN])
@@ -159,30 +202,37 @@ def test_fast_header_matcher_agrees_with_plain(name):
 
 def test_known_headers_have_distinct_ids():
     from minginx_cffi._native import header_id
+
     ids = [header_id(n.encode()) for n in KNOWN]
     assert len(set(ids)) == len(KNOWN) and 0 not in ids
 
 
-@pytest.mark.parametrize("text,expected", [
-    (b"Sun, 06 Nov 1994 08:49:37 GMT", 784111777),
-    (b"Sunday, 06-Nov-94 08:49:37 GMT", 784111777),
-    (b"Sun Nov  6 08:49:37 1994", 784111777),
-    (b"Sun, 06 Nov 1994 08:49:37 UTC", None),
-    (b"Sun, 32 Nov 1994 08:49:37 GMT", None),
-    (b"yesterday", None),
-    (b"", None),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (b"Sun, 06 Nov 1994 08:49:37 GMT", 784111777),
+        (b"Sunday, 06-Nov-94 08:49:37 GMT", 784111777),
+        (b"Sun Nov  6 08:49:37 1994", 784111777),
+        (b"Sun, 06 Nov 1994 08:49:37 UTC", None),
+        (b"Sun, 32 Nov 1994 08:49:37 GMT", None),
+        (b"yesterday", None),
+        (b"", None),
+    ],
+)
 def test_http_dates(text, expected):
     from minginx_cffi._native import parse_http_date
+
     assert parse_http_date(text) == expected
 
 
-@pytest.mark.parametrize("name,data,status", [(n, d, 0) for n, d in OK] + BAD,
-                         ids=[n for n, _ in OK] + [n for n, _, _ in BAD])
+@pytest.mark.parametrize(
+    "name,data,status", [(n, d, 0) for n, d in OK] + BAD, ids=[n for n, _ in OK] + [n for n, _, _ in BAD]
+)
 def test_port_agrees(name, data, status):
     """The Python port's parse_http gives every named case the same answer as C."""
     from minginx_cffi.pyport import http as pyhttp
-    data = data.lstrip(b"\r\n")   # the port's conn_entry drops empty lines before the head
+
+    data = data.lstrip(b"\r\n")  # the port's conn_entry drops empty lines before the head
     end = pyhttp.http_find_head_end(data)
     got = -end if end < 0 else pyhttp.parse_http(data[:end], end)[0]
     assert got == status
@@ -195,7 +245,7 @@ def test_port_agrees(name, data, status):
 @pytest.mark.parametrize("at", range(0, 40))
 def test_a_bad_value_byte_anywhere_in_a_long_value_is_400(bad, at):
     value = bytearray(b"v" * 40)
-    value[at:at + 1] = bad
+    value[at : at + 1] = bad
     r = parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + bytes(value) + b"\r\n\r\n")
     assert r["status"] == 400, (bad, at)
 
@@ -204,7 +254,7 @@ def test_a_bad_value_byte_anywhere_in_a_long_value_is_400(bad, at):
 @pytest.mark.parametrize("at", range(1, 40))
 def test_a_bad_target_byte_anywhere_in_a_long_target_is_400(bad, at):
     target = bytearray(b"/" + b"t" * 40)
-    target[at:at + 1] = bad
+    target[at : at + 1] = bad
     r = parse_request(b"GET " + bytes(target) + b" HTTP/1.1\r\nHost: a\r\n\r\n")
     assert r["status"] == 400, (bad, at)
 

@@ -16,10 +16,10 @@ import subprocess
 import time
 
 import pytest
-
-from conftest import ENGINES, free_port
 from framing_corpus import CASES, outcome
 from test_framing_corpus import start
+
+from conftest import ENGINES, free_port
 
 NGINX = os.environ.get("MINGINX_NGINX", "/usr/sbin/nginx")
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "conformance.md")
@@ -74,6 +74,7 @@ http {{
 
 def wait_listening(port, proc, timeout=10.0):
     import socket
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -82,7 +83,7 @@ def wait_listening(port, proc, timeout=10.0):
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return True
         except OSError:
-            time.sleep(0.05)   # nginx gives no readiness event; poll the port
+            time.sleep(0.05)  # nginx gives no readiness event; poll the port
     return False
 
 
@@ -95,8 +96,9 @@ def nginx(site_root, tmp_path_factory):
     port = free_port()
     conf = tmp / "nginx.conf"
     conf.write_text(CONF.format(tmp=tmp, port=port, root=site_root, upstream=upstream.port))
-    proc = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(tmp), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         if not wait_listening(port, proc):
             proc.kill()
@@ -124,7 +126,7 @@ def test_every_difference_from_nginx_is_documented(nginx, ours):
         theirs = fmt(outcome(nginx, c))
         mine = {e: fmt(outcome(srv.port, c)) for e, srv in ours.items()}
         if len(set(mine.values())) > 1:
-            continue    # the engines disagree: test_framing_corpus.test_engines_agree reports it
+            continue  # the engines disagree: test_framing_corpus.test_engines_agree reports it
         mine = next(iter(mine.values()))
         if theirs != mine and DOCUMENTED.get(c.name) != (theirs, mine):
             undocumented[c.name] = (theirs, mine)
@@ -144,4 +146,3 @@ def test_documented_table_matches_the_doc():
         for o in (theirs, mine):
             assert re.fullmatch(r"(\d{3}|none)/(answered|closed|other)", o), (name, o)
     assert table == DOCUMENTED
-

@@ -1,9 +1,10 @@
-"""Idle keep-alive connections parked without a coroutine (csrc/worker.c worker_park, pyport/worker.py).
+"""Idle keep-alive connections parked without a coroutine (csrc/worker.c worker_park,
+pyport/worker.py).
 
 Between requests a connection whose socket has had nothing to read for
-PARK_DELAY (lazy parking) keeps only its fd and a few bytes in the worker's tables; its coroutine goes back to the pool
-("parked" gauge up, coroutines_alive down).  Input unparks it: a coroutine from
-the pool goes on where the old one stopped.  Both engines.
+PARK_DELAY (lazy parking) keeps only its fd and a few bytes in the worker's tables; its
+coroutine goes back to the pool ("parked" gauge up, coroutines_alive down).  Input
+unparks it: a coroutine from the pool goes on where the old one stopped.  Both engines.
 """
 
 import json
@@ -36,7 +37,7 @@ def test_idle_connections_park_and_each_answers_its_next_request(make_server):
     for c in conns:
         assert c.request("GET", "/hello.txt").body == b"hello world\n"
     assert wait_for(lambda: parked(srv) == 60 and coroutines(srv) == 0)
-    assert alive(srv) == 60   # parked connections are still open
+    assert alive(srv) == 60  # parked connections are still open
     for round_ in range(2):
         for c in conns:
             r = c.request("GET", "/hello.txt")
@@ -45,7 +46,7 @@ def test_idle_connections_park_and_each_answers_its_next_request(make_server):
         assert wait_for(lambda: parked(srv) == 60 and coroutines(srv) == 0)
     st = srv.stats()
     assert sum(w["requests"] for w in st) == 180
-    assert sum(w["connections"] for w in st) == 60   # one connection each, kept alive
+    assert sum(w["connections"] for w in st) == 60  # one connection each, kept alive
 
 
 def test_a_parked_connection_times_out_at_the_keepalive_timeout(make_server):
@@ -69,11 +70,11 @@ def test_the_keepalive_timeout_is_not_restarted_by_an_unpark_without_a_request(m
     assert c.request("GET", "/hello.txt").status == 200
     t0 = time.monotonic()
     assert wait_for(lambda: parked(srv) == 1)
-    time.sleep(0.8)   # most of the keep-alive timeout, then a wake-up that is no request
+    time.sleep(0.8)  # most of the keep-alive timeout, then a wake-up that is no request
     c.send(b"\r\n")
     assert c.closed_by_peer(timeout=5.0)
     elapsed = time.monotonic() - t0
-    assert elapsed < 2.2, elapsed   # restarted, it would have closed after 0.8 + 1.5 s
+    assert elapsed < 2.2, elapsed  # restarted, it would have closed after 0.8 + 1.5 s
 
 
 def test_pipelined_requests_are_never_parked_mid_stream(make_server):
@@ -92,13 +93,14 @@ def test_pipelined_requests_are_never_parked_mid_stream(make_server):
     assert wait_for(lambda: parked(srv) == 1)
     srv.shutdown()
     from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARK, EV_UNPARK
+
     steps = [r[4] for r in seen if r[4] in (EV_HANDLER_DONE, EV_PARK, EV_UNPARK)]
     # three answers before the first park; then one unpark for the split request, one answer
     assert steps[:5] == [EV_HANDLER_DONE] * 3 + [EV_PARK, EV_UNPARK], steps
     assert steps[5:7] == [EV_HANDLER_DONE, EV_PARK], steps
 
 
-PARK_DELAY = 0.1   # csrc/internal.h MG_PARK_DELAY_MS, pyport/coroutine.py MG_PARK_DELAY
+PARK_DELAY = 0.1  # csrc/internal.h MG_PARK_DELAY_MS, pyport/coroutine.py MG_PARK_DELAY
 
 
 def test_a_busy_keepalive_connection_is_never_parked(make_server):
@@ -111,8 +113,9 @@ def test_a_busy_keepalive_connection_is_never_parked(make_server):
     for _ in range(40):
         sent_at.append(time.monotonic())
         assert c.request("GET", "/hello.txt").status == 200
-    srv.shutdown()   # (the last one idles on: it may park meanwhile)
+    srv.shutdown()  # (the last one idles on: it may park meanwhile)
     from minginx_cffi.trace import EV_COROUTINE_CREATE, EV_HANDLER_DONE, EV_PARK
+
     steps = [r[4] for r in seen]
     last = len(steps) - 1 - steps[::-1].index(EV_HANDLER_DONE)
     assert steps.count(EV_HANDLER_DONE) == 40
@@ -129,14 +132,15 @@ def test_an_idle_connection_is_parked_only_after_the_delay(make_server):
     c = Conn(srv.port)
     assert c.request("GET", "/hello.txt").status == 200
     assert wait_for(lambda: parked(srv) == 1 and coroutines(srv) == 0)
-    assert c.request("GET", "/hello.txt").status == 200   # and it still answers
+    assert c.request("GET", "/hello.txt").status == 200  # and it still answers
     srv.shutdown()
     from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARK
+
     done = [r[0] for r in seen if r[4] == EV_HANDLER_DONE]
     park = [r[0] for r in seen if r[4] == EV_PARK]
     assert len(done) == 2 and len(park) >= 1, (done, park)
     # the coarse clock (jiffies) may take a few ms off the wait, never most of it
-    assert (park[0] - done[0]) / 1e6 >= PARK_DELAY * 0.8, (park[0] - done[0])
+    assert (park[0] - done[0]) / 1e6 >= PARK_DELAY * 0.8, park[0] - done[0]
 
 
 def test_a_keepalive_timeout_no_longer_than_the_park_delay_still_closes(make_server):
@@ -159,13 +163,13 @@ def test_a_next_request_split_in_two_has_the_header_timeout_not_the_keepalive_on
         c = Conn(srv.port)
         assert c.request("GET", "/hello.txt").status == 200
         if wait_first:
-            assert wait_for(lambda: parked(srv) == 1)   # and from a parked connection
+            assert wait_for(lambda: parked(srv) == 1)  # and from a parked connection
         t0 = time.monotonic()
         c.send(GET[:20])
         head = c.read_response()
         elapsed = time.monotonic() - t0
         assert head.status == 408, head.status
-        assert elapsed < 5.0, elapsed   # the header timeout, not the keep-alive 30 s
+        assert elapsed < 5.0, elapsed  # the header timeout, not the keep-alive 30 s
         assert c.closed_by_peer(timeout=5.0)
 
 
@@ -194,7 +198,7 @@ def test_shutdown_closes_parked_connections(make_server):
     assert wait_for(lambda: parked(srv) == 8)
     srv.shutdown()
     for c in conns:
-        assert c.closed_by_peer(timeout=3.0)   # the server closed its end: none leaked
+        assert c.closed_by_peer(timeout=3.0)  # the server closed its end: none leaked
         c.sock.close()
 
 
@@ -216,7 +220,7 @@ def test_a_graceful_stop_drains_parked_connections(make_server):
     assert talker.closed_by_peer(timeout=3.0)
     assert quiet.closed_by_peer(timeout=5.0)
     closed_after = time.monotonic() - t0
-    assert 0.8 < closed_after < 4.0, closed_after   # the drain second, not the keep-alive 30
+    assert 0.8 < closed_after < 4.0, closed_after  # the drain second, not the keep-alive 30
     stopper.join(10)
     assert not stopper.is_alive()
 
@@ -236,7 +240,7 @@ def test_max_connections_counts_parked_connections(make_server):
         assert c.request("GET", "/hello.txt").status == 200
     assert wait_for(lambda: parked(srv) == 2)
     assert Conn(srv.port).request("GET", "/hello.txt").status == 503
-    assert a.request("GET", "/hello.txt").status == 200   # a parked one still answers
+    assert a.request("GET", "/hello.txt").status == 200  # a parked one still answers
 
 
 def test_the_trace_shows_park_and_unpark(make_server):
@@ -249,14 +253,14 @@ def test_the_trace_shows_park_and_unpark(make_server):
     # one connection, one id: its first coroutine, the park, and the unparked one
     assert names[:2] == ["fd_batch", "coroutine_create"], names
     i = names.index("park")
-    assert names[i:i + 5] == ["park", "finished", "coroutine_destroy", "unpark",
-                              "coroutine_create"], names
+    assert names[i : i + 5] == ["park", "finished", "coroutine_destroy", "unpark", "coroutine_create"], names
     assert names.count("coroutine_create") == 2
-    assert data["coroutine"] == 1   # the connection keeps its id across the park
+    assert data["coroutine"] == 1  # the connection keeps its id across the park
 
 
 def test_cli_trace_prints_park_and_unpark_steps():
     from minginx_cffi.trace import EV_PARK, EV_UNPARK, describe
+
     assert describe(EV_PARK, 1).startswith("park")
     assert describe(EV_UNPARK, 1).startswith("unpark")
 
@@ -273,10 +277,11 @@ def test_the_access_log_keeps_right_lines_across_park_and_unpark(make_server, tm
     for p in paths:
         r = c.request("GET", p)
         sizes.append(len(r.body))
-        assert wait_for(lambda: parked(srv) == 1)   # each next request comes to a parked connection
+        assert wait_for(lambda: parked(srv) == 1)  # each next request comes to a parked connection
     srv.shutdown()
     got = [LINE.match(line) for line in log.read_bytes().splitlines()]
     assert all(got)
     assert [(m["addr"], m["request"], int(m["status"]), int(m["bytes"])) for m in got] == [
         (b"127.0.0.1", b"GET %s HTTP/1.1" % p.encode(), s, n)
-        for p, s, n in zip(paths, [200, 404, 200], sizes)]
+        for p, s, n in zip(paths, [200, 404, 200], sizes)
+    ]

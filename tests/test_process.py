@@ -22,7 +22,7 @@ NOBODY = 65534
 
 # The application reads a file when it is imported: a reload that imports it anew
 # answers the new value.
-APP_SRC = '''
+APP_SRC = """
 import os
 VALUE = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "value.txt")).read().strip()
 
@@ -34,16 +34,16 @@ def env(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [("%s|%s|%s" % (os.environ.get("LISTEN_FDS"), environ["REMOTE_ADDR"],
                            environ["SERVER_PORT"])).encode()]
-'''
+"""
 
 BROKEN_SRC = 'raise RuntimeError("this version does not import")\n'
 
-LIFESPAN_FAILS = '''
+LIFESPAN_FAILS = """
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         await receive()
         await send({"type": "lifespan.startup.failed", "message": "no database"})
-'''
+"""
 
 
 @pytest.fixture
@@ -89,8 +89,9 @@ class Master:
     def __init__(self, *args, cwd=None, port=None, argv=None, env=None, listen=True, **popen):
         self.port = port or free_port()
         argv = argv or (CLI + ["serve"] + (["--port", str(self.port)] if listen else []))
-        self.p = subprocess.Popen(argv + list(args), cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, **popen)
+        self.p = subprocess.Popen(
+            argv + list(args), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+        )
         self.lines = []
         self.cond = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -191,7 +192,7 @@ class ClientLoop(threading.Thread):
                 if r.header("connection", "").lower() == "close" or len(self.bodies) % 5 == 0:
                     conn.close()
                     conn = None
-            except Exception as e:   # noqa: BLE001 - every failure counts
+            except Exception as e:  # noqa: BLE001 - every failure counts
                 self.errors.append(repr(e))
                 if conn is not None:
                     conn.close()
@@ -206,10 +207,20 @@ class ClientLoop(threading.Thread):
 
 # -- SIGHUP: a graceful reload ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_sighup_reloads_the_code_with_no_failed_request(masters, app_dir, engine, processes):
-    m = masters("--wsgi", "relapp:wsgi", "--engine", engine, "--workers", "2",
-                "--processes", str(processes), cwd=app_dir).wait_banner()
+    m = masters(
+        "--wsgi",
+        "relapp:wsgi",
+        "--engine",
+        engine,
+        "--workers",
+        "2",
+        "--processes",
+        str(processes),
+        cwd=app_dir,
+    ).wait_banner()
     assert wait_for(lambda: len(m.children()) == processes)
     old = m.children()
     client = ClientLoop(m.port)
@@ -218,7 +229,7 @@ def test_sighup_reloads_the_code_with_no_failed_request(masters, app_dir, engine
         assert wait_for(lambda: len(client.bodies) >= 50, timeout=20)
         with open(os.path.join(app_dir, "value.txt"), "w") as f:
             f.write("two\n")
-        for round in range(2):   # twice: the second reload replaces a reloaded generation
+        for round in range(2):  # twice: the second reload replaces a reloaded generation
             mark = len(m.lines)
             m.p.send_signal(signal.SIGHUP)
             m.wait_line("reloaded", start=mark)
@@ -234,7 +245,7 @@ def test_sighup_reloads_the_code_with_no_failed_request(masters, app_dir, engine
     assert client.errors == [], client.errors[:5]
     assert client.bodies[0].startswith("one ")
     last = client.bodies[-1].split()
-    assert last[0] == "two" and int(last[1]) in old   # the new code, in a new process
+    assert last[0] == "two" and int(last[1]) in old  # the new code, in a new process
     assert m.stop() == 0
 
 
@@ -244,10 +255,14 @@ def test_reload_under_wrk_loses_no_request(masters, site_root, engine):
     error or non-2xx answer (an idle connection's close at a graceful stop used to
     cost one read error per connection)."""
     m = masters("--root", str(site_root), "--engine", engine, "--workers", "1").wait_banner()
-    wrk = subprocess.Popen(["wrk", "-t1", "-c10", "-d4s", "http://127.0.0.1:%d/hello.txt" % m.port],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wrk = subprocess.Popen(
+        ["wrk", "-t1", "-c10", "-d4s", "http://127.0.0.1:%d/hello.txt" % m.port],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        for delay in (1.0, 1.5):   # reloads at about 1 s and 2.5 s of wrk's 4
+        for delay in (1.0, 1.5):  # reloads at about 1 s and 2.5 s of wrk's 4
             time.sleep(delay)
             mark = len(m.lines)
             m.p.send_signal(signal.SIGHUP)
@@ -263,8 +278,7 @@ def test_reload_under_wrk_loses_no_request(masters, site_root, engine):
 
 
 def test_a_new_generation_that_fails_leaves_the_old_one_serving(masters, app_dir):
-    m = masters("--wsgi", "relapp:wsgi", "--workers", "1", "--processes", "2",
-                cwd=app_dir).wait_banner()
+    m = masters("--wsgi", "relapp:wsgi", "--workers", "1", "--processes", "2", cwd=app_dir).wait_banner()
     assert wait_for(lambda: len(m.children()) == 2)
     old = m.children()
     with open(os.path.join(app_dir, "relapp.py"), "w") as f:
@@ -277,7 +291,7 @@ def test_a_new_generation_that_fails_leaves_the_old_one_serving(masters, app_dir
     for _ in range(10):
         value, pid = fetch(m.port).body.decode().split()
         assert value == "one" and int(pid) in old
-    with open(os.path.join(app_dir, "relapp.py"), "w") as f:   # fixed: the next HUP works
+    with open(os.path.join(app_dir, "relapp.py"), "w") as f:  # fixed: the next HUP works
         f.write(APP_SRC)
     with open(os.path.join(app_dir, "value.txt"), "w") as f:
         f.write("two\n")
@@ -291,13 +305,22 @@ def test_a_new_generation_that_fails_leaves_the_old_one_serving(masters, app_dir
 
 # -- TERM/INT, the pid file, a process that dies -----------------------------------------
 
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_term_and_int_stop_every_process_and_remove_the_pid_file(masters, app_dir, tmp_path,
-                                                                 sig):
+def test_term_and_int_stop_every_process_and_remove_the_pid_file(masters, app_dir, tmp_path, sig):
     pid_file = tmp_path / "server.pid"
-    m = masters("--wsgi", "relapp:wsgi", "--workers", "1", "--processes", "2",
-                "--pid-file", str(pid_file), cwd=app_dir).wait_banner()
-    assert int(pid_file.read_text()) == m.pid    # the master's, not a server process's
+    m = masters(
+        "--wsgi",
+        "relapp:wsgi",
+        "--workers",
+        "1",
+        "--processes",
+        "2",
+        "--pid-file",
+        str(pid_file),
+        cwd=app_dir,
+    ).wait_banner()
+    assert int(pid_file.read_text()) == m.pid  # the master's, not a server process's
     assert wait_for(lambda: len(m.children()) == 2)
     kids = m.children()
     assert fetch(m.port).status == 200
@@ -311,8 +334,9 @@ def test_term_and_int_stop_every_process_and_remove_the_pid_file(masters, app_di
 
 
 def test_a_killed_process_is_replaced(masters, app_dir, engine):
-    m = masters("--wsgi", "relapp:wsgi", "--engine", engine, "--workers", "1",
-                "--processes", "2", cwd=app_dir).wait_banner()
+    m = masters(
+        "--wsgi", "relapp:wsgi", "--engine", engine, "--workers", "1", "--processes", "2", cwd=app_dir
+    ).wait_banner()
     assert wait_for(lambda: len(m.children()) == 2)
     kids = m.children()
     mark = len(m.lines)
@@ -321,8 +345,7 @@ def test_a_killed_process_is_replaced(masters, app_dir, engine):
     assert "process %d killed by SIGKILL" % kids[0] in line
     assert wait_for(lambda: len(m.children()) == 2 and kids[0] not in m.children(), timeout=20)
     replacement = (set(m.children()) - set(kids)).pop()
-    assert wait_for(lambda: fetch(m.port).body.decode().split()[1] == str(replacement),
-                    timeout=20)
+    assert wait_for(lambda: fetch(m.port).body.decode().split()[1] == str(replacement), timeout=20)
     # killed again at once: the back-off grows instead of spinning
     mark = len(m.lines)
     os.kill(replacement, signal.SIGKILL)
@@ -334,17 +357,30 @@ def test_a_start_up_failure_is_one_line_and_a_nonzero_exit(app_dir):
     with open(os.path.join(app_dir, "lifespan.py"), "w") as f:
         f.write(LIFESPAN_FAILS)
     for processes in ("1", "2"):
-        p = subprocess.run(CLI + ["serve", "--port", str(free_port()), "--asgi", "lifespan:app",
-                                  "--workers", "1", "--processes", processes],
-                           cwd=app_dir, capture_output=True, timeout=60)
+        p = subprocess.run(
+            CLI
+            + [
+                "serve",
+                "--port",
+                str(free_port()),
+                "--asgi",
+                "lifespan:app",
+                "--workers",
+                "1",
+                "--processes",
+                processes,
+            ],
+            cwd=app_dir,
+            capture_output=True,
+            timeout=60,
+        )
         err = p.stderr.decode().strip()
         assert p.returncode == 1 and len(err.splitlines()) == 1, err
         assert "ASGI startup failed: no database" in err and "Traceback" not in err, err
 
 
 def test_a_master_killed_outright_takes_its_processes_down(masters, app_dir):
-    m = masters("--wsgi", "relapp:wsgi", "--workers", "1", "--processes", "2",
-                cwd=app_dir).wait_banner()
+    m = masters("--wsgi", "relapp:wsgi", "--workers", "1", "--processes", "2", cwd=app_dir).wait_banner()
     assert wait_for(lambda: len(m.children()) == 2)
     kids = m.children()
     m.p.kill()
@@ -358,45 +394,64 @@ def test_a_master_killed_outright_takes_its_processes_down(masters, app_dir):
             except ProcessLookupError:
                 pass
         return True
+
     assert wait_for(gone, timeout=20)
 
 
 # -- sockets handed in ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_systemd_socket_activation(masters, app_dir, processes):
     port = free_port()
-    m = masters("--wsgi", "relapp:env", "--workers", "1", "--processes", processes,
-                argv=["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "PYTHONPATH"]
-                + socket_activate_env_args("MINGINX_ENGINES") + CLI + ["serve"],
-                cwd=app_dir, listen=False, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                    p for p in [os.getcwd(), os.environ.get("PYTHONPATH")] if p)))
+    m = masters(
+        "--wsgi",
+        "relapp:env",
+        "--workers",
+        "1",
+        "--processes",
+        processes,
+        argv=["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "PYTHONPATH"]
+        + socket_activate_env_args("MINGINX_ENGINES")
+        + CLI
+        + ["serve"],
+        cwd=app_dir,
+        listen=False,
+        env=dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH")] if p),
+        ),
+    )
     m.wait_line("Listening on 127.0.0.1:%d" % port)
     # the tool starts the server at the first connection; that connection is served
     r = fetch(port)
     m.wait_banner()
     assert "http://127.0.0.1:%d" % port in m.banner
     listen_fds, remote, server_port = r.body.decode().split("|")
-    assert listen_fds == "None"   # unset: the server processes and the app never see it
+    assert listen_fds == "None"  # unset: the server processes and the app never see it
     assert remote == "127.0.0.1" and server_port == str(port)
     for _ in range(10):
         assert fetch(port).status == 200
     if processes == "2":
-        assert len(m.children()) == 2   # execed: the tool's pid is the master's
+        assert len(m.children()) == 2  # execed: the tool's pid is the master's
     assert m.stop() == 0
 
 
 def socket_activated(cwd, fd_setup, *args):
     """The CLI with fd 3 set up by the shell and LISTEN_PID naming it (exec keeps the pid)."""
     script = '%s LISTEN_FDS=1 LISTEN_PID=$$ exec "$@"' % fd_setup
-    return subprocess.run(["sh", "-c", script, "sh"] + CLI + ["serve"] + list(args), cwd=cwd,
-                          capture_output=True, timeout=60)
+    return subprocess.run(
+        ["sh", "-c", script, "sh"] + CLI + ["serve"] + list(args), cwd=cwd, capture_output=True, timeout=60
+    )
 
 
-@pytest.mark.parametrize("fd_setup,needle", [
-    ("exec 3</etc/hostname;", "fd 3) is not a socket"),
-    ("exec 3<&-;", "not an open file descriptor"),
-])
+@pytest.mark.parametrize(
+    "fd_setup,needle",
+    [
+        ("exec 3</etc/hostname;", "fd 3) is not a socket"),
+        ("exec 3<&-;", "not an open file descriptor"),
+    ],
+)
 def test_a_bad_socket_handed_in_is_one_line(app_dir, fd_setup, needle):
     p = socket_activated(app_dir, fd_setup, "--workers", "1")
     err = p.stderr.decode().strip()
@@ -408,9 +463,21 @@ def test_inherited_fd(masters, app_dir, engine):
     s.bind(("127.0.0.1", 0))
     s.listen()
     port = s.getsockname()[1]
-    m = masters("--fd", str(s.fileno()), "--wsgi", "relapp:env", "--engine", engine,
-                "--workers", "1", "--processes", "2", cwd=app_dir, listen=False,
-                pass_fds=(s.fileno(),)).wait_banner()
+    m = masters(
+        "--fd",
+        str(s.fileno()),
+        "--wsgi",
+        "relapp:env",
+        "--engine",
+        engine,
+        "--workers",
+        "1",
+        "--processes",
+        "2",
+        cwd=app_dir,
+        listen=False,
+        pass_fds=(s.fileno(),),
+    ).wait_banner()
     s.close()
     assert "http://127.0.0.1:%d" % port in m.banner
     for _ in range(10):
@@ -422,27 +489,51 @@ def test_inherited_fd(masters, app_dir, engine):
 def test_a_bad_fd_is_one_line(app_dir, kind):
     s = socket.socket(type=socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
     fd = s.fileno() if kind != "unopened" else 900
-    p = subprocess.run(CLI + ["serve", "--fd", str(fd), "--workers", "1"], cwd=app_dir,
-                       pass_fds=(s.fileno(),), capture_output=True, timeout=60)
+    p = subprocess.run(
+        CLI + ["serve", "--fd", str(fd), "--workers", "1"],
+        cwd=app_dir,
+        pass_fds=(s.fileno(),),
+        capture_output=True,
+        timeout=60,
+    )
     s.close()
     err = p.stderr.decode().strip()
-    needle = {"udp": "not a stream", "not listening": "not listening",
-              "unopened": "not an open file descriptor"}[kind]
+    needle = {
+        "udp": "not a stream",
+        "not listening": "not listening",
+        "unopened": "not an open file descriptor",
+    }[kind]
     assert p.returncode == 1 and len(err.splitlines()) == 1 and needle in err, err
 
 
 def curl_unix(path, url):
-    return subprocess.run(["curl", "-s", "--unix-socket", path, "-w", "\n%{http_code}", url],
-                          capture_output=True, timeout=30, env=tool_env()).stdout.decode()
+    return subprocess.run(
+        ["curl", "-s", "--unix-socket", path, "-w", "\n%{http_code}", url],
+        capture_output=True,
+        timeout=30,
+        env=tool_env(),
+    ).stdout.decode()
 
 
 def test_unix_socket(masters, app_dir, engine):
     path = os.path.join(app_dir, "s.sock")
     stale = socket.socket(socket.AF_UNIX)
-    stale.bind(path)   # a socket file nobody listens on: a server that is gone
+    stale.bind(path)  # a socket file nobody listens on: a server that is gone
     stale.close()
-    m = masters("--uds", path, "--wsgi", "relapp:env", "--engine", engine, "--workers", "1",
-                "--processes", "2", cwd=app_dir, listen=False).wait_banner()
+    m = masters(
+        "--uds",
+        path,
+        "--wsgi",
+        "relapp:env",
+        "--engine",
+        engine,
+        "--workers",
+        "1",
+        "--processes",
+        "2",
+        cwd=app_dir,
+        listen=False,
+    ).wait_banner()
     assert "on unix:%s " % path in m.banner
     # the handler sees nginx's unix: for the peer, and no port
     assert curl_unix(path, "http://x/") == "None|unix:|0\n200"
@@ -452,15 +543,20 @@ def test_unix_socket(masters, app_dir, engine):
     assert p.returncode == 1 and len(err.splitlines()) == 1 and "in use" in err, err
     assert curl_unix(path, "http://x/").endswith("200")
     assert m.stop() == 0
-    assert not os.path.exists(path)   # removed at exit
+    assert not os.path.exists(path)  # removed at exit
 
 
 def test_unix_socket_static_files(masters, site_root, engine, tmp_path):
     path = str(tmp_path / "s.sock")
-    m = masters("--uds", path, "--root", str(site_root), "--engine", engine, "--workers", "1",
-                listen=False).wait_banner()
-    out = subprocess.run(["curl", "-s", "--unix-socket", path, "http://x/50mib.bin"], env=tool_env(),
-                         capture_output=True, timeout=60).stdout
+    m = masters(
+        "--uds", path, "--root", str(site_root), "--engine", engine, "--workers", "1", listen=False
+    ).wait_banner()
+    out = subprocess.run(
+        ["curl", "-s", "--unix-socket", path, "http://x/50mib.bin"],
+        env=tool_env(),
+        capture_output=True,
+        timeout=60,
+    ).stdout
     assert out == (site_root / "50mib.bin").read_bytes()
     assert curl_unix(path, "http://x/nope").endswith("404")
     assert m.stop() == 0
@@ -476,6 +572,7 @@ def test_uds_never_removes_a_file_that_is_not_a_socket(tmp_path):
 
 
 # -- --user / --group ---------------------------------------------------------------------
+
 
 def free_privileged_port():
     for port in range(1000, 600, -1):
@@ -496,12 +593,22 @@ def test_user_nobody_drops_root_after_binding(masters, app_dir):
     port = free_privileged_port()
     if port is None:
         pytest.skip("no free port below 1024 on 127.0.0.1")
-    m = masters("--wsgi", "relapp:wsgi", "--user", "nobody", "--workers", "1",
-                "--processes", "2", cwd=app_dir, port=port).wait_banner()
+    m = masters(
+        "--wsgi",
+        "relapp:wsgi",
+        "--user",
+        "nobody",
+        "--workers",
+        "1",
+        "--processes",
+        "2",
+        cwd=app_dir,
+        port=port,
+    ).wait_banner()
     assert wait_for(lambda: len(m.children()) == 2)
     for pid in m.children():
-        assert uid_of(pid) == [NOBODY] * 4   # real, effective, saved, filesystem
-    assert uid_of(m.pid) == [0] * 4   # the master stays root, as nginx's (it serves nothing)
+        assert uid_of(pid) == [NOBODY] * 4  # real, effective, saved, filesystem
+    assert uid_of(m.pid) == [0] * 4  # the master stays root, as nginx's (it serves nothing)
     assert fetch(port).body.decode().startswith("one ")
     # a reload re-imports the app as nobody, on the port it can no longer bind
     with open(os.path.join(app_dir, "value.txt"), "w") as f:
@@ -520,27 +627,33 @@ def test_a_root_the_user_cannot_read_is_one_line(tmp_path):
         pytest.skip("needs root to switch users")
     root = tmp_path / "private"
     root.mkdir(mode=0o700)
-    p = subprocess.run(CLI + ["serve", "--port", str(free_port()), "--root", str(root),
-                              "--user", "nobody"], capture_output=True, timeout=60)
+    p = subprocess.run(
+        CLI + ["serve", "--port", str(free_port()), "--root", str(root), "--user", "nobody"],
+        capture_output=True,
+        timeout=60,
+    )
     err = p.stderr.decode().strip()
     assert p.returncode == 1 and len(err.splitlines()) == 1, err
     assert "root %r is not readable by user nobody" % str(root) in err, err
 
 
-AS_NOBODY = '''
+AS_NOBODY = """
 import os, sys
 # imported as root: the interpreter's own files may be root's alone (pyenv under /root)
 import encodings.idna, minginx_cffi._master
 from minginx_cffi.cli import main
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 main(sys.argv[1:])
-'''
+"""
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--user", "root"], "need root to switch to root"),
-    (["--user", "nobody", "--port", "-"], None),   # names who we are: no error from --user
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--user", "root"], "need root to switch to root"),
+        (["--user", "nobody", "--port", "-"], None),  # names who we are: no error from --user
+    ],
+)
 def test_user_when_not_root(args, needle):
     if os.geteuid() != 0:
         pytest.skip("needs root to become nobody first")
@@ -548,8 +661,7 @@ def test_user_when_not_root(args, needle):
     args = [port if a == "-" else a for a in args]
     if needle is None:
         # the bundled demo site: site_root's parent is root's alone
-        m = Master(*args, argv=[sys.executable, "-c", AS_NOBODY, "serve", "--workers", "1"],
-                   listen=False)
+        m = Master(*args, argv=[sys.executable, "-c", AS_NOBODY, "serve", "--workers", "1"], listen=False)
         try:
             m.wait_banner()
             assert fetch(int(port), "/").status == 200
@@ -558,27 +670,31 @@ def test_user_when_not_root(args, needle):
         finally:
             m.kill()
         return
-    p = subprocess.run([sys.executable, "-c", AS_NOBODY, "serve", "--port", port] + args,
-                       capture_output=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-c", AS_NOBODY, "serve", "--port", port] + args, capture_output=True, timeout=60
+    )
     err = p.stderr.decode().strip()
     assert p.returncode == 1 and len(err.splitlines()) == 1 and needle in err, err
 
 
 # -- every bad input: one line, a non-zero exit -------------------------------------------
 
-@pytest.mark.parametrize("args,needle", [
-    (["--user", "no-such-user-here"], "unknown user 'no-such-user-here'"),
-    (["--group", "no-such-group-here"], "unknown group 'no-such-group-here'"),
-    (["--fd", "-1"], "--fd"),
-    (["--fd", "abc"], "--fd"),
-    (["--fd", "0", "--uds", "/tmp/x.sock"], "not both"),
-    (["--uds", "/tmp/minginx-x.sock", "--accept", "reuseport"], "reuseport"),
-    (["--uds", "/nonexistent/dir/s.sock"], "cannot listen on unix:/nonexistent/dir/s.sock"),
-    (["--uds", "/tmp/" + "x" * 200], "cannot listen on unix:"),
-])
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--user", "no-such-user-here"], "unknown user 'no-such-user-here'"),
+        (["--group", "no-such-group-here"], "unknown group 'no-such-group-here'"),
+        (["--fd", "-1"], "--fd"),
+        (["--fd", "abc"], "--fd"),
+        (["--fd", "0", "--uds", "/tmp/x.sock"], "not both"),
+        (["--uds", "/tmp/minginx-x.sock", "--accept", "reuseport"], "reuseport"),
+        (["--uds", "/nonexistent/dir/s.sock"], "cannot listen on unix:/nonexistent/dir/s.sock"),
+        (["--uds", "/tmp/" + "x" * 200], "cannot listen on unix:"),
+    ],
+)
 def test_bad_process_flags_one_line_nonzero(args, needle):
-    p = subprocess.run(CLI + ["serve", "--port", str(free_port())] + args, capture_output=True,
-                       timeout=60)
+    p = subprocess.run(CLI + ["serve", "--port", str(free_port())] + args, capture_output=True, timeout=60)
     err = p.stderr.decode().strip()
     assert p.returncode in (1, 2), err
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err

@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from conftest import Conn, free_port, wait_for
-
 from minginx_cffi import procstats
 from minginx_cffi.procstats import SharedStats
 
@@ -31,7 +30,7 @@ def counts(requests, **more):
 def test_a_child_publishes_into_the_parents_region():
     shared = SharedStats(2, 2)
     pid = os.fork()
-    if pid == 0:   # what a child's worker does, in another process
+    if pid == 0:  # what a child's worker does, in another process
         shared.publish(1, 1, counts(7, coroutines_alive=3, ready_max=4))
         os._exit(0)
     os.waitpid(pid, 0)
@@ -50,8 +49,8 @@ def test_fold_retires_slots_for_the_next_generation():
     assert shared.read(0)[0] == procstats.zero() and shared.read(1)[0] == procstats.zero()
     retired = shared.retired()[0]
     assert retired["requests"] == 9 and retired["ready_max"] == 9
-    assert retired["coroutines_alive"] == 0           # a gauge: gone with its process
-    shared.publish(0, 0, counts(1))                  # the next generation counts on
+    assert retired["coroutines_alive"] == 0  # a gauge: gone with its process
+    shared.publish(0, 0, counts(1))  # the next generation counts on
     assert shared.snapshot()["total"]["requests"] == 10
     table = shared.table().splitlines()
     # slot 1 was folded and nobody counts in it now (a master's idle bank): not a row
@@ -62,11 +61,13 @@ def test_fold_retires_slots_for_the_next_generation():
 
 def test_the_c_and_python_layouts_agree():
     from minginx_cffi._minginx import ffi
+
     assert ffi.sizeof("mg_stats") == procstats.ENTRY_SIZE
 
 
 def test_stats_slot_is_checked():
     from minginx_cffi import Server, ServerError
+
     with pytest.raises(ServerError, match="stats_slot"):
         Server(stats_slot=(SharedStats(1, 1), 1))
     with pytest.raises(ServerError, match="stats_slot"):
@@ -84,17 +85,33 @@ def test_single_process_stats_have_a_total(make_server, engine):
 
 def test_processes_read_as_one_server(site_root, engine):
     port = free_port()
-    p = subprocess.Popen(CLI + ["serve", "--port", str(port), "--root", str(site_root),
-                                "--engine", engine, "--workers", "1", "--processes", "2",
-                                "--stats"], env=ENV, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        CLI
+        + [
+            "serve",
+            "--port",
+            str(port),
+            "--root",
+            str(site_root),
+            "--engine",
+            engine,
+            "--workers",
+            "1",
+            "--processes",
+            "2",
+            "--stats",
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert "processes 2" in p.stdout.readline().decode()
         made = 0
 
         def stats():
             nonlocal made
-            made += 1   # this request is counted once it is answered, not in its own JSON
+            made += 1  # this request is counted once it is answered, not in its own JSON
             return json.loads(Conn(port).request("GET", "/_minginx/stats").body)
 
         # new connections until the kernel has given each process some (SO_REUSEPORT
@@ -107,11 +124,12 @@ def test_processes_read_as_one_server(site_root, engine):
         d = stats()
         assert len(d["processes"]) == 2 and d["process"] in (0, 1)
         assert all(pr["requests"] > 0 for pr in d["processes"]), d["processes"]
+
         # any process's endpoint shows the whole server; the other process publishes
         # before it next sleeps, so its last answer may be a moment behind
         def whole(d):
-            return d["total"]["requests"] == sum(pr["requests"] for pr in d["processes"]) \
-                == made - 1
+            return d["total"]["requests"] == sum(pr["requests"] for pr in d["processes"]) == made - 1
+
         assert wait_for(lambda: whole(stats()), timeout=5)
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=20)
@@ -124,10 +142,10 @@ def test_processes_read_as_one_server(site_root, engine):
     assert all(PREFIX.match(l) for l in lines), err
     text = [PREFIX.sub("", l) for l in lines]
     heads = [t for t in text if t.split()[:1] == ["worker"] and "reqs" in t]
-    assert len(heads) == 1, err                      # ONE table, the parent's
+    assert len(heads) == 1, err  # ONE table, the parent's
     cols = heads[0].split()
     rows = {t.split()[0]: t.split() for t in text if re.match(r"\s*(p\d\.w\d|all)\s", t)}
     assert set(rows) == {"p0.w0", "p1.w0", "all"}, err
     reqs = cols.index("reqs")
-    assert int(rows["all"][reqs]) == made            # every request, every process
+    assert int(rows["all"][reqs]) == made  # every request, every process
     assert int(rows["p0.w0"][reqs]) > 0 and int(rows["p1.w0"][reqs]) > 0

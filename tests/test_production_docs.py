@@ -11,14 +11,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
 from conftest import Conn, free_port, socket_activate_env_args, tool_env, wait_for
 
-DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
-                   "production.md")
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "production.md")
 CLI = [sys.executable, "-m", "minginx_cffi"]
 COMBINED = re.compile(r'^(\S+) - (\S+) \[([^\]]+)\] "([^"]*)" (\d{3}) (\d+) "([^"]*)" "([^"]*)"$')
 
@@ -34,8 +32,7 @@ def unit(name):
     """A unit file of the page (the ini block after its file name) as {key: value}."""
     with open(DOC) as f:
         text = f.read()
-    m = re.search(r"`/etc/systemd/system/%s`:\n\n```ini\n(.*?)^```$" % re.escape(name), text,
-                  re.S | re.M)
+    m = re.search(r"`/etc/systemd/system/%s`:\n\n```ini\n(.*?)^```$" % re.escape(name), text, re.S | re.M)
     assert m, name
     return dict(line.split("=", 1) for line in m.group(1).splitlines() if "=" in line)
 
@@ -57,11 +54,13 @@ def box():
 
 def localise(text, box):
     """The page's paths, put in the box."""
-    return (text.replace("/usr/local/bin/minginx-cffi", " ".join(map(shlex.quote, CLI)))
-            .replace("/srv/www", os.path.join(box, "www"))
-            .replace("/var/log/minginx", os.path.join(box, "log"))
-            .replace("/run/minginx.pid", os.path.join(box, "run", "minginx.pid"))
-            .replace("/run/minginx.sock", os.path.join(box, "run", "minginx.sock")))
+    return (
+        text.replace("/usr/local/bin/minginx-cffi", " ".join(map(shlex.quote, CLI)))
+        .replace("/srv/www", os.path.join(box, "www"))
+        .replace("/var/log/minginx", os.path.join(box, "log"))
+        .replace("/run/minginx.pid", os.path.join(box, "run", "minginx.pid"))
+        .replace("/run/minginx.sock", os.path.join(box, "run", "minginx.sock"))
+    )
 
 
 def command(line, box):
@@ -115,20 +114,26 @@ def get(port, path="/"):
 
 def log_lines(path, n, timeout=10):
     """The file's lines once it has n of them (the writer thread hands them over within 1 s)."""
-    assert wait_for(lambda: os.path.exists(path) and len(open(path).read().splitlines()) >= n,
-                    timeout=timeout), open(path).read() if os.path.exists(path) else "no file"
+    assert wait_for(
+        lambda: os.path.exists(path) and len(open(path).read().splitlines()) >= n, timeout=timeout
+    ), open(path).read() if os.path.exists(path) else "no file"
     return open(path).read().splitlines()
 
 
-@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
-                    reason="systemd-socket-activate is not installed (apt-get install systemd)")
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None,
+    reason="systemd-socket-activate is not installed (apt-get install systemd)",
+)
 def test_the_systemd_units_serve_reload_and_stop(box):
     socket_unit, service = unit("minginx.socket"), unit("minginx.service")
     listen = socket_unit["ListenStream"]
     assert re.fullmatch(r"127\.0\.0\.1:\d+", listen)
     port = free_port()
-    argv = ["systemd-socket-activate", "-l", "127.0.0.1:%d" % port] + \
-        socket_activate_env_args("PYTHONPATH") + shlex.split(localise(service["ExecStart"], box))
+    argv = (
+        ["systemd-socket-activate", "-l", "127.0.0.1:%d" % port]
+        + socket_activate_env_args("PYTHONPATH")
+        + shlex.split(localise(service["ExecStart"], box))
+    )
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["KillSignal"] == "SIGTERM"
     # systemd-socket-activate starts the server when the first connection comes
@@ -141,8 +146,8 @@ def test_the_systemd_units_serve_reload_and_stop(box):
         assert c.request("GET", "/index.html").status == 200
         c.close()
         pid = int(open(os.path.join(box, "run", "minginx.pid")).read())
-        assert pid == srv.p.pid   # systemd-socket-activate execs the server: $MAINPID
-        os.kill(pid, signal.SIGHUP)   # ExecReload
+        assert pid == srv.p.pid  # systemd-socket-activate execs the server: $MAINPID
+        os.kill(pid, signal.SIGHUP)  # ExecReload
         assert wait_for(lambda: get(port, "/").status == 200)
         lines = log_lines(os.path.join(box, "log", "access.log"), 2)
         assert all(COMBINED.match(line) for line in lines), lines
@@ -154,8 +159,9 @@ def test_the_systemd_units_serve_reload_and_stop(box):
         srv.kill()
 
 
-@pytest.mark.skipif(shutil.which("logrotate") is None,
-                    reason="logrotate is not installed (apt-get install logrotate)")
+@pytest.mark.skipif(
+    shutil.which("logrotate") is None, reason="logrotate is not installed (apt-get install logrotate)"
+)
 def test_the_logrotate_configuration_loses_no_line(box):
     conf = [b for b in blocks("conf") if b.startswith("/var/log/minginx/access.log {")]
     assert len(conf) == 1
@@ -164,17 +170,35 @@ def test_the_logrotate_configuration_loses_no_line(box):
         f.write(localise(conf[0], box))
     port = free_port()
     log = os.path.join(box, "log", "access.log")
-    srv = Running(CLI + ["serve", "--root", os.path.join(box, "www"), "--port", str(port),
-                         "--workers", "1", "--access-log", log,
-                         "--pid-file", os.path.join(box, "run", "minginx.pid")])
+    srv = Running(
+        CLI
+        + [
+            "serve",
+            "--root",
+            os.path.join(box, "www"),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--access-log",
+            log,
+            "--pid-file",
+            os.path.join(box, "run", "minginx.pid"),
+        ]
+    )
     try:
         for _ in range(5):
             assert get(port, "/index.html").status == 200
         assert len(log_lines(log, 5)) == 5
-        r = subprocess.run(["logrotate", "-f", "-s", os.path.join(box, "state"), conf_path],
-                           capture_output=True, text=True, timeout=30, env=tool_env())
+        r = subprocess.run(
+            ["logrotate", "-f", "-s", os.path.join(box, "state"), conf_path],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=tool_env(),
+        )
         assert r.returncode == 0, r.stderr
-        rotated = log + ".1"   # delaycompress: the newest rotation stays plain
+        rotated = log + ".1"  # delaycompress: the newest rotation stays plain
         assert os.path.exists(rotated)
         # postrotate's USR1 made the server open a new file; what comes now goes there
         assert wait_for(lambda: os.path.exists(log))
@@ -188,8 +212,9 @@ def test_the_logrotate_configuration_loses_no_line(box):
         srv.kill()
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/sbin/nginx"),
-                    reason="nginx is not installed (apt-get install nginx-light)")
+@pytest.mark.skipif(
+    not os.path.exists("/usr/sbin/nginx"), reason="nginx is not installed (apt-get install nginx-light)"
+)
 def test_nginx_in_front_over_the_unix_socket(box):
     uds_line = [line for b in blocks("sh") for line in b.splitlines() if "--uds" in line]
     assert len(uds_line) == 1
@@ -202,23 +227,31 @@ def test_nginx_in_front_over_the_unix_socket(box):
         tmp = os.path.join(box, "nginx")
         os.mkdir(tmp)
         with open(os.path.join(tmp, "nginx.conf"), "w") as f:
-            f.write("daemon off;\nworker_processes 1;\npid %s/nginx.pid;\nerror_log %s/error.log;\n"
-                    "events { worker_connections 64; }\nhttp {\n access_log off;\n"
-                    " client_body_temp_path %s; proxy_temp_path %s;\n%s}\n"
-                    % (tmp, tmp, tmp, tmp, conf))
-        nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", os.path.join(tmp, "nginx.conf"),
-                                  "-p", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            f.write(
+                "daemon off;\nworker_processes 1;\npid %s/nginx.pid;\nerror_log %s/error.log;\n"
+                "events { worker_connections 64; }\nhttp {\n access_log off;\n"
+                " client_body_temp_path %s; proxy_temp_path %s;\n%s}\n" % (tmp, tmp, tmp, tmp, conf)
+            )
+        nginx = subprocess.Popen(
+            ["/usr/sbin/nginx", "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
         def up():
             try:
                 return get(port, "/index.html").status == 200
             except OSError:
                 return False
+
         if not wait_for(up, timeout=10):
             nginx.terminate()
             err = nginx.communicate(timeout=10)[1].decode()
-            log = open(os.path.join(tmp, "error.log")).read() if os.path.exists(
-                os.path.join(tmp, "error.log")) else ""
+            log = (
+                open(os.path.join(tmp, "error.log")).read()
+                if os.path.exists(os.path.join(tmp, "error.log"))
+                else ""
+            )
             pytest.fail("nginx in front does not answer: %s %s" % (err, log))
         assert get(port, "/index.html").body == b"<h1>production</h1>\n"
         # the client nginx saw (127.0.0.1, from X-Forwarded-For), not "unix:"
@@ -231,7 +264,7 @@ def test_nginx_in_front_over_the_unix_socket(box):
             nginx.wait(10)
         assert srv.stop() == 0
         srv.kill()
-    assert not os.path.exists(os.path.join(box, "run", "minginx.sock"))   # removed at exit
+    assert not os.path.exists(os.path.join(box, "run", "minginx.sock"))  # removed at exit
 
 
 def test_dropping_root_as_the_page_says(box):
@@ -240,15 +273,18 @@ def test_dropping_root_as_the_page_says(box):
     line = [line for b in blocks("sh") for line in b.splitlines() if "--user" in line]
     assert len(line) == 1
     port = free_port()
-    argv = command(line[0].replace("--host 0.0.0.0 --port 80",
-                                   "--host 127.0.0.1 --port %d" % port), box)
+    argv = command(line[0].replace("--host 0.0.0.0 --port 80", "--host 127.0.0.1 --port %d" % port), box)
     srv = Running(argv)
     try:
         assert get(port, "/").status == 200
         import pwd
+
         uid = pwd.getpwnam("www-data").pw_uid
-        kids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-                if status(pid).get("PPid") == str(srv.p.pid)]
+        kids = [
+            pid
+            for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+            if status(pid).get("PPid") == str(srv.p.pid)
+        ]
         assert kids and all(status(pid)["Uid"].split() == [str(uid)] * 4 for pid in kids)
         assert srv.stop() == 0
     finally:

@@ -11,13 +11,13 @@ TOOL = os.path.join(TREE, "tools", "readme_usage.py")
 
 
 def test_readme_usage_block_agrees_with_help():
-    p = subprocess.run([sys.executable, TOOL, "--check"], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run([sys.executable, TOOL, "--check"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-@pytest.mark.parametrize("flag", ["--switch", "--accept", "--defer-accept", "--log-level",
-                                  "--processes", "--threads"])
+@pytest.mark.parametrize(
+    "flag", ["--switch", "--accept", "--defer-accept", "--log-level", "--processes", "--threads"]
+)
 def test_readme_names_every_flag(flag):
     with open(os.path.join(TREE, "README.md"), encoding="utf-8") as f:
         assert "  " + flag + " " in f.read()

@@ -2,8 +2,8 @@
 targets answered before any handler, chunked framing as strict as the head, safe redirects,
 body timeouts, the absolute-form's authority, dates for any mtime (issue 12)."""
 
-import json
 import email.utils
+import json
 import os
 import re
 import select
@@ -19,12 +19,14 @@ from conftest import raw, split_responses, status_of
 
 def echo_app(seen):
     """A WSGI app that records what it saw and echoes it back as JSON."""
+
     def app(environ, start_response):
         got = {k: environ.get(k, "") for k in ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "HTTP_HOST")}
         got["body"] = environ["wsgi.input"].read().decode("latin-1")
         seen.append(got)
         start_response("200 OK", [("Content-Type", "application/json")])
         return [json.dumps(got).encode()]
+
     return app
 
 
@@ -34,6 +36,7 @@ def body_of(resp):
 
 # ------------------------------------------------ 1. path-less targets (defect 1)
 
+
 def test_connect_never_sees_another_clients_request(make_server):
     """One worker, so the request buffer is reused: a CONNECT right after another client's
     request once echoed that client's PATH_INFO and QUERY_STRING."""
@@ -41,8 +44,14 @@ def test_connect_never_sees_another_clients_request(make_server):
     srv = make_server(wsgi=echo_app(seen), root=None, workers=1)
     secret = b"s3cr3t-" + os.urandom(6).hex().encode()
     for target in (b"a:1", b"[::1]:1", b"example.com:443"):
-        resp = raw(srv.port, b"GET /private/" + secret + b"?token=" + secret +
-                   b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        resp = raw(
+            srv.port,
+            b"GET /private/"
+            + secret
+            + b"?token="
+            + secret
+            + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
         assert status_of(resp) == 200 and body_of(resp)["QUERY_STRING"] == "token=" + secret.decode()
         resp = raw(srv.port, b"CONNECT " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert status_of(resp) == 501, resp
@@ -59,8 +68,9 @@ PATHLESS = [
 ]
 
 
-@pytest.mark.parametrize("req,status", PATHLESS, ids=["connect", "connect-ipv6", "options-star",
-                                                      "options-absolute-no-path"])
+@pytest.mark.parametrize(
+    "req,status", PATHLESS, ids=["connect", "connect-ipv6", "options-star", "options-absolute-no-path"]
+)
 def test_no_handler_sees_a_pathless_request(make_server, req, status):
     """CONNECT: 501 (RFC 9110 9.3.6, 15.6.2); OPTIONS *: the server's OPTIONS answer with Allow
     (9.3.7).  Neither reaches a handler, and the connection goes on with the next request."""
@@ -77,24 +87,27 @@ def test_no_handler_sees_a_pathless_request(make_server, req, status):
     assert len(got) == 2 and got[1][0] == 200
 
 
-@pytest.mark.parametrize("req", [
-    b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n",            # CONNECT takes authority-form only
-    b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n",             # its port is required
-    b"CONNECT a: HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"CONNECT u@a:1 HTTP/1.1\r\nHost: a\r\n\r\n",         # no userinfo (RFC 9110 4.2.4)
-    b"CONNECT http://a:1/ HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"CONNECT * HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET a:1 HTTP/1.1\r\nHost: a\r\n\r\n",               # authority-form is CONNECT's
-    b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",         # an http URI needs a host (9110 4.2.1)
-    b"GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET http://a:x/ HTTP/1.1\r\nHost: a\r\n\r\n",       # port = *DIGIT
-    b"GET http://[]/ HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET http://a%zz/ HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a:b\r\n\r\n",                # Host is uri-host [ ":" port ]
-    b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a%\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "req",
+    [
+        b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n",  # CONNECT takes authority-form only
+        b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n",  # its port is required
+        b"CONNECT a: HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"CONNECT u@a:1 HTTP/1.1\r\nHost: a\r\n\r\n",  # no userinfo (RFC 9110 4.2.4)
+        b"CONNECT http://a:1/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"CONNECT * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET a:1 HTTP/1.1\r\nHost: a\r\n\r\n",  # authority-form is CONNECT's
+        b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",  # an http URI needs a host (9110 4.2.1)
+        b"GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://a:x/ HTTP/1.1\r\nHost: a\r\n\r\n",  # port = *DIGIT
+        b"GET http://[]/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://a%zz/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a:b\r\n\r\n",  # Host is uri-host [ ":" port ]
+        b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a%\r\n\r\n",
+    ],
+)
 def test_authority_grammar(make_server, req):
     seen = []
     srv = make_server(wsgi=echo_app(seen), root=None)
@@ -190,13 +203,14 @@ def test_chunk_larger_than_max_body_is_413_at_once(make_server):
     srv = make_server(wsgi=echo_app([]), root=None, max_body=1000, header_timeout=5.0)
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=4.0)
     try:
-        s.sendall(CHUNKED_HEAD + b"3e9\r\n")   # 1001 bytes
+        s.sendall(CHUNKED_HEAD + b"3e9\r\n")  # 1001 bytes
         assert status_of(s.recv(65536)) == 413
     finally:
         s.close()
 
 
 # ---------------------------------------------------------- 3. redirects (defect 7)
+
 
 @pytest.fixture(scope="module")
 def redirect_root():
@@ -209,20 +223,23 @@ def redirect_root():
     shutil.rmtree(root)
 
 
-@pytest.mark.parametrize("target,location", [
-    (b"//evil.example/../docs", b"/docs/"),
-    (b"//evil.example/..//docs?x=1", b"/docs/?x=1"),
-    (b"/\\evil.example/../docs", b"/docs/"),
-    (b"/%2F%2Fevil.example/../docs", b"/docs/"),
-    (b"/%5Cevil.example/../docs", b"/docs/"),
-    (b"//docs", b"/docs/"),
-    (b"///evil.example", b"/evil.example/"),
-    (b"/./evil.example", b"/evil.example/"),
-    (b"/sp%20ace", b"/sp%20ace/"),
-    (b"/pct%2541", b"/pct%2541/"),
-    (b"/docs?a=%0d%0aX:1&b=\"<>\\", b"/docs/?a=%0d%0aX:1&b=%22%3C%3E%5C"),
-    (b"http://evil.example//evil.example/../docs", b"/docs/"),
-])
+@pytest.mark.parametrize(
+    "target,location",
+    [
+        (b"//evil.example/../docs", b"/docs/"),
+        (b"//evil.example/..//docs?x=1", b"/docs/?x=1"),
+        (b"/\\evil.example/../docs", b"/docs/"),
+        (b"/%2F%2Fevil.example/../docs", b"/docs/"),
+        (b"/%5Cevil.example/../docs", b"/docs/"),
+        (b"//docs", b"/docs/"),
+        (b"///evil.example", b"/evil.example/"),
+        (b"/./evil.example", b"/evil.example/"),
+        (b"/sp%20ace", b"/sp%20ace/"),
+        (b"/pct%2541", b"/pct%2541/"),
+        (b'/docs?a=%0d%0aX:1&b="<>\\', b"/docs/?a=%0d%0aX:1&b=%22%3C%3E%5C"),
+        (b"http://evil.example//evil.example/../docs", b"/docs/"),
+    ],
+)
 def test_slash_redirect_stays_on_this_host(make_server, redirect_root, target, location):
     srv = make_server(root=redirect_root)
     resp = raw(srv.port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -233,6 +250,7 @@ def test_slash_redirect_stays_on_this_host(make_server, redirect_root, target, l
 
 
 # -------------------------------------------- 4. Expect and body timeouts (defect 8)
+
 
 def test_no_100_continue_to_http10(make_server):
     """RFC 9110 15.2: never a 1xx to an HTTP/1.0 client (10.1.1: it ignores the expectation)."""
@@ -260,8 +278,10 @@ def test_100_continue_to_http11(make_server):
     srv = make_server(wsgi=echo_app([]), root=None)
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=5.0)
     try:
-        s.sendall(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
-                  b"Connection: close\r\n\r\n")
+        s.sendall(
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\n"
+        )
         assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
     finally:
         s.close()
@@ -271,8 +291,11 @@ def test_100_continue_to_http11(make_server):
 def test_body_that_stops_is_408(make_server, chunked):
     """A body that stops arriving for header_timeout gets 408 and a close, not a silent close."""
     srv = make_server(wsgi=echo_app([]), root=None, header_timeout=1.0)
-    head = CHUNKED_HEAD + b"a\r\nxxxxx" if chunked else \
-        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nxxxxx"
+    head = (
+        CHUNKED_HEAD + b"a\r\nxxxxx"
+        if chunked
+        else b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nxxxxx"
+    )
     t0 = time.monotonic()
     resp = raw(srv.port, head, timeout=6.0)
     assert status_of(resp) == 408, resp
@@ -286,7 +309,7 @@ def test_body_timeout_is_per_read(make_server):
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=6.0)
     try:
         s.sendall(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\nConnection: close\r\n\r\n")
-        for _ in range(8):   # 8 x 0.3 s: well past one header_timeout in all
+        for _ in range(8):  # 8 x 0.3 s: well past one header_timeout in all
             time.sleep(0.3)  # pacing the client, not waiting for the server
             s.sendall(b"y")
         out = b""
@@ -303,14 +326,27 @@ def test_body_timeout_is_per_read(make_server):
 
 # ------------------------------------------------ 5. absolute-form wins (defect 9)
 
-@pytest.mark.parametrize("req,host,path,query", [
-    (b"GET http://target.example:81/p/q?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n",
-     "target.example:81", "/p/q", "x=1"),
-    (b"GET HTTPS://Target.example?x=2 HTTP/1.1\r\nHost: other.example\r\n\r\n",
-     "Target.example", "/", "x=2"),
-    (b"GET http://[::1]:8/ HTTP/1.1\r\nHost: other.example\r\n\r\n", "[::1]:8", "/", ""),
-    (b"GET http://t.example/p HTTP/1.0\r\n\r\n", "t.example", "/p", ""),
-], ids=["port-and-query", "no-path", "ipv6", "http10-no-host"])
+
+@pytest.mark.parametrize(
+    "req,host,path,query",
+    [
+        (
+            b"GET http://target.example:81/p/q?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n",
+            "target.example:81",
+            "/p/q",
+            "x=1",
+        ),
+        (
+            b"GET HTTPS://Target.example?x=2 HTTP/1.1\r\nHost: other.example\r\n\r\n",
+            "Target.example",
+            "/",
+            "x=2",
+        ),
+        (b"GET http://[::1]:8/ HTTP/1.1\r\nHost: other.example\r\n\r\n", "[::1]:8", "/", ""),
+        (b"GET http://t.example/p HTTP/1.0\r\n\r\n", "t.example", "/p", ""),
+    ],
+    ids=["port-and-query", "no-path", "ipv6", "http10-no-host"],
+)
 def test_absolute_form_authority_replaces_host(make_server, req, host, path, query):
     """RFC 9112 3.2.2: the server MUST ignore Host and use the target's authority."""
     seen = []
@@ -322,6 +358,7 @@ def test_absolute_form_authority_replaces_host(make_server, req, host, path, que
 
 def test_absolute_form_host_in_app_headers(make_server):
     from minginx_cffi import App
+
     app = App()
 
     @app.route("/h")
@@ -335,8 +372,10 @@ def test_absolute_form_host_in_app_headers(make_server):
 
 # ------------------------------------------- 6. dates for any mtime (issue 12, item 12)
 
-IMF = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
-                 r"\d{4} \d\d:\d\d:\d\d GMT\Z")
+IMF = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"\d{4} \d\d:\d\d:\d\d GMT\Z"
+)
 
 
 @pytest.fixture(scope="module")
@@ -345,8 +384,13 @@ def far_mtime_root():
     if not os.path.isdir("/dev/shm"):
         pytest.skip("no /dev/shm: no file system here keeps a mtime past year 2446")
     root = tempfile.mkdtemp(prefix="minginx-mtime-", dir="/dev/shm")
-    times = {"y10000.txt": 253402300800, "two40.txt": 2 ** 40, "two62.txt": 2 ** 62,
-             "neg40.txt": -2 ** 40, "y9999.txt": 253402300799}
+    times = {
+        "y10000.txt": 253402300800,
+        "two40.txt": 2**40,
+        "two62.txt": 2**62,
+        "neg40.txt": -(2**40),
+        "y9999.txt": 253402300799,
+    }
     for name, t in times.items():
         p = os.path.join(root, name)
         with open(p, "wb") as f:
@@ -359,20 +403,30 @@ def far_mtime_root():
     shutil.rmtree(root)
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("y10000.txt", "date"),
-    ("two40.txt", "date"),
-    ("two62.txt", "date"),
-    ("neg40.txt", "Mon, 01 Jan 0001 00:00:00 GMT"),
-    ("y9999.txt", "date"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("y10000.txt", "date"),
+        ("two40.txt", "date"),
+        ("two62.txt", "date"),
+        ("neg40.txt", "Mon, 01 Jan 0001 00:00:00 GMT"),
+        ("y9999.txt", "date"),
+    ],
+)
 def test_far_mtime_dates(make_server, far_mtime_root, name, expected):
     """Last-Modified is always a valid 29-byte IMF-fixdate (years outside 1..9999 clamped),
     never later than Date (RFC 9110 8.8.2.1: a future mtime is replaced by the Date), and
     the connection goes on."""
     srv = make_server(root=far_mtime_root)
-    resp = raw(srv.port, b"GET /" + name.encode() + b" HTTP/1.1\r\nHost: a\r\n\r\n" +
-               b"GET /" + name.encode() + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    resp = raw(
+        srv.port,
+        b"GET /"
+        + name.encode()
+        + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+        + b"GET /"
+        + name.encode()
+        + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
     got = split_responses(resp)
     assert [g[0] for g in got] == [200, 200], resp
     lm = got[0][1]["last-modified"]

@@ -12,11 +12,11 @@ fuzzer found are the named cases at the end, end to end on both engines.
 import http
 import random
 
-import pytest
-
 import fuzz_response
-from conftest import Conn, get
+import pytest
 from fuzz_response import Bytes, Int, check
+
+from conftest import Conn, get
 from minginx_cffi import App, Response
 from minginx_cffi._dispatch import flatten_fields
 
@@ -26,32 +26,32 @@ CL, TE, CONN = b"Content-Length", b"Transfer-Encoding", b"Connection"
 TRICKY = [
     (200, b"", [], True),
     (200, b"OK", [(b"Content-Type", b"text/plain")], True),
-    (199, b"", [], False),                            # 1xx is the server's (RFC 9110 15.2)
-    (600, b"", [], False),                            # not an HTTP status (RFC 9110 15)
+    (199, b"", [], False),  # 1xx is the server's (RFC 9110 15.2)
+    (600, b"", [], False),  # not an HTTP status (RFC 9110 15)
     (-1, b"", [], False),
-    (2 ** 31 - 1, b"", [], False),
-    (200, b"OK\r\nSet-Cookie: x=1", [], False),       # issue 12 #2: a forged line
+    (2**31 - 1, b"", [], False),
+    (200, b"OK\r\nSet-Cookie: x=1", [], False),  # issue 12 #2: a forged line
     (200, b"O\nK", [], False),
     (200, b"O\0K", [], False),
     (200, b"O\x7fK", [], False),
-    (200, b"\tfine \xe9", [], True),                  # HTAB, SP, obs-text (RFC 9112 4)
+    (200, b"\tfine \xe9", [], True),  # HTAB, SP, obs-text (RFC 9112 4)
     (200, b"", [(b"X", b"a\r\nSet-Cookie: x=1")], False),
     (200, b"", [(b"X", b"a\nb")], False),
     (200, b"", [(b"X", b"a\rb")], False),
-    (200, b"", [(b"X", b"a\0b")], False),             # an extra NUL in the C block
+    (200, b"", [(b"X", b"a\0b")], False),  # an extra NUL in the C block
     (200, b"", [(b"X\0Y", b"v")], False),
     (200, b"", [(b"X", b"a\0"), (b"Y", b"b")], False),
     (200, b"", [(b"", b"v")], False),
     (200, b"", [(b"X Y", b"v")], False),
     (200, b"", [(b"X:", b"v")], False),
-    (200, b"", [(b"Content-Length ", b"5")], False),   # whitespace before the colon
+    (200, b"", [(b"Content-Length ", b"5")], False),  # whitespace before the colon
     (200, b"", [(b"X\xe9", b"v")], False),
-    (200, b"", [(b"X", b"\t \t")], True),             # stripped to empty
+    (200, b"", [(b"X", b"\t \t")], True),  # stripped to empty
     (200, b"", [(b"X", b"  a b  ")], True),
     (200, b"", [(b"X", b"\xff\x80")], True),
     (200, b"", [(CL, b"5")], True),
     (200, b"", [(CL, b" 5\t")], True),
-    (200, b"", [(CL, b"5"), (b"content-length", b"05")], True),   # one number, sent once
+    (200, b"", [(CL, b"5"), (b"content-length", b"05")], True),  # one number, sent once
     (200, b"", [(CL, b"5"), (CL, b"6")], False),
     (200, b"", [(CL, b"5, 5")], False),
     (200, b"", [(CL, b"+5")], False),
@@ -59,7 +59,7 @@ TRICKY = [
     (200, b"", [(CL, b"")], False),
     (200, b"", [(CL, b"1" * 18)], True),
     (200, b"", [(CL, b"1" * 19)], False),
-    (200, b"", [(CL, b"\xd9\xa5")], False),            # not an ASCII digit
+    (200, b"", [(CL, b"\xd9\xa5")], False),  # not an ASCII digit
     (200, b"", [(TE, b"chunked")], False),
     (200, b"", [(b"transfer-ENCODING", b"")], False),
     (200, b"", [(CL, b"5"), (TE, b"chunked")], False),
@@ -69,15 +69,27 @@ TRICKY = [
     (200, b"", [(CONN, b"close;x")], True),
     (200, b"", [(CONN, b"foo close")], True),
     (200, b"", [(CONN, b"\tclose\t")], True),
-    (200, b"", [(b"Keep-Alive", b"timeout=5"), (b"Proxy-Connection", b"x"), (b"TE", b"x"),
-                (b"Trailer", b"x"), (b"Upgrade", b"h2c"), (b"Date", b"x"), (b"Server", b"x")], True),
+    (
+        200,
+        b"",
+        [
+            (b"Keep-Alive", b"timeout=5"),
+            (b"Proxy-Connection", b"x"),
+            (b"TE", b"x"),
+            (b"Trailer", b"x"),
+            (b"Upgrade", b"h2c"),
+            (b"Date", b"x"),
+            (b"Server", b"x"),
+        ],
+        True,
+    ),
     (204, b"", [(CL, b"5")], True),
     (Int(418), b"", [], True),
     (True, b"", [], False),
     (200, Bytes(b"OK"), [], True),
-    (200, bytearray(b"OK"), [], False),               # cffi takes no bytearray for char *
+    (200, bytearray(b"OK"), [], False),  # cffi takes no bytearray for char *
     (200, "OK", [], False),
-    (200, b"", [(b"X", "v")], False),                 # a str has no one right encoding
+    (200, b"", [(b"X", "v")], False),  # a str has no one right encoding
     (200, b"", [("X", b"v")], False),
     (200, b"", [(b"X", None)], False),
     (200, b"", [(b"X", 5)], False),
@@ -85,8 +97,9 @@ TRICKY = [
 ]
 
 
-@pytest.mark.parametrize("status, reason, fields, sent", TRICKY,
-                         ids=["%d-%r" % (i, c[:3]) for i, c in enumerate(TRICKY)])
+@pytest.mark.parametrize(
+    "status, reason, fields, sent", TRICKY, ids=["%d-%r" % (i, c[:3]) for i, c in enumerate(TRICKY)]
+)
 @pytest.mark.parametrize("kind", [list, tuple, iter])
 def test_tricky_heads_agree(status, reason, fields, sent, kind):
     got = check(status, reason, fields, kind)
@@ -96,8 +109,9 @@ def test_tricky_heads_agree(status, reason, fields, sent, kind):
 
 def test_what_is_sent():
     """The lines themselves, for a few cases (the rest is agreement and well-formedness)."""
-    head, length, close = check(200, b"", [(b"X", b"  a b\t"), (CL, b" 7 "), (CONN, b"Close"),
-                                           (b"Date", b"x"), (b"Y", b"")])
+    head, length, close = check(
+        200, b"", [(b"X", b"  a b\t"), (CL, b" 7 "), (CONN, b"Close"), (b"Date", b"x"), (b"Y", b"")]
+    )
     assert (head, length, close) == (b"HTTP/1.1 200 OK\r\nX: a b\r\nY: \r\n", 7, True)
     assert check(404, b"", []) == (b"HTTP/1.1 404 Not Found\r\n", -1, False)
 
@@ -111,6 +125,7 @@ def test_random_heads_agree(seed):
 
 # ------------------------------------- the disagreements the fuzzer found
 
+
 def test_fields_from_a_generator_are_counted():
     """flatten_fields took len(fields): a one-shot iterable of fields (handler_fields in
     the port takes any iterable) raised TypeError, a 500 on the C engine only."""
@@ -119,7 +134,7 @@ def test_fields_from_a_generator_are_counted():
 
 
 def test_an_option_list_with_spaces_closes_on_both():
-    """"foo close" is no valid Connection list (RFC 9110 7.6.1); C closed on it, the
+    """ "foo close" is no valid Connection list (RFC 9110 7.6.1); C closed on it, the
     port kept the connection open.  Both read it as closing (the safe reading)."""
     assert check(200, b"", [(CONN, b"foo close")])[2] is True
     assert check(200, b"", [(CONN, b"keep-alive\tclose")])[2] is True
@@ -153,8 +168,13 @@ def test_connection_foo_close_closes_on_both_engines(make_server):
 async def _teapot(scope, receive, send):
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": http.HTTPStatus.IM_A_TEAPOT,
-                "headers": [(b"content-type", b"text/plain")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": http.HTTPStatus.IM_A_TEAPOT,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"short and stout"})
 
 
@@ -162,5 +182,3 @@ def test_an_asgi_httpstatus_is_answered_on_both_engines(make_server):
     srv = make_server(asgi=_teapot, root=None, workers=1)
     r = get(srv.port, "/")
     assert (r.status, r.body) == (418, b"short and stout")
-
-

@@ -151,12 +151,27 @@ def test_symlink_followed_when_asked(make_server, connect, outside_secret):
 
 
 TRAVERSAL = [
-    "/../secret.txt", "/../../../../etc/passwd", "/%2e%2e/secret.txt", "/%2E%2E/secret.txt",
-    "/sub/../../secret.txt", "/sub/%2e%2e/%2e%2e/secret.txt", "/..%2fsecret.txt",
-    "/%2e%2e%2fsecret.txt", "/..%5csecret.txt", "/..\\secret.txt", "/.%2e/secret.txt",
-    "/%252e%252e/secret.txt", "/%c0%ae%c0%ae/secret.txt", "/%c0%af../secret.txt",
-    "/./../secret.txt", "//../secret.txt", "/sub/./../../secret.txt", "/..;/secret.txt",
-    "/%2e%2e%00/secret.txt", "/etc/passwd", "/sub/..%2f..%2fsecret.txt",
+    "/../secret.txt",
+    "/../../../../etc/passwd",
+    "/%2e%2e/secret.txt",
+    "/%2E%2E/secret.txt",
+    "/sub/../../secret.txt",
+    "/sub/%2e%2e/%2e%2e/secret.txt",
+    "/..%2fsecret.txt",
+    "/%2e%2e%2fsecret.txt",
+    "/..%5csecret.txt",
+    "/..\\secret.txt",
+    "/.%2e/secret.txt",
+    "/%252e%252e/secret.txt",
+    "/%c0%ae%c0%ae/secret.txt",
+    "/%c0%af../secret.txt",
+    "/./../secret.txt",
+    "//../secret.txt",
+    "/sub/./../../secret.txt",
+    "/..;/secret.txt",
+    "/%2e%2e%00/secret.txt",
+    "/etc/passwd",
+    "/sub/..%2f..%2fsecret.txt",
 ]
 
 
@@ -174,14 +189,17 @@ def test_dot_segments_inside_root_are_normalised(server, connect):
     assert c.request("GET", "//hello.txt").body == b"hello world\n"
 
 
-@pytest.mark.parametrize("path,status,body", [
-    ("/sub/..", 200, INDEX),                             # the root, as a directory
-    ("/sub/..%2f", 200, INDEX),                          # the same with an encoded slash
-    ("/sub/.", 200, b"<p>sub index</p>\n"),              # /sub/, not a 301 to /sub/./
-    ("/sub%2f", 200, b"<p>sub index</p>\n"),
-    ("/hello.txt/.", 404, None),                         # a file asked for as a directory
-    ("/sub/page.html/..", 200, b"<p>sub index</p>\n"),
-])
+@pytest.mark.parametrize(
+    "path,status,body",
+    [
+        ("/sub/..", 200, INDEX),  # the root, as a directory
+        ("/sub/..%2f", 200, INDEX),  # the same with an encoded slash
+        ("/sub/.", 200, b"<p>sub index</p>\n"),  # /sub/, not a 301 to /sub/./
+        ("/sub%2f", 200, b"<p>sub index</p>\n"),
+        ("/hello.txt/.", 404, None),  # a file asked for as a directory
+        ("/sub/page.html/..", 200, b"<p>sub index</p>\n"),
+    ],
+)
 def test_dot_segments_at_the_end_name_a_directory(server, connect, path, status, body):
     """A path ending in "/", "/." or "/.." (decoded) names a directory, as in nginx."""
     r = connect(server.port).request("GET", path)
@@ -190,13 +208,16 @@ def test_dot_segments_at_the_end_name_a_directory(server, connect, path, status,
         assert r.body == body
 
 
-@pytest.mark.parametrize("req,status", [
-    (b"GET / HTTP/1.1\r\n\r\n", 400),
-    (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(120)) + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 40000 + b"\r\n\r\n", 431),
-])
+@pytest.mark.parametrize(
+    "req,status",
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(120)) + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 40000 + b"\r\n\r\n", 431),
+    ],
+)
 def test_errors_over_the_wire_then_close(server, req, status):
     out = raw(server.port, req, timeout=5)
     assert status_of(out) == status, out[:200]

@@ -1,4 +1,5 @@
-"""nginx-style static serving: conditional requests, ranges, pre-compressed gzip, the open-file and small-file caches."""
+"""nginx-style static serving: conditional requests, ranges, pre-compressed gzip, the
+open-file and small-file caches."""
 
 import gzip
 import os
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import Conn, wait_for
 
-TEXT = b"".join(b"line %05d of a compressible text file\n" % i for i in range(2000))   # ~76 KiB
+TEXT = b"".join(b"line %05d of a compressible text file\n" % i for i in range(2000))  # ~76 KiB
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_if_none_match_gives_304_without_body(srv):
     assert r2.header("content-length") is None
     # the connection is still in step: the 304 carried no body
     assert c.request("GET", "/small.txt").body == TEXT[:3000]
-    assert get(srv, "/small.txt", {"If-None-Match": '"x", W/' + etag}).status == 304   # weak comparison
+    assert get(srv, "/small.txt", {"If-None-Match": '"x", W/' + etag}).status == 304  # weak comparison
     assert get(srv, "/small.txt", {"If-None-Match": "*"}).status == 304
     assert get(srv, "/small.txt", {"If-None-Match": '"other"'}).status == 200
 
@@ -79,7 +80,7 @@ def test_if_modified_since(srv):
 def test_if_none_match_takes_precedence_over_if_modified_since(srv):
     lm = get(srv, "/big.txt").header("last-modified")
     r = get(srv, "/big.txt", {"If-None-Match": '"nope"', "If-Modified-Since": lm})
-    assert r.status == 200   # RFC 9110 13.2.2: IMS is ignored when INM is present
+    assert r.status == 200  # RFC 9110 13.2.2: IMS is ignored when INM is present
 
 
 def test_if_match_and_if_unmodified_since_give_412(srv):
@@ -99,14 +100,17 @@ def test_head_304(srv):
 
 
 @pytest.mark.parametrize("path,data", [("/big.txt", TEXT), ("/small.txt", TEXT[:3000])])
-@pytest.mark.parametrize("spec,sl", [
-    ("bytes=0-99", slice(0, 100)),
-    ("bytes=100-", slice(100, None)),
-    ("bytes=-50", slice(-50, None)),
-    ("bytes=0-0", slice(0, 1)),
-    ("bytes=10-999999999", slice(10, None)),
-    ("bytes=-999999999", slice(0, None)),
-])
+@pytest.mark.parametrize(
+    "spec,sl",
+    [
+        ("bytes=0-99", slice(0, 100)),
+        ("bytes=100-", slice(100, None)),
+        ("bytes=-50", slice(-50, None)),
+        ("bytes=0-0", slice(0, 1)),
+        ("bytes=10-999999999", slice(10, None)),
+        ("bytes=-999999999", slice(0, None)),
+    ],
+)
 def test_single_range_206(srv, path, data, spec, sl):
     r = get(srv, path, {"Range": spec})
     want = data[sl]
@@ -117,22 +121,25 @@ def test_single_range_206(srv, path, data, spec, sl):
     assert r.header("content-range") == "bytes %d-%d/%d" % (start, start + len(want) - 1, len(data))
 
 
-BLOB = os.urandom(600 * 1024 + 7)   # larger than the corked first piece (256 KiB) twice over
+BLOB = os.urandom(600 * 1024 + 7)  # larger than the corked first piece (256 KiB) twice over
 
 
-@pytest.mark.parametrize("spec,sl", [
-    (None, slice(None)),
-    ("bytes=1000-", slice(1000, None)),                        # the corked piece starts inside
-    ("bytes=262000-262200", slice(262000, 262201)),            # straddles 256 KiB
-    ("bytes=-300000", slice(-300000, None)),
-])
+@pytest.mark.parametrize(
+    "spec,sl",
+    [
+        (None, slice(None)),
+        ("bytes=1000-", slice(1000, None)),  # the corked piece starts inside
+        ("bytes=262000-262200", slice(262000, 262201)),  # straddles 256 KiB
+        ("bytes=-300000", slice(-300000, None)),
+    ],
+)
 def test_large_file_exact_across_the_corked_piece(make_server, tmp_path, spec, sl):
     """The head and the first piece go corked, the rest in sendfile chunks: every byte once."""
     (tmp_path / "blob.bin").write_bytes(BLOB)
     srv = make_server(root=str(tmp_path))
     c = Conn(srv.port)
     try:
-        for _ in range(2):   # keep-alive: the second response must start where the first ended
+        for _ in range(2):  # keep-alive: the second response must start where the first ended
             r = c.request("GET", "/blob.bin", {"Range": spec} if spec else None)
             assert r.status == (206 if spec else 200)
             assert r.body == BLOB[sl]
@@ -158,8 +165,10 @@ def test_if_range(srv):
     assert get(srv, "/big.txt", {"Range": "bytes=0-9", "If-Range": etag}).status == 206
     assert get(srv, "/big.txt", {"Range": "bytes=0-9", "If-Range": '"old"'}).status == 200
     assert get(srv, "/big.txt", {"Range": "bytes=0-9", "If-Range": lm}).status == 206
-    assert get(srv, "/big.txt", {"Range": "bytes=0-9",
-                                 "If-Range": "Sun, 06 Nov 1994 08:49:37 GMT"}).status == 200
+    assert (
+        get(srv, "/big.txt", {"Range": "bytes=0-9", "If-Range": "Sun, 06 Nov 1994 08:49:37 GMT"}).status
+        == 200
+    )
 
 
 def test_head_ignores_range(srv):
@@ -184,7 +193,7 @@ def test_plain_when_gzip_not_acceptable(srv, ae):
     r = get(srv, "/app.js", {"Accept-Encoding": ae} if ae else None)
     assert r.header("content-encoding") is None
     assert r.body == TEXT[:5000]
-    assert r.header("vary") == "Accept-Encoding"   # on every compressible file either way
+    assert r.header("vary") == "Accept-Encoding"  # on every compressible file either way
 
 
 def test_star_accepts_gzip(srv):
@@ -243,8 +252,10 @@ def test_new_gz_is_picked_up(make_server, root):
     srv = make_server(root=str(root))
     assert get(srv, "/small.txt", {"Accept-Encoding": "gzip"}).header("content-encoding") is None
     (root / "small.txt.gz").write_bytes(gzip.compress(TEXT[:3000]))
-    assert wait_for(lambda: get(srv, "/small.txt", {"Accept-Encoding": "gzip"})
-                    .header("content-encoding") == "gzip", timeout=2.5)
+    assert wait_for(
+        lambda: get(srv, "/small.txt", {"Accept-Encoding": "gzip"}).header("content-encoding") == "gzip",
+        timeout=2.5,
+    )
 
 
 def test_cache_hits_are_counted(make_server, root):
@@ -276,11 +287,14 @@ def test_file_with_trailing_slash_is_404(srv):
 
 @pytest.mark.skipif(not shutil.which("curl"), reason="curl not installed")
 def test_curl_compressed_and_range(srv):
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}   # make test-asan's runtime
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # make test-asan's runtime
     url = "http://127.0.0.1:%d/app.js" % srv.port
-    out = subprocess.run(["curl", "-sS", "--compressed", url], capture_output=True, timeout=30,
-                         env=env)
+    out = subprocess.run(["curl", "-sS", "--compressed", url], capture_output=True, timeout=30, env=env)
     assert out.returncode == 0 and out.stdout == TEXT[:5000]
-    out = subprocess.run(["curl", "-sS", "-r", "0-99", "http://127.0.0.1:%d/big.txt" % srv.port],
-                         capture_output=True, timeout=30, env=env)
+    out = subprocess.run(
+        ["curl", "-sS", "-r", "0-99", "http://127.0.0.1:%d/big.txt" % srv.port],
+        capture_output=True,
+        timeout=30,
+        env=env,
+    )
     assert out.returncode == 0 and out.stdout == TEXT[:100]

@@ -38,7 +38,7 @@ def test_the_kept_head_takes_the_new_date_each_second(make_server):
     c = Conn(srv.port)
     first = c.request("GET", "/hello.txt").header("date")
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:   # the clock's next second, not a fixed sleep
+    while time.monotonic() < deadline:  # the clock's next second, not a fixed sleep
         resp = c.request("GET", "/hello.txt")
         if resp.header("date") != first:
             break
@@ -89,7 +89,7 @@ def test_a_send_parked_across_a_second_keeps_its_bytes(make_server):
     Every parked response must still arrive whole, each with a well-formed Date."""
     srv = make_server(workers=1)
     slow = Conn(srv.port)
-    n = 400   # 400 x 6 KiB pipelined, unread: more than the socket buffers hold
+    n = 400  # 400 x 6 KiB pipelined, unread: more than the socket buffers hold
     slow.send(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n" * n)
     other = Conn(srv.port)
     first = other.request("GET", "/index.html").header("date")

@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from minginx_cffi import App
-
 from conftest import Conn
+from minginx_cffi import App
 
 
 def _slow_app(release, entered, closed):
@@ -39,10 +38,11 @@ def _slow_app(release, entered, closed):
         def pieces():
             try:
                 yield b"first,"
-                release.wait(10)       # the iterator blocks between pieces
+                release.wait(10)  # the iterator blocks between pieces
                 yield b"second"
             finally:
                 closed.set()
+
         return pieces()
 
     return app
@@ -74,13 +74,15 @@ def _get(port, path):
 def test_blocking_handlers_do_not_stall_static_files_or_fast_routes(slow_server, site_root):
     srv = slow_server(root=str(site_root))
     results = []
-    threads = [threading.Thread(target=lambda: results.append(_get(srv.port, "/sleep")))
-               for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(_get(srv.port, "/sleep"))) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.2)   # let the four reach their handlers (they sleep 2 s)
-    for path, body in (("/style.css", b"body{color:red}\n"), ("/fast", b"fast"),
-                       ("/hello.txt", b"hello world\n")):
+    time.sleep(0.2)  # let the four reach their handlers (they sleep 2 s)
+    for path, body in (
+        ("/style.css", b"body{color:red}\n"),
+        ("/fast", b"fast"),
+        ("/hello.txt", b"hello world\n"),
+    ):
         t0 = time.monotonic()
         r = _get(srv.port, path)
         took = time.monotonic() - t0
@@ -119,7 +121,7 @@ def test_a_stream_whose_iterator_blocks_between_pieces(slow_server):
     srv = slow_server()
     c = Conn(srv.port)
     c.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-    while b"first," not in c.buf:   # the first piece is out while the iterator blocks
+    while b"first," not in c.buf:  # the first piece is out while the iterator blocks
         c._fill()
     t0 = time.monotonic()
     assert _get(srv.port, "/fast").body == b"fast"
@@ -134,9 +136,9 @@ def test_a_stream_timing_out_mid_body_closes_and_its_iterator_is_closed(slow_ser
     srv = slow_server(handler_timeout=0.5)
     c = Conn(srv.port)
     c.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert c.closed_by_peer(5)       # the head and first piece went out; then the close
+    assert c.closed_by_peer(5)  # the head and first piece went out; then the close
     assert b"first," in c.buf and b"second" not in c.buf
-    srv.release.set()                # the late piece is dropped, the iterator closed
+    srv.release.set()  # the late piece is dropped, the iterator closed
     assert srv.closed.wait(5)
     assert _get(srv.port, "/fast").body == b"fast"
 
@@ -148,9 +150,9 @@ def test_a_client_leaving_while_its_handler_sleeps(slow_server):
     while b"first," not in c.buf:
         c._fill()
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    c.sock.close()                   # RST: the next send fails
+    c.sock.close()  # RST: the next send fails
     srv.release.set()
-    assert srv.closed.wait(5)        # the iterator is closed, in the pool
+    assert srv.closed.wait(5)  # the iterator is closed, in the pool
     assert _get(srv.port, "/fast").body == b"fast"
 
 
@@ -161,7 +163,7 @@ def test_shutdown_with_handlers_in_flight(slow_server):
     t.start()
     assert srv.entered.acquire(timeout=5)
     threading.Timer(0.3, srv.release.set).start()
-    srv.shutdown()                   # waits for the round in flight, then frees
+    srv.shutdown()  # waits for the round in flight, then frees
     t.join()
     assert got and got[0].body == b"slow"
 
@@ -171,16 +173,17 @@ def test_shutdown_past_the_grace_with_a_stuck_handler(slow_server, caplog):
     c = Conn(srv.port)
     c.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
     assert srv.entered.acquire(timeout=5)
-    srv.shutdown()                   # the handler still runs: the engine is left unfreed
+    srv.shutdown()  # the handler still runs: the engine is left unfreed
     # a warning of the "minginx_cffi" logger (an embedded Server logs as a library does)
     assert "still running after the grace period" in caplog.text
-    srv.release.set()                # its late post goes to memory that was never freed
+    srv.release.set()  # its late post goes to memory that was never freed
     time.sleep(0.2)
 
 
 @pytest.mark.parametrize("threads", [0, 3])
 def test_threads_setting_serves_handlers(make_server, threads):
-    srv = make_server(app=_slow_app(threading.Event(), threading.Semaphore(0), threading.Event()),
-                      threads=threads)
+    srv = make_server(
+        app=_slow_app(threading.Event(), threading.Semaphore(0), threading.Event()), threads=threads
+    )
     for _ in range(5):
         assert _get(srv.port, "/fast").body == b"fast"

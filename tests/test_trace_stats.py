@@ -1,4 +1,5 @@
-"""--trace and --stats: the exact order of the happy path's steps, and counters that agree with what was sent."""
+"""--trace and --stats: the exact order of the happy path's steps, and counters that
+agree with what was sent."""
 
 import json
 import os
@@ -25,11 +26,12 @@ class Sink:
 def steps(records, co):
     """Names of the steps for coroutine co, accept/dispatch/fd_batch matched by its fd."""
     from minginx_cffi.trace import EVENTS, YIELD_REASONS
+
     mine = [r for r in records if r[2] == co]
     fd = mine[0][3]
     first_t = mine[0][0]
     pre = [r for r in records if r[2] == 0 and r[3] == fd and r[0] <= first_t]
-    pre = pre[-3:]   # the latest accept, dispatch, fd_batch for that fd
+    pre = pre[-3:]  # the latest accept, dispatch, fd_batch for that fd
     out = []
     for t, worker, c, f, ev, arg in pre + mine:
         name = EVENTS[ev]
@@ -59,8 +61,17 @@ def read_response(s):
     return c.read_response()
 
 
-START = ["accept", "dispatch", "fd_batch", "coroutine_create", "add_to_ready", "schedule",
-         "trampoline_start", "entry", "yield read"]
+START = [
+    "accept",
+    "dispatch",
+    "fd_batch",
+    "coroutine_create",
+    "add_to_ready",
+    "schedule",
+    "trampoline_start",
+    "entry",
+    "yield read",
+]
 WOKEN = ["wake_fd", "add_to_ready", "schedule"]
 END = ["finished", "coroutine_destroy"]
 
@@ -86,7 +97,7 @@ def expect(srv, seq):
 
 def test_trace_one_request(make_server):
     sink = Sink()
-    srv = make_server(trace=sink, workers=1, defer_accept=False)   # the seed's path, step by step
+    srv = make_server(trace=sink, workers=1, defer_accept=False)  # the seed's path, step by step
 
     def script(s):
         s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -104,7 +115,7 @@ def test_trace_one_request_deferred_accept(make_server):
         s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert read_response(s).status == 200
 
-    start = START[:START.index("yield read")]
+    start = START[: START.index("yield read")]
     assert run(srv, sink, script) == expect(srv, start + ["handler_done 200"] + END)
 
 
@@ -129,9 +140,23 @@ def test_trace_keep_alive_pair(make_server):
     cancel = ["yield read", "complete", "add_to_ready", "schedule"] if srv.io == "uring" else []
     assert run(srv, sink, script) == (
         expect(srv, START + WOKEN + ["handler_done 200", "yield read", "add_to_ready", "schedule"])
-        + cancel + expect(srv, ["park"] + END + ["unpark", "coroutine_create", "add_to_ready",
-                                                 "schedule", "trampoline_start", "entry",
-                                                 "handler_done 404"] + END))
+        + cancel
+        + expect(
+            srv,
+            ["park"]
+            + END
+            + [
+                "unpark",
+                "coroutine_create",
+                "add_to_ready",
+                "schedule",
+                "trampoline_start",
+                "entry",
+                "handler_done 404",
+            ]
+            + END,
+        )
+    )
 
 
 def test_trace_pipelined_pair(make_server):
@@ -139,12 +164,15 @@ def test_trace_pipelined_pair(make_server):
     srv = make_server(trace=sink, workers=1, defer_accept=False)
 
     def script(s):
-        s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
-                  b"GET /style.css HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /style.css HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
         assert read_response(s).status == 200
 
-    assert run(srv, sink, script) == expect(srv, START + WOKEN + ["handler_done 200",
-                                                                  "handler_done 200"] + END)
+    assert run(srv, sink, script) == expect(
+        srv, START + WOKEN + ["handler_done 200", "handler_done 200"] + END
+    )
 
 
 def test_stats_endpoint_counters_agree(make_server):
@@ -173,9 +201,9 @@ def test_stats_endpoint_counters_agree(make_server):
     workers = data["workers"]
     assert len(workers) == 2
     assert sum(w["requests"] for w in workers) == sent
-    assert sum(w["connections"] for w in workers) == conns + 1   # and the one asking
+    assert sum(w["connections"] for w in workers) == conns + 1  # and the one asking
     assert sum(w["coroutines_alive"] for w in workers) == 1
-    assert all(w["connections"] >= 2 for w in workers)          # round-robin
+    assert all(w["connections"] >= 2 for w in workers)  # round-robin
     # one read yield per connection at least: each sent half a head first (above)
     assert sum(w["yields"]["read"] for w in workers) >= conns
     assert sum(w["switches"] for w in workers) >= conns
@@ -195,25 +223,50 @@ def test_trace_endpoint_shows_this_connection(make_server):
     names = [e["event"] for e in data["events"]]
     assert data["enabled"] is True
     assert names[:5] == ["fd_batch", "coroutine_create", "add_to_ready", "schedule", "trampoline_start"]
-    assert names.count("handler_done") == 1   # the first request; this one is still being answered
+    assert names.count("handler_done") == 1  # the first request; this one is still being answered
 
 
 def test_cli_trace_prints_steps_and_stats_table(site_root):
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "minginx_cffi", "serve", "--root", str(site_root),
-                          "--port", str(port), "--workers", "1", "--trace", "--stats"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minginx_cffi",
+            "serve",
+            "--root",
+            str(site_root),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--trace",
+            "--stats",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     p.stdout.readline()
     Conn(port).request("GET", "/hello.txt", {"Connection": "close"})
     time.sleep(0.3)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=15)
     assert p.returncode == 0
-    for step in ("accept", "dispatch -> worker 0", "pipe read into fd_batch", "coroutine_create",
-                 "add_to_ready", "trampoline_start", "entry", "handler done (200)", "finished = 1",
-                 "coroutine_destroy"):
+    for step in (
+        "accept",
+        "dispatch -> worker 0",
+        "pipe read into fd_batch",
+        "coroutine_create",
+        "add_to_ready",
+        "trampoline_start",
+        "entry",
+        "handler done (200)",
+        "finished = 1",
+        "coroutine_destroy",
+    ):
         assert step in out, step
-    assert "worker" in err and "reqs" in err and "switches" in err   # the summary table
+    assert "worker" in err and "reqs" in err and "switches" in err  # the summary table
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -222,31 +275,43 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 @pytest.mark.skipif(not CHROMIUM, reason="Chromium is not installed (apt-get install chromium)")
 def test_demo_stats_page_in_a_real_browser(tmp_path):
     from minginx_cffi import Server
-    srv = Server(port=0, workers=2, stats=True, trace="record").start()   # the demo site
+
+    srv = Server(port=0, workers=2, stats=True, trace="record").start()  # the demo site
     try:
         for _ in range(25):
             Conn(srv.port).request("GET", "/index.html")
         # MINGINX_SCREENSHOT=1 refreshes docs/stats-page.png; otherwise the shot stays in tmp
         if os.environ.get("MINGINX_SCREENSHOT"):
-            shot = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "docs", "stats-page.png")
+            shot = os.path.join(
+                os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "stats-page.png"
+            )
         else:
             shot = str(tmp_path / "stats-page.png")
-        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--user-data-dir=%s" % (tmp_path / "profile"),
-                "--virtual-time-budget=4000", "--window-size=1000,1400"]
+        args = [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--user-data-dir=%s" % (tmp_path / "profile"),
+            "--virtual-time-budget=4000",
+            "--window-size=1000,1400",
+        ]
         url = "http://127.0.0.1:%d/stats.html" % srv.port
-        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}   # make test-asan's runtime
-        dom = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=90,
-                             env=env)
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # make test-asan's runtime
+        dom = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=90, env=env)
         assert "worker 0" in dom.stdout and "worker 1" in dom.stdout
         assert 'data-worker="1"' in dom.stdout
         assert "coroutine_create" in dom.stdout and "handler done (200)" in dom.stdout
         total = dom.stdout.split('id="total">', 1)[1].split("<", 1)[0]
         assert int(total.replace(",", "")) >= 25
-        subprocess.run(args + ["--screenshot=%s" % os.path.abspath(shot), url], capture_output=True,
-                       timeout=90, env=env)
+        subprocess.run(
+            args + ["--screenshot=%s" % os.path.abspath(shot), url], capture_output=True, timeout=90, env=env
+        )
         assert os.path.getsize(shot) > 10000
     finally:
         srv.shutdown()
@@ -257,4 +322,5 @@ def test_a_slot_being_rewritten_is_never_drained():
     # record h, in the slot record h - RING had; the drain used to return that
     # slot as record h - RING (first_valid off by one).
     from minginx_cffi._native import lib
+
     assert lib.mg_test_trace_torn() == 0

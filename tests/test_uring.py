@@ -24,9 +24,12 @@ CLI = [sys.executable, "-m", "minginx_cffi"]
 
 def start(*args, env=None):
     port = free_port()
-    p = subprocess.Popen(CLI + ["serve", "--port", str(port)] + list(args),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=dict(os.environ, **(env or {})))
+    p = subprocess.Popen(
+        CLI + ["serve", "--port", str(port)] + list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, **(env or {})),
+    )
     return p, port, p.stdout.readline().decode()
 
 
@@ -37,15 +40,19 @@ def stop(p):
 
 # -- choosing the backend ------------------------------------------------------------------
 
+
 def test_a_kernel_without_io_uring_gives_one_line_and_no_server(site_root):
-    r = subprocess.run(CLI + ["serve", "--io", "uring", "--port", str(free_port()), "--root",
-                              str(site_root)], capture_output=True, timeout=30,
-                       env=dict(os.environ, MINGINX_TEST_NO_URING="1"))
+    r = subprocess.run(
+        CLI + ["serve", "--io", "uring", "--port", str(free_port()), "--root", str(site_root)],
+        capture_output=True,
+        timeout=30,
+        env=dict(os.environ, MINGINX_TEST_NO_URING="1"),
+    )
     err = r.stderr.decode().strip()
     assert r.returncode != 0 and r.stdout == b""
     assert len(err.splitlines()) == 1, err
     assert "--io uring: io_uring is not available: io_uring_setup: Function not implemented" in err
-    assert "seccomp" in err   # the two usual causes are named
+    assert "seccomp" in err  # the two usual causes are named
 
 
 def test_server_refuses_uring_the_same_way(site_root, monkeypatch):
@@ -59,8 +66,11 @@ def test_server_refuses_uring_the_same_way(site_root, monkeypatch):
 def test_the_port_is_epoll_only(site_root):
     with pytest.raises(ServerError, match="pure-Python port is epoll only"):
         Server(root=str(site_root), port=0, engine="python", io="uring")
-    r = subprocess.run(CLI + ["serve", "--engine", "python", "--io", "uring", "--port",
-                              str(free_port())], capture_output=True, timeout=30)
+    r = subprocess.run(
+        CLI + ["serve", "--engine", "python", "--io", "uring", "--port", str(free_port())],
+        capture_output=True,
+        timeout=30,
+    )
     assert r.returncode != 0 and len(r.stderr.decode().strip().splitlines()) == 1
     assert b"epoll only" in r.stderr
 
@@ -68,16 +78,20 @@ def test_the_port_is_epoll_only(site_root):
 def test_io_must_name_a_backend(site_root):
     with pytest.raises(ServerError, match="io must be one of: epoll, uring"):
         Server(root=str(site_root), port=0, io="kqueue")
-    r = subprocess.run(CLI + ["serve", "--io", "kqueue", "--port", str(free_port())],
-                       capture_output=True, timeout=30)
+    r = subprocess.run(
+        CLI + ["serve", "--io", "kqueue", "--port", str(free_port())], capture_output=True, timeout=30
+    )
     assert r.returncode == 2 and b"'kqueue' is not one of 'epoll', 'uring'" in r.stderr
 
 
-@pytest.mark.parametrize("args, env, words", [
-    ((), {}, "io epoll,"),
-    (("--io", "uring"), {}, "io uring (SINGLE_ISSUER|DEFER_TASKRUN),"),
-    (("--io", "uring"), {"MINGINX_TEST_URING_PLAIN": "1"}, "io uring (plain),"),
-])
+@pytest.mark.parametrize(
+    "args, env, words",
+    [
+        ((), {}, "io epoll,"),
+        (("--io", "uring"), {}, "io uring (SINGLE_ISSUER|DEFER_TASKRUN),"),
+        (("--io", "uring"), {"MINGINX_TEST_URING_PLAIN": "1"}, "io uring (plain),"),
+    ],
+)
 def test_the_banner_names_the_backend_and_its_ring(site_root, args, env, words):
     """The plain ring is the fallback for kernels before 6.1 (no DEFER_TASKRUN): it serves
     the same, keep-alive, a parked connection and a file sent with sendfile included."""
@@ -88,13 +102,14 @@ def test_the_banner_names_the_backend_and_its_ring(site_root, args, env, words):
         c = Conn(port)
         for _ in range(3):
             assert c.request("GET", "/hello.txt").body == b"hello world\n"
-            time.sleep(0.05)   # idle: parked between requests
+            time.sleep(0.05)  # idle: parked between requests
         assert c.request("GET", "/1mib.bin").body == (site_root / "1mib.bin").read_bytes()
     finally:
         stop(p)
 
 
 # -- an op in flight when its timer fires or the server stops ------------------------------
+
 
 def uring_server(site_root, **kw):
     kw.setdefault("workers", 1)
@@ -141,7 +156,7 @@ def test_a_send_timeout_cancels_the_send_in_flight(site_root):
         with pytest.raises((ConnectionResetError, socket.timeout)):
             while s.recv(1 << 20):
                 pass
-            raise ConnectionResetError   # EOF: closed, as wanted
+            raise ConnectionResetError  # EOF: closed, as wanted
         assert Conn(srv.port).request("GET", "/hello.txt").status == 200
     finally:
         srv.shutdown()
@@ -162,8 +177,10 @@ def test_shutdown_drains_the_ops_in_flight(site_root):
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(("127.0.0.1", srv.port))
-        s.sendall(b"GET /1mib.bin HTTP/1.1\r\nHost: a\r\n\r\n" +
-                  b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n" * 5000)
+        s.sendall(
+            b"GET /1mib.bin HTTP/1.1\r\nHost: a\r\n\r\n"
+            + b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n" * 5000
+        )
         socks.append(s)
     assert wait_for(lambda: sum(w["yields"]["write"] for w in srv.stats()) >= 2)
     t0 = time.monotonic()

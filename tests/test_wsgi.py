@@ -37,13 +37,18 @@ def stream():
     def gen():
         for i in range(4):
             yield "row %d\n" % i
+
     return flask.Response(flask.stream_with_context(gen()), mimetype="text/plain")
 
 
 @fapp.route("/headers")
 def headers():
-    return {"ua": flask.request.headers.get("User-Agent"), "host": flask.request.host,
-            "remote": flask.request.remote_addr, "path": flask.request.path}
+    return {
+        "ua": flask.request.headers.get("User-Agent"),
+        "host": flask.request.host,
+        "remote": flask.request.remote_addr,
+        "path": flask.request.path,
+    }
 
 
 @fapp.route("/fail")
@@ -66,16 +71,23 @@ def test_flask_routes(fsrv):
 
 def test_flask_form_post(fsrv):
     body = b"a=1&b=hello+world&c=%C3%A9"
-    r = get(fsrv.port, "/form", "POST", {"Content-Type": "application/x-www-form-urlencoded",
-                                         "Content-Length": str(len(body))}, body)
+    r = get(
+        fsrv.port,
+        "/form",
+        "POST",
+        {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": str(len(body))},
+        body,
+    )
     data = json.loads(r.body)
     assert data["a"] == "1" and data["b"] == "hello world" and data["c"] == "é"
 
 
 def test_flask_chunked_upload(fsrv):
     c = Conn(fsrv.port)
-    c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-           b"a\r\n0123456789\r\n5\r\nabcde\r\n0\r\n\r\n")
+    c.send(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"a\r\n0123456789\r\n5\r\nabcde\r\n0\r\n\r\n"
+    )
     assert json.loads(c.read_response().body) == {"size": 15}
     c.close()
 
@@ -90,8 +102,7 @@ def test_flask_streaming_response(fsrv):
 def test_flask_environ(fsrv):
     r = get(fsrv.port, "/headers", headers={"User-Agent": "ua/1", "Host": "example.org:8080"})
     data = json.loads(r.body)
-    assert data == {"ua": "ua/1", "host": "example.org:8080", "remote": "127.0.0.1",
-                    "path": "/headers"}
+    assert data == {"ua": "ua/1", "host": "example.org:8080", "remote": "127.0.0.1", "path": "/headers"}
 
 
 def test_flask_error_is_500_and_serving_goes_on(fsrv):
@@ -122,8 +133,7 @@ def test_bare_wsgi_write_close_and_environ(make_server):
 
     srv = make_server(wsgi=wsgi, root=None)
     c = Conn(srv.port)
-    r = c.request("PUT", "/p%20q/r?x=1&y", {"Content-Length": "4", "X-Foo": "bar", "X_Bad": "no"},
-                  b"data")
+    r = c.request("PUT", "/p%20q/r?x=1&y", {"Content-Length": "4", "X-Foo": "bar", "X_Bad": "no"}, b"data")
     assert r.status == 202 and r.reason == "Accepted Thing" and r.header("x-a") == "1"
     assert r.body == b"written-iter1-iter2"
     assert closed.wait(5)

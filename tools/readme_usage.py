@@ -19,12 +19,17 @@ END = "<!-- usage:end -->"
 
 def help_text():
     """``minginx-cffi serve --help`` of this tree, at a fixed width (click reads COLUMNS)."""
-    env = dict(os.environ, COLUMNS="80", PYTHONPATH=ROOT + os.pathsep + os.environ.get(
-        "PYTHONPATH", ""))
-    env.pop("MINGINX_TEST_SWITCH", None)   # the defaults users get (make test-asan sets it)
-    env.pop("MINGINX_TEST_IO", None)       # (tests/conftest.py's cffi-uring engine sets it)
-    out = subprocess.run([sys.executable, "-m", "minginx_cffi", "serve", "--help"], env=env,
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    env = dict(os.environ, COLUMNS="80", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("MINGINX_TEST_SWITCH", None)  # the defaults users get (make test-asan sets it)
+    env.pop("MINGINX_TEST_IO", None)  # (tests/conftest.py's cffi-uring engine sets it)
+    out = subprocess.run(
+        [sys.executable, "-m", "minginx_cffi", "serve", "--help"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.rstrip("\n") + "\n"
 
 
@@ -39,7 +44,7 @@ def rewrite(readme_text, text):
     start, end = readme_text.find(BEGIN), readme_text.find(END)
     if start < 0 or end < start:
         raise ValueError("README.md has no usage block (%s ... %s)" % (BEGIN, END))
-    return readme_text[:start] + block(text) + readme_text[end + len(END):]
+    return readme_text[:start] + block(text) + readme_text[end + len(END) :]
 
 
 def main(argv):
@@ -48,10 +53,13 @@ def main(argv):
     new = rewrite(old, help_text())
     if "--check" in argv:
         if new != old:
-            sys.stdout.writelines(difflib.unified_diff(
-                old.splitlines(True), new.splitlines(True), "README.md", "serve --help"))
-            print("README's usage block and `minginx-cffi serve --help` disagree: "
-                  "run `make readme-usage`", file=sys.stderr)
+            sys.stdout.writelines(
+                difflib.unified_diff(old.splitlines(True), new.splitlines(True), "README.md", "serve --help")
+            )
+            print(
+                "README's usage block and `minginx-cffi serve --help` disagree: run `make readme-usage`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if new != old:

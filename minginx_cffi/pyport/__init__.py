@@ -18,9 +18,9 @@ share one GIL, so workers here take turns rather than run in parallel.
 
 import time
 
-from .accesslog import AccessLog
 from . import static
 from .acceptor import Acceptor
+from .accesslog import AccessLog
 from .worker import HandlerPool, Worker
 
 __all__ = ["Engine"]
@@ -52,42 +52,78 @@ def _by_time(rec):
 class Engine:
     """Same constructor and methods as minginx_cffi._native.Engine."""
 
-    def __init__(self, root, policy="lifo", stack_size=0, serve_dotfiles=False,
-                 follow_symlinks=False, header_timeout=10.0, keepalive_timeout=15.0,
-                 send_timeout=60.0, max_body=1 << 20, gzip_static=True, open_file_cache=1024,
-                 small_file_cache=16384, dispatch=None, static_files=True, max_connections=0,
-                 trace=False, stats_endpoint=False, switch="ucontext", accept="dispatch", threads=0,
-                 handler_timeout=0.0, access_log_fd=None, access_log_path=None,
-                 access_log_format="combined",
-                 add_headers=b"", error_pages=(), proxy_headers=False,
-                 forwarded_allow=()):
+    def __init__(
+        self,
+        root,
+        policy="lifo",
+        stack_size=0,
+        serve_dotfiles=False,
+        follow_symlinks=False,
+        header_timeout=10.0,
+        keepalive_timeout=15.0,
+        send_timeout=60.0,
+        max_body=1 << 20,
+        gzip_static=True,
+        open_file_cache=1024,
+        small_file_cache=16384,
+        dispatch=None,
+        static_files=True,
+        max_connections=0,
+        trace=False,
+        stats_endpoint=False,
+        switch="ucontext",
+        accept="dispatch",
+        threads=0,
+        handler_timeout=0.0,
+        access_log_fd=None,
+        access_log_path=None,
+        access_log_format="combined",
+        add_headers=b"",
+        error_pages=(),
+        proxy_headers=False,
+        forwarded_allow=(),
+    ):
         if accept != "dispatch":
             raise ValueError("the python engine accepts through dispatch pipes only")
         # As _native.Engine: inline handlers cannot time out (the worker runs them); pooled
         # ones can, every round; an ASGI app until its head (asgiport.py: START rounds only).
         asgi = getattr(dispatch, "asgi", None)
-        self.cfg = dict(root=root, policy=policy, serve_dotfiles=serve_dotfiles,
-                        follow_symlinks=follow_symlinks, header_timeout=header_timeout,
-                        keepalive_timeout=keepalive_timeout, send_timeout=send_timeout,
-                        max_body=max_body, gzip_static=gzip_static,
-                        open_file_cache=open_file_cache, small_file_cache=small_file_cache,
-                        static_files=static_files, max_connections=max_connections,
-                        trace=trace, stats_endpoint=stats_endpoint,
-                        handler_timeout=handler_timeout if threads > 0 or asgi else 0,
-                        add_headers=add_headers or None, proxy_headers=bool(proxy_headers),
-                        forwarded_allow=[n for n in forwarded_allow if n != "*"],
-                        forwarded_allow_all="*" in forwarded_allow,
-                        error_pages=static.error_pages(error_pages))
+        self.cfg = dict(
+            root=root,
+            policy=policy,
+            serve_dotfiles=serve_dotfiles,
+            follow_symlinks=follow_symlinks,
+            header_timeout=header_timeout,
+            keepalive_timeout=keepalive_timeout,
+            send_timeout=send_timeout,
+            max_body=max_body,
+            gzip_static=gzip_static,
+            open_file_cache=open_file_cache,
+            small_file_cache=small_file_cache,
+            static_files=static_files,
+            max_connections=max_connections,
+            trace=trace,
+            stats_endpoint=stats_endpoint,
+            handler_timeout=handler_timeout if threads > 0 or asgi else 0,
+            add_headers=add_headers or None,
+            proxy_headers=bool(proxy_headers),
+            forwarded_allow=[n for n in forwarded_allow if n != "*"],
+            forwarded_allow_all="*" in forwarded_allow,
+            error_pages=static.error_pages(error_pages),
+        )
         # the access log's writer (accesslog.py): the fd is duplicated, the caller keeps its own
-        self.alog = AccessLog(access_log_fd, access_log_path, access_log_format) \
-            if access_log_fd is not None else None
+        self.alog = (
+            AccessLog(access_log_fd, access_log_path, access_log_format)
+            if access_log_fd is not None
+            else None
+        )
         self.started = time.monotonic()
-        self.shared = None      # share_stats: (procstats.SharedStats, this process's slot)
+        self.shared = None  # share_stats: (procstats.SharedStats, this process's slot)
         self.trace_dropped = 0
         self.dispatch = dispatch
         self.pool = HandlerPool(threads) if dispatch is not None and threads > 0 else None
-        self.pipes = []         # each worker's dispatch pipe, for the acceptor
-        self.workers = []       # handles with _native.Worker's interface
+        self.pipes = []  # each worker's dispatch pipe, for the acceptor
+        self.workers = []  # handles with _native.Worker's interface
         self._acceptor = Acceptor(self)
 
     def share_stats(self, shared, slot):
@@ -107,7 +143,7 @@ class Engine:
         for ring in [self._acceptor.ring] + [h._w.ring for h in self.workers]:
             while ring:
                 out.append(ring.popleft())
-        out.sort(key=_by_time)   # stable: each ring keeps its own order within a tie
+        out.sort(key=_by_time)  # stable: each ring keeps its own order within a tie
         return out
 
     def accept_loop(self, listen_fd, wake_fd):
@@ -133,5 +169,5 @@ class Engine:
         self.pipes = []
         self._acceptor.close()
         if self.alog is not None:
-            self.alog.close()   # after the workers handed their lines over
+            self.alog.close()  # after the workers handed their lines over
             self.alog = None

@@ -17,7 +17,7 @@ import time
 from ..trace import EV_ACCEPT, EV_DISPATCH
 
 ACCEPT_BACKOFF = 0.1
-MG_DISPATCH_BATCH = 64   # fds sent to a worker in one write
+MG_DISPATCH_BATCH = 64  # fds sent to a worker in one write
 
 
 class Acceptor:
@@ -29,13 +29,13 @@ class Acceptor:
         self.registered = set()
         self.trace = engine.cfg["trace"]
         self.ring = collections.deque(maxlen=16384)
-        self.queues = []    # per worker: fds accepted, not yet written down its pipe
+        self.queues = []  # per worker: fds accepted, not yet written down its pipe
 
     def dispatch(self, fd):
         """Queue fd for the next worker, round-robin; dispatch_flush() sends the queues."""
         index = self.next_worker % len(self.queues)
         self.next_worker += 1
-        if self.trace:   # before the write: the worker may read it at once
+        if self.trace:  # before the write: the worker may read it at once
             self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_DISPATCH, index))
         self.queues[index].append(fd)
         if len(self.queues[index]) >= MG_DISPATCH_BATCH:
@@ -44,14 +44,14 @@ class Acceptor:
     def _flush_one(self, index):
         fds, self.queues[index] = self.queues[index], []
         pipes = self.engine.pipes
-        data = struct.pack("%di" % len(fds), *fds)   # < PIPE_BUF: all or nothing
-        for k in range(len(pipes)):   # a full pipe passes them to the next worker
+        data = struct.pack("%di" % len(fds), *fds)  # < PIPE_BUF: all or nothing
+        for k in range(len(pipes)):  # a full pipe passes them to the next worker
             try:
                 os.write(pipes[(index + k) % len(pipes)], data)
                 return
             except BlockingIOError:
                 continue
-        for fd in fds:   # every worker is 16,000 connections behind: shed them
+        for fd in fds:  # every worker is 16,000 connections behind: shed them
             os.close(fd)
 
     def dispatch_flush(self):

@@ -1,4 +1,5 @@
-"""accesslog.py - the access log: a line per response, from per-worker buffers through one writer thread (csrc/accesslog.c).
+"""accesslog.py - the access log: a line per response, from per-worker buffers through
+one writer thread (csrc/accesslog.c).
 
 A worker appends each line to its own list (no lock per line) and hands the
 list to the writer thread once it holds MG_ALOG_BUF bytes, or at the end of
@@ -25,7 +26,7 @@ from .front import conn_client
 MG_ALOG_BUF = 64 * 1024
 MG_ALOG_FLUSH_MS = 150
 MG_ALOG_MAX_QUEUED = 4 << 20
-STUCK = 1.0          # seconds: at shutdown, an fd that takes nothing this long
+STUCK = 1.0  # seconds: at shutdown, an fd that takes nothing this long
 PIPE_BUF = select.PIPE_BUF
 MG_MAX_REQUEST_LINE = 8192
 
@@ -44,7 +45,7 @@ def _escape_table():
     """nginx's ngx_http_log_escape: '"', '\\', and bytes outside 0x20..0x7e as \\xHH."""
     t = {}
     for c in range(256):
-        if c < 0x20 or c >= 0x7f or c in (0x22, 0x5c):
+        if c < 0x20 or c >= 0x7F or c in (0x22, 0x5C):
             t[c] = b"\\x%02X" % c
     return t
 
@@ -67,12 +68,12 @@ def escape_json(s):
     out = []
     for ch in text:
         o = ord(ch)
-        if 0x20 <= o < 0x7f:
+        if 0x20 <= o < 0x7F:
             out.append("\\" + ch if ch in '"\\' else ch)
-        elif o < 0x20 or o == 0x7f:
+        elif o < 0x20 or o == 0x7F:
             out.append("\\u%04x" % o)
-        elif 0xdc80 <= o <= 0xdcff:
-            out.append("\\u00%02x" % (o - 0xdc00))
+        elif 0xDC80 <= o <= 0xDCFF:
+            out.append("\\u00%02x" % (o - 0xDC00))
         else:
             out.append(ch)
     return "".join(out).encode("utf-8")
@@ -84,9 +85,20 @@ def time_local(sec):
     off = (tm.tm_gmtoff or 0) // 60
     sign = "-" if off < 0 else "+"
     off = abs(off)
-    return ("%02d/%s/%04d:%02d:%02d:%02d %s%02d%02d" % (
-        tm.tm_mday, _MONTHS[tm.tm_mon - 1], tm.tm_year, tm.tm_hour, tm.tm_min, tm.tm_sec,
-        sign, off // 60, off % 60)).encode("ascii")
+    return (
+        "%02d/%s/%04d:%02d:%02d:%02d %s%02d%02d"
+        % (
+            tm.tm_mday,
+            _MONTHS[tm.tm_mon - 1],
+            tm.tm_year,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec,
+            sign,
+            off // 60,
+            off % 60,
+        )
+    ).encode("ascii")
 
 
 def request_line(data):
@@ -104,16 +116,30 @@ def format_line(json, addr, tl, request, status, body_bytes, referer, ua, time_u
     """One line, as csrc/accesslog.c emit() writes it."""
     if not json:
         return b'%s - - [%s] "%s" %d %d "%s" "%s"\n' % (
-            escape(addr), tl, escape(request) if request is not None else b"-", status,
-            body_bytes, escape(referer) if referer is not None else b"-",
-            escape(ua) if ua is not None else b"-")
+            escape(addr),
+            tl,
+            escape(request) if request is not None else b"-",
+            status,
+            body_bytes,
+            escape(referer) if referer is not None else b"-",
+            escape(ua) if ua is not None else b"-",
+        )
     ms = max(0, time_us) // 1000
-    return (b'{"remote_addr":"%s","remote_user":"","time_local":"%s","request":"%s",'
-            b'"status":%d,"body_bytes_sent":%d,"http_referer":"%s","http_user_agent":"%s",'
-            b'"request_time":%d.%03d}\n') % (
-        escape_json(addr), tl, escape_json(request) if request is not None else b"",
-        status, body_bytes, escape_json(referer) if referer is not None else b"",
-        escape_json(ua) if ua is not None else b"", ms // 1000, ms % 1000)
+    return (
+        b'{"remote_addr":"%s","remote_user":"","time_local":"%s","request":"%s",'
+        b'"status":%d,"body_bytes_sent":%d,"http_referer":"%s","http_user_agent":"%s",'
+        b'"request_time":%d.%03d}\n'
+    ) % (
+        escape_json(addr),
+        tl,
+        escape_json(request) if request is not None else b"",
+        status,
+        body_bytes,
+        escape_json(referer) if referer is not None else b"",
+        escape_json(ua) if ua is not None else b"",
+        ms // 1000,
+        ms % 1000,
+    )
 
 
 class AccessLog:
@@ -128,15 +154,15 @@ class AccessLog:
         self.regular = stat.S_ISREG(os.fstat(self.fd).st_mode)
         self.path = path
         self.cond = threading.Condition()
-        self.queue = []            # [(data, lines)] under cond
-        self.queued = 0            # bytes queued or being written
+        self.queue = []  # [(data, lines)] under cond
+        self.queued = 0  # bytes queued or being written
         self.reopen_asked = False
         self.stop_asked = False
         self.dropped_late = 0
         self.write_error = False
-        self.torn = False          # writer only: a failed write left part of a line
-        self.unclaimed = 0         # lines a write refused, not yet in a log_dropped
-        self.gave_up = False       # stuck at shutdown: the rest is dropped at once
+        self.torn = False  # writer only: a failed write left part of a line
+        self.unclaimed = 0  # lines a write refused, not yet in a log_dropped
+        self.gave_up = False  # stuck at shutdown: the rest is dropped at once
         self.thread = threading.Thread(target=self._run, name="minginx-access-log", daemon=True)
         self.thread.start()
 
@@ -199,7 +225,7 @@ class AccessLog:
                     continue
                 n = min(n, PIPE_BUF)
             try:
-                if self.torn:   # the end of the line a failed write cut
+                if self.torn:  # the end of the line a failed write cut
                     self.torn = os.write(self.fd, b"\n") != 1
                     continue
                 k = os.write(self.fd, view[:n])
@@ -208,10 +234,9 @@ class AccessLog:
             except OSError as e:
                 if not self.write_error:
                     self.write_error = True
-                    log_error("minginx: access log: write: %s; lines are dropped while it fails"
-                              % e.strerror)
-                if len(view) < len(data) and data[len(data) - len(view) - 1] != 0x0a:
-                    self.torn = True   # the cut line is dropped (counted); its start stays
+                    log_error("minginx: access log: write: %s; lines are dropped while it fails" % e.strerror)
+                if len(view) < len(data) and data[len(data) - len(view) - 1] != 0x0A:
+                    self.torn = True  # the cut line is dropped (counted); its start stays
                 return bytes(view).count(b"\n")
             view = view[k:]
             idle_since = None
@@ -222,13 +247,14 @@ class AccessLog:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            log_error("minginx: access log: open(%s): %s; still writing to the old file"
-                      % (self.path, e.strerror))
+            log_error(
+                "minginx: access log: open(%s): %s; still writing to the old file" % (self.path, e.strerror)
+            )
             return
         os.close(self.fd)
         self.fd = fd
         self.regular = stat.S_ISREG(os.fstat(fd).st_mode)
-        self.torn = False   # a cut line stays in the old file
+        self.torn = False  # a cut line stays in the old file
 
     def _run(self):
         cond = self.cond
@@ -259,15 +285,17 @@ class AccessLog:
             self.cond.notify()
         self.thread.join()
         if self.dropped_late:
-            log_error("minginx: access log: %d lines dropped at shutdown: the log took nothing "
-                      "for %d ms" % (self.dropped_late, STUCK * 1000))
-        if self.unclaimed:   # the workers have stopped: no stats will count these
-            log_error("minginx: access log: %d lines dropped at shutdown: the writes failed"
-                      % self.unclaimed)
+            log_error(
+                "minginx: access log: %d lines dropped at shutdown: the log took nothing "
+                "for %d ms" % (self.dropped_late, STUCK * 1000)
+            )
+        if self.unclaimed:  # the workers have stopped: no stats will count these
+            log_error("minginx: access log: %d lines dropped at shutdown: the writes failed" % self.unclaimed)
         os.close(self.fd)
 
 
 # -- the worker's appenders (C: alog_request, alog_rejected, alog_tick) ----------
+
 
 def _append(w, line):
     if w.alog_bytes + len(line) > MG_ALOG_BUF and w.alog_lines:
@@ -305,13 +333,18 @@ def alog_request(co, req, buf, status):
             elif n == 10 and ua is None and name.lower() == b"user-agent":
                 ua = value
     time_us = int((time.monotonic() - co.log_start) * 1e6) if lg.json else 0
-    _append(w, format_line(lg.json, conn_client_addr(co), _time_local(w), request,
-                           status or 499, body, referer, ua, time_us))
+    _append(
+        w,
+        format_line(
+            lg.json, conn_client_addr(co), _time_local(w), request, status or 499, body, referer, ua, time_us
+        ),
+    )
 
 
 def alog_rejected(w, sock_fd, status, body_bytes):
     """The line for a connection turned away without a coroutine (503 busy)."""
     import socket
+
     addr = b"-"
     try:
         s = socket.socket(fileno=os.dup(sock_fd))
@@ -321,8 +354,7 @@ def alog_rejected(w, sock_fd, status, body_bytes):
             s.close()
     except OSError:
         pass
-    _append(w, format_line(w.alog.json, addr, _time_local(w), None, status, body_bytes,
-                           None, None, 0))
+    _append(w, format_line(w.alog.json, addr, _time_local(w), None, status, body_bytes, None, None, 0))
 
 
 def alog_tick(w, force=False):
@@ -342,8 +374,9 @@ def alog_tick(w, force=False):
 
 def _addr_text(sock):
     import socket
+
     if sock.family == socket.AF_UNIX:
-        return b"unix:"   # as nginx writes a Unix-socket client's $remote_addr
+        return b"unix:"  # as nginx writes a Unix-socket client's $remote_addr
     try:
         return sock.getpeername()[0].encode("ascii") or b"-"
     except OSError:

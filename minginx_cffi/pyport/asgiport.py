@@ -31,8 +31,17 @@ import traceback
 from .. import _dispatch
 from .coroutine import MG_TIMER_PYTHON, MG_YIELD_PYTHON
 from .io import send_async
-from .response import (FRAME_CHUNKED, FRAME_LENGTH, FRAME_NONE, Refused, check_status, framing_for,
-                       handler_fields, head_finish, head_start)
+from .response import (
+    FRAME_CHUNKED,
+    FRAME_LENGTH,
+    FRAME_NONE,
+    Refused,
+    check_status,
+    framing_for,
+    handler_fields,
+    head_finish,
+    head_start,
+)
 from .static import send_gateway_timeout
 from .worker import HandlerTimedOut, Job, give_up
 
@@ -45,27 +54,41 @@ class PortReply:
     while a round is open; the coroutine reads what they left (status, head_rest, out,
     more, keep_alive) only after the round is posted back (the post lock orders it)."""
 
-    __slots__ = ("loop", "job", "cycle", "where", "head_only", "minor_version", "keep_alive",
-                 "framing", "length", "sent", "status", "head_rest", "out", "more")
+    __slots__ = (
+        "loop",
+        "job",
+        "cycle",
+        "where",
+        "head_only",
+        "minor_version",
+        "keep_alive",
+        "framing",
+        "length",
+        "sent",
+        "status",
+        "head_rest",
+        "out",
+        "more",
+    )
 
     def __init__(self, loop, where, head_only, minor_version, keep_alive):
         self.loop = loop
-        self.job = None            # the open round, posted back by the answer
-        self.cycle = None          # asgi.Cycle, set on the loop by begin()
+        self.job = None  # the open round, posted back by the answer
+        self.cycle = None  # asgi.Cycle, set on the loop by begin()
         self.where = where
         self.head_only = head_only
         self.minor_version = minor_version
         self.keep_alive = keep_alive
         self.framing, self.length, self.sent = FRAME_NONE, -1, 0
-        self.status = 0            # nonzero: a head to write before out
-        self.head_rest = b""       # the head after the status line and Date
+        self.status = 0  # nonzero: a head to write before out
+        self.head_rest = b""  # the head after the status line and Date
         self.out = b""
-        self.more = False          # the engine takes more pieces (a NEXT round follows)
+        self.more = False  # the engine takes more pieces (a NEXT round follows)
 
     def _post(self, out, more):
         self.out, self.more = out, more
         job, self.job = self.job, None
-        if job is not None:   # None: answered on the worker thread itself (a scope that failed)
+        if job is not None:  # None: answered on the worker thread itself (a scope that failed)
             job.worker.post(job)
         return more
 
@@ -77,8 +100,7 @@ class PortReply:
         try:
             fn(*args)
         except Exception:
-            log.error("minginx: ASGI call for %s failed:\n%s", self.where,
-                      traceback.format_exc().rstrip())
+            log.error("minginx: ASGI call for %s failed:\n%s", self.where, traceback.format_exc().rstrip())
             if self.job is not None:
                 self.keep_alive = False
                 if self.head_rest:
@@ -113,7 +135,8 @@ class PortReply:
         if close:
             self.keep_alive = False
         framing, length, skip, must_close = framing_for(
-            status, length, more, len(body), self.head_only, self.minor_version)
+            status, length, more, len(body), self.head_only, self.minor_version
+        )
         if must_close:
             self.keep_alive = False
         self.framing, self.length = framing, length
@@ -146,9 +169,12 @@ class PortReply:
         over = False
         length = self.length
         if length >= 0 and self.sent + len(data) > length:
-            data = data[:length - self.sent]
-            log.error("minginx: ASGI app for %s: the body is longer than its Content-Length: cut "
-                      "to it, connection closed", self.where)
+            data = data[: length - self.sent]
+            log.error(
+                "minginx: ASGI app for %s: the body is longer than its Content-Length: cut "
+                "to it, connection closed",
+                self.where,
+            )
             self.keep_alive = False
             over = True
         self.sent += len(data)
@@ -159,8 +185,10 @@ class PortReply:
         else:
             out = data
         if last and not over and 0 <= length and self.sent < length:
-            log.error("minginx: ASGI app for %s: the body is shorter than its Content-Length: "
-                      "connection closed", self.where)
+            log.error(
+                "minginx: ASGI app for %s: the body is shorter than its Content-Length: connection closed",
+                self.where,
+            )
             self.keep_alive = False
         return out, over
 
@@ -181,20 +209,20 @@ def _round(co, reply, timed, fn, *args):
     co.py_job = job
     try:
         loop.call_soon_threadsafe(reply.on_loop, fn, *args)
-    except RuntimeError:   # the loop is closed (a stop that could not wait): close
+    except RuntimeError:  # the loop is closed (a stop that could not wait): close
         w.inflight -= 1
         co.py_job = None
         raise ConnectionAbortedError("the ASGI event loop is closed") from None
-    if co.hup:   # the client left before the round opened (sent its request and closed)
+    if co.hup:  # the client left before the round opened (sent its request and closed)
         job.gone()
     if timed:
-        w.timer_set(co, MG_TIMER_PYTHON)   # clears co.timed_out
+        w.timer_set(co, MG_TIMER_PYTHON)  # clears co.timed_out
     try:
         while not job.posted:
-            if timed and co.timed_out:   # worker._expire_timers: job.gone() was told, we are woken
+            if timed and co.timed_out:  # worker._expire_timers: job.gone() was told, we are woken
                 raise give_up(job, "ASGI app for %s" % reply.where)
             yield MG_YIELD_PYTHON
-    except GeneratorExit:   # destroyed while the app runs (shutdown): its answer is dropped
+    except GeneratorExit:  # destroyed while the app runs (shutdown): its answer is dropped
         job.orphan = True
         _tell(loop, reply.abort)
         raise
@@ -222,7 +250,7 @@ class _Gone:
 def _tell(loop, fn):
     try:
         loop.call_soon_threadsafe(fn)
-    except RuntimeError:   # the loop is closed (shutdown): nobody left to tell
+    except RuntimeError:  # the loop is closed (shutdown): nobody left to tell
         pass
 
 
@@ -243,7 +271,7 @@ def asgi_request(co, view, keep_alive, runner):
             yield from _round(co, reply, True, reply.begin, runner, scope, view.body)
         except HandlerTimedOut:
             yield from send_gateway_timeout(co, reply.head_only)
-            raise   # conn_entry closes the connection
+            raise  # conn_entry closes the connection
     w.stats["requests"] += 1
     while True:
         out = reply.out
@@ -253,9 +281,9 @@ def asgi_request(co, view, keep_alive, runner):
             if out:
                 yield from send_async(co, out)
         except BaseException:
-            if reply.more:   # the client is gone mid-stream: the app hears it (ABORT)
+            if reply.more:  # the client is gone mid-stream: the app hears it (ABORT)
                 _tell(reply.loop, reply.abort)
             raise
         if not reply.more:
             return 0 if reply.keep_alive else 2
-        yield from _round(co, reply, False, reply.want_next)   # not timed: SSE waits for events
+        yield from _round(co, reply, False, reply.want_next)  # not timed: SSE waits for events

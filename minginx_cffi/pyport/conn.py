@@ -20,17 +20,25 @@ import time
 import traceback
 
 from .. import _dispatch
-from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_YIELD_READ
-from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
-from .io import Cancelled, io_park, recv_async, send_async
-from .response import (FRAME_CHUNKED, FRAME_LENGTH, Refused, check_status, framing_for,
-                       handler_fields, head_finish, head_start)
+from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 from .accesslog import alog_request
 from .asgiport import asgi_request
+from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_YIELD_READ
 from .front import conn_client, conn_peer, request_client
+from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
+from .io import Cancelled, io_park, recv_async, send_async
+from .response import (
+    FRAME_CHUNKED,
+    FRAME_LENGTH,
+    Refused,
+    check_status,
+    framing_for,
+    handler_fields,
+    head_finish,
+    head_start,
+)
 from .static import send_error, send_gateway_timeout, static_serve, static_try
 from .worker import HandlerTimedOut, call_python, close_later, handler_raised
-from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
 
 RECV_SIZE = 65536
 
@@ -121,15 +129,15 @@ def _read_body_timed(co, req, buf, head, keep, max_body):
     # never a 1xx to HTTP/1.0 (RFC 9110 sections 10.1.1 and 15.2)
     if req.expect_continue and req.minor_version >= 1 and len(buf) == head:
         yield from send_async(co, b"HTTP/1.1 100 Continue\r\n\r\n")
-        co.status, co.head_bytes, co.log_sent0 = 0, None, co.sent   # interim: not this response's
+        co.status, co.head_bytes, co.log_sent0 = 0, None, co.sent  # interim: not this response's
     parts = []
     if not req.chunked:
         left = req.content_length
         while True:
             take = min(len(buf) - head, left)
             if keep and take:
-                parts.append(bytes(buf[head:head + take]))
-            del buf[head:head + take]
+                parts.append(bytes(buf[head : head + take]))
+            del buf[head : head + take]
             left -= take
             if left == 0:
                 return 0, b"".join(parts)
@@ -141,7 +149,7 @@ def _read_body_timed(co, req, buf, head, keep, max_body):
             return st, b""
         if keep and out:
             parts.append(out)
-        del buf[head:head + consumed]
+        del buf[head : head + consumed]
         if st == 1:
             return 0, b"".join(parts)
         buf += yield from _body_recv(co, RECV_SIZE)
@@ -169,10 +177,10 @@ def _python_request(co, req, body, keep_alive, dispatch):
         result = yield from call_python(co, run, dispatch, view, late=_close_result)
     except HandlerTimedOut:
         yield from send_gateway_timeout(co, head_only)
-        raise   # conn_entry closes the connection
+        raise  # conn_entry closes the connection
     except GeneratorExit:
-        raise   # destroyed while the round ran (shutdown)
-    except BaseException:   # a handler's own raise, whatever its class (see _bridge.Bridge)
+        raise  # destroyed while the round ran (shutdown)
+    except BaseException:  # a handler's own raise, whatever its class (see _bridge.Bridge)
         log.exception("minginx: handler for %s %s raised", view.method, view.raw_path.decode("latin-1"))
         result = (500, b"", _dispatch.ERROR_500_FIELDS, _dispatch.ERROR_500_BODY, 0)
     if result is _dispatch.FALLTHROUGH:
@@ -190,9 +198,9 @@ def _python_request(co, req, body, keep_alive, dispatch):
             stream = True
             first = None if head_only else (yield from call_python(co, run, _dispatch.next_piece, it))
             if first is None and not head_only:
-                stream = False   # an empty iterable: no stream after all
+                stream = False  # an empty iterable: no stream after all
                 body = b""
-    except HandlerTimedOut as e:   # the first piece of a stream took too long
+    except HandlerTimedOut as e:  # the first piece of a stream took too long
         close_later(co, it, e.job, run)
         yield from send_gateway_timeout(co, head_only)
         raise
@@ -200,8 +208,12 @@ def _python_request(co, req, body, keep_alive, dispatch):
         raise
     except BaseException as e:
         why = str(e) if isinstance(e, Refused) else traceback.format_exc().rstrip()
-        log.error("minginx: handler for %s %s: response refused: %s", view.method,
-                  view.raw_path.decode("latin-1"), why)
+        log.error(
+            "minginx: handler for %s %s: response refused: %s",
+            view.method,
+            view.raw_path.decode("latin-1"),
+            why,
+        )
         if it is not None:
             _dispatch.close_iter(it)
         it = None
@@ -211,9 +223,13 @@ def _python_request(co, req, body, keep_alive, dispatch):
         if flags & _dispatch.RESP_CLOSE or close:
             keep_alive = False
         framing, length, skip, must_close = framing_for(
-            status, length, stream, (len(first) if first is not None else 0) if stream else len(body),
+            status,
+            length,
+            stream,
+            (len(first) if first is not None else 0) if stream else len(body),
             head_only,
-            req.minor_version)
+            req.minor_version,
+        )
         if must_close:
             keep_alive = False
         w.stats["requests"] += 1
@@ -226,7 +242,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
         piece = body if not stream else first
         while piece is not None:
             if length >= 0 and sent + len(piece) > length:
-                piece = piece[:length - sent]
+                piece = piece[: length - sent]
                 where = "the body is longer than its Content-Length: cut to it, connection closed"
             sent += len(piece)
             if framing == FRAME_CHUNKED:
@@ -240,15 +256,17 @@ def _python_request(co, req, body, keep_alive, dispatch):
             except (HandlerTimedOut, GeneratorExit):
                 raise
             except BaseException:
-                log.error("minginx: response iterator of %s %s raised mid-stream; closing the "
-                          "connection:\n%s", view.method, view.raw_path.decode("latin-1"),
-                          traceback.format_exc().rstrip())
+                log.error(
+                    "minginx: response iterator of %s %s raised mid-stream; closing the connection:\n%s",
+                    view.method,
+                    view.raw_path.decode("latin-1"),
+                    traceback.format_exc().rstrip(),
+                )
                 return 2
         if where is None and length >= 0 and sent < length:
             where = "the body is shorter than its Content-Length: connection closed"
         if where is not None:
-            log.error("minginx: handler for %s %s: %s", view.method,
-                      view.raw_path.decode("latin-1"), where)
+            log.error("minginx: handler for %s %s: %s", view.method, view.raw_path.decode("latin-1"), where)
             return 2
         if framing == FRAME_CHUNKED:
             yield from send_async(co, b"0\r\n\r\n")
@@ -261,21 +279,25 @@ def _python_request(co, req, body, keep_alive, dispatch):
 def _run_inline(fn, *args):
     try:
         return fn(*args)
-    except GeneratorExit as e:   # the handler's own, not our coroutine being closed
-        raise handler_raised(e)
+    except GeneratorExit as e:  # the handler's own, not our coroutine being closed
+        raise handler_raised(e) from e
 
 
 def _timed_out_job():
     """The orphaned job of the HandlerTimedOut being handled, if that is what ends us."""
     import sys
+
     e = sys.exc_info()[1]
     return e.job if isinstance(e, HandlerTimedOut) else None
 
 
 def _close_result(result):
     """An orphaned dispatch's late result: close its body iterator, if it has one."""
-    if isinstance(result, tuple) and len(result) == 5 and \
-            not isinstance(result[3], (bytes, bytearray, memoryview)):
+    if (
+        isinstance(result, tuple)
+        and len(result) == 5
+        and not isinstance(result[3], (bytes, bytearray, memoryview))
+    ):
         _dispatch.close_iter(result[3])
 
 
@@ -292,21 +314,29 @@ def stats_serve(co, req, keep_alive):
         yield from send_error(co, 405, keep_alive, False)
         return 0
     import json
+
     if req.path == b"/_minginx/stats":
         eng = w.engine
         workers = [h.stats() for h in eng.workers]
-        data = {"engine": "python", "uptime_ms": int((w.now - eng.started) * 1000),
-                "policy": w.cfg["policy"],
-                "workers": [dict(st, worker=i) for i, st in enumerate(workers)]}
+        data = {
+            "engine": "python",
+            "uptime_ms": int((w.now - eng.started) * 1000),
+            "policy": w.cfg["policy"],
+            "workers": [dict(st, worker=i) for i, st in enumerate(workers)],
+        }
         # as csrc/stats.c: the total, and with --processes every process's (ours live)
         from .. import procstats
+
         if eng.shared is not None:
             shared, slot = eng.shared
             snap = shared.snapshot(live=(slot, workers))
             data["process"] = slot
             # as csrc/stats.c: a slot no process has counted in is not listed
-            data["processes"] = [dict(st, process=s) for s, st in enumerate(snap["processes"])
-                                 if s == slot or any(procstats.flatten(st))]
+            data["processes"] = [
+                dict(st, process=s)
+                for s, st in enumerate(snap["processes"])
+                if s == slot or any(procstats.flatten(st))
+            ]
             data["retired"] = snap["retired"]
             data["total"] = snap["total"]
         else:
@@ -318,14 +348,25 @@ def stats_serve(co, req, keep_alive):
         ring = list(w.ring)
         mine = [i for i, r in enumerate(ring) if r[2] == co.id]
         if mine and mine[0] > 0 and ring[mine[0] - 1][4] == 2 and ring[mine[0] - 1][3] == co.fd:
-            mine.insert(0, mine[0] - 1)   # the fd_batch step just before coroutine_create
-        events = [{"t_us": ring[i][0], "event": EVENTS[ring[i][4]], "fd": ring[i][3],
-                   "arg": ring[i][5]} for i in mine]
-        data = {"engine": "python", "enabled": bool(w.trace), "worker": w.index,
-                "coroutine": co.id, "fd": co.fd, "events": events}
+            mine.insert(0, mine[0] - 1)  # the fd_batch step just before coroutine_create
+        events = [
+            {"t_us": ring[i][0], "event": EVENTS[ring[i][4]], "fd": ring[i][3], "arg": ring[i][5]}
+            for i in mine
+        ]
+        data = {
+            "engine": "python",
+            "enabled": bool(w.trace),
+            "worker": w.index,
+            "coroutine": co.id,
+            "fd": co.fd,
+            "events": events,
+        }
     body = (json.dumps(data, separators=(",", ":")) + "\n").encode()
-    out = head_start(w, 200) + b"Content-Type: application/json\r\nCache-Control: no-store\r\n" + \
-        head_finish(FRAME_LENGTH, len(body), keep_alive)
+    out = (
+        head_start(w, 200)
+        + b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+        + head_finish(FRAME_LENGTH, len(body), keep_alive)
+    )
     yield from send_async(co, out if req.method == b"HEAD" else out + body)
     w.stats["requests"] += 1
     return 0
@@ -343,9 +384,9 @@ def _recv_or_park(co):
         except BlockingIOError:
             pass
         else:
-            co.park_due = False   # input after all: the delay starts afresh at the next wait
+            co.park_due = False  # input after all: the delay starts afresh at the next wait
             return data
-        if co.cancelled or co.timed_out:   # (timed out: the deadline came with the sweep)
+        if co.cancelled or co.timed_out:  # (timed out: the deadline came with the sweep)
             return (yield from recv_async(co, RECV_SIZE))
         # unparked and still no request (a blank line woke it): parked again at once,
         # its old deadline kept (C: recv_more)
@@ -371,15 +412,15 @@ def conn_entry(co):
     if w.trace:
         w.trace_push(EV_ENTRY, co, co.fd)
     if w.alog is not None:
-        conn_peer(co)   # the log's address, before a reset can make getpeername fail
+        conn_peer(co)  # the log's address, before a reset can make getpeername fail
     try:
         while True:
             # -- a request head --
             co.idle = True
-            co.client = None   # a new request: its client is the peer until request_client
+            co.client = None  # a new request: its client is the peer until request_client
             w.timer_set(co, MG_TIMER_HEADER if first else MG_TIMER_KEEPALIVE)
             scanned = 0
-            header_timer_due = False   # armed only if the head is not whole at once (csrc/conn.c)
+            header_timer_due = False  # armed only if the head is not whole at once (csrc/conn.c)
             while True:
                 if buf:
                     if co.idle:
@@ -404,7 +445,7 @@ def conn_entry(co):
                     if co.idle and not buf and not first:
                         data = yield from _recv_or_park(co)
                         if data is None:
-                            return   # parked: the socket waits in the worker's tables
+                            return  # parked: the socket waits in the worker's tables
                     else:
                         data = yield from recv_async(co, RECV_SIZE)
                 except TimeoutError:
@@ -426,7 +467,7 @@ def conn_entry(co):
                 buf += data
             first = False
             co.requests += 1
-            co.park_deadline = 0.0   # a request: a keep-alive wait after it starts afresh
+            co.park_deadline = 0.0  # a request: a keep-alive wait after it starts afresh
             w.timer_clear(co)
             if head < 0:
                 status, req = -head, None
@@ -450,7 +491,7 @@ def conn_entry(co):
                 st, body = yield from _read_body(co, req, buf, head, dispatch is not None, max_body)
             except (Cancelled, OSError) as e:
                 if isinstance(e, ConnectionResetError):
-                    co.status = 400   # a client gone mid-body: nginx logs 400, not 499
+                    co.status = 400  # a client gone mid-body: nginx logs 400, not 499
                 if w.alog is not None:
                     alog_request(co, req, buf, co.status)
                 raise
@@ -477,12 +518,12 @@ def conn_entry(co):
             if w.alog is not None:
                 alog_request(co, req, buf, co.status)
             if keep_alive is None:
-                return   # the response broke off
+                return  # the response broke off
             if not keep_alive:
                 if len(buf) > head:
                     yield from _lingering_close(co, buf)
                 return
-            del buf[:head]   # pipelining: what follows is the next request
+            del buf[:head]  # pipelining: what follows is the next request
     except (Cancelled, TimeoutError, OSError):
         return
 
@@ -493,7 +534,7 @@ def _answer(co, req, body, keep_alive, buf):
     w = co.worker
     cfg = w.cfg
     dispatch = w.engine.dispatch
-    asgi = getattr(dispatch, "asgi", None)   # an asgi.Runner: its rounds go to its loop
+    asgi = getattr(dispatch, "asgi", None)  # an asgi.Runner: its rounds go to its loop
     # targets without a path, answered before any middleware (C: conn_entry):
     # CONNECT 501 (RFC 9110 9.3.6), "OPTIONS *" the server's OPTIONS answer (9.3.7)
     r = 1

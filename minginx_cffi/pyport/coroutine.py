@@ -13,25 +13,54 @@ What a coroutine yields is the reason it stopped (csrc/minginx.h mg_yield).
 from ..trace import EV_COROUTINE_CREATE, EV_COROUTINE_DESTROY, EV_FINISHED, EV_TRAMPOLINE_START
 
 MG_YIELD_READY, MG_YIELD_READ, MG_YIELD_WRITE, MG_YIELD_PYTHON = range(4)
-(MG_TIMER_NONE, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_SEND, MG_TIMER_LINGER,
- MG_TIMER_PYTHON, MG_TIMER_DRAIN) = range(7)
-MG_DRAIN_IDLE = 1.0   # seconds an idle connection gets at a graceful stop (C: MG_DRAIN_IDLE_MS)
-MG_PARK_DELAY = 0.1   # seconds a keep-alive connection waits as a coroutine before it is parked
-                      # (C: MG_PARK_DELAY_MS; csrc/worker.c says why 100 ms)
+(
+    MG_TIMER_NONE,
+    MG_TIMER_HEADER,
+    MG_TIMER_KEEPALIVE,
+    MG_TIMER_SEND,
+    MG_TIMER_LINGER,
+    MG_TIMER_PYTHON,
+    MG_TIMER_DRAIN,
+) = range(7)
+MG_DRAIN_IDLE = 1.0  # seconds an idle connection gets at a graceful stop (C: MG_DRAIN_IDLE_MS)
+MG_PARK_DELAY = 0.1  # seconds a keep-alive connection waits as a coroutine before it is parked
+# (C: MG_PARK_DELAY_MS; csrc/worker.c says why 100 ms)
 
 
 class Coroutine:
     """A connection's coroutine (C: struct mg_coroutine)."""
 
-    __slots__ = ("worker", "entry", "gen", "id", "fd", "sock", "finished", "waiting",
-                 "timed_out", "cancelled", "idle", "timer_class", "deadline", "centry", "py_job", "hup",
-                 # the access log's view of the response in flight (accesslog.py)
-                 "status", "sent", "log_sent0", "head_bytes", "log_start",
-                 "peer", "client",
-                 # between requests (worker.park): heads read so far; an unparked one's deadline
-                 "requests", "park_deadline",
-                 # lazy parking (worker.idle_link, idle_sweep): idle past the delay, park at the next EAGAIN
-                 "park_due")
+    __slots__ = (
+        "worker",
+        "entry",
+        "gen",
+        "id",
+        "fd",
+        "sock",
+        "finished",
+        "waiting",
+        "timed_out",
+        "cancelled",
+        "idle",
+        "timer_class",
+        "deadline",
+        "centry",
+        "py_job",
+        "hup",
+        # the access log's view of the response in flight (accesslog.py)
+        "status",
+        "sent",
+        "log_sent0",
+        "head_bytes",
+        "log_start",
+        "peer",
+        "client",
+        # between requests (worker.park): heads read so far; an unparked one's deadline
+        "requests",
+        "park_deadline",
+        # lazy parking (worker.idle_link, idle_sweep): idle past the delay, park at the next EAGAIN
+        "park_due",
+    )
 
     def __repr__(self):
         return "<Coroutine %d fd %d>" % (self.id, self.fd)
@@ -66,13 +95,13 @@ def coroutine_create(w, entry, sock, id=0):
     co.deadline = 0.0
     co.centry = None
     co.py_job = None
-    co.hup = False   # the peer hung up (EPOLLRDHUP/HUP/ERR seen): worker.wake_fd
-    co.status = 0        # the status of the response begun (io.send_async reads it off the head)
-    co.sent = co.log_sent0 = 0   # bytes sent on the connection; when this response began
+    co.hup = False  # the peer hung up (EPOLLRDHUP/HUP/ERR seen): worker.wake_fd
+    co.status = 0  # the status of the response begun (io.send_async reads it off the head)
+    co.sent = co.log_sent0 = 0  # bytes sent on the connection; when this response began
     co.head_bytes = None  # bytes of this response's head, once its first send is seen
     co.log_start = 0.0
-    co.peer = None     # (address, port), looked up once (front.conn_peer)
-    co.client = None   # THE CLIENT of the request in flight (front.py: request_client, conn_client)
+    co.peer = None  # (address, port), looked up once (front.conn_peer)
+    co.client = None  # THE CLIENT of the request in flight (front.py: request_client, conn_client)
     co.requests = 0
     co.park_deadline = 0.0
     co.park_due = False
@@ -99,6 +128,6 @@ def coroutine_destroy(co):
         co.centry = None
     if co.fd >= 0:
         w.fd_table[co.fd] = None
-        co.sock.close()          # also takes it out of the epoll set
-    co.gen.close()               # a coroutine destroyed while parked: finally blocks run
+        co.sock.close()  # also takes it out of the epoll set
+    co.gen.close()  # a coroutine destroyed while parked: finally blocks run
     w.stats["coroutines_alive"] -= 1

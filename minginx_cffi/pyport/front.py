@@ -17,13 +17,31 @@ import socket
 
 from .response import handler_fields
 
-FWD_MAX = 64   # list entries kept, the rightmost (csrc/front.c FWD_MAX)
+FWD_MAX = 64  # list entries kept, the rightmost (csrc/front.c FWD_MAX)
 
 # the fields a static answer writes itself, beside those the handler writer keeps
-STATIC_OWNED = frozenset((
-    b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"proxy-connection",
-    b"te", b"trailer", b"upgrade", b"date", b"server", b"content-range", b"content-type",
-    b"content-encoding", b"etag", b"last-modified", b"accept-ranges", b"location", b"allow"))
+STATIC_OWNED = frozenset(
+    (
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"date",
+        b"server",
+        b"content-range",
+        b"content-type",
+        b"content-encoding",
+        b"etag",
+        b"last-modified",
+        b"accept-ranges",
+        b"location",
+        b"allow",
+    )
+)
 ADD_HEADERS_MAX = 1024
 
 
@@ -114,7 +132,7 @@ def _forwarded_entries(value):
                     s = i
                     while i < n and value[i] != '"':
                         i += 2 if value[i] == "\\" and i + 1 < n else 1
-                    val = value[s:min(i, n)]
+                    val = value[s : min(i, n)]
                     if i < n:
                         i += 1
                 else:
@@ -157,7 +175,7 @@ def request_client(co, req):
     co.client = (peer[0], peer[1], "http")
     nets, trust_all = cfg["forwarded_allow"], cfg["forwarded_allow_all"]
     if not trust_all and not _trusted(nets, peer[0]):
-        return   # an untrusted peer's headers change nothing
+        return  # an untrusted peer's headers change nothing
     xff, xfp, fwd, have_x = [], None, [], False
     for name, value, _ in req.headers:
         lname = name.lower()
@@ -188,11 +206,11 @@ def conn_peer(co):
     """The connection's peer (address, port), looked up once per connection."""
     if co.peer is None:
         if co.sock.family == socket.AF_UNIX:
-            co.peer = ("unix:", 0)   # --uds: no peer address; nginx's $remote_addr says "unix:"
+            co.peer = ("unix:", 0)  # --uds: no peer address; nginx's $remote_addr says "unix:"
             return co.peer
         try:
             host, port = co.sock.getpeername()[:2]
-            co.peer = (host.partition("%")[0], port)   # inet_ntop's text, as conn.c: no "%scope"
+            co.peer = (host.partition("%")[0], port)  # inet_ntop's text, as conn.c: no "%scope"
         except (OSError, ValueError):
             co.peer = ("", 0)
     return co.peer

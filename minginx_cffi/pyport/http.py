@@ -16,16 +16,36 @@ MG_MAX_HEADERS = 100
 MG_PARSE_OK = 0
 
 # header ids: the fields the server acts on (csrc/http.h mg_hdr_id)
-(MG_H_OTHER, MG_H_HOST, MG_H_CONNECTION, MG_H_CONTENT_LENGTH, MG_H_TRANSFER_ENCODING, MG_H_EXPECT,
- MG_H_ACCEPT_ENCODING, MG_H_IF_MODIFIED_SINCE, MG_H_IF_NONE_MATCH, MG_H_IF_MATCH,
- MG_H_IF_UNMODIFIED_SINCE, MG_H_RANGE, MG_H_IF_RANGE, MG_H_UPGRADE) = range(14)
+(
+    MG_H_OTHER,
+    MG_H_HOST,
+    MG_H_CONNECTION,
+    MG_H_CONTENT_LENGTH,
+    MG_H_TRANSFER_ENCODING,
+    MG_H_EXPECT,
+    MG_H_ACCEPT_ENCODING,
+    MG_H_IF_MODIFIED_SINCE,
+    MG_H_IF_NONE_MATCH,
+    MG_H_IF_MATCH,
+    MG_H_IF_UNMODIFIED_SINCE,
+    MG_H_RANGE,
+    MG_H_IF_RANGE,
+    MG_H_UPGRADE,
+) = range(14)
 HEADER_NAMES = {
-    b"host": MG_H_HOST, b"connection": MG_H_CONNECTION, b"content-length": MG_H_CONTENT_LENGTH,
-    b"transfer-encoding": MG_H_TRANSFER_ENCODING, b"expect": MG_H_EXPECT,
-    b"accept-encoding": MG_H_ACCEPT_ENCODING, b"if-modified-since": MG_H_IF_MODIFIED_SINCE,
-    b"if-none-match": MG_H_IF_NONE_MATCH, b"if-match": MG_H_IF_MATCH,
-    b"if-unmodified-since": MG_H_IF_UNMODIFIED_SINCE, b"range": MG_H_RANGE,
-    b"if-range": MG_H_IF_RANGE, b"upgrade": MG_H_UPGRADE,
+    b"host": MG_H_HOST,
+    b"connection": MG_H_CONNECTION,
+    b"content-length": MG_H_CONTENT_LENGTH,
+    b"transfer-encoding": MG_H_TRANSFER_ENCODING,
+    b"expect": MG_H_EXPECT,
+    b"accept-encoding": MG_H_ACCEPT_ENCODING,
+    b"if-modified-since": MG_H_IF_MODIFIED_SINCE,
+    b"if-none-match": MG_H_IF_NONE_MATCH,
+    b"if-match": MG_H_IF_MATCH,
+    b"if-unmodified-since": MG_H_IF_UNMODIFIED_SINCE,
+    b"range": MG_H_RANGE,
+    b"if-range": MG_H_IF_RANGE,
+    b"upgrade": MG_H_UPGRADE,
 }
 METHODS = {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT"}
 
@@ -55,8 +75,21 @@ class Request:
     """Views of one parsed request head (C: mg_request).  Every field is set
     at creation, so none is ever missing whatever path the parse took."""
 
-    __slots__ = ("method", "target", "path", "query", "target_form", "minor_version", "header_len",
-                 "keep_alive", "expect_continue", "chunked", "content_length", "headers", "hdr")
+    __slots__ = (
+        "method",
+        "target",
+        "path",
+        "query",
+        "target_form",
+        "minor_version",
+        "header_len",
+        "keep_alive",
+        "expect_continue",
+        "chunked",
+        "content_length",
+        "headers",
+        "hdr",
+    )
 
     def __init__(self):
         self.method = self.target = self.path = self.query = b""
@@ -119,12 +152,12 @@ def parse_http(buf, head_len):
     req.header_len = head_len
     headers = []
     hdr = {}
-    end = head_len - (2 if buf[head_len - 2:head_len] == b"\r\n" else 1)
+    end = head_len - (2 if buf[head_len - 2 : head_len] == b"\r\n" else 1)
     field = _FIELD.match
     while p < end:
         f = field(buf, p, head_len)
         if f is None:
-            return 400, None   # obs-fold, bare CR, NUL/CTL, whitespace before the colon...
+            return 400, None  # obs-fold, bare CR, NUL/CTL, whitespace before the colon...
         if len(headers) == MG_MAX_HEADERS:
             return 431, None
         name = f.group(1)
@@ -141,7 +174,7 @@ def parse_http(buf, head_len):
     te_codings = None
     close = keep = False
     expect = False
-    for name, value, hid in headers if hdr else ():
+    for _name, value, hid in headers if hdr else ():
         if hid == MG_H_HOST:
             hosts += 1
             if not _HOST_OK.match(value):
@@ -152,7 +185,7 @@ def parse_http(buf, head_len):
             if content_length >= 0 or not value.isdigit() or not value.isascii():
                 return 400, None
             n = int(value)
-            if n > 2 ** 63 - 1:
+            if n > 2**63 - 1:
                 return 400, None
             content_length = n
         elif hid == MG_H_TRANSFER_ENCODING:
@@ -180,7 +213,7 @@ def parse_http(buf, head_len):
         if lowered.count(b"chunked") > 1:
             return 400, None
         if not lowered or lowered[-1] != b"chunked":
-            return 400, None   # chunked not final: 9112 6.3 p4's MUST before 6.1's 501
+            return 400, None  # chunked not final: 9112 6.3 p4's MUST before 6.1's 501
         if any(c != b"chunked" for c in lowered):
             return 501, None
         req.chunked = True
@@ -195,7 +228,7 @@ def _parse_target(req):
     """Split the target by its form (C: parse_target).  Returns 0, 400 or 431."""
     t = req.target
     if b"#" in t:
-        return 400   # a fragment is never sent, in any form
+        return 400  # a fragment is never sent, in any form
     if req.method == b"CONNECT":
         # authority-form, CONNECT's only form; conn_entry answers 501
         if not _CONNECT_AUTHORITY.match(t):
@@ -233,11 +266,11 @@ def _parse_target(req):
         req.target_form = MG_FORM_ABSOLUTE
         t = rest[cut:]
         if not t and req.method == b"OPTIONS":
-            req.target_form = MG_FORM_ASTERISK   # how a proxy passes on "OPTIONS *"
+            req.target_form = MG_FORM_ASTERISK  # how a proxy passes on "OPTIONS *"
             req.path = b"*"
             return 0
         if t[:1] != b"/":
-            t = b"/" + t   # an empty path is "/"
+            t = b"/" + t  # an empty path is "/"
     path, _, query = t.partition(b"?")
     req.path, req.query = path, query
     return 0
@@ -245,28 +278,68 @@ def _parse_target(req):
 
 # The chunked decoder's states (C: the CH_* enum in csrc/http.c), read there
 # for the grammar and the reasons.
-(CH_SIZE, CH_SIZE_BWS, CH_EXT_NAME0, CH_EXT_NAME, CH_EXT_NAME_BWS, CH_EXT_VAL0, CH_EXT_TOKEN,
- CH_EXT_QUOTED, CH_EXT_QPAIR, CH_EXT_VAL_END, CH_EXT_BWS, CH_SIZE_LF, CH_DATA, CH_DATA_CR,
- CH_DATA_LF, CH_TRAILER, CH_TRAILER_NAME, CH_TRAILER_VALUE, CH_TRAILER_LF, CH_END_LF,
- CH_DONE) = range(21)
+(
+    CH_SIZE,
+    CH_SIZE_BWS,
+    CH_EXT_NAME0,
+    CH_EXT_NAME,
+    CH_EXT_NAME_BWS,
+    CH_EXT_VAL0,
+    CH_EXT_TOKEN,
+    CH_EXT_QUOTED,
+    CH_EXT_QPAIR,
+    CH_EXT_VAL_END,
+    CH_EXT_BWS,
+    CH_SIZE_LF,
+    CH_DATA,
+    CH_DATA_CR,
+    CH_DATA_LF,
+    CH_TRAILER,
+    CH_TRAILER_NAME,
+    CH_TRAILER_VALUE,
+    CH_TRAILER_LF,
+    CH_END_LF,
+    CH_DONE,
+) = range(21)
 MG_MAX_CHUNK_EXT = 4096
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
 _WS = frozenset(b" \t")
-_QDTEXT = frozenset([9, 32, 0x21] + list(range(0x23, 0x5c)) + list(range(0x5d, 0x7f)) + list(range(0x80, 0x100)))
-_QPAIR = frozenset([9] + list(range(0x20, 0x7f)) + list(range(0x80, 0x100)))
-_VALUE = frozenset([9] + list(range(0x20, 0x7f)) + list(range(0x80, 0x100)))
-_COUNTED = frozenset([CH_SIZE_BWS, CH_EXT_NAME0, CH_EXT_NAME, CH_EXT_NAME_BWS, CH_EXT_VAL0, CH_EXT_TOKEN,
-                      CH_EXT_QUOTED, CH_EXT_QPAIR, CH_EXT_VAL_END, CH_EXT_BWS,
-                      CH_TRAILER, CH_TRAILER_NAME, CH_TRAILER_VALUE])
+_QDTEXT = frozenset(
+    [9, 32, 0x21] + list(range(0x23, 0x5C)) + list(range(0x5D, 0x7F)) + list(range(0x80, 0x100))
+)
+_QPAIR = frozenset([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
+_VALUE = frozenset([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
+_COUNTED = frozenset(
+    [
+        CH_SIZE_BWS,
+        CH_EXT_NAME0,
+        CH_EXT_NAME,
+        CH_EXT_NAME_BWS,
+        CH_EXT_VAL0,
+        CH_EXT_TOKEN,
+        CH_EXT_QUOTED,
+        CH_EXT_QPAIR,
+        CH_EXT_VAL_END,
+        CH_EXT_BWS,
+        CH_TRAILER,
+        CH_TRAILER_NAME,
+        CH_TRAILER_VALUE,
+    ]
+)
 # (state, byte class) -> next state, for the states with no arithmetic: data as
 # in h11's _state.py.  A class is the byte itself for ; = " \ : CR LF, else
 # "t" (tchar), "w" (SP / HTAB), "q"/"v" (membership tests below).
 _NEXT = {
     CH_SIZE_BWS: {b";": CH_EXT_NAME0, "w": CH_SIZE_BWS},
     CH_EXT_NAME0: {"t": CH_EXT_NAME, "w": CH_EXT_NAME0},
-    CH_EXT_NAME: {"t": CH_EXT_NAME, b"=": CH_EXT_VAL0, b";": CH_EXT_NAME0, "w": CH_EXT_NAME_BWS,
-                  b"\r": CH_SIZE_LF},
+    CH_EXT_NAME: {
+        "t": CH_EXT_NAME,
+        b"=": CH_EXT_VAL0,
+        b";": CH_EXT_NAME0,
+        "w": CH_EXT_NAME_BWS,
+        b"\r": CH_SIZE_LF,
+    },
     CH_EXT_NAME_BWS: {b"=": CH_EXT_VAL0, b";": CH_EXT_NAME0, "w": CH_EXT_NAME_BWS},
     CH_EXT_VAL0: {b'"': CH_EXT_QUOTED, "t": CH_EXT_TOKEN, "w": CH_EXT_VAL0},
     CH_EXT_TOKEN: {"t": CH_EXT_TOKEN, b";": CH_EXT_NAME0, "w": CH_EXT_BWS, b"\r": CH_SIZE_LF},
@@ -289,12 +362,12 @@ class Chunked:
     across reads is judged exactly as a whole one."""
 
     def __init__(self, max_body):
-        self.max_body = max_body   # 413 as soon as a size line says the body passes it
+        self.max_body = max_body  # 413 as soon as a size line says the body passes it
         self.total = 0
         self.state = CH_SIZE
         self.remaining = 0
         self.hex_digits = 0
-        self.extra = 0   # extension and trailer bytes so far (C: ext_or_trailer_bytes)
+        self.extra = 0  # extension and trailer bytes so far (C: ext_or_trailer_bytes)
 
     def decode(self, data):
         """Consume data; returns (status, decoded bytes, bytes consumed): 1 done, 0 more,
@@ -307,7 +380,7 @@ class Chunked:
             st = self.state
             if st == CH_DATA:
                 take = min(self.remaining, n - p)
-                out.append(data[p:p + take])
+                out.append(data[p : p + take])
                 p += take
                 self.remaining -= take
                 if self.remaining == 0:
@@ -329,7 +402,7 @@ class Chunked:
                     self.remaining = self.remaining * 16 + v
                     new = CH_SIZE
                 elif self.hex_digits:
-                    self.total += self.remaining   # the size is complete: does it fit?
+                    self.total += self.remaining  # the size is complete: does it fit?
                     if self.total > self.max_body:
                         return 413, b"".join(out), p
                     if c == 59:
@@ -338,14 +411,21 @@ class Chunked:
                         new = CH_SIZE_BWS
                     elif c == 13:
                         new = CH_SIZE_LF
-                    elif c == 10:   # a lone LF: only a line with no extension
+                    elif c == 10:  # a lone LF: only a line with no extension
                         new = CH_DATA if self.remaining else CH_TRAILER
             elif st == CH_SIZE_LF:
                 if c == 10:
                     new = CH_DATA if self.remaining else CH_TRAILER
             elif st == CH_EXT_QUOTED:
-                new = CH_EXT_VAL_END if c == 34 else CH_EXT_QPAIR if c == 92 else \
-                    CH_EXT_QUOTED if c in _QDTEXT else None
+                new = (
+                    CH_EXT_VAL_END
+                    if c == 34
+                    else CH_EXT_QPAIR
+                    if c == 92
+                    else CH_EXT_QUOTED
+                    if c in _QDTEXT
+                    else None
+                )
             elif st == CH_EXT_QPAIR:
                 new = CH_EXT_QUOTED if c in _QPAIR else None
             else:
@@ -373,46 +453,96 @@ class Chunked:
 # none: csrc/http_response.c http_reason (the same table, checked by
 # tests/test_atk_response.py).
 REASONS = {
-    100: "Continue", 101: "Switching Protocols", 102: "Processing", 103: "Early Hints", 200: "OK",
-    201: "Created", 202: "Accepted", 203: "Non-Authoritative Information", 204: "No Content",
-    205: "Reset Content", 206: "Partial Content", 207: "Multi-Status", 208: "Already Reported",
-    226: "IM Used", 300: "Multiple Choices", 301: "Moved Permanently", 302: "Found",
-    303: "See Other", 304: "Not Modified", 305: "Use Proxy", 307: "Temporary Redirect",
-    308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
-    407: "Proxy Authentication Required", 408: "Request Timeout", 409: "Conflict", 410: "Gone",
-    411: "Length Required", 412: "Precondition Failed", 413: "Content Too Large",
-    414: "URI Too Long", 415: "Unsupported Media Type", 416: "Range Not Satisfiable",
-    417: "Expectation Failed", 418: "I'm a teapot", 421: "Misdirected Request",
-    422: "Unprocessable Content", 423: "Locked", 424: "Failed Dependency", 425: "Too Early",
-    426: "Upgrade Required", 428: "Precondition Required", 429: "Too Many Requests",
-    431: "Request Header Fields Too Large", 451: "Unavailable For Legal Reasons",
-    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
-    506: "Variant Also Negotiates", 507: "Insufficient Storage", 508: "Loop Detected",
-    510: "Not Extended", 511: "Network Authentication Required",
+    100: "Continue",
+    101: "Switching Protocols",
+    102: "Processing",
+    103: "Early Hints",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    203: "Non-Authoritative Information",
+    204: "No Content",
+    205: "Reset Content",
+    206: "Partial Content",
+    207: "Multi-Status",
+    208: "Already Reported",
+    226: "IM Used",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Found",
+    303: "See Other",
+    304: "Not Modified",
+    305: "Use Proxy",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Range Not Satisfiable",
+    417: "Expectation Failed",
+    418: "I'm a teapot",
+    421: "Misdirected Request",
+    422: "Unprocessable Content",
+    423: "Locked",
+    424: "Failed Dependency",
+    425: "Too Early",
+    426: "Upgrade Required",
+    428: "Precondition Required",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    451: "Unavailable For Legal Reasons",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+    506: "Variant Also Negotiates",
+    507: "Insufficient Storage",
+    508: "Loop Detected",
+    510: "Not Extended",
+    511: "Network Authentication Required",
 }
 
 
 def http_reason(status):
-    return REASONS.get(status, "")   # RFC 9112 4: an empty reason-phrase is valid
+    return REASONS.get(status, "")  # RFC 9112 4: an empty reason-phrase is valid
 
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-_DATE_MIN = -62135596800   # Mon, 01 Jan 0001 00:00:00 GMT
-_DATE_MAX = 253402300799   # Fri, 31 Dec 9999 23:59:59 GMT
+_DATE_MIN = -62135596800  # Mon, 01 Jan 0001 00:00:00 GMT
+_DATE_MAX = 253402300799  # Fri, 31 Dec 9999 23:59:59 GMT
 
 
 def http_date(t):
     """IMF-fixdate, locale-free, always 29 characters: a time outside years
     1..9999 (a 4-digit year, RFC 9110 5.6.7) is clamped into them (C: http_date)."""
     tm = time.gmtime(min(max(int(t), _DATE_MIN), _DATE_MAX))
-    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (_DAYS[tm.tm_wday], tm.tm_mday,
-                                                    _MONTHS[tm.tm_mon - 1], tm.tm_year,
-                                                    tm.tm_hour, tm.tm_min, tm.tm_sec)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _DAYS[tm.tm_wday],
+        tm.tm_mday,
+        _MONTHS[tm.tm_mon - 1],
+        tm.tm_year,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+    )
 
 
 _IMF = re.compile(rb"^[A-Z][a-z]{2}, (\d\d) ([A-Z][a-z]{2}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT$")

@@ -13,7 +13,7 @@ import socket
 from .coroutine import MG_TIMER_SEND, MG_YIELD_READ, MG_YIELD_READY, MG_YIELD_WRITE
 
 MG_SEND_SLICE = 1 << 20
-MG_CORK_BYTES = 256 * 1024      # head + file bytes sent under TCP_CORK (static.py)
+MG_CORK_BYTES = 256 * 1024  # head + file bytes sent under TCP_CORK (static.py)
 MG_SENDFILE_CHUNK = 256 * 1024  # bytes per os.sendfile() call, as lighttpd
 
 
@@ -89,7 +89,7 @@ def sendfile_async(co, file_fd, offset, count):
             yield from io_park(co, MG_YIELD_WRITE)
             continue
         if n == 0:
-            break   # the file got shorter under us
+            break  # the file got shorter under us
         offset += n
         left -= n
         since_yield += n
@@ -105,5 +105,5 @@ def sendfile_async(co, file_fd, offset, count):
 
 
 def set_cork(co, on):
-    if co.sock.family != socket.AF_UNIX:   # --uds: no TCP, nothing to cork (io.c ignores it)
+    if co.sock.family != socket.AF_UNIX:  # --uds: no TCP, nothing to cork (io.c ignores it)
         co.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)

@@ -14,17 +14,25 @@ from .._dispatch import as_bytes
 from .http import http_reason
 
 SERVER = b"Server: minginx-cffi\r\n"
-FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE = range(4)   # csrc/response.h mg_framing
+FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE = range(4)  # csrc/response.h mg_framing
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")   # no CTL but HTAB (CR, LF, NUL among them)
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # no CTL but HTAB (CR, LF, NUL among them)
 # Connection options are split at commas and at whitespace too, as csrc/response.c
 # lists_close does: "foo close" is no valid list (RFC 9110 7.6.1), and the safe reading
 # of it is the one that closes.
 _OPTION_SEP = re.compile(rb"[ \t,]+")
 # the fields the server owns: connection management (RFC 9110 7.6.1), Date and Server
-_DROPPED = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
-            b"date", b"server"}
+_DROPPED = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"date",
+    b"server",
+}
 
 
 class Refused(ValueError):
@@ -34,8 +42,12 @@ class Refused(ValueError):
 def head_start(w, status, reason=None):
     """b"HTTP/1.1 S R\\r\\n" + Server + Date; reason None or empty: the standard phrase."""
     w.last_status = status
-    return b"HTTP/1.1 %d %s\r\n%s%s" % (status, reason or http_reason(status).encode("latin-1"),
-                                        SERVER, w.date_header())
+    return b"HTTP/1.1 %d %s\r\n%s%s" % (
+        status,
+        reason or http_reason(status).encode("latin-1"),
+        SERVER,
+        w.date_header(),
+    )
 
 
 def head_finish(framing, length, keep_alive):
@@ -76,16 +88,16 @@ def handler_fields(fields):
     close = False
     for name, value in fields:
         if name.__class__ is not bytes:
-            name = as_bytes(name, "a header name")   # the C engine's rule: _dispatch
+            name = as_bytes(name, "a header name")  # the C engine's rule: _dispatch
         if value.__class__ is not bytes:
             value = as_bytes(value, "a header value")
         if not name:
-            raise Refused("a header name is empty")   # csrc/response.c says the same
+            raise Refused("a header name is empty")  # csrc/response.c says the same
         if not _TOKEN.match(name):
             raise Refused("a header name is not a token (CR, LF, NUL, ':', space ...)")
         if _CTL.search(value):
             raise Refused("a header value holds a control character (CR, LF, NUL ...)")
-        value = value.strip(b" \t")   # RFC 9110 5.5, as csrc/response.c head_fields
+        value = value.strip(b" \t")  # RFC 9110 5.5, as csrc/response.c head_fields
         lname = name.lower()
         if lname == b"content-length":
             v = _parse_length(value)
@@ -118,11 +130,11 @@ def framing_for(status, length, stream, first_len, head_only, minor_version):
     elif not stream:
         framing, length = FRAME_LENGTH, first_len
     elif head_only:
-        framing = FRAME_NONE   # a HEAD of a stream: its length is not known
+        framing = FRAME_NONE  # a HEAD of a stream: its length is not known
     elif minor_version >= 1:
         framing = FRAME_CHUNKED
     else:
         framing, close = FRAME_CLOSE, True
     if not skip and (length != first_len if not stream else 0 <= length < first_len):
-        close = True   # a wrong length known now (csrc/pycall.c): say close
+        close = True  # a wrong length known now (csrc/pycall.c): say close
     return framing, length, skip, close

@@ -15,27 +15,60 @@ import os
 import stat
 import time
 
-from .http import (MG_H_ACCEPT_ENCODING, MG_H_IF_MATCH, MG_H_IF_MODIFIED_SINCE, MG_H_IF_NONE_MATCH,
-                   MG_H_IF_RANGE, MG_H_IF_UNMODIFIED_SINCE, MG_H_RANGE, accepts_gzip,
-                   etag_list_matches, http_date, http_parse_date, http_reason, parse_range)
+from .http import (
+    MG_H_ACCEPT_ENCODING,
+    MG_H_IF_MATCH,
+    MG_H_IF_MODIFIED_SINCE,
+    MG_H_IF_NONE_MATCH,
+    MG_H_IF_RANGE,
+    MG_H_IF_UNMODIFIED_SINCE,
+    MG_H_RANGE,
+    accepts_gzip,
+    etag_list_matches,
+    http_date,
+    http_parse_date,
+    http_reason,
+    parse_range,
+)
 from .io import MG_CORK_BYTES, send_async, sendfile_async, set_cork
 from .response import FRAME_LENGTH, FRAME_NONE, head_finish, head_start
 
 ALLOW = b"Allow: GET, HEAD, OPTIONS\r\n"
 MIME = {
-    "html": ("text/html; charset=utf-8", 1), "htm": ("text/html; charset=utf-8", 1),
-    "css": ("text/css; charset=utf-8", 1), "js": ("text/javascript; charset=utf-8", 1),
-    "mjs": ("text/javascript; charset=utf-8", 1), "json": ("application/json", 1),
-    "map": ("application/json", 1), "txt": ("text/plain; charset=utf-8", 1),
-    "md": ("text/markdown; charset=utf-8", 1), "csv": ("text/csv; charset=utf-8", 1),
-    "xml": ("application/xml", 1), "svg": ("image/svg+xml", 1), "wasm": ("application/wasm", 1),
-    "ico": ("image/x-icon", 1), "png": ("image/png", 0), "jpg": ("image/jpeg", 0),
-    "jpeg": ("image/jpeg", 0), "gif": ("image/gif", 0), "webp": ("image/webp", 0),
-    "avif": ("image/avif", 0), "bmp": ("image/bmp", 0), "woff": ("font/woff", 0),
-    "woff2": ("font/woff2", 0), "ttf": ("font/ttf", 1), "otf": ("font/otf", 1),
-    "pdf": ("application/pdf", 0), "zip": ("application/zip", 0), "gz": ("application/gzip", 0),
-    "tar": ("application/x-tar", 0), "mp4": ("video/mp4", 0), "webm": ("video/webm", 0),
-    "mp3": ("audio/mpeg", 0), "ogg": ("audio/ogg", 0), "wav": ("audio/wav", 0),
+    "html": ("text/html; charset=utf-8", 1),
+    "htm": ("text/html; charset=utf-8", 1),
+    "css": ("text/css; charset=utf-8", 1),
+    "js": ("text/javascript; charset=utf-8", 1),
+    "mjs": ("text/javascript; charset=utf-8", 1),
+    "json": ("application/json", 1),
+    "map": ("application/json", 1),
+    "txt": ("text/plain; charset=utf-8", 1),
+    "md": ("text/markdown; charset=utf-8", 1),
+    "csv": ("text/csv; charset=utf-8", 1),
+    "xml": ("application/xml", 1),
+    "svg": ("image/svg+xml", 1),
+    "wasm": ("application/wasm", 1),
+    "ico": ("image/x-icon", 1),
+    "png": ("image/png", 0),
+    "jpg": ("image/jpeg", 0),
+    "jpeg": ("image/jpeg", 0),
+    "gif": ("image/gif", 0),
+    "webp": ("image/webp", 0),
+    "avif": ("image/avif", 0),
+    "bmp": ("image/bmp", 0),
+    "woff": ("font/woff", 0),
+    "woff2": ("font/woff2", 0),
+    "ttf": ("font/ttf", 1),
+    "otf": ("font/otf", 1),
+    "pdf": ("application/pdf", 0),
+    "zip": ("application/zip", 0),
+    "gz": ("application/gzip", 0),
+    "tar": ("application/x-tar", 0),
+    "mp4": ("video/mp4", 0),
+    "webm": ("video/webm", 0),
+    "mp3": ("audio/mpeg", 0),
+    "ogg": ("audio/ogg", 0),
+    "wav": ("audio/wav", 0),
 }
 _HEX = {("%02x" % i).encode(): i for i in range(256)}
 _HEX.update({("%02X" % i).encode(): i for i in range(256)})
@@ -48,7 +81,7 @@ class HTTPStatus(Exception):
         self.status = status
 
 
-PATH_CAP = 4096 - 16   # C: sizeof(co->rb->path) - 16, the decoded path stays shorter
+PATH_CAP = 4096 - 16  # C: sizeof(co->rb->path) - 16, the decoded path stays shorter
 
 
 def decode_path(path, serve_dotfiles):
@@ -108,8 +141,19 @@ class Rep:
 class Entry:
     """An open-file cache entry (C: mg_centry), reference-counted like the C one."""
 
-    __slots__ = ("path", "plain", "gz", "checked", "refs", "dead", "scratch", "compressible",
-                 "mtime", "last_modified", "cache")
+    __slots__ = (
+        "path",
+        "plain",
+        "gz",
+        "checked",
+        "refs",
+        "dead",
+        "scratch",
+        "compressible",
+        "mtime",
+        "last_modified",
+        "cache",
+    )
 
     def release(self):
         self.refs -= 1
@@ -146,8 +190,11 @@ class FileCache:
         os.close(self.root_fd)
 
     def _open_beneath(self, rel, dir_fd=None):
-        fd = os.open(rel or ".", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY,
-                     dir_fd=self.root_fd if dir_fd is None else dir_fd)
+        fd = os.open(
+            rel or ".",
+            os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY,
+            dir_fd=self.root_fd if dir_fd is None else dir_fd,
+        )
         if not self.follow:
             real = os.readlink("/proc/self/fd/%d" % fd)
             if real != self.root_real and not real.startswith(self.root_real.rstrip("/") + "/"):
@@ -168,8 +215,13 @@ class FileCache:
             h.append("Content-Encoding: gzip\r\n")
         if self.gzip_static and e.compressible:
             h.append("Vary: Accept-Encoding\r\n")
-        h += ["Last-Modified: ", e.last_modified, "\r\nETag: ", r.etag.decode(),
-              "\r\nAccept-Ranges: bytes\r\n"]
+        h += [
+            "Last-Modified: ",
+            e.last_modified,
+            "\r\nETag: ",
+            r.etag.decode(),
+            "\r\nAccept-Ranges: bytes\r\n",
+        ]
         r.hdr = "".join(h).encode()
         r.data = None
         return r
@@ -178,7 +230,7 @@ class FileCache:
         try:
             fd = self._open_beneath(rel)
         except OSError as err:
-            raise HTTPStatus(_errno_status(err.errno))
+            raise HTTPStatus(_errno_status(err.errno)) from None
         st = os.fstat(fd)
         path = rel
         if stat.S_ISDIR(st.st_mode):
@@ -188,7 +240,7 @@ class FileCache:
             try:
                 ifd = self._open_beneath("index.html", dir_fd=fd)
             except OSError as err:
-                raise HTTPStatus(403 if err.errno == errno.ENOENT else _errno_status(err.errno))
+                raise HTTPStatus(403 if err.errno == errno.ENOENT else _errno_status(err.errno)) from None
             finally:
                 os.close(fd)
             fd = ifd
@@ -204,7 +256,7 @@ class FileCache:
         e.path = path
         ext = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
         ctype, e.compressible = MIME.get(ext, ("application/octet-stream", 0))
-        e.mtime = min(int(st.st_mtime), int(time.time()))   # never after Date (RFC 9110 8.8.2.1)
+        e.mtime = min(int(st.st_mtime), int(time.time()))  # never after Date (RFC 9110 8.8.2.1)
         e.last_modified = http_date(e.mtime)
         e.plain = self._describe(fd, st, e, ctype, False)
         e.gz = None
@@ -228,8 +280,12 @@ class FileCache:
             st = os.stat(path, dir_fd=self.root_fd)
         except OSError:
             return False
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (rep.dev, rep.ino, rep.size,
-                                                                      rep.mtime_ns)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
+            rep.dev,
+            rep.ino,
+            rep.size,
+            rep.mtime_ns,
+        )
 
     def _fresh(self, e):
         if self.w.now - e.checked < 1.0:
@@ -280,7 +336,7 @@ class FileCache:
             old.dead = True
             if old.refs == 0:
                 old.close()
-        e.refs += 1   # the cache's own reference
+        e.refs += 1  # the cache's own reference
         self.entries[key] = e
         return e
 
@@ -301,9 +357,13 @@ def send_gateway_timeout(co, head_only):
     w.stats["requests"] += 1
     w.last_status = 504
     body = b"" if head_only else _GATEWAY_TIMEOUT_BODY
-    yield from send_async(co, head_start(w, 504, b"Gateway Timeout") +
-                          b"Content-Type: text/plain; charset=utf-8\r\n" +
-                          head_finish(FRAME_LENGTH, len(_GATEWAY_TIMEOUT_BODY), False) + body)
+    yield from send_async(
+        co,
+        head_start(w, 504, b"Gateway Timeout")
+        + b"Content-Type: text/plain; charset=utf-8\r\n"
+        + head_finish(FRAME_LENGTH, len(_GATEWAY_TIMEOUT_BODY), False)
+        + body,
+    )
 
 
 def mime_type(path):
@@ -315,8 +375,10 @@ def mime_type(path):
 
 def error_pages(pages):
     """--error-page: {status: (Content-Type line, body)} (C: front.c front_init)."""
-    return {status: (b"Content-Type: %s\r\n" % mime_type(path).encode(), bytes(body))
-            for status, path, body in pages}
+    return {
+        status: (b"Content-Type: %s\r\n" % mime_type(path).encode(), bytes(body))
+        for status, path, body in pages
+    }
 
 
 # --header lines go on these statuses, as nginx's add_header (C: static.c put_added_headers)
@@ -331,7 +393,7 @@ def added_headers(w, status):
 def send_error(co, status, keep_alive, head_only, extra=b""):
     w = co.worker
     page = w.cfg["error_pages"].get(status)
-    if page is not None:   # --error-page: its file is the body, the status stays
+    if page is not None:  # --error-page: its file is the body, the status stays
         out = [head_start(w, status)]
         if status == 405:
             out.append(ALLOW)
@@ -341,8 +403,10 @@ def send_error(co, status, keep_alive, head_only, extra=b""):
         w.stats["requests"] += 1
         yield from send_async(co, b"".join(out))
         return
-    body = ("<html><head><title>%d %s</title></head><body><h1>%d %s</h1></body></html>\n" % (
-        status, http_reason(status), status, http_reason(status))).encode()
+    body = (
+        "<html><head><title>%d %s</title></head><body><h1>%d %s</h1></body></html>\n"
+        % (status, http_reason(status), status, http_reason(status))
+    ).encode()
     out = [head_start(w, status)]
     if status == 405:
         out.append(ALLOW)
@@ -402,8 +466,8 @@ def _send_rep(co, rep, status, start, length, keep_alive, head_only):
         yield from send_async(co, b"".join(head))
         return True
     if rep.data is not None:
-        head.append(rep.data[start:start + length] if status == 206 else rep.data)
-        yield from send_async(co, b"".join(head))   # one send: head and body
+        head.append(rep.data[start : start + length] if status == 206 else rep.data)
+        yield from send_async(co, b"".join(head))  # one send: head and body
         return True
     # cork the head and the first piece only (static.c says why)
     head = b"".join(head)
@@ -427,8 +491,14 @@ def _serve_entry(co, req, e, keep_alive):
     pre = _preconditions(req, e, rep)
     if pre == 304:
         w = co.worker
-        out = [head_start(w, 304), b"ETag: ", rep.etag, b"\r\nLast-Modified: ",
-               e.last_modified.encode(), b"\r\n"]
+        out = [
+            head_start(w, 304),
+            b"ETag: ",
+            rep.etag,
+            b"\r\nLast-Modified: ",
+            e.last_modified.encode(),
+            b"\r\n",
+        ]
         if co.worker.cfg["gzip_static"] and e.compressible:
             out.append(b"Vary: Accept-Encoding\r\n")
         out.append(added_headers(w, 304))
@@ -445,8 +515,7 @@ def _serve_entry(co, req, e, keep_alive):
         if r == 1:
             return (yield from _send_rep(co, rep, 206, start, length, keep_alive, False))
         if r == 416:
-            yield from send_error(co, 416, keep_alive, False,
-                                  b"Content-Range: bytes */%d\r\n" % rep.size)
+            yield from send_error(co, 416, keep_alive, False, b"Content-Range: bytes */%d\r\n" % rep.size)
             return True
     return (yield from _send_rep(co, rep, 200, 0, rep.size, keep_alive, head_only))
 
@@ -458,10 +527,13 @@ def _static_method(co, req, keep_alive):
     if m != b"GET" and m != b"HEAD":
         if m == b"OPTIONS":
             w.stats["requests"] += 1
-            yield from send_async(co, head_start(w, 200) + ALLOW + added_headers(w, 200) +
-                                  head_finish(FRAME_LENGTH, 0, keep_alive))
+            yield from send_async(
+                co,
+                head_start(w, 200) + ALLOW + added_headers(w, 200) + head_finish(FRAME_LENGTH, 0, keep_alive),
+            )
             return True
         from .http import METHODS
+
         yield from send_error(co, 405 if m in METHODS else 501, keep_alive, False)
         return True
     return None
@@ -490,7 +562,9 @@ def static_serve(co, req, keep_alive):
         e.release()
 
 
-_URI_PATH_KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/")
+_URI_PATH_KEEP = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/"
+)
 _URI_QUERY_KEEP = _URI_PATH_KEEP | frozenset(b"?%")
 
 
@@ -503,14 +577,22 @@ def _redirect_slash(co, req, keep_alive, head_only):
     decoded, normalised path re-encoded, never the raw target, so it cannot
     start with "//" or "/\\" and point at another host."""
     w = co.worker
-    body = (b"<html><head><title>301 Moved Permanently</title></head>"
-            b"<body><h1>301 Moved Permanently</h1></body></html>\n")
+    body = (
+        b"<html><head><title>301 Moved Permanently</title></head>"
+        b"<body><h1>301 Moved Permanently</h1></body></html>\n"
+    )
     rel, _ = decode_path(req.path, w.cfg["serve_dotfiles"])
     loc = b"/" + _uri_encode(rel, _URI_PATH_KEEP) + b"/"
     if req.query:
         loc += b"?" + _uri_encode(req.query, _URI_QUERY_KEEP)
-    out = [head_start(w, 301), b"Location: ", loc, b"\r\nContent-Type: text/html; charset=utf-8\r\n",
-           added_headers(w, 301), head_finish(FRAME_LENGTH, len(body), keep_alive)]
+    out = [
+        head_start(w, 301),
+        b"Location: ",
+        loc,
+        b"\r\nContent-Type: text/html; charset=utf-8\r\n",
+        added_headers(w, 301),
+        head_finish(FRAME_LENGTH, len(body), keep_alive),
+    ]
     if not head_only:
         out.append(body)
     w.stats["requests"] += 1
@@ -528,16 +610,16 @@ def static_try(co, req, keep_alive):
         rel, is_dir = decode_path(req.path, w.cfg["serve_dotfiles"])
         rel = rel.decode("utf-8", "surrogateescape")
     except HTTPStatus as s:
-        if s.status == 400:   # cannot name anything: 400 as nginx, for every location
+        if s.status == 400:  # cannot name anything: 400 as nginx, for every location
             yield from send_error(co, s.status, keep_alive, head_only)
             return True
-        return None   # a dotfile, or too long to be a file name (414): not one of our files
+        return None  # a dotfile, or too long to be a file name (414): not one of our files
     try:
         e = w.cache.file_open(rel, is_dir)
     except HTTPStatus as s:
         if s.status != 301:
             return None
-        try:   # a directory asked without its slash: a file only if it has an index
+        try:  # a directory asked without its slash: a file only if it has an index
             w.cache.file_open(rel, True).release()
         except HTTPStatus:
             return None

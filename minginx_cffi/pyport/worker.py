@@ -39,27 +39,52 @@ import struct
 import threading
 import time
 
-from .coroutine import (MG_DRAIN_IDLE, MG_PARK_DELAY, MG_TIMER_DRAIN, MG_TIMER_HEADER, MG_TIMER_KEEPALIVE,
-                        MG_TIMER_LINGER, MG_TIMER_NONE, MG_TIMER_PYTHON, MG_TIMER_SEND,
-                        MG_YIELD_PYTHON, MG_YIELD_READ, MG_YIELD_READY, MG_YIELD_WRITE,
-                        coroutine_create, coroutine_destroy)
+from ..trace import (  # noqa: F401
+    EV_ADD_TO_READY,
+    EV_FD_BATCH,
+    EV_PARK,
+    EV_SCHEDULE,
+    EV_UNPARK,
+    EV_WAKE_FD,
+    EV_WAKE_PYTHON,
+    EV_YIELD,
+)
 from .accesslog import alog_rejected, alog_tick
+from .coroutine import (
+    MG_DRAIN_IDLE,
+    MG_PARK_DELAY,
+    MG_TIMER_DRAIN,
+    MG_TIMER_NONE,
+    MG_TIMER_PYTHON,
+    MG_YIELD_PYTHON,
+    MG_YIELD_READ,
+    MG_YIELD_READY,
+    MG_YIELD_WRITE,
+    coroutine_create,
+    coroutine_destroy,
+)
 from .http import http_date
-from ..trace import (EV_ADD_TO_READY, EV_FD_BATCH, EV_PARK, EV_SCHEDULE,  # noqa: F401
-                     EV_UNPARK, EV_WAKE_FD, EV_WAKE_PYTHON, EV_YIELD)
 
 RDY_FIFO, RDY_LIFO = 0, 1
-MG_POOL_KEEP = 32     # connections a burst may shed before the heap is trimmed (C: MG_POOL_KEEP)
-MG_POOL_TRIM = 1.0    # seconds between trims (C: MG_POOL_TRIM_MS)
-try:
-    _malloc_trim = ctypes.CDLL(None).malloc_trim   # glibc
-except (OSError, AttributeError):
-    _malloc_trim = None
+MG_POOL_KEEP = 32  # connections a burst may shed before the heap is trimmed (C: MG_POOL_KEEP)
+MG_POOL_TRIM = 1.0  # seconds between trims (C: MG_POOL_TRIM_MS)
+
+
+def _find_malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 MG_CMD_STOP, MG_CMD_EXIT = -1, -2
 MG_FD_BATCH = 256
 _EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
-_WANT = {MG_YIELD_READ: select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
-         MG_YIELD_WRITE: select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR}
+_WANT = {
+    MG_YIELD_READ: select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
+    MG_YIELD_WRITE: select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR,
+}
 _GONE = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 YIELD_NAMES = ("ready", "read", "write", "python")
 BUSY_BODY = b"Too many connections"
@@ -68,8 +93,13 @@ BUSY_BODY = b"Too many connections"
 def busy(w):
     """The 503 for a connection over --max-connections (csrc/worker.c), from the one writer."""
     from .response import FRAME_LENGTH, head_finish, head_start
-    return head_start(w, 503) + b"Content-Type: text/plain\r\nRetry-After: 1\r\n" + \
-        head_finish(FRAME_LENGTH, len(BUSY_BODY), False) + BUSY_BODY
+
+    return (
+        head_start(w, 503)
+        + b"Content-Type: text/plain\r\nRetry-After: 1\r\n"
+        + head_finish(FRAME_LENGTH, len(BUSY_BODY), False)
+        + BUSY_BODY
+    )
 
 
 class Parked:
@@ -92,16 +122,27 @@ class HandlerTimedOut(TimeoutError):
 class Job:
     """One handler round for a pool thread (C: a deferred mg_pycall)."""
 
-    __slots__ = ("co", "worker", "fn", "args", "result", "exc", "posted", "orphan", "late",
-                 "close_after", "gone")
+    __slots__ = (
+        "co",
+        "worker",
+        "fn",
+        "args",
+        "result",
+        "exc",
+        "posted",
+        "orphan",
+        "late",
+        "close_after",
+        "gone",
+    )
 
     def __init__(self, co, worker, fn, args, late=None):
         self.co, self.worker, self.fn, self.args = co, worker, fn, args
         self.result = self.exc = None
         self.posted = self.orphan = False
-        self.late = late            # applied (in the pool) to an orphan's late result
-        self.close_after = None     # an iterator to close once an orphan's round is back
-        self.gone = None            # called (worker thread) when the client hangs up meanwhile
+        self.late = late  # applied (in the pool) to an orphan's late result
+        self.close_after = None  # an iterator to close once an orphan's round is back
+        self.gone = None  # called (worker thread) when the client hangs up meanwhile
 
 
 class HandlerPool:
@@ -110,8 +151,10 @@ class HandlerPool:
     def __init__(self, threads):
         self.queue = queue.SimpleQueue()
         self.put = self.queue.put
-        self.threads = [threading.Thread(target=self._run, name="minginx-handler-%d" % i,
-                                         daemon=True) for i in range(threads)]
+        self.threads = [
+            threading.Thread(target=self._run, name="minginx-handler-%d" % i, daemon=True)
+            for i in range(threads)
+        ]
         for t in self.threads:
             t.start()
 
@@ -150,12 +193,12 @@ def call_python(co, fn, *args, late=None):
     co.py_job = job
     try:
         yield MG_YIELD_PYTHON
-    except GeneratorExit:      # destroyed while the round runs (shutdown)
+    except GeneratorExit:  # destroyed while the round runs (shutdown)
         job.orphan = True
         raise
     finally:
         co.py_job = None
-    if not job.posted:         # woken by the timer
+    if not job.posted:  # woken by the timer
         raise give_up(job, "handler")
     w.timer_clear(co)
     if job.exc is not None:
@@ -185,8 +228,10 @@ def give_up(job, what):
     job.orphan = True
     w.stats["handler_timeouts"] += 1
     logging.getLogger("minginx_cffi").error(
-        "minginx: %s still running after %g s: connection closed, its answer will be "
-        "dropped", what, w.durations[MG_TIMER_PYTHON])
+        "minginx: %s still running after %g s: connection closed, its answer will be dropped",
+        what,
+        w.durations[MG_TIMER_PYTHON],
+    )
     return HandlerTimedOut(job)
 
 
@@ -210,15 +255,37 @@ def _call(fn, *args):
 
 def _close_iter(it):
     from .._dispatch import close_iter
+
     close_iter(it)
 
 
 def new_stats():
-    st = dict.fromkeys(("connections", "requests", "bytes_out", "switches", "wakeups", "timeouts",
-                        "ready_max", "coroutines_alive", "coroutines_total", "stack_pool",
-                        "stacks_mapped", "cache_hits", "cache_misses", "cache_entries",
-                        "py_batches", "py_calls", "rejected", "handler_timeouts", "log_lines",
-                        "log_dropped", "parked"), 0)
+    st = dict.fromkeys(
+        (
+            "connections",
+            "requests",
+            "bytes_out",
+            "switches",
+            "wakeups",
+            "timeouts",
+            "ready_max",
+            "coroutines_alive",
+            "coroutines_total",
+            "stack_pool",
+            "stacks_mapped",
+            "cache_hits",
+            "cache_misses",
+            "cache_entries",
+            "py_batches",
+            "py_calls",
+            "rejected",
+            "handler_timeouts",
+            "log_lines",
+            "log_dropped",
+            "parked",
+        ),
+        0,
+    )
     st["yields"] = dict.fromkeys(YIELD_NAMES, 0)
     return st
 
@@ -227,6 +294,7 @@ class Worker:
     def __init__(self, engine, index):
         from .conn import conn_entry
         from .static import FileCache
+
         self.engine = engine
         self.cfg = engine.cfg
         self.index = index
@@ -251,8 +319,8 @@ class Worker:
         # coroutine -> when it began to wait between requests, oldest first (lazy parking)
         self.idle = collections.OrderedDict()
         self.ready = collections.deque()
-        self.trim_high = 0    # connections open at most since the last heap trim
-        self.trim_at = 0.0    # no trim before this time (once a second, as the C pools')
+        self.trim_high = 0  # connections open at most since the last heap trim
+        self.trim_at = 0.0  # no trim before this time (once a second, as the C pools')
         self.all = set()
         self.next_id = 0
         self.stopping = False
@@ -260,9 +328,15 @@ class Worker:
         self.stats = new_stats()
         self.now = time.monotonic()
         self.timers = [collections.OrderedDict() for _ in range(7)]
-        self.durations = [0, self.cfg["header_timeout"], self.cfg["keepalive_timeout"],
-                          self.cfg["send_timeout"], 2.0, self.cfg["handler_timeout"],
-                          MG_DRAIN_IDLE]
+        self.durations = [
+            0,
+            self.cfg["header_timeout"],
+            self.cfg["keepalive_timeout"],
+            self.cfg["send_timeout"],
+            2.0,
+            self.cfg["handler_timeout"],
+            MG_DRAIN_IDLE,
+        ]
         self.date_sec = -1
         self.date_hdr = b""
         self.cache = FileCache(self, self.cfg["open_file_cache"])
@@ -275,7 +349,7 @@ class Worker:
         self.alog_since = 0.0
         self.alog_sec = -1
         self.alog_time = b""
-        self.ring = collections.deque(maxlen=16384)   # as the C ring: the oldest are overwritten
+        self.ring = collections.deque(maxlen=16384)  # as the C ring: the oldest are overwritten
         self.conn_entry = conn_entry
 
     # -- ready queue -----------------------------------------------------
@@ -334,7 +408,7 @@ class Worker:
             co.hup = True
             job = co.py_job
             if co.waiting == MG_YIELD_PYTHON and job is not None and job.gone is not None:
-                job.gone()   # an ASGI app hears http.disconnect (pyport/asgiport.py)
+                job.gone()  # an ASGI app hears http.disconnect (pyport/asgiport.py)
         if events & _WANT.get(co.waiting, 0):
             self.stats["wakeups"] += 1
             if self.trace:
@@ -349,7 +423,7 @@ class Worker:
         if co.fd < 0:
             return False
         if co.park_deadline:
-            deadline = co.park_deadline   # made at an unpark: the parked deadline goes on
+            deadline = co.park_deadline  # made at an unpark: the parked deadline goes on
         else:
             deadline = co.deadline if co.timer_class != MG_TIMER_NONE else float("inf")
         if self.trace:
@@ -412,7 +486,7 @@ class Worker:
         if self.trace:
             self.ring.append((time.monotonic_ns() // 1000, self.index, p.id, p.fd, EV_UNPARK, events))
         co = coroutine_create(self, self.conn_entry, p.sock, id=p.id)
-        co.requests = p.requests    # conn_entry: between requests, not a first one
+        co.requests = p.requests  # conn_entry: between requests, not a first one
         co.park_deadline = p.deadline
         self.stats["wakeups"] += 1
         self.add_to_ready(co)
@@ -420,7 +494,7 @@ class Worker:
     def _park_close(self, p):
         del self.parked[p.fd]
         self.stats["parked"] -= 1
-        p.sock.close()   # also takes it out of the epoll set
+        p.sock.close()  # also takes it out of the epoll set
 
     # -- timers: one list per class, in deadline order (csrc/worker.c) ---
 
@@ -456,10 +530,11 @@ class Worker:
             d = next(iter(self.parked.values())).deadline
             if d != float("inf") and (best is None or d < best):
                 best = d
-        if self.trim_high - self.stats["coroutines_alive"] - self.stats["parked"] > MG_POOL_KEEP \
-                and (best is None or self.trim_at < best):
-            best = self.trim_at   # a burst is over: trim on time
-        due = alog_tick(self)   # pending access-log lines wait no longer than this
+        if self.trim_high - self.stats["coroutines_alive"] - self.stats["parked"] > MG_POOL_KEEP and (
+            best is None or self.trim_at < best
+        ):
+            best = self.trim_at  # a burst is over: trim on time
+        due = alog_tick(self)  # pending access-log lines wait no longer than this
         if due is not None and (best is None or self.now + due < best):
             best = self.now + due
         if best is None:
@@ -492,9 +567,10 @@ class Worker:
                         # the round is given up (504, orphaned): an ASGI app still holding
                         # the request hears http.disconnect (C: timers_expire -> mg_py_gone)
                         job.gone()
-                if co.waiting in (MG_YIELD_READ, MG_YIELD_WRITE) or \
-                        (cls == MG_TIMER_PYTHON and co.waiting == MG_YIELD_PYTHON):
-                    self.add_to_ready(co)   # a pooled round: call_python gives it up (504)
+                if co.waiting in (MG_YIELD_READ, MG_YIELD_WRITE) or (
+                    cls == MG_TIMER_PYTHON and co.waiting == MG_YIELD_PYTHON
+                ):
+                    self.add_to_ready(co)  # a pooled round: call_python gives it up (504)
 
     def date_header(self):
         sec = int(time.time())
@@ -514,13 +590,13 @@ class Worker:
         if was_empty:
             try:
                 os.write(self.post_w, b"\1\0\0\0\0\0\0\0")
-            except OSError:   # the worker is gone (freed): nobody waits for it
+            except OSError:  # the worker is gone (freed): nobody waits for it
                 pass
 
     def drain_posts(self):
         try:
             while os.read(self.post_r, 4096) and self.post_r != self.post_w:
-                pass   # a pipe: empty it (an eventfd reads as one counter)
+                pass  # a pipe: empty it (an eventfd reads as one counter)
         except (BlockingIOError, InterruptedError):
             pass
         with self.post_lock:
@@ -570,9 +646,9 @@ class Worker:
         if self.trace:
             self.trace_push(EV_FD_BATCH, None, fd)
         limit = self.cfg["max_connections"]
-        if limit and self.stats["coroutines_alive"] + self.stats["parked"] >= limit:   # parked: open
+        if limit and self.stats["coroutines_alive"] + self.stats["parked"] >= limit:  # parked: open
             out = busy(self)
-            try:   # over --max-connections: say so and close, never stall
+            try:  # over --max-connections: say so and close, never stall
                 n = os.write(fd, out)
             except OSError:
                 n = -1
@@ -598,12 +674,16 @@ class Worker:
         drain = self.now + MG_DRAIN_IDLE
         for co in list(self.all):
             # (park_deadline: unparked in this batch, conn_entry not yet begun)
-            if not (co.idle or co.park_deadline) or co.timed_out or co.waiting not in (MG_YIELD_READ, MG_YIELD_READY):
+            if (
+                not (co.idle or co.park_deadline)
+                or co.timed_out
+                or co.waiting not in (MG_YIELD_READ, MG_YIELD_READY)
+            ):
                 continue
             if co.timer_class == MG_TIMER_NONE or co.deadline > drain:
                 self.timer_set(co, MG_TIMER_DRAIN)
             if co.park_deadline > drain:
-                co.park_deadline = drain   # unparked: the deadline it parks again with
+                co.park_deadline = drain  # unparked: the deadline it parks again with
         # parked ones too; min() keeps them in order
         for p in self.parked.values():
             p.deadline = min(p.deadline, drain)
@@ -617,10 +697,14 @@ class Worker:
         shared = self.engine.shared
         while not self.exiting:
             self.schedule()
-            if self.stopping and self.stats["coroutines_alive"] == 0 and self.inflight == 0 \
-                    and not self.parked:
+            if (
+                self.stopping
+                and self.stats["coroutines_alive"] == 0
+                and self.inflight == 0
+                and not self.parked
+            ):
                 break
-            if shared is not None:   # once per iteration, never per request (csrc/worker.c)
+            if shared is not None:  # once per iteration, never per request (csrc/worker.c)
                 shared[0].publish(shared[1], self.index, self.stats_dict())
             try:
                 events = poll(self._next_timeout(), 512)
@@ -640,8 +724,8 @@ class Worker:
             coroutine_destroy(co)
         while self.parked:
             self._park_close(next(iter(self.parked.values())))
-        alog_tick(self, force=True)   # every line written so far goes to the writer
-        if shared is not None:   # the final counts, for the master's table
+        alog_tick(self, force=True)  # every line written so far goes to the writer
+        if shared is not None:  # the final counts, for the master's table
             shared[0].publish(shared[1], self.index, self.stats_dict())
         return 0
 
@@ -655,7 +739,7 @@ class Worker:
         return st
 
     def free(self):
-        alog_tick(self, force=True)   # a worker that never ran its loop to the end
+        alog_tick(self, force=True)  # a worker that never ran its loop to the end
         self.cache.clear()
         for fd in {self.pipe_r, self.pipe_w, self.post_r, self.post_w}:
             os.close(fd)
