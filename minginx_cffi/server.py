@@ -16,6 +16,8 @@ up to ``grace`` seconds, then cut off whatever is left.  A second SIGINT cuts
 off at once.
 """
 
+from __future__ import annotations
+
 import importlib
 import inspect
 import ipaddress  # at start-up: after --user drops privileges, a lazy import may not read the stdlib
@@ -27,10 +29,15 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import __version__, _native
 from . import log as _log
 from .log import logger
+
+if TYPE_CHECKING:
+    from .app import App
 
 __all__ = [
     "Server",
@@ -342,52 +349,52 @@ class Server:
 
     def __init__(
         self,
-        root=None,
-        host="127.0.0.1",
-        port=3094,
-        workers=None,
-        policy="lifo",
-        grace=5.0,
-        stack_size=_native.DEFAULT_STACK_SIZE,
-        serve_dotfiles=False,
-        follow_symlinks=False,
-        header_timeout=10.0,
-        keepalive_timeout=15.0,
-        send_timeout=60.0,
-        max_body=1 << 20,
-        gzip_static=True,
-        open_file_cache=1024,
-        small_file_cache=16384,
-        app=None,
-        wsgi=None,
-        reuse_port=False,
-        processes=1,
-        engine="cffi",
-        max_connections=0,
-        pid_file=None,
-        trace=False,
-        stats=False,
-        switch=_native.DEFAULT_SWITCH,
-        accept="dispatch",
-        io=None,
-        defer_accept=True,
-        asgi=None,
-        root_path="",
-        threads=DEFAULT_THREADS,
-        handler_timeout=DEFAULT_HANDLER_TIMEOUT,
-        log_level=None,
-        stats_slot=None,
-        access_log=None,
-        access_log_format="combined",
-        header=(),
-        error_page=(),
-        proxy_headers=False,
-        forwarded_allow_ips="127.0.0.1",
-        fd=None,
-        uds=None,
-        user=None,
-        group=None,
-    ):
+        root: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 3094,
+        workers: int | None = None,
+        policy: str = "lifo",
+        grace: float = 5.0,
+        stack_size: int = _native.DEFAULT_STACK_SIZE,
+        serve_dotfiles: bool = False,
+        follow_symlinks: bool = False,
+        header_timeout: float = 10.0,
+        keepalive_timeout: float = 15.0,
+        send_timeout: float = 60.0,
+        max_body: int = 1 << 20,
+        gzip_static: bool = True,
+        open_file_cache: int = 1024,
+        small_file_cache: int = 16384,
+        app: App | str | None = None,
+        wsgi: Callable[..., Any] | str | None = None,
+        reuse_port: bool = False,
+        processes: int = 1,
+        engine: str = "cffi",
+        max_connections: int = 0,
+        pid_file: str | os.PathLike[str] | None = None,
+        trace: bool | str | Callable[..., Any] = False,
+        stats: bool = False,
+        switch: str = _native.DEFAULT_SWITCH,
+        accept: str = "dispatch",
+        io: str | None = None,
+        defer_accept: bool = True,
+        asgi: Callable[..., Any] | str | None = None,
+        root_path: str = "",
+        threads: int = DEFAULT_THREADS,
+        handler_timeout: float = DEFAULT_HANDLER_TIMEOUT,
+        log_level: str | None = None,
+        stats_slot: Any = None,
+        access_log: str | None = None,
+        access_log_format: str = "combined",
+        header: Iterable[str] = (),
+        error_page: Iterable[str] = (),
+        proxy_headers: bool = False,
+        forwarded_allow_ips: str | Iterable[str] = "127.0.0.1",
+        fd: Iterable[int] | int | None = None,
+        uds: str | None = None,
+        user: str | int | None = None,
+        group: str | int | None = None,
+    ) -> None:
         # log_level: "debug".."critical" sets the "minginx_cffi" logger's level and C's
         # (None: the embedding program's logging config decides); log.configure() is the
         # CLI's.  stats_slot: (procstats.SharedStats, i), this process's slot (--processes).
@@ -411,7 +418,7 @@ class Server:
             raise ServerError("give one of --app, --wsgi or --asgi, not both")
         for flag, spec in (("app", app), ("wsgi", wsgi), ("asgi", asgi)):
             if spec is not None:
-                obj = load_app(spec) if isinstance(spec, str) else spec
+                obj: Any = load_app(spec) if isinstance(spec, str) else spec
                 check_app_kind(flag, flag, obj, spec)
                 app, wsgi, asgi = (
                     obj if flag == "app" else app,
@@ -507,8 +514,8 @@ class Server:
         self.fd, self.uds = fd, uds
         self._uds_bound = None  # the socket file bind() made, removed at the end
         self.user, self.group = user, group
-        self._listeners = []
-        self._adopted = []  # reuseport: the other workers' listeners, from adopt()
+        self._listeners: list[socket.socket] = []
+        self._adopted: list[socket.socket] = []  # reuseport: the other workers' listeners, from adopt()
         self._trace_thread = None
         self._trace_t0 = None
         # in front of an app: files first, --header, --error-page, --proxy-headers
@@ -547,10 +554,10 @@ class Server:
         self.access_log, self.access_log_format = check_access_log(access_log, access_log_format)
         self.fd_limit = None
         self._sock = None
-        self._engine = None
-        self._threads = []
+        self._engine: Any = None
+        self._threads: list[threading.Thread] = []
         self._wake_r = self._wake_w = -1
-        self._acceptor = None
+        self._acceptor: threading.Thread | None = None
         self._stop_requested = 0
         self._quiet = False
         self._no_summary = False
@@ -759,16 +766,16 @@ class Server:
             self._trace_thread.start()
 
     @property
-    def address(self):
+    def address(self) -> tuple[str, int]:
         return (self.host, self.port)
 
-    def listen_text(self):
+    def listen_text(self) -> str:
         """Where it listens, for the banner: http://127.0.0.1:3094, http://[::1]:80, unix:PATH."""
         if self.uds is not None:
             return "unix:%s" % self.uds
         return "http://%s:%d" % (self.host if ":" not in self.host else "[%s]" % self.host, self.port)
 
-    def banner(self):
+    def banner(self) -> str:
         """One line: what answers what ("files under ROOT, then ASGI app NAME"), where."""
         handler = None
         for kind, obj in (("app", self.app), ("WSGI app", self.wsgi), ("ASGI app", self.asgi)):
@@ -805,7 +812,7 @@ class Server:
 
     # -- the main-thread way: signals stop it ---------------------------
 
-    def serve_forever(self, quiet=False, ready=None):
+    def serve_forever(self, quiet: bool = False, ready: Callable[[], Any] | None = None) -> None:
         """Serve until SIGINT/SIGTERM.  A failure once the workers run (the pid
         file, the banner, the accept loop) stops and joins them before the engine
         is freed, and comes out as one ServerError (tests/test_cli.py:
@@ -863,7 +870,7 @@ class Server:
             signal.set_wakeup_fd(old_wakeup)
             self._close_listener()
             self._free(summary=finished)
-            if wrote_pid:
+            if wrote_pid and self.pid_file is not None:
                 try:
                     os.unlink(self.pid_file)
                 except OSError:
@@ -882,7 +889,7 @@ class Server:
         """SIGUSR1, logrotate's signal (as nginx's): reopen the access log."""
         self.reopen_logs()
 
-    def reopen_logs(self):
+    def reopen_logs(self) -> None:
         """Reopen the access log file (after logrotate renamed it): the writer first
         writes every queued line to the old file, then opens the path again, so no
         line is lost.  A no-op without an access log to a file."""
@@ -891,7 +898,7 @@ class Server:
 
     # -- the embedded way: acceptor on a thread --------------------------
 
-    def start(self):
+    def start(self) -> Server:
         if self._sock is None:
             self.bind()
         self._start_workers()
@@ -913,7 +920,7 @@ class Server:
         while not self._stop_requested:
             self._engine.accept_loop(self._accept_fd(), self._wake_r)
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         if self._engine is None:
             return
         self._stop_requested = max(self._stop_requested, 1)
@@ -924,15 +931,15 @@ class Server:
         self._drain(lambda: False)
         self._free()
 
-    def __enter__(self):
+    def __enter__(self) -> Server:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
     # -- shared ---------------------------------------------------------
 
-    def stats(self):
+    def stats(self) -> list[dict[str, Any]]:
         """Per-worker counters from C, a list of dicts."""
         return [w.stats() for w in self._engine.workers] if self._engine else []
 
@@ -1049,7 +1056,7 @@ class Server:
         self._threads = []
 
 
-def serve(processes=1, log_level="info", **options):
+def serve(processes: int = 1, log_level: str = "info", **options: Any) -> None:
     """What ``minginx-cffi serve`` does: a master process that holds the listening
     sockets and runs ``processes`` server processes on them, until a signal
     (minginx_cffi/_master.py: TERM/INT stop, HUP reloads, USR1 is passed on).
