@@ -114,3 +114,87 @@ def test_a_stopped_reuseport_listener_takes_no_more_connections(site_root, io):
         busy.close()
     finally:
         release.set()
+
+
+def big_app():
+    app = App()
+
+    @app.route("/big")
+    def big(request):
+        return b"x" * (4 << 20)
+
+    @app.route("/stream")
+    def stream(request):
+        return (b"y" * 65536 for _ in range(64))
+
+    return app
+
+
+def answers(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(get("/hello.txt", close=True))
+    return read_head(s).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("io", IOS)
+def test_resets_in_the_middle_of_every_kind_of_wait(site_root, io):
+    """RSTs while a SEND/SENDMSG of a handler's body is in flight, while sendfile waits on a
+    POLL_ADD for room, and while idle on both sides of the 100 ms park (poll in flight,
+    cancelled by the idle sweep, or parked).  Each op ends with its own CQE before the
+    coroutine's stack goes back to the pool (make test-asan runs this under ASan); the
+    server answers afterwards and stops within its grace."""
+    srv = Server(root=str(site_root), port=0, io=io, workers=1, app=big_app(), grace=1.0).start()
+    try:
+        for i, path in enumerate(["/50mib.bin", "/big", "/stream"] * 6):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(get(path) * 2)
+            s.recv((1, 1000, 60000)[i % 3])
+            rst(s)
+        socks = []
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(get("/hello.txt"))
+            assert read_head(s).startswith(b"HTTP/1.1 200")
+            socks.append(s)
+        start = time.monotonic()
+        for i, s in enumerate(socks):   # 60 .. 138 ms idle: before, at and after the park
+            while time.monotonic() < start + 0.06 + i * 0.002:
+                time.sleep(0.0005)
+            rst(s)
+        assert answers(srv.port)
+    finally:
+        t0 = time.monotonic()
+        srv.shutdown()
+    assert time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize("io", IOS)
+def test_more_connections_than_the_submission_queue(site_root, io):
+    """600 connections (the SQ holds 256) each pipelining 3 requests: one schedule() round
+    queues more SQEs than fit, and sqe_get flushes a full ring.  Then all of them, parked
+    by now, wake at once (600 POLL_ADD completions in one reap, 512 events a round)."""
+    srv = Server(root=str(site_root), port=0, io=io, workers=1).start()
+    socks = []
+    try:
+        for _ in range(600):
+            socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
+        for s in socks:
+            s.sendall(get("/hello.txt") * 3)
+        for s in socks:
+            data = b""
+            while data.count(b"hello world\n") < 3:
+                chunk = s.recv(65536)
+                assert chunk
+                data += chunk
+            assert data.count(b"HTTP/1.1 200") == 3
+        assert wait_for(lambda: parked(srv) == 600)
+        for s in socks:
+            s.sendall(get("/hello.txt"))
+        for s in socks:
+            assert read_head(s).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in socks:
+            s.close()
+        srv.shutdown()
