@@ -656,7 +656,8 @@ void uring_drain(mg_worker *w)
         submit_cancel(w, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL, 1);
         struct __kernel_timespec ts = {.tv_sec = 1};
         struct io_uring_getevents_arg arg = {.ts = (uint64_t)(uintptr_t)&ts};
-        int r = sys_enter(u->fd, sq_pending(u), 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+        unsigned wait_nr = u->inflight > 0;   /* 0: no cancel could be queued (a full ring) */
+        int r = sys_enter(u->fd, sq_pending(u), wait_nr, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
                           &arg, sizeof(arg));
         while (*u->cq_head != smp_load_acquire(u->cq_tail))
             uring_reap(w, 1);
