@@ -637,7 +637,14 @@ int uring_wait(mg_worker *w, int timeout_ms)
 }
 
 /* The loop is over: cancel everything still in flight and wait for each
- * CQE, so no op names a stack, a buffer or the ring once they are freed. */
+ * CQE, so no op names a stack, a buffer or the ring once they are freed.
+ * At least once, with nothing counted in flight too: the polls (parked
+ * connections, hang-up watches, the listener) name no memory, but each holds
+ * its file open, and the loop may have ended right after park_close queued
+ * its cancel and closed the fd; until the ring is freed (never, when a
+ * handler thread outlives the grace period) that client would get no FIN.
+ * Tested by tests/test_atk_uring.py (test_a_parked_connection_closed_at_a_
+ * graceful_stop_gets_its_fin). */
 void uring_drain(mg_worker *w)
 {
     struct mg_uring *u = w->uring;
@@ -645,11 +652,12 @@ void uring_drain(mg_worker *w)
         return;
     int64_t started = mg_now_ms();
     int said = 0;
-    while (u->inflight > 0) {
+    do {
         submit_cancel(w, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL, 1);
         struct __kernel_timespec ts = {.tv_sec = 1};
         struct io_uring_getevents_arg arg = {.ts = (uint64_t)(uintptr_t)&ts};
-        int r = sys_enter(u->fd, sq_pending(u), 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+        unsigned wait_nr = u->inflight > 0;   /* 0: no cancel could be queued (a full ring) */
+        int r = sys_enter(u->fd, sq_pending(u), wait_nr, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
                           &arg, sizeof(arg));
         while (*u->cq_head != smp_load_acquire(u->cq_tail))
             uring_reap(w, 1);
@@ -663,5 +671,5 @@ void uring_drain(mg_worker *w)
                    (unsigned long long)u->inflight);
             said = 1;
         }
-    }
+    } while (u->inflight > 0);
 }
