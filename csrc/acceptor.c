@@ -64,7 +64,7 @@ mg_server *mg_server_new(const mg_config *cfg, int *err)
         errno = -r;
         goto fail;
     }
-    r = front_init(srv);   /* --header, --error-page, --forwarded-allow-ips */
+    r = front_init(srv); /* --header, --error-page, --forwarded-allow-ips */
     if (r < 0) {
         errno = -r;
         goto fail;
@@ -85,7 +85,7 @@ void mg_server_free(mg_server *srv)
 {
     if (!srv)
         return;
-    alog_free(srv);   /* the workers handed their lines over as their loops ended */
+    alog_free(srv); /* the workers handed their lines over as their loops ended */
     if (srv->root_fd >= 0)
         close(srv->root_fd);
     if (srv->accept_epfd >= 0)
@@ -167,23 +167,18 @@ static int accept_batch(mg_server *srv, int listen_fd)
         int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             switch (errno) {
-            case EAGAIN:
-                return 0;
+            case EAGAIN: return 0;
             case EINTR:
             case ECONNABORTED:
             case EPROTO:
-            case EPERM:
-                continue;
+            case EPERM: continue;
             case EMFILE:
             case ENFILE:
             case ENOBUFS:
             case ENOMEM:
-                mg_log("minginx: accept4: %s; pausing accepts for %d ms", strerror(errno),
-                       ACCEPT_BACKOFF_MS);
+                mg_log("minginx: accept4: %s; pausing accepts for %d ms", strerror(errno), ACCEPT_BACKOFF_MS);
                 return 1;
-            default:
-                mg_log("minginx: accept4: %s", strerror(errno));
-                return 1;
+            default: mg_log("minginx: accept4: %s", strerror(errno)); return 1;
             }
         }
         if (MG_UNLIKELY(srv->trace))
@@ -204,14 +199,15 @@ int mg_accept_loop(mg_server *srv, int listen_fd, int wake_fd)
     if (epoll_ctl(srv->accept_epfd, EPOLL_CTL_ADD, wake_fd, &wev) < 0 && errno != EEXIST)
         return -errno;
     /* listen_fd < 0 (--accept reuseport): the workers accept; we only wait for a signal */
-    if (listen_fd >= 0 && !srv->accept_paused && listen_in_epoll(srv, listen_fd, EPOLL_CTL_ADD) < 0 && errno != EEXIST)
+    if (listen_fd >= 0 && !srv->accept_paused && listen_in_epoll(srv, listen_fd, EPOLL_CTL_ADD) < 0 &&
+        errno != EEXIST)
         return -errno;
 
     for (;;) {
         int n = epoll_wait(srv->accept_epfd, evs, 4, srv->accept_paused ? ACCEPT_BACKOFF_MS : -1);
         if (n < 0) {
             if (errno == EINTR)
-                continue;   /* a signal's handler wrote to wake_fd: we see it next */
+                continue; /* a signal's handler wrote to wake_fd: we see it next */
             return -errno;
         }
         if (n == 0 && srv->accept_paused) {

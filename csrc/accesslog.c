@@ -58,28 +58,28 @@
 
 #include "http.h"
 
-#define FREE_BUFS_MAX 16              /* standard buffers kept for reuse by the writer */
-#define STUCK_MS 1000                 /* at shutdown, an fd that takes nothing this long */
+#define FREE_BUFS_MAX 16   /* standard buffers kept for reuse by the writer */
+#define STUCK_MS      1000 /* at shutdown, an fd that takes nothing this long */
 
 struct mg_alog {
     int fd;
-    int regular;                      /* a regular file: write() whole buffers; else poll first */
-    char *path;                       /* NULL: never reopened (stdout) */
-    int format;                       /* mg_log_format */
+    int regular; /* a regular file: write() whole buffers; else poll first */
+    char *path;  /* NULL: never reopened (stdout) */
+    int format;  /* mg_log_format */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     /* under lock */
-    mg_alog_buf *head, *tail;         /* the queue, oldest first */
-    size_t queued;                    /* bytes queued or being written */
+    mg_alog_buf *head, *tail; /* the queue, oldest first */
+    size_t queued;            /* bytes queued or being written */
     mg_alog_buf *free_bufs;
     int free_len;
     int reopen, stop;
-    uint64_t dropped_late;            /* lines the writer dropped at shutdown */
-    int write_error;                  /* an error was reported: say it once */
-    int torn;                         /* writer only: a failed write left part of a line */
-    uint64_t unclaimed;               /* atomic: lines write() refused, not yet in a log_dropped */
-    int gave_up;                      /* stuck at shutdown: the rest is dropped at once */
+    uint64_t dropped_late; /* lines the writer dropped at shutdown */
+    int write_error;       /* an error was reported: say it once */
+    int torn;              /* writer only: a failed write left part of a line */
+    uint64_t unclaimed;    /* atomic: lines write() refused, not yet in a log_dropped */
+    int gave_up;           /* stuck at shutdown: the rest is dropped at once */
 };
 
 int64_t alog_now_us(void)
@@ -162,7 +162,7 @@ static uint64_t write_buf(mg_alog *lg, mg_alog_buf *b)
                    w < 0 ? strerror(errno) : "wrote nothing");
         }
         if (off > 0 && b->data[off - 1] != '\n')
-            lg->torn = 1;   /* the cut line is dropped (counted below); its start stays */
+            lg->torn = 1; /* the cut line is dropped (counted below); its start stays */
         return count_lines(b->data + off, b->len - off);
     }
     lg->write_error = 0;
@@ -173,14 +173,13 @@ static void reopen_file(mg_alog *lg)
 {
     int fd = open(lg->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
-        mg_log("minginx: access log: open(%s): %s; still writing to the old file", lg->path,
-               strerror(errno));
+        mg_log("minginx: access log: open(%s): %s; still writing to the old file", lg->path, strerror(errno));
         return;
     }
     close(lg->fd);
     lg->fd = fd;
     lg->regular = fd_is_regular(fd);
-    lg->torn = 0;   /* a cut line stays in the old file */
+    lg->torn = 0; /* a cut line stays in the old file */
 }
 
 static void *writer_main(void *arg)
@@ -188,7 +187,7 @@ static void *writer_main(void *arg)
     mg_alog *lg = arg;
     sigset_t set;
     sigfillset(&set);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);   /* signals are the main thread's */
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* signals are the main thread's */
 
     pthread_mutex_lock(&lg->lock);
     for (;;) {
@@ -284,7 +283,7 @@ void alog_free(mg_server *srv)
     if (lg->dropped_late)
         mg_log("minginx: access log: %llu lines dropped at shutdown: the log took nothing for %d ms",
                (unsigned long long)lg->dropped_late, STUCK_MS);
-    if (lg->unclaimed)   /* the workers have stopped: no stats will count these */
+    if (lg->unclaimed) /* the workers have stopped: no stats will count these */
         mg_log("minginx: access log: %llu lines dropped at shutdown: the writes failed",
                (unsigned long long)lg->unclaimed);
     while (lg->free_bufs) {
@@ -379,7 +378,7 @@ static char *reserve(mg_worker *w, size_t need)
     nb->cap = cap;
     nb->lines = 0;
     if (b)
-        free(b);   /* an empty standard buffer too small for this line */
+        free(b); /* an empty standard buffer too small for this line */
     w->alog_buf = nb;
     return nb->data;
 }
@@ -538,20 +537,20 @@ static void refresh_time(mg_worker *w)
 
 typedef struct {
     const char *addr;
-    const char *request;              /* NULL: "-" */
+    const char *request; /* NULL: "-" */
     size_t request_len;
     int status;
     uint64_t body_bytes;
-    const char *referer, *ua;         /* NULL: absent */
+    const char *referer, *ua; /* NULL: absent */
     size_t referer_len, ua_len;
-    int64_t time_us;                  /* json's request_time */
+    int64_t time_us; /* json's request_time */
 } alog_fields;
 
 static void emit(mg_worker *w, const alog_fields *f)
 {
     int json = w->alog->format == MG_LOG_JSON;
     size_t addr_len = strlen(f->addr);
-    size_t per = json ? 6 : 4;        /* the most one byte can become */
+    size_t per = json ? 6 : 4; /* the most one byte can become */
     size_t need = 256 + addr_len * per + (f->request_len + f->referer_len + f->ua_len) * per;
     char *start = reserve(w, need);
     if (!start) {

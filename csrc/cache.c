@@ -29,9 +29,9 @@
 
 struct mg_file_cache {
     mg_centry **buckets;
-    uint32_t mask;               /* buckets - 1, a power of two minus one */
+    uint32_t mask; /* buckets - 1, a power of two minus one */
     int count, max;
-    mg_centry *lru_head, *lru_tail;   /* head: most recently used */
+    mg_centry *lru_head, *lru_tail; /* head: most recently used */
 };
 
 /* FNV-1a: simple and good enough for path names.  It continues from h
@@ -84,7 +84,7 @@ static void entry_free(mg_centry *e)
     file_close(&e->plain);
     file_close(&e->gz);
     if (!e->scratch) {
-        free(e->key);   /* key and path share one allocation */
+        free(e->key); /* key and path share one allocation */
         free(e);
     }
 }
@@ -192,7 +192,7 @@ static const struct {
     {"mp3", "audio/mpeg", 0},
     {"ogg", "audio/ogg", 0},
     {"wav", "audio/wav", 0},
-    {NULL, NULL, 0},   /* the sentinel is last: every entry above is reachable */
+    {NULL, NULL, 0}, /* the sentinel is last: every entry above is reachable */
 };
 
 static int mime_index(const char *path)
@@ -255,7 +255,7 @@ static void file_describe(mg_file *f, const struct stat *st, const mg_centry *e,
     buf_str(&h, "\r\nETag: ");
     buf_put(&h, f->etag, (size_t)f->etag_len);
     buf_str(&h, "\r\nAccept-Ranges: bytes\r\n");
-    f->hdr_len = h.err ? 0 : (int)h.len;   /* cannot happen: 320 bytes hold the longest */
+    f->hdr_len = h.err ? 0 : (int)h.len; /* cannot happen: 320 bytes hold the longest */
 }
 
 static char *read_whole(int fd, int64_t size)
@@ -283,14 +283,11 @@ static int errno_status(int e)
 {
     switch (e) {
     case EACCES:
-    case EPERM:
-        return 403;
+    case EPERM: return 403;
     case EMFILE:
     case ENFILE:
-    case ENOMEM:
-        return 503;
-    default:   /* ENOENT, ENOTDIR, ELOOP, EXDEV (it left the root), ENAMETOOLONG */
-        return 404;
+    case ENOMEM: return 503;
+    default: /* ENOENT, ENOTDIR, ELOOP, EXDEV (it left the root), ENAMETOOLONG */ return 404;
     }
 }
 
@@ -322,7 +319,7 @@ static int entry_fill(mg_worker *w, mg_centry *e, const char *rel, int dir_reque
         int err = errno;
         close(fd);
         if (ifd < 0)
-            return err == ENOENT ? 403 : errno_status(err);   /* never a listing */
+            return err == ENOENT ? 403 : errno_status(err); /* never a listing */
         fd = ifd;
         if (fstat(fd, &st) < 0) {
             close(fd);
@@ -335,11 +332,11 @@ static int entry_fill(mg_worker *w, mg_centry *e, const char *rel, int dir_reque
         memcpy(pathbuf + rel_len, rel_len ? "/index.html" : "index.html", rel_len ? 12 : 11);
     } else if (dir_request) {
         close(fd);
-        return 404;   /* "file.txt/": not a directory */
+        return 404; /* "file.txt/": not a directory */
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return 403;   /* a fifo, device or socket */
+        return 403; /* a fifo, device or socket */
     }
     e->path = pathbuf;
     int mi = mime_index(e->path);
@@ -379,9 +376,9 @@ static int same_file(mg_worker *w, const char *path, const mg_file *f)
 {
     struct stat st;
     if (fstatat(w->srv->root_fd, path, &st, 0) < 0)
-        return 0;   /* gone */
+        return 0; /* gone */
     return st.st_dev == f->dev && st.st_ino == f->ino && st.st_size == f->size &&
-           st.st_mtim.tv_sec == f->mtime.tv_sec && st.st_mtim.tv_nsec == f->mtime.tv_nsec;
+        st.st_mtim.tv_sec == f->mtime.tv_sec && st.st_mtim.tv_nsec == f->mtime.tv_nsec;
 }
 
 static int entry_fresh(mg_worker *w, mg_centry *e)
@@ -420,7 +417,7 @@ static int entry_fresh(mg_worker *w, mg_centry *e)
 static int key_equal(const mg_centry *e, const char *rel, size_t rel_len, int dir_request)
 {
     return e->key_len == rel_len + (size_t)dir_request && memcmp(e->key, rel, rel_len) == 0 &&
-           (!dir_request || e->key[rel_len] == '/');
+        (!dir_request || e->key[rel_len] == '/');
 }
 
 mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *status)
@@ -475,7 +472,7 @@ mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *st
             }
         }
     }
-    mg_centry *owned = e;   /* NULL: the request's scratch entry, never freed here */
+    mg_centry *owned = e; /* NULL: the request's scratch entry, never freed here */
     if (e) {
         memcpy(e->key, rel, rel_len);
         if (dir_request)
@@ -493,7 +490,7 @@ mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *st
     int st = entry_fill(w, e, rel, dir_request, pathbuf, pathcap);
     if (st) {
         *status = st;
-        if (owned) {   /* a new cache entry, not the request's scratch one */
+        if (owned) { /* a new cache entry, not the request's scratch one */
             free(owned->key);
             free(owned);
         }

@@ -7,16 +7,16 @@
 
 /* One representation on disk: the file itself, or its pre-compressed FILE.gz. */
 typedef struct {
-    int fd;                      /* -1: this representation does not exist */
+    int fd; /* -1: this representation does not exist */
     int64_t size;
     struct timespec mtime;
     dev_t dev;
     ino_t ino;
-    char etag[64];               /* with its quotes */
+    char etag[64]; /* with its quotes */
     int etag_len;
-    char *data;                  /* the whole file, when it is small enough; else NULL;
+    char *data;    /* the whole file, when it is small enough; else NULL;
                                   * MG_HEAD_ROOM bytes before it are ours, for the kept head */
-    char hdr[320];               /* prebuilt: Content-Type ... Accept-Ranges, CRLF-terminated */
+    char hdr[320]; /* prebuilt: Content-Type ... Accept-Ranges, CRLF-terminated */
     int hdr_len;
     /* The whole head of a 200 keep-alive response, built by the first one
      * (static.c send_representation) and reused by the next; NULL until then,
@@ -25,10 +25,10 @@ typedef struct {
      * leave in one send(); else it is a malloc'd copy. */
     char *head;
     int head_len;
-    int head_date;               /* offset of the "Date: " line in head */
-    int head_in_room;            /* head == data - head_len: not malloc'd */
-    int head_busy;               /* sends in progress straight from head */
-    time_t head_sec;             /* the second that line says */
+    int head_date;    /* offset of the "Date: " line in head */
+    int head_in_room; /* head == data - head_len: not malloc'd */
+    int head_busy;    /* sends in progress straight from head */
+    time_t head_sec;  /* the second that line says */
 } mg_file;
 
 /* bytes kept free before a small file's data, for its head (a typical one is
@@ -38,18 +38,18 @@ typedef struct {
 typedef struct mg_centry mg_centry;
 struct mg_centry {
     uint32_t hash;
-    char *key;                   /* the normalised request path ("sub/" for a directory) */
+    char *key; /* the normalised request path ("sub/" for a directory) */
     uint32_t key_len;
-    char *path;                  /* the file relative to the root ("sub/index.html") */
-    mg_centry *hnext;            /* hash chain */
+    char *path;       /* the file relative to the root ("sub/index.html") */
+    mg_centry *hnext; /* hash chain */
     mg_centry *lru_prev, *lru_next;
-    int64_t checked_ms;          /* last time we compared it with the file system */
-    int refs;                    /* coroutines using it; never freed while > 0 */
-    int dead;                    /* invalidated: freed when refs reaches 0 */
-    int scratch;                 /* not in the cache: a request's own entry */
-    int compressible;            /* a text type: Vary: Accept-Encoding */
+    int64_t checked_ms; /* last time we compared it with the file system */
+    int refs;           /* coroutines using it; never freed while > 0 */
+    int dead;           /* invalidated: freed when refs reaches 0 */
+    int scratch;        /* not in the cache: a request's own entry */
+    int compressible;   /* a text type: Vary: Accept-Encoding */
     time_t mtime_sec;
-    char last_modified[32];      /* IMF-fixdate of the file's mtime */
+    char last_modified[32]; /* IMF-fixdate of the file's mtime */
     mg_file plain, gz;
 };
 

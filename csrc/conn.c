@@ -42,11 +42,11 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
         w->reqbuf_pool = rb->next_free;
         w->reqbuf_pool_len--;
     } else {
-        rb = malloc(sizeof(*rb));   /* only while the pool warms up */
+        rb = malloc(sizeof(*rb)); /* only while the pool warms up */
         if (!rb)
             return NULL;
         buf_growable(&rb->call._out);
-        rb->call._pending = 0;   /* worker.c: orphan_pending reads these of any buffer */
+        rb->call._pending = 0; /* worker.c: orphan_pending reads these of any buffer */
         rb->call._orphan = 0;
     }
     rb->next_free = NULL;
@@ -120,10 +120,10 @@ void conn_addresses(mg_coroutine *co)
 const char *conn_client_addr(mg_coroutine *co)
 {
     int port, https;
-    const char *client = conn_client(co, &port, &https);   /* proxy headers applied */
+    const char *client = conn_client(co, &port, &https); /* proxy headers applied */
     if (client[0])
         return client;
-    return co->peer_unix ? "unix:" : "-";   /* as nginx writes a Unix-socket client's $remote_addr */
+    return co->peer_unix ? "unix:" : "-"; /* as nginx writes a Unix-socket client's $remote_addr */
 }
 
 /* The access log's line for this request (a no-op with the log off). */
@@ -186,7 +186,7 @@ static ssize_t recv_more(mg_coroutine *co)
                 co->drained = 0;
                 continue;
             }
-            co->park_due = 0;   /* input after all: the delay starts afresh at the next wait */
+            co->park_due = 0; /* input after all: the delay starts afresh at the next wait */
         }
         if (n > 0)
             rb->len += (size_t)n;
@@ -198,7 +198,7 @@ static ssize_t recv_more(mg_coroutine *co)
 static void buffer_consume(mg_reqbuf *rb, size_t from, size_t n)
 {
     size_t rest = rb->len - from - n;
-    if (rest)   /* (a lone request leaves none: no call) */
+    if (rest) /* (a lone request leaves none: no call) */
         memmove(rb->data + from, rb->data + from + n, rest);
     rb->len -= n;
 }
@@ -245,8 +245,8 @@ static int body_recv(mg_coroutine *co)
  * co->body_buf; without keep it is thrown away.  Either way the bytes after
  * the body stay in the buffer: they are the next request.
  * Returns 0, an HTTP status to answer with (400, 408, 413, 500), or -errno. */
-static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int keep,
-                     const char **body, size_t *body_len, int *in_place)
+static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int keep, const char **body,
+                     size_t *body_len, int *in_place)
 {
     mg_reqbuf *rb = co->rb;
     int64_t max = co->worker->srv ? co->worker->srv->cfg.max_body : 0;
@@ -265,7 +265,7 @@ static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int kee
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (send_async(co, cont, sizeof(cont) - 1) < 0)
             return -EPIPE;
-        co->log_sent0 = co->sent;   /* an interim response: not this response's bytes */
+        co->log_sent0 = co->sent; /* an interim response: not this response's bytes */
     }
 
     if (!req->chunked) {
@@ -307,7 +307,7 @@ static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int kee
         size_t n = rb->len - head_len, consumed = 0;
         int r = chunked_decode(&dec, rb->data + head_len, &n, &consumed);
         if (r > 1)
-            return r;   /* 400, or 413 as soon as a size line passes max_body */
+            return r; /* 400, or 413 as soon as a size line passes max_body */
         if (keep && n && body_append(co, &len, &cap, rb->data + head_len, n) < 0)
             return 500;
         /* decoded bytes are at the front; drop them and what was consumed */
@@ -348,7 +348,7 @@ static void lingering_close(mg_coroutine *co)
 void conn_entry(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
-    int first = co->requests == 0;   /* else an unparked connection, between requests */
+    int first = co->requests == 0; /* else an unparked connection, between requests */
 
     TRACE(w, MG_EV_ENTRY, co, co->fd, 0);
     /* the log needs the peer's address even if it resets the connection before
@@ -358,7 +358,7 @@ void conn_entry(mg_coroutine *co)
     for (;;) {
         /* -- a request head -- */
         co->idle = 1;
-        co->client_known = 0;   /* a new request: its client is the peer until request_client */
+        co->client_known = 0; /* a new request: its client is the peer until request_client */
         timer_set(co, first ? MG_TIMER_HEADER : MG_TIMER_KEEPALIVE);
         int head = 0;
         /* a request begun on a keep-alive connection gets header_timeout from
@@ -376,7 +376,7 @@ void conn_entry(mg_coroutine *co)
                     if (skip)
                         buffer_consume(rb, 0, skip);
                     if (rb->len > 0) {
-                        co->idle = 0;   /* a request has begun: it has header_timeout to finish */
+                        co->idle = 0; /* a request has begun: it has header_timeout to finish */
                         co->status = 0;
                         co->head_bytes = 0;
                         co->log_sent0 = co->sent;
@@ -394,7 +394,7 @@ void conn_entry(mg_coroutine *co)
             }
             ssize_t n = recv_more(co);
             if (n == -EINPROGRESS)
-                return;   /* parked: the fd waits in the worker's tables, no coroutine */
+                return; /* parked: the fd waits in the worker's tables, no coroutine */
             if (n == 0 || n == -ECONNRESET) {
                 /* closed between requests: nothing to log; mid-head: nginx's line,
                  * 400 with what came of the request line (tests/test_atk_logs.py) */
@@ -405,7 +405,7 @@ void conn_entry(mg_coroutine *co)
                 return;
             }
             if (n == -ECANCELED)
-                return;   /* we are shutting down */
+                return; /* we are shutting down */
             if (n == -ETIMEDOUT) {
                 if (!co->idle && co->rb) {
                     send_error(co, 408, 0, 0);
@@ -419,7 +419,7 @@ void conn_entry(mg_coroutine *co)
         }
         first = 0;
         co->requests++;
-        co->park_deadline_ms = 0;   /* a request: a keep-alive wait after it starts afresh */
+        co->park_deadline_ms = 0; /* a request: a keep-alive wait after it starts afresh */
         timer_clear(co);
 
         mg_reqbuf *rb = co->rb;
@@ -454,7 +454,7 @@ void conn_entry(mg_coroutine *co)
             if (bst > 0)
                 send_error(co, bst, 0, req->method_id == MG_M_HEAD);
             else if (bst == -ECONNRESET)
-                co->status = 400;   /* a client gone mid-body: nginx logs 400 ("client
+                co->status = 400; /* a client gone mid-body: nginx logs 400 ("client
                                      * prematurely closed connection"), not 499 */
             log_request(co, req);
             if (bst > 0)
@@ -490,8 +490,8 @@ void conn_entry(mg_coroutine *co)
         }
         if (r == 1)
             r = srv->cfg.static_files && !python
-                    ? static_serve(co, req, keep_alive)
-                    : (send_error(co, 404, keep_alive, req->method_id == MG_M_HEAD) < 0 ? -1 : 0);
+                ? static_serve(co, req, keep_alive)
+                : (send_error(co, 404, keep_alive, req->method_id == MG_M_HEAD) < 0 ? -1 : 0);
         free(co->body_buf);
         co->body_buf = NULL;
         TRACE(w, MG_EV_HANDLER_DONE, co, co->fd, co->status);
@@ -499,12 +499,12 @@ void conn_entry(mg_coroutine *co)
          * its bytes are no longer ours to read, so that line says "-" for them */
         log_request(co, co->rb == rb ? req : NULL);
         if (in_place)
-            head += (int)body_len;   /* the body was read in place: it goes with the head */
+            head += (int)body_len; /* the body was read in place: it goes with the head */
         if (r < 0)
             return;
         if (!keep_alive) {
             if (rb->len > (size_t)head)
-                lingering_close(co);   /* pipelined requests we will not answer */
+                lingering_close(co); /* pipelined requests we will not answer */
             return;
         }
 

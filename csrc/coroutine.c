@@ -46,23 +46,23 @@
 #endif
 #ifndef MG_VALGRIND
 #define VALGRIND_STACK_REGISTER(lo, hi) 0u
-#define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
+#define VALGRIND_STACK_DEREGISTER(id)   ((void)(id))
 #endif
 
 /* AddressSanitizer must be told when the stack changes under it (make
  * test-asan): each switch is bracketed by start/finish_switch_fiber. */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
-#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber((save), (bottom), (size))
+#define ASAN_START(save, bottom, size)  __sanitizer_start_switch_fiber((save), (bottom), (size))
 #define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber((save), (bottom), (size))
 /* A coroutine destroyed while parked never unwinds: its frames' redzones stay
  * poisoned in ASan's shadow, and whatever is mapped at that address later
  * (a pooled stack, CPython's arenas) would trip over them. */
-#define ASAN_UNPOISON(addr, size) ASAN_UNPOISON_MEMORY_REGION((addr), (size))
+#define ASAN_UNPOISON(addr, size)       ASAN_UNPOISON_MEMORY_REGION((addr), (size))
 #else
-#define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define ASAN_START(save, bottom, size)  ((void)(save), (void)(bottom), (void)(size))
 #define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
-#define ASAN_UNPOISON(addr, size) ((void)(addr), (void)(size))
+#define ASAN_UNPOISON(addr, size)       ((void)(addr), (void)(size))
 #endif
 
 #include "cache.h"
@@ -104,8 +104,8 @@ __asm__(".text\n"
         "mg_fast_switch:\n"
         "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
         "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
-        "  movq %rsp, (%rdi)\n"          /* *from_sp = rsp */
-        "  movq %rsi, %rsp\n"            /* rsp = to_sp */
+        "  movq %rsp, (%rdi)\n" /* *from_sp = rsp */
+        "  movq %rsi, %rsp\n"   /* rsp = to_sp */
         "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
         "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
         "  ret\n"
@@ -136,14 +136,14 @@ static void fast_context_init(mg_coroutine *co, char *stack_lo, uintptr_t top)
 {
     uint64_t *sp = (uint64_t *)(top & ~(uintptr_t)15);
     MG_UNUSED(stack_lo);
-    *--sp = 0;                              /* keeps the entry's frame aligned */
+    *--sp = 0; /* keeps the entry's frame aligned */
     *--sp = (uint64_t)(uintptr_t)mg_fast_entry;
-    *--sp = 0;                              /* rbp */
-    *--sp = (uint64_t)(uintptr_t)co;        /* rbx */
-    *--sp = 0;                              /* r12 */
-    *--sp = 0;                              /* r13 */
-    *--sp = 0;                              /* r14 */
-    *--sp = 0;                              /* r15 */
+    *--sp = 0;                       /* rbp */
+    *--sp = (uint64_t)(uintptr_t)co; /* rbx */
+    *--sp = 0;                       /* r12 */
+    *--sp = 0;                       /* r13 */
+    *--sp = 0;                       /* r14 */
+    *--sp = 0;                       /* r15 */
     uint32_t mxcsr;
     uint16_t fpucw;
     __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
@@ -178,8 +178,7 @@ static void trampoline_body(mg_coroutine *co)
         mg_fast_switch(&co->sp, w->sched_sp);
 #endif
     swapcontext(&co->ctx, &w->sched_ctx);
-    mg_log_at(MG_LOG_CRITICAL, "minginx: finished coroutine %llu was resumed",
-              (unsigned long long)co->id);
+    mg_log_at(MG_LOG_CRITICAL, "minginx: finished coroutine %llu was resumed", (unsigned long long)co->id);
     abort();
 }
 
@@ -215,7 +214,7 @@ static void region_put(mg_worker *w, void *region)
     ASAN_UNPOISON((char *)region + guard_size(), w->stack_size);
     if (w->stack_pool_len < MG_STACK_POOL_MAX && !w->no_stack_pool) {
         if (madvise((char *)region + guard_size(), w->stack_size, MADV_DONTNEED) < 0) {
-            munmap(region, guard_size() + w->stack_size);   /* cannot empty it: not pooled */
+            munmap(region, guard_size() + w->stack_size); /* cannot empty it: not pooled */
             w->stats.stacks_mapped--;
             return;
         }
@@ -294,7 +293,7 @@ mg_coroutine *coroutine_create_as(mg_worker *w, mg_entry_fn entry, void *arg, in
     char *stack_lo = (char *)region + guard_size();
 #if MG_HAVE_FAST_SWITCH
     if (w->fast_switch) {
-        co->ctx.uc_stack.ss_sp = stack_lo;   /* ASan reads the bounds from here */
+        co->ctx.uc_stack.ss_sp = stack_lo; /* ASan reads the bounds from here */
         co->ctx.uc_stack.ss_size = (size_t)((top & ~(uintptr_t)15) - (uintptr_t)stack_lo);
         fast_context_init(co, stack_lo, top);
         goto made;
@@ -306,10 +305,10 @@ mg_coroutine *coroutine_create_as(mg_worker *w, mg_entry_fn entry, void *arg, in
     }
     co->ctx.uc_stack.ss_sp = stack_lo;
     co->ctx.uc_stack.ss_size = (size_t)((top & ~(uintptr_t)15) - (uintptr_t)stack_lo);
-    co->ctx.uc_link = NULL;   /* trampoline_start never returns */
+    co->ctx.uc_link = NULL; /* trampoline_start never returns */
     uintptr_t p = (uintptr_t)co;
-    makecontext(&co->ctx, (void (*)(void))trampoline_start, 2,
-                (unsigned int)(p & 0xffffffffu), (unsigned int)(p >> 32));
+    makecontext(&co->ctx, (void (*)(void))trampoline_start, 2, (unsigned int)(p & 0xffffffffu),
+                (unsigned int)(p >> 32));
 #if MG_HAVE_FAST_SWITCH
 made:
 #endif
@@ -343,7 +342,7 @@ void coroutine_destroy(mg_coroutine *co)
 
     if (co->fd >= 0) {
         w->fd_table[co->fd] = NULL;
-        close(co->fd);   /* also removes it from the epoll set */
+        close(co->fd); /* also removes it from the epoll set */
     }
     if (co->centry)
         file_release(w, co->centry);
@@ -372,7 +371,7 @@ void coroutine_resume(mg_worker *w, mg_coroutine *co)
         mg_fast_switch(&w->sched_sp, co->sp);
     else
 #endif
-    if (swapcontext(&w->sched_ctx, &co->ctx) < 0) {
+        if (swapcontext(&w->sched_ctx, &co->ctx) < 0) {
         mg_log_at(MG_LOG_CRITICAL, "minginx: swapcontext: %s", strerror(errno));
         abort();
     }
@@ -388,7 +387,7 @@ void coroutine_yield(mg_coroutine *co, int reason)
     TRACE(w, MG_EV_YIELD, co, co->fd, reason);
     co->waiting = reason;
     if (reason == MG_YIELD_READY) {
-        add_to_ready_tail(w, co);   /* letting the others run: behind them, whatever the policy */
+        add_to_ready_tail(w, co); /* letting the others run: behind them, whatever the policy */
     } else if (reason == MG_YIELD_PYTHON) {
         co->next_ready = NULL;
         if (w->py_tail)
@@ -403,7 +402,7 @@ void coroutine_yield(mg_coroutine *co, int reason)
         mg_fast_switch(&co->sp, w->sched_sp);
     else
 #endif
-    if (swapcontext(&co->ctx, &w->sched_ctx) < 0) {
+        if (swapcontext(&co->ctx, &w->sched_ctx) < 0) {
         mg_log_at(MG_LOG_CRITICAL, "minginx: swapcontext: %s", strerror(errno));
         abort();
     }
@@ -499,8 +498,8 @@ void coroutine_thread_enter(mg_worker *w)
     pthread_once(&once, install_segv_handler);
     tls_worker = w;
     if (!w->altstack) {
-        w->altstack = mmap(NULL, MG_ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        w->altstack =
+            mmap(NULL, MG_ALTSTACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (w->altstack == MAP_FAILED) {
             w->altstack = NULL;
             return;

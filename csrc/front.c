@@ -57,13 +57,29 @@
  * beside those head_fields() keeps for the writer: a second copy would
  * contradict the first. */
 static const char *const STATIC_OWNED[] = {
-    "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
-    "te", "trailer", "upgrade", "date", "server", "content-range", "content-type",
-    "content-encoding", "etag", "last-modified", "accept-ranges", "location", "allow", NULL,
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "date",
+    "server",
+    "content-range",
+    "content-type",
+    "content-encoding",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+    "location",
+    "allow",
+    NULL,
 };
 
-int mg_static_fields(const char *block, size_t block_len, int n, char *out, size_t out_cap,
-                     size_t *out_len, const char **why)
+int mg_static_fields(const char *block, size_t block_len, int n, char *out, size_t out_cap, size_t *out_len,
+                     const char **why)
 {
     mg_fields_info info;
     mg_buf b;
@@ -74,7 +90,7 @@ int mg_static_fields(const char *block, size_t block_len, int n, char *out, size
     for (int i = 0; i < n && p < end; i++) {
         const char *nend = memchr(p, '\0', (size_t)(end - p));
         if (!nend)
-            break;   /* malformed: head_fields says so */
+            break; /* malformed: head_fields says so */
         for (int k = 0; STATIC_OWNED[k]; k++) {
             if (eq_ci(p, (size_t)(nend - p), STATIC_OWNED[k])) {
                 *why = "the server writes this header itself";
@@ -88,7 +104,7 @@ int mg_static_fields(const char *block, size_t block_len, int n, char *out, size
     }
     buf_fixed(&b, out, out_cap < MG_ADD_HEADERS_MAX ? out_cap : MG_ADD_HEADERS_MAX);
     int r = head_fields(&b, block, block_len, n, &info, why);
-    if (b.err) {   /* before r: a fixed buffer that is full reads as "out of memory" there */
+    if (b.err) { /* before r: a fixed buffer that is full reads as "out of memory" there */
         *why = "the headers are longer than 1024 bytes";
         return -ENOSPC;
     }
@@ -221,18 +237,18 @@ static int trusted(const mg_server *srv, const char *s, size_t n)
 
 /* ------------------------------------------------------- proxy headers */
 
-#define FWD_MAX 64   /* list entries kept (the rightmost): longer chains are all proxies of ours */
+#define FWD_MAX 64 /* list entries kept (the rightmost): longer chains are all proxies of ours */
 
 typedef struct {
-    const char *p;               /* for=, or an X-Forwarded-For entry */
+    const char *p; /* for=, or an X-Forwarded-For entry */
     size_t n;
-    const char *proto;           /* Forwarded's proto= of the same element (NULL: none) */
+    const char *proto; /* Forwarded's proto= of the same element (NULL: none) */
     size_t proto_n;
 } fwd_entry;
 
 typedef struct {
     fwd_entry e[FWD_MAX];
-    unsigned total;              /* entries seen; the last min(total, FWD_MAX) are kept */
+    unsigned total; /* entries seen; the last min(total, FWD_MAX) are kept */
 } fwd_list;
 
 static void fwd_add(fwd_list *l, const char *p, size_t n, const char *proto, size_t proto_n)
@@ -245,7 +261,7 @@ static void fwd_add(fwd_list *l, const char *p, size_t n, const char *proto, siz
     *e = (fwd_entry){p, n, proto, proto_n};
 }
 
-static const fwd_entry *fwd_at(const fwd_list *l, unsigned i)   /* 0: the leftmost kept */
+static const fwd_entry *fwd_at(const fwd_list *l, unsigned i) /* 0: the leftmost kept */
 {
     unsigned kept = l->total < FWD_MAX ? l->total : FWD_MAX;
     return &l->e[(l->total - kept + i) % FWD_MAX];
@@ -286,7 +302,7 @@ static void node_address(const char **p, size_t *n)
     }
     const char *colon = memchr(s, ':', len);
     if (colon)
-        *n = (size_t)(colon - s);   /* v4:port (a bare v6 is not a valid node: junk) */
+        *n = (size_t)(colon - s); /* v4:port (a bare v6 is not a valid node: junk) */
 }
 
 /* One Forwarded value (RFC 7239 section 4): elements split at commas, pairs
@@ -299,7 +315,7 @@ static void forwarded_parse(fwd_list *l, const char *v, size_t n)
         const char *fp = NULL, *pp = NULL;
         size_t fn = 0, pn = 0;
         int any = 0;
-        for (;;) {   /* the pairs of one element */
+        for (;;) { /* the pairs of one element */
             while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ';'))
                 i++;
             size_t ks = i;
@@ -333,7 +349,7 @@ static void forwarded_parse(fwd_list *l, const char *v, size_t n)
             else if (klen)
                 any = 1;
             while (i < n && v[i] != ';' && v[i] != ',')
-                i++;   /* junk after a quoted value */
+                i++; /* junk after a quoted value */
             if (i >= n || v[i] == ',')
                 break;
         }
@@ -342,7 +358,7 @@ static void forwarded_parse(fwd_list *l, const char *v, size_t n)
                 node_address(&fp, &fn);
             fwd_add(l, fp ? fp : "", fp ? fn : 0, pp, pn);
         }
-        i++;   /* past the comma (or the end) */
+        i++; /* past the comma (or the end) */
     }
 }
 
@@ -365,7 +381,7 @@ static void set_client(mg_coroutine *co, const char *p, size_t n)
     unsigned char a[16];
     int fam = parse_ip(p, n, a);
     if (!fam)
-        return;   /* garbage: the peer stays */
+        return; /* garbage: the peer stays */
     if (inet_ntop(fam == 4 ? AF_INET : AF_INET6, a, co->client, sizeof(co->client)))
         co->client_port = 0;
     else
@@ -378,9 +394,9 @@ void request_client(mg_coroutine *co, const mg_request *req)
     int port, https;
 
     co->client_known = 0;
-    (void)conn_client(co, &port, &https);   /* the peer, to start with */
+    (void)conn_client(co, &port, &https); /* the peer, to start with */
     if (!srv->cfg.forwarded_allow_all && !trusted(srv, co->peer, strlen(co->peer)))
-        return;   /* an untrusted peer's headers change nothing */
+        return; /* an untrusted peer's headers change nothing */
 
     fwd_list xff, fwd;
     const mg_str *xfp = NULL;
@@ -400,7 +416,7 @@ void request_client(mg_coroutine *co, const mg_request *req)
             }
         } else if (eq_ci(h->name.p, h->name.len, "x-forwarded-proto")) {
             have_x = 1;
-            xfp = &h->value;   /* the last one */
+            xfp = &h->value; /* the last one */
         } else if (eq_ci(h->name.p, h->name.len, "forwarded")) {
             forwarded_parse(&fwd, h->value.p, h->value.len);
         }

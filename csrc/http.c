@@ -22,24 +22,19 @@
 /* ---------------------------------------------------------- char classes */
 
 /* DIGIT and ALPHA, the bytes every table below admits, as designated initialisers */
-#define ALNUM_ONES \
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, \
-    ['8'] = 1, ['9'] = 1, \
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, \
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, \
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, \
-    ['Y'] = 1, ['Z'] = 1, \
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, \
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, \
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, \
-    ['y'] = 1, ['z'] = 1,
+#define ALNUM_ONES                                                                                           \
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,       \
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,       \
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1,       \
+    ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,       \
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,       \
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,       \
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 
 /* tchar (RFC 9110 section 5.6.2): "!#$%&'*+-.^_`|~" DIGIT ALPHA */
-const unsigned char mg_tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
-    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
-    ALNUM_ONES
-};
+const unsigned char mg_tchar[256] = {['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
+                                     ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
+                                     ['`'] = 1, ['|'] = 1, ['~'] = 1, ALNUM_ONES};
 
 /* field-vchar, SP and HTAB (and obs-text) may appear in a field value */
 static inline int is_value_char(unsigned char c)
@@ -145,26 +140,53 @@ int header_id(const char *name, size_t len)
 
 #define CAND(lit, hid) (cand = (lit), id = (hid))
     switch (len) {
-    case 4: if (c0 == 'h') CAND("host", MG_H_HOST); break;
-    case 5: if (c0 == 'r') CAND("range", MG_H_RANGE); break;
-    case 6: if (c0 == 'e') CAND("expect", MG_H_EXPECT); break;
-    case 7: if (c0 == 'u') CAND("upgrade", MG_H_UPGRADE); break;
+    case 4:
+        if (c0 == 'h')
+            CAND("host", MG_H_HOST);
+        break;
+    case 5:
+        if (c0 == 'r')
+            CAND("range", MG_H_RANGE);
+        break;
+    case 6:
+        if (c0 == 'e')
+            CAND("expect", MG_H_EXPECT);
+        break;
+    case 7:
+        if (c0 == 'u')
+            CAND("upgrade", MG_H_UPGRADE);
+        break;
     case 8:
         if (c0 == 'i')
             lower((unsigned char)name[3]) == 'm' ? CAND("if-match", MG_H_IF_MATCH)
                                                  : CAND("if-range", MG_H_IF_RANGE);
         break;
-    case 10: if (c0 == 'c') CAND("connection", MG_H_CONNECTION); break;
-    case 13: if (c0 == 'i') CAND("if-none-match", MG_H_IF_NONE_MATCH); break;
-    case 14: if (c0 == 'c') CAND("content-length", MG_H_CONTENT_LENGTH); break;
-    case 15: if (c0 == 'a') CAND("accept-encoding", MG_H_ACCEPT_ENCODING); break;
+    case 10:
+        if (c0 == 'c')
+            CAND("connection", MG_H_CONNECTION);
+        break;
+    case 13:
+        if (c0 == 'i')
+            CAND("if-none-match", MG_H_IF_NONE_MATCH);
+        break;
+    case 14:
+        if (c0 == 'c')
+            CAND("content-length", MG_H_CONTENT_LENGTH);
+        break;
+    case 15:
+        if (c0 == 'a')
+            CAND("accept-encoding", MG_H_ACCEPT_ENCODING);
+        break;
     case 17:
         if (c0 == 'i')
             CAND("if-modified-since", MG_H_IF_MODIFIED_SINCE);
         else if (c0 == 't')
             CAND("transfer-encoding", MG_H_TRANSFER_ENCODING);
         break;
-    case 19: if (c0 == 'i') CAND("if-unmodified-since", MG_H_IF_UNMODIFIED_SINCE); break;
+    case 19:
+        if (c0 == 'i')
+            CAND("if-unmodified-since", MG_H_IF_UNMODIFIED_SINCE);
+        break;
     default: break;
     }
 #undef CAND
@@ -174,7 +196,9 @@ int header_id(const char *name, size_t len)
 static int method_id(const char *m, size_t len)
 {
     /* methods are case-sensitive (RFC 9110 section 9.1) */
-#define M(lit, mid) if (len == sizeof(lit) - 1 && memcmp(m, lit, len) == 0) return mid
+#define M(lit, mid)                                                                                          \
+    if (len == sizeof(lit) - 1 && memcmp(m, lit, len) == 0)                                                  \
+    return mid
     M("GET", MG_M_GET);
     M("HEAD", MG_M_HEAD);
     M("POST", MG_M_POST);
@@ -259,7 +283,7 @@ static int connection_token(const char *el, size_t len, void *ctx)
 }
 
 typedef struct {
-    int count, chunked_at;   /* codings seen; index of "chunked", -1 if none */
+    int count, chunked_at; /* codings seen; index of "chunked", -1 if none */
     int unknown, twice;
 } te_codings;
 
@@ -267,10 +291,10 @@ static int te_coding(const char *el, size_t len, void *ctx)
 {
     te_codings *t = ctx;
     if (len == 0)
-        return 0;   /* empty list elements are allowed and ignored */
+        return 0; /* empty list elements are allowed and ignored */
     if (eq_ci(el, len, "chunked")) {
         if (t->chunked_at >= 0)
-            t->twice = 1;   /* chunked applied twice */
+            t->twice = 1; /* chunked applied twice */
         t->chunked_at = t->count;
     } else {
         t->unknown = 1;
@@ -288,7 +312,7 @@ static int content_length_value(mg_str v, int64_t *out)
     const char *p = v.p, *end = v.p + v.len;
     int64_t n = 0;
     if (*out >= 0 || p == end)
-        return 400;   /* a second Content-Length field, or an empty one */
+        return 400; /* a second Content-Length field, or an empty one */
     for (; p < end; p++) {
         if (*p < '0' || *p > '9')
             return 400;
@@ -308,9 +332,7 @@ static inline int is_hex(unsigned char c)
 /* unreserved / sub-delims (RFC 3986 section 2): the bytes of a reg-name besides pct-encoded */
 static const unsigned char regname_chars[256] = {
     ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1, ['&'] = 1, ['\''] = 1,
-    ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1,
-    ALNUM_ONES
-};
+    ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1, ALNUM_ONES};
 
 /* A table, not strchr per byte: the Host check runs on every request (it
  * was 7% of a keep-alive request's instructions, bench/per_request.py). */
@@ -394,17 +416,17 @@ static int parse_target(mg_request *req)
     const char *path = t, *end = t + n;
 
     if (memchr(t, '#', n))
-        return 400;   /* a fragment is never sent (RFC 9110 section 4.2.4), in any form */
+        return 400; /* a fragment is never sent (RFC 9110 section 4.2.4), in any form */
     if (req->method_id == MG_M_CONNECT) {
         /* CONNECT takes the authority-form and only it (RFC 9112 section 3.2.3) */
         if (!authority_ok(t, n, 1, 1))
             return 400;
         req->target_form = MG_FORM_AUTHORITY;
-        return 0;     /* path and query stay empty: conn.c answers 501 before any middleware */
+        return 0; /* path and query stay empty: conn.c answers 501 before any middleware */
     }
     if (n == 1 && t[0] == '*') {
         if (req->method_id != MG_M_OPTIONS)
-            return 400;   /* asterisk-form is for OPTIONS only (section 3.2.4) */
+            return 400; /* asterisk-form is for OPTIONS only (section 3.2.4) */
         req->target_form = MG_FORM_ASTERISK;
         req->path = req->target;
         return 0;
@@ -417,12 +439,12 @@ static int parse_target(mg_request *req)
         else if (n >= 8 && eq_ci(t, 8, "https://"))
             skip = 8;
         else
-            return 400;   /* authority-form is CONNECT's; anything else is not a target */
+            return 400; /* authority-form is CONNECT's; anything else is not a target */
         const char *auth = t + skip, *auth_end = auth;
         while (auth_end < end && *auth_end != '/' && *auth_end != '?')
             auth_end++;
         if (!authority_ok(auth, (size_t)(auth_end - auth), 1, 0))
-            return 400;   /* empty host, userinfo, or bytes no authority has */
+            return 400; /* empty host, userinfo, or bytes no authority has */
         int r = host_from_target(req, (mg_str){auth, (uint32_t)(auth_end - auth)});
         if (r)
             return r;
@@ -460,7 +482,7 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
     req->method = req->target = req->path = req->query = (mg_str){"", 0};
     req->content_length = -1;
     req->header_len = (int)head_len;
-    memset(req->hdr, 0xff, sizeof(req->hdr));   /* all -1 */
+    memset(req->hdr, 0xff, sizeof(req->hdr)); /* all -1 */
 
     /* request-line = method SP request-target SP HTTP-version */
     const char *m = p;
@@ -477,8 +499,8 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
         return (p - buf > MG_MAX_REQUEST_LINE) ? 414 : 400;
     req->target = (mg_str){t, (uint32_t)(p - t)};
     p++;
-    if (end - p < 9 || memcmp(p, "HTTP/", 5) != 0 || p[5] < '0' || p[5] > '9' || p[6] != '.' ||
-        p[7] < '0' || p[7] > '9')
+    if (end - p < 9 || memcmp(p, "HTTP/", 5) != 0 || p[5] < '0' || p[5] > '9' || p[6] != '.' || p[7] < '0' ||
+        p[7] > '9')
         return 400;
     int major = p[5] - '0', minor = p[7] - '0';
     p += 8;
@@ -499,24 +521,24 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
 
     /* field-line = field-name ":" OWS field-value OWS */
     int hosts = 0, te_seen = 0;
-    int semantic = 0;   /* the first field-value error: reported only if the head parses */
+    int semantic = 0; /* the first field-value error: reported only if the head parses */
     te_codings te = {0, -1, 0, 0};
     conn_tokens ct = {0, 0};
     while (p < end) {
         if (*p == '\n')
-            break;   /* the empty line */
+            break; /* the empty line */
         if (*p == '\r') {
             if (p + 1 < end && p[1] == '\n')
                 break;
-            return 400;   /* bare CR */
+            return 400; /* bare CR */
         }
         if (*p == ' ' || *p == '\t')
-            return 400;   /* obs-fold, or whitespace before the first field */
+            return 400; /* obs-fold, or whitespace before the first field */
         const char *name = p;
         while (p < end && mg_tchar[(unsigned char)*p])
             p++;
         if (p == name || p == end || *p != ':')
-            return 400;   /* empty name, whitespace before the colon, or a bad byte */
+            return 400; /* empty name, whitespace before the colon, or a bad byte */
         size_t name_len = (size_t)(p - name);
         p++;
         while (p < end && (*p == ' ' || *p == '\t'))
@@ -528,11 +550,11 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
         const char *ve = p;
         if (*p == '\r') {
             if (p + 1 >= end || p[1] != '\n')
-                return 400;   /* bare CR */
+                return 400; /* bare CR */
             p++;
         }
         if (*p != '\n')
-            return 400;   /* NUL or another control byte */
+            return 400; /* NUL or another control byte */
         p++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
@@ -554,24 +576,19 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
             if (!authority_ok(h->value.p, h->value.len, 0, 0))
                 r = 400;
             break;
-        case MG_H_CONTENT_LENGTH:
-            r = content_length_value(h->value, &req->content_length);
-            break;
+        case MG_H_CONTENT_LENGTH: r = content_length_value(h->value, &req->content_length); break;
         case MG_H_TRANSFER_ENCODING:
             te_seen = 1;
             r = for_each_list_element(h->value, te_coding, &te);
             break;
-        case MG_H_CONNECTION:
-            for_each_list_element(h->value, connection_token, &ct);
-            break;
+        case MG_H_CONNECTION: for_each_list_element(h->value, connection_token, &ct); break;
         case MG_H_EXPECT:
             if (eq_ci(h->value.p, h->value.len, "100-continue"))
                 req->expect_continue = 1;
             else
                 r = 417;
             break;
-        default:
-            break;
+        default: break;
         }
         if (r && !semantic)
             semantic = r;
@@ -582,7 +599,7 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
         return semantic;
 
     if (req->minor_version == 1 && hosts == 0)
-        return 400;   /* RFC 9112 section 3.2: MUST respond 400 */
+        return 400; /* RFC 9112 section 3.2: MUST respond 400 */
     if (hosts > 1)
         return 400;
     if (te_seen) {
@@ -591,15 +608,15 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
         if (req->content_length >= 0)
             return 400;
         if (req->minor_version == 0)
-            return 400;   /* HTTP/1.0 has no transfer codings (section 6.1) */
+            return 400; /* HTTP/1.0 has no transfer codings (section 6.1) */
         if (te.twice)
             return 400;
         /* chunked not final: the length cannot be known, and 6.3 p4's MUST
          * (400, close) wins over 6.1's SHOULD (501 for a coding we lack) */
         if (te.chunked_at < 0 || te.chunked_at != te.count - 1)
-            return 400;   /* chunked must be there, and the final coding (an empty field too is 400) */
+            return 400; /* chunked must be there, and the final coding (an empty field too is 400) */
         if (te.unknown)
-            return 501;   /* "gzip, chunked": framed, but a coding we do not implement */
+            return 501; /* "gzip, chunked": framed, but a coding we do not implement */
         req->chunked = 1;
     }
     req->keep_alive = req->minor_version == 1 ? !ct.close : (ct.keep_alive && !ct.close);
@@ -628,20 +645,20 @@ int parse_http(const char *buf, size_t head_len, mg_request *req)
  * pyport/http.py Chunked is the same machine; tests/test_request_safety.py
  * runs every case on both engines, whole and one byte per send. */
 enum {
-    CH_SIZE = 0,      /* hex digits of the chunk size */
-    CH_SIZE_BWS,      /* whitespace after the size: only ";" may follow */
-    CH_EXT_NAME0,     /* after ";": BWS, then the first byte of ext-name */
-    CH_EXT_NAME,      /* inside ext-name */
-    CH_EXT_NAME_BWS,  /* whitespace after ext-name: "=" or ";" */
-    CH_EXT_VAL0,      /* after "=": BWS, then a token or a quoted-string */
-    CH_EXT_TOKEN,     /* inside a token ext-val */
-    CH_EXT_QUOTED,    /* inside a quoted-string */
-    CH_EXT_QPAIR,     /* after a backslash in a quoted-string */
-    CH_EXT_VAL_END,   /* right after an ext-val: ";", BWS or CR */
-    CH_EXT_BWS,       /* whitespace after an ext-val: only ";" may follow */
-    CH_SIZE_LF,       /* the LF after the size line's CR */
-    CH_DATA,          /* chunk data */
-    CH_DATA_CR,       /* CRLF after the data */
+    CH_SIZE = 0,     /* hex digits of the chunk size */
+    CH_SIZE_BWS,     /* whitespace after the size: only ";" may follow */
+    CH_EXT_NAME0,    /* after ";": BWS, then the first byte of ext-name */
+    CH_EXT_NAME,     /* inside ext-name */
+    CH_EXT_NAME_BWS, /* whitespace after ext-name: "=" or ";" */
+    CH_EXT_VAL0,     /* after "=": BWS, then a token or a quoted-string */
+    CH_EXT_TOKEN,    /* inside a token ext-val */
+    CH_EXT_QUOTED,   /* inside a quoted-string */
+    CH_EXT_QPAIR,    /* after a backslash in a quoted-string */
+    CH_EXT_VAL_END,  /* right after an ext-val: ";", BWS or CR */
+    CH_EXT_BWS,      /* whitespace after an ext-val: only ";" may follow */
+    CH_SIZE_LF,      /* the LF after the size line's CR */
+    CH_DATA,         /* chunk data */
+    CH_DATA_CR,      /* CRLF after the data */
     CH_DATA_LF,
     CH_TRAILER,       /* start of a trailer line (or the final empty line) */
     CH_TRAILER_NAME,  /* field-name up to its colon */
@@ -652,13 +669,12 @@ enum {
     CH_MAX
 };
 
-#define MG_MAX_CHUNK_EXT 4096   /* bytes of extensions and trailers per message */
+#define MG_MAX_CHUNK_EXT 4096 /* bytes of extensions and trailers per message */
 
 /* qdtext / quoted-pair bytes (RFC 9110 section 5.6.4) */
 static inline int is_qdtext(unsigned char c)
 {
-    return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
-           (c >= 0x5d && c != 0x7f);
+    return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c != 0x7f);
 }
 
 static inline int is_qpair_char(unsigned char c)
@@ -668,10 +684,10 @@ static inline int is_qpair_char(unsigned char c)
 
 /* the states whose bytes are extension or trailer bytes */
 static const unsigned char COUNTED[CH_MAX] = {
-    [CH_SIZE_BWS] = 1, [CH_EXT_NAME0] = 1, [CH_EXT_NAME] = 1, [CH_EXT_NAME_BWS] = 1,
-    [CH_EXT_VAL0] = 1, [CH_EXT_TOKEN] = 1, [CH_EXT_QUOTED] = 1, [CH_EXT_QPAIR] = 1,
-    [CH_EXT_VAL_END] = 1, [CH_EXT_BWS] = 1,
-    [CH_TRAILER] = 1, [CH_TRAILER_NAME] = 1, [CH_TRAILER_VALUE] = 1,
+    [CH_SIZE_BWS] = 1,      [CH_EXT_NAME0] = 1, [CH_EXT_NAME] = 1,   [CH_EXT_NAME_BWS] = 1,
+    [CH_EXT_VAL0] = 1,      [CH_EXT_TOKEN] = 1, [CH_EXT_QUOTED] = 1, [CH_EXT_QPAIR] = 1,
+    [CH_EXT_VAL_END] = 1,   [CH_EXT_BWS] = 1,   [CH_TRAILER] = 1,    [CH_TRAILER_NAME] = 1,
+    [CH_TRAILER_VALUE] = 1,
 };
 
 int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
@@ -703,8 +719,9 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
         switch (d->state) {
         case CH_SIZE: {
             int v = (c >= '0' && c <= '9') ? c - '0'
-                  : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+                : (c >= 'a' && c <= 'f')   ? c - 'a' + 10
+                : (c >= 'A' && c <= 'F')   ? c - 'A' + 10
+                                           : -1;
             if (v >= 0) {
                 /* 16 digits at most, leading zeros included, and the value fits int64 */
                 if (++d->hex_digits > 16 || d->remaining > (UINT64_C(1) << 59) - 1)
@@ -727,7 +744,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             else if (c == '\r')
                 d->state = CH_SIZE_LF;
             else if (c == '\n')
-                d->state = after_size;   /* a lone LF: only a line with no extension */
+                d->state = after_size; /* a lone LF: only a line with no extension */
             else
                 bad = 1;
             break;
@@ -756,7 +773,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             else if (c == '\r')
                 d->state = CH_SIZE_LF;
             else
-                bad = 1;   /* a lone LF among them: see above */
+                bad = 1; /* a lone LF among them: see above */
             break;
         case CH_EXT_NAME_BWS:
             if (c == '=')
@@ -764,7 +781,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             else if (c == ';')
                 d->state = CH_EXT_NAME0;
             else if (!ws)
-                bad = 1;   /* BWS is only ever followed by "=" or ";" */
+                bad = 1; /* BWS is only ever followed by "=" or ";" */
             break;
         case CH_EXT_VAL0:
             if (c == '"')
@@ -806,7 +823,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             if (c == ';')
                 d->state = CH_EXT_NAME0;
             else if (!ws)
-                bad = 1;   /* no whitespace before the line end (section 7.1.1) */
+                bad = 1; /* no whitespace before the line end (section 7.1.1) */
             break;
         case CH_SIZE_LF:
             if (c == '\n')
@@ -818,7 +835,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             if (c == '\r')
                 d->state = CH_DATA_LF;
             else if (c == '\n')
-                d->state = CH_SIZE;   /* a lone LF ends the data too */
+                d->state = CH_SIZE; /* a lone LF ends the data too */
             else
                 bad = 1;
             if (d->state == CH_SIZE) {
@@ -843,13 +860,13 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             else if (mg_tchar[c])
                 d->state = CH_TRAILER_NAME;
             else
-                bad = 1;   /* obs-fold (SP/HTAB first), a CTL, or a bad name byte */
+                bad = 1; /* obs-fold (SP/HTAB first), a CTL, or a bad name byte */
             break;
         case CH_TRAILER_NAME:
             if (c == ':')
                 d->state = CH_TRAILER_VALUE;
             else if (!mg_tchar[c])
-                bad = 1;   /* whitespace before the colon too (RFC 9112 section 5.1) */
+                bad = 1; /* whitespace before the colon too (RFC 9112 section 5.1) */
             break;
         case CH_TRAILER_VALUE:
             if (c == '\r')
@@ -863,7 +880,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             if (c == '\n')
                 d->state = CH_TRAILER;
             else
-                bad = 1;   /* a bare CR, also when it ended the last read */
+                bad = 1; /* a bare CR, also when it ended the last read */
             break;
         case CH_END_LF:
             if (c == '\n')
@@ -871,8 +888,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
             else
                 bad = 1;
             break;
-        default:
-            abort();   /* CH_DATA and CH_DONE are handled above */
+        default: abort(); /* CH_DATA and CH_DONE are handled above */
         }
         if (!bad)
             in++;
@@ -888,7 +904,7 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
 
 int mg_parse_request(const char *buf, size_t len, mg_parse_result *out)
 {
-    static __thread mg_request req;   /* ~4 KiB: not on a coroutine stack */
+    static __thread mg_request req; /* ~4 KiB: not on a coroutine stack */
     size_t scanned = 0;
 
     memset(out, 0, sizeof(*out));
@@ -934,7 +950,7 @@ int mg_chunked_decode_split(const char *in, size_t len, size_t step, char *out, 
                             size_t *consumed)
 {
     mg_chunked d = {0};
-    char *buf = malloc(len ? len : 1);   /* the unconsumed input, as in the request buffer */
+    char *buf = malloc(len ? len : 1); /* the unconsumed input, as in the request buffer */
     size_t have = 0, fed = 0, used = 0, outn = 0;
     int r = 0;
 
@@ -950,7 +966,7 @@ int mg_chunked_decode_split(const char *in, size_t len, size_t step, char *out, 
         r = chunked_decode(&d, buf, &n, &c);
         if (r > 1)
             break;
-        memcpy(out + outn, buf, n);      /* decoded bytes are at the front */
+        memcpy(out + outn, buf, n); /* decoded bytes are at the front */
         outn += n;
         memmove(buf, buf + c, have - c);
         have -= c;

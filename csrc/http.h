@@ -61,7 +61,7 @@ typedef enum {
 } mg_hdr_id;
 
 typedef enum {
-    MG_M_OTHER = 0,  /* a valid token we do not implement: 501 */
+    MG_M_OTHER = 0, /* a valid token we do not implement: 501 */
     MG_M_GET,
     MG_M_HEAD,
     MG_M_POST,
@@ -76,15 +76,15 @@ typedef enum {
 
 typedef struct {
     mg_str name, value;
-    int id;          /* mg_hdr_id */
+    int id; /* mg_hdr_id */
 } mg_header;
 
 /* The four forms of request-target (RFC 9112 section 3.2). */
 typedef enum {
-    MG_FORM_ORIGIN = 0,   /* /path?query */
-    MG_FORM_ABSOLUTE,     /* http://authority/path?query: the authority replaces Host */
-    MG_FORM_AUTHORITY,    /* host:port, CONNECT only: no path at all */
-    MG_FORM_ASTERISK,     /* "*", OPTIONS only: the server as a whole */
+    MG_FORM_ORIGIN = 0, /* /path?query */
+    MG_FORM_ABSOLUTE,   /* http://authority/path?query: the authority replaces Host */
+    MG_FORM_AUTHORITY,  /* host:port, CONNECT only: no path at all */
+    MG_FORM_ASTERISK,   /* "*", OPTIONS only: the server as a whole */
     MG_FORM_MAX
 } mg_target_form;
 
@@ -95,16 +95,16 @@ typedef enum {
  * authority-form); handlers never see the last two (conn.c answers them). */
 typedef struct mg_request_s {
     mg_str method, target, path, query;
-    int target_form;             /* mg_target_form */
-    int method_id;               /* mg_method_id */
-    int minor_version;           /* HTTP/1.<minor> */
-    int header_len;              /* bytes of the head, CRLFCRLF included */
+    int target_form;   /* mg_target_form */
+    int method_id;     /* mg_method_id */
+    int minor_version; /* HTTP/1.<minor> */
+    int header_len;    /* bytes of the head, CRLFCRLF included */
     int keep_alive;
     int expect_continue;
-    int chunked;                 /* Transfer-Encoding: chunked */
-    int64_t content_length;      /* -1 when absent */
+    int chunked;            /* Transfer-Encoding: chunked */
+    int64_t content_length; /* -1 when absent */
     int num_headers;
-    int16_t hdr[MG_H_MAX];       /* index of the first field with that id, -1 if none */
+    int16_t hdr[MG_H_MAX]; /* index of the first field with that id, -1 if none */
     mg_header headers[MG_MAX_HEADERS];
 } mg_request;
 
@@ -113,7 +113,7 @@ typedef struct mg_request_s {
 MG_HIDDEN extern const unsigned char mg_tchar[256];
 
 /* Parse results (negative) beside the HTTP statuses (positive). */
-#define MG_PARSE_OK 0
+#define MG_PARSE_OK         0
 #define MG_PARSE_INCOMPLETE (-1)
 
 /* Look for the end of the head in buf[0..len); *scanned remembers how far an
@@ -130,10 +130,10 @@ MG_HIDDEN int header_id(const char *name, size_t len);
 
 /* Chunked transfer coding (RFC 9112 section 7.1), decoded in place. */
 typedef struct {
-    uint64_t max_body;           /* set by the caller: 413 past this many decoded bytes */
+    uint64_t max_body; /* set by the caller: 413 past this many decoded bytes */
     int state;
-    uint64_t remaining;          /* bytes left in the current chunk */
-    uint64_t total;              /* decoded bytes so far, the chunk being read included */
+    uint64_t remaining; /* bytes left in the current chunk */
+    uint64_t total;     /* decoded bytes so far, the chunk being read included */
     int hex_digits;
     int ext_or_trailer_bytes;
 } mg_chunked;
@@ -163,15 +163,15 @@ MG_HIDDEN int http_date(char *out, time_t t);
  * flight; an idle keep-alive connection gives it back to the worker's pool. */
 struct mg_reqbuf {
     mg_reqbuf *next_free;
-    size_t len;                  /* bytes in data */
-    size_t scanned;              /* how far the head-end search got */
+    size_t len;     /* bytes in data */
+    size_t scanned; /* how far the head-end search got */
     mg_request req;
-    char path[4096];             /* the decoded, normalised path */
-    char out[2048];              /* the response head being built */
-    mg_centry scratch;           /* the file, when the open-file cache is off or full */
-    mg_pycall call;              /* the request as Python sees it (pycall.c) */
+    char path[4096];   /* the decoded, normalised path */
+    char out[2048];    /* the response head being built */
+    mg_centry scratch; /* the file, when the open-file cache is off or full */
+    mg_pycall call;    /* the request as Python sees it (pycall.c) */
     char scratch_path[4096 + 32];
-    char data[MG_REQBUF_DATA];   /* bytes read from the socket */
+    char data[MG_REQBUF_DATA]; /* bytes read from the socket */
 };
 
 /* --------------------------------------------------- responses (static.c) */

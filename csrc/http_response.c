@@ -86,7 +86,7 @@ const char *http_reason(int status)
     case 508: return "Loop Detected";
     case 510: return "Not Extended";
     case 511: return "Network Authentication Required";
-    default: return "";   /* RFC 9112 4: the reason-phrase may be empty; the SP stays */
+    default: return ""; /* RFC 9112 4: the reason-phrase may be empty; the SP stays */
     }
 }
 
@@ -94,7 +94,7 @@ int format_u64(char *out, uint64_t v, int base)
 {
     char tmp[24];
     int i = 0, n = 0;
-    if (base == 10) {   /* division by a constant: a multiply, not a div per digit */
+    if (base == 10) { /* division by a constant: a multiply, not a div per digit */
         do {
             tmp[i++] = (char)('0' + v % 10);
             v /= 10;
@@ -113,8 +113,8 @@ int format_u64(char *out, uint64_t v, int base)
 }
 
 /* IMF-fixdate has a 4-digit year (RFC 9110 section 5.6.7): years 1 to 9999. */
-#define MG_DATE_MIN ((time_t)-62135596800LL)   /* Mon, 01 Jan 0001 00:00:00 GMT */
-#define MG_DATE_MAX ((time_t)253402300799LL)   /* Fri, 31 Dec 9999 23:59:59 GMT */
+#define MG_DATE_MIN ((time_t)-62135596800LL) /* Mon, 01 Jan 0001 00:00:00 GMT */
+#define MG_DATE_MAX ((time_t)253402300799LL) /* Fri, 31 Dec 9999 23:59:59 GMT */
 
 int http_date(char *out, time_t t)
 {
@@ -135,7 +135,7 @@ int http_date(char *out, time_t t)
     if (t > MG_DATE_MAX)
         t = MG_DATE_MAX;
     if (!gmtime_r(&t, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 || tm.tm_mon > 11)
-        abort();   /* cannot happen for a year in 1..9999: a broken libc */
+        abort(); /* cannot happen for a year in 1..9999: a broken libc */
     int n = snprintf(out, 30, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday,
                      months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
     if (n != 29)
@@ -180,21 +180,22 @@ time_t http_parse_date(const char *s, size_t len)
 
     if (comma && comma - b == 3 && len == 29) {
         /* Sun, 06 Nov 1994 08:49:37 GMT */
-        if (b[4] != ' ' || b[7] != ' ' || b[11] != ' ' || b[16] != ' ' || b[19] != ':' ||
-            b[22] != ':' || memcmp(b + 25, " GMT", 4) != 0)
+        if (b[4] != ' ' || b[7] != ' ' || b[11] != ' ' || b[16] != ' ' || b[19] != ':' || b[22] != ':' ||
+            memcmp(b + 25, " GMT", 4) != 0)
             return -1;
         day = digits(b + 5, 2), mon = month_index(b + 8), year = digits(b + 12, 4);
         hh = digits(b + 17, 2), mm = digits(b + 20, 2), ss = digits(b + 23, 2);
     } else if (comma) {
         /* Sunday, 06-Nov-94 08:49:37 GMT */
         const char *p = comma + 1;
-        if (strlen(p) != 23 || p[0] != ' ' || p[3] != '-' || p[7] != '-' || p[10] != ' ' ||
-            p[13] != ':' || p[16] != ':' || memcmp(p + 19, " GMT", 4) != 0)
+        if (strlen(p) != 23 || p[0] != ' ' || p[3] != '-' || p[7] != '-' || p[10] != ' ' || p[13] != ':' ||
+            p[16] != ':' || memcmp(p + 19, " GMT", 4) != 0)
             return -1;
         day = digits(p + 1, 2), mon = month_index(p + 4), year = digits(p + 8, 2);
         hh = digits(p + 11, 2), mm = digits(p + 14, 2), ss = digits(p + 17, 2);
         if (year >= 0)
-            year += year < 70 ? 2000 : 1900;   /* RFC 9110: a 2-digit year more than 50 years ahead is in the past */
+            year += year < 70 ? 2000
+                              : 1900; /* RFC 9110: a 2-digit year more than 50 years ahead is in the past */
     } else if (len == 24) {
         /* Sun Nov  6 08:49:37 1994 */
         if (b[3] != ' ' || b[7] != ' ' || b[10] != ' ' || b[13] != ':' || b[16] != ':' || b[19] != ' ')
@@ -206,8 +207,8 @@ time_t http_parse_date(const char *s, size_t len)
     } else {
         return -1;
     }
-    if (day < 1 || day > 31 || mon < 0 || year < 1970 || hh < 0 || hh > 23 || mm < 0 || mm > 59 ||
-        ss < 0 || ss > 60)
+    if (day < 1 || day > 31 || mon < 0 || year < 1970 || hh < 0 || hh > 23 || mm < 0 || mm > 59 || ss < 0 ||
+        ss > 60)
         return -1;
     tm.tm_mday = day;
     tm.tm_mon = mon;
@@ -242,11 +243,11 @@ int etag_list_matches(mg_str list, const char *etag, size_t etag_len, int weak)
             p += 2;
         }
         if (p == end || *p != '"')
-            return 0;   /* not an entity-tag list: no match */
+            return 0; /* not an entity-tag list: no match */
         const char *q = memchr(p + 1, '"', (size_t)(end - p - 1));
         if (!q)
             return 0;
-        size_t n = (size_t)(q - p + 1);   /* with both quotes */
+        size_t n = (size_t)(q - p + 1); /* with both quotes */
         if ((weak || !is_weak) && n == etag_len && memcmp(p, etag, n) == 0)
             return 1;
         p = q + 1;
@@ -339,12 +340,12 @@ int parse_range(mg_str v, int64_t size, int64_t *start, int64_t *len)
         if (p < end)
             p++;
         if (a < 0 && b < 0)
-            return 0;        /* "-" alone */
+            return 0; /* "-" alone */
         if (a >= 0 && b >= 0 && b < a)
-            return 0;        /* invalid range-spec: the whole field is ignored */
+            return 0; /* invalid range-spec: the whole field is ignored */
         ranges++;
         int64_t s, l;
-        if (a < 0) {         /* suffix: the last b bytes */
+        if (a < 0) { /* suffix: the last b bytes */
             if (b == 0 || size == 0)
                 continue;
             s = b >= size ? 0 : size - b;

@@ -35,32 +35,32 @@
 #include <pthread.h>
 #include "minginx.h"
 
-#define MG_HIDDEN __attribute__((visibility("hidden")))
-#define MG_UNUSED(x) (void)(x)
-#define MG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define MG_HIDDEN      __attribute__((visibility("hidden")))
+#define MG_UNUSED(x)   (void)(x)
+#define MG_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define MG_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 /* Limits with precedents: nginx large_client_header_buffers is 4 x 8 KiB,
  * h11 caps a head at 16 KiB, node.js at 16 KiB (was 80 KiB). */
-#define MG_MAX_REQUEST_LINE 8192      /* bytes; longer is 414 */
-#define MG_MAX_HEADER_BYTES 32768     /* bytes of header fields; more is 431 */
-#define MG_MAX_HEADERS 100            /* fields; more is 431 */
-#define MG_REQBUF_DATA (MG_MAX_REQUEST_LINE + MG_MAX_HEADER_BYTES + 4096)
-#define MG_FD_BATCH 256               /* fds read from the dispatch pipe at once */
-#define MG_DISPATCH_BATCH 64          /* fds the acceptor sends a worker in one write (< PIPE_BUF) */
-#define MG_MAX_EVENTS 512             /* epoll events taken per epoll_wait */
-#define MG_STACK_POOL_MAX 4096        /* stacks parked per worker */
-#define MG_REQBUF_POOL_MAX 256        /* request buffers pooled per worker */
-#define MG_POOL_KEEP 32               /* stacks and buffers kept pooled once a burst is over */
-#define MG_POOL_TRIM_MS 1000          /* how often the pools are trimmed to MG_POOL_KEEP (worker.c) */
-#define MG_DRAIN_IDLE_MS 1000        /* an idle connection at a graceful stop: its last chance (worker.c) */
-#define MG_PARK_DELAY_MS 100          /* a keep-alive connection idle this long is parked (worker.c) */
-#define MG_SEND_SLICE (1 << 20)       /* bytes sent before letting others run */
-#define MG_CORK_BYTES (256 * 1024)    /* head + file bytes sent under TCP_CORK (static.c) */
-#define MG_SENDFILE_CHUNK (256 * 1024) /* bytes per sendfile() call, as lighttpd */
-#define MG_ALTSTACK_SIZE (64 * 1024)  /* the signal stack the guard-page handler runs on */
+#define MG_MAX_REQUEST_LINE 8192  /* bytes; longer is 414 */
+#define MG_MAX_HEADER_BYTES 32768 /* bytes of header fields; more is 431 */
+#define MG_MAX_HEADERS      100   /* fields; more is 431 */
+#define MG_REQBUF_DATA      (MG_MAX_REQUEST_LINE + MG_MAX_HEADER_BYTES + 4096)
+#define MG_FD_BATCH         256       /* fds read from the dispatch pipe at once */
+#define MG_DISPATCH_BATCH   64        /* fds the acceptor sends a worker in one write (< PIPE_BUF) */
+#define MG_MAX_EVENTS       512       /* epoll events taken per epoll_wait */
+#define MG_STACK_POOL_MAX   4096      /* stacks parked per worker */
+#define MG_REQBUF_POOL_MAX  256       /* request buffers pooled per worker */
+#define MG_POOL_KEEP        32        /* stacks and buffers kept pooled once a burst is over */
+#define MG_POOL_TRIM_MS     1000      /* how often the pools are trimmed to MG_POOL_KEEP (worker.c) */
+#define MG_DRAIN_IDLE_MS    1000      /* an idle connection at a graceful stop: its last chance (worker.c) */
+#define MG_PARK_DELAY_MS    100       /* a keep-alive connection idle this long is parked (worker.c) */
+#define MG_SEND_SLICE       (1 << 20) /* bytes sent before letting others run */
+#define MG_CORK_BYTES       (256 * 1024) /* head + file bytes sent under TCP_CORK (static.c) */
+#define MG_SENDFILE_CHUNK   (256 * 1024) /* bytes per sendfile() call, as lighttpd */
+#define MG_ALTSTACK_SIZE    (64 * 1024)  /* the signal stack the guard-page handler runs on */
 #if defined(__x86_64__)
-#define MG_FAST_SWITCH_AVAILABLE 1    /* coroutine.c: mg_fast_switch */
+#define MG_FAST_SWITCH_AVAILABLE 1 /* coroutine.c: mg_fast_switch */
 #else
 #define MG_FAST_SWITCH_AVAILABLE 0
 #endif
@@ -69,19 +69,19 @@ typedef struct mg_coroutine mg_coroutine;
 typedef struct mg_reqbuf mg_reqbuf;
 
 /* ------------------------------------------------------------ access log */
-#define MG_ALOG_BUF (64 * 1024)           /* bytes per worker buffer */
-#define MG_ALOG_FLUSH_MS 150              /* a buffer this old is handed over at the loop's end */
-#define MG_ALOG_MAX_QUEUED (4u << 20)     /* bytes queued for the writer; past it lines drop */
+#define MG_ALOG_BUF        (64 * 1024) /* bytes per worker buffer */
+#define MG_ALOG_FLUSH_MS   150         /* a buffer this old is handed over at the loop's end */
+#define MG_ALOG_MAX_QUEUED (4u << 20)  /* bytes queued for the writer; past it lines drop */
 
 typedef struct mg_alog_buf {
     struct mg_alog_buf *next;
-    size_t len, cap;                  /* bytes */
+    size_t len, cap; /* bytes */
     uint64_t lines;
-    int64_t since_ms;                 /* when its first line went in (CLOCK_MONOTONIC_COARSE) */
+    int64_t since_ms; /* when its first line went in (CLOCK_MONOTONIC_COARSE) */
     char data[];
 } mg_alog_buf;
 
-typedef struct mg_alog mg_alog;       /* the writer thread and its queue (accesslog.c) */
+typedef struct mg_alog mg_alog; /* the writer thread and its queue (accesslog.c) */
 
 /* ---------------------------------------------------------------- timers */
 /* Each timer class has a fixed duration, so appending a timer at the tail
@@ -90,12 +90,12 @@ typedef struct mg_alog mg_alog;       /* the writer thread and its queue (access
  * vary; ours do not.) */
 typedef enum {
     MG_TIMER_NONE = 0,
-    MG_TIMER_HEADER,      /* waiting for the rest of a request head */
-    MG_TIMER_KEEPALIVE,   /* idle between requests */
-    MG_TIMER_SEND,        /* a send that makes no progress */
-    MG_TIMER_LINGER,      /* draining input before close */
-    MG_TIMER_PYTHON,      /* a deferred Python round: --handler-timeout */
-    MG_TIMER_DRAIN,       /* idle at a graceful stop: MG_DRAIN_IDLE_MS to send one more request */
+    MG_TIMER_HEADER,    /* waiting for the rest of a request head */
+    MG_TIMER_KEEPALIVE, /* idle between requests */
+    MG_TIMER_SEND,      /* a send that makes no progress */
+    MG_TIMER_LINGER,    /* draining input before close */
+    MG_TIMER_PYTHON,    /* a deferred Python round: --handler-timeout */
+    MG_TIMER_DRAIN,     /* idle at a graceful stop: MG_DRAIN_IDLE_MS to send one more request */
     MG_TIMER_MAX
 } mg_timer_class;
 
@@ -105,48 +105,48 @@ typedef struct mg_timer_list {
 } mg_timer_list;
 
 /* ------------------------------------------------------------------ trace */
-#define MG_TRACE_RING 16384           /* records per ring, a power of two */
+#define MG_TRACE_RING 16384 /* records per ring, a power of two */
 
 typedef struct {
     mg_trace_rec *recs;
-    uint64_t head;                    /* written by the ring's thread (release) */
-    uint64_t tail;                    /* the reader's cursor */
+    uint64_t head; /* written by the ring's thread (release) */
+    uint64_t tail; /* the reader's cursor */
 } mg_trace_ring;
 
 MG_HIDDEN void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg);
 MG_HIDDEN int trace_ring_init(mg_trace_ring *r);
 MG_HIDDEN void trace_ring_free(mg_trace_ring *r);
 /* One predictable branch when tracing is off. */
-#define TRACE(w, ev, co, fd, arg)                                                          \
-    do {                                                                                   \
-        if (MG_UNLIKELY((w)->trace))                                                       \
-            trace_push(&(w)->ring, (w)->index, (ev), (co) ? (co)->id : 0, (fd), (arg));    \
+#define TRACE(w, ev, co, fd, arg)                                                                            \
+    do {                                                                                                     \
+        if (MG_UNLIKELY((w)->trace))                                                                         \
+            trace_push(&(w)->ring, (w)->index, (ev), (co) ? (co)->id : 0, (fd), (arg));                      \
     } while (0)
 
 /* ------------------------------------------------------------ coroutines */
 typedef void (*mg_entry_fn)(mg_coroutine *co);
 
 struct mg_coroutine {
-    ucontext_t ctx;              /* saved registers and stack pointer (--switch ucontext) */
-    void *sp;                    /* saved stack pointer (--switch fast) */
+    ucontext_t ctx; /* saved registers and stack pointer (--switch ucontext) */
+    void *sp;       /* saved stack pointer (--switch fast) */
     struct mg_worker *worker;
-    mg_entry_fn entry;           /* what trampoline_start() calls */
+    mg_entry_fn entry; /* what trampoline_start() calls */
     void *arg;
     uint64_t id;
-    int fd;                      /* the connection's socket, or -1 */
-    int finished;                /* set by trampoline_start() when entry returns */
-    int waiting;                 /* mg_yield it is parked on, -1 when not parked */
-    int woken_by;                /* 0, or EPOLL* bits that woke it */
-    int timed_out;               /* its timer fired while it waited */
-    int cancelled;               /* the worker is shutting down */
-    int idle;                    /* between requests: may be closed at shutdown */
-    int io_pending;              /* --io uring: an SQE of ours has no CQE yet (uring.c) */
-    int32_t io_res;              /* --io uring: the last CQE's res */
-    int io_watch;                /* --io uring: a hang-up poll is armed (uring_watch_hangup) */
-    int drained;                 /* the last read emptied the socket, and epoll has reported
+    int fd;                    /* the connection's socket, or -1 */
+    int finished;              /* set by trampoline_start() when entry returns */
+    int waiting;               /* mg_yield it is parked on, -1 when not parked */
+    int woken_by;              /* 0, or EPOLL* bits that woke it */
+    int timed_out;             /* its timer fired while it waited */
+    int cancelled;             /* the worker is shutting down */
+    int idle;                  /* between requests: may be closed at shutdown */
+    int io_pending;            /* --io uring: an SQE of ours has no CQE yet (uring.c) */
+    int32_t io_res;            /* --io uring: the last CQE's res */
+    int io_watch;              /* --io uring: a hang-up poll is armed (uring_watch_hangup) */
+    int drained;               /* the last read emptied the socket, and epoll has reported
                                     no input since: a recv now would only say EAGAIN */
-    mg_coroutine *next_ready;    /* ready-queue link */
-    mg_coroutine *prev, *next;   /* the worker's list of live coroutines */
+    mg_coroutine *next_ready;  /* ready-queue link */
+    mg_coroutine *prev, *next; /* the worker's list of live coroutines */
     /* timer: one per coroutine, in at most one class list */
     int timer_class;
     int64_t deadline_ms;
@@ -154,49 +154,49 @@ struct mg_coroutine {
     /* memory: one mmap holding [guard page][stack] with this struct at the top */
     void *region;
     size_t region_size;
-    void *asan_fake_stack;       /* ASan's bookkeeping across switches (test-asan builds) */
-    unsigned vg_stack;           /* valgrind's id for this stack (0 outside valgrind) */
+    void *asan_fake_stack; /* ASan's bookkeeping across switches (test-asan builds) */
+    unsigned vg_stack;     /* valgrind's id for this stack (0 outside valgrind) */
     /* connection state (conn.c) */
-    mg_reqbuf *rb;               /* request buffer, held only while a request is in flight */
-    struct mg_centry *centry;    /* file being sent (cache.c), released by coroutine_destroy */
-    int status;                  /* status of the last response started (for the trace) */
-    uint32_t requests;           /* request heads read on this connection (0: none yet) */
-    int64_t park_deadline_ms;    /* made at an unpark: the parked connection's deadline,
+    mg_reqbuf *rb;            /* request buffer, held only while a request is in flight */
+    struct mg_centry *centry; /* file being sent (cache.c), released by coroutine_destroy */
+    int status;               /* status of the last response started (for the trace) */
+    uint32_t requests;        /* request heads read on this connection (0: none yet) */
+    int64_t park_deadline_ms; /* made at an unpark: the parked connection's deadline,
                                     kept should it park again without a request (0: none) */
     /* lazy parking (worker.c: worker_idle_link, idle_sweep): waiting between requests */
-    mg_coroutine *idle_prev, *idle_next;   /* the worker's idle list, oldest first */
-    int64_t idle_since_ms;       /* when it began to wait (w->now_ms) */
-    int idle_linked;             /* on the idle list now */
-    int park_due;                /* idle past MG_PARK_DELAY_MS: park at its next EAGAIN */
+    mg_coroutine *idle_prev, *idle_next; /* the worker's idle list, oldest first */
+    int64_t idle_since_ms;               /* when it began to wait (w->now_ms) */
+    int idle_linked;                     /* on the idle list now */
+    int park_due;                        /* idle past MG_PARK_DELAY_MS: park at its next EAGAIN */
     /* the connection's addresses, looked up once (conn.c: conn_addresses) */
     int addr_known;
-    int peer_unix;               /* an AF_UNIX peer: peer is "", the log prints "unix:" */
+    int peer_unix; /* an AF_UNIX peer: peer is "", the log prints "unix:" */
     int peer_port, server_port;
     char peer[48];
     /* the access log's view of the response in flight (accesslog.c) */
-    uint64_t sent;               /* bytes sent on this connection (io.c) */
-    uint64_t log_sent0;          /* sent when this request's response began */
-    size_t head_bytes;           /* bytes of the response's head (head_finish's answer) */
-    int64_t log_start_us;        /* when the request began (json's request_time) */
+    uint64_t sent;        /* bytes sent on this connection (io.c) */
+    uint64_t log_sent0;   /* sent when this request's response began */
+    size_t head_bytes;    /* bytes of the response's head (head_finish's answer) */
+    int64_t log_start_us; /* when the request began (json's request_time) */
     /* THE CLIENT of the request in flight, as handlers and the access log see
      * it: the peer, or with --proxy-headers and a trusted peer what
      * X-Forwarded-For / Forwarded say.  Set once per request, after its head
      * is parsed, by front.c request_client(); read it with conn_client(). */
-    int client_known;            /* 0: not looked at for this request yet */
-    int client_port;             /* 0 when forwarded (as uvicorn: the proxy's port is not the client's) */
-    int client_https;            /* 1: X-Forwarded-Proto / Forwarded proto said https */
-    char client[48];             /* address, text */
-    char *body_buf;              /* a request body too large for rb, or chunked (malloc) */
+    int client_known; /* 0: not looked at for this request yet */
+    int client_port;  /* 0 when forwarded (as uvicorn: the proxy's port is not the client's) */
+    int client_https; /* 1: X-Forwarded-Proto / Forwarded proto said https */
+    char client[48];  /* address, text */
+    char *body_buf;   /* a request body too large for rb, or chunked (malloc) */
 };
 
 /* An idle keep-alive connection without a coroutine (worker.c: worker_park):
  * what conn_entry needs to go on where it stopped, and its deadline.  The
  * rest (addresses, the access log's fields) is recomputed or per request. */
 typedef struct mg_parked {
-    struct mg_parked *prev, *next;   /* the worker's parked list, in deadline order */
-    int64_t deadline_ms;         /* keep-alive (or graceful-stop drain) deadline; INT64_MAX: none */
-    uint64_t id;                 /* the connection's id: its coroutines' id in the trace */
-    uint32_t requests;           /* request heads read so far */
+    struct mg_parked *prev, *next; /* the worker's parked list, in deadline order */
+    int64_t deadline_ms;           /* keep-alive (or graceful-stop drain) deadline; INT64_MAX: none */
+    uint64_t id;                   /* the connection's id: its coroutines' id in the trace */
+    uint32_t requests;             /* request heads read so far */
     int fd;
 } mg_parked;
 
@@ -204,38 +204,38 @@ typedef struct mg_parked {
 struct mg_worker {
     struct mg_server *srv;
     int index;
-    int epfd;                    /* this worker's epoll instance (-1 under --io uring) */
-    struct mg_uring *uring;      /* --io uring: the ring (uring.c), NULL under epoll */
-    int pipe_r, pipe_w;          /* dispatch pipe: the acceptor writes fds to pipe_w */
-    int policy;                  /* RDY_FIFO or RDY_LIFO */
+    int epfd;               /* this worker's epoll instance (-1 under --io uring) */
+    struct mg_uring *uring; /* --io uring: the ring (uring.c), NULL under epoll */
+    int pipe_r, pipe_w;     /* dispatch pipe: the acceptor writes fds to pipe_w */
+    int policy;             /* RDY_FIFO or RDY_LIFO */
     size_t stack_size;
     /* ready queue: a singly-linked list; FIFO appends at the tail, LIFO pushes at the head */
     mg_coroutine *ready_head, *ready_tail;
     uint64_t ready_len;
     /* the scheduler's own context: where yields return to */
     ucontext_t sched_ctx;
-    ucontext_t ctx_template;     /* one getcontext() per worker, copied by coroutine_create */
+    ucontext_t ctx_template; /* one getcontext() per worker, copied by coroutine_create */
     int ctx_template_ok;
-    void *sched_sp;              /* the scheduler's stack pointer (--switch fast) */
-    int fast_switch;             /* 1: mg_fast_switch, 0: swapcontext */
+    void *sched_sp;  /* the scheduler's stack pointer (--switch fast) */
+    int fast_switch; /* 1: mg_fast_switch, 0: swapcontext */
     mg_coroutine *current;
-    void *asan_fake_stack;       /* ASan: the scheduler's side of each switch */
+    void *asan_fake_stack; /* ASan: the scheduler's side of each switch */
     const void *asan_sched_bottom;
     size_t asan_sched_size;
-    void *altstack;              /* signal stack for the guard-page handler */
+    void *altstack; /* signal stack for the guard-page handler */
     stack_t old_altstack;
-    int max_conns;               /* per worker; new ones beyond it get 503 (0: no limit) */
-    int no_stack_pool, no_buffer_pool;   /* benchmarks only: MINGINX_NO_*_POOL */
-    int fd_batch_len;            /* fds read per pipe read (MG_FD_BATCH; MINGINX_FD_BATCH);
+    int max_conns;                     /* per worker; new ones beyond it get 503 (0: no limit) */
+    int no_stack_pool, no_buffer_pool; /* benchmarks only: MINGINX_NO_*_POOL */
+    int fd_batch_len;                  /* fds read per pipe read (MG_FD_BATCH; MINGINX_FD_BATCH);
                                     set at creation, read by the acceptor too */
-    int listen_fd;               /* --accept reuseport: this worker's own listener, else -1 */
-    int64_t accept_resume_ms;    /* out of fds: listen again at this time (0: listening) */
-    int trace;                   /* cfg.trace: record the happy path in ring */
+    int listen_fd;                     /* --accept reuseport: this worker's own listener, else -1 */
+    int64_t accept_resume_ms;          /* out of fds: listen again at this time (0: listening) */
+    int trace;                         /* cfg.trace: record the happy path in ring */
     mg_trace_ring ring;
     /* coroutines waiting for their Python handler (pycall.c), linked by next_ready */
     mg_coroutine *py_head, *py_tail;
-    mg_pycall *py_orphans;       /* late orphans whose stream iterator must be closed (ABORT) */
-    uint64_t py_inflight;        /* deferred rounds not yet posted back */
+    mg_pycall *py_orphans; /* late orphans whose stream iterator must be closed (ABORT) */
+    uint64_t py_inflight;  /* deferred rounds not yet posted back */
     /* deferred rounds posted back by other threads (mg_call_post): a locked
      * list, and an eventfd in epoll written when the list turns non-empty */
     pthread_mutex_t post_lock;
@@ -250,7 +250,7 @@ struct mg_worker {
     mg_parked *park_head, *park_tail;
     /* coroutines waiting between requests, not parked yet: oldest first (lazy parking) */
     mg_coroutine *idle_head, *idle_tail;
-    int64_t pool_trim_ms;        /* when the pools are next trimmed (MG_POOL_TRIM_MS) */
+    int64_t pool_trim_ms; /* when the pools are next trimmed (MG_POOL_TRIM_MS) */
     /* all live coroutines, for shutdown */
     mg_coroutine *all;
     /* pools: stacks (whole regions) and request buffers */
@@ -261,20 +261,20 @@ struct mg_worker {
     struct mg_file_cache *cache; /* open-file cache (cache.c), NULL when off */
     /* timers */
     mg_timer_list timers[MG_TIMER_MAX];
-    int64_t now_ms;              /* CLOCK_MONOTONIC, refreshed after each epoll_wait */
-    time_t date_sec;             /* second the cached Date header is for */
-    char date_hdr[40];           /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
+    int64_t now_ms;    /* CLOCK_MONOTONIC, refreshed after each epoll_wait */
+    time_t date_sec;   /* second the cached Date header is for */
+    char date_hdr[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
     int date_len;
-    mg_alog *alog;               /* the server's access log, NULL when off */
-    mg_alog_buf *alog_buf;       /* lines not yet handed to the writer */
-    time_t alog_sec;             /* second alog_time is for */
-    char alog_time[32];          /* "28/Nov/2026:03:01:59 +0000" ($time_local) */
+    mg_alog *alog;         /* the server's access log, NULL when off */
+    mg_alog_buf *alog_buf; /* lines not yet handed to the writer */
+    time_t alog_sec;       /* second alog_time is for */
+    char alog_time[32];    /* "28/Nov/2026:03:01:59 +0000" ($time_local) */
     int alog_time_len;
-    int stopping;                /* graceful stop asked */
-    int exiting;                 /* leave the loop now */
+    int stopping; /* graceful stop asked */
+    int exiting;  /* leave the loop now */
     uint64_t next_id;
     mg_stats stats;
-    mg_stats *shared;            /* --processes: this worker's entry in the shared region
+    mg_stats *shared; /* --processes: this worker's entry in the shared region
                                     (stats_publish), else NULL */
     int fd_batch[MG_FD_BATCH];
     struct epoll_event events[MG_MAX_EVENTS];
@@ -286,26 +286,26 @@ struct mg_worker {
 
 struct mg_server {
     mg_config cfg;
-    char *root;                  /* our copy of cfg.root */
-    char *root_real;             /* realpath() of the root, for symlink checks */
-    int root_fd;                 /* O_PATH fd of the root directory */
+    char *root;      /* our copy of cfg.root */
+    char *root_real; /* realpath() of the root, for symlink checks */
+    int root_fd;     /* O_PATH fd of the root directory */
     struct mg_worker *workers[MG_MAX_WORKERS];
     int nworkers;
-    unsigned next_worker;        /* round-robin cursor of dispatch() */
+    unsigned next_worker; /* round-robin cursor of dispatch() */
     int accept_epfd;
-    int accept_paused;           /* EMFILE back-off in progress */
+    int accept_paused; /* EMFILE back-off in progress */
     int trace;
-    int index;                   /* -1: the acceptor's trace records say so */
-    mg_trace_ring ring;          /* the acceptor's trace */
+    int index;          /* -1: the acceptor's trace records say so */
+    mg_trace_ring ring; /* the acceptor's trace */
     int64_t started_ms;
     /* --processes: the region of every process's counters (mg_server_share_stats) */
     mg_stats *shared_stats;
     int shared_nslots, shared_nworkers, shared_slot;
-    mg_alog *alog;               /* the access log's writer, NULL when off */
+    mg_alog *alog; /* the access log's writer, NULL when off */
     /* front.c: copies of cfg's --header lines, --error-page bodies, trusted peers */
-    char *add_headers;           /* NULL: none */
+    char *add_headers; /* NULL: none */
     size_t add_headers_len;
-    struct mg_err_page *error_page[200];   /* by status - 400; NULL: the built-in page */
+    struct mg_err_page *error_page[200]; /* by status - 400; NULL: the built-in page */
     mg_cidr *trusted;
     int trusted_n;
 };
@@ -344,8 +344,7 @@ MG_HIDDEN int64_t mg_now_ms(void);
 MG_HIDDEN void worker_refresh_date(struct mg_worker *w);
 /* A worker with its epoll set and dispatch pipe, no thread (testhooks.c uses it
  * too); NULL and *err = -errno on failure. */
-MG_HIDDEN struct mg_worker *worker_alloc(struct mg_server *srv, int policy, int stack_size,
-                                         int *err);
+MG_HIDDEN struct mg_worker *worker_alloc(struct mg_server *srv, int policy, int stack_size, int *err);
 
 /* uring.c: the io_uring backend.  uring_new: 0 or -errno (w->uring set);
  * uring_wait: epoll_wait's counterpart (events into w->events, -1 and errno
@@ -416,8 +415,8 @@ MG_HIDDEN void pycall_free_orphan(struct mg_worker *w, mg_pycall *c);
 /* Hand the request to Python.  Returns 1 if Python passed it on (static
  * files answer), 0 if answered (keep-alive), 2 if answered and the
  * connection must close, -1 if the connection broke. */
-MG_HIDDEN int python_request(mg_coroutine *co, struct mg_request_s *req, const char *body,
-                             size_t body_len, int keep_alive);
+MG_HIDDEN int python_request(mg_coroutine *co, struct mg_request_s *req, const char *body, size_t body_len,
+                             int keep_alive);
 
 /* log.c: one record of the error log (minginx_cffi/log.py's layout), one write(2).
  * mg_log is mg_log_at(MG_LOG_ERROR, ...): what the engine reports is a problem. */
@@ -429,8 +428,8 @@ MG_HIDDEN const char *conn_client_addr(mg_coroutine *co);
 
 /* accesslog.c.  A worker appends lines to its own buffer with no lock and
  * hands full (or MG_ALOG_FLUSH_MS old) buffers to one writer thread. */
-MG_HIDDEN int alog_new(mg_server *srv);      /* 0 or -errno; srv->alog stays NULL when off */
-MG_HIDDEN void alog_free(mg_server *srv);    /* writes every queued line, joins the writer */
+MG_HIDDEN int alog_new(mg_server *srv);   /* 0 or -errno; srv->alog stays NULL when off */
+MG_HIDDEN void alog_free(mg_server *srv); /* writes every queued line, joins the writer */
 /* A line for the response just sent on co (req NULL: the head was not parsed). */
 MG_HIDDEN void alog_request(mg_coroutine *co, struct mg_request_s *req, int status);
 /* A line for a connection turned away without a coroutine (503 busy). */
@@ -441,7 +440,7 @@ MG_HIDDEN void alog_rejected(struct mg_worker *w, int fd, int status, uint64_t b
 MG_HIDDEN int alog_tick(struct mg_worker *w, int force);
 MG_HIDDEN int64_t alog_now_us(void);
 /* front.c: what the server does in front of an app */
-MG_HIDDEN int front_init(struct mg_server *srv);   /* 0 or -errno; front_free undoes it */
+MG_HIDDEN int front_init(struct mg_server *srv); /* 0 or -errno; front_free undoes it */
 MG_HIDDEN void front_free(struct mg_server *srv);
 struct mg_request_s;
 /* Fill co->client* for the request just parsed (the effective client). */
@@ -451,7 +450,7 @@ MG_HIDDEN const char *conn_client(mg_coroutine *co, int *port, int *https);
 struct mg_err_page {
     char *body;
     size_t body_len;
-    char ctype_hdr[96];          /* "Content-Type: ...\r\n" */
+    char ctype_hdr[96]; /* "Content-Type: ...\r\n" */
 };
 
 /* helpers */

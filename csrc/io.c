@@ -72,7 +72,7 @@ ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
         int r = io_park(co, MG_YIELD_READ);
         if (r < 0)
             return r;
-        co->drained = 0;   /* woken (or timed out / cancelled): try the read again */
+        co->drained = 0; /* woken (or timed out / cancelled): try the read again */
     }
 }
 
@@ -80,7 +80,7 @@ ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
 ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
 {
     size_t total = 0;
-    int progressed = 1;   /* arm the send timer afresh only after progress */
+    int progressed = 1; /* arm the send timer afresh only after progress */
 
     if (co->worker->uring)
         return uring_sendv(co, iov, iovcnt);
@@ -121,7 +121,7 @@ ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             return -errno;
         if (progressed)
-            timer_set(co, MG_TIMER_SEND);   /* no progress for send_timeout: give up */
+            timer_set(co, MG_TIMER_SEND); /* no progress for send_timeout: give up */
         progressed = 0;
         int r = io_park(co, MG_YIELD_WRITE);
         if (r < 0)
@@ -145,8 +145,7 @@ ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count
     int progressed = 1;
 
     while (left > 0) {
-        ssize_t n = sendfile(co->fd, file_fd, &offset,
-                             left < MG_SENDFILE_CHUNK ? left : MG_SENDFILE_CHUNK);
+        ssize_t n = sendfile(co->fd, file_fd, &offset, left < MG_SENDFILE_CHUNK ? left : MG_SENDFILE_CHUNK);
         if (n > 0) {
             left -= (size_t)n;
             since_yield += (size_t)n;
@@ -162,7 +161,7 @@ ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count
             continue;
         }
         if (n == 0)
-            break;   /* the file got shorter under us: the caller sees a short count */
+            break; /* the file got shorter under us: the caller sees a short count */
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)

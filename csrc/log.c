@@ -65,7 +65,7 @@ static void log_va(int level, const char *fmt, va_list ap)
     if (m < 0)
         return;
     n += (size_t)m;
-    if (n > sizeof(line) - 2)   /* cut to fit; the newline always ends it */
+    if (n > sizeof(line) - 2) /* cut to fit; the newline always ends it */
         n = sizeof(line) - 2;
     line[n++] = '\n';
     (void)!write(STDERR_FILENO, line, n);

@@ -18,46 +18,34 @@
 #define MG_VERSION_MAJOR 0
 #define MG_VERSION_MINOR 1
 
-#define MG_DEFAULT_STACK_SIZE (64 * 1024)   /* bytes, per coroutine */
-#define MG_MIN_STACK_SIZE (16 * 1024)
-#define MG_MAX_WORKERS 256
-#define MG_EXTERN_PYTHON extern
+#define MG_DEFAULT_STACK_SIZE (64 * 1024) /* bytes, per coroutine */
+#define MG_MIN_STACK_SIZE     (16 * 1024)
+#define MG_MAX_WORKERS        256
+#define MG_EXTERN_PYTHON      extern
 
 /* Ready-queue policy of a worker (the seed's "Worker policy"). */
 typedef enum {
-    RDY_FIFO = 0,   /* oldest ready coroutine runs first: fair */
-    RDY_LIFO = 1,   /* newest runs first: its data is still in cache */
+    RDY_FIFO = 0, /* oldest ready coroutine runs first: fair */
+    RDY_LIFO = 1, /* newest runs first: its data is still in cache */
     RDY_POLICY_MAX
 } mg_policy;
 
 /* How coroutines switch (--switch): glibc's swapcontext, or a few
  * instructions that skip its signal-mask system call (x86-64). */
-typedef enum {
-    MG_SWITCH_UCONTEXT = 0,
-    MG_SWITCH_FAST = 1,
-    MG_SWITCH_MAX
-} mg_switch_mode;
+typedef enum { MG_SWITCH_UCONTEXT = 0, MG_SWITCH_FAST = 1, MG_SWITCH_MAX } mg_switch_mode;
 
 /* Who accepts (--accept): the main thread, dispatching down pipes as in the
  * seed, or each worker on its own SO_REUSEPORT listener. */
-typedef enum {
-    MG_ACCEPT_DISPATCH = 0,
-    MG_ACCEPT_REUSEPORT = 1,
-    MG_ACCEPT_MAX
-} mg_accept_mode;
+typedef enum { MG_ACCEPT_DISPATCH = 0, MG_ACCEPT_REUSEPORT = 1, MG_ACCEPT_MAX } mg_accept_mode;
 
 /* How a worker does its I/O (--io): epoll readiness then the system call
  * (the seed), or io_uring submissions and completions (csrc/uring.c). */
-typedef enum {
-    MG_IO_EPOLL = 0,
-    MG_IO_URING = 1,
-    MG_IO_MAX
-} mg_io;
+typedef enum { MG_IO_EPOLL = 0, MG_IO_URING = 1, MG_IO_MAX } mg_io;
 
 /* The access log's line format (--access-log-format). */
 typedef enum {
-    MG_LOG_COMBINED = 0,  /* nginx's combined, byte for byte */
-    MG_LOG_JSON = 1,      /* one JSON object a line: combined's fields and request_time */
+    MG_LOG_COMBINED = 0, /* nginx's combined, byte for byte */
+    MG_LOG_JSON = 1,     /* one JSON object a line: combined's fields and request_time */
     MG_LOG_FORMAT_MAX
 } mg_log_format;
 
@@ -76,19 +64,19 @@ typedef enum {
  * makes with that status (static.c send_error), read once at start.  The
  * Content-Type comes from path's extension (cache.c's table). */
 typedef struct {
-    int status;                  /* 400..599 */
-    const char *path;            /* relative to the root, for its extension */
+    int status;       /* 400..599 */
+    const char *path; /* relative to the root, for its extension */
     const char *body;
-    size_t body_len;             /* bytes, at most MG_ERROR_PAGE_MAX */
+    size_t body_len; /* bytes, at most MG_ERROR_PAGE_MAX */
 } mg_error_page;
-#define MG_ERROR_PAGE_MAX (1 << 20)
-#define MG_ADD_HEADERS_MAX 1024   /* bytes of --header lines (they share the 2 KiB head area) */
+#define MG_ERROR_PAGE_MAX  (1 << 20)
+#define MG_ADD_HEADERS_MAX 1024 /* bytes of --header lines (they share the 2 KiB head area) */
 
 /* One --forwarded-allow-ips entry: an address and a prefix length. */
 typedef struct {
-    int family;                  /* 4 or 6 */
-    int prefix;                  /* bits: 0..32 or 0..128 */
-    unsigned char addr[16];      /* network byte order; IPv4 in the first 4 */
+    int family;             /* 4 or 6 */
+    int prefix;             /* bits: 0..32 or 0..128 */
+    unsigned char addr[16]; /* network byte order; IPv4 in the first 4 */
 } mg_cidr;
 
 /* Server-wide settings, filled by Python before mg_server_new(). */
@@ -122,42 +110,42 @@ typedef struct {
     const char *access_log_path; /* what mg_server_reopen_log() opens again (NULL: never) */
     int access_log_format;       /* mg_log_format */
     /* in front of an app (front.c); the server copies what these point to */
-    const char *add_headers;     /* --header: "Name: value\r\n" lines for static answers with
+    const char *add_headers; /* --header: "Name: value\r\n" lines for static answers with
                                     200/201/204/206/301/302/303/304/307/308, made by
                                     mg_static_fields (NULL: none) */
     const mg_error_page *error_pages;
     int error_pages_n;
-    int proxy_headers;           /* 1: X-Forwarded-For/-Proto, Forwarded from trusted peers */
-    const mg_cidr *forwarded_allow;   /* the trusted peers (--forwarded-allow-ips) */
+    int proxy_headers;              /* 1: X-Forwarded-For/-Proto, Forwarded from trusted peers */
+    const mg_cidr *forwarded_allow; /* the trusted peers (--forwarded-allow-ips) */
     int forwarded_allow_n;
-    int forwarded_allow_all;     /* "*": every peer is trusted */
+    int forwarded_allow_all; /* "*": every peer is trusted */
 } mg_config;
 
 /* Per-worker counters, kept by the worker thread, copied out on request. */
 typedef struct {
-    uint64_t connections;        /* connections handed to this worker */
-    uint64_t requests;           /* responses started */
-    uint64_t bytes_out;          /* response bytes written (headers + bodies) */
-    uint64_t switches;           /* context switches into coroutines */
-    uint64_t yields[4];          /* by mg_yield reason: ready, read, write, python */
-    uint64_t wakeups;            /* coroutines woken by wake_fd */
-    uint64_t timeouts;           /* coroutines woken by an expired timer */
-    uint64_t ready_max;          /* deepest the ready queue has been */
-    int64_t coroutines_alive;    /* created and not yet destroyed */
-    uint64_t coroutines_total;   /* created since start */
-    uint64_t stack_pool;         /* stacks parked in the pool for reuse */
-    uint64_t stacks_mapped;      /* stacks currently mmap'ed (pool + live) */
-    uint64_t cache_hits;         /* requests answered from the open-file cache */
-    uint64_t cache_misses;       /* requests that had to open the file */
-    uint64_t cache_entries;      /* entries in the open-file cache now */
-    uint64_t py_batches;         /* times the worker took the GIL to run handlers */
-    uint64_t py_calls;           /* handler calls made in those batches */
-    uint64_t rejected;           /* connections turned away by --max-connections */
-    uint64_t handler_timeouts;   /* deferred calls given up on after handler_timeout_ms (504) */
-    uint64_t log_lines;          /* access-log lines written into this worker's buffers */
-    uint64_t log_dropped;        /* lines dropped: the writer was that far behind, or write()
+    uint64_t connections;      /* connections handed to this worker */
+    uint64_t requests;         /* responses started */
+    uint64_t bytes_out;        /* response bytes written (headers + bodies) */
+    uint64_t switches;         /* context switches into coroutines */
+    uint64_t yields[4];        /* by mg_yield reason: ready, read, write, python */
+    uint64_t wakeups;          /* coroutines woken by wake_fd */
+    uint64_t timeouts;         /* coroutines woken by an expired timer */
+    uint64_t ready_max;        /* deepest the ready queue has been */
+    int64_t coroutines_alive;  /* created and not yet destroyed */
+    uint64_t coroutines_total; /* created since start */
+    uint64_t stack_pool;       /* stacks parked in the pool for reuse */
+    uint64_t stacks_mapped;    /* stacks currently mmap'ed (pool + live) */
+    uint64_t cache_hits;       /* requests answered from the open-file cache */
+    uint64_t cache_misses;     /* requests that had to open the file */
+    uint64_t cache_entries;    /* entries in the open-file cache now */
+    uint64_t py_batches;       /* times the worker took the GIL to run handlers */
+    uint64_t py_calls;         /* handler calls made in those batches */
+    uint64_t rejected;         /* connections turned away by --max-connections */
+    uint64_t handler_timeouts; /* deferred calls given up on after handler_timeout_ms (504) */
+    uint64_t log_lines;        /* access-log lines written into this worker's buffers */
+    uint64_t log_dropped;      /* lines dropped: the writer was that far behind, or write()
                                   * refused them (counted as the worker next runs; accesslog.c) */
-    uint64_t parked;             /* idle keep-alive connections parked without a coroutine now */
+    uint64_t parked;           /* idle keep-alive connections parked without a coroutine now */
 } mg_stats;
 
 typedef struct mg_server mg_server;
@@ -175,12 +163,12 @@ typedef struct mg_worker mg_worker;
 int mg_server_share_stats(mg_server *srv, mg_stats *region, int nslots, int nworkers, int slot);
 
 /* ---- the error log (csrc/log.c; minginx_cffi/log.py writes the same layout) ---- */
-typedef enum {                   /* the numbers are Python's logging levels */
-    MG_LOG_DEBUG = 10,
-    MG_LOG_INFO = 20,
-    MG_LOG_WARNING = 30,
-    MG_LOG_ERROR = 40,
-    MG_LOG_CRITICAL = 50
+typedef enum { /* the numbers are Python's logging levels */
+               MG_LOG_DEBUG = 10,
+               MG_LOG_INFO = 20,
+               MG_LOG_WARNING = 30,
+               MG_LOG_ERROR = 40,
+               MG_LOG_CRITICAL = 50
 } mg_log_level;
 /* Records below level are not written (--log-level).  Call before the workers run. */
 void mg_log_set_level(int level);
@@ -201,70 +189,70 @@ void mg_log_set_level(int level);
  * deferred on its own.  Until it posts, Python may read and write the call as
  * inline; after it, not at all. */
 typedef enum {
-    MG_PY_START = 0,     /* a new request: run the handler, start the response */
-    MG_PY_NEXT = 1,      /* a streamed response: produce the next piece */
-    MG_PY_ABORT = 2,     /* the client is gone: close the response's iterator */
+    MG_PY_START = 0, /* a new request: run the handler, start the response */
+    MG_PY_NEXT = 1,  /* a streamed response: produce the next piece */
+    MG_PY_ABORT = 2, /* the client is gone: close the response's iterator */
     MG_PY_OP_MAX
 } mg_py_op;
 
 /* flags of mg_call_start().  Framing (Content-Length or chunked) and
  * Connection are decided by the response writer (response.c), never taken
  * from a handler's header list. */
-#define MG_RESP_STREAM 1      /* more body follows in later rounds (mg_call_chunk) */
-#define MG_RESP_CLOSE 4       /* close the connection after this response */
+#define MG_RESP_STREAM 1 /* more body follows in later rounds (mg_call_chunk) */
+#define MG_RESP_CLOSE  4 /* close the connection after this response */
 
 /* An output buffer: bounded, growable where it owns its memory, never
  * overflowing.  A write that does not fit sets err and writes nothing, so a
  * truncated head can never reach the wire (response.c: buf_*). */
 typedef struct {
     char *p;
-    size_t len, cap;             /* bytes */
-    int _heap;                   /* p is malloc'ed by the buffer and may grow */
-    int err;                     /* a write did not fit: the contents must not be sent */
+    size_t len, cap; /* bytes */
+    int _heap;       /* p is malloc'ed by the buffer and may grow */
+    int err;         /* a write did not fit: the contents must not be sent */
 } mg_buf;
 
 typedef struct {
-    uint64_t id;                 /* this request, unique within the worker */
-    int op;                      /* mg_py_op */
-    int worker;                  /* index of the worker making the call */
+    uint64_t id; /* this request, unique within the worker */
+    int op;      /* mg_py_op */
+    int worker;  /* index of the worker making the call */
     /* The request: views into the connection's buffer, valid only while
      * Python runs for this call. */
     const char *method;
     int method_len;
-    const char *path;            /* as sent: still percent-encoded */
+    const char *path; /* as sent: still percent-encoded */
     int path_len;
     const char *query;
     int query_len;
     const char *body;
     size_t body_len;
-    int minor_version;           /* HTTP/1.<minor> */
-    int num_headers;             /* read them with mg_call_header() */
-    char peer[48];               /* client address, text: the peer's, or with --proxy-headers
+    int minor_version; /* HTTP/1.<minor> */
+    int num_headers;   /* read them with mg_call_header() */
+    char peer[48];     /* client address, text: the peer's, or with --proxy-headers
                                     the forwarded one (front.c request_client) */
-    int peer_port;               /* 0 when the address was forwarded */
-    int https;                   /* the client's scheme: 1 https, 0 http */
+    int peer_port;     /* 0 when the address was forwarded */
+    int https;         /* the client's scheme: 1 https, 0 http */
     int server_port;
     /* Python's answer */
-    int fallthrough;             /* 1: not mine, let the static files answer */
-    int more;                    /* set by mg_call_*: another MG_PY_NEXT round is wanted */
-    const char *error;           /* why mg_call_start/mg_call_chunk refused or cut the
+    int fallthrough;   /* 1: not mine, let the static files answer */
+    int more;          /* set by mg_call_*: another MG_PY_NEXT round is wanted */
+    const char *error; /* why mg_call_start/mg_call_chunk refused or cut the
                                     response (static text), else NULL */
-    int64_t length;              /* the handler's Content-Length, -1 if none */
-    uint64_t sent;               /* body bytes accepted so far */
+    int64_t length;    /* the handler's Content-Length, -1 if none */
+    uint64_t sent;     /* body bytes accepted so far */
     int _started, _chunked, _keep_alive, _head_only, _no_body;
-    mg_buf _out;                 /* bytes to send after this round */
+    mg_buf _out; /* bytes to send after this round */
     void *_co;
     /* deferral: deferred is set by Python in mg_py_batch; the rest is the worker's */
-    int deferred;                /* 1: Python answers this round later, with mg_call_post() */
-    int _pending;                /* a deferred round not yet posted back (worker thread only) */
-    int _orphan;                 /* the coroutine gave up on it (handler timeout, shutdown):
+    int deferred;     /* 1: Python answers this round later, with mg_call_post() */
+    int _pending;     /* a deferred round not yet posted back (worker thread only) */
+    int _orphan;      /* the coroutine gave up on it (handler timeout, shutdown):
                                     the late answer is dropped and the buffer freed */
-    int _fresh;                  /* mg_call_start ran this round: the worker counts it */
-    int _status;                 /* the status mg_call_start wrote */
-    size_t _head_len;            /* bytes of the head mg_call_start wrote (the access log) */
-    void *_worker;               /* mg_worker: whose completion list mg_call_post uses */
-    void *_next_post;            /* completion-list link */
-    char *_body_buf;             /* an orphan's request body (co->body_buf), freed with it */
+    int _fresh;       /* mg_call_start ran this round: the worker counts it */
+    int _status;      /* the status mg_call_start wrote */
+    size_t _head_len; /* bytes of the head mg_call_start wrote (the access log) */
+    void *_worker;    /* mg_worker: whose completion list mg_call_post uses */
+    void *_next_post; /* completion-list link */
+    char *_body_buf;  /* an orphan's request body (co->body_buf), freed with it */
 } mg_pycall;
 
 /* Implemented in Python (minginx_cffi/_bridge.py); the build script turns
@@ -297,9 +285,8 @@ int mg_call_headers(mg_pycall *c, char *out, size_t cap, int lower);
  * it, or short: the connection closes; c->error says which); -EINVAL when
  * refused (c->error says why; nothing is written: answer 500 instead);
  * -ENOMEM. */
-int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_len,
-                  const char *headers, size_t headers_len, int n, const char *body,
-                  size_t body_len, int flags);
+int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_len, const char *headers,
+                  size_t headers_len, int n, const char *body, size_t body_len, int flags);
 /* Another piece of a streamed body; last = 1 ends it.  Returns as
  * mg_call_start; on 1 the stream is over (more = 0): close the iterator. */
 int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last);
@@ -318,8 +305,8 @@ int mg_call_post_many(mg_pycall **calls, int n);
  * Content-Range ...): block holds n fields as "name\0value\0" pairs; out gets
  * them as "Name: value\r\n" lines.  Returns 0; -EINVAL with *why (static
  * text); -ENOSPC when out_cap (or MG_ADD_HEADERS_MAX) is too small. */
-int mg_static_fields(const char *block, size_t block_len, int n, char *out, size_t out_cap,
-                     size_t *out_len, const char **why);
+int mg_static_fields(const char *block, size_t block_len, int n, char *out, size_t out_cap, size_t *out_len,
+                     const char **why);
 
 /* ---- server: shared, read-only configuration plus the acceptor ---- */
 mg_server *mg_server_new(const mg_config *cfg, int *err);
@@ -360,34 +347,34 @@ int mg_io_uring_probe(unsigned *setup_flags);
  * into its own ring buffer; Python drains the rings and prints them
  * (minginx-cffi serve --trace).  Off, each step costs one predictable branch. */
 typedef enum {
-    MG_EV_ACCEPT = 0,            /* acceptor: accept4() returned fd */
-    MG_EV_DISPATCH,              /* acceptor: fd written down worker arg's pipe */
-    MG_EV_FD_BATCH,              /* worker: fd read from the pipe into fd_batch */
+    MG_EV_ACCEPT = 0, /* acceptor: accept4() returned fd */
+    MG_EV_DISPATCH,   /* acceptor: fd written down worker arg's pipe */
+    MG_EV_FD_BATCH,   /* worker: fd read from the pipe into fd_batch */
     MG_EV_COROUTINE_CREATE,
     MG_EV_ADD_TO_READY,
-    MG_EV_SCHEDULE,              /* schedule() swaps into the coroutine */
+    MG_EV_SCHEDULE, /* schedule() swaps into the coroutine */
     MG_EV_TRAMPOLINE_START,
-    MG_EV_ENTRY,                 /* the coroutine's entry (conn_entry) begins */
-    MG_EV_YIELD,                 /* arg: the mg_yield reason */
-    MG_EV_WAKE_FD,               /* arg: the epoll events */
-    MG_EV_HANDLER_DONE,          /* arg: the response's status */
-    MG_EV_FINISHED,              /* trampoline_start: finished = 1 */
+    MG_EV_ENTRY,        /* the coroutine's entry (conn_entry) begins */
+    MG_EV_YIELD,        /* arg: the mg_yield reason */
+    MG_EV_WAKE_FD,      /* arg: the epoll events */
+    MG_EV_HANDLER_DONE, /* arg: the response's status */
+    MG_EV_FINISHED,     /* trampoline_start: finished = 1 */
     MG_EV_COROUTINE_DESTROY,
-    MG_EV_WAKE_PYTHON,           /* worker: a deferred Python round was posted back; arg: op */
-    MG_EV_PARK,                  /* an idle connection gives its coroutine back; arg: requests so far */
-    MG_EV_UNPARK,                /* input on a parked connection: a coroutine again; arg: epoll events */
-    MG_EV_SUBMIT,                /* --io uring: a coroutine queued an SQE; arg: IORING_OP_* */
-    MG_EV_COMPLETE,              /* --io uring: its CQE came (the counterpart of wake_fd); arg: res */
+    MG_EV_WAKE_PYTHON, /* worker: a deferred Python round was posted back; arg: op */
+    MG_EV_PARK,        /* an idle connection gives its coroutine back; arg: requests so far */
+    MG_EV_UNPARK,      /* input on a parked connection: a coroutine again; arg: epoll events */
+    MG_EV_SUBMIT,      /* --io uring: a coroutine queued an SQE; arg: IORING_OP_* */
+    MG_EV_COMPLETE,    /* --io uring: its CQE came (the counterpart of wake_fd); arg: res */
     MG_EV_MAX
 } mg_event;
 
 typedef struct {
-    uint64_t t_us;               /* CLOCK_MONOTONIC, microseconds */
-    uint64_t co;                 /* coroutine id (0: none yet) */
+    uint64_t t_us; /* CLOCK_MONOTONIC, microseconds */
+    uint64_t co;   /* coroutine id (0: none yet) */
     int32_t fd;
     int32_t arg;
-    int16_t worker;              /* -1: the acceptor */
-    uint16_t event;              /* mg_event */
+    int16_t worker; /* -1: the acceptor */
+    uint16_t event; /* mg_event */
     int32_t _pad;
 } mg_trace_rec;
 
@@ -416,10 +403,10 @@ int mg_test_trace_torn(void);
 
 /* ---- HTTP parsing, exposed for parser tests and the fuzzer ---- */
 typedef struct {
-    int status;          /* 0 = complete, -1 = need more, else HTTP error status */
-    int header_len;      /* bytes of request line + headers (when complete) */
+    int status;     /* 0 = complete, -1 = need more, else HTTP error status */
+    int header_len; /* bytes of request line + headers (when complete) */
     int method_len, target_len, minor_version, num_headers;
-    int keep_alive;      /* 1 if the connection may be reused after this one */
+    int keep_alive;         /* 1 if the connection may be reused after this one */
     int64_t content_length; /* -1 if absent */
     int chunked;
 } mg_parse_result;
@@ -444,8 +431,7 @@ int mg_chunked_decode_split(const char *in, size_t len, size_t step, char *out, 
  * (-1: none), *close whether a Connection field lists "close".  Returns 0,
  * -EINVAL (refused), or -ENOSPC (out_cap < 64 + reason_len + block_len + 2 * n
  * may not be enough). */
-int mg_test_head(int status, const char *reason, size_t reason_len, const char *block,
-                 size_t block_len, int n, char *out, size_t out_cap, size_t *out_len,
-                 int64_t *length, int *close);
+int mg_test_head(int status, const char *reason, size_t reason_len, const char *block, size_t block_len,
+                 int n, char *out, size_t out_cap, size_t *out_len, int64_t *length, int *close);
 
 #endif /* MINGINX_H */

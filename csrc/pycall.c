@@ -52,8 +52,8 @@
 #include "http.h"
 #include "response.h"
 
-#define MG_PY_BATCH 64        /* calls handed to Python per GIL acquisition */
-#define MG_OUT_INLINE 16384   /* output buffers of this size are pooled */
+#define MG_PY_BATCH   64    /* calls handed to Python per GIL acquisition */
+#define MG_OUT_INLINE 16384 /* output buffers of this size are pooled */
 
 /* Give a large output buffer back; keep a normal one for the next request. */
 static void pycall_release(mg_pycall *c)
@@ -86,7 +86,7 @@ static mg_worker *thread_clock(void)
     pthread_once(&clock_once, clock_key_make);
     mg_worker *clk = pthread_getspecific(clock_key);
     if (!clk) {
-        clk = calloc(1, sizeof(*clk));   /* only date_sec / date_hdr / date_len are used */
+        clk = calloc(1, sizeof(*clk)); /* only date_sec / date_hdr / date_len are used */
         if (clk && pthread_setspecific(clock_key, clk) != 0) {
             free(clk);
             clk = NULL;
@@ -150,9 +150,8 @@ static size_t within_length(mg_pycall *c, size_t len)
     return (size_t)((uint64_t)c->length - c->sent);
 }
 
-int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_len,
-                  const char *headers, size_t headers_len, int n, const char *body,
-                  size_t body_len, int flags)
+int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_len, const char *headers,
+                  size_t headers_len, int n, const char *body, size_t body_len, int flags)
 {
     mg_worker *w = c->_worker;
     mg_buf *out = &c->_out;
@@ -170,8 +169,9 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
         return r;
     out->len = 0;
     out->err = 0;
-    if (buf_reserve(out, 512 + reason_len + headers_len + 2 * (size_t)(n > 0 ? n : 0) +
-                             ((flags & MG_RESP_STREAM) ? 0 : body_len) + 32) < 0)
+    if (buf_reserve(out,
+                    512 + reason_len + headers_len + 2 * (size_t)(n > 0 ? n : 0) +
+                        ((flags & MG_RESP_STREAM) ? 0 : body_len) + 32) < 0)
         return -ENOMEM;
     head_start(out, w, status, reason, reason_len);
     if ((r = head_fields(out, headers, headers_len, n, &info, &c->error)) < 0) {
@@ -188,17 +188,17 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
     c->sent = 0;
     c->_no_body = no_body || c->_head_only;
     if (no_body)
-        framing = MG_FRAME_NONE;   /* RFC 9110 8.6: no Content-Length on 204, none needed on 304 */
+        framing = MG_FRAME_NONE; /* RFC 9110 8.6: no Content-Length on 204, none needed on 304 */
     else if (c->length >= 0)
         framing = MG_FRAME_LENGTH;
     else if (!(flags & MG_RESP_STREAM))
         framing = MG_FRAME_LENGTH, c->length = (int64_t)body_len;
     else if (c->_head_only)
-        framing = MG_FRAME_NONE;   /* a HEAD of a stream: its length is not known */
+        framing = MG_FRAME_NONE; /* a HEAD of a stream: its length is not known */
     else if (c->minor_version >= 1)
         framing = MG_FRAME_CHUNKED, c->_chunked = 1;
     else
-        framing = MG_FRAME_CLOSE, c->_keep_alive = 0;   /* HTTP/1.0: the close ends the body */
+        framing = MG_FRAME_CLOSE, c->_keep_alive = 0; /* HTTP/1.0: the close ends the body */
     /* a single body that is not its declared length, or a stream whose first
      * piece is already longer: known now, so say close (the surplus is cut
      * and the connection closes after it) */
@@ -209,7 +209,7 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
     if (out->err)
         return -ENOMEM;
     c->_started = 1;
-    c->_status = status;   /* the worker copies it to co->status and counts the request */
+    c->_status = status; /* the worker copies it to co->status and counts the request */
     c->_fresh = 1;
     c->more = streaming;
     if (c->_no_body)
@@ -242,7 +242,7 @@ int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last)
     }
     c->sent += n;
     if (cut) {
-        c->more = 0;   /* the stream is over: Python closes the iterator */
+        c->more = 0; /* the stream is over: Python closes the iterator */
         return 1;
     }
     if (last && c->length >= 0 && c->sent < (uint64_t)c->length) {
@@ -309,7 +309,7 @@ void run_python(mg_worker *w)
         }
         w->stats.py_batches++;
         w->stats.py_calls += (uint64_t)n;
-        mg_py_batch(w->srv->cfg.app_id, batch, n);   /* takes the GIL once */
+        mg_py_batch(w->srv->cfg.app_id, batch, n); /* takes the GIL once */
         for (int i = 0; i < n; i++) {
             mg_pycall *c = batch[i];
             if (c->deferred) {
@@ -326,7 +326,7 @@ void run_python(mg_worker *w)
                     if (((mg_coroutine *)c->_co)->woken_by & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                         mg_py_gone(w->srv->cfg.app_id, w->index, c->id);
                     else if (w->uring)
-                        uring_watch_hangup(c->_co);   /* epoll's wake_fd hears it; uring polls */
+                        uring_watch_hangup(c->_co); /* epoll's wake_fd hears it; uring polls */
                 }
             } else {
                 call_done(w, c);
@@ -393,7 +393,7 @@ void pycall_orphan(mg_coroutine *co)
     mg_pycall *c = &co->rb->call;
     c->_orphan = 1;
     c->_co = NULL;
-    c->_body_buf = co->body_buf;   /* c->body may point into it */
+    c->_body_buf = co->body_buf; /* c->body may point into it */
     co->body_buf = NULL;
     co->rb = NULL;
 }
@@ -419,14 +419,14 @@ static int yield_to_python(mg_coroutine *co, int op)
     c->deferred = 0;
     coroutine_yield(co, MG_YIELD_PYTHON);
     if (co->worker->uring)
-        uring_unwatch_hangup(co);   /* the round is over: its hang-up poll too */
+        uring_unwatch_hangup(co); /* the round is over: its hang-up poll too */
     if (MG_LIKELY(!c->_pending))
         return 0;
     mg_worker *w = co->worker;
     w->stats.handler_timeouts++;
     mg_log("minginx: handler for %.*s %.*s still running after %lld ms (%s): connection closed, "
-           "its answer will be dropped", c->method_len, c->method, c->path_len, c->path,
-           (long long)w->timers[MG_TIMER_PYTHON].duration_ms,
+           "its answer will be dropped",
+           c->method_len, c->method, c->path_len, c->path, (long long)w->timers[MG_TIMER_PYTHON].duration_ms,
            op == MG_PY_START ? "504 sent" : "mid-response");
     pycall_orphan(co);
     return -ETIMEDOUT;
@@ -453,8 +453,7 @@ static int send_gateway_timeout(mg_coroutine *co, int head_only)
     return -1;
 }
 
-int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t body_len,
-                   int keep_alive)
+int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t body_len, int keep_alive)
 {
     mg_worker *w = co->worker;
     mg_pycall *c = &co->rb->call;
@@ -519,15 +518,15 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
         ssize_t r = c->_out.len ? send_async(co, c->_out.p, c->_out.len) : 0;
         c->_out.len = 0;
         if (r < 0) {
-            if (c->more && yield_to_python(co, MG_PY_ABORT) < 0)   /* close the iterator */
+            if (c->more && yield_to_python(co, MG_PY_ABORT) < 0) /* close the iterator */
                 return -1;
             pycall_release(c);
             return -1;
         }
         if (!c->more)
             break;
-        if (yield_to_python(co, MG_PY_NEXT) < 0)   /* sets more = 0 at the end, or on error */
-            return -1;   /* timed out: the call is the pool's until it posts */
+        if (yield_to_python(co, MG_PY_NEXT) < 0) /* sets more = 0 at the end, or on error */
+            return -1;                           /* timed out: the call is the pool's until it posts */
         if (MG_UNLIKELY(c->more && c->_out.len == 0 && !c->_out.err)) {
             /* a NEXT that produced nothing yet wants another round: asking
              * again could go on forever (each round is cheap, so it would

@@ -114,7 +114,7 @@ void buf_printf(mg_buf *b, const char *fmt, ...)
 
 static void status_line(mg_buf *b, int status, const char *reason, size_t reason_len)
 {
-    if (status == 200 && !(reason && reason_len)) {   /* nearly every response */
+    if (status == 200 && !(reason && reason_len)) { /* nearly every response */
         buf_put(b, "HTTP/1.1 200 OK\r\n", 17);
         return;
     }
@@ -140,19 +140,14 @@ size_t head_finish(mg_buf *b, int framing, uint64_t length, int keep_alive)
 {
     switch (framing) {
     case MG_FRAME_NONE:
-    case MG_FRAME_CLOSE:
-        break;
+    case MG_FRAME_CLOSE: break;
     case MG_FRAME_LENGTH:
         buf_put(b, "Content-Length: ", 16);
         buf_u64(b, length, 10);
         buf_put(b, "\r\n", 2);
         break;
-    case MG_FRAME_CHUNKED:
-        buf_put(b, "Transfer-Encoding: chunked\r\n", 28);
-        break;
-    default:
-        mg_log("minginx: head_finish: framing %d is not an mg_framing", framing);
-        abort();
+    case MG_FRAME_CHUNKED: buf_put(b, "Transfer-Encoding: chunked\r\n", 28); break;
+    default: mg_log("minginx: head_finish: framing %d is not an mg_framing", framing); abort();
     }
     if (keep_alive && framing != MG_FRAME_CLOSE)
         buf_put(b, "Connection: keep-alive\r\n\r\n", 26);
@@ -229,8 +224,7 @@ static int lists_close(const char *v, size_t n)
     return 0;
 }
 
-int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info *info,
-                const char **why)
+int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info *info, const char **why)
 {
     const char *p = block, *end = block + len;
     info->length = -1;
@@ -321,8 +315,7 @@ int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info 
             if (eq_ci(name, nl, "server"))
                 continue;
             break;
-        default:
-            break;
+        default: break;
         }
         if (buf_reserve(b, nl + vl + 4) < 0) {
             *why = "out of memory";
@@ -346,9 +339,8 @@ int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info 
  * a coroutine: the status check, then the status line and head_fields() into
  * out (no Server, Date, framing or Connection: those are the server's own).
  * For tests/fuzz_response.py and tests/test_response_writer.py. */
-int mg_test_head(int status, const char *reason, size_t reason_len, const char *block,
-                 size_t block_len, int n, char *out, size_t out_cap, size_t *out_len,
-                 int64_t *length, int *close)
+int mg_test_head(int status, const char *reason, size_t reason_len, const char *block, size_t block_len,
+                 int n, char *out, size_t out_cap, size_t *out_len, int64_t *length, int *close)
 {
     mg_fields_info info;
     const char *why = NULL;

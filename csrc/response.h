@@ -7,8 +7,8 @@
 /* ---- mg_buf (declared in minginx.h): bounded, never overflowing ----
  * A write that does not fit (a fixed buffer, or malloc failing) writes
  * nothing and sets b->err; whoever sends the buffer checks err first. */
-MG_HIDDEN void buf_fixed(mg_buf *b, char *mem, size_t cap);    /* never grows */
-MG_HIDDEN void buf_growable(mg_buf *b);                        /* malloc'ed, grows; empty now */
+MG_HIDDEN void buf_fixed(mg_buf *b, char *mem, size_t cap); /* never grows */
+MG_HIDDEN void buf_growable(mg_buf *b);                     /* malloc'ed, grows; empty now */
 /* Make room for extra more bytes: 0, or -ENOMEM (growable) / -ENOSPC (fixed), err set. */
 MG_HIDDEN int buf_reserve(mg_buf *b, size_t extra);
 MG_HIDDEN void buf_free(mg_buf *b);
@@ -29,10 +29,10 @@ MG_HIDDEN void buf_printf(mg_buf *b, const char *fmt, ...) __attribute__((format
  * so the status line, Server, Date, the framing and Connection exist once,
  * here (nginx: ngx_http_header_filter; h2o: flatten_headers). */
 typedef enum {
-    MG_FRAME_NONE = 0,      /* no body and no framing field (1xx, 204, 304, a 204 OPTIONS) */
-    MG_FRAME_LENGTH,        /* Content-Length: length */
-    MG_FRAME_CHUNKED,       /* Transfer-Encoding: chunked */
-    MG_FRAME_CLOSE,         /* the body ends when the connection closes (HTTP/1.0 stream) */
+    MG_FRAME_NONE = 0, /* no body and no framing field (1xx, 204, 304, a 204 OPTIONS) */
+    MG_FRAME_LENGTH,   /* Content-Length: length */
+    MG_FRAME_CHUNKED,  /* Transfer-Encoding: chunked */
+    MG_FRAME_CLOSE,    /* the body ends when the connection closes (HTTP/1.0 stream) */
     MG_FRAME_MAX
 } mg_framing;
 
@@ -45,8 +45,8 @@ MG_HIDDEN size_t head_finish(mg_buf *b, int framing, uint64_t length, int keep_a
 
 /* What head_fields() found in a handler's field list. */
 typedef struct {
-    int64_t length;          /* Content-Length, -1 if none */
-    int close;               /* "Connection: close" */
+    int64_t length; /* Content-Length, -1 if none */
+    int close;      /* "Connection: close" */
 } mg_fields_info;
 
 /* A handler's status and reason: 0, or -EINVAL with *why. */

@@ -49,11 +49,17 @@ static void put_added_headers(mg_buf *o, const mg_server *srv, int status)
     if (MG_LIKELY(!srv->add_headers))
         return;
     switch (status) {
-    case 200: case 201: case 204: case 206: case 301: case 302: case 303: case 304: case 307: case 308:
-        buf_put(o, srv->add_headers, srv->add_headers_len);
-        break;
-    default:
-        break;
+    case 200:
+    case 201:
+    case 204:
+    case 206:
+    case 301:
+    case 302:
+    case 303:
+    case 304:
+    case 307:
+    case 308: buf_put(o, srv->add_headers, srv->add_headers_len); break;
+    default: break;
     }
 }
 
@@ -71,8 +77,8 @@ static ssize_t send_out(mg_coroutine *co, const mg_buf *o)
 /* An error page, with one optional extra header line (CRLF-terminated):
  * the --error-page file for the status if there is one (front.c), else a
  * small built-in HTML page. */
-static ssize_t send_error_with(mg_coroutine *co, int status, int keep_alive, int head_only,
-                               const char *extra, size_t extra_len)
+static ssize_t send_error_with(mg_coroutine *co, int status, int keep_alive, int head_only, const char *extra,
+                               size_t extra_len)
 {
     mg_buf o;
     char body_mem[160];
@@ -190,7 +196,7 @@ static int decode_path(mg_str path, char *out, size_t cap, int serve_dotfiles, i
     while (last > 0 && out[last - 1] != '/')
         last--;
     *dir = n - last == 0 || (n - last == 1 && out[last] == '.') ||
-           (n - last == 2 && out[last] == '.' && out[last + 1] == '.');
+        (n - last == 2 && out[last] == '.' && out[last + 1] == '.');
 
     /* Normalise in place: the write index w never passes the read index r. */
     size_t r = 0, w = 0;
@@ -207,16 +213,15 @@ static int decode_path(mg_str path, char *out, size_t cap, int serve_dotfiles, i
             continue;
         if (len == 2 && out[s] == '.' && out[s + 1] == '.') {
             if (w == 0)
-                return 400;   /* above the root */
+                return 400; /* above the root */
             while (w > 0 && out[w - 1] != '/')
                 w--;
             if (w > 0)
                 w--;
             continue;
         }
-        if (out[s] == '.' && !serve_dotfiles &&
-            !(len == 11 && memcmp(out + s, ".well-known", 11) == 0))
-            return 404;   /* /.git, /.env, /.htpasswd ... */
+        if (out[s] == '.' && !serve_dotfiles && !(len == 11 && memcmp(out + s, ".well-known", 11) == 0))
+            return 404; /* /.git, /.env, /.htpasswd ... */
         if (w > 0)
             out[w++] = '/';
         memmove(out + w, out + s, len);
@@ -236,8 +241,8 @@ static int fd_inside_root(mg_server *srv, int fd)
         return 0;
     real[n] = '\0';
     size_t rl = strlen(srv->root_real);
-    return strncmp(real, srv->root_real, rl) == 0 && (real[rl] == '/' || real[rl] == '\0' ||
-                                                       (rl == 1 && srv->root_real[0] == '/'));
+    return strncmp(real, srv->root_real, rl) == 0 &&
+        (real[rl] == '/' || real[rl] == '\0' || (rl == 1 && srv->root_real[0] == '/'));
 }
 
 int open_beneath(mg_server *srv, int dirfd, const char *rel)
@@ -245,8 +250,7 @@ int open_beneath(mg_server *srv, int dirfd, const char *rel)
     int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
     if (srv->cfg.follow_symlinks)
         return openat(dirfd, rel, flags);
-    struct open_how how = {.flags = (uint64_t)flags,
-                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    struct open_how how = {.flags = (uint64_t)flags, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
     int fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
     if (fd >= 0 || (errno != EXDEV && errno != ENOSYS))
         return fd;
@@ -362,15 +366,14 @@ static void keep_head(mg_worker *w, mg_file *rep, const mg_buf *o, size_t date_a
  * (bench/bare_loop.c).  A send that blocks halfway must not see the Date
  * change under it: while one is parked (head_busy), a new second builds its
  * head afresh instead. */
-static int send_representation(mg_coroutine *co, mg_file *rep, int status, int64_t start,
-                               int64_t len, int keep_alive, int head_only, int keep)
+static int send_representation(mg_coroutine *co, mg_file *rep, int status, int64_t start, int64_t len,
+                               int keep_alive, int head_only, int keep)
 {
     mg_worker *w = co->worker;
     mg_buf o;
 
     out_area(co, &o);
-    int kept = status == 200 && keep_alive && rep->head &&
-               (worker_refresh_date(w), w->date_len == 37);
+    int kept = status == 200 && keep_alive && rep->head && (worker_refresh_date(w), w->date_len == 37);
     if (kept && MG_UNLIKELY(rep->head_sec != w->date_sec)) {
         if (rep->head_busy) {
             kept = 0;
@@ -394,7 +397,7 @@ static int send_representation(mg_coroutine *co, mg_file *rep, int status, int64
     } else {
         put_status(&o, co, status);
         size_t date_at = o.len - (size_t)w->date_len;
-        buf_put(&o, rep->hdr, (size_t)rep->hdr_len);   /* Content-Type ... Accept-Ranges */
+        buf_put(&o, rep->hdr, (size_t)rep->hdr_len); /* Content-Type ... Accept-Ranges */
         if (status == 206) {
             buf_str(&o, "Content-Range: bytes ");
             buf_u64(&o, (uint64_t)start, 10);
@@ -443,7 +446,7 @@ static int send_representation(mg_coroutine *co, mg_file *rep, int status, int64
         n = m < 0 ? m : n + m;
     }
     if (n != (ssize_t)len)
-        return -1;   /* reset by the peer, or the file shrank: the length was promised */
+        return -1; /* reset by the peer, or the file shrank: the length was promised */
     return 0;
 }
 
@@ -558,8 +561,7 @@ static int static_method(mg_coroutine *co, mg_request *req, int keep_alive)
 
     switch (req->method_id) {
     case MG_M_GET:
-    case MG_M_HEAD:
-        break;
+    case MG_M_HEAD: break;
     case MG_M_OPTIONS: {
         mg_buf o;
         out_area(co, &o);
@@ -572,10 +574,8 @@ static int static_method(mg_coroutine *co, mg_request *req, int keep_alive)
         co->worker->stats.requests++;
         return send_out(co, &o) < 0 ? -1 : 0;
     }
-    case MG_M_OTHER:
-        return send_error(co, 501, keep_alive, 0) < 0 ? -1 : 0;
-    default:
-        return send_error(co, 405, keep_alive, 0) < 0 ? -1 : 0;
+    case MG_M_OTHER: return send_error(co, 501, keep_alive, 0) < 0 ? -1 : 0;
+    default: return send_error(co, 405, keep_alive, 0) < 0 ? -1 : 0;
     }
     return 1;
 }
@@ -590,8 +590,7 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
 
     char *rel = co->rb->path;
     int dir_request;
-    int st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles,
-                         &dir_request);
+    int st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
     if (st)
         return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
     mg_centry *e = file_open(co, rel, dir_request, &st);
@@ -600,7 +599,7 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
             return redirect_slash(co, req, keep_alive, head_only);
         return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
     }
-    co->centry = e;   /* released by coroutine_destroy() if we never get back */
+    co->centry = e; /* released by coroutine_destroy() if we never get back */
     r = serve_entry(co, req, e, keep_alive);
     co->centry = NULL;
     file_release(co->worker, e);
@@ -630,12 +629,11 @@ int static_try(mg_coroutine *co, mg_request *req, int keep_alive)
     char *rel = co->rb->path;
     int dir_request, st;
 
-    st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles,
-                     &dir_request);
-    if (st == 400)   /* a bad escape, %00, ".." above the root: as nginx, for every location */
+    st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
+    if (st == 400) /* a bad escape, %00, ".." above the root: as nginx, for every location */
         return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
     if (st)
-        return 1;   /* a dotfile, or a path too long to be a file name (414): not one of ours */
+        return 1; /* a dotfile, or a path too long to be a file name (414): not one of ours */
     mg_centry *e = file_open(co, rel, dir_request, &st);
     if (!e) {
         if (st != 301)
@@ -648,7 +646,7 @@ int static_try(mg_coroutine *co, mg_request *req, int keep_alive)
         int r = static_method(co, req, keep_alive);
         return r != 1 ? r : redirect_slash(co, req, keep_alive, head_only);
     }
-    co->centry = e;   /* released by coroutine_destroy() if we never get back */
+    co->centry = e; /* released by coroutine_destroy() if we never get back */
     int r = static_method(co, req, keep_alive);
     if (r == 1)
         r = serve_entry(co, req, e, keep_alive);

@@ -41,15 +41,15 @@ static void stats_add(mg_stats *acc, const mg_stats *x)
 {
     uint64_t *a = (uint64_t *)acc;
     const uint64_t *v = (const uint64_t *)x;
-    for (size_t i = 0; i < STATS_WORDS; i++)   /* coroutines_alive too: two's complement */
-        a[i] += __atomic_load_n(&v[i], __ATOMIC_RELAXED);   /* another process writes them */
+    for (size_t i = 0; i < STATS_WORDS; i++)              /* coroutines_alive too: two's complement */
+        a[i] += __atomic_load_n(&v[i], __ATOMIC_RELAXED); /* another process writes them */
 }
 
 void stats_publish(mg_worker *w)
 {
     uint64_t *dst = (uint64_t *)w->shared;
     const uint64_t *src = (const uint64_t *)&w->stats;
-    for (size_t i = 0; i < STATS_WORDS; i++)   /* untorn words for the readers */
+    for (size_t i = 0; i < STATS_WORDS; i++) /* untorn words for the readers */
         __atomic_store_n(&dst[i], src[i], __ATOMIC_RELAXED);
 }
 
@@ -68,26 +68,26 @@ int mg_server_share_stats(mg_server *srv, mg_stats *region, int nslots, int nwor
 static void stats_fields(mg_buf *b, const mg_stats *st)
 {
     buf_printf(b,
-            "\"connections\":%llu,\"requests\":%llu,\"bytes_out\":%llu,"
-            "\"switches\":%llu,\"yields\":{\"ready\":%llu,\"read\":%llu,\"write\":%llu,"
-            "\"python\":%llu},\"wakeups\":%llu,\"timeouts\":%llu,\"ready_max\":%llu,"
-            "\"coroutines_alive\":%lld,\"coroutines_total\":%llu,\"stack_pool\":%llu,"
-            "\"stacks_mapped\":%llu,\"cache_hits\":%llu,\"cache_misses\":%llu,"
-            "\"cache_entries\":%llu,\"py_batches\":%llu,\"py_calls\":%llu,\"rejected\":%llu,"
-            "\"handler_timeouts\":%llu,\"log_lines\":%llu,\"log_dropped\":%llu,\"parked\":%llu",
-            (unsigned long long)st->connections,
-            (unsigned long long)st->requests, (unsigned long long)st->bytes_out,
-            (unsigned long long)st->switches, (unsigned long long)st->yields[0],
-            (unsigned long long)st->yields[1], (unsigned long long)st->yields[2],
-            (unsigned long long)st->yields[3], (unsigned long long)st->wakeups,
-            (unsigned long long)st->timeouts, (unsigned long long)st->ready_max,
-            (long long)st->coroutines_alive, (unsigned long long)st->coroutines_total,
-            (unsigned long long)st->stack_pool, (unsigned long long)st->stacks_mapped,
-            (unsigned long long)st->cache_hits, (unsigned long long)st->cache_misses,
-            (unsigned long long)st->cache_entries, (unsigned long long)st->py_batches,
-            (unsigned long long)st->py_calls, (unsigned long long)st->rejected,
-            (unsigned long long)st->handler_timeouts, (unsigned long long)st->log_lines,
-            (unsigned long long)st->log_dropped, (unsigned long long)st->parked);
+               "\"connections\":%llu,\"requests\":%llu,\"bytes_out\":%llu,"
+               "\"switches\":%llu,\"yields\":{\"ready\":%llu,\"read\":%llu,\"write\":%llu,"
+               "\"python\":%llu},\"wakeups\":%llu,\"timeouts\":%llu,\"ready_max\":%llu,"
+               "\"coroutines_alive\":%lld,\"coroutines_total\":%llu,\"stack_pool\":%llu,"
+               "\"stacks_mapped\":%llu,\"cache_hits\":%llu,\"cache_misses\":%llu,"
+               "\"cache_entries\":%llu,\"py_batches\":%llu,\"py_calls\":%llu,\"rejected\":%llu,"
+               "\"handler_timeouts\":%llu,\"log_lines\":%llu,\"log_dropped\":%llu,\"parked\":%llu",
+               (unsigned long long)st->connections, (unsigned long long)st->requests,
+               (unsigned long long)st->bytes_out, (unsigned long long)st->switches,
+               (unsigned long long)st->yields[0], (unsigned long long)st->yields[1],
+               (unsigned long long)st->yields[2], (unsigned long long)st->yields[3],
+               (unsigned long long)st->wakeups, (unsigned long long)st->timeouts,
+               (unsigned long long)st->ready_max, (long long)st->coroutines_alive,
+               (unsigned long long)st->coroutines_total, (unsigned long long)st->stack_pool,
+               (unsigned long long)st->stacks_mapped, (unsigned long long)st->cache_hits,
+               (unsigned long long)st->cache_misses, (unsigned long long)st->cache_entries,
+               (unsigned long long)st->py_batches, (unsigned long long)st->py_calls,
+               (unsigned long long)st->rejected, (unsigned long long)st->handler_timeouts,
+               (unsigned long long)st->log_lines, (unsigned long long)st->log_dropped,
+               (unsigned long long)st->parked);
 }
 
 /* {"workers": this process's, live; "total": theirs summed; shared (--processes):
@@ -96,7 +96,7 @@ static void stats_fields(mg_buf *b, const mg_stats *st)
 static void stats_json(mg_buf *b, mg_server *srv)
 {
     buf_printf(b, "{\"engine\":\"cffi\",\"uptime_ms\":%lld,\"policy\":\"%s\",\"workers\":[",
-            (long long)(mg_now_ms() - srv->started_ms), srv->cfg.policy == RDY_LIFO ? "lifo" : "fifo");
+               (long long)(mg_now_ms() - srv->started_ms), srv->cfg.policy == RDY_LIFO ? "lifo" : "fifo");
     mg_stats mine, total;
     memset(&mine, 0, sizeof(mine));
     for (int i = 0; i < srv->nworkers; i++) {
@@ -126,7 +126,7 @@ static void stats_json(mg_buf *b, mg_server *srv)
             stats_add(&total, &slot);
             static const mg_stats none;
             if (s != srv->shared_slot && memcmp(&slot, &none, sizeof(slot)) == 0)
-                continue;   /* a slot no process has counted in (the master's other bank) */
+                continue; /* a slot no process has counted in (the master's other bank) */
             buf_printf(b, "%s{\"process\":%d,", listed++ ? "," : "", s);
             stats_fields(b, &slot);
             buf_printf(b, "}");
@@ -149,8 +149,10 @@ static void stats_json(mg_buf *b, mg_server *srv)
 static void trace_json(mg_buf *b, mg_coroutine *co)
 {
     mg_worker *w = co->worker;
-    buf_printf(b, "{\"engine\":\"cffi\",\"enabled\":%s,\"worker\":%d,\"coroutine\":%llu,\"fd\":%d,"
-               "\"events\":[", w->trace ? "true" : "false", w->index, (unsigned long long)co->id, co->fd);
+    buf_printf(b,
+               "{\"engine\":\"cffi\",\"enabled\":%s,\"worker\":%d,\"coroutine\":%llu,\"fd\":%d,"
+               "\"events\":[",
+               w->trace ? "true" : "false", w->index, (unsigned long long)co->id, co->fd);
     if (w->trace) {
         /* walk back to find our first record, then print forward */
         uint64_t h = w->ring.head, lo = h > MG_TRACE_RING ? h - MG_TRACE_RING : 0, first = h;
@@ -175,7 +177,7 @@ static void trace_json(mg_buf *b, mg_coroutine *co)
             if (r->co != co->id && !(i == first && r->event == MG_EV_FD_BATCH))
                 continue;
             buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", n++ ? "," : "",
-                    (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);
+                       (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);
         }
     }
     buf_printf(b, "]}\n");
@@ -215,7 +217,7 @@ int stats_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     co->head_bytes = head_finish(&head, MG_FRAME_LENGTH, body.len, keep_alive);
     struct iovec iov[2] = {{head.p, head.len}, {body.p, req->method_id == MG_M_HEAD ? 0 : body.len}};
     co->status = 200;
-    w->stats.requests++;   /* after the JSON: the numbers are those before this request */
+    w->stats.requests++; /* after the JSON: the numbers are those before this request */
     ssize_t r = head.err ? -ENOSPC : sendv_async(co, iov, 2);
     buf_free(&body);
     return r < 0 ? -1 : 0;

@@ -124,7 +124,7 @@ int mg_test_trace_torn(void)
     for (uint64_t i = 0; i < MG_TRACE_RING + 5; i++)
         trace_push(&srv->ring, -1, 0, i, (int)i, 0);
     mg_trace_rec *slot = &srv->ring.recs[(MG_TRACE_RING + 5) & (MG_TRACE_RING - 1)];
-    slot->co = MG_TRACE_RING + 5;   /* trace_push's first stores; fd still record 5's */
+    slot->co = MG_TRACE_RING + 5; /* trace_push's first stores; fd still record 5's */
     uint64_t dropped = 0;
     int n = mg_trace_drain(srv, -1, out, MG_TRACE_RING, &dropped);
     bad = 0;

@@ -59,30 +59,30 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define URING_SQ_ENTRIES 256      /* SQEs per worker: more are flushed with an extra enter */
-#define URING_CQ_ENTRIES 4096     /* CQEs; IORING_FEAT_NODROP keeps any overflow in the kernel */
+#define URING_SQ_ENTRIES 256  /* SQEs per worker: more are flushed with an extra enter */
+#define URING_CQ_ENTRIES 4096 /* CQEs; IORING_FEAT_NODROP keeps any overflow in the kernel */
 
 /* user_data: a coroutine pointer (8-aligned) with the low 3 bits saying what it is. */
 enum {
-    UD_OP = 0,        /* co: its recv/send/poll */
-    UD_CANCEL = 1,    /* an ASYNC_CANCEL we sent (no pointer) */
-    UD_PIPE = 2,      /* the dispatch pipe's poll */
-    UD_POST = 3,      /* the post eventfd's poll */
-    UD_LISTEN = 4,    /* --accept reuseport: the worker's listener */
-    UD_PARK = 5,      /* a parked connection: fd << 3, its id's low 32 bits << 32 */
-    UD_FORGET = 6,    /* an ASYNC_CANCEL of a poll: names no memory, not waited for */
-    UD_HUP = 7,       /* a deferred Python round's hang-up watch: as UD_PARK */
+    UD_OP = 0,     /* co: its recv/send/poll */
+    UD_CANCEL = 1, /* an ASYNC_CANCEL we sent (no pointer) */
+    UD_PIPE = 2,   /* the dispatch pipe's poll */
+    UD_POST = 3,   /* the post eventfd's poll */
+    UD_LISTEN = 4, /* --accept reuseport: the worker's listener */
+    UD_PARK = 5,   /* a parked connection: fd << 3, its id's low 32 bits << 32 */
+    UD_FORGET = 6, /* an ASYNC_CANCEL of a poll: names no memory, not waited for */
+    UD_HUP = 7,    /* a deferred Python round's hang-up watch: as UD_PARK */
     UD_MASK = 7
 };
 _Static_assert(_Alignof(mg_coroutine) >= 8, "user_data keeps a tag in a coroutine pointer's low 3 bits");
 
 #define smp_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define smp_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define smp_load_acquire(p)     __atomic_load_n((p), __ATOMIC_ACQUIRE)
 
 struct mg_uring {
     int fd;
-    unsigned setup_flags;        /* IORING_SETUP_* in force */
-    int enabled;                 /* IORING_REGISTER_ENABLE_RINGS done (on the worker's thread) */
+    unsigned setup_flags; /* IORING_SETUP_* in force */
+    int enabled;          /* IORING_REGISTER_ENABLE_RINGS done (on the worker's thread) */
     /* submission ring */
     unsigned *sq_head, *sq_tail, *sq_mask, *sq_flags, *sq_array;
     unsigned sq_entries;
@@ -96,7 +96,7 @@ struct mg_uring {
     /* ops that name memory (coroutine ops) plus our cancels, CQE not yet seen */
     uint64_t inflight;
     int pipe_armed, post_armed;
-    int listen_armed;            /* fd the listener poll is armed on, -1: none */
+    int listen_armed; /* fd the listener poll is armed on, -1: none */
 };
 
 static int sys_setup(unsigned entries, struct io_uring_params *p)
@@ -142,9 +142,9 @@ static int ring_setup(struct mg_uring *u)
     struct io_uring_params p;
     u->fd = -1;
     if (mg_test_no_uring())
-        return -ENOSYS;   /* tests/test_uring.py: a kernel without io_uring */
+        return -ENOSYS; /* tests/test_uring.py: a kernel without io_uring */
     unsigned want = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-                    IORING_SETUP_R_DISABLED;
+        IORING_SETUP_R_DISABLED;
     int fd = -EINVAL;
     if (!mg_test_uring_plain()) {
         memset(&p, 0, sizeof(p));
@@ -152,7 +152,7 @@ static int ring_setup(struct mg_uring *u)
         p.cq_entries = URING_CQ_ENTRIES;
         fd = sys_setup(URING_SQ_ENTRIES, &p);
     }
-    if (fd == -EINVAL) {   /* before 6.1: no DEFER_TASKRUN */
+    if (fd == -EINVAL) { /* before 6.1: no DEFER_TASKRUN */
         memset(&p, 0, sizeof(p));
         p.flags = IORING_SETUP_CQSIZE;
         p.cq_entries = URING_CQ_ENTRIES;
@@ -172,18 +172,18 @@ static int ring_setup(struct mg_uring *u)
     int single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
     if (single)
         u->sq_size = u->cq_size = u->sq_size > u->cq_size ? u->sq_size : u->cq_size;
-    u->sq_mem = mmap(NULL, u->sq_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
-                     IORING_OFF_SQ_RING);
+    u->sq_mem =
+        mmap(NULL, u->sq_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
     if (u->sq_mem == MAP_FAILED)
         goto fail;
-    u->cq_mem = single ? u->sq_mem
-                       : mmap(NULL, u->cq_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                              fd, IORING_OFF_CQ_RING);
+    u->cq_mem = single
+        ? u->sq_mem
+        : mmap(NULL, u->cq_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
     if (u->cq_mem == MAP_FAILED)
         goto fail;
     u->sqes_size = p.sq_entries * sizeof(struct io_uring_sqe);
-    u->sqes = mmap(NULL, u->sqes_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
-                   IORING_OFF_SQES);
+    u->sqes =
+        mmap(NULL, u->sqes_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
     if (u->sqes == MAP_FAILED)
         goto fail;
     char *sq = u->sq_mem, *cq = u->cq_mem;
@@ -229,8 +229,7 @@ void uring_free(mg_worker *w)
     if (!u)
         return;
     if (u->inflight)
-        mg_log("minginx: io_uring: %llu ops still in flight at free",
-               (unsigned long long)u->inflight);
+        mg_log("minginx: io_uring: %llu ops still in flight at free", (unsigned long long)u->inflight);
     ring_unmap(u);
     free(u);
     w->uring = NULL;
@@ -324,7 +323,7 @@ static int submit_poll(mg_worker *w, int fd, unsigned events, uint64_t user_data
         return -ENOMEM;
     sqe->opcode = IORING_OP_POLL_ADD;
     sqe->fd = fd;
-    sqe->poll32_events = events;   /* little-endian hosts: as the kernel reads it */
+    sqe->poll32_events = events; /* little-endian hosts: as the kernel reads it */
     return 0;
 }
 
@@ -392,7 +391,7 @@ ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
         if (co->timed_out && !progressed)
             return -ETIMEDOUT;
         if (progressed)
-            timer_set(co, MG_TIMER_SEND);   /* no progress for send_timeout: cancelled */
+            timer_set(co, MG_TIMER_SEND); /* no progress for send_timeout: cancelled */
         progressed = 0;
         /* stays on this stack, with iov[], until the CQE: the kernel reads both */
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
@@ -452,9 +451,9 @@ int uring_poll(mg_coroutine *co, int reason)
         return -ENOMEM;
     int32_t r = op_result(co, uring_wait_op(co, reason, IORING_OP_POLL_ADD));
     if (r == -ECANCELED && !(co->cancelled && co->idle))
-        return 0;   /* resumed for another reason (the idle sweep: park_due): try the call */
+        return 0; /* resumed for another reason (the idle sweep: park_due): try the call */
     if (r < 0)
-        return r == -ETIMEDOUT || r == -ECANCELED ? r : 0;   /* other errors: the call says */
+        return r == -ETIMEDOUT || r == -ECANCELED ? r : 0; /* other errors: the call says */
     co->woken_by = r;
     if (r & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))
         co->drained = 0;
@@ -511,7 +510,7 @@ static void control_polls(mg_worker *w)
         u->pipe_armed = 1;
     if (!u->post_armed && submit_poll(w, w->post_fd, POLLIN, UD_POST) == 0)
         u->post_armed = 1;
-    int want = w->accept_resume_ms ? -1 : w->listen_fd;   /* paused (EMFILE) or stopping: none */
+    int want = w->accept_resume_ms ? -1 : w->listen_fd; /* paused (EMFILE) or stopping: none */
     if (u->listen_armed >= 0 && u->listen_armed != want) {
         /* the poll would keep a closed listener's socket (and its SO_REUSEPORT
          * share of new connections) alive */
@@ -541,8 +540,9 @@ static int uring_reap(mg_worker *w, int quiet)
         case UD_OP: {
             mg_coroutine *co = (mg_coroutine *)(uintptr_t)ud;
             if (MG_UNLIKELY(!co->io_pending)) {
-                mg_log_at(MG_LOG_CRITICAL, "minginx: io_uring: a completion for a coroutine "
-                                           "with nothing in flight");
+                mg_log_at(MG_LOG_CRITICAL,
+                          "minginx: io_uring: a completion for a coroutine "
+                          "with nothing in flight");
                 abort();
             }
             co->io_pending = 0;
@@ -555,11 +555,8 @@ static int uring_reap(mg_worker *w, int quiet)
             }
             continue;
         }
-        case UD_CANCEL:
-            u->inflight--;
-            continue;
-        case UD_FORGET:
-            continue;
+        case UD_CANCEL: u->inflight--; continue;
+        case UD_FORGET: continue;
         case UD_PIPE:
             u->pipe_armed = 0;
             fd = w->pipe_r;
@@ -570,7 +567,7 @@ static int uring_reap(mg_worker *w, int quiet)
             break;
         case UD_LISTEN:
             if (res == -ECANCELED)
-                continue;   /* control_polls already disarmed it */
+                continue; /* control_polls already disarmed it */
             fd = u->listen_armed;
             u->listen_armed = -1;
             break;
@@ -578,17 +575,17 @@ static int uring_reap(mg_worker *w, int quiet)
             int pfd = (int)((ud >> 3) & 0x1fffffff);
             mg_parked *p = pfd < w->fd_table_size ? w->park_table[pfd] : NULL;
             if (p && (uint32_t)p->id == (uint32_t)(ud >> 32))
-                fd = pfd;   /* else a stale poll of a closed (and maybe reused) fd */
+                fd = pfd; /* else a stale poll of a closed (and maybe reused) fd */
             break;
         }
         case UD_HUP: {
             int cfd = (int)((ud >> 3) & 0x1fffffff);
             mg_coroutine *co = cfd < w->fd_table_size ? w->fd_table[cfd] : NULL;
             if (quiet || res <= 0 || !co || (uint32_t)co->id != (uint32_t)(ud >> 32))
-                continue;   /* cancelled, or a stale watch of a closed (maybe reused) fd */
+                continue; /* cancelled, or a stale watch of a closed (maybe reused) fd */
             co->io_watch = 0;
             if (co->waiting == MG_YIELD_PYTHON)
-                wake_fd(w, cfd, (uint32_t)res);   /* the app hears http.disconnect; nobody is woken */
+                wake_fd(w, cfd, (uint32_t)res); /* the app hears http.disconnect; nobody is woken */
             else
                 co->woken_by |= res;
             continue;
@@ -621,7 +618,7 @@ int uring_wait(mg_worker *w, int timeout_ms)
     struct io_uring_getevents_arg arg = {0};
     unsigned wait_nr = 1;
     if (timeout_ms == 0 || *u->cq_head != smp_load_acquire(u->cq_tail)) {
-        wait_nr = 0;   /* something to run already: only submit and collect */
+        wait_nr = 0; /* something to run already: only submit and collect */
     } else if (timeout_ms > 0) {
         ts.tv_sec = timeout_ms / 1000;
         ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
@@ -656,9 +653,9 @@ void uring_drain(mg_worker *w)
         submit_cancel(w, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL, 1);
         struct __kernel_timespec ts = {.tv_sec = 1};
         struct io_uring_getevents_arg arg = {.ts = (uint64_t)(uintptr_t)&ts};
-        unsigned wait_nr = u->inflight > 0;   /* 0: no cancel could be queued (a full ring) */
-        int r = sys_enter(u->fd, sq_pending(u), wait_nr, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
-                          &arg, sizeof(arg));
+        unsigned wait_nr = u->inflight > 0; /* 0: no cancel could be queued (a full ring) */
+        int r = sys_enter(u->fd, sq_pending(u), wait_nr, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
+                          sizeof(arg));
         while (*u->cq_head != smp_load_acquire(u->cq_tail))
             uring_reap(w, 1);
         if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {

@@ -51,8 +51,8 @@
 #include "cache.h"
 #include "response.h"
 
-#define MG_CMD_STOP (-1)   /* dispatch-pipe command: graceful stop */
-#define MG_CMD_EXIT (-2)   /* dispatch-pipe command: leave now */
+#define MG_CMD_STOP (-1) /* dispatch-pipe command: graceful stop */
+#define MG_CMD_EXIT (-2) /* dispatch-pipe command: leave now */
 
 static void orphan_pending(mg_worker *w);
 static void unpark(mg_worker *w, mg_parked *p, uint32_t events);
@@ -75,7 +75,7 @@ int64_t mg_now_ms(void)
 static void ready_insert(mg_worker *w, mg_coroutine *co, int at_head)
 {
     TRACE(w, MG_EV_ADD_TO_READY, co, co->fd, 0);
-    co->waiting = MG_YIELD_READY;   /* queued: wake_fd() leaves it alone */
+    co->waiting = MG_YIELD_READY; /* queued: wake_fd() leaves it alone */
     co->next_ready = NULL;
     if (at_head || !w->ready_tail) {
         co->next_ready = w->ready_head;
@@ -132,7 +132,7 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
 {
     if (fd < 0 || fd >= w->fd_table_size)
         return;
-    mg_coroutine *co = w->fd_table[fd];   /* (the listener is never in the table) */
+    mg_coroutine *co = w->fd_table[fd]; /* (the listener is never in the table) */
     if (!co) {
         mg_parked *p = w->park_table[fd];
         if (p && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
@@ -141,10 +141,10 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
     }
     co->woken_by |= (int)events;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        co->drained = 0;   /* new input (or EOF): the next read is worth a system call */
-    int want = co->waiting == MG_YIELD_READ
-        ? (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
-        : co->waiting == MG_YIELD_WRITE ? (EPOLLOUT | EPOLLHUP | EPOLLERR) : 0;
+        co->drained = 0; /* new input (or EOF): the next read is worth a system call */
+    int want = co->waiting == MG_YIELD_READ ? (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
+        : co->waiting == MG_YIELD_WRITE     ? (EPOLLOUT | EPOLLHUP | EPOLLERR)
+                                            : 0;
     if (co->waiting == MG_YIELD_PYTHON && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && co->rb &&
         co->rb->call._pending) {
         /* parked in a deferred call: an ASGI app hears http.disconnect (tests/test_asgi.py:
@@ -199,8 +199,8 @@ static void park_close(mg_worker *w, mg_parked *p)
 {
     park_unlink(w, p);
     if (w->uring)
-        uring_unpark(w, p->fd, p->id);   /* its poll would hold the socket open */
-    close(p->fd);   /* also removes it from the epoll set */
+        uring_unpark(w, p->fd, p->id); /* its poll would hold the socket open */
+    close(p->fd);                      /* also removes it from the epoll set */
     free(p);
 }
 
@@ -211,9 +211,9 @@ int worker_park(mg_coroutine *co)
         return -1;
     mg_parked *p = malloc(sizeof(*p));
     if (!p)
-        return -1;   /* it waits as a coroutine, as before */
+        return -1; /* it waits as a coroutine, as before */
     if (w->uring && uring_park(w, co->fd, co->id) < 0) {
-        free(p);     /* --io uring: no poll, no parking */
+        free(p); /* --io uring: no poll, no parking */
         return -1;
     }
     p->fd = co->fd;
@@ -230,7 +230,7 @@ int worker_park(mg_coroutine *co)
     w->park_table[p->fd] = p;
     w->fd_table[p->fd] = NULL;
     w->stats.parked++;
-    co->fd = -1;   /* the coroutine's end (coroutine_destroy) leaves the socket open */
+    co->fd = -1; /* the coroutine's end (coroutine_destroy) leaves the socket open */
     return 0;
 }
 
@@ -248,7 +248,7 @@ static void unpark(mg_worker *w, mg_parked *p, uint32_t events)
         free(p);
         return;
     }
-    co->requests = p->requests;   /* conn_entry: between requests, not a first one */
+    co->requests = p->requests; /* conn_entry: between requests, not a first one */
     co->park_deadline_ms = p->deadline_ms;
     free(p);
     w->stats.wakeups++;
@@ -312,7 +312,7 @@ static void idle_sweep(mg_worker *w)
         mg_coroutine *co = w->idle_head;
         worker_idle_unlink(co);
         if (co->waiting != MG_YIELD_READ)
-            continue;   /* already on its way (queued by input or a timer) */
+            continue; /* already on its way (queued by input or a timer) */
         co->park_due = 1;
         add_to_ready(w, co);
     }
@@ -336,7 +336,7 @@ static void pools_trim(mg_worker *w)
         coroutine_pool_trim(w, MG_POOL_KEEP);
     if (w->reqbuf_pool_len > MG_POOL_KEEP) {
         reqbuf_pool_trim(w, MG_POOL_KEEP);
-        malloc_trim(0);   /* freed buffers sit amid the heap: give their pages back */
+        malloc_trim(0); /* freed buffers sit amid the heap: give their pages back */
     }
 }
 
@@ -369,7 +369,7 @@ void timer_set(mg_coroutine *co, int cls)
     timer_clear(co);
     co->timed_out = 0;
     if (l->duration_ms <= 0)
-        return;   /* this timeout is switched off */
+        return; /* this timeout is switched off */
     co->timer_class = cls;
     co->deadline_ms = w->now_ms + l->duration_ms;
     co->timer_prev = l->tail;
@@ -398,10 +398,10 @@ static int timers_next_timeout(mg_worker *w)
         best = w->park_head->deadline_ms;
     if ((w->stack_pool_len > MG_POOL_KEEP || w->reqbuf_pool_len > MG_POOL_KEEP) &&
         (best < 0 || w->pool_trim_ms < best))
-        best = w->pool_trim_ms;   /* a burst is over: trim its pools on time */
+        best = w->pool_trim_ms; /* a burst is over: trim its pools on time */
     if (w->accept_resume_ms && (best < 0 || w->accept_resume_ms < best))
         best = w->accept_resume_ms;
-    int log_due = alog_tick(w, 0);   /* pending access-log lines wait no longer than this */
+    int log_due = alog_tick(w, 0); /* pending access-log lines wait no longer than this */
     if (log_due >= 0 && (best < 0 || w->now_ms + log_due < best))
         best = w->now_ms + log_due;
     if (best < 0)
@@ -427,8 +427,7 @@ static void timers_expire(mg_worker *w)
             timer_clear(co);
             co->timed_out = 1;
             w->stats.timeouts++;
-            if (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON && co->rb &&
-                co->rb->call._pending) {
+            if (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON && co->rb && co->rb->call._pending) {
                 /* the round is given up (pycall.c: 504, orphaned): an ASGI app still
                  * holding the request hears http.disconnect, here on the worker's own
                  * stack (tests/test_atk_handlers.py) */
@@ -436,7 +435,7 @@ static void timers_expire(mg_worker *w)
             }
             if (co->waiting == MG_YIELD_READ || co->waiting == MG_YIELD_WRITE ||
                 (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON))
-                add_to_ready(w, co);   /* a deferred round: pycall.c gives it up (504) */
+                add_to_ready(w, co); /* a deferred round: pycall.c gives it up (504) */
         }
     }
 }
@@ -461,7 +460,7 @@ static void begin_graceful_stop(mg_worker *w)
 {
     w->stopping = 1;
     if (w->listen_fd >= 0 && !w->accept_resume_ms)
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);   /* accept no more */
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL); /* accept no more */
     w->listen_fd = -1;
     /* Idle keep-alive connections have nothing in flight, but a client may be
      * sending its next request on one right now: closed at once, that request
@@ -487,7 +486,7 @@ static void begin_graceful_stop(mg_worker *w)
         if (co->timer_class == MG_TIMER_NONE || co->deadline_ms > drain)
             timer_set(co, MG_TIMER_DRAIN);
         if (co->park_deadline_ms > drain)
-            co->park_deadline_ms = drain;   /* unparked: the deadline it parks again with */
+            co->park_deadline_ms = drain; /* unparked: the deadline it parks again with */
     }
     /* parked ones too: min(deadline, now + drain) keeps the list in order */
     for (mg_parked *p = w->park_head; p; p = p->next)
@@ -564,7 +563,7 @@ static void worker_accept(mg_worker *w)
 int mg_worker_listen(mg_worker *w, int listen_fd)
 {
     if (w->uring) {
-        w->listen_fd = listen_fd;   /* uring.c polls it */
+        w->listen_fd = listen_fd; /* uring.c polls it */
         return 0;
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = listen_fd};
@@ -653,7 +652,7 @@ mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
     if (w->post_fd < 0)
         goto fail;
     if (srv && srv->cfg.io == MG_IO_URING) {
-        int r = uring_new(w);   /* the ring polls the pipe and the eventfd itself */
+        int r = uring_new(w); /* the ring polls the pipe and the eventfd itself */
         if (r < 0) {
             errno = -r;
             goto fail;
@@ -723,7 +722,7 @@ void mg_worker_free(mg_worker *w)
         coroutine_destroy(w->all);
     if (w->park_table)
         park_close_all(w);
-    alog_tick(w, 1);   /* a worker that never ran its loop to the end */
+    alog_tick(w, 1); /* a worker that never ran its loop to the end */
     free(w->alog_buf);
     /* No thread posts any more (the caller joined the handler threads): what
      * was posted after the loop ended, or is queued for its last ABORT, is
@@ -785,17 +784,16 @@ int mg_worker_run(mg_worker *w)
     while (!w->exiting) {
         schedule(w);
         if (w->py_head || w->py_orphans)
-            run_python(w);   /* handlers run here, on this thread's own stack */
+            run_python(w); /* handlers run here, on this thread's own stack */
         /* graceful: also wait for deferred rounds, orphans included (the
          * server cuts this short after --grace) */
         if (w->stopping && w->stats.coroutines_alive == 0 && w->py_inflight == 0 && !w->park_head)
             break;
         if (w->shared)
-            stats_publish(w);   /* once per iteration, never per request */
+            stats_publish(w); /* once per iteration, never per request */
         int timeout = timers_next_timeout(w);
         /* the backend: readiness (epoll) or completions (uring.c), as epoll_events */
-        int n = w->uring ? uring_wait(w, timeout)
-                         : epoll_wait(w->epfd, w->events, MG_MAX_EVENTS, timeout);
+        int n = w->uring ? uring_wait(w, timeout) : epoll_wait(w->epfd, w->events, MG_MAX_EVENTS, timeout);
         w->now_ms = mg_now_ms();
         if (n < 0) {
             if (errno == EINTR)
@@ -827,13 +825,13 @@ int mg_worker_run(mg_worker *w)
     w->py_head = w->py_tail = NULL;
     w->ready_len = 0;
     orphan_pending(w);
-    uring_drain(w);   /* --io uring: no SQE may name a stack or buffer freed below */
+    uring_drain(w); /* --io uring: no SQE may name a stack or buffer freed below */
     while (w->all)
         coroutine_destroy(w->all);
     park_close_all(w);
-    alog_tick(w, 1);   /* every line written so far goes to the writer */
+    alog_tick(w, 1); /* every line written so far goes to the writer */
     if (w->shared)
-        stats_publish(w);   /* the final counts, for the master's table */
+        stats_publish(w); /* the final counts, for the master's table */
     coroutine_thread_leave(w);
     return 0;
 }

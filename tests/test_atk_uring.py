@@ -3,7 +3,7 @@ socket the engine closed must really close (a POLL_ADD holds its file open until
 
 Each test runs on both C backends where the behaviour is the backend's business, so a
 difference between epoll and uring shows as a failure of the uring case."""
-import os
+
 import socket
 import struct
 import threading
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from minginx_cffi import App, Server
 from conftest import wait_for
+from minginx_cffi import App, Server
 
 IOS = ["epoll", "uring"]
 
@@ -24,8 +24,9 @@ def rst(s):
 
 
 def get(path, close=False):
-    return ("GET %s HTTP/1.1\r\nHost: a\r\n%s\r\n"
-            % (path, "Connection: close\r\n" if close else "")).encode()
+    return (
+        "GET %s HTTP/1.1\r\nHost: a\r\n%s\r\n" % (path, "Connection: close\r\n" if close else "")
+    ).encode()
 
 
 def read_head(s):
@@ -57,21 +58,22 @@ def test_a_parked_connection_closed_at_a_graceful_stop_gets_its_fin(site_root, i
         release.wait(20)
         return "late"
 
-    srv = Server(root=str(site_root), port=0, io=io, workers=2, app=app, threads=1,
-                 handler_timeout=0.2, grace=1.0).start()
+    srv = Server(
+        root=str(site_root), port=0, io=io, workers=2, app=app, threads=1, handler_timeout=0.2, grace=1.0
+    ).start()
     try:
         idle = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         idle.sendall(get("/hello.txt"))
         assert read_head(idle).startswith(b"HTTP/1.1 200")
         busy = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         busy.sendall(get("/stuck"))
-        assert read_head(busy).startswith(b"HTTP/1.1 504")   # its thread still runs
+        assert read_head(busy).startswith(b"HTTP/1.1 504")  # its thread still runs
         assert wait_for(lambda: parked(srv) == 1)
         # on the other worker (dispatch takes turns): the parked one's loop ends at once
         assert [w["parked"] + 2 * w["handler_timeouts"] for w in srv.stats()] in ([1, 2], [2, 1])
-        srv.shutdown()   # the stuck thread keeps the engine (and its rings) unfreed
+        srv.shutdown()  # the stuck thread keeps the engine (and its rings) unfreed
         idle.settimeout(3)
-        assert idle.recv(100) == b""   # the FIN, not a timeout
+        assert idle.recv(100) == b""  # the FIN, not a timeout
         busy.close()
         idle.close()
     finally:
@@ -94,8 +96,17 @@ def test_a_stopped_reuseport_listener_takes_no_more_connections(site_root, io):
         release.wait(20)
         return "late"
 
-    srv = Server(root=str(site_root), port=0, io=io, workers=2, app=app, threads=1,
-                 handler_timeout=0.2, grace=0.5, accept="reuseport").start()
+    srv = Server(
+        root=str(site_root),
+        port=0,
+        io=io,
+        workers=2,
+        app=app,
+        threads=1,
+        handler_timeout=0.2,
+        grace=0.5,
+        accept="reuseport",
+    ).start()
     port = srv.port
     try:
         busy = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -103,7 +114,7 @@ def test_a_stopped_reuseport_listener_takes_no_more_connections(site_root, io):
         assert read_head(busy).startswith(b"HTTP/1.1 504")
         srv.shutdown()
         refused = 0
-        for _ in range(20):   # the kernel hashes each new connection to one listener
+        for _ in range(20):  # the kernel hashes each new connection to one listener
             try:
                 s = socket.create_connection(("127.0.0.1", port), timeout=3)
             except ConnectionRefusedError:
@@ -159,7 +170,7 @@ def test_resets_in_the_middle_of_every_kind_of_wait(site_root, io):
             assert read_head(s).startswith(b"HTTP/1.1 200")
             socks.append(s)
         start = time.monotonic()
-        for i, s in enumerate(socks):   # 60 .. 138 ms idle: before, at and after the park
+        for i, s in enumerate(socks):  # 60 .. 138 ms idle: before, at and after the park
             while time.monotonic() < start + 0.06 + i * 0.002:
                 time.sleep(0.0005)
             rst(s)
