@@ -46,10 +46,11 @@ def parked(srv):
 @pytest.mark.parametrize("io", IOS)
 def test_a_parked_connection_closed_at_a_graceful_stop_gets_its_fin(site_root, io):
     """A parked keep-alive connection is closed at the stop's drain deadline (park_close:
-    close(fd)), and its worker's loop ends right there.  Under uring its POLL_ADD holds the socket's file: the cancel that
-    park_close queues must reach the kernel, or the client sees no FIN until the ring is
-    freed -- and when a handler thread outlives the grace period the engine (ring
-    included) is never freed, so the connection stays open for the process's life."""
+    close(fd)), and its worker's loop ends right there.  Under uring its POLL_ADD holds the
+    socket's file: the cancel that park_close queues must reach the kernel, or the client
+    sees no FIN until the ring is freed -- and when a handler thread outlives the grace
+    period the engine (ring included) is never freed, so the connection stays open for the
+    process's life."""
     release = threading.Event()
     app = App()
 
