@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import select
 import socket
 import time
 
@@ -330,6 +331,15 @@ def split_responses(data):
 def status_of(resp_bytes):
     line = resp_bytes.split(b"\r\n", 1)[0]
     return int(line.split(b" ")[1]) if line.startswith(b"HTTP/1.1 ") else None
+
+
+def readable(sock, timeout):
+    """True once sock has something to read (or EOF) within timeout seconds.  poll(2), not
+    select(2): the test process may hold more than FD_SETSIZE (1024) descriptors by the time
+    a late test runs, and select() refuses any fd above that."""
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(timeout * 1000))
 
 
 def wait_for(pred, timeout=5.0, interval=0.02):

@@ -6,14 +6,13 @@ gauges (parked, coroutines_alive) come back to zero.
 """
 
 import asyncio
-import select
 import socket
 import threading
 import time
 
 import pytest
 
-from conftest import Conn, alive, wait_for
+from conftest import Conn, alive, readable, wait_for
 
 GET = b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
 
@@ -53,7 +52,7 @@ def test_a_head_trickling_in_around_the_park_gets_408_at_the_header_timeout(make
         except (BrokenPipeError, ConnectionResetError):
             break
         # the attack's pace; an answer ends it
-        if select.select([c.sock], [], [], gap)[0] or time.monotonic() - t0 > 3.0:
+        if readable(c.sock, gap) or time.monotonic() - t0 > 3.0:
             break
     data = read_until_close(c.sock)
     elapsed = time.monotonic() - t0
@@ -147,7 +146,7 @@ def drip_until_closed(c, gap, limit):
         except (BrokenPipeError, ConnectionResetError):
             break
         # the attack's pace; the server's close ends it
-        if select.select([c.sock], [], [], gap)[0]:
+        if readable(c.sock, gap):
             try:
                 if not c.sock.recv(4096):
                     break

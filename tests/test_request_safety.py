@@ -6,7 +6,6 @@ import email.utils
 import json
 import os
 import re
-import select
 import shutil
 import socket
 import tempfile
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import raw, split_responses, status_of
+from conftest import raw, readable, split_responses, status_of
 
 
 def echo_app(seen):
@@ -259,8 +258,7 @@ def test_no_100_continue_to_http10(make_server):
     try:
         s.sendall(b"POST /x HTTP/1.0\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         # an HTTP/1.1 client would get its 100 now; wait as long as it would for it
-        readable, _, _ = select.select([s], [], [], 1.0)
-        early = s.recv(65536) if readable else b""
+        early = s.recv(65536) if readable(s, 1.0) else b""
         s.sendall(b"data")
         out = early
         while True:

@@ -298,3 +298,26 @@ def test_curl_compressed_and_range(srv):
         env=env,
     )
     assert out.returncode == 0 and out.stdout == TEXT[:100]
+
+
+def test_the_open_file_cache_closes_what_it_evicts_and_what_it_holds_at_shutdown(make_server, tmp_path):
+    """An entry leaves the cache (evicted, stale, or at shutdown) with the cache's own
+    reference; its fds close then, or when its last user lets go.  (The port kept the cache's
+    reference on every evicted entry: one fd leaked per eviction, and a server's whole cache
+    at shutdown, until the test process ran out of select()'s 1024.)"""
+    for i in range(40):
+        (tmp_path / ("f%02d.txt" % i)).write_bytes(b"x" * (i + 1))
+
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))  # the server runs in this process
+
+    srv = make_server(root=str(tmp_path), workers=1, open_file_cache=2)
+    c = Conn(srv.port)
+    assert c.request("GET", "/f00.txt").status == 200
+    before = open_fds()
+    for i in range(40):
+        assert c.request("GET", "/f%02d.txt" % i).body == b"x" * (i + 1)
+    assert open_fds() - before <= 2  # the two entries the cache may hold, no more
+    c.close()
+    srv.shutdown()
+    assert wait_for(lambda: open_fds() < before - 1)  # the listener and the held entries too

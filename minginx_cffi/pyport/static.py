@@ -184,8 +184,7 @@ class FileCache:
     def clear(self):
         for e in self.entries.values():
             e.dead = True
-            if e.refs == 0:
-                e.close()
+            e.release()  # the cache's own reference: closed now, or by its last user
         self.entries.clear()
         os.close(self.root_fd)
 
@@ -319,8 +318,7 @@ class FileCache:
                     return e
                 del self.entries[key]
                 e.dead = True
-                if e.refs == 0:
-                    e.close()
+                e.release()  # the cache's own reference
         stats["cache_misses"] += 1
         e = self._fill(rel, dir_request)
         if not self.enabled:
@@ -334,8 +332,7 @@ class FileCache:
         while len(self.entries) >= self.size:
             _, old = self.entries.popitem(last=False)
             old.dead = True
-            if old.refs == 0:
-                old.close()
+            old.release()  # the cache's own reference: its fds close with the last user
         e.refs += 1  # the cache's own reference
         self.entries[key] = e
         return e
