@@ -184,7 +184,8 @@ class FileCache:
     def clear(self):
         for e in self.entries.values():
             e.dead = True
-            e.release()  # the cache's own reference: closed now, or by its last user
+            if e.refs == 0:
+                e.close()
         self.entries.clear()
         os.close(self.root_fd)
 
@@ -318,7 +319,8 @@ class FileCache:
                     return e
                 del self.entries[key]
                 e.dead = True
-                e.release()  # the cache's own reference
+                if e.refs == 0:
+                    e.close()
         stats["cache_misses"] += 1
         e = self._fill(rel, dir_request)
         if not self.enabled:
@@ -332,8 +334,10 @@ class FileCache:
         while len(self.entries) >= self.size:
             _, old = self.entries.popitem(last=False)
             old.dead = True
-            old.release()  # the cache's own reference: its fds close with the last user
-        e.refs += 1  # the cache's own reference
+            if old.refs == 0:
+                old.close()
+        # refs counts the entry's users only, as csrc/cache.c: an entry the cache drops
+        # (evicted, stale, cleared) closes at once if nobody uses it, else with its last user
         self.entries[key] = e
         return e
 
