@@ -456,11 +456,20 @@ void worker_refresh_date(mg_worker *w)
 
 /* --------------------------------------------------------- dispatch pipe */
 
+/* Stop watching the listener (a stop, or accept4 out of fds).  --io uring has no
+ * epoll set: uring.c control_polls derives its listener poll from listen_fd and
+ * accept_resume_ms at each wait. */
+static void listener_unwatch(mg_worker *w)
+{
+    if (!w->uring)
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
+}
+
 static void begin_graceful_stop(mg_worker *w)
 {
     w->stopping = 1;
     if (w->listen_fd >= 0 && !w->accept_resume_ms)
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL); /* accept no more */
+        listener_unwatch(w); /* accept no more */
     w->listen_fd = -1;
     /* Idle keep-alive connections have nothing in flight, but a client may be
      * sending its next request on one right now: closed at once, that request
@@ -549,7 +558,7 @@ static void worker_accept(mg_worker *w)
             if (errno != EAGAIN) {
                 mg_log("minginx: accept4 (worker %d): %s; pausing accepts for 100 ms", w->index,
                        strerror(errno));
-                epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
+                listener_unwatch(w);
                 w->accept_resume_ms = w->now_ms + 100;
             }
             return;
