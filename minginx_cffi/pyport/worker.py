@@ -39,6 +39,7 @@ import struct
 import threading
 import time
 
+from ..procstats import FIELDS
 from ..trace import (  # noqa: F401
     EV_ADD_TO_READY,
     EV_FD_BATCH,
@@ -260,32 +261,9 @@ def _close_iter(it):
 
 
 def new_stats():
-    st = dict.fromkeys(
-        (
-            "connections",
-            "requests",
-            "bytes_out",
-            "switches",
-            "wakeups",
-            "timeouts",
-            "ready_max",
-            "coroutines_alive",
-            "coroutines_total",
-            "stack_pool",
-            "stacks_mapped",
-            "cache_hits",
-            "cache_misses",
-            "cache_entries",
-            "py_batches",
-            "py_calls",
-            "rejected",
-            "handler_timeouts",
-            "log_lines",
-            "log_dropped",
-            "parked",
-        ),
-        0,
-    )
+    """A worker's counters: mg_stats's words, named once in procstats.FIELDS (whose
+    "yields.*" words are nested here as stats["yields"])."""
+    st = dict.fromkeys((f for f in FIELDS if not f.startswith("yields.")), 0)
     st["yields"] = dict.fromkeys(YIELD_NAMES, 0)
     return st
 
