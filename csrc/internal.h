@@ -116,6 +116,8 @@ typedef struct {
 MG_HIDDEN void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg);
 MG_HIDDEN int trace_ring_init(mg_trace_ring *r);
 MG_HIDDEN void trace_ring_free(mg_trace_ring *r);
+MG_HIDDEN int trace_find_dispatch(mg_trace_ring *r, int fd, int worker, uint64_t before_us,
+                                  mg_trace_rec out[2]);
 /* One predictable branch when tracing is off. */
 #define TRACE(w, ev, co, fd, arg)                                                                            \
     do {                                                                                                     \

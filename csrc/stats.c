@@ -31,6 +31,8 @@ static const char *const EVENT_NAMES[MG_EV_MAX] = {
     [MG_EV_WAKE_PYTHON] = "wake_python",
     [MG_EV_PARK] = "park",
     [MG_EV_UNPARK] = "unpark",
+    [MG_EV_SUBMIT] = "submit",
+    [MG_EV_COMPLETE] = "complete",
 };
 
 /* Every field of mg_stats is a 64-bit counter: the region is summed and copied word by word. */
@@ -95,8 +97,9 @@ static void stats_fields(mg_buf *b, const mg_stats *st)
  * the others as last published), "retired": exited processes, and "total": all. */
 static void stats_json(mg_buf *b, mg_server *srv)
 {
-    buf_printf(b, "{\"engine\":\"cffi\",\"uptime_ms\":%lld,\"policy\":\"%s\",\"workers\":[",
-               (long long)(mg_now_ms() - srv->started_ms), srv->cfg.policy == RDY_LIFO ? "lifo" : "fifo");
+    buf_printf(b, "{\"engine\":\"cffi\",\"io\":\"%s\",\"uptime_ms\":%lld,\"policy\":\"%s\",\"workers\":[",
+               srv->cfg.io == MG_IO_URING ? "uring" : "epoll", (long long)(mg_now_ms() - srv->started_ms),
+               srv->cfg.policy == RDY_LIFO ? "lifo" : "fifo");
     mg_stats mine, total;
     memset(&mine, 0, sizeof(mine));
     for (int i = 0; i < srv->nworkers; i++) {
@@ -165,16 +168,25 @@ static void trace_json(mg_buf *b, mg_coroutine *co)
                 !(i >= lo + 2 && w->ring.recs[(i - 2) & (MG_TRACE_RING - 1)].event == MG_EV_UNPARK))
                 break;
         }
-        /* the fd_batch step just before coroutine_create is ours too */
+        /* the fd_batch step just before coroutine_create is ours too, and before it the
+         * acceptor's accept and dispatch (--accept reuseport: the worker's own accept) */
+        int pre = 0;
+        mg_trace_rec acc[2];
         if (first > lo && first < h) {
             mg_trace_rec *prev = &w->ring.recs[(first - 1) & (MG_TRACE_RING - 1)];
-            if (prev->event == MG_EV_FD_BATCH && prev->fd == co->fd)
-                first--;
+            if ((prev->event == MG_EV_FD_BATCH || prev->event == MG_EV_ACCEPT) && prev->fd == co->fd)
+                first--, pre = 1;
+            prev = &w->ring.recs[first & (MG_TRACE_RING - 1)];
+            if (prev->event == MG_EV_FD_BATCH)
+                pre += trace_find_dispatch(&w->srv->ring, co->fd, w->index, prev->t_us, acc);
         }
         int n = 0;
+        for (int i = 0; i < pre - 1; i++)
+            buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", n++ ? "," : "",
+                       (unsigned long long)acc[i].t_us, EVENT_NAMES[acc[i].event], acc[i].fd, acc[i].arg);
         for (uint64_t i = first; i < h && n < 200; i++) {
             mg_trace_rec *r = &w->ring.recs[i & (MG_TRACE_RING - 1)];
-            if (r->co != co->id && !(i == first && r->event == MG_EV_FD_BATCH))
+            if (r->co != co->id && !(i == first && pre))
                 continue;
             buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", n++ ? "," : "",
                        (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);

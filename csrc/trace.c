@@ -47,6 +47,36 @@ void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, in
     __atomic_store_n(&r->head, h + 1, __ATOMIC_RELEASE);
 }
 
+/* The acceptor's accept and dispatch of fd to worker, the latest no later than
+ * before_us, read from another thread's ring (GET /_minginx/trace, stats.c): a
+ * record is kept only if the writer had not lapped its slot when it was copied
+ * (as mg_trace_drain).  The last 1024 records are searched.  Returns how many
+ * were found, 0 or 2, into out oldest first. */
+int trace_find_dispatch(mg_trace_ring *r, int fd, int worker, uint64_t before_us, mg_trace_rec out[2])
+{
+    if (!r->recs)
+        return 0;
+    uint64_t h = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+    uint64_t lo = h > 1024 ? h - 1024 : 0;
+    int n = 0;
+    for (uint64_t i = h; i > lo && n < 2; i--) {
+        mg_trace_rec rec = r->recs[(i - 1) & (MG_TRACE_RING - 1)];
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        uint64_t h2 = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+        if (h2 >= MG_TRACE_RING && i - 1 < h2 - MG_TRACE_RING + 1)
+            break; /* lapped: this record and all older ones are gone */
+        if (rec.fd != fd || rec.t_us > before_us)
+            continue;
+        if (n == 0 && rec.event == MG_EV_DISPATCH && rec.arg == worker)
+            out[1] = rec, n = 1;
+        else if (n == 0 && rec.event == MG_EV_ACCEPT)
+            break; /* accepted and not dispatched to us: not our connection */
+        else if (n == 1 && rec.event == MG_EV_ACCEPT)
+            out[0] = rec, n = 2;
+    }
+    return n == 2 ? 2 : 0;
+}
+
 int mg_trace_drain(mg_server *srv, int ring, mg_trace_rec *out, int max, uint64_t *dropped)
 {
     mg_trace_ring *r;

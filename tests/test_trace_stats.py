@@ -222,8 +222,26 @@ def test_trace_endpoint_shows_this_connection(make_server):
     data = json.loads(c.request("GET", "/_minginx/trace").body)
     names = [e["event"] for e in data["events"]]
     assert data["enabled"] is True
-    assert names[:5] == ["fd_batch", "coroutine_create", "add_to_ready", "schedule", "trampoline_start"]
+    # the acceptor's steps for this connection (its ring, matched by fd), then the worker's
+    assert names[:7] == [
+        "accept",
+        "dispatch",
+        "fd_batch",
+        "coroutine_create",
+        "add_to_ready",
+        "schedule",
+        "trampoline_start",
+    ]
+    assert data["events"][1]["arg"] == data["worker"] and {e["fd"] for e in data["events"][:3]} == {
+        data["fd"]
+    }
     assert names.count("handler_done") == 1  # the first request; this one is still being answered
+    # every step has its name (--io uring's submit and complete were printed as "(null)")
+    from minginx_cffi.trace import EVENTS
+
+    assert set(names) <= set(EVENTS) and ("submit" in names) == (srv.io == "uring")
+    stats = json.loads(c.request("GET", "/_minginx/stats").body)
+    assert (stats["engine"], stats["io"]) == (srv.engine, srv.io)
 
 
 def test_cli_trace_prints_steps_and_stats_table(site_root):

@@ -20,7 +20,7 @@ import time
 import traceback
 
 from .. import _dispatch
-from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
+from ..trace import EV_ACCEPT, EV_DISPATCH, EV_ENTRY, EV_FD_BATCH, EV_HANDLER_DONE, EVENTS
 from .accesslog import alog_request
 from .asgiport import asgi_request
 from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_YIELD_READ
@@ -305,6 +305,22 @@ def co_status(co):
     return co.worker.last_status
 
 
+def _find_dispatch(ring, fd, worker, before_us):
+    """The acceptor's accept and dispatch of fd to worker, the latest no later than
+    before_us, among its last 1024 records (csrc/trace.c trace_find_dispatch): [] or both."""
+    found = []
+    for r in reversed(list(ring)[-1024:]):
+        if r[3] != fd or r[0] > before_us:
+            continue
+        if not found and r[4] == EV_DISPATCH and r[5] == worker:
+            found.append(r)
+        elif not found and r[4] == EV_ACCEPT:
+            break  # accepted and not dispatched to us: not our connection
+        elif found and r[4] == EV_ACCEPT:
+            return [r] + found
+    return []
+
+
 def stats_serve(co, req, keep_alive):
     """GET /_minginx/stats and /_minginx/trace (csrc/stats.c); 1 if not one of them."""
     w = co.worker
@@ -320,6 +336,7 @@ def stats_serve(co, req, keep_alive):
         workers = [h.stats() for h in eng.workers]
         data = {
             "engine": "python",
+            "io": "epoll",
             "uptime_ms": int((w.now - eng.started) * 1000),
             "policy": w.cfg["policy"],
             "workers": [dict(st, worker=i) for i, st in enumerate(workers)],
@@ -347,12 +364,11 @@ def stats_serve(co, req, keep_alive):
     else:
         ring = list(w.ring)
         mine = [i for i, r in enumerate(ring) if r[2] == co.id]
-        if mine and mine[0] > 0 and ring[mine[0] - 1][4] == 2 and ring[mine[0] - 1][3] == co.fd:
-            mine.insert(0, mine[0] - 1)  # the fd_batch step just before coroutine_create
-        events = [
-            {"t_us": ring[i][0], "event": EVENTS[ring[i][4]], "fd": ring[i][3], "arg": ring[i][5]}
-            for i in mine
-        ]
+        recs = [ring[i] for i in mine]
+        if mine and mine[0] > 0 and ring[mine[0] - 1][4] == EV_FD_BATCH and ring[mine[0] - 1][3] == co.fd:
+            recs.insert(0, ring[mine[0] - 1])  # the fd_batch step just before coroutine_create
+            recs[:0] = _find_dispatch(w.engine.acceptor_ring(), co.fd, w.index, recs[0][0])
+        events = [{"t_us": r[0], "event": EVENTS[r[4]], "fd": r[3], "arg": r[5]} for r in recs]
         data = {
             "engine": "python",
             "enabled": bool(w.trace),
