@@ -148,10 +148,21 @@ static void stats_json(mg_buf *b, mg_server *srv)
     buf_printf(b, "}}\n");
 }
 
-/* This coroutine's own events, from its worker's ring (same thread: no race). */
+#define TRACE_JSON_MAX  200
+#define TRACE_JSON_HEAD 12
+
+static void trace_event_json(mg_buf *b, const mg_trace_rec *r, int first)
+{
+    buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", first ? "" : ",",
+               (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);
+}
+
+/* This connection's events, from its worker's ring (same thread: no race), and its
+ * accept and dispatch from the acceptor's. */
 static void trace_json(mg_buf *b, mg_coroutine *co)
 {
     mg_worker *w = co->worker;
+    uint64_t skipped = 0;
     buf_printf(b,
                "{\"engine\":\"cffi\",\"enabled\":%s,\"worker\":%d,\"coroutine\":%llu,\"fd\":%d,"
                "\"events\":[",
@@ -180,19 +191,29 @@ static void trace_json(mg_buf *b, mg_coroutine *co)
             if (prev->event == MG_EV_FD_BATCH)
                 pre += trace_find_dispatch(&w->srv->ring, co->fd, w->index, prev->t_us, acc);
         }
-        int n = 0;
-        for (int i = 0; i < pre - 1; i++)
-            buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", n++ ? "," : "",
-                       (unsigned long long)acc[i].t_us, EVENT_NAMES[acc[i].event], acc[i].fd, acc[i].arg);
-        for (uint64_t i = first; i < h && n < 200; i++) {
+        /* at most TRACE_JSON_MAX: the connection's first TRACE_JSON_HEAD (its accept
+         * and first coroutine) and its latest; "skipped" says how many are between */
+        uint64_t total = (uint64_t)(pre > 1 ? pre - 1 : 0), k = 0;
+        for (uint64_t i = first; i < h; i++) {
+            mg_trace_rec *r = &w->ring.recs[i & (MG_TRACE_RING - 1)];
+            total += r->co == co->id || (i == first && pre);
+        }
+        uint64_t skip_from = total > TRACE_JSON_MAX ? TRACE_JSON_HEAD : total;
+        uint64_t skip_to = total > TRACE_JSON_MAX ? total - (TRACE_JSON_MAX - TRACE_JSON_HEAD) : total;
+        for (int i = 0; i < pre - 1; i++, k++)
+            if (k < skip_from || k >= skip_to)
+                trace_event_json(b, &acc[i], k == 0);
+        for (uint64_t i = first; i < h; i++) {
             mg_trace_rec *r = &w->ring.recs[i & (MG_TRACE_RING - 1)];
             if (r->co != co->id && !(i == first && pre))
                 continue;
-            buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", n++ ? "," : "",
-                       (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);
+            if (k < skip_from || k >= skip_to)
+                trace_event_json(b, r, k == 0);
+            k++;
         }
+        skipped = skip_to - skip_from;
     }
-    buf_printf(b, "]}\n");
+    buf_printf(b, "],\"skipped\":%llu}\n", (unsigned long long)skipped);
 }
 
 int stats_serve(mg_coroutine *co, mg_request *req, int keep_alive)

@@ -244,6 +244,19 @@ def test_trace_endpoint_shows_this_connection(make_server):
     assert (stats["engine"], stats["io"]) == (srv.engine, srv.io)
 
 
+def test_trace_endpoint_keeps_a_long_connections_start_and_its_latest(make_server):
+    srv = make_server(stats=True, trace="record", workers=1)
+    c = Conn(srv.port)
+    for _ in range(200):  # a step or more each: more than the 200 the endpoint lists
+        t_us = time.monotonic_ns() // 1000  # the trace's clock (CLOCK_MONOTONIC)
+        assert c.request("GET", "/hello.txt").status == 200
+    data = json.loads(c.request("GET", "/_minginx/trace").body)
+    names = [e["event"] for e in data["events"]]
+    assert len(names) == 200 and data["skipped"] > 0
+    assert names[:4] == ["accept", "dispatch", "fd_batch", "coroutine_create"]
+    assert data["events"][-1]["t_us"] >= t_us  # the latest are kept: the last request's steps
+
+
 def test_cli_trace_prints_steps_and_stats_table(site_root):
     port = free_port()
     p = subprocess.Popen(

@@ -305,6 +305,10 @@ def co_status(co):
     return co.worker.last_status
 
 
+TRACE_JSON_MAX = 200
+TRACE_JSON_HEAD = 12
+
+
 def _find_dispatch(ring, fd, worker, before_us):
     """The acceptor's accept and dispatch of fd to worker, the latest no later than
     before_us, among its last 1024 records (csrc/trace.c trace_find_dispatch): [] or both."""
@@ -368,6 +372,10 @@ def stats_serve(co, req, keep_alive):
         if mine and mine[0] > 0 and ring[mine[0] - 1][4] == EV_FD_BATCH and ring[mine[0] - 1][3] == co.fd:
             recs.insert(0, ring[mine[0] - 1])  # the fd_batch step just before coroutine_create
             recs[:0] = _find_dispatch(w.engine.acceptor_ring(), co.fd, w.index, recs[0][0])
+        # as csrc/stats.c: at most TRACE_JSON_MAX, the first TRACE_JSON_HEAD and the latest
+        skipped = max(0, len(recs) - TRACE_JSON_MAX)
+        if skipped:
+            recs = recs[:TRACE_JSON_HEAD] + recs[TRACE_JSON_HEAD + skipped :]
         events = [{"t_us": r[0], "event": EVENTS[r[4]], "fd": r[3], "arg": r[5]} for r in recs]
         data = {
             "engine": "python",
@@ -376,6 +384,7 @@ def stats_serve(co, req, keep_alive):
             "coroutine": co.id,
             "fd": co.fd,
             "events": events,
+            "skipped": skipped,
         }
     body = (json.dumps(data, separators=(",", ":")) + "\n").encode()
     out = (
