@@ -22,7 +22,7 @@ function draw(stats) {
   }
   last = {total: total, t: now};
   document.getElementById("total").textContent = total.toLocaleString("en");
-  document.getElementById("engine").textContent = stats.engine;
+  document.getElementById("engine").textContent = stats.engine + (stats.io ? " (" + stats.io + ")" : "");
   document.getElementById("policy").textContent = stats.policy;
 
   const max = Math.max(1, ...history);
