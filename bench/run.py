@@ -60,8 +60,8 @@ import json
 import os
 import platform
 import re
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -994,7 +994,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--root", default=None, help="default: a copy of the demo index.html + 1 MiB file")
-    ap.add_argument("--readme", action="store_true", help="put the table into README.md")
+    ap.add_argument(
+        "--readme", action="store_true", help="git add -f the results and render the docs' figures from them"
+    )
     ap.add_argument("--only", action="append", help="server names to run (substring match)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"), help="directory for the results")
     args, rest = ap.parse_known_args()
@@ -1297,13 +1299,14 @@ def report(results, workloads, servers, args):
         f.write(text + "\n")
     chart(base, results, workloads)
     if args.readme:
-        readme = os.path.join(os.path.dirname(HERE), "README.md")
-        doc = open(readme).read()
-        begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-        if begin in doc and end in doc:
-            doc = doc.split(begin)[0] + begin + "\n" + text + "\n" + end + doc.split(end, 1)[1]
-            with open(readme, "w") as f:
-                f.write(doc)
+        # the docs' figures come from the newest committed results of each workload
+        # (tools/render_figures.py): these become them once committed; git add -f, as
+        # bench/results is ignored
+        tree = os.path.dirname(HERE)
+        subprocess.run(["git", "add", "-f", base + ".md", base + ".json"], cwd=tree, check=False)
+        subprocess.run(
+            [sys.executable, os.path.join(tree, "tools", "render_figures.py")], cwd=tree, check=False
+        )
         if os.path.exists(base + ".png"):  # the chart README shows
             shutil.copyfile(base + ".png", os.path.join(os.path.dirname(HERE), "docs", "bench-chart.png"))
     print()
