@@ -14,7 +14,11 @@ check-c:
 	@echo "csrc: builds with -Wall -Wextra -Werror"
 
 # Developers build with MINGINX_WERROR=1 (warnings are errors); a user's pip install does not.
+# The engines built in place before go first: Python imports _minginx.cpython-3XX-*.so (which
+# `python3 minginx_cffi/_build.py` writes) before the install's _minginx.abi3.so, so a stale one
+# would be what runs (tests/test_docs_commands.py, make_build).
 build: check-c
+	rm -f minginx_cffi/_minginx*.so
 	MINGINX_WERROR=1 $(PYTHON) -m pip install -q -e '.[test]'
 
 test: build

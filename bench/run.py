@@ -8,6 +8,7 @@ Results (every run) go to bench/results/<timestamp>.json and a Markdown table.
 
     python3 bench/run.py                       # all workloads, 3 rounds
     python3 bench/run.py --workload c400 --rounds 5 --duration 10
+    python3 bench/run.py --workload pinned --open-file-cache 0   # a serve flag: every minginx-cffi row
 
 Workloads:
   pinned        the 6 KiB index.html; server on CPU 0 with 1 worker, wrk on CPU 1 with -t2 -c100
@@ -45,6 +46,10 @@ Workloads:
                 meanwhile static-file and fast-route requests, each on its own connection:
                 their latency (median, max), with the handler pool and with --threads 0
 
+Any option of `minginx-cffi serve` given here (--open-file-cache 0, --small-file-cache 0,
+--switch fast, ...) is passed to every minginx-cffi server the run starts, after the row's
+own flags, and named in the results' first line; other unknown options are an error.
+
 Baselines that are Python packages are looked for in bench/.venv (make bench
 creates it from bench/requirements.txt); a missing one is skipped with a line.
 """
@@ -55,6 +60,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -323,8 +329,13 @@ def rss_kib(pid):
 # ------------------------------------------------------------------ servers
 
 
+# `minginx-cffi serve` options given to this harness, for every minginx-cffi server (main())
+SERVER_FLAGS = []
+
+
 def start_minginx(root, port, workers, pin, policy, *extra, env=None, python=sys.executable):
     """This tree's minginx-cffi (run from the repository root, as bench.* apps need)."""
+    extra = tuple(extra) + tuple(SERVER_FLAGS)
     cmd = [
         python,
         "-m",
@@ -983,9 +994,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--root", default=None, help="default: a copy of the demo index.html + 1 MiB file")
-    ap.add_argument("--readme", action="store_true", help="put the table into README.md")
+    ap.add_argument(
+        "--readme", action="store_true", help="git add -f the results and render the docs' figures from them"
+    )
     ap.add_argument("--only", action="append", help="server names to run (substring match)")
-    args = ap.parse_args()
+    ap.add_argument("--results", default=os.path.join(HERE, "results"), help="directory for the results")
+    args, rest = ap.parse_known_args()
+    args.server_flags = serve_flags(ap, rest)
+    SERVER_FLAGS[:] = args.server_flags
     if not shutil.which("wrk"):
         sys.exit("bench: wrk is not installed (apt-get install wrk)")
 
@@ -1087,13 +1103,34 @@ def main():
     report(results, workloads, servers, args)
 
 
+def serve_flags(ap, rest):
+    """The unknown options, if they are all `minginx-cffi serve` options (else ap.error, exit 2).
+
+    Checked by click itself: `serve OPTIONS --help` fails on an option serve does not have
+    (the values are checked when each server starts: a bad one is "did not start")."""
+    if not rest:
+        return []
+    if not rest[0].startswith("-"):
+        ap.error("unrecognized arguments: %s" % " ".join(rest))
+    p = subprocess.run(
+        [sys.executable, "-m", "minginx_cffi", "serve"] + rest + ["--help"],
+        cwd=os.path.dirname(HERE),
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        err = (p.stderr.strip().splitlines() or ["?"])[-1]
+        ap.error("unrecognized arguments: %s (not minginx-cffi serve options: %s)" % (" ".join(rest), err))
+    return rest
+
+
 def med_max(values, fmt="%.1f"):
     return (fmt + " / " + fmt) % (statistics.median(values), max(values)) if values else "-"
 
 
 def report(results, workloads, servers, args):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    outdir = os.path.join(HERE, "results")
+    outdir = args.results
     os.makedirs(outdir, exist_ok=True)
     base = os.path.join(outdir, stamp)
     with open(base + ".json", "w") as f:
@@ -1104,7 +1141,8 @@ def report(results, workloads, servers, args):
             datetime.date.today().isoformat(),
             machine(),
             "".join(" --workload " + w for w in (args.workload or []))
-            + " --rounds %d --duration %d" % (args.rounds, args.duration),
+            + " --rounds %d --duration %d" % (args.rounds, args.duration)
+            + "".join(" " + shlex.quote(f) for f in args.server_flags),
         ),
         "",
     ]
@@ -1261,13 +1299,14 @@ def report(results, workloads, servers, args):
         f.write(text + "\n")
     chart(base, results, workloads)
     if args.readme:
-        readme = os.path.join(os.path.dirname(HERE), "README.md")
-        doc = open(readme).read()
-        begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-        if begin in doc and end in doc:
-            doc = doc.split(begin)[0] + begin + "\n" + text + "\n" + end + doc.split(end, 1)[1]
-            with open(readme, "w") as f:
-                f.write(doc)
+        # the docs' figures come from the newest committed results of each workload
+        # (tools/render_figures.py): these become them once committed; git add -f, as
+        # bench/results is ignored
+        tree = os.path.dirname(HERE)
+        subprocess.run(["git", "add", "-f", base + ".md", base + ".json"], cwd=tree, check=False)
+        subprocess.run(
+            [sys.executable, os.path.join(tree, "tools", "render_figures.py")], cwd=tree, check=False
+        )
         if os.path.exists(base + ".png"):  # the chart README shows
             shutil.copyfile(base + ".png", os.path.join(os.path.dirname(HERE), "docs", "bench-chart.png"))
     print()
