@@ -183,7 +183,13 @@ def test_stats_endpoint_counters_agree(make_server):
         c = Conn(srv.port)
         # Half a head first: the server reads it, finds no end, and must yield for read.
         # Wait until it has (a fast client could otherwise always be ahead of the server's
-        # recv, and a read that finds data never yields), then send the rest.
+        # recv, and a read that finds data never yields), then send the rest.  The count is
+        # the workers', not this connection's: the connection before may still be on its
+        # way to its last wait (its response is out before its coroutine yields for the
+        # next request, and the port is slow to get there), and that yield, landing after
+        # `before`, used to pass for this one's (the rest then came in the same read: 3
+        # read yields for 5 connections).  So `before` is taken once that one is gone.
+        assert wait_for(lambda: all(w["coroutines_alive"] == 0 and w["parked"] == 0 for w in srv.stats()))
         before = sum(w["yields"]["read"] for w in srv.stats())
         c.send(b"GET /hello.txt HTTP/1.1\r\n")
         assert wait_for(lambda: sum(w["yields"]["read"] for w in srv.stats()) > before)
