@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import Conn, free_port, wait_for
-from minginx_cffi.trace import EV_RECV_ASYNC
+from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARSE_HTTP, EV_RECV_ASYNC
 
 
 class Sink:
@@ -241,6 +241,32 @@ def test_trace_head_in_two_pieces(make_server):
         )
     else:
         assert run(srv, sink, script) == START + WOKEN + ["recv_async 25", "recv_async EAGAIN"] + WOKEN + rest
+
+
+def test_trace_request_text_is_a_bounded_printable_copy(make_server):
+    """parse_http and handler_done carry "METHOD /path" from the network: cut at 63
+    bytes, each byte outside printable ASCII (and '"', '\\': it goes into JSON) as '?',
+    the query left out; the same on both engines (csrc/trace.c trace_parse, trace.py
+    request_text)."""
+    sink = Sink()
+    srv = make_server(trace=sink, workers=1)
+    for path in (b"/" + b"x" * 100, b'/caf\xc3\xa9"\\', b"/a?q=1"):
+        c = Conn(srv.port)
+        c.send(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert c.read_response().status == 404
+        c.close()
+    assert wait_for(lambda: sum(r[4] == EV_HANDLER_DONE for r in sink.records) == 3)
+    texts = [(r[4], r[5], r[6]) for r in sink.records if r[4] in (EV_HANDLER_DONE, EV_PARSE_HTTP)]
+    long = "GET /" + "x" * 58
+    parsed, done = EV_PARSE_HTTP, EV_HANDLER_DONE
+    assert texts == [
+        (parsed, 0, long),
+        (done, 404, long),
+        (parsed, 0, "GET /caf????"),
+        (done, 404, "GET /caf????"),
+        (parsed, 0, "GET /a"),
+        (done, 404, "GET /a"),
+    ]
 
 
 def test_trace_python_handler(make_server):
