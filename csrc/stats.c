@@ -15,7 +15,8 @@
 #include "http.h"
 #include "response.h"
 
-static const char *const EVENT_NAMES[MG_EV_MAX] = {
+static const char *const EVENT_NAMES[] = {
+    /* no size: a new last event without a name fails below */
     [MG_EV_ACCEPT] = "accept",
     [MG_EV_DISPATCH] = "dispatch",
     [MG_EV_FD_BATCH] = "fd_batch",
