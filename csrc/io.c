@@ -12,6 +12,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/sendfile.h>
@@ -29,8 +30,14 @@ int io_park(mg_coroutine *co, int reason)
     if (co->cancelled && co->idle)
         return -ECANCELED;
     co->woken_by = 0;
-    coroutine_yield(co, reason);
+    coroutine_yield_io(co, reason); /* a read's wait: "recv_async -> EAGAIN, yield (read)" */
     return 0;
+}
+
+/* The step of a call that returned n (bytes, or -errno), with the trace on. */
+static __attribute__((noinline, cold)) void trace_io(mg_coroutine *co, int event, ssize_t n)
+{
+    trace_push(&co->worker->ring, co->worker->index, event, co->id, co->fd, n > INT_MAX ? INT_MAX : (int)n);
 }
 
 /* One read that never waits: bytes, 0 at EOF, -EAGAIN, or -errno.
@@ -38,7 +45,7 @@ int io_park(mg_coroutine *co, int reason)
  * room it had took all there was, and until epoll reports input again
  * (every arrival is a new edge; wake_fd() clears drained) a recv could only
  * say EAGAIN, so it is not made.  (nginx keeps the same: rev->ready.) */
-ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len)
+static inline ssize_t recv_once(mg_coroutine *co, void *buf, size_t len)
 {
     if (co->drained)
         return -EAGAIN;
@@ -61,6 +68,15 @@ ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len)
     }
 }
 
+ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len)
+{
+    ssize_t n = recv_once(co, buf, len);
+    /* EAGAIN: its step is the wait's (io_park), if the caller waits */
+    if (MG_UNLIKELY(co->worker->trace) && n != -EAGAIN)
+        trace_io(co, MG_EV_RECV_ASYNC, n);
+    return n;
+}
+
 ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
 {
     if (co->worker->uring)
@@ -77,7 +93,8 @@ ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
 }
 
 /* Send every byte of iov[0..iovcnt) (the iovec array is consumed). */
-ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
+static inline __attribute__((always_inline)) ssize_t sendv_all(mg_coroutine *co, struct iovec *iov,
+                                                               int iovcnt)
 {
     size_t total = 0;
     int progressed = 1; /* arm the send timer afresh only after progress */
@@ -132,13 +149,22 @@ ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
     return (ssize_t)total;
 }
 
+ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt)
+{
+    ssize_t n = sendv_all(co, iov, iovcnt);
+    if (MG_UNLIKELY(co->worker->trace))
+        trace_io(co, MG_EV_SEND_ASYNC, n);
+    return n;
+}
+
 ssize_t send_async(mg_coroutine *co, const void *buf, size_t len)
 {
     struct iovec iov = {(void *)buf, len};
     return sendv_async(co, &iov, 1);
 }
 
-ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count)
+static inline __attribute__((always_inline)) ssize_t sendfile_all(mg_coroutine *co, int file_fd, off_t offset,
+                                                                  size_t count)
 {
     mg_worker *w = co->worker;
     size_t left = count, since_yield = 0;
@@ -177,6 +203,14 @@ ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count
     if (co->timer_class == MG_TIMER_SEND)
         timer_clear(co);
     return (ssize_t)(count - left);
+}
+
+ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count)
+{
+    ssize_t n = sendfile_all(co, file_fd, offset, count);
+    if (MG_UNLIKELY(co->worker->trace))
+        trace_io(co, MG_EV_SENDFILE_ASYNC, n);
+    return n;
 }
 
 /* TCP_CORK holds partial frames back until uncorked, so the header and the

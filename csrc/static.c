@@ -584,6 +584,7 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
 {
     mg_server *srv = co->worker->srv;
     int head_only = req->method_id == MG_M_HEAD;
+    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
     int r = static_method(co, req, keep_alive);
     if (r != 1)
         return r;
@@ -642,11 +643,13 @@ int static_try(mg_coroutine *co, mg_request *req, int keep_alive)
         e = file_open(co, rel, 1, &st);
         if (!e)
             return 1;
+        TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
         file_release(co->worker, e);
         int r = static_method(co, req, keep_alive);
         return r != 1 ? r : redirect_slash(co, req, keep_alive, head_only);
     }
     co->centry = e; /* released by coroutine_destroy() if we never get back */
+    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
     int r = static_method(co, req, keep_alive);
     if (r == 1)
         r = serve_entry(co, req, e, keep_alive);

@@ -9,12 +9,14 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/uio.h>
 
 #include "http.h"
 #include "response.h"
 
-static const char *const EVENT_NAMES[MG_EV_MAX] = {
+static const char *const EVENT_NAMES[] = {
+    /* no size: a new last event without a name fails below */
     [MG_EV_ACCEPT] = "accept",
     [MG_EV_DISPATCH] = "dispatch",
     [MG_EV_FD_BATCH] = "fd_batch",
@@ -33,7 +35,123 @@ static const char *const EVENT_NAMES[MG_EV_MAX] = {
     [MG_EV_UNPARK] = "unpark",
     [MG_EV_SUBMIT] = "submit",
     [MG_EV_COMPLETE] = "complete",
+    [MG_EV_RECV_ASYNC] = "recv_async",
+    [MG_EV_SEND_ASYNC] = "send_async",
+    [MG_EV_SENDFILE_ASYNC] = "sendfile_async",
+    [MG_EV_PARSE_HTTP] = "parse_http",
+    [MG_EV_STATIC_SERVE] = "static_serve",
+    [MG_EV_RUN_PYTHON] = "run_python",
 };
+_Static_assert(sizeof(EVENT_NAMES) / sizeof(EVENT_NAMES[0]) == MG_EV_MAX, "a name for every mg_event");
+
+static const char *const YIELD_NAMES[] = {"ready", "read", "write", "python"};
+/* IORING_OP_* a coroutine submits (minginx_cffi/trace.py URING_OPS) */
+static const char *uring_op_name(int op)
+{
+    switch (op) {
+    case 6: return "POLL_ADD";
+    case 9: return "SENDMSG";
+    case 26: return "SEND";
+    case 27: return "RECV";
+    default: return NULL;
+    }
+}
+
+/* The errors the trace's calls return, by name (minginx_cffi/trace.py ERRNO_NAMES). */
+static const char *errno_name(int e)
+{
+    switch (e) {
+    case EAGAIN: return "EAGAIN";
+    case EINTR: return "EINTR";
+    case EPIPE: return "EPIPE";
+    case ECONNRESET: return "ECONNRESET";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case ECANCELED: return "ECANCELED";
+    case ENOMEM: return "ENOMEM";
+    case ENOBUFS: return "ENOBUFS";
+    case ENOTCONN: return "ENOTCONN";
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case EIO: return "EIO";
+    default: return NULL;
+    }
+}
+
+/* An epoll event mask as names, "EPOLLIN|EPOLLRDHUP" (minginx_cffi/trace.py epoll_names). */
+static void epoll_names(mg_buf *b, unsigned mask)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } bits[] = {{EPOLLIN, "EPOLLIN"},   {EPOLLPRI, "EPOLLPRI"}, {EPOLLOUT, "EPOLLOUT"},
+                {EPOLLERR, "EPOLLERR"}, {EPOLLHUP, "EPOLLHUP"}, {EPOLLRDHUP, "EPOLLRDHUP"}};
+    int n = 0;
+    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
+        if (mask & bits[i].bit) {
+            buf_printf(b, "%s%s", n++ ? "|" : "", bits[i].name);
+            mask &= ~bits[i].bit;
+        }
+    if (mask || !n)
+        buf_printf(b, "%s0x%x", n ? "|" : "", mask);
+}
+
+/* The named fields of one record after its numbers: what arg (and text) mean
+ * for its event.  minginx_cffi/trace.py json_fields is the same for the port
+ * (tests/test_trace_stats.py: test_trace_endpoint_names_its_codes). */
+static void event_fields(mg_buf *b, const mg_trace_rec *r)
+{
+    int a = r->arg;
+    switch (r->event) {
+    case MG_EV_DISPATCH: buf_printf(b, ",\"worker\":%d", a); break;
+    case MG_EV_YIELD:
+        if (a >= 0 && a < 4)
+            buf_printf(b, ",\"reason\":\"%s\"", YIELD_NAMES[a]);
+        break;
+    case MG_EV_WAKE_FD:
+    case MG_EV_UNPARK:
+        buf_printf(b, ",\"events\":\"");
+        epoll_names(b, (unsigned)a);
+        buf_printf(b, "\"");
+        break;
+    case MG_EV_RECV_ASYNC:
+    case MG_EV_SEND_ASYNC:
+    case MG_EV_SENDFILE_ASYNC:
+        if (a >= 0) {
+            buf_printf(b, ",\"bytes\":%d", a);
+        } else {
+            const char *e = errno_name(-a);
+            if (e)
+                buf_printf(b, ",\"error\":\"%s\"", e);
+            else
+                buf_printf(b, ",\"error\":\"errno %d\"", -a);
+            if (a == -EAGAIN && r->event == MG_EV_RECV_ASYNC)
+                buf_printf(b, ",\"reason\":\"read\"");
+        }
+        break;
+    case MG_EV_PARSE_HTTP:
+    case MG_EV_HANDLER_DONE: {
+        /* text: "METHOD /path", printable ASCII without '"' or '\\' (trace_parse) */
+        const char *sp = memchr(r->text, ' ', strnlen(r->text, sizeof(r->text)));
+        if (sp)
+            buf_printf(b, ",\"method\":\"%.*s\",\"path\":\"%s\"", (int)(sp - r->text), r->text, sp + 1);
+        if (r->event == MG_EV_HANDLER_DONE || a)
+            buf_printf(b, ",\"status\":%d", a);
+        break;
+    }
+    case MG_EV_PARK: buf_printf(b, ",\"requests\":%d", a); break;
+    case MG_EV_RUN_PYTHON: buf_printf(b, ",\"calls\":%d", a); break;
+    case MG_EV_SUBMIT: {
+        const char *op = uring_op_name(a);
+        if (op)
+            buf_printf(b, ",\"op\":\"%s\"", op);
+        else
+            buf_printf(b, ",\"op\":\"op %d\"", a);
+        break;
+    }
+    case MG_EV_COMPLETE: buf_printf(b, ",\"res\":%d", a); break;
+    default: break;
+    }
+}
 
 /* Every field of mg_stats is a 64-bit counter: the region is summed and copied word by word. */
 #define STATS_WORDS (sizeof(mg_stats) / sizeof(uint64_t))
@@ -153,8 +271,10 @@ static void stats_json(mg_buf *b, mg_server *srv)
 
 static void trace_event_json(mg_buf *b, const mg_trace_rec *r, int first)
 {
-    buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", first ? "" : ",",
+    buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d", first ? "" : ",",
                (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);
+    event_fields(b, r);
+    buf_printf(b, "}");
 }
 
 /* This connection's events, from its worker's ring (same thread: no race), and its

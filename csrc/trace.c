@@ -7,6 +7,7 @@
  * writer lapped meanwhile is counted as dropped, not printed half-written.
  */
 #include "internal.h"
+#include "http.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -30,6 +31,11 @@ void trace_ring_free(mg_trace_ring *r)
 
 void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg)
 {
+    trace_push_text(r, worker, event, co, fd, arg, "");
+}
+
+void trace_push_text(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg, const char *text)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t h = r->head;
@@ -44,6 +50,9 @@ void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, in
     rec->arg = arg;
     rec->worker = (int16_t)worker;
     rec->event = (uint16_t)event;
+    size_t n = strnlen(text, sizeof(rec->text) - 1);
+    memcpy(rec->text, text, n);
+    rec->text[n] = '\0';
     __atomic_store_n(&r->head, h + 1, __ATOMIC_RELEASE);
 }
 
@@ -75,6 +84,33 @@ int trace_find_dispatch(mg_trace_ring *r, int fd, int worker, uint64_t before_us
             out[0] = rec, n = 2;
     }
     return n == 2 ? 2 : 0;
+}
+
+/* Append s[0..len) to out (room for cap bytes and a NUL, *at bytes used),
+ * each byte outside printable ASCII (a control, a space, UTF-8) as '?': a
+ * path from the network is printed to a terminal and put in JSON. */
+static void text_append(char *out, size_t cap, size_t *at, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len && *at < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[(*at)++] = c > 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
+    }
+}
+
+void trace_parse(mg_coroutine *co, const mg_request *req, int status)
+{
+    char *t = co->trace_req;
+    size_t at = 0, cap = sizeof(co->trace_req) - 1;
+    if (status == MG_PARSE_OK) {
+        text_append(t, cap, &at, req->method.p, req->method.len);
+        if (at < cap)
+            t[at++] = ' ';
+        const mg_str *p = req->path.len ? &req->path : &req->target; /* CONNECT's authority */
+        text_append(t, cap, &at, p->p, p->len);
+    }
+    t[at] = '\0';
+    mg_worker *w = co->worker;
+    trace_push_text(&w->ring, w->index, MG_EV_PARSE_HTTP, co->id, co->fd, status, t);
 }
 
 int mg_trace_drain(mg_server *srv, int ring, mg_trace_rec *out, int max, uint64_t *dropped)

@@ -20,13 +20,24 @@ import time
 import traceback
 
 from .. import _dispatch
-from ..trace import EV_ACCEPT, EV_DISPATCH, EV_ENTRY, EV_FD_BATCH, EV_HANDLER_DONE, EVENTS
+from ..trace import (
+    EV_ACCEPT,
+    EV_DISPATCH,
+    EV_ENTRY,
+    EV_FD_BATCH,
+    EV_HANDLER_DONE,
+    EV_PARSE_HTTP,
+    EV_RECV_ASYNC,
+    EVENTS,
+    json_fields,
+    request_text,
+)
 from .accesslog import alog_request
 from .asgiport import asgi_request
 from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_YIELD_READ
 from .front import conn_client, conn_peer, request_client
 from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
-from .io import Cancelled, io_park, recv_async, send_async
+from .io import Cancelled, io_park, recv_async, send_async, trace_errno
 from .response import (
     FRAME_CHUNKED,
     FRAME_LENGTH,
@@ -376,7 +387,13 @@ def stats_serve(co, req, keep_alive):
         skipped = max(0, len(recs) - TRACE_JSON_MAX)
         if skipped:
             recs = recs[:TRACE_JSON_HEAD] + recs[TRACE_JSON_HEAD + skipped :]
-        events = [{"t_us": r[0], "event": EVENTS[r[4]], "fd": r[3], "arg": r[5]} for r in recs]
+        events = [
+            dict(
+                {"t_us": r[0], "event": EVENTS[r[4]], "fd": r[3], "arg": r[5]},
+                **json_fields(r[4], r[5], r[6]),
+            )
+            for r in recs
+        ]
         data = {
             "engine": "python",
             "enabled": bool(w.trace),
@@ -408,7 +425,13 @@ def _recv_or_park(co):
             data = co.sock.recv(RECV_SIZE)
         except BlockingIOError:
             pass
+        except OSError as e:
+            if w.trace:
+                w.trace_push(EV_RECV_ASYNC, co, co.fd, trace_errno(e))
+            raise
         else:
+            if w.trace:
+                w.trace_push(EV_RECV_ASYNC, co, co.fd, len(data))
             co.park_due = False  # input after all: the delay starts afresh at the next wait
             return data
         if co.cancelled or co.timed_out:  # (timed out: the deadline came with the sweep)
@@ -498,10 +521,13 @@ def conn_entry(co):
                 status, req = -head, None
             else:
                 status, req = parse_http(bytes(buf[:head]), head)
+            if w.trace:  # C: trace_parse
+                co.trace_req = "" if status else request_text(req.method, req.path or req.target)
+                w.trace_push(EV_PARSE_HTTP, co, co.fd, status, co.trace_req)
             if status:
                 yield from send_error(co, status, False, False)
                 if w.trace:
-                    w.trace_push(EV_HANDLER_DONE, co, co.fd, status)
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, status, co.trace_req)
                 if w.alog is not None:
                     alog_request(co, None, buf, co.status)
                 yield from _lingering_close(co, buf)
@@ -539,7 +565,7 @@ def conn_entry(co):
                     alog_request(co, req, buf, co.status)
                 raise
             if w.trace:
-                w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co))
+                w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
             if w.alog is not None:
                 alog_request(co, req, buf, co.status)
             if keep_alive is None:

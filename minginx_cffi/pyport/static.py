@@ -15,6 +15,7 @@ import os
 import stat
 import time
 
+from ..trace import EV_STATIC_SERVE
 from .http import (
     MG_H_ACCEPT_ENCODING,
     MG_H_IF_MATCH,
@@ -544,6 +545,8 @@ def static_serve(co, req, keep_alive):
     """Answer req from the root.  Returns True if the connection may go on."""
     w = co.worker
     head_only = req.method == b"HEAD"
+    if w.trace:
+        w.trace_push(EV_STATIC_SERVE, co, co.fd)
     r = yield from _static_method(co, req, keep_alive)
     if r is not None:
         return r
@@ -624,11 +627,15 @@ def static_try(co, req, keep_alive):
             w.cache.file_open(rel, True).release()
         except HTTPStatus:
             return None
+        if w.trace:
+            w.trace_push(EV_STATIC_SERVE, co, co.fd)
         r = yield from _static_method(co, req, keep_alive)
         if r is not None:
             return r
         return (yield from _redirect_slash(co, req, keep_alive, head_only))
     co.centry = e
+    if w.trace:
+        w.trace_push(EV_STATIC_SERVE, co, co.fd)
     try:
         r = yield from _static_method(co, req, keep_alive)
         if r is not None:

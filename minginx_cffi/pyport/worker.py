@@ -29,6 +29,7 @@ the loop ending, closes it.
 
 import collections
 import ctypes
+import errno
 import logging
 import os
 import queue
@@ -44,6 +45,8 @@ from ..trace import (  # noqa: F401
     EV_ADD_TO_READY,
     EV_FD_BATCH,
     EV_PARK,
+    EV_RECV_ASYNC,
+    EV_RUN_PYTHON,
     EV_SCHEDULE,
     EV_UNPARK,
     EV_WAKE_FD,
@@ -186,7 +189,10 @@ def call_python(co, fn, *args, late=None):
     raises HandlerTimedOut after --handler-timeout (the job is an orphan then)."""
     w = co.worker
     if w.pool is None:
+        if w.trace:  # C: run_python hands the call to mg_py_batch (the port: one call a batch)
+            w.trace_push(EV_RUN_PYTHON, co, co.fd, 1)
         return fn(*args)
+    co.trace_yield = EV_RUN_PYTHON  # traced after the yield below, as C's
     job = Job(co, w, fn, args, late)
     w.inflight += 1
     w.pool.put(job)
@@ -332,8 +338,8 @@ class Worker:
 
     # -- ready queue -----------------------------------------------------
 
-    def trace_push(self, event, co, fd, arg=0):
-        self.ring.append((time.monotonic_ns() // 1000, self.index, co.id if co else 0, fd, event, arg))
+    def trace_push(self, event, co, fd, arg=0, text=""):
+        self.ring.append((time.monotonic_ns() // 1000, self.index, co.id if co else 0, fd, event, arg, text))
 
     def add_to_ready(self, co, at_tail=False):
         """At the head under RDY_LIFO, else at the tail; a MG_YIELD_READY goes to the tail
@@ -368,7 +374,14 @@ class Worker:
                 continue
             yields[YIELD_NAMES[reason]] += 1
             if self.trace:
-                self.trace_push(EV_YIELD, co, co.fd, reason)
+                then, co.trace_yield = co.trace_yield, 0
+                if then == EV_RECV_ASYNC and reason == MG_YIELD_READ:  # C: coroutine_yield_io
+                    self.trace_push(EV_RECV_ASYNC, co, co.fd, -errno.EAGAIN)
+                else:
+                    self.trace_push(EV_YIELD, co, co.fd, reason)
+                    if then == EV_RUN_PYTHON and reason == MG_YIELD_PYTHON:
+                        # C: the worker loop's run_python, once the coroutine has yielded
+                        self.trace_push(EV_RUN_PYTHON, co, co.fd, 1)
             if reason == MG_YIELD_READY:
                 self.add_to_ready(co, at_tail=True)
             else:
@@ -462,7 +475,7 @@ class Worker:
         del self.parked[p.fd]
         self.stats["parked"] -= 1
         if self.trace:
-            self.ring.append((time.monotonic_ns() // 1000, self.index, p.id, p.fd, EV_UNPARK, events))
+            self.ring.append((time.monotonic_ns() // 1000, self.index, p.id, p.fd, EV_UNPARK, events, ""))
         co = coroutine_create(self, self.conn_entry, p.sock, id=p.id)
         co.requests = p.requests  # conn_entry: between requests, not a first one
         co.park_deadline = p.deadline
