@@ -45,6 +45,7 @@
 #define MG_MAX_REQUEST_LINE 8192  /* bytes; longer is 414 */
 #define MG_MAX_HEADER_BYTES 32768 /* bytes of header fields; more is 431 */
 #define MG_MAX_HEADERS      100   /* fields; more is 431 */
+#define MG_MEMO_PATH_MAX    256   /* bytes of a request path static.c remembers */
 #define MG_REQBUF_DATA      (MG_MAX_REQUEST_LINE + MG_MAX_HEADER_BYTES + 4096)
 #define MG_FD_BATCH         256       /* fds read from the dispatch pipe at once */
 #define MG_DISPATCH_BATCH   64        /* fds the acceptor sends a worker in one write (< PIPE_BUF) */
@@ -274,6 +275,12 @@ struct mg_worker {
     mg_reqbuf *reqbuf_pool;
     int reqbuf_pool_len;
     struct mg_file_cache *cache; /* open-file cache (cache.c), NULL when off */
+    /* the last request path the static files resolved to a cache entry
+     * (static.c target_memo_*): its raw bytes and the entry, NULL once that
+     * entry leaves the cache (cache.c entry_remove) */
+    struct mg_centry *memo_entry;
+    uint32_t memo_len;
+    char memo_path[MG_MEMO_PATH_MAX];
     /* timers */
     mg_timer_list timers[MG_TIMER_MAX];
     int64_t now_ms;    /* CLOCK_MONOTONIC, refreshed after each epoll_wait */
