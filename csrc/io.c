@@ -17,7 +17,27 @@
 #include <netinet/tcp.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <unistd.h>
+
+/* recv(2), send(2) and sendmsg(2) through syscall(2).  glibc's wrappers are
+ * cancellation points: each turns asynchronous cancellation on and off around
+ * the system call (__pthread_enable/disable_asynccancel); with the wrappers
+ * themselves that was about 120 instructions of a keep-alive request's 2,000,
+ * syscall() 20 (bench/per_request.py), for threads nobody cancels (a worker
+ * stops through w->stopping).  syscall() is no cancellation point; the result
+ * is the same, -1 with errno on failure.  Under ASan the libc calls stay: its
+ * interceptors check the buffers passed to them. */
+#if defined(__SANITIZE_ADDRESS__) || !defined(SYS_recvfrom) || !defined(SYS_sendto) || !defined(SYS_sendmsg)
+#define sock_recv(fd, buf, len, flags) recv(fd, buf, len, flags)
+#define sock_send(fd, buf, len, flags) send(fd, buf, len, flags)
+#define sock_sendmsg(fd, msg, flags)   sendmsg(fd, msg, flags)
+#else
+#define sock_recv(fd, buf, len, flags) ((ssize_t)syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL))
+#define sock_send(fd, buf, len, flags) ((ssize_t)syscall(SYS_sendto, fd, buf, len, flags, NULL, 0))
+#define sock_sendmsg(fd, msg, flags)   ((ssize_t)syscall(SYS_sendmsg, fd, msg, flags))
+#endif
 
 /* Park until the fd is ready for `reason`.  Returns 0 to retry the call, or
  * -ETIMEDOUT / -ECANCELED when the wait itself is over. */
@@ -50,7 +70,7 @@ static inline ssize_t recv_once(mg_coroutine *co, void *buf, size_t len)
     if (co->drained)
         return -EAGAIN;
     for (;;) {
-        ssize_t n = recv(co->fd, buf, len, 0);
+        ssize_t n = sock_recv(co->fd, buf, len, 0);
         if (n > 0) {
             if ((size_t)n < len)
                 co->drained = 1;
@@ -114,8 +134,8 @@ static inline __attribute__((always_inline)) ssize_t sendv_all(mg_coroutine *co,
         /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE.
          * One buffer goes through send(): the kernel then has no iovec
          * array to copy in. */
-        ssize_t n = iovcnt == 1 ? send(co->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL)
-                                : sendmsg(co->fd, &msg, MSG_NOSIGNAL);
+        ssize_t n = iovcnt == 1 ? sock_send(co->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL)
+                                : sock_sendmsg(co->fd, &msg, MSG_NOSIGNAL);
         if (n > 0) {
             total += (size_t)n;
             co->worker->stats.bytes_out += (uint64_t)n;
