@@ -168,3 +168,41 @@ def one_round(srv, sink, d, conns, cos, entered, release):
         if r[4] == EV_SCHEDULE and r[0] > t_release and r[2] in by_co and by_co[r[2]] not in order:
             order.append(by_co[r[2]])
     return order
+
+
+def idle_close_trace(start, engine):
+    """Exercises 6 and 7: a keep-alive connection left idle past --keepalive-timeout (the
+    server closes it while it is parked) and one its client closes while parked.  The
+    records of the trace point named "idle_close", as (record, its line), and the id of
+    the connection the server closed."""
+    from minginx_cffi import trace
+
+    assert "idle_close" in trace.EVENTS, "minginx_cffi/trace.py has no event named idle_close"
+    ev = trace.EVENTS.index("idle_close")
+    sink = Sink()
+    srv = start(engine, trace=sink, keepalive_timeout=1)
+
+    def parked():
+        return sum(w["parked"] for w in srv.stats())
+
+    a = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        a.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_response(a).status == 200
+        assert wait_for(lambda: parked() == 1), "the idle connection was not parked"
+        assert a.recv(1) == b"", "the server did not close the idle connection"
+    finally:
+        a.close()
+    assert wait_for(lambda: parked() == 0)
+    b = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        b.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_response(b).status == 200
+        assert wait_for(lambda: parked() == 1)
+    finally:
+        b.close()
+    assert wait_for(lambda: parked() == 0 and sum(w["coroutines_alive"] for w in srv.stats()) == 0)
+    parks = [r for r in sink.records if r[4] == trace.EV_PARK]
+    srv.shutdown()  # the trace drained to its end
+    closes = [(r, trace.format_record(r, r[0])) for r in sink.records if r[4] == ev]
+    return closes, parks[0][2]
