@@ -4,7 +4,9 @@ For each docs/solutions/exercise-N.patch:
   1. its check, tests/exercises/test_exercise_N.py, run on the tree as it is, must FAIL
      (every exercise asks for a change, or for an answer written down in docs/exercises/);
   2. in a temporary copy of the tracked files, the patch must apply (git apply) and the
-     check must PASS; the copy builds its own engine when the patch touches csrc/.
+     check must PASS; the copy builds its own engine when the patch touches csrc/;
+  3. where the exercise starts from a patch of its own (STARTS: the planted bug), the check
+     must FAIL with only that one applied (ASan still finds the bug).
 Two exercises at a time (the machine's two cores); prints one line per step and its time.
 Exit status 1 if anything is not as it should be.
 
@@ -24,6 +26,8 @@ import time
 
 TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOLUTIONS = os.path.join(TREE, "docs", "solutions")
+#: exercises that begin by applying a patch: exercise -> that patch
+STARTS = {13: os.path.join(TREE, "docs", "exercises", "planted-bug.patch")}
 
 
 def exercises():
@@ -67,23 +71,13 @@ def copy_tree(dst):
         shutil.copy2(so, os.path.join(dst, "minginx_cffi"))
 
 
-def one(n):
-    """(n, ok, lines)."""
-    lines, ok = [], True
-    t0 = time.monotonic()
-    rc, out = check(TREE, n)
-    if rc != 1:  # 1: tests ran and failed; 0 passed; 2-5: interrupted, usage, nothing collected
-        ok = False
-        lines.append("exercise %d: the check should FAIL on the tree as it is (pytest exit %d)\n%s" % (n, rc, out))
-    else:
-        lines.append("exercise %d: fails on the tree as it is, as it should (%.0f s)" % (n, time.monotonic() - t0))
-    patch = os.path.join(SOLUTIONS, "exercise-%d.patch" % n)
+def patched_check(n, patch):
+    """Exercise n's check in a copy of the tree with patch applied: (exit status, output)."""
     with tempfile.TemporaryDirectory(prefix="exercise-%d-" % n) as tmp:
-        t0 = time.monotonic()
         copy_tree(tmp)
         a = subprocess.run(["git", "apply", patch], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if a.returncode:
-            return n, False, lines + ["exercise %d: %s does not apply:\n%s" % (n, patch, a.stdout.decode())]
+            return "no", "%s does not apply:\n%s" % (patch, a.stdout.decode())
         text = open(patch, encoding="utf-8").read()
         if re.search(r"^\+\+\+ b/(csrc/|minginx_cffi/_build\.py)", text, re.M):
             for so in glob.glob(os.path.join(tmp, "minginx_cffi", "_minginx*.so")):
@@ -96,13 +90,32 @@ def one(n):
                 stderr=subprocess.STDOUT,
             )
             if b.returncode:
-                return n, False, lines + ["exercise %d: the solution does not build:\n%s" % (n, b.stdout[-3000:])]
-        rc, out = check(tmp, n)
-        if rc != 0:
-            ok = False
-            lines.append("exercise %d: the check FAILS with the solution applied (exit %d)\n%s" % (n, rc, out))
+                return "no", "it does not build:\n%s" % b.stdout.decode("utf-8", "replace")[-3000:]
+        return check(tmp, n)
+
+
+def one(n):
+    """(n, ok, lines)."""
+    lines, ok = [], True
+    t0 = time.monotonic()
+    rc, out = check(TREE, n)
+    if rc != 1:  # 1: tests ran and failed; 0 passed; 2-5: interrupted, usage, nothing collected
+        ok = False
+        lines.append("exercise %d: the check should FAIL on the tree as it is (pytest exit %d)\n%s" % (n, rc, out))
+    else:
+        lines.append("exercise %d: fails on the tree as it is, as it should (%.0f s)" % (n, time.monotonic() - t0))
+    patch = os.path.join(SOLUTIONS, "exercise-%d.patch" % n)
+    runs = [(patch, 0, "passes with its solution")]
+    if n in STARTS:
+        runs.append((STARTS[n], 1, "fails with only %s applied, as it should" % os.path.relpath(STARTS[n], TREE)))
+    for p, want, said in runs:
+        t0 = time.monotonic()
+        rc, why = patched_check(n, p)
+        if rc == want:
+            lines.append("exercise %d: %s (%.0f s)" % (n, said, time.monotonic() - t0))
         else:
-            lines.append("exercise %d: passes with its solution (%.0f s)" % (n, time.monotonic() - t0))
+            ok = False
+            lines.append("exercise %d: with %s the check exits %s, not %d\n%s" % (n, p, rc, want, why))
     return n, ok, lines
 
 
