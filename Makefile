@@ -69,6 +69,8 @@ exercise:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/exercises/test_exercise_$(N).py
 
 exercises-ci:
+	mkdir -p build && MINGINX_WERROR=1 $(PYTHON) minginx_cffi/_build.py > build/exercise-build.log 2>&1 || \
+	    (cat build/exercise-build.log; exit 1)
 	$(PYTHON) tools/exercises_ci.py
 
 # README's usage block from `minginx-cffi serve --help` (tools/readme_usage.py; rerun after

@@ -11,8 +11,14 @@ import subprocess
 import pytest
 
 TREE = pathlib.Path(__file__).resolve().parents[1]
-CHECKS = {int(re.search(r"(\d+)", p.name).group(1)) for p in (TREE / "tests" / "exercises").glob("test_exercise_*.py")}
-SOLUTIONS = {int(re.search(r"(\d+)", p.name).group(1)) for p in (TREE / "docs" / "solutions").glob("exercise-*.patch")}
+
+
+def numbers(folder, pattern):
+    return {int(re.search(r"(\d+)", p.name).group(1)) for p in (TREE / folder).glob(pattern)}
+
+
+CHECKS = numbers("tests/exercises", "test_exercise_*.py")
+SOLUTIONS = numbers("docs/solutions", "exercise-*.patch")
 
 
 def test_every_exercise_has_a_check_a_solution_and_its_section():
@@ -28,7 +34,8 @@ def test_every_exercise_has_a_check_a_solution_and_its_section():
 @pytest.mark.skipif(not shutil.which("git"), reason="git is not installed")
 @pytest.mark.parametrize(
     "patch",
-    sorted(["docs/solutions/exercise-%d.patch" % n for n in SOLUTIONS]) + ["docs/exercises/planted-bug.patch"],
+    sorted(["docs/solutions/exercise-%d.patch" % n for n in SOLUTIONS])
+    + ["docs/exercises/planted-bug.patch"],
 )
 def test_the_patch_applies(patch):
     p = subprocess.run(

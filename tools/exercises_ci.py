@@ -43,7 +43,15 @@ def check(tree, n, timeout=600):
     """Run exercise n's check in tree: (pytest's exit status, its output's tail)."""
     env = dict(os.environ, PYTHONPATH=tree, PYTHONDONTWRITEBYTECODE="1")
     p = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/exercises/test_exercise_%d.py" % n],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/exercises/test_exercise_%d.py" % n,
+        ],
         cwd=tree,
         env=env,
         stdout=subprocess.PIPE,
@@ -56,7 +64,10 @@ def check(tree, n, timeout=600):
 def copy_tree(dst):
     """The files git knows or would add (as they are on disk), and the built engine."""
     names = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=TREE, check=True, stdout=subprocess.PIPE
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=TREE,
+        check=True,
+        stdout=subprocess.PIPE,
     ).stdout.split(b"\0")
     for name in names:
         if not name:
@@ -105,13 +116,14 @@ def one(n):
     rc, out = check(TREE, n)
     if rc != 1:  # 1: tests ran and failed; 0 passed; 2-5: interrupted, usage, nothing collected
         ok = False
-        lines.append("exercise %d: the check should FAIL on the tree as it is (pytest exit %d)\n%s" % (n, rc, out))
+        lines.append("exercise %d: the check should FAIL on the tree (pytest exit %d)\n%s" % (n, rc, out))
     else:
-        lines.append("exercise %d: fails on the tree as it is, as it should (%.0f s)" % (n, time.monotonic() - t0))
+        lines.append("exercise %d: fails on the tree, as it should (%.0f s)" % (n, time.monotonic() - t0))
     patch = os.path.join(SOLUTIONS, "exercise-%d.patch" % n)
     runs = [(patch, 0, "passes with its solution")]
     if n in STARTS:
-        runs.append((STARTS[n], 1, "fails with only %s applied, as it should" % os.path.relpath(STARTS[n], TREE)))
+        start = os.path.relpath(STARTS[n], TREE)
+        runs.append((STARTS[n], 1, "fails with only %s applied, as it should" % start))
     for p, want, said in runs:
         t0 = time.monotonic()
         rc, why = patched_check(n, p)

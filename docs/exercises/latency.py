@@ -38,9 +38,23 @@ def measure(policy, seconds=5, connections=400):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=TREE)
     srv = subprocess.Popen(
-        [sys.executable, "-m", "minginx_cffi", "serve", "--port", str(port), "--workers", "2",
-         "--policy", policy, "--root", os.path.join(TREE, "minginx_cffi", "site")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "minginx_cffi",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--policy",
+            policy,
+            "--root",
+            os.path.join(TREE, "minginx_cffi", "site"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 20
@@ -53,9 +67,17 @@ def measure(policy, seconds=5, connections=400):
                     raise RuntimeError("the server did not start") from None
                 time.sleep(0.05)
         out = subprocess.run(
-            ["wrk", "-t2", "-c%d" % connections, "-d%ds" % seconds, "--latency",
-             "http://127.0.0.1:%d/index.html" % port],
-            stdout=subprocess.PIPE, check=True, timeout=seconds + 30,
+            [
+                "wrk",
+                "-t2",
+                "-c%d" % connections,
+                "-d%ds" % seconds,
+                "--latency",
+                "http://127.0.0.1:%d/index.html" % port,
+            ],
+            stdout=subprocess.PIPE,
+            check=True,
+            timeout=seconds + 30,
         ).stdout.decode()
     finally:
         srv.terminate()
@@ -66,8 +88,10 @@ def measure(policy, seconds=5, connections=400):
 def main():
     for policy in ("fifo", "lifo"):
         r, _ = measure(policy)
-        print("%-5s p50 %8.2f ms  p99 %8.2f ms  max %8.2f ms  %10.0f req/s"
-              % (policy, r["p50"], r["p99"], r["max"], r["rps"]))
+        print(
+            "%-5s p50 %8.2f ms  p99 %8.2f ms  max %8.2f ms  %10.0f req/s"
+            % (policy, r["p50"], r["p99"], r["max"], r["rps"])
+        )
 
 
 if __name__ == "__main__":

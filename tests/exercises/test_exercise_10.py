@@ -21,8 +21,7 @@ def deep(k):
     p = subprocess.run(
         [sys.executable, "-c", RUN % k],
         env=dict(os.environ, PYTHONPATH=str(TREE)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         timeout=60,
     )
     return p.returncode, p.stdout.decode(), p.stderr.decode()

@@ -7,7 +7,11 @@ from exhelp import ENGINES, TREE, root, sections, start  # noqa: F401 (fixtures)
 
 from conftest import Conn
 
-SETTINGS = {"default": {}, "open-file-cache 0": {"open_file_cache": 0}, "small-file-cache 0": {"small_file_cache": 0}}
+SETTINGS = {
+    "default": {},
+    "open-file-cache 0": {"open_file_cache": 0},
+    "small-file-cache 0": {"small_file_cache": 0},
+}
 
 
 def predicted(name):

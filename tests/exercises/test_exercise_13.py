@@ -1,7 +1,7 @@
 """Exercise 13, find a planted bug with ASan: with docs/exercises/planted-bug.patch applied
 (it leaves docs/exercises/PLANTED behind) and the bug it plants fixed, the C engine built
-under AddressSanitizer + UBSan runs tests/test_front.py clean (the tests of what is in front of an app), on both I/O backends (as
-`make test-asan` runs the whole suite)."""
+under AddressSanitizer + UBSan runs tests/test_front.py clean (what is in front of an
+app), on both I/O backends (as `make test-asan` runs the whole suite)."""
 
 import os
 import shutil
@@ -16,10 +16,10 @@ COPIED = ["csrc", "minginx_cffi", "tests", "docs", "tools", "README.md", "pyproj
 
 def runtime():
     cc = os.environ.get("CC", "gcc")
-    libs = [
-        subprocess.run([cc, "-print-file-name=%s" % lib], stdout=subprocess.PIPE, check=True).stdout.decode().strip()
-        for lib in ("libasan.so", "libubsan.so")
-    ]
+    libs = []
+    for lib in ("libasan.so", "libubsan.so"):
+        p = subprocess.run([cc, "-print-file-name=%s" % lib], stdout=subprocess.PIPE, check=True)
+        libs.append(p.stdout.decode().strip())
     return ":".join(libs)
 
 

@@ -7,7 +7,7 @@ import pytest
 from exhelp import ENGINES, Sink, root, sections, start, wait_for  # noqa: F401 (fixtures)
 
 from conftest import Conn
-from minginx_cffi.trace import EVENTS, EV_COROUTINE_DESTROY, EV_YIELD, YIELD_REASONS
+from minginx_cffi.trace import EV_COROUTINE_DESTROY, EV_YIELD, EVENTS, YIELD_REASONS
 
 #: the happy path's steps (section 1's table, and park/unpark); the I/O calls are not compared
 COMPARED = {

@@ -1,6 +1,7 @@
-"""Exercise 7, port a C change: the pure-Python engine traces, as the C engine does (exercise 6), "idle_close" when a parked
-connection's keep-alive deadline passes and the timer sweep closes it (its connection's
-id, its fd, and how many requests it served); not when the client closes first."""
+"""Exercise 7, port a C change: the pure-Python engine traces "idle_close" as the C
+engine does (exercise 6): when a parked connection's keep-alive deadline passes and the
+timer sweep closes it (its connection's id, its fd, and how many requests it served); not
+when the client closes first."""
 
 from exhelp import idle_close_trace, root, start  # noqa: F401 (fixtures)
 
