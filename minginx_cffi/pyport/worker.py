@@ -65,6 +65,7 @@ from .coroutine import (
     coroutine_destroy,
 )
 from .http import http_date
+from .linux import EPOLLRDHUP
 
 RDY_FIFO, RDY_LIFO = 0, 1
 MG_POOL_KEEP = 32  # connections a burst may shed before the heap is trimmed (C: MG_POOL_KEEP)
@@ -81,12 +82,12 @@ def _find_malloc_trim():
 _malloc_trim = _find_malloc_trim()
 MG_CMD_STOP, MG_CMD_EXIT = -1, -2
 MG_FD_BATCH = 256
-_EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+_EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | EPOLLRDHUP | select.EPOLLET
 _WANT = {
-    MG_YIELD_READ: select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
+    MG_YIELD_READ: select.EPOLLIN | EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
     MG_YIELD_WRITE: select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR,
 }
-_GONE = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+_GONE = EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 YIELD_NAMES = ("ready", "read", "write", "python")
 BUSY_BODY = b"Too many connections"
 
