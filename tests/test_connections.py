@@ -187,6 +187,19 @@ def test_idle_keepalive_timeout_closes(make_server, connect):
     assert wait_for(lambda: alive(srv) == 0)
 
 
+def test_idle_keepalive_connection_never_holds_up_its_worker(make_server, connect):
+    """One worker; a keep-alive connection idle after its response, and a second client is
+    answered all the same.  On PyPy, socket(fileno=) made the port's accepted sockets
+    blocking, and the worker slept in recv(2) on the idle one (pyport/worker.py
+    _accept_from_pipe): the second client waited for the first to speak."""
+    srv = make_server(workers=1)
+    idle = connect(srv.port)
+    assert idle.request("GET", "/hello.txt").status == 200
+    other = connect(srv.port, timeout=5)
+    assert other.request("GET", "/hello.txt").status == 200
+    assert idle.request("GET", "/hello.txt").status == 200
+
+
 def test_slow_header_gets_408(make_server):
     srv = make_server(header_timeout=0.3)
     out = raw(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\n", timeout=5)

@@ -641,6 +641,12 @@ class Worker:
             os.close(fd)
             return
         sock = socket.socket(fileno=fd)
+        # the acceptor made the fd non-blocking, and CPython leaves it so; PyPy's
+        # socket(fileno=) applies the default timeout (None: blocking) to the fd, and every
+        # recv_async would then sleep in recv(2) until its client sent, the worker's other
+        # connections waiting behind it (tests/test_connections.py:
+        # test_idle_keepalive_connection_never_holds_up_its_worker)
+        sock.setblocking(False)
         co = coroutine_create(self, self.conn_entry, sock)
         self.epfd.register(fd, _EPOLL_SOCK)
         self.add_to_ready(co)
