@@ -65,6 +65,7 @@ from .coroutine import (
     coroutine_destroy,
 )
 from .http import http_date
+from .io import RECV_SIZE
 from .linux import EPOLLRDHUP
 
 RDY_FIFO, RDY_LIFO = 0, 1
@@ -298,6 +299,8 @@ class Worker:
         # coroutine -> when it began to wait between requests, oldest first (lazy parking)
         self.idle = collections.OrderedDict()
         self.ready = collections.deque()
+        # every read goes through here and is copied out at once (io.recv_now)
+        self.recv_view = memoryview(bytearray(RECV_SIZE))
         self.trim_high = 0  # connections open at most since the last heap trim
         self.trim_at = 0.0  # no trim before this time (once a second, as the C pools')
         self.all = set()
