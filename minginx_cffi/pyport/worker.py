@@ -29,6 +29,7 @@ the loop ending, closes it.
 
 import collections
 import ctypes
+import gc
 import logging
 import os
 import queue
@@ -36,6 +37,7 @@ import resource
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -81,6 +83,9 @@ def _find_malloc_trim():
 
 
 _malloc_trim = _find_malloc_trim()
+# CPython frees a closed connection's objects as their counts drop; PyPy's GC at its next
+# major collection, which a burst's end does not bring: _heap_trim asks for one there
+_GC_FREES_LATE = sys.implementation.name != "cpython"
 MG_CMD_STOP, MG_CMD_EXIT = -1, -2
 MG_FD_BATCH = 256
 _EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | EPOLLRDHUP | select.EPOLLET
@@ -451,7 +456,8 @@ class Worker:
         """C: pools_trim.  The port pools no stacks or buffers of its own, but what a burst
         of connections freed (their coroutines, request bytes) sits amid malloc's heap:
         once the open connections fell by more than MG_POOL_KEEP, malloc_trim gives the
-        free pages back, at most once a second (tests/test_burst_rss.py)."""
+        free pages back, at most once a second (tests/test_burst_rss.py).  On PyPy that
+        memory is garbage in the GC's arenas until a major collection: one runs first."""
         alive = self.stats["coroutines_alive"] + self.stats["parked"]
         if alive > self.trim_high:
             self.trim_high = alive
@@ -459,6 +465,8 @@ class Worker:
             return
         self.trim_at = self.now + MG_POOL_TRIM
         self.trim_high = alive
+        if _GC_FREES_LATE:
+            gc.collect()
         if _malloc_trim is not None:
             _malloc_trim(0)
 
