@@ -1,6 +1,7 @@
 """Connections end to end: keep-alive, pipelining, byte-by-byte, bodies, big files,
 concurrency, early closes."""
 
+import fcntl
 import hashlib
 import os
 import socket
@@ -262,10 +263,22 @@ def _server_side(client):
     """The server's own socket for client's connection (the server runs in this process)."""
     want = client.getsockname()
     for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
         try:
-            s = socket.socket(fileno=os.dup(int(name)))
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         except OSError:
             continue
+        try:
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        finally:
+            # PyPy's socket(fileno=) makes the fd blocking, and the dup shares the server's
+            # file description: its O_NONBLOCK is put back (unless the server closed it)
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+            except OSError:
+                pass
         try:
             if s.type == socket.SOCK_STREAM and s.getpeername() == want:
                 return s
