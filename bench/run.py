@@ -42,6 +42,12 @@ Workloads:
   fastapi-hello a FastAPI route returning PlainTextResponse("hello"), pinned as above:
                 minginx-cffi --asgi against uvicorn (uvloop + httptools) and granian (ASGI),
                 every one run by bench/.venv's Python (the same FastAPI, the same uvloop)
+  interp, interp-hello, interp-wsgi, interp-idle
+                the interpreter axis: the C engine and the port, each run by CPython (this
+                Python) and by PyPy (--pypy, or bench/.venv-pypy), on the 6 KiB file pinned,
+                the App and the WSGI hello pinned (--threads 8), and 10,000 idle
+                connections (RSS); the PyPy rows are skipped with a line without a PyPy,
+                and get 5 s of warm-up at the measured load (the JIT compiles first)
   slow-beside   --workers 1, pinned, 4 requests to a handler sleeping 2 s in flight, and
                 meanwhile static-file and fast-route requests, each on its own connection:
                 their latency (median, max), with the handler pool and with --threads 0
@@ -52,6 +58,9 @@ own flags, and named in the results' first line; other unknown options are an er
 
 Baselines that are Python packages are looked for in bench/.venv (make bench
 creates it from bench/requirements.txt); a missing one is skipped with a line.
+The PyPy rows want a PyPy that imports this tree's engine:
+    pypy3 -m venv bench/.venv-pypy && bench/.venv-pypy/bin/pip install cffi click
+    bench/.venv-pypy/bin/python minginx_cffi/_build.py
 """
 
 import argparse
@@ -245,6 +254,54 @@ WORKLOADS = {
         baseline="uvicorn fastapi",
         also_vs=["granian fastapi"],
     ),
+    # the interpreter axis (PyPy): INTERP's rows, each also as "<name> (pypy)"
+    "interp": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/index.html",
+        servers=["minginx-cffi lifo", "python port", "minginx-cffi lifo (pypy)", "python port (pypy)"],
+        baseline="python port",
+    ),
+    "interp-hello": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/hello",
+        servers=[
+            "minginx-cffi App, threads 8",
+            "python port App, threads 8",
+            "minginx-cffi App, threads 8 (pypy)",
+            "python port App, threads 8 (pypy)",
+        ],
+        baseline="minginx-cffi App, threads 8",
+    ),
+    "interp-wsgi": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/hello",
+        servers=[
+            "minginx-cffi wsgi, threads 8",
+            "python port wsgi, threads 8",
+            "minginx-cffi wsgi, threads 8 (pypy)",
+            "python port wsgi, threads 8 (pypy)",
+        ],
+        baseline="minginx-cffi wsgi, threads 8",
+    ),
+    "interp-idle": dict(
+        workers=2,
+        pin=False,
+        kind="idle",
+        conns=10000,
+        path="/index.html",
+        servers=[
+            "minginx-cffi, keep-alive 75 s",
+            "python port, keep-alive 75 s",
+            "minginx-cffi, keep-alive 75 s (pypy)",
+            "python port, keep-alive 75 s (pypy)",
+        ],
+    ),
     "slow-beside": dict(
         workers=1,
         pin=True,
@@ -257,6 +314,26 @@ WORKLOADS = {
     ),
 }
 BENCH_VENV = os.path.join(HERE, ".venv", "bin")
+PYPY_DEFAULT = os.path.join(HERE, ".venv-pypy", "bin", "python")
+PYPY_WARMUP = 5  # seconds of load before a (pypy) row is measured: the JIT's warm-up
+# the interpreter axis: these rows run by CPython and, as "<name> (pypy)", by PyPy
+INTERP = {
+    "minginx-cffi lifo": (),
+    "python port": ("--engine", "python"),
+    "minginx-cffi App, threads 8": ("--app", "bench.hello_app:app", "--threads", "8"),
+    "python port App, threads 8": ("--engine", "python", "--app", "bench.hello_app:app", "--threads", "8"),
+    "minginx-cffi wsgi, threads 8": ("--wsgi", "bench.hello_plain:wsgi", "--threads", "8"),
+    "python port wsgi, threads 8": (
+        "--engine",
+        "python",
+        "--wsgi",
+        "bench.hello_plain:wsgi",
+        "--threads",
+        "8",
+    ),
+    "minginx-cffi, keep-alive 75 s": ("--keepalive-timeout", "75"),
+    "python port, keep-alive 75 s": ("--engine", "python", "--keepalive-timeout", "75"),
+}
 
 
 def make_root():
@@ -500,7 +577,38 @@ def start_py(argv, port, pin):
     )
 
 
-def servers_available():
+def pypy_rows(pypy):
+    """INTERP's rows as "<name> (pypy)", run by the PyPy at pypy; the C engine's rows
+    only where that PyPy imports this tree's engine (built for it by _build.py)."""
+    if not pypy or not os.path.exists(pypy):
+        print(
+            "bench: no PyPy (--pypy, MINGINX_BENCH_PYPY or %s); skipping the (pypy) rows"
+            % os.path.relpath(PYPY_DEFAULT)
+        )
+        return {}
+
+    def imports(module):
+        r = subprocess.run([pypy, "-c", "import " + module], cwd=os.path.dirname(HERE), capture_output=True)
+        return r.returncode == 0
+
+    if not imports("minginx_cffi.server"):
+        print(
+            "bench: %s cannot import minginx_cffi (pip install cffi click); skipping the (pypy) rows" % pypy
+        )
+        return {}
+    engine = imports("minginx_cffi._minginx")
+    if not engine:
+        print("bench: %s has no C engine (%s minginx_cffi/_build.py); skipping its C rows" % (pypy, pypy))
+    out = {}
+    for name, extra in INTERP.items():
+        if engine or "--engine" in extra:
+            out[name + " (pypy)"] = (
+                lambda e: lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo", *e, python=pypy)
+            )(extra)
+    return out
+
+
+def servers_available(pypy=None):
     out = {
         "minginx-cffi lifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo"),
         "minginx-cffi fifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "fifo"),
@@ -726,6 +834,9 @@ def servers_available():
         )
     else:
         print("bench: no bench/.venv; skipping minginx-cffi asgi fastapi (make bench creates it)")
+    for name, extra in INTERP.items():  # the CPython half of the interpreter axis
+        out.setdefault(name, (lambda e: lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo", *e))(extra))
+    out.update(pypy_rows(pypy))
     return out
 
 
@@ -999,13 +1110,18 @@ def main():
     )
     ap.add_argument("--only", action="append", help="server names to run (substring match)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"), help="directory for the results")
+    ap.add_argument(
+        "--pypy",
+        default=os.environ.get("MINGINX_BENCH_PYPY", PYPY_DEFAULT),
+        help="a PyPy interpreter for the (pypy) rows (default: $MINGINX_BENCH_PYPY, else bench/.venv-pypy)",
+    )
     args, rest = ap.parse_known_args()
     args.server_flags = serve_flags(ap, rest)
     SERVER_FLAGS[:] = args.server_flags
     if not shutil.which("wrk"):
         sys.exit("bench: wrk is not installed (apt-get install wrk)")
 
-    servers = servers_available()
+    servers = servers_available(args.pypy)
     if args.only:
         servers = {k: v for k, v in servers.items() if any(o in k for o in args.only)}
     workloads = args.workload or list(WORKLOADS)
@@ -1027,6 +1143,11 @@ def main():
                     if kind == "slow":
                         for path in (spec["static"], spec["path"]) * 3:  # warm-up
                             http_get(port, path)
+                    elif kind not in ("idle", "burst") and name.endswith("(pypy)"):
+                        # PyPy's JIT traces and compiles the hot paths first: under the load
+                        # measured, for PYPY_WARMUP (a 1 s warm-up left a WSGI hello's
+                        # compiling in the measured window: 10x the CPU per request)
+                        run_wrk(port, spec, PYPY_WARMUP, spec["pin"])
                     elif kind not in ("idle", "burst"):
                         run_wrk(port, dict(spec, wrk=["-t1", "-c10"]), 1, spec["pin"])  # warm-up
                     cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()

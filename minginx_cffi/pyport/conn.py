@@ -37,7 +37,7 @@ from .asgiport import asgi_request
 from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_YIELD_READ
 from .front import conn_client, conn_peer, request_client
 from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
-from .io import Cancelled, io_park, recv_async, send_async, trace_errno
+from .io import RECV_SIZE, Cancelled, io_park, recv_async, recv_now, send_async, trace_errno
 from .response import (
     FRAME_CHUNKED,
     FRAME_LENGTH,
@@ -50,8 +50,6 @@ from .response import (
 )
 from .static import send_error, send_gateway_timeout, static_serve, static_try
 from .worker import HandlerTimedOut, call_python, close_later, handler_raised
-
-RECV_SIZE = 65536
 
 
 class ConnView:
@@ -422,7 +420,7 @@ def _recv_or_park(co):
     w = co.worker
     while True:
         try:
-            data = co.sock.recv(RECV_SIZE)
+            data = recv_now(co, RECV_SIZE)
         except BlockingIOError:
             pass
         except OSError as e:

@@ -15,6 +15,7 @@ from ..trace import EV_RECV_ASYNC, EV_SEND_ASYNC, EV_SENDFILE_ASYNC
 from .coroutine import MG_TIMER_SEND, MG_YIELD_READ, MG_YIELD_READY, MG_YIELD_WRITE
 
 MG_SEND_SLICE = 1 << 20
+RECV_SIZE = 65536  # bytes one read asks for at most: a request head, a body's slice
 MG_CORK_BYTES = 256 * 1024  # head + file bytes sent under TCP_CORK (static.py)
 MG_SENDFILE_CHUNK = 256 * 1024  # bytes per os.sendfile() call, as lighttpd
 
@@ -41,12 +42,22 @@ def trace_errno(e):
     return -(e.errno or errno.EIO)
 
 
+def recv_now(co, n):
+    """One recv(2) of at most n bytes (b"" when the peer closed; BlockingIOError on EAGAIN),
+    through the worker's scratch buffer (worker.recv_view).  socket.recv(n) allocates its n
+    bytes before the call, answered or not: on PyPy in the GC's nursery, so at 64 KiB a read
+    a minor collection came every 15 reads and major ones after them (docs/side-by-side.md,
+    "On PyPy"); recv_into allocates only the bytes that came."""
+    view = co.worker.recv_view
+    got = co.sock.recv_into(view, min(n, RECV_SIZE))
+    return view[:got].tobytes()
+
+
 def recv_async(co, n):
     """Bytes read (b"" when the peer closed)."""
-    recv = co.sock.recv
     while True:
         try:
-            data = recv(n)
+            data = recv_now(co, n)
         except BlockingIOError:
             yield from io_park(co, MG_YIELD_READ)
             continue

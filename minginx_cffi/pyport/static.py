@@ -32,6 +32,7 @@ from .http import (
     parse_range,
 )
 from .io import MG_CORK_BYTES, send_async, sendfile_async, set_cork
+from .linux import O_PATH
 from .response import FRAME_LENGTH, FRAME_NONE, head_finish, head_start
 
 ALLOW = b"Allow: GET, HEAD, OPTIONS\r\n"
@@ -176,7 +177,7 @@ class FileCache:
         self.enabled = size > 0
         self.entries = collections.OrderedDict()
         cfg = worker.cfg
-        self.root_fd = os.open(cfg["root"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.root_fd = os.open(cfg["root"], O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.root_real = os.path.realpath(cfg["root"])
         self.follow = cfg["follow_symlinks"]
         self.gzip_static = cfg["gzip_static"]
