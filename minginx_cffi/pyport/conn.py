@@ -555,10 +555,14 @@ def conn_entry(co):
             except HandlerTimedOut:
                 # the C engine's request buffer went with the handler (pycall_orphan):
                 # its line says "-" for the request, here too
+                if w.trace:  # csrc/conn.c traces handler_done whatever the round's end
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
                 if w.alog is not None:
                     alog_request(co, None, None, co.status)
                 raise
             except (Cancelled, TimeoutError, OSError):
+                if w.trace:
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
                 if w.alog is not None:
                     alog_request(co, req, buf, co.status)
                 raise
