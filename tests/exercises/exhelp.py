@@ -7,6 +7,7 @@ fail where the exercise asks for something) and on the tree with docs/solutions/
 applied (it must pass).
 """
 
+import errno
 import pathlib
 import socket
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 from conftest import Conn
 from minginx_cffi import App, Server
-from minginx_cffi.trace import EV_SCHEDULE, EV_YIELD
+from minginx_cffi.trace import EV_RECV_ASYNC, EV_SCHEDULE, EV_YIELD, YIELD_REASONS
 
 TREE = pathlib.Path(__file__).resolve().parents[2]
 EXERCISES = TREE / "docs" / "exercises"
@@ -52,7 +53,7 @@ def start(root):
 
 
 class Sink:
-    """Server(trace=sink): the trace records (t_us, worker, co, fd, event, arg) as drained."""
+    """Server(trace=sink): the trace records (t_us, worker, co, fd, event, arg, text) as drained."""
 
     def __init__(self):
         self.records = []
@@ -96,6 +97,21 @@ def sections(name):
     return out
 
 
+def waiting_read(rec):
+    """Whether a trace record is a coroutine's wait for input: the read that found nothing,
+    "recv_async -> EAGAIN, yield (read)" (EV_RECV_ASYNC with -EAGAIN, as coroutine_yield_io
+    traces it), or a plain "yield (read)" (EV_YIELD, MG_YIELD_READ)."""
+    event, arg = rec[4], rec[5]
+    if event == EV_RECV_ASYNC:
+        return arg == -errno.EAGAIN
+    return event == EV_YIELD and arg == YIELD_REASONS.index("read")
+
+
+def waiting_cos(sink):
+    """The coroutines that have waited for input so far."""
+    return {r[2] for r in sink.records if waiting_read(r)}
+
+
 def server_rx_queued(srv_port, client_port):
     """Bytes in the server-side socket's receive queue (/proc/net/tcp), or 0."""
     with open("/proc/net/tcp") as f:
@@ -108,7 +124,7 @@ def server_rx_queued(srv_port, client_port):
 
 
 def scheduled_orders(start, engine, policy, names="ABC", rounds=1):
-    """One worker, a keep-alive connection per name, each waiting (yield read).  A handler
+    """One worker, a keep-alive connection per name, each waiting for input (waiting_read).  A handler
     keeps the worker busy while every connection sends a request, in order, and the heads
     are in the server's socket buffers before it returns: the order in which the
     connections are scheduled then, per round (a list of "A B C" strings)."""
@@ -125,11 +141,11 @@ def scheduled_orders(start, engine, policy, names="ABC", rounds=1):
     srv = start(engine, app=app, policy=policy, trace=sink, defer_accept=False, threads=0)
     conns, cos, orders = {}, {}, []
     for name in names:
-        seen = {r[2] for r in sink.records if r[4] == EV_YIELD}
+        seen = waiting_cos(sink)
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         conns[name] = s
-        assert wait_for(lambda: {r[2] for r in sink.records if r[4] == EV_YIELD} - seen)
-        (cos[name],) = {r[2] for r in sink.records if r[4] == EV_YIELD} - seen
+        assert wait_for(lambda: waiting_cos(sink) - seen), "connection %s: no coroutine waited" % name
+        (cos[name],) = waiting_cos(sink) - seen
     d = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     try:
         for _ in range(rounds):
