@@ -104,7 +104,9 @@ def _case_id(i, case):
     return re.sub(r" at 0x[0-9a-f]+", "", "%d-%r" % (i, case[:3]))
 
 
-@pytest.mark.parametrize("status, reason, fields, sent", TRICKY, ids=[_case_id(i, c) for i, c in enumerate(TRICKY)])
+@pytest.mark.parametrize(
+    "status, reason, fields, sent", TRICKY, ids=[_case_id(i, c) for i, c in enumerate(TRICKY)]
+)
 @pytest.mark.parametrize("kind", [list, tuple, iter])
 def test_tricky_heads_agree(status, reason, fields, sent, kind):
     got = check(status, reason, fields, kind)
