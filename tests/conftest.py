@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import random
 import select
 import socket
 import time
@@ -247,13 +248,36 @@ def socket_activate_env_args(*names):
     return [a for n in names + SANITIZER_VARS if n in os.environ for a in ("-E", n)]
 
 
+_ports = random.Random()  # seeded from os.urandom: each pytest-xdist worker draws its own
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A port nothing listens on right now (for servers started as subprocesses)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on right now (for servers started as subprocesses).  Drawn
+    below the kernel's ephemeral range: a port from bind(port 0) is free when we look, but
+    every connect() on the machine takes its local port from that same range, and one may
+    take ours before the server binds it ("Address already in use": seen when thousands
+    of connections ran at once next door, and likelier under pytest-xdist).  Below the
+    range only another free_port() can draw the same port in that moment."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _ports.randrange(10000, low) if low > 11000 else 0
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return s.getsockname()[1]
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port below %d" % low)
 
 
 def get(port, path, method="GET", headers=None, body=b""):
