@@ -68,6 +68,15 @@ def policy(request):
     return request.param
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`pytest -n auto` (README, .ci/run): three pytest-xdist workers per CPU, at most 12.  The
+    tests mostly wait (on sockets, timeouts, servers starting in subprocesses): a whole run
+    keeps about 0.8 of a CPU busy, so one worker per CPU, xdist's own "auto", leaves most of
+    the machine idle.  Each worker makes its own site_root (a 51 MiB tree): hence the cap."""
+    return max(2, min(12, 3 * len(os.sched_getaffinity(0))))
+
+
 #: "cffi-uring" is the C engine with --io uring (csrc/uring.c)
 ENGINES = os.environ.get("MINGINX_ENGINES", "cffi,cffi-uring,python").split(",")
 
