@@ -4,7 +4,7 @@ CC ?= gcc
 STRICT = -std=gnu11 -O2 -Wall -Wextra -Werror -fsyntax-only
 CSRC := $(wildcard csrc/*.c)
 
-.PHONY: all build check-c test test-asan fuzz bench clean readme-usage
+.PHONY: all build check-c test test-asan fuzz bench clean readme-usage exercise exercises-ci
 
 all: build
 
@@ -14,7 +14,11 @@ check-c:
 	@echo "csrc: builds with -Wall -Wextra -Werror"
 
 # Developers build with MINGINX_WERROR=1 (warnings are errors); a user's pip install does not.
+# The engines built in place before go first: Python imports _minginx.cpython-3XX-*.so (which
+# `python3 minginx_cffi/_build.py` writes) before the install's _minginx.abi3.so, so a stale one
+# would be what runs (tests/test_docs_commands.py, make_build).
 build: check-c
+	rm -f minginx_cffi/_minginx*.so
 	MINGINX_WERROR=1 $(PYTHON) -m pip install -q -e '.[test]'
 
 test: build
@@ -59,6 +63,21 @@ fuzz:
 	cd build/fuzz && $(FUZZ_ENV) PYTHONPATH=. $(PYTHON) tests/fuzz_parse.py -max_total_time=$(FUZZ_SECONDS) corpus
 	cd build/fuzz && $(FUZZ_ENV) PYTHONPATH=. $(PYTHON) tests/fuzz_chunked.py -max_total_time=$(FUZZ_SECONDS) chunked_corpus
 	cd build/fuzz && $(FUZZ_ENV) PYTHONPATH=. $(PYTHON) tests/fuzz_response.py -max_total_time=$(FUZZ_SECONDS) response_corpus
+
+# The exercises of docs/walkthrough.md, section 6: `make exercise N=3` runs exercise 3's check
+# (tests/exercises/test_exercise_3.py; the engine is rebuilt first, for the exercises in C).
+# exercises-ci: every check fails on the tree as it is and passes with its solution,
+# docs/solutions/exercise-N.patch, applied in a temporary copy (tools/exercises_ci.py).
+exercise:
+	@test -n "$(N)" || (echo "usage: make exercise N=3"; exit 2)
+	mkdir -p build && MINGINX_WERROR=1 $(PYTHON) minginx_cffi/_build.py > build/exercise-build.log 2>&1 || \
+	    (cat build/exercise-build.log; exit 1)
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/exercises/test_exercise_$(N).py
+
+exercises-ci:
+	mkdir -p build && MINGINX_WERROR=1 $(PYTHON) minginx_cffi/_build.py > build/exercise-build.log 2>&1 || \
+	    (cat build/exercise-build.log; exit 1)
+	$(PYTHON) tools/exercises_ci.py
 
 # README's usage block from `minginx-cffi serve --help` (tools/readme_usage.py; rerun after
 # adding a flag: tests/test_readme_usage.py fails while they disagree).

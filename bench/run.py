@@ -8,6 +8,7 @@ Results (every run) go to bench/results/<timestamp>.json and a Markdown table.
 
     python3 bench/run.py                       # all workloads, 3 rounds
     python3 bench/run.py --workload c400 --rounds 5 --duration 10
+    python3 bench/run.py --workload pinned --open-file-cache 0   # a serve flag: every minginx-cffi row
 
 Workloads:
   pinned        the 6 KiB index.html; server on CPU 0 with 1 worker, wrk on CPU 1 with -t2 -c100
@@ -41,12 +42,25 @@ Workloads:
   fastapi-hello a FastAPI route returning PlainTextResponse("hello"), pinned as above:
                 minginx-cffi --asgi against uvicorn (uvloop + httptools) and granian (ASGI),
                 every one run by bench/.venv's Python (the same FastAPI, the same uvloop)
+  interp, interp-hello, interp-wsgi, interp-idle
+                the interpreter axis: the C engine and the port, each run by CPython (this
+                Python) and by PyPy (--pypy, or bench/.venv-pypy), on the 6 KiB file pinned,
+                the App and the WSGI hello pinned (--threads 8), and 10,000 idle
+                connections (RSS); the PyPy rows are skipped with a line without a PyPy,
+                and get 5 s of warm-up at the measured load (the JIT compiles first)
   slow-beside   --workers 1, pinned, 4 requests to a handler sleeping 2 s in flight, and
                 meanwhile static-file and fast-route requests, each on its own connection:
                 their latency (median, max), with the handler pool and with --threads 0
 
+Any option of `minginx-cffi serve` given here (--open-file-cache 0, --small-file-cache 0,
+--switch fast, ...) is passed to every minginx-cffi server the run starts, after the row's
+own flags, and named in the results' first line; other unknown options are an error.
+
 Baselines that are Python packages are looked for in bench/.venv (make bench
 creates it from bench/requirements.txt); a missing one is skipped with a line.
+The PyPy rows want a PyPy that imports this tree's engine:
+    pypy3 -m venv bench/.venv-pypy && bench/.venv-pypy/bin/pip install cffi click
+    bench/.venv-pypy/bin/python minginx_cffi/_build.py
 """
 
 import argparse
@@ -55,6 +69,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -239,6 +254,54 @@ WORKLOADS = {
         baseline="uvicorn fastapi",
         also_vs=["granian fastapi"],
     ),
+    # the interpreter axis (PyPy): INTERP's rows, each also as "<name> (pypy)"
+    "interp": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/index.html",
+        servers=["minginx-cffi lifo", "python port", "minginx-cffi lifo (pypy)", "python port (pypy)"],
+        baseline="python port",
+    ),
+    "interp-hello": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/hello",
+        servers=[
+            "minginx-cffi App, threads 8",
+            "python port App, threads 8",
+            "minginx-cffi App, threads 8 (pypy)",
+            "python port App, threads 8 (pypy)",
+        ],
+        baseline="minginx-cffi App, threads 8",
+    ),
+    "interp-wsgi": dict(
+        workers=1,
+        pin=True,
+        wrk=["-t2", "-c100"],
+        path="/hello",
+        servers=[
+            "minginx-cffi wsgi, threads 8",
+            "python port wsgi, threads 8",
+            "minginx-cffi wsgi, threads 8 (pypy)",
+            "python port wsgi, threads 8 (pypy)",
+        ],
+        baseline="minginx-cffi wsgi, threads 8",
+    ),
+    "interp-idle": dict(
+        workers=2,
+        pin=False,
+        kind="idle",
+        conns=10000,
+        path="/index.html",
+        servers=[
+            "minginx-cffi, keep-alive 75 s",
+            "python port, keep-alive 75 s",
+            "minginx-cffi, keep-alive 75 s (pypy)",
+            "python port, keep-alive 75 s (pypy)",
+        ],
+    ),
     "slow-beside": dict(
         workers=1,
         pin=True,
@@ -251,6 +314,26 @@ WORKLOADS = {
     ),
 }
 BENCH_VENV = os.path.join(HERE, ".venv", "bin")
+PYPY_DEFAULT = os.path.join(HERE, ".venv-pypy", "bin", "python")
+PYPY_WARMUP = 5  # seconds of load before a (pypy) row is measured: the JIT's warm-up
+# the interpreter axis: these rows run by CPython and, as "<name> (pypy)", by PyPy
+INTERP = {
+    "minginx-cffi lifo": (),
+    "python port": ("--engine", "python"),
+    "minginx-cffi App, threads 8": ("--app", "bench.hello_app:app", "--threads", "8"),
+    "python port App, threads 8": ("--engine", "python", "--app", "bench.hello_app:app", "--threads", "8"),
+    "minginx-cffi wsgi, threads 8": ("--wsgi", "bench.hello_plain:wsgi", "--threads", "8"),
+    "python port wsgi, threads 8": (
+        "--engine",
+        "python",
+        "--wsgi",
+        "bench.hello_plain:wsgi",
+        "--threads",
+        "8",
+    ),
+    "minginx-cffi, keep-alive 75 s": ("--keepalive-timeout", "75"),
+    "python port, keep-alive 75 s": ("--engine", "python", "--keepalive-timeout", "75"),
+}
 
 
 def make_root():
@@ -323,8 +406,13 @@ def rss_kib(pid):
 # ------------------------------------------------------------------ servers
 
 
+# `minginx-cffi serve` options given to this harness, for every minginx-cffi server (main())
+SERVER_FLAGS = []
+
+
 def start_minginx(root, port, workers, pin, policy, *extra, env=None, python=sys.executable):
     """This tree's minginx-cffi (run from the repository root, as bench.* apps need)."""
+    extra = tuple(extra) + tuple(SERVER_FLAGS)
     cmd = [
         python,
         "-m",
@@ -489,7 +577,38 @@ def start_py(argv, port, pin):
     )
 
 
-def servers_available():
+def pypy_rows(pypy):
+    """INTERP's rows as "<name> (pypy)", run by the PyPy at pypy; the C engine's rows
+    only where that PyPy imports this tree's engine (built for it by _build.py)."""
+    if not pypy or not os.path.exists(pypy):
+        print(
+            "bench: no PyPy (--pypy, MINGINX_BENCH_PYPY or %s); skipping the (pypy) rows"
+            % os.path.relpath(PYPY_DEFAULT)
+        )
+        return {}
+
+    def imports(module):
+        r = subprocess.run([pypy, "-c", "import " + module], cwd=os.path.dirname(HERE), capture_output=True)
+        return r.returncode == 0
+
+    if not imports("minginx_cffi.server"):
+        print(
+            "bench: %s cannot import minginx_cffi (pip install cffi click); skipping the (pypy) rows" % pypy
+        )
+        return {}
+    engine = imports("minginx_cffi._minginx")
+    if not engine:
+        print("bench: %s has no C engine (%s minginx_cffi/_build.py); skipping its C rows" % (pypy, pypy))
+    out = {}
+    for name, extra in INTERP.items():
+        if engine or "--engine" in extra:
+            out[name + " (pypy)"] = (
+                lambda e: lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo", *e, python=pypy)
+            )(extra)
+    return out
+
+
+def servers_available(pypy=None):
     out = {
         "minginx-cffi lifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo"),
         "minginx-cffi fifo": lambda r, p, w, pin: start_minginx(r, p, w, pin, "fifo"),
@@ -715,6 +834,9 @@ def servers_available():
         )
     else:
         print("bench: no bench/.venv; skipping minginx-cffi asgi fastapi (make bench creates it)")
+    for name, extra in INTERP.items():  # the CPython half of the interpreter axis
+        out.setdefault(name, (lambda e: lambda r, p, w, pin: start_minginx(r, p, w, pin, "lifo", *e))(extra))
+    out.update(pypy_rows(pypy))
     return out
 
 
@@ -983,13 +1105,23 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--root", default=None, help="default: a copy of the demo index.html + 1 MiB file")
-    ap.add_argument("--readme", action="store_true", help="put the table into README.md")
+    ap.add_argument(
+        "--readme", action="store_true", help="git add -f the results and render the docs' figures from them"
+    )
     ap.add_argument("--only", action="append", help="server names to run (substring match)")
-    args = ap.parse_args()
+    ap.add_argument("--results", default=os.path.join(HERE, "results"), help="directory for the results")
+    ap.add_argument(
+        "--pypy",
+        default=os.environ.get("MINGINX_BENCH_PYPY", PYPY_DEFAULT),
+        help="a PyPy interpreter for the (pypy) rows (default: $MINGINX_BENCH_PYPY, else bench/.venv-pypy)",
+    )
+    args, rest = ap.parse_known_args()
+    args.server_flags = serve_flags(ap, rest)
+    SERVER_FLAGS[:] = args.server_flags
     if not shutil.which("wrk"):
         sys.exit("bench: wrk is not installed (apt-get install wrk)")
 
-    servers = servers_available()
+    servers = servers_available(args.pypy)
     if args.only:
         servers = {k: v for k, v in servers.items() if any(o in k for o in args.only)}
     workloads = args.workload or list(WORKLOADS)
@@ -1011,6 +1143,11 @@ def main():
                     if kind == "slow":
                         for path in (spec["static"], spec["path"]) * 3:  # warm-up
                             http_get(port, path)
+                    elif kind not in ("idle", "burst") and name.endswith("(pypy)"):
+                        # PyPy's JIT traces and compiles the hot paths first: under the load
+                        # measured, for PYPY_WARMUP (a 1 s warm-up left a WSGI hello's
+                        # compiling in the measured window: 10x the CPU per request)
+                        run_wrk(port, spec, PYPY_WARMUP, spec["pin"])
                     elif kind not in ("idle", "burst"):
                         run_wrk(port, dict(spec, wrk=["-t1", "-c10"]), 1, spec["pin"])  # warm-up
                     cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
@@ -1087,13 +1224,34 @@ def main():
     report(results, workloads, servers, args)
 
 
+def serve_flags(ap, rest):
+    """The unknown options, if they are all `minginx-cffi serve` options (else ap.error, exit 2).
+
+    Checked by click itself: `serve OPTIONS --help` fails on an option serve does not have
+    (the values are checked when each server starts: a bad one is "did not start")."""
+    if not rest:
+        return []
+    if not rest[0].startswith("-"):
+        ap.error("unrecognized arguments: %s" % " ".join(rest))
+    p = subprocess.run(
+        [sys.executable, "-m", "minginx_cffi", "serve"] + rest + ["--help"],
+        cwd=os.path.dirname(HERE),
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        err = (p.stderr.strip().splitlines() or ["?"])[-1]
+        ap.error("unrecognized arguments: %s (not minginx-cffi serve options: %s)" % (" ".join(rest), err))
+    return rest
+
+
 def med_max(values, fmt="%.1f"):
     return (fmt + " / " + fmt) % (statistics.median(values), max(values)) if values else "-"
 
 
 def report(results, workloads, servers, args):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    outdir = os.path.join(HERE, "results")
+    outdir = args.results
     os.makedirs(outdir, exist_ok=True)
     base = os.path.join(outdir, stamp)
     with open(base + ".json", "w") as f:
@@ -1104,7 +1262,8 @@ def report(results, workloads, servers, args):
             datetime.date.today().isoformat(),
             machine(),
             "".join(" --workload " + w for w in (args.workload or []))
-            + " --rounds %d --duration %d" % (args.rounds, args.duration),
+            + " --rounds %d --duration %d" % (args.rounds, args.duration)
+            + "".join(" " + shlex.quote(f) for f in args.server_flags),
         ),
         "",
     ]
@@ -1261,13 +1420,14 @@ def report(results, workloads, servers, args):
         f.write(text + "\n")
     chart(base, results, workloads)
     if args.readme:
-        readme = os.path.join(os.path.dirname(HERE), "README.md")
-        doc = open(readme).read()
-        begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-        if begin in doc and end in doc:
-            doc = doc.split(begin)[0] + begin + "\n" + text + "\n" + end + doc.split(end, 1)[1]
-            with open(readme, "w") as f:
-                f.write(doc)
+        # the docs' figures come from the newest committed results of each workload
+        # (tools/render_figures.py): these become them once committed; git add -f, as
+        # bench/results is ignored
+        tree = os.path.dirname(HERE)
+        subprocess.run(["git", "add", "-f", base + ".md", base + ".json"], cwd=tree, check=False)
+        subprocess.run(
+            [sys.executable, os.path.join(tree, "tools", "render_figures.py")], cwd=tree, check=False
+        )
         if os.path.exists(base + ".png"):  # the chart README shows
             shutil.copyfile(base + ".png", os.path.join(os.path.dirname(HERE), "docs", "bench-chart.png"))
     print()

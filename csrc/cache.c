@@ -125,6 +125,8 @@ static void entry_remove(mg_worker *w, mg_centry *e)
     lru_unlink(c, e);
     c->count--;
     w->stats.cache_entries = (uint64_t)c->count;
+    if (w->memo_entry == e)
+        w->memo_entry = NULL; /* static.c's memo of the last path must not name it */
     e->dead = 1;
     if (e->refs == 0)
         entry_free(e);
@@ -411,6 +413,26 @@ static int entry_fresh(mg_worker *w, mg_centry *e)
     return 1;
 }
 
+/* A hit: e, found in the cache, is still what the file system has (else it
+ * is removed and this returns NULL); it becomes the most recently used and
+ * gets one more user.  file_open's lookup and static.c's memo of the last
+ * path (which finds e without a lookup) both take an entry through here. */
+mg_centry *file_hold(mg_worker *w, mg_centry *e)
+{
+    struct mg_file_cache *c = w->cache;
+    if (!entry_fresh(w, e)) {
+        entry_remove(w, e);
+        return NULL;
+    }
+    if (c->lru_head != e) {
+        lru_unlink(c, e);
+        lru_push_front(c, e);
+    }
+    e->refs++;
+    w->stats.cache_hits++;
+    return e;
+}
+
 /* An entry's key is the path, with a "/" after it for a directory request
  * ("sub" is a 301, "sub/" its index.html).  Compared in place: no copy of the
  * key on the coroutine's stack, whose pages stay resident once touched. */
@@ -439,15 +461,9 @@ mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *st
         for (mg_centry *e = c->buckets[h & c->mask]; e; e = e->hnext) {
             if (e->hash != h || !key_equal(e, rel, rel_len, dir_request))
                 continue;
-            if (!entry_fresh(w, e)) {
-                entry_remove(w, e);
-                break;
-            }
-            lru_unlink(c, e);
-            lru_push_front(c, e);
-            e->refs++;
-            w->stats.cache_hits++;
-            return e;
+            if (file_hold(w, e))
+                return e;
+            break; /* stale: removed */
         }
     }
     w->stats.cache_misses++;

@@ -59,6 +59,9 @@ struct mg_centry {
  * directory asked without its slash, 403, 404, 503). */
 MG_HIDDEN mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *status);
 MG_HIDDEN void file_release(mg_worker *w, mg_centry *e);
+/* Take e, an entry of w's cache, as file_open() takes one it finds: NULL if
+ * it went stale (then it is out of the cache). */
+MG_HIDDEN mg_centry *file_hold(mg_worker *w, mg_centry *e);
 /* openat2(RESOLVE_BENEATH) of rel under dirfd (static.c); -1 with errno. */
 MG_HIDDEN int open_beneath(mg_server *srv, int dirfd, const char *rel);
 MG_HIDDEN int file_cache_init(mg_worker *w, int entries);

@@ -425,11 +425,13 @@ void conn_entry(mg_coroutine *co)
         mg_reqbuf *rb = co->rb;
         mg_request *req = &rb->req;
         int status = head < 0 ? -head : parse_http(rb->data, (size_t)head, req);
+        if (MG_UNLIKELY(w->trace))
+            trace_parse(co, req, status);
         if (status != MG_PARSE_OK) {
             /* A head we cannot read: its framing is unknown, so nothing after
              * it can be trusted as the next request.  Answer and close. */
             send_error(co, status, 0, 0);
-            TRACE(w, MG_EV_HANDLER_DONE, co, co->fd, status);
+            TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, status, co->trace_req);
             log_request(co, NULL);
             lingering_close(co);
             return;
@@ -494,7 +496,7 @@ void conn_entry(mg_coroutine *co)
                 : (send_error(co, 404, keep_alive, req->method_id == MG_M_HEAD) < 0 ? -1 : 0);
         free(co->body_buf);
         co->body_buf = NULL;
-        TRACE(w, MG_EV_HANDLER_DONE, co, co->fd, co->status);
+        TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, co->status, co->trace_req);
         /* a handler that timed out took the request buffer with it (pycall_orphan):
          * its bytes are no longer ours to read, so that line says "-" for them */
         log_request(co, co->rb == rb ? req : NULL);

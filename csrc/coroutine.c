@@ -379,12 +379,20 @@ void coroutine_resume(mg_worker *w, mg_coroutine *co)
     w->current = NULL;
 }
 
-void coroutine_yield(mg_coroutine *co, int reason)
+/* io: the trace names a read's wait as the recv_async that found nothing (the
+ * seed's step 5: "recv_async finds no data, calls yield").  Both callers pass a
+ * constant, and the choice is made only in the traced branch: nothing added
+ * with the trace off. */
+static inline __attribute__((always_inline)) void yield_to_schedule(mg_coroutine *co, int reason, int io)
 {
     mg_worker *w = co->worker;
 
     w->stats.yields[reason]++;
-    TRACE(w, MG_EV_YIELD, co, co->fd, reason);
+    if (io)
+        TRACE(w, reason == MG_YIELD_READ ? MG_EV_RECV_ASYNC : MG_EV_YIELD, co, co->fd,
+              reason == MG_YIELD_READ ? -EAGAIN : reason);
+    else
+        TRACE(w, MG_EV_YIELD, co, co->fd, reason);
     co->waiting = reason;
     if (reason == MG_YIELD_READY) {
         add_to_ready_tail(w, co); /* letting the others run: behind them, whatever the policy */
@@ -407,6 +415,16 @@ void coroutine_yield(mg_coroutine *co, int reason)
         abort();
     }
     ASAN_FINISH(co->asan_fake_stack, &w->asan_sched_bottom, &w->asan_sched_size);
+}
+
+void coroutine_yield(mg_coroutine *co, int reason)
+{
+    yield_to_schedule(co, reason, 0);
+}
+
+void coroutine_yield_io(mg_coroutine *co, int reason)
+{
+    yield_to_schedule(co, reason, 1);
 }
 
 /* ---------------------------------------------------- guard-page reports */

@@ -45,6 +45,7 @@
 #define MG_MAX_REQUEST_LINE 8192  /* bytes; longer is 414 */
 #define MG_MAX_HEADER_BYTES 32768 /* bytes of header fields; more is 431 */
 #define MG_MAX_HEADERS      100   /* fields; more is 431 */
+#define MG_MEMO_PATH_MAX    256   /* bytes of a request path static.c remembers */
 #define MG_REQBUF_DATA      (MG_MAX_REQUEST_LINE + MG_MAX_HEADER_BYTES + 4096)
 #define MG_FD_BATCH         256       /* fds read from the dispatch pipe at once */
 #define MG_DISPATCH_BATCH   64        /* fds the acceptor sends a worker in one write (< PIPE_BUF) */
@@ -114,14 +115,28 @@ typedef struct {
 } mg_trace_ring;
 
 MG_HIDDEN void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg);
+/* The same with text (at most 63 bytes and a NUL, printable: mg_trace_rec.text). */
+MG_HIDDEN void trace_push_text(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg,
+                               const char *text);
 MG_HIDDEN int trace_ring_init(mg_trace_ring *r);
 MG_HIDDEN void trace_ring_free(mg_trace_ring *r);
+MG_HIDDEN int trace_find_dispatch(mg_trace_ring *r, int fd, int worker, uint64_t before_us,
+                                  mg_trace_rec out[2]);
 /* One predictable branch when tracing is off. */
 #define TRACE(w, ev, co, fd, arg)                                                                            \
     do {                                                                                                     \
         if (MG_UNLIKELY((w)->trace))                                                                         \
             trace_push(&(w)->ring, (w)->index, (ev), (co) ? (co)->id : 0, (fd), (arg));                      \
     } while (0)
+/* A coroutine's step with its text (co: not NULL). */
+#define TRACE_TEXT(w, ev, co, arg, text)                                                                     \
+    do {                                                                                                     \
+        if (MG_UNLIKELY((w)->trace))                                                                         \
+            trace_push_text(&(w)->ring, (w)->index, (ev), (co)->id, (co)->fd, (arg), (text));                \
+    } while (0)
+/* parse_http's step: copies "METHOD /path" into co->trace_req (status 0), or "" (a bad head). */
+struct mg_request_s;
+MG_HIDDEN void trace_parse(mg_coroutine *co, const struct mg_request_s *req, int status);
 
 /* ------------------------------------------------------------ coroutines */
 typedef void (*mg_entry_fn)(mg_coroutine *co);
@@ -182,11 +197,12 @@ struct mg_coroutine {
      * it: the peer, or with --proxy-headers and a trusted peer what
      * X-Forwarded-For / Forwarded say.  Set once per request, after its head
      * is parsed, by front.c request_client(); read it with conn_client(). */
-    int client_known; /* 0: not looked at for this request yet */
-    int client_port;  /* 0 when forwarded (as uvicorn: the proxy's port is not the client's) */
-    int client_https; /* 1: X-Forwarded-Proto / Forwarded proto said https */
-    char client[48];  /* address, text */
-    char *body_buf;   /* a request body too large for rb, or chunked (malloc) */
+    int client_known;   /* 0: not looked at for this request yet */
+    int client_port;    /* 0 when forwarded (as uvicorn: the proxy's port is not the client's) */
+    int client_https;   /* 1: X-Forwarded-Proto / Forwarded proto said https */
+    char client[48];    /* address, text */
+    char *body_buf;     /* a request body too large for rb, or chunked (malloc) */
+    char trace_req[64]; /* with --trace: "METHOD /path" of the request in flight (trace_parse) */
 };
 
 /* An idle keep-alive connection without a coroutine (worker.c: worker_park):
@@ -259,6 +275,12 @@ struct mg_worker {
     mg_reqbuf *reqbuf_pool;
     int reqbuf_pool_len;
     struct mg_file_cache *cache; /* open-file cache (cache.c), NULL when off */
+    /* the last request path the static files resolved to a cache entry
+     * (static.c target_memo_*): its raw bytes and the entry, NULL once that
+     * entry leaves the cache (cache.c entry_remove) */
+    struct mg_centry *memo_entry;
+    uint32_t memo_len;
+    char memo_path[MG_MEMO_PATH_MAX];
     /* timers */
     mg_timer_list timers[MG_TIMER_MAX];
     int64_t now_ms;    /* CLOCK_MONOTONIC, refreshed after each epoll_wait */
@@ -317,6 +339,9 @@ MG_HIDDEN mg_coroutine *coroutine_create_as(struct mg_worker *w, mg_entry_fn ent
                                             uint64_t id);
 MG_HIDDEN void coroutine_destroy(mg_coroutine *co);
 MG_HIDDEN void coroutine_yield(mg_coroutine *co, int reason);
+/* io_park's yield: the same, but a read's wait is traced as the step the seed
+ * names, "recv_async -> EAGAIN, yield (read)" (MG_EV_RECV_ASYNC, arg -EAGAIN). */
+MG_HIDDEN void coroutine_yield_io(mg_coroutine *co, int reason);
 MG_HIDDEN void coroutine_resume(struct mg_worker *w, mg_coroutine *co);
 MG_HIDDEN void coroutine_pool_drain(struct mg_worker *w);
 /* Unmap pooled stacks beyond keep. */

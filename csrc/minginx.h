@@ -355,9 +355,9 @@ typedef enum {
     MG_EV_SCHEDULE, /* schedule() swaps into the coroutine */
     MG_EV_TRAMPOLINE_START,
     MG_EV_ENTRY,        /* the coroutine's entry (conn_entry) begins */
-    MG_EV_YIELD,        /* arg: the mg_yield reason */
+    MG_EV_YIELD,        /* arg: the mg_yield reason (a read's wait is MG_EV_RECV_ASYNC's) */
     MG_EV_WAKE_FD,      /* arg: the epoll events */
-    MG_EV_HANDLER_DONE, /* arg: the response's status */
+    MG_EV_HANDLER_DONE, /* arg: the response's status; text: its method and path */
     MG_EV_FINISHED,     /* trampoline_start: finished = 1 */
     MG_EV_COROUTINE_DESTROY,
     MG_EV_WAKE_PYTHON, /* worker: a deferred Python round was posted back; arg: op */
@@ -365,6 +365,14 @@ typedef enum {
     MG_EV_UNPARK,      /* input on a parked connection: a coroutine again; arg: epoll events */
     MG_EV_SUBMIT,      /* --io uring: a coroutine queued an SQE; arg: IORING_OP_* */
     MG_EV_COMPLETE,    /* --io uring: its CQE came (the counterpart of wake_fd); arg: res */
+    /* arg of the three: bytes moved (recv_async: 0 at EOF), or -errno; -EAGAIN
+     * (recv_async only) is the read's wait: "recv_async -> EAGAIN, yield (read)" */
+    MG_EV_RECV_ASYNC,
+    MG_EV_SEND_ASYNC,
+    MG_EV_SENDFILE_ASYNC,
+    MG_EV_PARSE_HTTP,   /* arg: 0, or the status a bad head is answered with; text: method, path */
+    MG_EV_STATIC_SERVE, /* the static files answer this request */
+    MG_EV_RUN_PYTHON,   /* worker: mg_py_batch takes this coroutine's call; arg: calls in the batch */
     MG_EV_MAX
 } mg_event;
 
@@ -376,6 +384,9 @@ typedef struct {
     int16_t worker; /* -1: the acceptor */
     uint16_t event; /* mg_event */
     int32_t _pad;
+    /* parse_http, handler_done: "METHOD /path", a copy (the request buffer is
+     * reused), cut at 63 bytes, printable ASCII only (else '?'); "" for the others */
+    char text[64];
 } mg_trace_rec;
 
 /* Copy up to max records from ring `ring` (-1: the acceptor's, else a worker

@@ -309,6 +309,11 @@ void run_python(mg_worker *w)
         }
         w->stats.py_batches++;
         w->stats.py_calls += (uint64_t)n;
+        if (MG_UNLIKELY(w->trace))
+            for (int i = 0; i < n; i++) /* each call's coroutine: an orphan's is gone */
+                if (!batch[i]->_orphan)
+                    TRACE(w, MG_EV_RUN_PYTHON, (mg_coroutine *)batch[i]->_co,
+                          ((mg_coroutine *)batch[i]->_co)->fd, n);
         mg_py_batch(w->srv->cfg.app_id, batch, n); /* takes the GIL once */
         for (int i = 0; i < n; i++) {
             mg_pycall *c = batch[i];

@@ -231,6 +231,35 @@ static int decode_path(mg_str path, char *out, size_t cap, int serve_dotfiles, i
     return 0;
 }
 
+/* ------------------------------------------------ the last path, remembered */
+
+/* A keep-alive client (a benchmark above all) asks for one path again and
+ * again.  decode_path and file_open's strlen, FNV hash, bucket walk and key
+ * memcmp were a sixth of such a request's instructions (bench/per_request.py),
+ * so each worker remembers the raw bytes of the last path that resolved to an
+ * entry of its open-file cache, and a request with the same bytes takes that
+ * entry straight, through file_hold(): the freshness check of a lookup, so
+ * nothing older than the cache already allows is served.  The answer is the
+ * lookup's: decode_path depends only on the bytes and --serve-dotfiles, the
+ * cache holds one entry per key, and an entry that leaves the cache clears
+ * the memo (cache.c entry_remove).  A request's scratch entry (cache off or
+ * full) is never remembered. */
+static mg_centry *target_memo_get(mg_worker *w, const mg_request *req)
+{
+    if (!w->memo_entry || req->path.len != w->memo_len || memcmp(req->path.p, w->memo_path, w->memo_len) != 0)
+        return NULL;
+    return file_hold(w, w->memo_entry); /* NULL if stale: then the whole lookup, which misses */
+}
+
+static void target_memo_put(mg_worker *w, const mg_request *req, mg_centry *e)
+{
+    if (e->scratch || req->path.len > sizeof(w->memo_path))
+        return;
+    memcpy(w->memo_path, req->path.p, req->path.len);
+    w->memo_len = req->path.len;
+    w->memo_entry = e;
+}
+
 /* Is the opened fd's real path inside the root?  (/proc/self/fd/N names it.) */
 static int fd_inside_root(mg_server *srv, int fd)
 {
@@ -584,20 +613,26 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
 {
     mg_server *srv = co->worker->srv;
     int head_only = req->method_id == MG_M_HEAD;
+    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
     int r = static_method(co, req, keep_alive);
     if (r != 1)
         return r;
 
-    char *rel = co->rb->path;
-    int dir_request;
-    int st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
-    if (st)
-        return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
-    mg_centry *e = file_open(co, rel, dir_request, &st);
+    mg_centry *e = target_memo_get(co->worker, req);
     if (!e) {
-        if (st == 301)
-            return redirect_slash(co, req, keep_alive, head_only);
-        return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
+        char *rel = co->rb->path;
+        int dir_request;
+        int st =
+            decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
+        if (st)
+            return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
+        e = file_open(co, rel, dir_request, &st);
+        if (!e) {
+            if (st == 301)
+                return redirect_slash(co, req, keep_alive, head_only);
+            return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
+        }
+        target_memo_put(co->worker, req, e);
     }
     co->centry = e; /* released by coroutine_destroy() if we never get back */
     r = serve_entry(co, req, e, keep_alive);
@@ -629,24 +664,30 @@ int static_try(mg_coroutine *co, mg_request *req, int keep_alive)
     char *rel = co->rb->path;
     int dir_request, st;
 
-    st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
-    if (st == 400) /* a bad escape, %00, ".." above the root: as nginx, for every location */
-        return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
-    if (st)
-        return 1; /* a dotfile, or a path too long to be a file name (414): not one of ours */
-    mg_centry *e = file_open(co, rel, dir_request, &st);
+    mg_centry *e = target_memo_get(co->worker, req);
     if (!e) {
-        if (st != 301)
-            return 1;
-        /* a directory asked without its slash: a file only if it has an index */
-        e = file_open(co, rel, 1, &st);
-        if (!e)
-            return 1;
-        file_release(co->worker, e);
-        int r = static_method(co, req, keep_alive);
-        return r != 1 ? r : redirect_slash(co, req, keep_alive, head_only);
+        st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
+        if (st == 400) /* a bad escape, %00, ".." above the root: as nginx, for every location */
+            return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
+        if (st)
+            return 1; /* a dotfile, or a path too long to be a file name (414): not one of ours */
+        e = file_open(co, rel, dir_request, &st);
+        if (!e) {
+            if (st != 301)
+                return 1;
+            /* a directory asked without its slash: a file only if it has an index */
+            e = file_open(co, rel, 1, &st);
+            if (!e)
+                return 1;
+            TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
+            file_release(co->worker, e);
+            int r = static_method(co, req, keep_alive);
+            return r != 1 ? r : redirect_slash(co, req, keep_alive, head_only);
+        }
+        target_memo_put(co->worker, req, e);
     }
     co->centry = e; /* released by coroutine_destroy() if we never get back */
+    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
     int r = static_method(co, req, keep_alive);
     if (r == 1)
         r = serve_entry(co, req, e, keep_alive);

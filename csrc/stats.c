@@ -9,12 +9,14 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/uio.h>
 
 #include "http.h"
 #include "response.h"
 
-static const char *const EVENT_NAMES[MG_EV_MAX] = {
+static const char *const EVENT_NAMES[] = {
+    /* no size: a new last event without a name fails below */
     [MG_EV_ACCEPT] = "accept",
     [MG_EV_DISPATCH] = "dispatch",
     [MG_EV_FD_BATCH] = "fd_batch",
@@ -31,7 +33,125 @@ static const char *const EVENT_NAMES[MG_EV_MAX] = {
     [MG_EV_WAKE_PYTHON] = "wake_python",
     [MG_EV_PARK] = "park",
     [MG_EV_UNPARK] = "unpark",
+    [MG_EV_SUBMIT] = "submit",
+    [MG_EV_COMPLETE] = "complete",
+    [MG_EV_RECV_ASYNC] = "recv_async",
+    [MG_EV_SEND_ASYNC] = "send_async",
+    [MG_EV_SENDFILE_ASYNC] = "sendfile_async",
+    [MG_EV_PARSE_HTTP] = "parse_http",
+    [MG_EV_STATIC_SERVE] = "static_serve",
+    [MG_EV_RUN_PYTHON] = "run_python",
 };
+_Static_assert(sizeof(EVENT_NAMES) / sizeof(EVENT_NAMES[0]) == MG_EV_MAX, "a name for every mg_event");
+
+static const char *const YIELD_NAMES[] = {"ready", "read", "write", "python"};
+/* IORING_OP_* a coroutine submits (minginx_cffi/trace.py URING_OPS) */
+static const char *uring_op_name(int op)
+{
+    switch (op) {
+    case 6: return "POLL_ADD";
+    case 9: return "SENDMSG";
+    case 26: return "SEND";
+    case 27: return "RECV";
+    default: return NULL;
+    }
+}
+
+/* The errors the trace's calls return, by name (minginx_cffi/trace.py ERRNO_NAMES). */
+static const char *errno_name(int e)
+{
+    switch (e) {
+    case EAGAIN: return "EAGAIN";
+    case EINTR: return "EINTR";
+    case EPIPE: return "EPIPE";
+    case ECONNRESET: return "ECONNRESET";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case ECANCELED: return "ECANCELED";
+    case ENOMEM: return "ENOMEM";
+    case ENOBUFS: return "ENOBUFS";
+    case ENOTCONN: return "ENOTCONN";
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case EIO: return "EIO";
+    default: return NULL;
+    }
+}
+
+/* An epoll event mask as names, "EPOLLIN|EPOLLRDHUP" (minginx_cffi/trace.py epoll_names). */
+static void epoll_names(mg_buf *b, unsigned mask)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } bits[] = {{EPOLLIN, "EPOLLIN"},   {EPOLLPRI, "EPOLLPRI"}, {EPOLLOUT, "EPOLLOUT"},
+                {EPOLLERR, "EPOLLERR"}, {EPOLLHUP, "EPOLLHUP"}, {EPOLLRDHUP, "EPOLLRDHUP"}};
+    int n = 0;
+    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
+        if (mask & bits[i].bit) {
+            buf_printf(b, "%s%s", n++ ? "|" : "", bits[i].name);
+            mask &= ~bits[i].bit;
+        }
+    if (mask || !n)
+        buf_printf(b, "%s0x%x", n ? "|" : "", mask);
+}
+
+/* The named fields of one record after its numbers: what arg (and text) mean
+ * for its event.  minginx_cffi/trace.py json_fields is the same for the port
+ * (tests/test_trace_stats.py: test_trace_endpoint_names_its_codes). */
+static void event_fields(mg_buf *b, const mg_trace_rec *r)
+{
+    int a = r->arg;
+    switch (r->event) {
+    case MG_EV_DISPATCH: buf_printf(b, ",\"worker\":%d", a); break;
+    case MG_EV_YIELD:
+        if (a >= 0 && a < 4)
+            buf_printf(b, ",\"reason\":\"%s\"", YIELD_NAMES[a]);
+        break;
+    case MG_EV_WAKE_FD:
+    case MG_EV_UNPARK:
+        buf_printf(b, ",\"events\":\"");
+        epoll_names(b, (unsigned)a);
+        buf_printf(b, "\"");
+        break;
+    case MG_EV_RECV_ASYNC:
+    case MG_EV_SEND_ASYNC:
+    case MG_EV_SENDFILE_ASYNC:
+        if (a >= 0) {
+            buf_printf(b, ",\"bytes\":%d", a);
+        } else {
+            const char *e = errno_name(-a);
+            if (e)
+                buf_printf(b, ",\"error\":\"%s\"", e);
+            else
+                buf_printf(b, ",\"error\":\"errno %d\"", -a);
+            if (a == -EAGAIN && r->event == MG_EV_RECV_ASYNC)
+                buf_printf(b, ",\"reason\":\"read\"");
+        }
+        break;
+    case MG_EV_PARSE_HTTP:
+    case MG_EV_HANDLER_DONE: {
+        /* text: "METHOD /path", printable ASCII without '"' or '\\' (trace_parse) */
+        const char *sp = memchr(r->text, ' ', strnlen(r->text, sizeof(r->text)));
+        if (sp)
+            buf_printf(b, ",\"method\":\"%.*s\",\"path\":\"%s\"", (int)(sp - r->text), r->text, sp + 1);
+        if (r->event == MG_EV_HANDLER_DONE || a)
+            buf_printf(b, ",\"status\":%d", a);
+        break;
+    }
+    case MG_EV_PARK: buf_printf(b, ",\"requests\":%d", a); break;
+    case MG_EV_RUN_PYTHON: buf_printf(b, ",\"calls\":%d", a); break;
+    case MG_EV_SUBMIT: {
+        const char *op = uring_op_name(a);
+        if (op)
+            buf_printf(b, ",\"op\":\"%s\"", op);
+        else
+            buf_printf(b, ",\"op\":\"op %d\"", a);
+        break;
+    }
+    case MG_EV_COMPLETE: buf_printf(b, ",\"res\":%d", a); break;
+    default: break;
+    }
+}
 
 /* Every field of mg_stats is a 64-bit counter: the region is summed and copied word by word. */
 #define STATS_WORDS (sizeof(mg_stats) / sizeof(uint64_t))
@@ -95,8 +215,9 @@ static void stats_fields(mg_buf *b, const mg_stats *st)
  * the others as last published), "retired": exited processes, and "total": all. */
 static void stats_json(mg_buf *b, mg_server *srv)
 {
-    buf_printf(b, "{\"engine\":\"cffi\",\"uptime_ms\":%lld,\"policy\":\"%s\",\"workers\":[",
-               (long long)(mg_now_ms() - srv->started_ms), srv->cfg.policy == RDY_LIFO ? "lifo" : "fifo");
+    buf_printf(b, "{\"engine\":\"cffi\",\"io\":\"%s\",\"uptime_ms\":%lld,\"policy\":\"%s\",\"workers\":[",
+               srv->cfg.io == MG_IO_URING ? "uring" : "epoll", (long long)(mg_now_ms() - srv->started_ms),
+               srv->cfg.policy == RDY_LIFO ? "lifo" : "fifo");
     mg_stats mine, total;
     memset(&mine, 0, sizeof(mine));
     for (int i = 0; i < srv->nworkers; i++) {
@@ -145,10 +266,23 @@ static void stats_json(mg_buf *b, mg_server *srv)
     buf_printf(b, "}}\n");
 }
 
-/* This coroutine's own events, from its worker's ring (same thread: no race). */
+#define TRACE_JSON_MAX  200
+#define TRACE_JSON_HEAD 12
+
+static void trace_event_json(mg_buf *b, const mg_trace_rec *r, int first)
+{
+    buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d", first ? "" : ",",
+               (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);
+    event_fields(b, r);
+    buf_printf(b, "}");
+}
+
+/* This connection's events, from its worker's ring (same thread: no race), and its
+ * accept and dispatch from the acceptor's. */
 static void trace_json(mg_buf *b, mg_coroutine *co)
 {
     mg_worker *w = co->worker;
+    uint64_t skipped = 0;
     buf_printf(b,
                "{\"engine\":\"cffi\",\"enabled\":%s,\"worker\":%d,\"coroutine\":%llu,\"fd\":%d,"
                "\"events\":[",
@@ -165,22 +299,41 @@ static void trace_json(mg_buf *b, mg_coroutine *co)
                 !(i >= lo + 2 && w->ring.recs[(i - 2) & (MG_TRACE_RING - 1)].event == MG_EV_UNPARK))
                 break;
         }
-        /* the fd_batch step just before coroutine_create is ours too */
+        /* the fd_batch step just before coroutine_create is ours too, and before it the
+         * acceptor's accept and dispatch (--accept reuseport: the worker's own accept) */
+        int pre = 0;
+        mg_trace_rec acc[2];
         if (first > lo && first < h) {
             mg_trace_rec *prev = &w->ring.recs[(first - 1) & (MG_TRACE_RING - 1)];
-            if (prev->event == MG_EV_FD_BATCH && prev->fd == co->fd)
-                first--;
+            if ((prev->event == MG_EV_FD_BATCH || prev->event == MG_EV_ACCEPT) && prev->fd == co->fd)
+                first--, pre = 1;
+            prev = &w->ring.recs[first & (MG_TRACE_RING - 1)];
+            if (prev->event == MG_EV_FD_BATCH)
+                pre += trace_find_dispatch(&w->srv->ring, co->fd, w->index, prev->t_us, acc);
         }
-        int n = 0;
-        for (uint64_t i = first; i < h && n < 200; i++) {
+        /* at most TRACE_JSON_MAX: the connection's first TRACE_JSON_HEAD (its accept
+         * and first coroutine) and its latest; "skipped" says how many are between */
+        uint64_t total = (uint64_t)(pre > 1 ? pre - 1 : 0), k = 0;
+        for (uint64_t i = first; i < h; i++) {
             mg_trace_rec *r = &w->ring.recs[i & (MG_TRACE_RING - 1)];
-            if (r->co != co->id && !(i == first && r->event == MG_EV_FD_BATCH))
-                continue;
-            buf_printf(b, "%s{\"t_us\":%llu,\"event\":\"%s\",\"fd\":%d,\"arg\":%d}", n++ ? "," : "",
-                       (unsigned long long)r->t_us, EVENT_NAMES[r->event], r->fd, r->arg);
+            total += r->co == co->id || (i == first && pre);
         }
+        uint64_t skip_from = total > TRACE_JSON_MAX ? TRACE_JSON_HEAD : total;
+        uint64_t skip_to = total > TRACE_JSON_MAX ? total - (TRACE_JSON_MAX - TRACE_JSON_HEAD) : total;
+        for (int i = 0; i < pre - 1; i++, k++)
+            if (k < skip_from || k >= skip_to)
+                trace_event_json(b, &acc[i], k == 0);
+        for (uint64_t i = first; i < h; i++) {
+            mg_trace_rec *r = &w->ring.recs[i & (MG_TRACE_RING - 1)];
+            if (r->co != co->id && !(i == first && pre))
+                continue;
+            if (k < skip_from || k >= skip_to)
+                trace_event_json(b, r, k == 0);
+            k++;
+        }
+        skipped = skip_to - skip_from;
     }
-    buf_printf(b, "]}\n");
+    buf_printf(b, "],\"skipped\":%llu}\n", (unsigned long long)skipped);
 }
 
 int stats_serve(mg_coroutine *co, mg_request *req, int keep_alive)

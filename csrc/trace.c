@@ -7,6 +7,7 @@
  * writer lapped meanwhile is counted as dropped, not printed half-written.
  */
 #include "internal.h"
+#include "http.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -30,6 +31,11 @@ void trace_ring_free(mg_trace_ring *r)
 
 void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg)
 {
+    trace_push_text(r, worker, event, co, fd, arg, "");
+}
+
+void trace_push_text(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, int arg, const char *text)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t h = r->head;
@@ -44,7 +50,67 @@ void trace_push(mg_trace_ring *r, int worker, int event, uint64_t co, int fd, in
     rec->arg = arg;
     rec->worker = (int16_t)worker;
     rec->event = (uint16_t)event;
+    size_t n = strnlen(text, sizeof(rec->text) - 1);
+    memcpy(rec->text, text, n);
+    rec->text[n] = '\0';
     __atomic_store_n(&r->head, h + 1, __ATOMIC_RELEASE);
+}
+
+/* The acceptor's accept and dispatch of fd to worker, the latest no later than
+ * before_us, read from another thread's ring (GET /_minginx/trace, stats.c): a
+ * record is kept only if the writer had not lapped its slot when it was copied
+ * (as mg_trace_drain).  The last 1024 records are searched.  Returns how many
+ * were found, 0 or 2, into out oldest first. */
+int trace_find_dispatch(mg_trace_ring *r, int fd, int worker, uint64_t before_us, mg_trace_rec out[2])
+{
+    if (!r->recs)
+        return 0;
+    uint64_t h = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+    uint64_t lo = h > 1024 ? h - 1024 : 0;
+    int n = 0;
+    for (uint64_t i = h; i > lo && n < 2; i--) {
+        mg_trace_rec rec = r->recs[(i - 1) & (MG_TRACE_RING - 1)];
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        uint64_t h2 = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+        if (h2 >= MG_TRACE_RING && i - 1 < h2 - MG_TRACE_RING + 1)
+            break; /* lapped: this record and all older ones are gone */
+        if (rec.fd != fd || rec.t_us > before_us)
+            continue;
+        if (n == 0 && rec.event == MG_EV_DISPATCH && rec.arg == worker)
+            out[1] = rec, n = 1;
+        else if (n == 0 && rec.event == MG_EV_ACCEPT)
+            break; /* accepted and not dispatched to us: not our connection */
+        else if (n == 1 && rec.event == MG_EV_ACCEPT)
+            out[0] = rec, n = 2;
+    }
+    return n == 2 ? 2 : 0;
+}
+
+/* Append s[0..len) to out (room for cap bytes and a NUL, *at bytes used),
+ * each byte outside printable ASCII (a control, a space, UTF-8) as '?': a
+ * path from the network is printed to a terminal and put in JSON. */
+static void text_append(char *out, size_t cap, size_t *at, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len && *at < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[(*at)++] = c > 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
+    }
+}
+
+void trace_parse(mg_coroutine *co, const mg_request *req, int status)
+{
+    char *t = co->trace_req;
+    size_t at = 0, cap = sizeof(co->trace_req) - 1;
+    if (status == MG_PARSE_OK) {
+        text_append(t, cap, &at, req->method.p, req->method.len);
+        if (at < cap)
+            t[at++] = ' ';
+        const mg_str *p = req->path.len ? &req->path : &req->target; /* CONNECT's authority */
+        text_append(t, cap, &at, p->p, p->len);
+    }
+    t[at] = '\0';
+    mg_worker *w = co->worker;
+    trace_push_text(&w->ring, w->index, MG_EV_PARSE_HTTP, co->id, co->fd, status, t);
 }
 
 int mg_trace_drain(mg_server *srv, int ring, mg_trace_rec *out, int max, uint64_t *dropped)

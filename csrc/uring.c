@@ -339,7 +339,12 @@ static int32_t uring_wait_op(mg_coroutine *co, int reason, int opcode)
     co->io_pending = 1;
     w->uring->inflight++;
     do {
-        coroutine_yield(co, reason);
+        /* a poll for input: the idle read's recv said EAGAIN ("recv_async -> EAGAIN,
+         * yield (read)"); a wait for a cancelled op's CQE is a plain yield */
+        if (opcode == IORING_OP_POLL_ADD && !cancel_sent)
+            coroutine_yield_io(co, reason);
+        else
+            coroutine_yield(co, reason);
         if (co->io_pending && !cancel_sent)
             cancel_sent = submit_cancel(w, (uint64_t)(uintptr_t)co, 0, 1) == 0;
     } while (co->io_pending);
@@ -371,6 +376,7 @@ ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len)
             continue;
         /* a short read emptied the socket: recv_nowait need not ask again */
         co->drained = r >= 0 && (size_t)r < len;
+        TRACE(co->worker, MG_EV_RECV_ASYNC, co, co->fd, r);
         return r;
     }
 }

@@ -39,9 +39,11 @@ def check_build_host():
         )
     include = sysconfig.get_paths()["include"]
     if not os.path.exists(os.path.join(include, "Python.h")):
+        # (PyPy's headers are Debian's pypy3-dev: /usr/include/pypy3.9)
+        dev = "pypy3-dev" if sys.implementation.name == "pypy" else "python3-dev"
         sys.exit(
             "minginx-cffi: the Python development headers are missing (no Python.h in %s); "
-            "install them, e.g. apt-get install python3-dev." % include
+            "install them, e.g. apt-get install %s." % (include, dev)
         )
 
 

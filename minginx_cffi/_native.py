@@ -292,7 +292,7 @@ class Engine:
 
     def trace_drain(self):
         """Every trace record written since the last call, in time order:
-        (t_us, worker, coroutine, fd, event, arg); worker -1 is the acceptor."""
+        (t_us, worker, coroutine, fd, event, arg, text); worker -1 is the acceptor."""
         if self._trace_buf is None:
             return []
         out = []
@@ -302,7 +302,8 @@ class Engine:
                 n = lib.mg_trace_drain(self._srv, ring, buf, 4096, self._dropped)
                 for i in range(n):
                     r = buf[i]
-                    out.append((r.t_us, r.worker, r.co, r.fd, r.event, r.arg))
+                    text = ffi.string(r.text).decode("ascii") if r.text[0] != b"\0" else ""
+                    out.append((r.t_us, r.worker, r.co, r.fd, r.event, r.arg, text))
                 if n < 4096:
                     break
         out.sort(key=_by_time)  # stable: each ring keeps its own order within a tie

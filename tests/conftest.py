@@ -387,3 +387,9 @@ def wait_for(pred, timeout=5.0, interval=0.02):
 def alive(srv):
     """Connections open: those with a coroutine, and idle ones parked without one."""
     return sum(w["coroutines_alive"] + w["parked"] for w in srv.stats())
+
+
+# The exercise checks of docs/walkthrough.md, section 6 (tests/exercises/): they fail on the
+# tree as it is, by design, so the suite does not collect them; `make exercise N=3` runs one
+# by its path (a path given on the command line is collected all the same).
+collect_ignore = ["exercises"]

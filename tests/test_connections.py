@@ -1,6 +1,7 @@
 """Connections end to end: keep-alive, pipelining, byte-by-byte, bodies, big files,
 concurrency, early closes."""
 
+import fcntl
 import hashlib
 import os
 import socket
@@ -187,6 +188,19 @@ def test_idle_keepalive_timeout_closes(make_server, connect):
     assert wait_for(lambda: alive(srv) == 0)
 
 
+def test_idle_keepalive_connection_never_holds_up_its_worker(make_server, connect):
+    """One worker; a keep-alive connection idle after its response, and a second client is
+    answered all the same.  On PyPy, socket(fileno=) made the port's accepted sockets
+    blocking, and the worker slept in recv(2) on the idle one (pyport/worker.py
+    _accept_from_pipe): the second client waited for the first to speak."""
+    srv = make_server(workers=1)
+    idle = connect(srv.port)
+    assert idle.request("GET", "/hello.txt").status == 200
+    other = connect(srv.port, timeout=5)
+    assert other.request("GET", "/hello.txt").status == 200
+    assert idle.request("GET", "/hello.txt").status == 200
+
+
 def test_slow_header_gets_408(make_server):
     srv = make_server(header_timeout=0.3)
     out = raw(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\n", timeout=5)
@@ -249,10 +263,22 @@ def _server_side(client):
     """The server's own socket for client's connection (the server runs in this process)."""
     want = client.getsockname()
     for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
         try:
-            s = socket.socket(fileno=os.dup(int(name)))
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         except OSError:
             continue
+        try:
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        finally:
+            # PyPy's socket(fileno=) makes the fd blocking, and the dup shares the server's
+            # file description: its O_NONBLOCK is put back (unless the server closed it)
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+            except OSError:
+                pass
         try:
             if s.type == socket.SOCK_STREAM and s.getpeername() == want:
                 return s

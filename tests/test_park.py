@@ -251,7 +251,7 @@ def test_the_trace_shows_park_and_unpark(make_server):
     data = json.loads(c.request("GET", "/_minginx/trace").body)
     names = [e["event"] for e in data["events"]]
     # one connection, one id: its first coroutine, the park, and the unparked one
-    assert names[:2] == ["fd_batch", "coroutine_create"], names
+    assert names[:4] == ["accept", "dispatch", "fd_batch", "coroutine_create"], names
     i = names.index("park")
     assert names[i : i + 5] == ["park", "finished", "coroutine_destroy", "unpark", "coroutine_create"], names
     assert names.count("coroutine_create") == 2

@@ -278,6 +278,20 @@ def test_cache_eviction_keeps_serving(make_server, tmp_path):
     assert srv.stats()[0]["cache_entries"] <= 8
 
 
+def test_the_memo_of_the_last_path_follows_the_cache(make_server, tmp_path):
+    """static.c remembers the last path a worker resolved and its cache entry; an entry
+    evicted (a cache of one) must take the memo with it, and a memo hit counts as a hit.
+    Under make test-asan a memo that outlived its entry is a use after free."""
+    (tmp_path / "a.txt").write_bytes(b"file a\n")
+    (tmp_path / "b.txt").write_bytes(b"file b\n")
+    srv = make_server(root=str(tmp_path), workers=1, open_file_cache=1)
+    c = Conn(srv.port)
+    for name in "aabaabb":
+        assert c.request("GET", "/%s.txt" % name).body == b"file %s\n" % name.encode()
+    st = srv.stats()[0]
+    assert (st["cache_misses"], st["cache_hits"], st["cache_entries"]) == (4, 3, 1)
+
+
 def test_file_with_trailing_slash_is_404(srv):
     assert get(srv, "/small.txt/").status == 404
 

@@ -130,6 +130,10 @@ class Engine:
         """As _native.Engine.share_stats: the workers publish into slot of shared."""
         self.shared = (shared, slot)
 
+    def acceptor_ring(self):
+        """The acceptor's trace records (GET /_minginx/trace looks up a connection's accept)."""
+        return self._acceptor.ring
+
     def add_worker(self):
         w = Worker(self, len(self.workers))
         self.pipes.append(w.pipe_w)

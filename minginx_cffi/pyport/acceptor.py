@@ -36,7 +36,7 @@ class Acceptor:
         index = self.next_worker % len(self.queues)
         self.next_worker += 1
         if self.trace:  # before the write: the worker may read it at once
-            self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_DISPATCH, index))
+            self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_DISPATCH, index, ""))
         self.queues[index].append(fd)
         if len(self.queues[index]) >= MG_DISPATCH_BATCH:
             self._flush_one(index)
@@ -119,7 +119,7 @@ class Acceptor:
             # TCP_NODELAY comes from the listener (server.py: _tune_listener)
             fd = conn.detach()
             if self.trace:
-                self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_ACCEPT, 0))
+                self.ring.append((time.monotonic_ns() // 1000, -1, 0, fd, EV_ACCEPT, 0, ""))
             self.dispatch(fd)
         return False
 

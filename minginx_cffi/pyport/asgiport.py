@@ -29,6 +29,7 @@ Date are written on the worker thread (they touch the worker's state).
 import traceback
 
 from .. import _dispatch
+from ..trace import EV_RUN_PYTHON
 from .coroutine import MG_TIMER_PYTHON, MG_YIELD_PYTHON
 from .io import send_async
 from .response import (
@@ -217,11 +218,16 @@ def _round(co, reply, timed, fn, *args):
         job.gone()
     if timed:
         w.timer_set(co, MG_TIMER_PYTHON)  # clears co.timed_out
+    co.trace_yield = EV_RUN_PYTHON  # traced after its first yield, as C's run_python
     try:
         while not job.posted:
             if timed and co.timed_out:  # worker._expire_timers: job.gone() was told, we are woken
                 raise give_up(job, "ASGI app for %s" % reply.where)
             yield MG_YIELD_PYTHON
+        if co.trace_yield == EV_RUN_PYTHON:  # answered before any yield: traced here
+            co.trace_yield = 0
+            if w.trace:
+                w.trace_push(EV_RUN_PYTHON, co, co.fd, 1)
     except GeneratorExit:  # destroyed while the app runs (shutdown): its answer is dropped
         job.orphan = True
         _tell(loop, reply.abort)

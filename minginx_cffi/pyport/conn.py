@@ -20,13 +20,24 @@ import time
 import traceback
 
 from .. import _dispatch
-from ..trace import EV_ENTRY, EV_HANDLER_DONE, EVENTS
+from ..trace import (
+    EV_ACCEPT,
+    EV_DISPATCH,
+    EV_ENTRY,
+    EV_FD_BATCH,
+    EV_HANDLER_DONE,
+    EV_PARSE_HTTP,
+    EV_RECV_ASYNC,
+    EVENTS,
+    json_fields,
+    request_text,
+)
 from .accesslog import alog_request
 from .asgiport import asgi_request
 from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_YIELD_READ
 from .front import conn_client, conn_peer, request_client
 from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
-from .io import Cancelled, io_park, recv_async, send_async
+from .io import RECV_SIZE, Cancelled, io_park, recv_async, recv_now, send_async, trace_errno
 from .response import (
     FRAME_CHUNKED,
     FRAME_LENGTH,
@@ -39,8 +50,6 @@ from .response import (
 )
 from .static import send_error, send_gateway_timeout, static_serve, static_try
 from .worker import HandlerTimedOut, call_python, close_later, handler_raised
-
-RECV_SIZE = 65536
 
 
 class ConnView:
@@ -305,6 +314,26 @@ def co_status(co):
     return co.worker.last_status
 
 
+TRACE_JSON_MAX = 200
+TRACE_JSON_HEAD = 12
+
+
+def _find_dispatch(ring, fd, worker, before_us):
+    """The acceptor's accept and dispatch of fd to worker, the latest no later than
+    before_us, among its last 1024 records (csrc/trace.c trace_find_dispatch): [] or both."""
+    found = []
+    for r in reversed(list(ring)[-1024:]):
+        if r[3] != fd or r[0] > before_us:
+            continue
+        if not found and r[4] == EV_DISPATCH and r[5] == worker:
+            found.append(r)
+        elif not found and r[4] == EV_ACCEPT:
+            break  # accepted and not dispatched to us: not our connection
+        elif found and r[4] == EV_ACCEPT:
+            return [r] + found
+    return []
+
+
 def stats_serve(co, req, keep_alive):
     """GET /_minginx/stats and /_minginx/trace (csrc/stats.c); 1 if not one of them."""
     w = co.worker
@@ -320,6 +349,7 @@ def stats_serve(co, req, keep_alive):
         workers = [h.stats() for h in eng.workers]
         data = {
             "engine": "python",
+            "io": "epoll",
             "uptime_ms": int((w.now - eng.started) * 1000),
             "policy": w.cfg["policy"],
             "workers": [dict(st, worker=i) for i, st in enumerate(workers)],
@@ -347,11 +377,20 @@ def stats_serve(co, req, keep_alive):
     else:
         ring = list(w.ring)
         mine = [i for i, r in enumerate(ring) if r[2] == co.id]
-        if mine and mine[0] > 0 and ring[mine[0] - 1][4] == 2 and ring[mine[0] - 1][3] == co.fd:
-            mine.insert(0, mine[0] - 1)  # the fd_batch step just before coroutine_create
+        recs = [ring[i] for i in mine]
+        if mine and mine[0] > 0 and ring[mine[0] - 1][4] == EV_FD_BATCH and ring[mine[0] - 1][3] == co.fd:
+            recs.insert(0, ring[mine[0] - 1])  # the fd_batch step just before coroutine_create
+            recs[:0] = _find_dispatch(w.engine.acceptor_ring(), co.fd, w.index, recs[0][0])
+        # as csrc/stats.c: at most TRACE_JSON_MAX, the first TRACE_JSON_HEAD and the latest
+        skipped = max(0, len(recs) - TRACE_JSON_MAX)
+        if skipped:
+            recs = recs[:TRACE_JSON_HEAD] + recs[TRACE_JSON_HEAD + skipped :]
         events = [
-            {"t_us": ring[i][0], "event": EVENTS[ring[i][4]], "fd": ring[i][3], "arg": ring[i][5]}
-            for i in mine
+            dict(
+                {"t_us": r[0], "event": EVENTS[r[4]], "fd": r[3], "arg": r[5]},
+                **json_fields(r[4], r[5], r[6]),
+            )
+            for r in recs
         ]
         data = {
             "engine": "python",
@@ -360,6 +399,7 @@ def stats_serve(co, req, keep_alive):
             "coroutine": co.id,
             "fd": co.fd,
             "events": events,
+            "skipped": skipped,
         }
     body = (json.dumps(data, separators=(",", ":")) + "\n").encode()
     out = (
@@ -380,10 +420,16 @@ def _recv_or_park(co):
     w = co.worker
     while True:
         try:
-            data = co.sock.recv(RECV_SIZE)
+            data = recv_now(co, RECV_SIZE)
         except BlockingIOError:
             pass
+        except OSError as e:
+            if w.trace:
+                w.trace_push(EV_RECV_ASYNC, co, co.fd, trace_errno(e))
+            raise
         else:
+            if w.trace:
+                w.trace_push(EV_RECV_ASYNC, co, co.fd, len(data))
             co.park_due = False  # input after all: the delay starts afresh at the next wait
             return data
         if co.cancelled or co.timed_out:  # (timed out: the deadline came with the sweep)
@@ -473,10 +519,13 @@ def conn_entry(co):
                 status, req = -head, None
             else:
                 status, req = parse_http(bytes(buf[:head]), head)
+            if w.trace:  # C: trace_parse
+                co.trace_req = "" if status else request_text(req.method, req.path or req.target)
+                w.trace_push(EV_PARSE_HTTP, co, co.fd, status, co.trace_req)
             if status:
                 yield from send_error(co, status, False, False)
                 if w.trace:
-                    w.trace_push(EV_HANDLER_DONE, co, co.fd, status)
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, status, co.trace_req)
                 if w.alog is not None:
                     alog_request(co, None, buf, co.status)
                 yield from _lingering_close(co, buf)
@@ -506,15 +555,19 @@ def conn_entry(co):
             except HandlerTimedOut:
                 # the C engine's request buffer went with the handler (pycall_orphan):
                 # its line says "-" for the request, here too
+                if w.trace:  # csrc/conn.c traces handler_done whatever the round's end
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
                 if w.alog is not None:
                     alog_request(co, None, None, co.status)
                 raise
             except (Cancelled, TimeoutError, OSError):
+                if w.trace:
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
                 if w.alog is not None:
                     alog_request(co, req, buf, co.status)
                 raise
             if w.trace:
-                w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co))
+                w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
             if w.alog is not None:
                 alog_request(co, req, buf, co.status)
             if keep_alive is None:

@@ -60,6 +60,11 @@ class Coroutine:
         "park_deadline",
         # lazy parking (worker.idle_link, idle_sweep): idle past the delay, park at the next EAGAIN
         "park_due",
+        # with --trace: "METHOD /path" of the request in flight (C: trace_req, trace_parse);
+        # trace_yield: what the next yield is, for the trace: io_park's wait to read is
+        # recv_async's (C: coroutine_yield_io), a handler's round is run_python's after it
+        "trace_req",
+        "trace_yield",
     )
 
     def __repr__(self):
@@ -105,6 +110,8 @@ def coroutine_create(w, entry, sock, id=0):
     co.requests = 0
     co.park_deadline = 0.0
     co.park_due = False
+    co.trace_req = ""
+    co.trace_yield = 0
     co.gen = trampoline_start(co)
     if co.fd >= 0:
         w.fd_table[co.fd] = co

@@ -7,12 +7,15 @@ TimeoutError when the coroutine's timer fired, Cancelled at shutdown, and
 the socket's own OSError otherwise (csrc/io.c returns -errno instead).
 """
 
+import errno
 import os
 import socket
 
+from ..trace import EV_RECV_ASYNC, EV_SEND_ASYNC, EV_SENDFILE_ASYNC
 from .coroutine import MG_TIMER_SEND, MG_YIELD_READ, MG_YIELD_READY, MG_YIELD_WRITE
 
 MG_SEND_SLICE = 1 << 20
+RECV_SIZE = 65536  # bytes one read asks for at most: a request head, a body's slice
 MG_CORK_BYTES = 256 * 1024  # head + file bytes sent under TCP_CORK (static.py)
 MG_SENDFILE_CHUNK = 256 * 1024  # bytes per os.sendfile() call, as lighttpd
 
@@ -26,17 +29,45 @@ def io_park(co, reason):
         raise TimeoutError
     if co.cancelled and co.idle:
         raise Cancelled
+    co.trace_yield = EV_RECV_ASYNC  # a read's wait: "recv_async -> EAGAIN, yield (read)"
     yield reason
+
+
+def trace_errno(e):
+    """The -errno csrc/io.c returns where the port raises e."""
+    if isinstance(e, Cancelled):
+        return -errno.ECANCELED
+    if isinstance(e, TimeoutError) and not e.errno:
+        return -errno.ETIMEDOUT  # the coroutine's timer (io_park), as io.c's -ETIMEDOUT
+    return -(e.errno or errno.EIO)
+
+
+def recv_now(co, n):
+    """One recv(2) of at most n bytes (b"" when the peer closed; BlockingIOError on EAGAIN),
+    through the worker's scratch buffer (worker.recv_view).  socket.recv(n) allocates its n
+    bytes before the call, answered or not: on PyPy in the GC's nursery, so at 64 KiB a read
+    a minor collection came every 15 reads and major ones after them (docs/side-by-side.md,
+    "On PyPy"); recv_into allocates only the bytes that came."""
+    view = co.worker.recv_view
+    got = co.sock.recv_into(view, min(n, RECV_SIZE))
+    return view[:got].tobytes()
 
 
 def recv_async(co, n):
     """Bytes read (b"" when the peer closed)."""
-    recv = co.sock.recv
     while True:
         try:
-            return recv(n)
+            data = recv_now(co, n)
         except BlockingIOError:
             yield from io_park(co, MG_YIELD_READ)
+            continue
+        except OSError as e:
+            if co.worker.trace:
+                co.worker.trace_push(EV_RECV_ASYNC, co, co.fd, trace_errno(e))
+            raise
+        if co.worker.trace:
+            co.worker.trace_push(EV_RECV_ASYNC, co, co.fd, len(data))
+        return data
 
 
 def send_async(co, data):
@@ -53,21 +84,28 @@ def send_async(co, data):
     view = memoryview(data)
     total = len(data)
     progressed = True
-    while view:
-        try:
-            n = send(view)
-        except BlockingIOError:
-            if progressed:
-                w.timer_set(co, MG_TIMER_SEND)
-            progressed = False
-            yield from io_park(co, MG_YIELD_WRITE)
-            continue
-        view = view[n:]
-        w.stats["bytes_out"] += n
-        co.sent += n
-        progressed = True
+    try:
+        while view:
+            try:
+                n = send(view)
+            except BlockingIOError:
+                if progressed:
+                    w.timer_set(co, MG_TIMER_SEND)
+                progressed = False
+                yield from io_park(co, MG_YIELD_WRITE)
+                continue
+            view = view[n:]
+            w.stats["bytes_out"] += n
+            co.sent += n
+            progressed = True
+    except (OSError, Cancelled) as e:
+        if w.trace:
+            w.trace_push(EV_SEND_ASYNC, co, co.fd, trace_errno(e))
+        raise
     if co.timer_class == MG_TIMER_SEND:
         w.timer_clear(co)
+    if w.trace:
+        w.trace_push(EV_SEND_ASYNC, co, co.fd, total)
     return total
 
 
@@ -78,29 +116,36 @@ def sendfile_async(co, file_fd, offset, count):
     left = count
     since_yield = 0
     progressed = True
-    while left > 0:
-        try:
-            n = os.sendfile(fd, file_fd, offset, min(left, MG_SENDFILE_CHUNK))
-        except BlockingIOError:
-            since_yield = 0
-            if progressed:
-                w.timer_set(co, MG_TIMER_SEND)
-            progressed = False
-            yield from io_park(co, MG_YIELD_WRITE)
-            continue
-        if n == 0:
-            break  # the file got shorter under us
-        offset += n
-        left -= n
-        since_yield += n
-        w.stats["bytes_out"] += n
-        co.sent += n
-        progressed = True
-        if since_yield >= MG_SEND_SLICE and w.ready:
-            since_yield = 0
-            yield MG_YIELD_READY
+    try:
+        while left > 0:
+            try:
+                n = os.sendfile(fd, file_fd, offset, min(left, MG_SENDFILE_CHUNK))
+            except BlockingIOError:
+                since_yield = 0
+                if progressed:
+                    w.timer_set(co, MG_TIMER_SEND)
+                progressed = False
+                yield from io_park(co, MG_YIELD_WRITE)
+                continue
+            if n == 0:
+                break  # the file got shorter under us
+            offset += n
+            left -= n
+            since_yield += n
+            w.stats["bytes_out"] += n
+            co.sent += n
+            progressed = True
+            if since_yield >= MG_SEND_SLICE and w.ready:
+                since_yield = 0
+                yield MG_YIELD_READY
+    except (OSError, Cancelled) as e:
+        if w.trace:
+            w.trace_push(EV_SENDFILE_ASYNC, co, co.fd, trace_errno(e))
+        raise
     if co.timer_class == MG_TIMER_SEND:
         w.timer_clear(co)
+    if w.trace:
+        w.trace_push(EV_SENDFILE_ASYNC, co, co.fd, min(count - left, 0x7FFFFFFF))
     return count - left
 
 

@@ -15,6 +15,7 @@ import os
 import stat
 import time
 
+from ..trace import EV_STATIC_SERVE
 from .http import (
     MG_H_ACCEPT_ENCODING,
     MG_H_IF_MATCH,
@@ -31,6 +32,7 @@ from .http import (
     parse_range,
 )
 from .io import MG_CORK_BYTES, send_async, sendfile_async, set_cork
+from .linux import O_PATH
 from .response import FRAME_LENGTH, FRAME_NONE, head_finish, head_start
 
 ALLOW = b"Allow: GET, HEAD, OPTIONS\r\n"
@@ -175,7 +177,7 @@ class FileCache:
         self.enabled = size > 0
         self.entries = collections.OrderedDict()
         cfg = worker.cfg
-        self.root_fd = os.open(cfg["root"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.root_fd = os.open(cfg["root"], O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.root_real = os.path.realpath(cfg["root"])
         self.follow = cfg["follow_symlinks"]
         self.gzip_static = cfg["gzip_static"]
@@ -544,6 +546,8 @@ def static_serve(co, req, keep_alive):
     """Answer req from the root.  Returns True if the connection may go on."""
     w = co.worker
     head_only = req.method == b"HEAD"
+    if w.trace:
+        w.trace_push(EV_STATIC_SERVE, co, co.fd)
     r = yield from _static_method(co, req, keep_alive)
     if r is not None:
         return r
@@ -624,11 +628,15 @@ def static_try(co, req, keep_alive):
             w.cache.file_open(rel, True).release()
         except HTTPStatus:
             return None
+        if w.trace:
+            w.trace_push(EV_STATIC_SERVE, co, co.fd)
         r = yield from _static_method(co, req, keep_alive)
         if r is not None:
             return r
         return (yield from _redirect_slash(co, req, keep_alive, head_only))
     co.centry = e
+    if w.trace:
+        w.trace_push(EV_STATIC_SERVE, co, co.fd)
     try:
         r = yield from _static_method(co, req, keep_alive)
         if r is not None:

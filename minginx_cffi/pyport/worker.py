@@ -29,6 +29,8 @@ the loop ending, closes it.
 
 import collections
 import ctypes
+import errno
+import gc
 import logging
 import os
 import queue
@@ -36,6 +38,7 @@ import resource
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -44,6 +47,8 @@ from ..trace import (  # noqa: F401
     EV_ADD_TO_READY,
     EV_FD_BATCH,
     EV_PARK,
+    EV_RECV_ASYNC,
+    EV_RUN_PYTHON,
     EV_SCHEDULE,
     EV_UNPARK,
     EV_WAKE_FD,
@@ -65,6 +70,8 @@ from .coroutine import (
     coroutine_destroy,
 )
 from .http import http_date
+from .io import RECV_SIZE
+from .linux import EPOLLRDHUP
 
 RDY_FIFO, RDY_LIFO = 0, 1
 MG_POOL_KEEP = 32  # connections a burst may shed before the heap is trimmed (C: MG_POOL_KEEP)
@@ -79,14 +86,17 @@ def _find_malloc_trim():
 
 
 _malloc_trim = _find_malloc_trim()
+# CPython frees a closed connection's objects as their counts drop; PyPy's GC at its next
+# major collection, which a burst's end does not bring: _heap_trim asks for one there
+_GC_FREES_LATE = sys.implementation.name != "cpython"
 MG_CMD_STOP, MG_CMD_EXIT = -1, -2
 MG_FD_BATCH = 256
-_EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+_EPOLL_SOCK = select.EPOLLIN | select.EPOLLOUT | EPOLLRDHUP | select.EPOLLET
 _WANT = {
-    MG_YIELD_READ: select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
+    MG_YIELD_READ: select.EPOLLIN | EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR,
     MG_YIELD_WRITE: select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR,
 }
-_GONE = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+_GONE = EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 YIELD_NAMES = ("ready", "read", "write", "python")
 BUSY_BODY = b"Too many connections"
 
@@ -186,7 +196,10 @@ def call_python(co, fn, *args, late=None):
     raises HandlerTimedOut after --handler-timeout (the job is an orphan then)."""
     w = co.worker
     if w.pool is None:
+        if w.trace:  # C: run_python hands the call to mg_py_batch (the port: one call a batch)
+            w.trace_push(EV_RUN_PYTHON, co, co.fd, 1)
         return fn(*args)
+    co.trace_yield = EV_RUN_PYTHON  # traced after the yield below, as C's
     job = Job(co, w, fn, args, late)
     w.inflight += 1
     w.pool.put(job)
@@ -297,6 +310,8 @@ class Worker:
         # coroutine -> when it began to wait between requests, oldest first (lazy parking)
         self.idle = collections.OrderedDict()
         self.ready = collections.deque()
+        # every read goes through here and is copied out at once (io.recv_now)
+        self.recv_view = memoryview(bytearray(RECV_SIZE))
         self.trim_high = 0  # connections open at most since the last heap trim
         self.trim_at = 0.0  # no trim before this time (once a second, as the C pools')
         self.all = set()
@@ -332,8 +347,8 @@ class Worker:
 
     # -- ready queue -----------------------------------------------------
 
-    def trace_push(self, event, co, fd, arg=0):
-        self.ring.append((time.monotonic_ns() // 1000, self.index, co.id if co else 0, fd, event, arg))
+    def trace_push(self, event, co, fd, arg=0, text=""):
+        self.ring.append((time.monotonic_ns() // 1000, self.index, co.id if co else 0, fd, event, arg, text))
 
     def add_to_ready(self, co, at_tail=False):
         """At the head under RDY_LIFO, else at the tail; a MG_YIELD_READY goes to the tail
@@ -368,7 +383,14 @@ class Worker:
                 continue
             yields[YIELD_NAMES[reason]] += 1
             if self.trace:
-                self.trace_push(EV_YIELD, co, co.fd, reason)
+                then, co.trace_yield = co.trace_yield, 0
+                if then == EV_RECV_ASYNC and reason == MG_YIELD_READ:  # C: coroutine_yield_io
+                    self.trace_push(EV_RECV_ASYNC, co, co.fd, -errno.EAGAIN)
+                else:
+                    self.trace_push(EV_YIELD, co, co.fd, reason)
+                    if then == EV_RUN_PYTHON and reason == MG_YIELD_PYTHON:
+                        # C: the worker loop's run_python, once the coroutine has yielded
+                        self.trace_push(EV_RUN_PYTHON, co, co.fd, 1)
             if reason == MG_YIELD_READY:
                 self.add_to_ready(co, at_tail=True)
             else:
@@ -447,7 +469,8 @@ class Worker:
         """C: pools_trim.  The port pools no stacks or buffers of its own, but what a burst
         of connections freed (their coroutines, request bytes) sits amid malloc's heap:
         once the open connections fell by more than MG_POOL_KEEP, malloc_trim gives the
-        free pages back, at most once a second (tests/test_burst_rss.py)."""
+        free pages back, at most once a second (tests/test_burst_rss.py).  On PyPy that
+        memory is garbage in the GC's arenas until a major collection: one runs first."""
         alive = self.stats["coroutines_alive"] + self.stats["parked"]
         if alive > self.trim_high:
             self.trim_high = alive
@@ -455,6 +478,8 @@ class Worker:
             return
         self.trim_at = self.now + MG_POOL_TRIM
         self.trim_high = alive
+        if _GC_FREES_LATE:
+            gc.collect()
         if _malloc_trim is not None:
             _malloc_trim(0)
 
@@ -462,7 +487,7 @@ class Worker:
         del self.parked[p.fd]
         self.stats["parked"] -= 1
         if self.trace:
-            self.ring.append((time.monotonic_ns() // 1000, self.index, p.id, p.fd, EV_UNPARK, events))
+            self.ring.append((time.monotonic_ns() // 1000, self.index, p.id, p.fd, EV_UNPARK, events, ""))
         co = coroutine_create(self, self.conn_entry, p.sock, id=p.id)
         co.requests = p.requests  # conn_entry: between requests, not a first one
         co.park_deadline = p.deadline
@@ -640,6 +665,12 @@ class Worker:
             os.close(fd)
             return
         sock = socket.socket(fileno=fd)
+        # the acceptor made the fd non-blocking, and CPython leaves it so; PyPy's
+        # socket(fileno=) applies the default timeout (None: blocking) to the fd, and every
+        # recv_async would then sleep in recv(2) until its client sent, the worker's other
+        # connections waiting behind it (tests/test_connections.py:
+        # test_idle_keepalive_connection_never_holds_up_its_worker)
+        sock.setblocking(False)
         co = coroutine_create(self, self.conn_entry, sock)
         self.epfd.register(fd, _EPOLL_SOCK)
         self.add_to_ready(co)

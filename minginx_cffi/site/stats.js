@@ -22,7 +22,7 @@ function draw(stats) {
   }
   last = {total: total, t: now};
   document.getElementById("total").textContent = total.toLocaleString("en");
-  document.getElementById("engine").textContent = stats.engine;
+  document.getElementById("engine").textContent = stats.engine + (stats.io ? " (" + stats.io + ")" : "");
   document.getElementById("policy").textContent = stats.policy;
 
   const max = Math.max(1, ...history);
@@ -60,19 +60,42 @@ function showTrace(t) {
     return;
   }
   const t0 = t.events[0].t_us;
-  const reasons = ["ready", "read", "write", "python"];
   t.events.forEach(e => {
-    let what = e.event;
-    if (e.event === "yield") what = "yield (" + (reasons[e.arg] || e.arg) + ")";
-    if (e.event === "handler_done") what = "handler done (" + e.arg + ")";
-    if (e.event === "finished") what = "finished = 1";
+    const what = describe(e);
     const li = el("li", {"class": "trace-step"});
     li.appendChild(el("code", {}, "+" + ((e.t_us - t0) / 1000).toFixed(3) + " ms"));
     li.appendChild(document.createTextNode("  " + what + "  (worker " + t.worker + ", coroutine " + t.coroutine + ", fd " + e.fd + ")"));
     list.appendChild(li);
   });
   list.appendChild(el("li", {"class": "trace-step now"},
-    "\u2026 and now: parse_http, then /_minginx/trace answers with this list: handler done (200)"));
+    "\u2026 and now: /_minginx/trace answers with this list (send_async), then handler done GET /_minginx/trace 200"));
+}
+
+// A step's words from its named fields, as the server's --trace prints them
+// (minginx_cffi/trace.py describe; /_minginx/trace names them: trace.py json_fields).
+function describe(e) {
+  const request = e.method ? e.method + " " + e.path : "-";
+  switch (e.event) {
+    case "dispatch": return "dispatch -> worker " + e.worker;
+    case "fd_batch": return "pipe read into fd_batch";
+    case "schedule": return "schedule -> the coroutine runs";
+    case "yield": return "yield (" + (e.reason || e.arg) + ")";
+    case "wake_fd": return "wake_fd (" + e.events + ")";
+    case "unpark": return "unpark (" + e.events + " on a parked fd) -> coroutine_create";
+    case "park": return "park (idle after " + e.requests + " request" + (e.requests === 1 ? "" : "s") + ")";
+    case "recv_async":
+    case "send_async":
+    case "sendfile_async":
+      if (e.error === "EAGAIN" && e.event === "recv_async") return "recv_async -> EAGAIN, yield (read)";
+      return e.event + " -> " + (e.error || e.bytes + (e.bytes === 1 ? " byte" : " bytes"));
+    case "parse_http": return "parse_http " + request + (e.status ? " -> " + e.status : "");
+    case "handler_done": return "handler done " + request + " " + e.status;
+    case "run_python": return "run_python -> mg_py_batch (" + e.calls + (e.calls === 1 ? " call)" : " calls)");
+    case "finished": return "finished = 1";
+    case "submit": return "submit (io_uring SQE: " + e.op + ")";
+    case "complete": return "complete (io_uring CQE: res " + e.res + ")";
+    default: return e.event;
+  }
 }
 
 async function poll() {
