@@ -74,7 +74,8 @@ def pytest_xdist_auto_num_workers(config):
     tests mostly wait (on sockets, timeouts, servers starting in subprocesses): a whole run
     keeps about 0.8 of a CPU busy, so one worker per CPU, xdist's own "auto", leaves most of
     the machine idle.  Each worker makes its own site_root (a 51 MiB tree): hence the cap."""
-    return max(2, min(12, 3 * len(os.sched_getaffinity(0))))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # PyPy: none
+    return max(2, min(12, 3 * (cpus or 1)))
 
 
 #: "cffi-uring" is the C engine with --io uring (csrc/uring.c)
