@@ -22,7 +22,7 @@ build: check-c
 	MINGINX_WERROR=1 $(PYTHON) -m pip install -q -e '.[test]'
 
 test: build
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n auto
 
 # The C engine under AddressSanitizer + UndefinedBehaviorSanitizer (with the fiber
 # annotations around every context switch, csrc/coroutine.c): a copy of the tree is built
@@ -30,7 +30,9 @@ test: build
 # cffi and cffi-uring engines of tests/conftest.py): the runtime, static files,
 # and the handler bridge (test_handlers.py, test_wsgi.py, the CLI's start-up failures in
 # subprocesses, which inherit the preload).  -rs lists what was skipped (test_wsgi.py
-# needs flask), so a hole in the coverage shows.
+# needs flask), so a hole in the coverage shows.  In parallel workers (pytest -n auto) where
+# pytest-xdist is installed (the test extra): ASan's servers are slower, the tests still wait.
+XDIST = $(shell $(PYTHON) -c "import xdist" 2>/dev/null && echo "-n auto")
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
 test-asan:
 	rm -rf build/asan && mkdir -p build/asan
@@ -40,7 +42,7 @@ test-asan:
 	cd build/asan && LD_PRELOAD=$(ASAN_RT) MINGINX_ENGINES=cffi,cffi-uring MINGINX_SANITIZED=1 MINGINX_TEST_SWITCH=fast \
 	    ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:allow_user_segv_handler=1 \
 	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	    $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests
+	    $(PYTHON) -m pytest -q -rs -p no:cacheprovider $(XDIST) tests
 
 # Fuzz through cffi with atheris, FUZZ_SECONDS per target: parse_http (tests/fuzz_parse.py),
 # the chunked decoder against the port's (tests/fuzz_chunked.py), and the handler response

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import random
 import select
 import socket
 import time
@@ -65,6 +66,16 @@ def outside_secret(site_root):
 @pytest.fixture(params=["lifo", "fifo"])
 def policy(request):
     return request.param
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`pytest -n auto` (README, .ci/run): three pytest-xdist workers per CPU, at most 12.  The
+    tests mostly wait (on sockets, timeouts, servers starting in subprocesses): a whole run
+    keeps about 0.8 of a CPU busy, so one worker per CPU, xdist's own "auto", leaves most of
+    the machine idle.  Each worker makes its own site_root (a 51 MiB tree): hence the cap."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # PyPy: none
+    return max(2, min(12, 3 * (cpus or 1)))
 
 
 #: "cffi-uring" is the C engine with --io uring (csrc/uring.c)
@@ -247,13 +258,36 @@ def socket_activate_env_args(*names):
     return [a for n in names + SANITIZER_VARS if n in os.environ for a in ("-E", n)]
 
 
+_ports = random.Random()  # seeded from os.urandom: each pytest-xdist worker draws its own
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A port nothing listens on right now (for servers started as subprocesses)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on right now (for servers started as subprocesses).  Drawn
+    below the kernel's ephemeral range: a port from bind(port 0) is free when we look, but
+    every connect() on the machine takes its local port from that same range, and one may
+    take ours before the server binds it ("Address already in use": seen when thousands
+    of connections ran at once next door, and likelier under pytest-xdist).  Below the
+    range only another free_port() can draw the same port in that moment."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _ports.randrange(10000, low) if low > 11000 else 0
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return s.getsockname()[1]
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port below %d" % low)
 
 
 def get(port, path, method="GET", headers=None, body=b""):

@@ -64,7 +64,9 @@ def test_a_mixed_run_parses_as_combined_with_statuses_and_body_bytes(make_server
     assert raw(port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
     body400 = raw(port, b"GARBAGE\r\n\r\n").split(b"\r\n\r\n", 1)[1]
     expect += [(b"GARBAGE", 400, len(body400))] * 2
-    assert raw(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 501")
+    assert raw(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(
+        b"HTTP/1.1 501"
+    )
     srv.shutdown()  # every line reaches the file by the time it returns
 
     got = parse(log)
@@ -133,7 +135,7 @@ def test_json_lines_parse_with_the_same_fields_and_request_time(make_server, tmp
     srv = make_server(access_log=str(log), access_log_format="json")
     port = srv.address[1]
     get(port, "/hello.txt", headers={"User-Agent": 'caf\xe9 "q"'.encode().decode("latin-1")})
-    raw(port, b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\nUser-Agent: a\xffb\r\n\r\n")
+    raw(port, b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\nUser-Agent: a\xffb\r\nConnection: close\r\n\r\n")
     srv.shutdown()
     data = log.read_bytes()
     data.decode("utf-8")  # valid UTF-8, whatever the client sent

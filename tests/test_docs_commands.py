@@ -617,7 +617,10 @@ RULES = [
             "in a fresh venv and .ci/package installs the sdist and the wheel in fresh venvs and serves"
         ),
     ),
-    (r"^python3? -m pytest$", skip("the whole suite: this test is part of it, and .ci/run runs it")),
+    (
+        r"^python3? -m pytest( -n auto)?$",
+        skip("the whole suite: this test is part of it, and .ci/run runs it"),
+    ),
     (r"^(python3? -m )?pytest tests/\S+$", skip("a file of the suite, which runs it anyway")),
     (r"^make (test|test-asan|fuzz|bench)$", skip("minutes long; .ci/run runs make test-asan and make fuzz")),
     (r"^(sudo|systemctl|apt-get) ", skip("changes the machine (packages, services as root)")),
