@@ -359,7 +359,20 @@ void conn_entry(mg_coroutine *co)
         /* -- a request head -- */
         co->idle = 1;
         co->client_known = 0; /* a new request: its client is the peer until request_client */
-        timer_set(co, first ? MG_TIMER_HEADER : MG_TIMER_KEEPALIVE);
+        /* Stopping (the response just sent was begun before the stop, with the
+         * "Connection" it had then): not the keep-alive timeout but the drain an
+         * idle connection gets at the stop (worker.c begin_graceful_stop), then
+         * the close.  RFC 9112 section 9.3.1: "Connections can be closed at any
+         * time, with or without intention"; section 9.6: a sender SHOULD say
+         * "close" when it intends to close, which the request that may come in
+         * the drain is answered with (keep_alive below), and a close at once
+         * would risk that request being lost (tests/test_shutdown_keepalive.py).
+         * A keep-alive timeout shorter than the drain stays (as there). */
+        int wait = first ? MG_TIMER_HEADER : MG_TIMER_KEEPALIVE;
+        if (MG_UNLIKELY(w->stopping) && wait == MG_TIMER_KEEPALIVE &&
+            (w->timers[wait].duration_ms <= 0 || w->timers[wait].duration_ms > MG_DRAIN_IDLE_MS))
+            wait = MG_TIMER_DRAIN;
+        timer_set(co, wait);
         int head = 0;
         /* a request begun on a keep-alive connection gets header_timeout from
          * its first byte, armed only if its head is not whole at once: most

@@ -34,7 +34,14 @@ from ..trace import (
 )
 from .accesslog import alog_request
 from .asgiport import asgi_request
-from .coroutine import MG_TIMER_HEADER, MG_TIMER_KEEPALIVE, MG_TIMER_LINGER, MG_YIELD_READ
+from .coroutine import (
+    MG_DRAIN_IDLE,
+    MG_TIMER_DRAIN,
+    MG_TIMER_HEADER,
+    MG_TIMER_KEEPALIVE,
+    MG_TIMER_LINGER,
+    MG_YIELD_READ,
+)
 from .front import conn_client, conn_peer, request_client
 from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
 from .io import RECV_SIZE, Cancelled, io_park, recv_async, recv_now, send_async, trace_errno
@@ -464,7 +471,13 @@ def conn_entry(co):
             # -- a request head --
             co.idle = True
             co.client = None  # a new request: its client is the peer until request_client
-            w.timer_set(co, MG_TIMER_HEADER if first else MG_TIMER_KEEPALIVE)
+            # stopping: the drain an idle connection gets at the stop, not the keep-alive
+            # timeout (a shorter one stays), then the close (RFC 9112 sections 9.3.1
+            # and 9.6: csrc/conn.c)
+            wait = MG_TIMER_HEADER if first else MG_TIMER_KEEPALIVE
+            if w.stopping and wait == MG_TIMER_KEEPALIVE and not 0 < w.durations[wait] <= MG_DRAIN_IDLE:
+                wait = MG_TIMER_DRAIN
+            w.timer_set(co, wait)
             scanned = 0
             header_timer_due = False  # armed only if the head is not whole at once (csrc/conn.c)
             while True:
