@@ -324,7 +324,7 @@ def _find_dispatch(ring, fd, worker, before_us):
     """The acceptor's accept and dispatch of fd to worker, the latest no later than
     before_us, among its last 1024 records (csrc/trace.c trace_find_dispatch): [] or both."""
     found = []
-    for r in reversed(list(ring)[-1024:]):
+    for r in reversed(ring.snapshot()[-1024:]):
         if r[3] != fd or r[0] > before_us:
             continue
         if not found and r[4] == EV_DISPATCH and r[5] == worker:
@@ -377,7 +377,7 @@ def stats_serve(co, req, keep_alive):
                 total = procstats.add(total, st)
             data["total"] = total
     else:
-        ring = list(w.ring)
+        ring = w.ring.snapshot()
         mine = [i for i, r in enumerate(ring) if r[2] == co.id]
         recs = [ring[i] for i in mine]
         if mine and mine[0] > 0 and ring[mine[0] - 1][4] == EV_FD_BATCH and ring[mine[0] - 1][3] == co.fd:

@@ -68,6 +68,7 @@ from .coroutine import (
     coroutine_destroy,
 )
 from .http import http_date
+from .ring import TraceRing
 
 RDY_FIFO, RDY_LIFO = 0, 1
 MG_POOL_KEEP = 32  # connections a burst may shed before the heap is trimmed (C: MG_POOL_KEEP)
@@ -333,7 +334,7 @@ class Worker:
         self.alog_since = 0.0
         self.alog_sec = -1
         self.alog_time = b""
-        self.ring = collections.deque(maxlen=16384)  # as the C ring: the oldest are overwritten
+        self.ring = TraceRing()  # as the C ring: the oldest are overwritten
         self.conn_entry = conn_entry
 
     # -- ready queue -----------------------------------------------------
