@@ -3,6 +3,7 @@
 it, and the two engines saying the same for the same bytes."""
 
 import json
+import socket
 
 from conftest import Conn, wait_for
 from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARSE_HTTP
@@ -43,3 +44,54 @@ def test_trace_endpoint_keeps_what_the_printer_drained(make_server):
     texts = [r[6] for r in sink.records if r[4] == EV_PARSE_HTTP]
     assert texts.count("GET /hello.txt") == 1
     c.close()
+
+
+# Request lines broken somewhere, the line longer than the 8192 bytes of
+# MG_MAX_REQUEST_LINE but the head whole in one read (so no -414 before the parse):
+# csrc/http.c parse_http reads the line from its start, and answers for the first
+# thing that breaks it: a method that is not a token is 400 wherever the line ends; a
+# target byte that is not one is 400 if it sits inside the limit, 414 past it; a line
+# whole and too long is 414; a header section too long is 431 before a version not
+# 1.x is 505.  The port answered 414 for any line over the limit it could not match,
+# and 505 before 431.
+LONG = b"y" * 9000
+BROKEN_LINES = [
+    ("bad method, long target", b"G\x1bT /" + LONG + b" HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ('method with a "', b'GE"T /' + LONG + b" HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("control early in a long target", b"GET /a\x01" + LONG + b" HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("control late in a long target", b"GET /" + LONG + b"\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+    ("bad version after a long target", b"GET /" + LONG + b" HTTX/1.1\r\nHost: a\r\n\r\n", 400),
+    ("long target, no version", b"GET /" + LONG + b"\r\nHost: a\r\n\r\n", 414),
+    ("long and whole", b"GET /" + LONG + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+    ("long and HTTP/2.0", b"GET /" + LONG + b" HTTP/2.0\r\nHost: a\r\n\r\n", 414),
+    ("big headers, HTTP/2.0", b"GET / HTTP/2.0\r\nHost: a\r\n" + b"X: " + b"v" * 33000 + b"\r\n\r\n", 431),
+    ("big headers, HTTP/1.1", b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: " + b"v" * 33000 + b"\r\n\r\n", 431),
+]
+
+
+def test_a_broken_request_line_has_the_same_status_in_both_parsers():
+    """The C parser and the port's, on the whole head (tests/test_http_parse.py's
+    test_port_agrees for lines past the limit)."""
+    from minginx_cffi._native import parse_request
+    from minginx_cffi.pyport import http as pyhttp
+
+    for name, data, status in BROKEN_LINES:
+        end = data.index(b"\r\n\r\n") + 4
+        assert parse_request(data)["status"] == status, name
+        assert pyhttp.parse_http(data[:end], end)[0] == status, name
+
+
+def test_a_broken_request_line_is_traced_with_its_status(make_server):
+    """The same heads over a socket, each in one send (one read: the head is whole when
+    parse_http sees it): the answer and the trace's parse_http -> status agree with C."""
+    sink = Sink()
+    srv = make_server(trace=sink, workers=1)
+    for name, data, status in BROKEN_LINES[:3]:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(data)
+        got = s.recv(12)
+        s.close()
+        assert got == b"HTTP/1.1 %d" % status, name
+    assert wait_for(lambda: sum(r[4] == EV_HANDLER_DONE for r in sink.records) == 3)
+    parsed = [(r[5], r[6]) for r in sink.records if r[4] == EV_PARSE_HTTP]
+    assert parsed == [(400, ""), (400, ""), (400, "")]
