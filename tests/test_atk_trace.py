@@ -95,3 +95,41 @@ def test_a_broken_request_line_is_traced_with_its_status(make_server):
     assert wait_for(lambda: sum(r[4] == EV_HANDLER_DONE for r in sink.records) == 3)
     parsed = [(r[5], r[6]) for r in sink.records if r[4] == EV_PARSE_HTTP]
     assert parsed == [(400, ""), (400, ""), (400, "")]
+
+
+def test_a_request_refused_for_its_body_has_its_handler_done(make_server):
+    """A good head whose body is refused (413 past max_body, 400 for a bad chunk) is
+    answered, and logged, by conn_entry's body step: its trace ended at parse_http, with
+    no handler done for the response sent (the seed's last step of a request, the one
+    the demo page and a reader of --trace look for)."""
+    sink = Sink()
+    srv = make_server(trace=sink, workers=1, max_body=1000)
+    heads = [
+        (b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 999999\r\n\r\n", 413),
+        (b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"PUT /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n", 413),
+    ]
+    for data, status in heads:
+        c = Conn(srv.port)
+        c.send(data)
+        assert c.read_response().status == status
+        c.close()
+    # and a client gone mid-body: no response, but the access log's 400 (nginx's)
+    c = Conn(srv.port)
+    c.send(b"POST /gone HTTP/1.1\r\nHost: a\r\nContent-Length: 500\r\n\r\nab")
+    c.sock.shutdown(socket.SHUT_WR)
+    assert c.closed_by_peer()
+    c.close()
+    assert wait_for(lambda: sum(r[4] == EV_HANDLER_DONE for r in sink.records) >= 4)
+    texts = [(r[4], r[5], r[6]) for r in sink.records if r[4] in (EV_PARSE_HTTP, EV_HANDLER_DONE)]
+    parsed, done = EV_PARSE_HTTP, EV_HANDLER_DONE
+    assert texts == [
+        (parsed, 0, "POST /up"),
+        (done, 413, "POST /up"),
+        (parsed, 0, "POST /up"),
+        (done, 400, "POST /up"),
+        (parsed, 0, "PUT /big"),
+        (done, 413, "PUT /big"),
+        (parsed, 0, "POST /gone"),
+        (done, 400, "POST /gone"),
+    ]

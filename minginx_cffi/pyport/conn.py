@@ -543,11 +543,15 @@ def conn_entry(co):
             except (Cancelled, OSError) as e:
                 if isinstance(e, ConnectionResetError):
                     co.status = 400  # a client gone mid-body: nginx logs 400, not 499
+                if w.trace:  # the request's last step, as C's (tests/test_atk_trace.py)
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 if w.alog is not None:
                     alog_request(co, req, buf, co.status)
                 raise
             if st:
                 yield from send_error(co, st, False, req.method == b"HEAD")
+                if w.trace:
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 if w.alog is not None:
                     alog_request(co, req, buf, co.status)
                 yield from _lingering_close(co, buf)
