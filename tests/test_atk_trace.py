@@ -17,6 +17,22 @@ class Sink:
         self.records.extend(records)
 
 
+def drain_response(sock):
+    """Read one response with a Content-Length to its end: (status, body length), the
+    body counted, not kept."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    got = len(body)
+    while got < length:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "closed after %d of %d bytes" % (got, length)
+        got += len(chunk)
+    return int(head[9:12]), got
+
+
 def trace_of(c):
     r = c.request("GET", "/_minginx/trace")
     assert r.status == 200
@@ -133,3 +149,25 @@ def test_a_request_refused_for_its_body_has_its_handler_done(make_server):
         (parsed, 0, "POST /gone"),
         (done, 400, "POST /gone"),
     ]
+
+
+def test_handler_done_has_its_own_responses_status(make_server, site_root):
+    """A long response's handler done comes after other connections' responses were
+    begun on the same worker: its status is its own (C: co->status).  The port took
+    it from the worker's last head written (Worker.last_status), so a 404 sent to
+    another connection while the 50 MiB file was on its way was printed as the file's."""
+    sink = Sink()
+    srv = make_server(trace=sink, workers=1)
+    a = Conn(srv.port)  # not read yet: the socket's buffers hold a few MiB of the 50
+    a.send(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+    # the file's sender waits on a full socket; another connection's 404 goes out meanwhile
+    assert wait_for(lambda: any(r[4] == EV_PARSE_HTTP and r[6] == "GET /50mib.bin" for r in sink.records))
+    b = Conn(srv.port)
+    assert b.request("GET", "/nope").status == 404
+    assert wait_for(lambda: any(r[4] == EV_HANDLER_DONE for r in sink.records))
+    assert drain_response(a.sock) == (200, 50 << 20)
+    assert wait_for(lambda: sum(r[4] == EV_HANDLER_DONE for r in sink.records) == 2)
+    done = [(r[5], r[6]) for r in sink.records if r[4] == EV_HANDLER_DONE]
+    assert done == [(404, "GET /nope"), (200, "GET /50mib.bin")]
+    a.close()
+    b.close()

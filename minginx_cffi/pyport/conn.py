@@ -312,10 +312,6 @@ def _close_result(result):
         _dispatch.close_iter(result[3])
 
 
-def co_status(co):
-    return co.worker.last_status
-
-
 TRACE_JSON_MAX = 200
 TRACE_JSON_HEAD = 12
 
@@ -569,7 +565,7 @@ def conn_entry(co):
                     alog_request(co, req, buf, co.status)
                 raise
             if w.trace:
-                w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
+                w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
             if w.alog is not None:
                 alog_request(co, req, buf, co.status)
             if keep_alive is None:

@@ -326,7 +326,6 @@ class Worker:
         self.date_hdr = b""
         self.cache = FileCache(self, self.cfg["open_file_cache"])
         self.trace = self.cfg["trace"]
-        self.last_status = 0
         # the access log (accesslog.py): lines not yet handed to the writer
         self.alog = engine.alog
         self.alog_lines = []
