@@ -4,6 +4,8 @@ it, and the two engines saying the same for the same bytes."""
 
 import json
 import socket
+import struct
+import threading
 
 from conftest import Conn, wait_for
 from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARSE_HTTP
@@ -171,3 +173,47 @@ def test_handler_done_has_its_own_responses_status(make_server, site_root):
     assert done == [(404, "GET /nope"), (200, "GET /50mib.bin")]
     a.close()
     b.close()
+
+
+def test_a_response_broken_off_has_its_handler_done(make_server):
+    """A client that resets the connection while its 50 MiB file is being sent: the send
+    fails, and the request's handler done is traced with the status begun (C: conn_entry
+    traces it whatever the middleware returned).  The port's send raised past it."""
+    sink = Sink()
+    srv = make_server(trace=sink, workers=1)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert s.recv(12) == b"HTTP/1.1 200"  # begun
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # RST
+    assert wait_for(lambda: any(r[4] == EV_HANDLER_DONE for r in sink.records))
+    done = [(r[5], r[6]) for r in sink.records if r[4] == EV_HANDLER_DONE]
+    assert done == [(200, "GET /50mib.bin")]
+
+
+def test_a_handler_past_its_timeout_has_its_handler_done(make_server):
+    """--handler-timeout: the 504 sent for a handler still running is the request's
+    status in its handler done (C: python_request returns after send_gateway_timeout);
+    the port raised HandlerTimedOut past the step."""
+    from minginx_cffi import App
+
+    release = threading.Event()
+    app = App()
+
+    @app.get("/slow")
+    def slow(req):
+        release.wait(30)
+        return "late"
+
+    sink = Sink()
+    srv = make_server(app=app, root=None, trace=sink, workers=1, handler_timeout=0.2)
+    try:
+        c = Conn(srv.port)
+        c.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.read_response().status == 504
+        assert wait_for(lambda: any(r[4] == EV_HANDLER_DONE for r in sink.records))
+        done = [(r[5], r[6]) for r in sink.records if r[4] == EV_HANDLER_DONE]
+        assert done == [(504, "GET /slow")]
+        c.close()
+    finally:
+        release.set()

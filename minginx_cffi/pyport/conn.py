@@ -555,12 +555,18 @@ def conn_entry(co):
             try:
                 keep_alive = yield from _answer(co, req, body, keep_alive, buf)
             except HandlerTimedOut:
+                # the 504 sent, or a response broken off: the request's last step all
+                # the same (C: conn_entry traces it whatever the middleware returned)
+                if w.trace:
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 # the C engine's request buffer went with the handler (pycall_orphan):
                 # its line says "-" for the request, here too
                 if w.alog is not None:
                     alog_request(co, None, None, co.status)
                 raise
             except (Cancelled, TimeoutError, OSError):
+                if w.trace:
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 if w.alog is not None:
                     alog_request(co, req, buf, co.status)
                 raise
