@@ -471,6 +471,8 @@ void conn_entry(mg_coroutine *co)
             else if (bst == -ECONNRESET)
                 co->status = 400; /* a client gone mid-body: nginx logs 400 ("client
                                      * prematurely closed connection"), not 499 */
+            /* the request's last step, as for the others (tests/test_atk_trace.py) */
+            TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, co->status, co->trace_req);
             log_request(co, req);
             if (bst > 0)
                 lingering_close(co);

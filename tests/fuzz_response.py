@@ -123,8 +123,6 @@ class Int(int):
 class _NoWorker:
     """What pyport head_start needs of a worker, without a Date line."""
 
-    last_status = None
-
     @staticmethod
     def date_header():
         return b""

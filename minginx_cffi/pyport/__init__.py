@@ -10,6 +10,7 @@ Read it beside csrc/, file for file:
     csrc/conn.c       ->  conn.py        conn_entry (the seed's entry)
     csrc/static.c     ->  static.py      static_serve, decode_path, the open-file cache
     csrc/cache.c
+    csrc/trace.c      ->  ring.py        a trace ring: the printer's drain, /_minginx/trace's copy
 
 Coroutines are generators (``yield`` plays swapcontext); a worker is a
 thread with its own select.epoll.  Standard library only.  Python's threads
@@ -145,8 +146,7 @@ class Engine:
         """Records since the last call, in time order (as _native.Engine.trace_drain)."""
         out = []
         for ring in [self._acceptor.ring] + [h._w.ring for h in self.workers]:
-            while ring:
-                out.append(ring.popleft())
+            ring.drain(out)  # what was printed stays for /_minginx/trace, as in C
         out.sort(key=_by_time)  # stable: each ring keeps its own order within a tie
         return out
 

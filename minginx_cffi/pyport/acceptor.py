@@ -6,7 +6,6 @@ and then writes each worker's fds down its pipe at once (4 bytes each, one
 wake-up per worker).  Out of fds: pause accepting for 100 ms.
 """
 
-import collections
 import errno
 import os
 import select
@@ -15,6 +14,7 @@ import struct
 import time
 
 from ..trace import EV_ACCEPT, EV_DISPATCH
+from .ring import TraceRing
 
 ACCEPT_BACKOFF = 0.1
 MG_DISPATCH_BATCH = 64  # fds sent to a worker in one write
@@ -28,7 +28,7 @@ class Acceptor:
         self.paused = False
         self.registered = set()
         self.trace = engine.cfg["trace"]
-        self.ring = collections.deque(maxlen=16384)
+        self.ring = TraceRing()
         self.queues = []  # per worker: fds accepted, not yet written down its pipe
 
     def dispatch(self, fd):

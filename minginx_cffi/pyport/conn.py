@@ -317,10 +317,6 @@ def _close_result(result):
         _dispatch.close_iter(result[3])
 
 
-def co_status(co):
-    return co.worker.last_status
-
-
 TRACE_JSON_MAX = 200
 TRACE_JSON_HEAD = 12
 
@@ -329,7 +325,7 @@ def _find_dispatch(ring, fd, worker, before_us):
     """The acceptor's accept and dispatch of fd to worker, the latest no later than
     before_us, among its last 1024 records (csrc/trace.c trace_find_dispatch): [] or both."""
     found = []
-    for r in reversed(list(ring)[-1024:]):
+    for r in reversed(ring.snapshot()[-1024:]):
         if r[3] != fd or r[0] > before_us:
             continue
         if not found and r[4] == EV_DISPATCH and r[5] == worker:
@@ -382,7 +378,7 @@ def stats_serve(co, req, keep_alive):
                 total = procstats.add(total, st)
             data["total"] = total
     else:
-        ring = list(w.ring)
+        ring = w.ring.snapshot()
         mine = [i for i, r in enumerate(ring) if r[2] == co.id]
         recs = [ring[i] for i in mine]
         if mine and mine[0] > 0 and ring[mine[0] - 1][4] == EV_FD_BATCH and ring[mine[0] - 1][3] == co.fd:
@@ -554,11 +550,15 @@ def conn_entry(co):
             except (Cancelled, OSError) as e:
                 if isinstance(e, ConnectionResetError):
                     co.status = 400  # a client gone mid-body: nginx logs 400, not 499
+                if w.trace:  # the request's last step, as C's (tests/test_atk_trace.py)
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 if w.alog is not None:
                     alog_request(co, req, buf, co.status)
                 raise
             if st:
                 yield from send_error(co, st, False, req.method == b"HEAD")
+                if w.trace:
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 if w.alog is not None:
                     alog_request(co, req, buf, co.status)
                 yield from _lingering_close(co, buf)
@@ -566,21 +566,23 @@ def conn_entry(co):
             try:
                 keep_alive = yield from _answer(co, req, body, keep_alive, buf)
             except HandlerTimedOut:
+                # the 504 sent, or a response broken off: the request's last step all
+                # the same (C: conn_entry traces it whatever the middleware returned)
+                if w.trace:
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 # the C engine's request buffer went with the handler (pycall_orphan):
                 # its line says "-" for the request, here too
-                if w.trace:  # csrc/conn.c traces handler_done whatever the round's end
-                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
                 if w.alog is not None:
                     alog_request(co, None, None, co.status)
                 raise
             except (Cancelled, TimeoutError, OSError):
                 if w.trace:
-                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
+                    w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 if w.alog is not None:
                     alog_request(co, req, buf, co.status)
                 raise
             if w.trace:
-                w.trace_push(EV_HANDLER_DONE, co, co.fd, co_status(co), co.trace_req)
+                w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
             if w.alog is not None:
                 alog_request(co, req, buf, co.status)
             if keep_alive is None:

@@ -57,6 +57,9 @@ def header_id(name):
 
 # request-line = method SP request-target SP HTTP-version
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e\x80-\xff]+) HTTP/(\d)\.(\d)\r?\n")
+# its first two parts, for a line it does not match (_broken_line_status)
+_METHOD_SP = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+_TARGET_BYTES = re.compile(rb"[\x21-\x7e\x80-\xff]*")
 # field-line = field-name ":" OWS field-value OWS; a lone LF may end a line
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r?\n")
 # authority = uri-host [ ":" port ]: IP-literal, or reg-name / IPv4address (C: authority_ok)
@@ -125,14 +128,28 @@ def _list(value):
     return [v.strip(b" \t") for v in value.split(b",")]
 
 
+def _broken_line_status(buf, head_len):
+    """A request line _REQUEST_LINE does not match, read from its start as C does
+    (csrc/http.c parse_http): 400 for a method that is not a token, whatever follows;
+    a target that stops at a byte that is not SP, 414 if that byte is past the limit,
+    else 400; anything else (the version) 400."""
+    m = _METHOD_SP.match(buf, 0, head_len)
+    if m is None:
+        return 400
+    p = _TARGET_BYTES.match(buf, m.end(), head_len).end()
+    if p == m.end() or p == head_len or buf[p] != 0x20:
+        return 414 if p > MG_MAX_REQUEST_LINE else 400
+    return 400
+
+
 def parse_http(buf, head_len):
     """Parse buf[:head_len]; returns (status, Request).  status 0 = OK, else an HTTP status."""
     m = _REQUEST_LINE.match(buf, 0, head_len)
     if m is None:
-        end = buf.find(b"\n", 0, head_len)
-        if end > MG_MAX_REQUEST_LINE:
-            return 414, None
-        line = buf[:end]
+        st = _broken_line_status(buf, head_len)
+        if st != 400:
+            return st, None
+        line = buf[: buf.find(b"\n", 0, head_len)]
         # a valid-looking line with another version: 505 (C checks the same order)
         v = re.match(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e\x80-\xff]+ HTTP/(\d)\.(\d)\r?$", line)
         if v and v.group(1) != b"1":
@@ -144,10 +161,10 @@ def parse_http(buf, head_len):
     p = m.end()
     if p > MG_MAX_REQUEST_LINE + 2:
         return 414, None
-    if m.group(3) != b"1":
-        return 505, None
     if head_len - p > MG_MAX_HEADER_BYTES + 2:
         return 431, None
+    if m.group(3) != b"1":
+        return 505, None
     req.minor_version = 1 if m.group(4) != b"0" else 0
     req.header_len = head_len
     headers = []

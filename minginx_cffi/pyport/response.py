@@ -41,7 +41,6 @@ class Refused(ValueError):
 
 def head_start(w, status, reason=None):
     """b"HTTP/1.1 S R\\r\\n" + Server + Date; reason None or empty: the standard phrase."""
-    w.last_status = status
     return b"HTTP/1.1 %d %s\r\n%s%s" % (
         status,
         reason or http_reason(status).encode("latin-1"),

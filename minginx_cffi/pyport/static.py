@@ -358,7 +358,6 @@ def send_gateway_timeout(co, head_only):
     send_gateway_timeout), for App/WSGI and ASGI rounds alike; the connection closes."""
     w = co.worker
     w.stats["requests"] += 1
-    w.last_status = 504
     body = b"" if head_only else _GATEWAY_TIMEOUT_BODY
     yield from send_async(
         co,

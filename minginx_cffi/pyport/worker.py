@@ -72,6 +72,7 @@ from .coroutine import (
 from .http import http_date
 from .io import RECV_SIZE
 from .linux import EPOLLRDHUP
+from .ring import TraceRing
 
 RDY_FIFO, RDY_LIFO = 0, 1
 MG_POOL_KEEP = 32  # connections a burst may shed before the heap is trimmed (C: MG_POOL_KEEP)
@@ -334,7 +335,6 @@ class Worker:
         self.date_hdr = b""
         self.cache = FileCache(self, self.cfg["open_file_cache"])
         self.trace = self.cfg["trace"]
-        self.last_status = 0
         # the access log (accesslog.py): lines not yet handed to the writer
         self.alog = engine.alog
         self.alog_lines = []
@@ -342,7 +342,7 @@ class Worker:
         self.alog_since = 0.0
         self.alog_sec = -1
         self.alog_time = b""
-        self.ring = collections.deque(maxlen=16384)  # as the C ring: the oldest are overwritten
+        self.ring = TraceRing()  # as the C ring: the oldest are overwritten
         self.conn_entry = conn_entry
 
     # -- ready queue -----------------------------------------------------
