@@ -17,9 +17,12 @@ A master that starts a new generation of children (a reload) first calls
 ``fold(slots)`` for the slots of the children that exited: their counts go
 into the retired row and the slots are zeroed for the next ones.
 
-Words are written and read whole (C: relaxed atomics; here: one struct at a
-time, under the GIL), so no number is ever torn; a set read while workers run
-is a snapshot in motion, as one process's stats already are.
+Words are written and read whole (C: relaxed atomics; here: an entry packed
+into a private buffer, then copied in with one memcpy of aligned 8-byte words),
+so no number is ever torn; a set read while workers run is a snapshot in
+motion, as one process's stats already are.  Never struct.pack_into on the
+region: it zeroes the whole entry before it writes the fields one by one, and a
+process reading between saw every count of a serving process as 0.
 """
 
 import mmap
@@ -105,10 +108,15 @@ class SharedStats:
     def _offset(self, row, worker):
         return (row * self.nworkers + worker) * ENTRY_SIZE
 
+    def _write(self, off, values):
+        """One entry's words at off, each going from its old value to its new one
+        (pack_into would zero them all first: see the module's docstring)."""
+        self.region[off : off + ENTRY_SIZE] = _ENTRY.pack(*values)
+
     def publish(self, slot, worker, st):
         """The port's workers: worker's counters (a stats dict) into slot."""
         if worker < self.nworkers:
-            _ENTRY.pack_into(self.region, self._offset(slot, worker), *flatten(st))
+            self._write(self._offset(slot, worker), flatten(st))
 
     def read(self, slot):
         """Slot's workers, as stats dicts (slot == nslots: the retired row)."""
@@ -129,8 +137,8 @@ class SharedStats:
                         acc[k] = max(acc[k], v)
                     elif f not in GAUGES:
                         acc[k] += v
-                _ENTRY.pack_into(self.region, off, *([0] * len(FIELDS)))
-            _ENTRY.pack_into(self.region, self._offset(self.nslots, i), *acc)
+                self._write(off, [0] * len(FIELDS))
+            self._write(self._offset(self.nslots, i), acc)
 
     def snapshot(self, live=None):
         """{"processes": [per-slot totals], "retired": ..., "total": ...}; live (slot, stats
