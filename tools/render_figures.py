@@ -364,6 +364,16 @@ def port(r):
     return "%s\n\n%s\n\n%s" % (s.heading.split(": ", 1)[1], "\n".join(rows), source(s))
 
 
+def interp(r):
+    """docs/side-by-side.md, "On PyPy": both engines on both interpreters, one run."""
+    out = []
+    for wl in ("interp", "interp-hello", "interp-wsgi", "interp-idle"):
+        s = r[wl]
+        out += [s.heading, ""] + s.table + [""]
+    out.append(source(*(r[wl] for wl in ("interp", "interp-hello", "interp-wsgi", "interp-idle"))))
+    return "\n".join(out)
+
+
 RENDER = {
     "bench": bench,
     "reading": reading,
@@ -373,6 +383,7 @@ RENDER = {
     "park": park,
     "defer": defer,
     "port": port,
+    "interp": interp,
 }
 
 
