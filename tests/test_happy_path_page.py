@@ -67,7 +67,8 @@ class DevTools:
 
     @staticmethod
     def _high(fd):
-        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+        # PyPy 3.9's fcntl lacks the name F_DUPFD_CLOEXEC (Linux: 1030)
+        high = fcntl.fcntl(fd, getattr(fcntl, "F_DUPFD_CLOEXEC", 1030), 10)
         os.close(fd)
         return high
 
