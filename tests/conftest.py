@@ -4,6 +4,7 @@ import hashlib
 import os
 import random
 import select
+import shutil
 import socket
 import time
 
@@ -394,3 +395,23 @@ def alive(srv):
 # tree as it is, by design, so the suite does not collect them; `make exercise N=3` runs one
 # by its path (a path given on the command line is collected all the same).
 collect_ignore = ["exercises"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def chromium_args(profile):
+    """Headless Chromium as the page tests start it: no sandbox (root), and none of its
+    background connections, which this machine's closed network refuses; a fresh profile."""
+    return [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--user-data-dir=%s" % profile,
+    ]

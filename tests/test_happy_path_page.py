@@ -10,14 +10,12 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import ENGINES, engine_options
+from conftest import CHROMIUM, ENGINES, chromium_args, engine_options
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The happy path's steps, in the order the replay must light them (one of each at least)
@@ -33,16 +31,7 @@ class DevTools:
         # above 4, so that "exec 3<&" cannot overwrite the other one (bash: dash takes one digit)
         to_r, from_w = [self._high(fd) for fd in (to_r, from_w)]
         args = [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--user-data-dir=%s" % (tmp_path / "profile"),
+            *chromium_args(tmp_path / "profile"),
             "--window-size=1000,1900",
             "--remote-debugging-pipe",
             "about:blank",

@@ -4,7 +4,6 @@ agree with what was sent."""
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Conn, free_port, wait_for
+from conftest import CHROMIUM, Conn, chromium_args, free_port, wait_for
 from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARSE_HTTP, EV_RECV_ASYNC
 
 
@@ -496,9 +495,6 @@ def test_cli_trace_prints_steps_and_stats_table(site_root):
     assert "worker" in err and "reqs" in err and "switches" in err  # the summary table
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
 @pytest.mark.skipif(not CHROMIUM, reason="Chromium is not installed (apt-get install chromium)")
 def test_demo_stats_page_in_a_real_browser(tmp_path):
     from minginx_cffi import Server
@@ -515,16 +511,7 @@ def test_demo_stats_page_in_a_real_browser(tmp_path):
         else:
             shot = str(tmp_path / "stats-page.png")
         args = [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--user-data-dir=%s" % (tmp_path / "profile"),
+            *chromium_args(tmp_path / "profile"),
             "--virtual-time-budget=4000",
             "--window-size=1000,1400",
         ]
