@@ -437,7 +437,7 @@ void conn_entry(mg_coroutine *co)
 
         mg_reqbuf *rb = co->rb;
         mg_request *req = &rb->req;
-        int status = head < 0 ? -head : parse_http(rb->data, (size_t)head, req);
+        int status = head < 0 ? -head : parse_http(rb->data, (size_t)head, req, &w->host_memo);
         if (MG_UNLIKELY(w->trace))
             trace_parse(co, req, status);
         if (status != MG_PARSE_OK) {

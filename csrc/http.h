@@ -121,8 +121,8 @@ MG_HIDDEN extern const unsigned char mg_tchar[256];
  * negated HTTP status (-414, -431) when the bytes so far break a limit. */
 MG_HIDDEN int http_find_head_end(const char *buf, size_t len, size_t *scanned);
 /* Parse a complete head of head_len bytes.  Returns MG_PARSE_OK or an HTTP
- * error status (400, 414, 431, 501, 505). */
-MG_HIDDEN int parse_http(const char *buf, size_t head_len, mg_request *req);
+ * error status (400, 414, 431, 501, 505).  memo: the worker's (internal.h), or NULL. */
+MG_HIDDEN int parse_http(const char *buf, size_t head_len, mg_request *req, mg_host_memo *memo);
 /* The header-name matcher: the plain version (a table scan, kept for readers
  * and as the reference the tests compare against) and the fast one. */
 MG_HIDDEN int header_id_plain(const char *name, size_t len);

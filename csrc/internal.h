@@ -66,6 +66,16 @@
 #define MG_FAST_SWITCH_AVAILABLE 0
 #endif
 
+/* The last Host value that passed the authority check, per worker: the same
+ * bytes again (every request of a site names its host) are compared, not
+ * checked again.  Only a copy of bytes already judged, never a view, and only
+ * ever compared: it shows nothing of one request to another. */
+#define MG_HOST_MEMO 64
+typedef struct {
+    uint32_t len; /* 0: empty */
+    char host[MG_HOST_MEMO];
+} mg_host_memo;
+
 typedef struct mg_coroutine mg_coroutine;
 typedef struct mg_reqbuf mg_reqbuf;
 
@@ -281,9 +291,11 @@ struct mg_worker {
     struct mg_centry *memo_entry;
     uint32_t memo_len;
     char memo_path[MG_MEMO_PATH_MAX];
+    mg_host_memo host_memo; /* the last Host that passed its check (parse_http) */
     /* timers */
     mg_timer_list timers[MG_TIMER_MAX];
     int64_t now_ms;    /* CLOCK_MONOTONIC, refreshed after each epoll_wait */
+    time_t wall_sec;   /* time(NULL), read with now_ms after each wait: no call per response */
     time_t date_sec;   /* second the cached Date header is for */
     char date_hdr[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
     int date_len;

@@ -420,6 +420,7 @@ typedef struct {
     int keep_alive;         /* 1 if the connection may be reused after this one */
     int64_t content_length; /* -1 if absent */
     int chunked;
+    int path_len, query_len; /* the target's path and query ("" when there is none) */
 } mg_parse_result;
 /* Parse buf[0..len) as one request head; fills *out.  Returns out->status. */
 int mg_parse_request(const char *buf, size_t len, mg_parse_result *out);

@@ -444,7 +444,7 @@ static void timers_expire(mg_worker *w)
 
 void worker_refresh_date(mg_worker *w)
 {
-    time_t now = time(NULL);
+    time_t now = w->wall_sec;
     if (now == w->date_sec)
         return;
     w->date_sec = now;
@@ -629,6 +629,7 @@ mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
     long ps = sysconf(_SC_PAGESIZE);
     w->stack_size = ((size_t)stack_size + (size_t)ps - 1) & ~((size_t)ps - 1);
     w->now_ms = mg_now_ms();
+    w->wall_sec = time(NULL);
     /* bench/run.py --workload ideas switches the seed's ideas off one at a time */
     w->no_stack_pool = getenv("MINGINX_NO_STACK_POOL") != NULL;
     w->no_buffer_pool = getenv("MINGINX_NO_BUFFER_POOL") != NULL;
@@ -787,6 +788,7 @@ int mg_worker_run(mg_worker *w)
     coroutine_thread_enter(w);
 
     w->now_ms = mg_now_ms();
+    w->wall_sec = time(NULL);
     struct mg_server *srv = w->srv;
     if (srv->shared_stats && w->index < srv->shared_nworkers)
         w->shared = &srv->shared_stats[srv->shared_slot * srv->shared_nworkers + w->index];
@@ -804,6 +806,7 @@ int mg_worker_run(mg_worker *w)
         /* the backend: readiness (epoll) or completions (uring.c), as epoll_events */
         int n = w->uring ? uring_wait(w, timeout) : epoll_wait(w->epfd, w->events, MG_MAX_EVENTS, timeout);
         w->now_ms = mg_now_ms();
+        w->wall_sec = time(NULL); /* the Date line's clock: once a wakeup, as nginx's ngx_time_update */
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -434,5 +434,7 @@ def parse_request(data):
             "keep_alive",
             "content_length",
             "chunked",
+            "path_len",
+            "query_len",
         )
     }

@@ -275,3 +275,57 @@ def test_the_end_of_the_head_at_every_offset(pad, eol):
     head = b"GET / HTTP/1.1" + eol + b"Host: a" + eol + b"X: " + b"p" * pad + eol + eol
     r = check(head, 0)
     assert r["header_len"] == len(head)
+
+
+# The head-end search tests "LF after LF, or after CR LF" 16 lanes at a time, with
+# look-back lanes loaded or shifted in and a last block that overlaps: against the
+# port's byte-by-byte search, on heads made of the bytes that matter, at every
+# length around the block edges (a seeded generator: the same cases every run).
+def test_the_head_end_search_agrees_with_the_port_on_generated_heads():
+    import random
+
+    from minginx_cffi.pyport import http as pyhttp
+
+    rng = random.Random(15)
+    for _ in range(4000):
+        n = rng.randrange(1, 70)
+        data = b"G" + bytes(rng.choice(b"a\r\n\n") for _ in range(n))
+        end = pyhttp.http_find_head_end(data)
+        r = parse_request(data)
+        if end > 0:
+            assert r["header_len"] == end, data
+        else:
+            assert r["status"] != 0, data
+
+
+# An origin-form target without "?" or "#" is the path whole, found 16 bytes at a
+# time (csrc/http.c target_plain): a "?" or "#" at every position, in targets that
+# end in the first block, later blocks, and the bytes the block scan cannot reach.
+@pytest.mark.parametrize("n", [1, 2, 15, 16, 17, 31, 32, 33, 40])
+def test_query_and_fragment_found_at_every_position_of_the_target(n):
+    for at in range(1, n):
+        target = bytearray(b"/" + b"p" * (n - 1))
+        target[at : at + 1] = b"?"
+        r = check(b"GET " + bytes(target) + b" HTTP/1.1\r\nHost: a\r\n\r\n", 0)
+        assert (r["path_len"], r["query_len"]) == (at, n - at - 1), (n, at)
+        target[at : at + 1] = b"#"
+        r = parse_request(b"GET " + bytes(target) + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert r["status"] == 400, (n, at)
+    r = check(b"GET /" + b"p" * (n - 1) + b" HTTP/1.1\r\nHost: a\r\n\r\n", 0)
+    assert (r["path_len"], r["query_len"]) == (n, 0)
+
+
+# A Host that passed its check is remembered (csrc/http.c host_known, per worker;
+# the test parser has its own): the same bytes again skip the check, and a value of
+# the same length with one byte changed to one no host may have must still be 400,
+# at every position, for lengths compared in words (8-16) and by memcmp.
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 15, 16, 17, 40, 64, 65])
+def test_a_remembered_host_never_passes_a_different_one(n):
+    good = (b"h" * n)[: n - 3] + b":80" if n > 3 else b"h" * n
+    head = b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n"
+    for at in range(n):
+        assert parse_request(head % good)["status"] == 0
+        assert parse_request(head % good)["status"] == 0  # the remembered one
+        bad = bytearray(good)
+        bad[at : at + 1] = b"@"  # userinfo's separator: no Host may hold it
+        assert parse_request(head % bytes(bad))["status"] == 400, (n, at, bytes(bad))
