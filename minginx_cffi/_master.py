@@ -600,7 +600,7 @@ class Master:
                 # failed once in five whole-suite runs)
                 holder[0]._quiet = True
                 holder[0]._no_summary = True
-                holder[0]._on_signal(signal.SIGTERM, frame)
+                holder[0]._request_stop(1, "SIGTERM")
 
             def quit_now(signum, frame):
                 """QUIT_NOW: the master's second TERM/INT; cut in-flight responses off."""

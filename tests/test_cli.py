@@ -242,6 +242,60 @@ def test_root_is_a_file_one_line_nonzero(site_root):
     assert p.returncode != 0 and len(p.stderr.decode().strip().splitlines()) == 1
 
 
+SERVE_FOREVER = """
+import sys
+from minginx_cffi import Server
+root, port, engine = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+Server(root=root, port=port, app="hog:app", engine=engine, grace=3600).serve_forever()
+"""
+
+
+def pending(pid, signum):
+    """signum is pending for the process: sent, not yet taken by any of its threads."""
+    with open("/proc/%d/status" % pid) as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("ShdPnd:"))
+    return bool(mask >> (signum - 1) & 1)
+
+
+def test_serve_forever_counts_every_sigint_while_a_handler_holds_the_gil(site_root, tmp_path, engine):
+    """Server.serve_forever() on its own (no master): each SIGINT the process took counts,
+    though its handler runs once for both (CPython runs a handler once for every delivery
+    it missed while a handler held the GIL): the second one cuts the transfer off instead
+    of a graceful stop of up to --grace (an hour here)."""
+    (tmp_path / "hog.py").write_text(HOG_SRC)
+    (tmp_path / "flag").write_bytes(b"\0\0")
+    port = free_port()
+    p = subprocess.Popen(
+        [sys.executable, "-c", SERVE_FOREVER, str(site_root), str(port), engine],
+        cwd=str(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert "http://127.0.0.1:%d" % port in p.stdout.readline().decode()
+    with open(tmp_path / "flag", "r+b") as f:
+        flag = mmap.mmap(f.fileno(), 2)
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.recv(1000)  # in flight, and we stop reading
+    h = socket.create_connection(("127.0.0.1", port), timeout=20)
+    h.sendall(b"GET /hog HTTP/1.1\r\nHost: a\r\n\r\n")
+    try:
+        assert wait_for(lambda: flag[1], timeout=20)  # the handler holds the GIL
+        for _ in range(2):
+            p.send_signal(signal.SIGINT)
+            # taken (its C handler ran), so the next one is a delivery of its own
+            assert wait_for(lambda: not pending(p.pid, signal.SIGINT), timeout=20)
+        flag[0] = 1
+        assert p.wait(30) == 0
+    finally:
+        flag[0] = 1
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        s.close()
+        h.close()
+
+
 APP_SRC = """
 import os
 from minginx_cffi import App
