@@ -316,7 +316,8 @@ mg_worker *mg_worker_new(mg_server *srv, int *err);
 void mg_worker_free(mg_worker *w);
 /* The acceptor: accept on listen_fd and dispatch() each connection to the
  * workers round-robin.  Blocks in epoll_wait; returns 0 when wake_fd becomes
- * readable (a signal arrived or Python asked it to return). */
+ * readable (a signal arrived or Python asked it to return), leaving its bytes
+ * unread: Python counts the signals in them. */
 int mg_accept_loop(mg_server *srv, int listen_fd, int wake_fd);
 /* The access log's writer: flush what is queued to the file, then open
  * cfg.access_log_path again and write there (logrotate's SIGUSR1, as nginx).

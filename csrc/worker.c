@@ -782,7 +782,8 @@ int mg_worker_run(mg_worker *w)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGQUIT); /* serve's FAILED_STOP (minginx_cffi/_master.py) */
+    sigaddset(&set, SIGUSR2); /* serve's QUIT_NOW */
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     coroutine_thread_enter(w);

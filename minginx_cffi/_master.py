@@ -17,7 +17,8 @@ Theory of operation (nginx's master and workers, gunicorn's arbiter):
   workers run, just before it accepts, or ``error MESSAGE`` (a ServerError, something
   the operator must fix) before it exits.
 * Signals to the master (README "Signals"): TERM/INT are passed on (each process
-  finishes its in-flight responses within --grace; a second one cuts them off); HUP
+  finishes its in-flight responses within --grace; a second one cuts them off: the
+  master counts them and sends QUIT_NOW, a signal of its own, for the second); HUP
   starts a new generation on the same sockets and, once every one of its processes is
   ready, stops the old one gracefully (if the new one fails, the old one keeps
   serving, as nginx keeps its old workers on a bad config); USR1 is passed on.
@@ -48,6 +49,14 @@ KILL_AFTER = 5.0
 #: what the master sends its server processes when the server fails (a process that did
 #: not start, a banner that cannot be written): a graceful stop, as TERM, but quiet
 FAILED_STOP = signal.SIGQUIT
+
+#: what the master sends its server processes for its second TERM/INT: cut in-flight
+#: responses off.  Not the TERM/INT passed on again: two of one signal that reach a process
+#: before its Python handler runs are one (the kernel keeps one pending, and CPython runs a
+#: handler once for all the deliveries it missed), so a second Ctrl-C that came soon after
+#: the first, or while a handler held the GIL, was a graceful stop (the process was killed
+#: KILL_AFTER seconds later).  A signal of its own is never merged with the first
+QUIT_NOW = signal.SIGUSR2
 
 MASTER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
 
@@ -340,7 +349,7 @@ class Master:
 
     def _stop(self, signum):
         """TERM/INT, passed on: each process finishes in-flight responses within --grace;
-        a second one makes them cut off at once."""
+        a second one (QUIT_NOW) makes them cut off at once."""
         self.stopping += 1
         self.restarts.clear()
         self.reloading = None
@@ -351,7 +360,7 @@ class Master:
             # would tell them to cut their responses off
             if self.stopping > 1 or p.kill_at is None:
                 try:
-                    os.kill(p.pid, signum)
+                    os.kill(p.pid, signum if self.stopping == 1 else QUIT_NOW)
                 except ProcessLookupError:
                     pass
         kill_at = time.monotonic() + (self.grace if self.stopping == 1 else 0) + KILL_AFTER
@@ -552,7 +561,7 @@ class Master:
         os.set_blocking(ready_r, False)
         # signals stay blocked across fork until the child has its own dispositions:
         # the master's handler must never run in a child
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS + (FAILED_STOP,))
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS + (FAILED_STOP, QUIT_NOW))
         try:
             pid = os.fork()
         except OSError as e:
@@ -591,9 +600,18 @@ class Master:
                 # failed once in five whole-suite runs)
                 holder[0]._quiet = True
                 holder[0]._no_summary = True
-                holder[0]._on_signal(signal.SIGTERM, frame)
+                holder[0]._request_stop(1, "SIGTERM")
+
+            def quit_now(signum, frame):
+                """QUIT_NOW: the master's second TERM/INT; cut in-flight responses off."""
+                if not holder:
+                    raise SystemExit(0)  # still starting: nothing served yet
+                # whether or not the TERM/INT before it was handled yet (serve_forever
+                # cuts off once _stop_requested > 1, checked before it accepts)
+                holder[0]._stop_requested = max(holder[0]._stop_requested, 2)
 
             signal.signal(FAILED_STOP, stop_for_failure)
+            signal.signal(QUIT_NOW, quit_now)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if self.identity is not None:
                 # --user/--group: drop root before anything of the server runs here (and

@@ -7,7 +7,8 @@ The threads, and what each runs:
 * the main thread: ``Engine.accept_loop()``, the C acceptor, also without the
   GIL.  It returns to Python only when the wake-up pipe is written to, which
   ``signal.set_wakeup_fd`` does on SIGINT/SIGTERM, so Python's signal handlers
-  run promptly and the loop never polls.
+  run promptly and the loop never polls.  It leaves the pipe's bytes to Python,
+  which counts them: one byte per signal delivered (_take_wakeups).
 
 Shutdown (SIGINT/SIGTERM, or ``Server.shutdown()``): stop accepting, ask each
 worker to stop gracefully (idle connections close, in-flight responses
@@ -853,13 +854,13 @@ class Server:
                 logger.info(self.banner())  # stdout is for scripts; the log has it too
             if ready is not None:
                 ready()
-            while not self._stop_requested:
+            while not self._take_wakeups():
                 try:
                     self._engine.accept_loop(self._accept_fd(), self._wake_r)
                 except OSError as e:
                     raise ServerError("accept loop: %s" % (e.strerror or e)) from None
             self._close_listener()
-            self._drain(lambda: self._stop_requested > 1)
+            self._drain(lambda: self._take_wakeups() > 1)
             finished = True
         finally:
             # whatever happened above, no worker thread runs once this returns
@@ -877,13 +878,36 @@ class Server:
                     pass
 
     def _on_signal(self, signum, frame):
-        self._stop_requested += 1
-        if self._stop_requested == 1 and not self._quiet:
+        """SIGINT/SIGTERM: it counts nothing.  CPython runs a handler once for all the
+        deliveries it missed (two Ctrl-Cs while a handler held the GIL: one call, and the
+        second did not cut off), but its C handler writes a byte to the wake-up fd for
+        each: _take_wakeups counts those.  Without a handler there would be no byte."""
+
+    def _take_wakeups(self):
+        """Read the wake-up pipe: each SIGINT/SIGTERM byte in it is a stop (the first
+        graceful, the second cuts off).  Returns the stops so far."""
+        stops = []
+        try:
+            while True:
+                data = os.read(self._wake_r, 512)
+                if not data:
+                    break
+                stops += [b for b in data if b in (signal.SIGINT, signal.SIGTERM)]
+        except BlockingIOError:
+            pass
+        if stops:
+            self._request_stop(len(stops), signal.Signals(stops[0]).name)
+        return self._stop_requested
+
+    def _request_stop(self, count, name):
+        """count more stops (SIGINT/SIGTERM, named name): the first is graceful."""
+        if not self._stop_requested and not self._quiet:
             logger.info(
                 "minginx-cffi: %s, finishing in-flight responses (up to %gs; again to quit now)",
-                signal.Signals(signum).name,
+                name,
                 self.grace,
             )
+        self._stop_requested += count
 
     def _on_reopen(self, signum, frame):
         """SIGUSR1, logrotate's signal (as nginx's): reopen the access log."""
@@ -917,7 +941,7 @@ class Server:
         return -1 if self._listeners else self._sock.fileno()  # reuseport: the workers accept
 
     def _accept_thread(self):
-        while not self._stop_requested:
+        while not self._take_wakeups():  # shutdown() writes a byte of its own, not a signal's
             self._engine.accept_loop(self._accept_fd(), self._wake_r)
 
     def shutdown(self) -> None:

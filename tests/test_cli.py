@@ -1,5 +1,6 @@
 """The command line, run as users run it: a subprocess, real signals, real exit codes."""
 
+import mmap
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ENGINES, Conn, free_port
+from conftest import ENGINES, Conn, free_port, wait_for
 
 CLI = [sys.executable, "-m", "minginx_cffi"]
 
@@ -111,17 +112,94 @@ def test_sigterm_lets_an_inflight_transfer_finish(site_root):
     assert p.wait(10) == 0
 
 
+def wait_for_line(p, needle):
+    """Read the master's stderr up to the line that holds needle (or its end)."""
+    lines = []
+    while not lines or needle not in lines[-1]:
+        line = p.stderr.readline().decode()
+        if not line:
+            raise AssertionError("no line with %r: %s" % (needle, "".join(lines)))
+        lines.append(line)
+    return lines
+
+
 def test_second_sigint_exits_at_once(site_root):
+    """The second Ctrl-C right after the master took the first: it reaches the server
+    process soon after the first SIGINT did.  Passed on as a second SIGINT, the two were
+    often one by the time the process's handler ran (1 run in 5): it finished the transfer
+    gracefully until the master killed it KILL_AFTER seconds later.  The master sends
+    QUIT_NOW for the second (_master.py), a signal the first cannot absorb."""
     p, port, _ = start("--root", str(site_root), "--grace", "60")
     s = socket.create_connection(("127.0.0.1", port), timeout=20)
     s.sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
     s.recv(1000)  # in flight, and we stop reading
     p.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    wait_for_line(p, "SIGINT, finishing in-flight responses (up to 60s; again to quit now)")
     assert p.poll() is None  # still finishing the transfer
     p.send_signal(signal.SIGINT)
-    assert p.wait(5) == 0
+    assert p.wait(30) == 0
+    err = p.stderr.read().decode()
+    assert "killing it" not in err, err  # it stopped at once, not by the master's kill
     s.close()
+
+
+HOG_SRC = """
+import mmap, sys
+from minginx_cffi import App
+app = App()
+
+@app.route("/hog")
+def hog(request):
+    # holds the GIL until the test sets byte 0 of ./flag: no other thread of the process
+    # runs Python meanwhile, the main thread's signal handlers neither
+    with open("flag", "r+b") as f:
+        flag = mmap.mmap(f.fileno(), 2)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    flag[1] = 1
+    while not flag[0]:
+        pass
+    sys.setswitchinterval(interval)
+    return "done"
+"""
+
+
+def test_a_second_sigint_cuts_off_while_a_handler_holds_the_gil(site_root, tmp_path, engine):
+    """Ctrl-C twice while a handler holds the GIL: the server process's signal handlers
+    run only once it lets go, after both signals came.  Two SIGINTs were then one (CPython
+    runs a handler once for every delivery it missed): a graceful stop, killed by the
+    master KILL_AFTER seconds later.  QUIT_NOW stays a signal of its own."""
+    (tmp_path / "hog.py").write_text(HOG_SRC)
+    (tmp_path / "flag").write_bytes(b"\0\0")
+    p, port, _ = start_in(
+        tmp_path, "--engine", engine, "--app", "hog:app", "--root", str(site_root), "--grace", "60"
+    )
+    with open(tmp_path / "flag", "r+b") as f:
+        flag = mmap.mmap(f.fileno(), 2)
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.recv(1000)  # in flight, and we stop reading
+    h = socket.create_connection(("127.0.0.1", port), timeout=20)
+    h.sendall(b"GET /hog HTTP/1.1\r\nHost: a\r\n\r\n")
+    try:
+        assert wait_for(lambda: flag[1], timeout=20)  # the handler holds the GIL
+        p.send_signal(signal.SIGINT)
+        wait_for_line(p, "SIGINT, finishing in-flight responses")
+        p.send_signal(signal.SIGINT)
+        # the master passes it on at once; nothing shows when (the process runs no Python
+        # until the flag is set): if it came later, this run could not tell old from new
+        time.sleep(0.3)
+        flag[0] = 1
+        assert p.wait(30) == 0
+        err = p.stderr.read().decode()
+        assert "killing it" not in err, err
+    finally:
+        flag[0] = 1
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        s.close()
+        h.close()
 
 
 @pytest.mark.parametrize(
@@ -162,6 +240,60 @@ def test_root_is_a_file_one_line_nonzero(site_root):
         CLI + ["serve", "--root", str(site_root / "hello.txt")], capture_output=True, timeout=30
     )
     assert p.returncode != 0 and len(p.stderr.decode().strip().splitlines()) == 1
+
+
+SERVE_FOREVER = """
+import sys
+from minginx_cffi import Server
+root, port, engine = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+Server(root=root, port=port, app="hog:app", engine=engine, grace=3600).serve_forever()
+"""
+
+
+def pending(pid, signum):
+    """signum is pending for the process: sent, not yet taken by any of its threads."""
+    with open("/proc/%d/status" % pid) as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("ShdPnd:"))
+    return bool(mask >> (signum - 1) & 1)
+
+
+def test_serve_forever_counts_every_sigint_while_a_handler_holds_the_gil(site_root, tmp_path, engine):
+    """Server.serve_forever() on its own (no master): each SIGINT the process took counts,
+    though its handler runs once for both (CPython runs a handler once for every delivery
+    it missed while a handler held the GIL): the second one cuts the transfer off instead
+    of a graceful stop of up to --grace (an hour here)."""
+    (tmp_path / "hog.py").write_text(HOG_SRC)
+    (tmp_path / "flag").write_bytes(b"\0\0")
+    port = free_port()
+    p = subprocess.Popen(
+        [sys.executable, "-c", SERVE_FOREVER, str(site_root), str(port), engine],
+        cwd=str(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert "http://127.0.0.1:%d" % port in p.stdout.readline().decode()
+    with open(tmp_path / "flag", "r+b") as f:
+        flag = mmap.mmap(f.fileno(), 2)
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.recv(1000)  # in flight, and we stop reading
+    h = socket.create_connection(("127.0.0.1", port), timeout=20)
+    h.sendall(b"GET /hog HTTP/1.1\r\nHost: a\r\n\r\n")
+    try:
+        assert wait_for(lambda: flag[1], timeout=20)  # the handler holds the GIL
+        for _ in range(2):
+            p.send_signal(signal.SIGINT)
+            # taken (its C handler ran), so the next one is a delivery of its own
+            assert wait_for(lambda: not pending(p.pid, signal.SIGINT), timeout=20)
+        flag[0] = 1
+        assert p.wait(30) == 0
+    finally:
+        flag[0] = 1
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        s.close()
+        h.close()
 
 
 APP_SRC = """

@@ -1,9 +1,10 @@
 """acceptor.py - the main thread's accept loop and dispatch() (csrc/acceptor.c).
 
 Sleeps in epoll on the listening socket and a wake-up pipe (signals write to
-it); accepts until EAGAIN, queues each fd for the next worker, round-robin,
-and then writes each worker's fds down its pipe at once (4 bytes each, one
-wake-up per worker).  Out of fds: pause accepting for 100 ms.
+it; it returns when the pipe is readable and leaves its bytes to the caller);
+accepts until EAGAIN, queues each fd for the next worker, round-robin, and then
+writes each worker's fds down its pipe at once (4 bytes each, one wake-up per
+worker).  Out of fds: pause accepting for 100 ms.
 """
 
 import errno
@@ -85,12 +86,7 @@ class Acceptor:
                     continue
                 for fd, _ in events:
                     if fd == wake_fd:
-                        try:
-                            while os.read(wake_fd, 64):
-                                pass
-                        except BlockingIOError:
-                            pass
-                        return 0
+                        return 0  # its bytes are the caller's: server.py counts a stop per signal
                     if fd == listen_fd:
                         back_off = self._accept_batch(lsock)
                         self.dispatch_flush()
