@@ -401,6 +401,19 @@ def test_trace_endpoint_shows_this_connection(make_server):
     assert (stats["engine"], stats["io"]) == (srv.engine, srv.io)
 
 
+def test_the_endpoints_json_is_never_sniffed(make_server):
+    """The trace shows request paths, bytes a client chose ("/<script>..."): a browser must
+    take both endpoints' answers as the JSON they say they are, never sniff them as HTML."""
+    srv = make_server(stats=True, trace="record", workers=1)
+    c = Conn(srv.port)
+    assert c.request("GET", "/%3Cscript%3Ealert(1)%3C/script%3E").status == 404
+    for path in ("/_minginx/trace", "/_minginx/stats"):
+        r = c.request("GET", path)
+        assert r.header("content-type") == "application/json", path
+        assert r.header("x-content-type-options") == "nosniff", path
+        assert r.header("cache-control") == "no-store", path
+
+
 def test_trace_endpoint_keeps_a_long_connections_start_and_its_latest(make_server):
     srv = make_server(stats=True, trace="record", workers=1)
     c = Conn(srv.port)

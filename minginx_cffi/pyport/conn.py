@@ -408,6 +408,7 @@ def stats_serve(co, req, keep_alive):
     out = (
         head_start(w, 200)
         + b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+        + b"X-Content-Type-Options: nosniff\r\n"
         + head_finish(FRAME_LENGTH, len(body), keep_alive)
     )
     yield from send_async(co, out if req.method == b"HEAD" else out + body)
