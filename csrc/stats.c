@@ -367,8 +367,9 @@ int stats_serve(mg_coroutine *co, mg_request *req, int keep_alive)
     buf_fixed(&head, head_mem, sizeof(head_mem));
     head_start(&head, w, 200, NULL, 0);
     /* nosniff: the trace holds request paths, bytes a client chose; never read as HTML */
-    buf_str(&head, "Content-Type: application/json\r\nCache-Control: no-store\r\n"
-                   "X-Content-Type-Options: nosniff\r\n");
+    buf_str(&head,
+            "Content-Type: application/json\r\nCache-Control: no-store\r\n"
+            "X-Content-Type-Options: nosniff\r\n");
     co->head_bytes = head_finish(&head, MG_FRAME_LENGTH, body.len, keep_alive);
     struct iovec iov[2] = {{head.p, head.len}, {body.p, req->method_id == MG_M_HEAD ? 0 : body.len}};
     co->status = 200;
