@@ -444,7 +444,10 @@ static void timers_expire(mg_worker *w)
 
 void worker_refresh_date(mg_worker *w)
 {
-    time_t now = w->wall_sec;
+    /* A worker's loop reads the clock once a wakeup (wall_sec).  A handler
+     * thread's clock (pycall.c thread_clock) is a worker struct with no loop:
+     * wall_sec stays 0 and the clock is read here, per response. */
+    time_t now = w->wall_sec ? w->wall_sec : time(NULL);
     if (now == w->date_sec)
         return;
     w->date_sec = now;
