@@ -86,7 +86,7 @@ static mg_worker *thread_clock(void)
     pthread_once(&clock_once, clock_key_make);
     mg_worker *clk = pthread_getspecific(clock_key);
     if (!clk) {
-        clk = calloc(1, sizeof(*clk)); /* only date_sec / date_hdr / date_len are used */
+        clk = calloc(1, sizeof(*clk)); /* only date_sec / date_hdr / date_len (wall_sec stays 0) */
         if (clk && pthread_setspecific(clock_key, clk) != 0) {
             free(clk);
             clk = NULL;
