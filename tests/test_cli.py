@@ -1,5 +1,6 @@
 """The command line, run as users run it: a subprocess, real signals, real exit codes."""
 
+import contextlib
 import mmap
 import os
 import signal
@@ -164,6 +165,31 @@ def hog(request):
 """
 
 
+@contextlib.contextmanager
+def gil_held(tmp_path, port, p):
+    """A response in flight (its reader stops reading) and hog.py's handler spinning with
+    the GIL held until flag[0] is set; yields the flag.  Whatever happens, the handler is
+    let go, the server process p killed if it still runs, the sockets closed."""
+    with open(tmp_path / "flag", "r+b") as f:
+        flag = mmap.mmap(f.fileno(), 2)
+    socks = []
+    try:
+        socks.append(socket.create_connection(("127.0.0.1", port), timeout=20))
+        socks[0].sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        socks[0].recv(1000)  # in flight, and we stop reading
+        socks.append(socket.create_connection(("127.0.0.1", port), timeout=20))
+        socks[1].sendall(b"GET /hog HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert wait_for(lambda: flag[1], timeout=20)  # the handler holds the GIL
+        yield flag
+    finally:
+        flag[0] = 1
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for x in socks:
+            x.close()
+
+
 def test_a_second_sigint_cuts_off_while_a_handler_holds_the_gil(site_root, tmp_path, engine):
     """Ctrl-C twice while a handler holds the GIL: the server process's signal handlers
     run only once it lets go, after both signals came.  Two SIGINTs were then one (CPython
@@ -174,15 +200,7 @@ def test_a_second_sigint_cuts_off_while_a_handler_holds_the_gil(site_root, tmp_p
     p, port, _ = start_in(
         tmp_path, "--engine", engine, "--app", "hog:app", "--root", str(site_root), "--grace", "60"
     )
-    with open(tmp_path / "flag", "r+b") as f:
-        flag = mmap.mmap(f.fileno(), 2)
-    s = socket.create_connection(("127.0.0.1", port), timeout=20)
-    s.sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
-    s.recv(1000)  # in flight, and we stop reading
-    h = socket.create_connection(("127.0.0.1", port), timeout=20)
-    h.sendall(b"GET /hog HTTP/1.1\r\nHost: a\r\n\r\n")
-    try:
-        assert wait_for(lambda: flag[1], timeout=20)  # the handler holds the GIL
+    with gil_held(tmp_path, port, p) as flag:
         p.send_signal(signal.SIGINT)
         wait_for_line(p, "SIGINT, finishing in-flight responses")
         p.send_signal(signal.SIGINT)
@@ -193,13 +211,6 @@ def test_a_second_sigint_cuts_off_while_a_handler_holds_the_gil(site_root, tmp_p
         assert p.wait(30) == 0
         err = p.stderr.read().decode()
         assert "killing it" not in err, err
-    finally:
-        flag[0] = 1
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        s.close()
-        h.close()
 
 
 @pytest.mark.parametrize(
@@ -272,28 +283,13 @@ def test_serve_forever_counts_every_sigint_while_a_handler_holds_the_gil(site_ro
         stderr=subprocess.PIPE,
     )
     assert "http://127.0.0.1:%d" % port in p.stdout.readline().decode()
-    with open(tmp_path / "flag", "r+b") as f:
-        flag = mmap.mmap(f.fileno(), 2)
-    s = socket.create_connection(("127.0.0.1", port), timeout=20)
-    s.sendall(b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n")
-    s.recv(1000)  # in flight, and we stop reading
-    h = socket.create_connection(("127.0.0.1", port), timeout=20)
-    h.sendall(b"GET /hog HTTP/1.1\r\nHost: a\r\n\r\n")
-    try:
-        assert wait_for(lambda: flag[1], timeout=20)  # the handler holds the GIL
+    with gil_held(tmp_path, port, p) as flag:
         for _ in range(2):
             p.send_signal(signal.SIGINT)
             # taken (its C handler ran), so the next one is a delivery of its own
             assert wait_for(lambda: not pending(p.pid, signal.SIGINT), timeout=20)
         flag[0] = 1
         assert p.wait(30) == 0
-    finally:
-        flag[0] = 1
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        s.close()
-        h.close()
 
 
 APP_SRC = """
