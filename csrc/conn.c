@@ -458,7 +458,8 @@ void conn_entry(mg_coroutine *co)
             request_client(co, req);
 
         /* -- the body, if any: kept for a Python handler, else read and discarded -- */
-        int keep_alive = req->keep_alive && !w->stopping;
+        /* --keepalive-timeout 0 is keep-alive off, as nginx's keepalive_timeout 0 */
+        int keep_alive = req->keep_alive && !w->stopping && w->timers[MG_TIMER_KEEPALIVE].duration_ms > 0;
         int python = srv->cfg.app_id >= 0;
         const char *body;
         size_t body_len;

@@ -120,7 +120,7 @@ def cli():
     type=limit("keepalive_timeout"),
     default=15.0,
     show_default=True,
-    help="Seconds an idle keep-alive connection is kept.",
+    help="Seconds an idle keep-alive connection is kept; 0 turns keep-alive off (as nginx).",
 )
 @click.option(
     "--send-timeout",

@@ -188,6 +188,19 @@ def test_idle_keepalive_timeout_closes(make_server, connect):
     assert wait_for(lambda: alive(srv) == 0)
 
 
+def test_keepalive_timeout_0_is_keepalive_off(make_server, connect):
+    """--keepalive-timeout 0 turns keep-alive off, as nginx's keepalive_timeout 0: every
+    response says "Connection: close" and the connection closes after it (it meant "idle
+    connections are never timed out", which held any number of them open for ever)."""
+    srv = make_server(keepalive_timeout=0)
+    for path in ("/hello.txt", "/nope"):
+        c = connect(srv.port)
+        r = c.request("GET", path)
+        assert r.status in (200, 404) and r.header("connection") == "close", path
+        assert c.closed_by_peer(timeout=5)
+    assert wait_for(lambda: alive(srv) == 0)
+
+
 def test_idle_keepalive_connection_never_holds_up_its_worker(make_server, connect):
     """One worker; a keep-alive connection idle after its response, and a second client is
     answered all the same.  On PyPy, socket(fileno=) made the port's accepted sockets

@@ -545,7 +545,8 @@ def conn_entry(co):
             if proxy_headers:
                 request_client(co, req)
 
-            keep_alive = req.keep_alive and not w.stopping
+            # --keepalive-timeout 0 is keep-alive off, as nginx's keepalive_timeout 0
+            keep_alive = req.keep_alive and not w.stopping and w.durations[MG_TIMER_KEEPALIVE] > 0
             try:
                 st, body = yield from _read_body(co, req, buf, head, dispatch is not None, max_body)
             except (Cancelled, OSError) as e:
