@@ -369,7 +369,10 @@ void conn_entry(mg_coroutine *co)
          * would risk that request being lost (tests/test_shutdown_keepalive.py).
          * A keep-alive timeout shorter than the drain stays (as there). */
         int wait = first ? MG_TIMER_HEADER : MG_TIMER_KEEPALIVE;
-        if (MG_UNLIKELY(w->stopping) && wait == MG_TIMER_KEEPALIVE &&
+        /* A connection's first wait too, when the stop came before its coroutine
+         * began (accepted in the stop's own batch: begin_graceful_stop only sees
+         * coroutines that wait); its header_timeout starts with its first byte. */
+        if (MG_UNLIKELY(w->stopping) &&
             (w->timers[wait].duration_ms <= 0 || w->timers[wait].duration_ms > MG_DRAIN_IDLE_MS))
             wait = MG_TIMER_DRAIN;
         timer_set(co, wait);
@@ -395,7 +398,7 @@ void conn_entry(mg_coroutine *co)
                         co->log_sent0 = co->sent;
                         if (MG_UNLIKELY(w->alog != NULL))
                             co->log_start_us = alog_now_us();
-                        header_timer_due = !first;
+                        header_timer_due = !first || wait == MG_TIMER_DRAIN;
                     }
                 }
                 if (rb->len > 0 && (head = http_find_head_end(rb->data, rb->len, &rb->scanned)) != 0)

@@ -180,6 +180,51 @@ def test_a_handler_in_flight_at_a_stop_closes_when_it_is_done(tmp_path, engine):
             p.wait()
 
 
+def test_a_connection_accepted_with_the_stop_gets_the_drain_not_its_header_timeout(tmp_path, engine):
+    """A connection whose fd reaches its worker in the same batch as the stop: its coroutine
+    is made and queued but has not begun, so begin_graceful_stop (which sees coroutines
+    that wait) passed it by, and its first wait was the whole header timeout (30 s here),
+    holding the stop that long.  The worker is held in a handler (--threads 0: handlers
+    run on its thread) while the connection is accepted (--no-defer-accept) and the stop
+    sent, so both wait in its pipe together."""
+    (tmp_path / "heldapp.py").write_text(HELD_APP)
+    p, port = serve(
+        engine,
+        "--wsgi",
+        "heldapp:wsgi",
+        "--threads",
+        "0",
+        "--no-defer-accept",
+        "--header-timeout",
+        "30",
+        cwd=str(tmp_path),
+    )
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        for _ in range(400):
+            if (tmp_path / "entered").exists():
+                break
+            time.sleep(0.05)
+        assert (tmp_path / "entered").exists(), "the handler never ran"
+        silent = socket.create_connection(("127.0.0.1", port), timeout=20)
+        time.sleep(0.3)  # accepted by the main thread, its fd down the held worker's pipe
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the stop behind it
+        (tmp_path / "release").write_text("")
+        head, length, extra = read_response(s, b"")
+        assert head.startswith(b"HTTP/1.1 200") and length == len(b"held\n")
+        assert_eof_promptly(s, extra)
+        assert_eof_promptly(silent)
+        s.close()
+        silent.close()
+        assert stop(p) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def test_a_download_in_flight_at_a_reload_closes_when_it_is_done(site_root, engine):
     """SIGHUP: the old process stops gracefully, the new one serves."""
     p, port = serve(engine, "--root", str(site_root))

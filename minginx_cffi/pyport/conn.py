@@ -472,7 +472,8 @@ def conn_entry(co):
             # timeout (a shorter one stays), then the close (RFC 9112 sections 9.3.1
             # and 9.6: csrc/conn.c)
             wait = MG_TIMER_HEADER if first else MG_TIMER_KEEPALIVE
-            if w.stopping and wait == MG_TIMER_KEEPALIVE and not 0 < w.durations[wait] <= MG_DRAIN_IDLE:
+            # a first wait too: a connection whose coroutine began after the stop (csrc/conn.c)
+            if w.stopping and not 0 < w.durations[wait] <= MG_DRAIN_IDLE:
                 wait = MG_TIMER_DRAIN
             w.timer_set(co, wait)
             scanned = 0
@@ -488,7 +489,7 @@ def conn_entry(co):
                             co.status, co.head_bytes, co.log_sent0 = 0, None, co.sent
                             if w.alog is not None:
                                 co.log_start = time.monotonic()
-                            header_timer_due = not first
+                            header_timer_due = not first or wait == MG_TIMER_DRAIN
                     if buf:
                         head = http_find_head_end(buf, max(0, scanned - 3))
                         if head:
