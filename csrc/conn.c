@@ -416,6 +416,9 @@ void conn_entry(mg_coroutine *co)
                  * 400 with what came of the request line (tests/test_atk_logs.py) */
                 if (!co->idle && co->rb) {
                     co->status = 400;
+                    /* the request's last step; no text: it has no request line parsed,
+                     * and trace_req may still be the previous request's */
+                    TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, co->status, "");
                     log_request(co, NULL);
                 }
                 return;
@@ -425,6 +428,7 @@ void conn_entry(mg_coroutine *co)
             if (n == -ETIMEDOUT) {
                 if (!co->idle && co->rb) {
                     send_error(co, 408, 0, 0);
+                    TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, co->status, ""); /* (as above) */
                     log_request(co, NULL);
                     lingering_close(co);
                 }

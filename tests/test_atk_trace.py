@@ -8,7 +8,7 @@ import struct
 import threading
 
 from conftest import Conn, wait_for
-from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARSE_HTTP
+from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARSE_HTTP, EV_RECV_ASYNC
 
 
 class Sink:
@@ -189,6 +189,29 @@ def test_a_response_broken_off_has_its_handler_done(make_server):
     assert wait_for(lambda: any(r[4] == EV_HANDLER_DONE for r in sink.records))
     done = [(r[5], r[6]) for r in sink.records if r[4] == EV_HANDLER_DONE]
     assert done == [(200, "GET /50mib.bin")]
+
+
+def test_a_head_that_never_ends_has_its_handler_done_without_the_last_requests_text(make_server):
+    """A header timeout (408) and a client gone mid-head (nginx logs 400) end a request
+    too: each has its handler done, on both engines, with no method and path, for none
+    was parsed, and on a keep-alive connection the text kept is the previous request's."""
+    sink = Sink()
+    srv = make_server(trace=sink, workers=1, header_timeout=1.0)
+    c = Conn(srv.port)
+    assert c.request("GET", "/hello.txt").status == 200
+    c.sock.sendall(b"GET /half HTTP/1.1\r\nHo")  # and nothing more: 408
+    assert c.sock.recv(12) == b"HTTP/1.1 408"
+    c.close()
+    assert wait_for(lambda: sum(r[4] == EV_HANDLER_DONE for r in sink.records) == 2)
+    half = b"GET /gone-away HTTP/1.1\r\nHo"
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(half)
+    # read by the server (its recv_async step says so), then the client is gone mid-head
+    assert wait_for(lambda: any(r[4] == EV_RECV_ASYNC and r[5] == len(half) for r in sink.records))
+    s.close()
+    assert wait_for(lambda: sum(r[4] == EV_HANDLER_DONE for r in sink.records) == 3)
+    done = [(r[5], r[6]) for r in sink.records if r[4] == EV_HANDLER_DONE]
+    assert done == [(200, "GET /hello.txt"), (408, ""), (400, "")]
 
 
 def test_a_handler_past_its_timeout_has_its_handler_done(make_server):

@@ -508,6 +508,8 @@ def conn_entry(co):
                 except TimeoutError:
                     if not co.idle:
                         yield from send_error(co, 408, False, False)
+                        if w.trace:  # no text: no request line parsed (csrc/conn.c)
+                            w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, "")
                         if w.alog is not None:
                             alog_request(co, None, buf, co.status)
                         yield from _lingering_close(co, buf)
@@ -517,9 +519,12 @@ def conn_entry(co):
                 if not data:
                     # closed between requests: nothing to log; mid-head: nginx's line,
                     # 400 with what came of the request line (csrc/conn.c)
-                    if not co.idle and w.alog is not None:
+                    if not co.idle:
                         co.status = 400
-                        alog_request(co, None, buf, co.status)
+                        if w.trace:
+                            w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, "")
+                        if w.alog is not None:
+                            alog_request(co, None, buf, co.status)
                     return
                 buf += data
             first = False
