@@ -519,6 +519,7 @@ class Server:
         self._adopted: list[socket.socket] = []  # reuseport: the other workers' listeners, from adopt()
         self._trace_thread = None
         self._trace_t0 = None
+        self._trace_dropped = 0  # the engine's count of lapped records, as last printed
         # in front of an app: files first, --header, --error-page, --proxy-headers
         add_headers = parse_header_options(header, engine)
         error_pages = parse_error_pages(error_page, self.root)
@@ -978,11 +979,16 @@ class Server:
         if callable(self.trace):
             self.trace(records)
             return
-        from .trace import HEADER, format_record
+        from .trace import HEADER, dropped_line, format_record
 
         if self._trace_t0 is None:
             self._trace_t0 = records[0][0]
             print(HEADER, flush=False)
+        dropped = self._engine.trace_dropped
+        if dropped > self._trace_dropped:
+            # a ring lapped its reader: the lines below do not follow on from those above
+            print(dropped_line(dropped - self._trace_dropped), flush=False)
+            self._trace_dropped = dropped
         print("\n".join(format_record(r, self._trace_t0) for r in records), flush=True)
 
     def _close_listener(self):

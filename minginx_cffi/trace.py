@@ -235,6 +235,11 @@ def format_record(rec, t0_us):
 HEADER = "%12s  %-4s %6s %5s  %s" % ("ms", "who", "co", "fd", "step")
 
 
+def dropped_line(n):
+    """The printer's line for n records a ring's writer lapped before they were printed."""
+    return "%12s  (%d step%s not printed: the trace printer fell behind)" % ("...", n, "" if n == 1 else "s")
+
+
 def summary_table(stats, labels=None):
     """The per-worker counters as a text table (printed at shutdown with --stats); labels
     name the rows (default: the worker numbers; procstats: "p0.w1" per process)."""

@@ -3,6 +3,7 @@
 it, and the two engines saying the same for the same bytes."""
 
 import json
+import re
 import socket
 import struct
 import threading
@@ -240,3 +241,22 @@ def test_a_handler_past_its_timeout_has_its_handler_done(make_server):
         c.close()
     finally:
         release.set()
+
+
+def test_the_printer_says_how_many_steps_it_never_printed(make_server, capsys):
+    """A ring holds 16,384 records; when its writer laps the printer (4,000 requests of
+    five steps or more each, and no drain between them: trace="record" runs no printer), the
+    next lines do not follow on from the last printed, and the printer says how many steps
+    are missing: the C reader's lapped count, the port's ring as its twin (pyport/ring.py,
+    whose count was never kept)."""
+    srv = make_server(trace="record", workers=1)
+    c = Conn(srv.port)
+    for _ in range(4000):  # the port traces about five steps a keep-alive request
+        assert c.request("GET", "/hello.txt").status == 200
+    srv._trace_flush()  # the printer's step, every 50 ms under --trace
+    out = capsys.readouterr().out
+    m = re.search(r"\((\d+) steps? not printed: the trace printer fell behind\)", out)
+    assert m, out[:500]
+    assert int(m.group(1)) == srv._engine.trace_dropped > 0
+    srv._trace_flush()
+    assert "not printed" not in capsys.readouterr().out  # counted once

@@ -120,7 +120,6 @@ class Engine:
         )
         self.started = time.monotonic()
         self.shared = None  # share_stats: (procstats.SharedStats, this process's slot)
-        self.trace_dropped = 0
         self.dispatch = dispatch
         self.pool = HandlerPool(threads) if dispatch is not None and threads > 0 else None
         self.pipes = []  # each worker's dispatch pipe, for the acceptor
@@ -149,6 +148,11 @@ class Engine:
             ring.drain(out)  # what was printed stays for /_minginx/trace, as in C
         out.sort(key=_by_time)  # stable: each ring keeps its own order within a tie
         return out
+
+    @property
+    def trace_dropped(self):
+        """Records lapped before the printer drained them, all rings (as _native.Engine)."""
+        return sum(ring.dropped for ring in [self._acceptor.ring] + [h._w.ring for h in self.workers])
 
     def accept_loop(self, listen_fd, wake_fd):
         return self._acceptor.accept_loop(listen_fd, wake_fd)

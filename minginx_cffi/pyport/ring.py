@@ -14,14 +14,17 @@ MG_TRACE_RING = 16384  # records per ring (csrc/internal.h)
 
 
 class TraceRing:
-    __slots__ = ("recs", "fresh")
+    __slots__ = ("recs", "fresh", "dropped")
 
     def __init__(self):
         self.recs = collections.deque(maxlen=MG_TRACE_RING)  # the latest, for /_minginx/trace
         self.fresh = collections.deque(maxlen=MG_TRACE_RING)  # not yet drained
+        self.dropped = 0  # records the writer pushed out of fresh before a drain (C: lapped)
 
     def append(self, rec):
         self.recs.append(rec)
+        if len(self.fresh) == MG_TRACE_RING:
+            self.dropped += 1
         self.fresh.append(rec)
 
     def snapshot(self):
