@@ -8,6 +8,7 @@ close"), then closes.  Each test uses --keepalive-timeout 30 and --grace 60, and
 wants EOF within 10 s of the response's end, and the server gone within 10 s
 more: a connection kept for its keep-alive timeout fails it."""
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -40,7 +41,9 @@ def wsgi(environ, start_response):
 """
 
 
-def serve(engine, *args, cwd=None):
+@contextlib.contextmanager
+def serving(engine, *args, cwd=None):
+    """A serve process listening: (process, port); killed on the way out if still there."""
     port = free_port()
     p = subprocess.Popen(
         CLI
@@ -51,18 +54,18 @@ def serve(engine, *args, cwd=None):
         stderr=subprocess.PIPE,
         cwd=cwd,
     )
-    assert p.stdout.readline()  # the banner: listening
-    return p, port
-
-
-def stop(p):
-    """The server's exit status; it must come well before the keep-alive timeout."""
     try:
-        return p.wait(PROMPT)
+        assert p.stdout.readline()  # the banner: listening
+        yield p, port
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def stop(p):
+    """The server's exit status; it must come well before the keep-alive timeout."""
+    return p.wait(PROMPT)
 
 
 def read_response(s, buf):
@@ -113,10 +116,29 @@ def start_download(port, request):
 GET_BIG = b"GET /50mib.bin HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
+def enter_held_handler(tmp_path, port):
+    """GET /x of HELD_APP (in tmp_path), once its handler runs and holds: the socket."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    for _ in range(400):
+        if (tmp_path / "entered").exists():
+            break
+        time.sleep(0.05)
+    assert (tmp_path / "entered").exists(), "the handler never ran"
+    return s
+
+
+def release_held_handler(tmp_path, s):
+    """Let the handler go: its response comes whole, then the connection ends (the stop)."""
+    (tmp_path / "release").write_text("")
+    head, length, extra = read_response(s, b"")
+    assert head.startswith(b"HTTP/1.1 200") and length == len(b"held\n")
+    assert_eof_promptly(s, extra)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_a_download_in_flight_at_a_stop_closes_when_it_is_done(site_root, engine, sig):
-    p, port = serve(engine, "--root", str(site_root))
-    try:
+    with serving(engine, "--root", str(site_root)) as (p, port):
         s, first = start_download(port, GET_BIG)
         p.send_signal(sig)
         time.sleep(0.3)  # the stop begins while the transfer waits on our window
@@ -127,17 +149,12 @@ def test_a_download_in_flight_at_a_stop_closes_when_it_is_done(site_root, engine
         assert_eof_promptly(s, extra)
         s.close()
         assert stop(p) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 def test_a_pipelined_request_behind_it_is_answered_with_close(site_root, engine):
     """A request already received behind the one in flight is answered (its client
     sent it; "Connection: close" says there will be no other), then the end."""
-    p, port = serve(engine, "--root", str(site_root))
-    try:
+    with serving(engine, "--root", str(site_root)) as (p, port):
         s, first = start_download(port, GET_BIG + b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
         p.send_signal(signal.SIGTERM)
         time.sleep(0.3)
@@ -149,35 +166,17 @@ def test_a_pipelined_request_behind_it_is_answered_with_close(site_root, engine)
         assert_eof_promptly(s, extra)
         s.close()
         assert stop(p) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 def test_a_handler_in_flight_at_a_stop_closes_when_it_is_done(tmp_path, engine):
     (tmp_path / "heldapp.py").write_text(HELD_APP)
-    p, port = serve(engine, "--wsgi", "heldapp:wsgi", "--threads", "2", cwd=str(tmp_path))
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=20)
-        s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-        for _ in range(400):
-            if (tmp_path / "entered").exists():
-                break
-            time.sleep(0.05)
-        assert (tmp_path / "entered").exists(), "the handler never ran"
+    with serving(engine, "--wsgi", "heldapp:wsgi", "--threads", "2", cwd=str(tmp_path)) as (p, port):
+        s = enter_held_handler(tmp_path, port)
         p.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # the stop begins with the handler in flight
-        (tmp_path / "release").write_text("")
-        head, length, extra = read_response(s, b"")
-        assert head.startswith(b"HTTP/1.1 200") and length == len(b"held\n")
-        assert_eof_promptly(s, extra)
+        release_held_handler(tmp_path, s)
         s.close()
         assert stop(p) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 def test_a_connection_accepted_with_the_stop_gets_the_drain_not_its_header_timeout(tmp_path, engine):
@@ -188,7 +187,7 @@ def test_a_connection_accepted_with_the_stop_gets_the_drain_not_its_header_timeo
     run on its thread) while the connection is accepted (--no-defer-accept) and the stop
     sent, so both wait in its pipe together."""
     (tmp_path / "heldapp.py").write_text(HELD_APP)
-    p, port = serve(
+    with serving(
         engine,
         "--wsgi",
         "heldapp:wsgi",
@@ -198,37 +197,22 @@ def test_a_connection_accepted_with_the_stop_gets_the_drain_not_its_header_timeo
         "--header-timeout",
         "30",
         cwd=str(tmp_path),
-    )
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=20)
-        s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-        for _ in range(400):
-            if (tmp_path / "entered").exists():
-                break
-            time.sleep(0.05)
-        assert (tmp_path / "entered").exists(), "the handler never ran"
+    ) as (p, port):
+        s = enter_held_handler(tmp_path, port)
         silent = socket.create_connection(("127.0.0.1", port), timeout=20)
         time.sleep(0.3)  # accepted by the main thread, its fd down the held worker's pipe
         p.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # the stop behind it
-        (tmp_path / "release").write_text("")
-        head, length, extra = read_response(s, b"")
-        assert head.startswith(b"HTTP/1.1 200") and length == len(b"held\n")
-        assert_eof_promptly(s, extra)
+        release_held_handler(tmp_path, s)
         assert_eof_promptly(silent)
         s.close()
         silent.close()
         assert stop(p) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 def test_a_download_in_flight_at_a_reload_closes_when_it_is_done(site_root, engine):
     """SIGHUP: the old process stops gracefully, the new one serves."""
-    p, port = serve(engine, "--root", str(site_root))
-    try:
+    with serving(engine, "--root", str(site_root)) as (p, port):
         s, first = start_download(port, GET_BIG)
         p.send_signal(signal.SIGHUP)
         time.sleep(0.3)
@@ -238,7 +222,3 @@ def test_a_download_in_flight_at_a_reload_closes_when_it_is_done(site_root, engi
         s.close()
         p.send_signal(signal.SIGTERM)
         assert stop(p) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
