@@ -84,12 +84,16 @@ def test_rss_falls_after_a_burst_of_connections(site_root, engine, share):
         pid = server_pid(p.pid)
         assert Conn(port).request("GET", "/hello.txt", {"Connection": "close"}).status == 200
         before = vmrss_kib(pid)
+        reads = stats(port)["yields"]["read"]
 
         for _ in range(N):
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(HALF_HEAD)
             conns.append(s)
         assert wait_for(lambda: stats(port)["coroutines_alive"] >= N, timeout=30)
+        # and each has read its half head and waits for the rest (a read yield each): under
+        # load the coroutines were counted before their reads, and the peak came out low
+        assert wait_for(lambda: stats(port)["yields"]["read"] - reads >= N, timeout=30)
         peak = vmrss_kib(pid)
         # each held a coroutine and a request buffer: the burst shows.  Floors: C, a stack's
         # touched pages and a request buffer, 8 KiB; the port, the 6,000 bytes of head it
