@@ -377,6 +377,16 @@ def readable(sock, timeout):
     return bool(p.poll(timeout * 1000))
 
 
+class Sink:
+    """Server(trace=sink): the trace records (t_us, worker, co, fd, event, arg, text) as drained."""
+
+    def __init__(self):
+        self.records = []
+
+    def __call__(self, records):
+        self.records.extend(records)
+
+
 def wait_for(pred, timeout=5.0, interval=0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

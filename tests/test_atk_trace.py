@@ -8,16 +8,8 @@ import socket
 import struct
 import threading
 
-from conftest import Conn, wait_for
+from conftest import Conn, Sink, wait_for
 from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARSE_HTTP, EV_RECV_ASYNC
-
-
-class Sink:
-    def __init__(self):
-        self.records = []
-
-    def __call__(self, records):
-        self.records.extend(records)
 
 
 def drain_response(sock):

@@ -12,16 +12,8 @@ import time
 
 import pytest
 
-from conftest import CHROMIUM, Conn, chromium_args, free_port, wait_for
+from conftest import CHROMIUM, Conn, Sink, chromium_args, free_port, wait_for
 from minginx_cffi.trace import EV_HANDLER_DONE, EV_PARSE_HTTP, EV_RECV_ASYNC
-
-
-class Sink:
-    def __init__(self):
-        self.records = []
-
-    def __call__(self, records):
-        self.records.extend(records)
 
 
 def steps(records, co):
@@ -295,35 +287,6 @@ def test_trace_python_handler(make_server):
         + ["add_to_ready", "schedule", "send_async", "handler_done GET /hi 200"]
         + END,
     )
-
-
-def test_trace_handler_done_after_a_handler_timeout(make_server):
-    """A handler past --handler-timeout: the client gets 504 and both engines trace the
-    request's handler_done with that status (the port once raised past it silently)."""
-    import threading
-
-    from minginx_cffi import App
-
-    app = App()
-    release = threading.Event()
-
-    @app.get("/slow")
-    def slow(req):
-        release.wait(5)
-        return "late"
-
-    sink = Sink()
-    srv = make_server(app=app, root=None, trace=sink, workers=1, handler_timeout=0.3)
-    try:
-        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-        s.sendall(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert read_response(s).status == 504
-        s.close()
-    finally:
-        release.set()
-    assert wait_for(lambda: any(r[4] == EV_HANDLER_DONE for r in sink.records), 5)
-    done = [r for r in sink.records if r[4] == EV_HANDLER_DONE]
-    assert [(r[5], r[6]) for r in done] == [(504, "GET /slow")]
 
 
 def test_stats_endpoint_counters_agree(make_server):
