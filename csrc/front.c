@@ -147,8 +147,7 @@ int front_init(mg_server *srv)
         buf_str(&h, "\r\n");
         e->ctype_hdr[h.len] = '\0';
     }
-    srv->cfg.error_pages = NULL;
-    srv->cfg.error_pages_n = 0;
+    srv->cfg.error_pages = NULL; /* copied into srv->error_page; error_pages_n still counts them */
     if (cfg->forwarded_allow_n > 0) {
         srv->trusted = calloc((size_t)cfg->forwarded_allow_n, sizeof(mg_cidr));
         if (!srv->trusted)

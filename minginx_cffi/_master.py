@@ -36,8 +36,17 @@ import sys
 import time
 
 from . import _sockets
+from .config import Config, ConfigError
 from .log import logger
-from .server import Server, ServerError, check_spec, raise_fd_limit
+from .server import (
+    Server,
+    ServerError,
+    bind_another,
+    bind_listener,
+    open_access_log,
+    raise_fd_limit,
+    readable_dirs,
+)
 
 #: seconds between restarts of a slot whose process keeps dying: doubled per quick death
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 10.0
@@ -95,14 +104,15 @@ class Master:
         self, processes, options, fd=None, uds=None, user=None, group=None, pid_file=None, exits=False
     ):
         self.processes = processes
-        self.options = options  # Server() keywords, for every server process
+        self.options = options  # Config() keywords (the CLI's), checked in _open
+        self.config = None  # the Config every server process starts from
         self.fd, self.uds, self.user, self.group = fd, uds, user, group
         self.pid_file = pid_file
         # exits: the process ends when run() returns (the CLI), so the signals stay
         # ignored instead of getting back their old dispositions: a HUP, USR1 or second
         # INT that comes while it exits must not turn its exit status into "killed by"
         self.exits = exits
-        self.grace = options.get("grace", 5.0)
+        self.grace = 5.0  # the Config's, once _open made it
         self.listeners = []  # per slot: the listeners its process adopts
         self.uds_bound = None  # (path, inode) of the socket file we made
         self.wrote_pid = False
@@ -147,21 +157,29 @@ class Master:
             raise ServerError("a server process failed")
 
     def _open(self):
-        options = self.options
-        specs = [
-            (flag, options.get(flag)) for flag in ("app", "wsgi", "asgi") if options.get(flag) is not None
-        ]
-        if len(specs) > 1:
-            raise ServerError("give one of --app, --wsgi or --asgi, not both")
-        for _flag, spec in specs:
-            if isinstance(spec, str):
-                check_spec(spec)
+        """Check every setting (one Config: without the application, so nothing is
+        imported here), bind the listeners, write the pid file, prepare the log."""
+        try:
+            config = self.config = Config(
+                **dict(
+                    self.options,
+                    processes=self.processes,
+                    fd=self.fd,
+                    uds=self.uds,
+                    user=self.user,
+                    group=self.group,
+                    pid_file=None,  # the master's: no server process writes it
+                )
+            )
+        except ConfigError as e:
+            raise ServerError(str(e)) from None
+        self.grace = config.grace
         handed = _sockets.systemd_sockets()
         if handed and (self.fd is not None or self.uds is not None):
             raise ServerError(
                 "systemd handed in a socket (LISTEN_FDS): --fd and --uds are for starting without it"
             )
-        if handed and options.get("accept") == "reuseport":
+        if handed and config.accept == "reuseport":
             raise ServerError(
                 "--accept reuseport binds a listener per worker: it cannot be "
                 "used with --fd, --uds or sockets handed in by systemd"
@@ -169,40 +187,23 @@ class Master:
         identity = None
         if self.user is not None or self.group is not None:
             identity = _sockets.Identity(self.user, self.group)
-        # Server() checks every other flag; without the app, so nothing is imported here
-        probe = Server(
-            **dict(
-                options,
-                app=None,
-                wsgi=None,
-                asgi=None,
-                pid_file=None,
-                processes=self.processes,
-                fd=self.fd,
-                uds=self.uds,
-                reuse_port=options.get("reuse_port") or self.processes > 1,
-            )
-        )
-        self.options = dict(options, processes=self.processes, pid_file=None, reuse_port=probe.reuse_port)
         if handed or self.fd is not None or self.uds is not None:
             # one socket, shared by every process (the kernel queues, they take turns)
             if handed:
                 sock = handed[0]
             else:
-                sock = probe.bind()
-                self.uds_bound, probe._uds_bound = probe._uds_bound, None
+                sock, self.uds_bound = bind_listener(config)
             self.listeners = [[sock]] * self.processes
         else:
-            per_process = probe.nworkers if probe.accept == "reuseport" else 1
-            socks = [probe.bind()]
+            per_process = config.nworkers if config.accept == "reuseport" else 1
+            socks = [bind_listener(config)[0]]
             try:
-                socks += [probe._bind_one() for _ in range(self.processes * per_process - 1)]
+                socks += [bind_another(socks[0], config) for _ in range(self.processes * per_process - 1)]
             except ServerError:
                 for s in socks:
                     s.close()
                 raise
             self.listeners = [socks[i * per_process : (i + 1) * per_process] for i in range(self.processes)]
-        probe._sock = None
         if self.pid_file:
             try:
                 with open(self.pid_file, "w") as f:
@@ -213,15 +214,37 @@ class Master:
         if identity is not None:
             # the server processes drop root as they start (_child); the master keeps it,
             # as nginx's and gunicorn's do, to remove its pid file and socket file at exit
-            dirs = [("root", probe.root)]
-            if specs:
-                dirs.append(("app directory", os.getcwd()))
-            self.identity = (identity, dirs)
+            self.identity = (identity, readable_dirs(config))
+        self._prepare_log()
         raise_fd_limit()  # once, for every process after it
-        if probe.stats_enabled:
+        if config.stats:
             from .procstats import SharedStats
 
-            self.shared = SharedStats(2 * self.processes, probe.nworkers)  # before any fork
+            self.shared = SharedStats(2 * self.processes, config.nworkers)  # before any fork
+
+    def _prepare_log(self):
+        """The access log file, made by the master (as nginx's: ngx_reopen_files) and
+        given to --user, so that server processes that dropped root can open it, at
+        start and at each SIGUSR1 reopen (after logrotate moved it away).  ServerError
+        if it cannot be opened."""
+        path = self.config.access_log
+        if path in (None, "-"):
+            return
+        fd = open_access_log(path)
+        try:
+            if self.identity is not None and not self.identity[0].noop:
+                identity = self.identity[0]
+                uid = identity.pw.pw_uid if identity.pw is not None else -1
+                gid = identity.gid if identity.gid is not None else -1
+                st = os.fstat(fd)
+                if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
+                    os.fchown(fd, uid, gid)
+        except OSError as e:
+            raise ServerError(
+                "cannot give the access log %s to %s: %s" % (path, self.identity[0].describe(), e.strerror)
+            ) from None
+        finally:
+            os.close(fd)
 
     def _install_signals(self):
         self._old_handlers = {s: signal.signal(s, self._on_signal) for s in MASTER_SIGNALS}
@@ -338,6 +361,10 @@ class Master:
             elif signum == signal.SIGHUP:
                 self._reload()
             elif signum == signal.SIGUSR1:
+                try:
+                    self._prepare_log()  # a new file (logrotate moved the old), the user's
+                except ServerError as e:
+                    log(str(e), logging.ERROR)
                 self._send_all(signal.SIGUSR1)  # the processes reopen their access log
 
     def _send_all(self, signum):
@@ -634,10 +661,11 @@ class Master:
             def ready():
                 tell(ready_w, b"ready %s\n" % server.banner().encode(errors="replace"))
 
-            options = self.options
-            if stats_slot is not None:
-                options = dict(options, stats_slot=(self.shared, stats_slot))
-            server = Server(**options)  # imports the application, in this process
+            # checked anew here (the error pages read again at a reload), and the app imported
+            server = Server(
+                self.config.replace(),
+                stats_slot=(self.shared, stats_slot) if stats_slot is not None else None,
+            )
             holder.append(server)
             server.adopt(mine)
             server.serve_forever(quiet=True, ready=ready)

@@ -622,7 +622,7 @@ def _answer(co, req, body, keep_alive, buf):
         if not ok:
             return None
         r = 0
-    if r == 1 and cfg["stats_endpoint"] and req.path.startswith(b"/_minginx/"):
+    if r == 1 and cfg["stats"] and req.path.startswith(b"/_minginx/"):
         r = yield from stats_serve(co, req, keep_alive)
     # beside a handler: try_files $uri $uri/ @app (csrc/static.c static_try)
     if r == 1 and cfg["static_files"] and dispatch is not None:
