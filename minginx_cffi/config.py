@@ -90,7 +90,7 @@ class Option:
 
 def _rows() -> list[Option]:
     o = Option
-    # fmt: off  (a table: one row per option, read down the page)
+    # one row per option, in the order of serve --help
     return [
         o(
             "root",
@@ -453,7 +453,6 @@ def _rows() -> list[Option]:
         # keywords of Server() only
         o("reuse_port", bool, False, "SO_REUSEPORT on the first listener.", engine_arg=False, cli=False),
     ]
-    # fmt: on
 
 
 OPTIONS: tuple[Option, ...] = tuple(_rows())
