@@ -85,33 +85,9 @@ def _check(rc, what):
 
 
 def _stats_dict(st):
-    d = {
-        name: getattr(st, name)
-        for name in (
-            "connections",
-            "requests",
-            "bytes_out",
-            "switches",
-            "wakeups",
-            "timeouts",
-            "ready_max",
-            "coroutines_alive",
-            "coroutines_total",
-            "stack_pool",
-            "stacks_mapped",
-            "cache_hits",
-            "cache_misses",
-            "cache_entries",
-            "rejected",
-            "handler_timeouts",
-            "log_lines",
-            "log_dropped",
-            "parked",
-        )
-    }
+    """mg_stats as a dict: procstats.FIELDS by name, the yields nested by reason."""
+    d = {name: getattr(st, name) for name in _procstats.FIELDS if "." not in name}
     d["yields"] = {reason: st.yields[i] for i, reason in enumerate(YIELD_REASONS)}
-    d["py_batches"] = st.py_batches
-    d["py_calls"] = st.py_calls
     return d
 
 
@@ -342,14 +318,15 @@ class Engine:
         self._drop_bridge()
 
 
-class RuntimeWorker:
+class RuntimeWorker(Worker):
     """A worker with no thread: the coroutine runtime alone, for its unit tests."""
 
     def __init__(self, policy="fifo", stack_size=DEFAULT_STACK_SIZE, log_size=4096, switch=DEFAULT_SWITCH):
         err = ffi.new("int *")
-        self._w = lib.mg_test_worker_new(POLICIES[policy], stack_size, err)
-        if self._w == ffi.NULL:
+        w = lib.mg_test_worker_new(POLICIES[policy], stack_size, err)
+        if w == ffi.NULL:
             _raise_errno(err[0], "mg_test_worker_new")
+        super().__init__(w, None)
         self.switch = (
             "fast"
             if lib.mg_test_worker_switch(self._w, SWITCHES[switch]) == lib.MG_SWITCH_FAST
@@ -375,16 +352,6 @@ class RuntimeWorker:
     @property
     def log(self):
         return [self._log[i] for i in range(self._log_len[0])]
-
-    def stats(self):
-        st = ffi.new("mg_stats *")
-        lib.mg_worker_stats(self._w, st)
-        return _stats_dict(st)
-
-    def free(self):
-        if self._w is not None:
-            lib.mg_worker_free(self._w)
-            self._w = None
 
 
 def static_fields(fields):
