@@ -40,6 +40,7 @@ from .config import Config, ConfigError
 from .log import logger
 from .server import (
     Server,
+    announce,
     ServerError,
     bind_another,
     bind_listener,
@@ -531,11 +532,7 @@ class Master:
                 self.booting = False
                 # the banner once every process serves: "serving" means all of them
                 try:
-                    banner = min(current, key=lambda p: p.slot).banner
-                    print(banner, flush=True)
-                    log(
-                        banner[len("minginx-cffi: ") :] if banner.startswith("minginx-cffi: ") else banner
-                    )  # stdout is for scripts; the log has it too
+                    announce(min(current, key=lambda p: p.slot).banner)
                 except OSError as e:  # no one to tell we serve: stop, say why
                     self._fail("cannot write to stdout: %s" % e.strerror)
                     return

@@ -76,6 +76,24 @@ def open_access_log(path):
         raise ServerError("cannot open the access log %s: %s" % (path, e.strerror)) from None
 
 
+def same_file(fd1, fd2):
+    """fd1 and fd2 write to one file: one terminal, or one file or pipe (2>&1)."""
+    try:
+        a, b = os.fstat(fd1), os.fstat(fd2)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino, a.st_rdev) == (b.st_dev, b.st_ino, b.st_rdev)
+
+
+def announce(banner):
+    """The banner: a line on stdout (for scripts) and a record of the error log, but
+    once only where both reach the same place (a terminal, or 2>&1): the record then.
+    OSError if stdout cannot be written."""
+    if not same_file(1, 2):
+        print(banner, flush=True)
+    logger.info("%s", banner)
+
+
 def raise_fd_limit():
     """The seed's ``ulimit -n`` step: lift the soft fd limit to the hard one.  Returns it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -453,10 +471,9 @@ class Server:
                     ) from None
             if not quiet:
                 try:
-                    print(self.banner(), flush=True)
+                    announce(self.banner())
                 except OSError as e:
                     raise ServerError("cannot write to stdout: %s" % e.strerror) from None
-                logger.info(self.banner())  # stdout is for scripts; the log has it too
             if ready is not None:
                 ready()
             while not self._take_wakeups():

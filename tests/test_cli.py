@@ -3,6 +3,8 @@
 import contextlib
 import mmap
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -33,6 +35,50 @@ def test_serve_default_demo_site():
         r = Conn(port).request("GET", "/")
         assert r.status == 200 and b"minginx-cffi" in r.body
         assert Conn(port).request("GET", "/style.css").header("content-type").startswith("text/css")
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+
+
+def read_until(fd, needle, timeout=20):
+    out = b""
+    deadline = time.monotonic() + timeout
+    while needle not in out and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:  # EIO: the pty's other end closed
+                break
+    return out
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_the_banner_is_written_once_in_a_terminal(processes):
+    """stdout and stderr on one terminal: the banner once (the error log's record), not
+    the stdout line and then the same text again.  Piped apart, each still has it."""
+    main, other = pty.openpty()
+    port = free_port()
+    p = subprocess.Popen(
+        CLI + ["serve", "--port", str(port), "--workers", "1", "--processes", processes],
+        stdin=subprocess.DEVNULL,
+        stdout=other,
+        stderr=other,
+    )
+    os.close(other)
+    try:
+        out = read_until(main, b"serving")
+        assert Conn(port).request("GET", "/").status == 200  # serving: everything said is out
+        out += read_until(main, b"\n", timeout=0.5)
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+        os.close(main)
+    assert out.count(b"serving") == 1, out
+    p, port, banner = start("--workers", "1", "--processes", processes)
+    try:
+        assert "serving" in banner
+        assert b"serving" in read_until(p.stderr.fileno(), b"serving")
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
