@@ -40,8 +40,8 @@ from .config import Config, ConfigError
 from .log import logger
 from .server import (
     Server,
-    announce,
     ServerError,
+    announce,
     bind_another,
     bind_listener,
     open_access_log,
@@ -139,6 +139,7 @@ class Master:
         self.shared = None
         self.identity = None  # (_sockets.Identity, dirs it must read): --user/--group
         self.banks = {}  # generation -> its bank (0 or 1)
+        self.detailed = set()  # generations whose error's detail was logged
 
     # -- set-up: everything the master can check, bind and drop before forking ----
 
@@ -348,6 +349,11 @@ class Master:
                 p.banner = line[6:].decode(errors="replace")
             elif line.startswith(b"error ") and p.error is None:
                 p.error = line[6:].decode(errors="replace")
+            elif line.startswith(b"detail ") and p.generation not in self.detailed:
+                # what leads up to the error (an app's frames): once a generation, not
+                # once a process (every process of it imports the same app)
+                self.detailed.add(p.generation)
+                log(unescape(line[7:]), logging.ERROR)
 
     def _handle_signals(self):
         signals, self.signals = self.signals, []
@@ -668,6 +674,8 @@ class Master:
             server.serve_forever(quiet=True, ready=ready)
             code = 0
         except ServerError as e:
+            if e.detail:
+                tell(ready_w, b"detail %s\n" % escape(e.detail))
             tell(ready_w, b"error %s\n" % str(e).replace("\n", " ").encode(errors="replace"))
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
@@ -692,6 +700,15 @@ def stop_with_parent(master):
         return
     if os.getppid() != master:  # it died before the prctl: no signal will come
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def escape(text):
+    """Text as one line of the readiness pipe, its newlines as NULs (unescape undoes it)."""
+    return text.replace("\0", "?").encode(errors="replace").replace(b"\n", b"\0")
+
+
+def unescape(data):
+    return data.replace(b"\0", b"\n").decode(errors="replace")
 
 
 def tell(fd, message):

@@ -40,6 +40,8 @@ def main(argv=None):
         sys.exit(1)
     except ServerError as e:
         # the server's last word: a log record, written whatever --log-level says
+        if e.detail:
+            log.write_record(log.LEVELS["error"], "minginx-cffi: %s" % e.detail)
         log.write_record(log.LEVELS["error"], "minginx-cffi: %s" % e)
         _quiet_stdout()
         sys.exit(1)

@@ -28,6 +28,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Callable
 
 from . import __version__, _native
@@ -61,7 +62,11 @@ assert tuple(ENGINES) == ENGINE_NAMES
 
 
 class ServerError(Exception):
-    """A problem the user can fix (a root that is not a directory, a port in use...)."""
+    """A problem the user can fix (a root that is not a directory, a port in use...).
+    Its message is one line; detail, where there is one, is what leads up to it (an app's
+    own frames when its import failed), logged before the line."""
+
+    detail: str | None = None
 
 
 def open_access_log(path):
@@ -123,14 +128,39 @@ def load_app(spec):
         sys.path.insert(0, os.getcwd())
     try:
         obj = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ServerError("cannot import %r: %s" % (module_name, e)) from None
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module_name + ".").startswith(e.name + "."):
+            raise ServerError("cannot import %r: %s" % (module_name, e)) from None  # it is not there
+        raise _app_failure(module_name, e) from None
+    except Exception as e:  # SyntaxError, or what its code raised (DATABASE_URL is not set)
+        raise _app_failure(module_name, e) from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ServerError("module %r has no attribute %r" % (module_name, attr)) from None
     return obj
+
+
+def _app_failure(module_name, e):
+    """An exception raised while the app's module was imported, as uvicorn shows it: a
+    ServerError whose line sums it up and whose detail is the traceback of the app's own
+    frames (not the server's, not importlib's)."""
+    ours = (
+        os.path.dirname(os.path.abspath(__file__)) + os.sep,
+        os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep,
+        "<frozen importlib",
+    )
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(ours)]
+    lines = traceback.format_exception_only(type(e), e)
+    if frames:
+        lines = ["Traceback (most recent call last):\n"] + traceback.format_list(frames) + lines
+    what = "%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__
+    if isinstance(e, SyntaxError):
+        what = "SyntaxError: %s (%s, line %s)" % (e.msg, e.filename, e.lineno)
+    err = ServerError("cannot import %r: %s" % (module_name, what))
+    err.detail = "importing %r failed:\n%s" % (module_name, "".join(lines).rstrip())
+    return err
 
 
 def app_kind(obj):

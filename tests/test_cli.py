@@ -40,6 +40,49 @@ def test_serve_default_demo_site():
         assert p.wait(10) == 0
 
 
+IMPORT_FAILURES = {
+    "runtime": (
+        'import os\n\n\ndef settings():\n    raise RuntimeError("DATABASE_URL is not set")\n\n\nsettings()\n',
+        ['badapp.py", line 8, in <module>', 'badapp.py", line 5, in settings'],
+        "cannot import 'badapp': RuntimeError: DATABASE_URL is not set",
+    ),
+    "syntax": (
+        "def app(environ, start_response:\n    pass\n",
+        ['badapp.py", line 1', "SyntaxError"],
+        "cannot import 'badapp': SyntaxError: ",
+    ),
+    "dependency": (
+        "import no_such_package_here\n",
+        ['badapp.py", line 1, in <module>'],
+        "cannot import 'badapp': ModuleNotFoundError: No module named 'no_such_package_here'",
+    ),
+}
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("kind", sorted(IMPORT_FAILURES))
+def test_an_app_that_fails_to_import_shows_its_frames_and_one_line(tmp_path, kind, processes):
+    """As uvicorn: the app's own frames (not the server's, not importlib's) and one summary
+    line, exit 1.  Before, a SyntaxError or an exception raised at import was a 27-line
+    [critical] traceback of the server's own frames."""
+    src, frames, summary = IMPORT_FAILURES[kind]
+    (tmp_path / "badapp.py").write_text(src)
+    p = subprocess.run(
+        CLI + ["serve", "--port", str(free_port()), "--wsgi", "badapp:app", "--processes", processes],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    for frame in frames:
+        assert frame in err, err
+    last = err.strip().splitlines()[-1]
+    assert summary in last and "[error]" in last, err
+    assert "minginx_cffi" not in err and "importlib" not in err and "[critical]" not in err, err
+    assert len(err.strip().splitlines()) <= 10, err
+
+
 def read_until(fd, needle, timeout=20):
     out = b""
     deadline = time.monotonic() + timeout
