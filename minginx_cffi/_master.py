@@ -139,6 +139,7 @@ class Master:
         self.shared = None
         self.identity = None  # (_sockets.Identity, dirs it must read): --user/--group
         self.banks = {}  # generation -> its bank (0 or 1)
+        self.systemd = None  # _sockets.Notifier: Type=notify's messages (run() makes it)
         self.detailed = set()  # generations whose error's detail was logged
 
     # -- set-up: everything the master can check, bind and drop before forking ----
@@ -148,6 +149,7 @@ class Master:
             # the handlers first: once the pid file is out, a HUP or TERM sent to the pid
             # in it must be handled, never kill the master with the defaults' action
             self._install_signals()
+            self.systemd = _sockets.Notifier()
             self._open()
             self._install_wakeup()  # after _open: fds handed in (3, --fd N) are read first
             self._loop()
@@ -309,6 +311,9 @@ class Master:
                 poller.register(fd, select.POLLIN)
             polled = fds
             timeout = self._timeout()
+            ping = self.systemd.tick()  # WatchdogSec=: the master's loop is alive
+            if ping is not None:
+                timeout = ping if timeout is None else min(timeout, ping)
             for fd, _ in poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
                 if fd == self._wake_r:
                     try:
@@ -384,6 +389,8 @@ class Master:
     def _stop(self, signum):
         """TERM/INT, passed on: each process finishes in-flight responses within --grace;
         a second one (QUIT_NOW) makes them cut off at once."""
+        if not self.stopping:
+            self.systemd.notify("STOPPING=1")
         self.stopping += 1
         self.restarts.clear()
         self.reloading = None
@@ -524,10 +531,12 @@ class Master:
             self.reload_again = True
             return
         log("SIGHUP: starting %d new server process%s" % (self.processes, "es" if self.processes > 1 else ""))
+        self.systemd.reloading()
         try:
             self.reloading = self._spawn_generation()
         except ServerError as e:
             log("reload failed: %s; the old processes keep serving" % e, logging.ERROR)
+            self.systemd.notify("READY=1", "STATUS=reload failed: %s" % e)
 
     def _check_reload(self):
         if self.stopping:
@@ -537,11 +546,13 @@ class Master:
             if len(current) == self.processes and all(p.ready for p in current):
                 self.booting = False
                 # the banner once every process serves: "serving" means all of them
+                banner = min(current, key=lambda p: p.slot).banner
                 try:
-                    announce(min(current, key=lambda p: p.slot).banner)
+                    announce(banner)
                 except OSError as e:  # no one to tell we serve: stop, say why
                     self._fail("cannot write to stdout: %s" % e.strerror)
                     return
+                self.systemd.notify("READY=1", "STATUS=%s" % banner, "MAINPID=%d" % os.getpid())
             elif self.reload_again:
                 return
         if self.reloading is not None:
@@ -556,6 +567,7 @@ class Master:
                 "reloaded: processes %s serve; %s finish their responses and stop"
                 % (" ".join(str(p.pid) for p in new), " ".join(str(p.pid) for p in old) or "no old ones")
             )
+            self.systemd.notify("READY=1", "STATUS=reloaded")
             kill_at = time.monotonic() + self.grace + KILL_AFTER
             for p in old:
                 p.kill_at = kill_at
@@ -569,6 +581,7 @@ class Master:
 
     def _reload_failed(self, message):
         log("reload failed: %s; the old processes keep serving" % message, logging.ERROR)
+        self.systemd.notify("READY=1", "STATUS=reload failed: %s" % message)
         for p in self.procs.values():
             if p.generation == self.reloading:
                 p.kill_at = time.monotonic() + self.grace + KILL_AFTER
