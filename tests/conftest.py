@@ -485,7 +485,7 @@ def system_install(commands, venv_name):
     import fcntl
     import subprocess
 
-    key = hashlib.sha1(("%s %r" % (_tree_digest(), commands)).encode()).hexdigest()[:16]
+    key = hashlib.sha1(("%s %r %s" % (_tree_digest(), commands, venv_name)).encode()).hexdigest()[:16]
     base = "/tmp/minginx-system-%s" % key
     venv = os.path.join(base, venv_name)
     with open(base + ".lock", "w") as lock:
