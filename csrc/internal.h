@@ -402,9 +402,11 @@ MG_HIDDEN void uring_unpark(struct mg_worker *w, int fd, uint64_t id);
 MG_HIDDEN void uring_watch_hangup(mg_coroutine *co);
 MG_HIDDEN void uring_unwatch_hangup(mg_coroutine *co);
 /* testhooks.c: MINGINX_TEST_NO_URING=1 (io_uring_setup fails with ENOSYS),
- * MINGINX_TEST_URING_PLAIN=1 (no SINGLE_ISSUER|DEFER_TASKRUN: the fallback ring) */
+ * MINGINX_TEST_URING_PLAIN=1 (no SINGLE_ISSUER|DEFER_TASKRUN: the fallback ring),
+ * MINGINX_TEST_URING_NO_CANCEL_ALL=1 (ASYNC_CANCEL_ANY|ALL refused, as before 5.19) */
 MG_HIDDEN int mg_test_no_uring(void);
 MG_HIDDEN int mg_test_uring_plain(void);
+MG_HIDDEN int mg_test_uring_no_cancel_all(void);
 
 /* acceptor.c */
 MG_HIDDEN void dispatch(struct mg_server *srv, int fd);

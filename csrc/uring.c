@@ -65,7 +65,7 @@
 /* user_data: a coroutine pointer (8-aligned) with the low 3 bits saying what it is. */
 enum {
     UD_OP = 0,     /* co: its recv/send/poll */
-    UD_CANCEL = 1, /* an ASYNC_CANCEL we sent (no pointer) */
+    UD_CANCEL = 1, /* an ASYNC_CANCEL we sent (no pointer; UD_CANCEL_ALL: uring_drain's ANY|ALL) */
     UD_PIPE = 2,   /* the dispatch pipe's poll */
     UD_POST = 3,   /* the post eventfd's poll */
     UD_LISTEN = 4, /* --accept reuseport: the worker's listener */
@@ -74,6 +74,7 @@ enum {
     UD_HUP = 7,    /* a deferred Python round's hang-up watch: as UD_PARK */
     UD_MASK = 7
 };
+#define UD_CANCEL_ALL (UD_CANCEL | (1u << 3))
 _Static_assert(_Alignof(mg_coroutine) >= 8, "user_data keeps a tag in a coroutine pointer's low 3 bits");
 
 #define smp_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
@@ -95,6 +96,8 @@ struct mg_uring {
     size_t sq_size, cq_size, sqes_size;
     /* ops that name memory (coroutine ops) plus our cancels, CQE not yet seen */
     uint64_t inflight;
+    uint64_t cancels;       /* of which our counted cancels */
+    int cancel_all_refused; /* ASYNC_CANCEL_ANY|ALL said -EINVAL (kernels before 5.19) */
     int pipe_armed, post_armed;
     int listen_armed; /* fd the listener poll is armed on, -1: none */
 };
@@ -300,11 +303,12 @@ static void trace_submit(mg_worker *w, mg_coroutine *co, int fd, int opcode)
         trace_push(&w->ring, w->index, MG_EV_SUBMIT, co ? co->id : 0, fd, opcode);
 }
 
-/* Cancel the op whose user_data is `target` (its own CQE still comes).
- * counted: the cancel is in inflight until its CQE (uring_drain waits for it). */
-static int submit_cancel(mg_worker *w, uint64_t target, unsigned flags, int counted)
+/* Cancel the op whose user_data is `target` (its own CQE still comes), the
+ * cancel's own user_data being ud.  counted: the cancel is in inflight until
+ * its CQE (uring_drain waits for it). */
+static int submit_cancel_as(mg_worker *w, uint64_t ud, uint64_t target, unsigned flags, int counted)
 {
-    struct io_uring_sqe *sqe = sqe_get(w, counted ? UD_CANCEL : UD_FORGET);
+    struct io_uring_sqe *sqe = sqe_get(w, ud);
     if (!sqe)
         return -ENOMEM;
     sqe->opcode = IORING_OP_ASYNC_CANCEL;
@@ -312,7 +316,13 @@ static int submit_cancel(mg_worker *w, uint64_t target, unsigned flags, int coun
     sqe->addr = target;
     sqe->cancel_flags = flags;
     w->uring->inflight += counted != 0;
+    w->uring->cancels += counted != 0;
     return 0;
+}
+
+static int submit_cancel(mg_worker *w, uint64_t target, unsigned flags, int counted)
+{
+    return submit_cancel_as(w, counted ? UD_CANCEL : UD_FORGET, target, flags, counted);
 }
 
 /* A one-shot poll; the result is the poll mask (POLLIN ... = EPOLLIN ...). */
@@ -561,7 +571,12 @@ static int uring_reap(mg_worker *w, int quiet)
             }
             continue;
         }
-        case UD_CANCEL: u->inflight--; continue;
+        case UD_CANCEL:
+            u->inflight--;
+            u->cancels--;
+            if (ud == UD_CANCEL_ALL && res == -EINVAL)
+                u->cancel_all_refused = 1; /* uring_drain cancels op by op from now on */
+            continue;
         case UD_FORGET: continue;
         case UD_PIPE:
             u->pipe_armed = 0;
@@ -639,6 +654,28 @@ int uring_wait(mg_worker *w, int timeout_ms)
     return uring_reap(w, 0);
 }
 
+/* Cancel, op by op, what the ALL cancel would have: each coroutine's op and
+ * hang-up watch, each parked connection's poll, the control polls.  Each
+ * cancel is counted: uring_drain waits for its CQE. */
+static void cancel_each(mg_worker *w)
+{
+    struct mg_uring *u = w->uring;
+    for (mg_coroutine *co = w->all; co; co = co->next) {
+        if (co->io_pending)
+            submit_cancel(w, (uint64_t)(uintptr_t)co, 0, 1);
+        if (co->io_watch && co->fd >= 0)
+            submit_cancel(w, park_user_data(co->fd, co->id) - UD_PARK + UD_HUP, 0, 1);
+    }
+    for (mg_parked *p = w->park_head; p; p = p->next)
+        submit_cancel(w, park_user_data(p->fd, p->id), 0, 1);
+    if (u->pipe_armed)
+        submit_cancel(w, UD_PIPE, 0, 1);
+    if (u->post_armed)
+        submit_cancel(w, UD_POST, 0, 1);
+    if (u->listen_armed >= 0)
+        submit_cancel(w, UD_LISTEN, 0, 1);
+}
+
 /* The loop is over: cancel everything still in flight and wait for each
  * CQE, so no op names a stack, a buffer or the ring once they are freed.
  * At least once, with nothing counted in flight too: the polls (parked
@@ -647,17 +684,39 @@ int uring_wait(mg_worker *w, int timeout_ms)
  * its cancel and closed the fd; until the ring is freed (never, when a
  * handler thread outlives the grace period) that client would get no FIN.
  * Tested by tests/test_atk_uring.py (test_a_parked_connection_closed_at_a_
- * graceful_stop_gets_its_fin). */
+ * graceful_stop_gets_its_fin).
+ *
+ * One IORING_ASYNC_CANCEL_ANY|ALL cancels everything at once, but kernels
+ * before 5.19 refuse those flags (-EINVAL, and nothing is cancelled): then
+ * each op is cancelled by its user_data (cancel_each).  A new round of
+ * cancels goes out only once the last round's CQEs are all back, and after
+ * the first two rounds at most every 100 ms: an op that outlives its cancel
+ * (-EALREADY: it is completing) is waited for, not spun on.  Tested by
+ * tests/test_uring.py (test_a_stop_where_the_kernel_refuses_cancel_all_
+ * finishes; MINGINX_TEST_URING_NO_CANCEL_ALL has the kernel refuse it). */
 void uring_drain(mg_worker *w)
 {
     struct mg_uring *u = w->uring;
     if (!u || !u->enabled)
         return;
-    int64_t started = mg_now_ms();
-    int said = 0;
+    int64_t started = mg_now_ms(), next_round = started;
+    int said = 0, rounds = 0, each_rounds = 0;
+    /* MINGINX_TEST_URING_NO_CANCEL_ALL: the kernel refuses the flags for real
+     * (an unknown flag is -EINVAL on every kernel) */
+    unsigned all =
+        IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL | (mg_test_uring_no_cancel_all() ? 1u << 31 : 0);
     do {
-        submit_cancel(w, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL, 1);
-        struct __kernel_timespec ts = {.tv_sec = 1};
+        int64_t now = mg_now_ms();
+        if (u->cancels == 0 && now >= next_round) {
+            if (u->cancel_all_refused) {
+                cancel_each(w);
+                each_rounds++;
+            } else {
+                submit_cancel_as(w, UD_CANCEL_ALL, 0, all, 1);
+            }
+            next_round = now + (++rounds < 2 ? 0 : 100);
+        }
+        struct __kernel_timespec ts = {.tv_nsec = 100 * 1000000};
         struct io_uring_getevents_arg arg = {.ts = (uint64_t)(uintptr_t)&ts};
         unsigned wait_nr = u->inflight > 0; /* 0: no cancel could be queued (a full ring) */
         int r = sys_enter(u->fd, sq_pending(u), wait_nr, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
@@ -674,5 +733,6 @@ void uring_drain(mg_worker *w)
                    (unsigned long long)u->inflight);
             said = 1;
         }
-    } while (u->inflight > 0);
+        /* refused: the polls that hold files open get their cancels too, once */
+    } while (u->inflight > 0 || (u->cancel_all_refused && each_rounds == 0));
 }
