@@ -163,7 +163,6 @@ struct mg_coroutine {
     int waiting;               /* mg_yield it is parked on, -1 when not parked */
     int woken_by;              /* 0, or EPOLL* bits that woke it */
     int timed_out;             /* its timer fired while it waited */
-    int cancelled;             /* the worker is shutting down */
     int idle;                  /* between requests: may be closed at shutdown */
     int io_pending;            /* --io uring: an SQE of ours has no CQE yet (uring.c) */
     int32_t io_res;            /* --io uring: the last CQE's res */
@@ -413,7 +412,7 @@ MG_HIDDEN void dispatch(struct mg_server *srv, int fd);
 MG_HIDDEN void dispatch_flush(struct mg_server *srv);
 
 /* io.c: each returns bytes moved (>= 0, 0 = EOF for recv) or -errno;
- * -ETIMEDOUT when the coroutine's timer fired, -ECANCELED at shutdown. */
+ * -ETIMEDOUT when the coroutine's timer fired. */
 MG_HIDDEN ssize_t recv_async(mg_coroutine *co, void *buf, size_t len);
 /* recv_async's first half: one read, -EAGAIN instead of waiting. */
 MG_HIDDEN ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len);
@@ -423,7 +422,7 @@ MG_HIDDEN ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt);
 MG_HIDDEN ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count);
 MG_HIDDEN void set_cork(int fd, int on);
 /* Park on the fd until it is ready for `reason` (after a call said EAGAIN).
- * Returns 0 to try again, -ETIMEDOUT or -ECANCELED. */
+ * Returns 0 to try again, or -ETIMEDOUT. */
 MG_HIDDEN int io_park(mg_coroutine *co, int reason);
 
 /* conn.c */

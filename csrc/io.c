@@ -40,15 +40,13 @@
 #endif
 
 /* Park until the fd is ready for `reason`.  Returns 0 to retry the call, or
- * -ETIMEDOUT / -ECANCELED when the wait itself is over. */
+ * -ETIMEDOUT when the wait itself is over (the coroutine's timer fired). */
 int io_park(mg_coroutine *co, int reason)
 {
     if (co->worker->uring)
         return uring_poll(co, reason);
     if (co->timed_out)
         return -ETIMEDOUT;
-    if (co->cancelled && co->idle)
-        return -ECANCELED;
     co->woken_by = 0;
     coroutine_yield_io(co, reason); /* a read's wait: "recv_async -> EAGAIN, yield (read)" */
     return 0;
@@ -108,7 +106,7 @@ ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
         int r = io_park(co, MG_YIELD_READ);
         if (r < 0)
             return r;
-        co->drained = 0; /* woken (or timed out / cancelled): try the read again */
+        co->drained = 0; /* woken: try the read again */
     }
 }
 

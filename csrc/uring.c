@@ -372,8 +372,6 @@ ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len)
     for (;;) {
         if (co->timed_out)
             return -ETIMEDOUT;
-        if (co->cancelled && co->idle)
-            return -ECANCELED;
         struct io_uring_sqe *sqe = sqe_get(co->worker, (uint64_t)(uintptr_t)co);
         if (!sqe)
             return -ENOMEM;
@@ -454,22 +452,21 @@ ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
 }
 
 /* io_park's uring half: a one-shot poll for readable (MG_YIELD_READ) or
- * writable.  0: try the call again; -ETIMEDOUT / -ECANCELED. */
+ * writable.  0: try the call again; -ETIMEDOUT. */
 int uring_poll(mg_coroutine *co, int reason)
 {
     if (co->timed_out)
         return -ETIMEDOUT;
-    if (co->cancelled && co->idle)
-        return -ECANCELED;
     co->woken_by = 0;
     unsigned events = reason == MG_YIELD_READ ? POLLIN | POLLRDHUP : POLLOUT;
     if (submit_poll(co->worker, co->fd, events, (uint64_t)(uintptr_t)co) < 0)
         return -ENOMEM;
     int32_t r = op_result(co, uring_wait_op(co, reason, IORING_OP_POLL_ADD));
-    if (r == -ECANCELED && !(co->cancelled && co->idle))
-        return 0; /* resumed for another reason (the idle sweep: park_due): try the call */
+    if (r == -ETIMEDOUT)
+        return r;
     if (r < 0)
-        return r == -ETIMEDOUT || r == -ECANCELED ? r : 0; /* other errors: the call says */
+        return 0; /* -ECANCELED: resumed for another reason (the idle sweep: park_due); other
+                     errors: the call says.  Either way, try the call */
     co->woken_by = r;
     if (r & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))
         co->drained = 0;
