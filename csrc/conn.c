@@ -328,7 +328,7 @@ static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int kee
  * RST that could destroy our response before the client reads it. */
 static void lingering_close(mg_coroutine *co)
 {
-    shutdown(co->fd, SHUT_WR);
+    shutdown_async(co); /* (TLS: close_notify, then FIN) */
     timer_set(co, MG_TIMER_LINGER);
     size_t total = 0;
     for (;;) {

@@ -5,8 +5,10 @@
  * entry, SQE) and says "done, here is the result" (a completion, CQE).  The
  * coroutine API does not change:
  *
- *   recv_async / send_async / sendv_async (io.c) branch here when the worker
- *   runs uring: uring_recv() / uring_sendv() write an SQE whose user_data is
+ *   This file is mg_backend_uring (internal.h, struct mg_backend), chosen
+ *   once per worker in worker_alloc.  recv_async / send_async / sendv_async
+ *   (io.c) come here for a raw transport (the plain socket's bytes are the
+ *   wire's): uring_recv() / uring_sendv() write an SQE whose user_data is
  *   the coroutine, and uring_wait_op() yields.  io_park() (an idle read
  *   after recv said EAGAIN, sendfile's EAGAIN) becomes uring_poll(): a
  *   one-shot IORING_OP_POLL_ADD, which names no user memory.
@@ -211,7 +213,7 @@ fail:;
     return err;
 }
 
-int uring_new(mg_worker *w)
+static int uring_new(mg_worker *w)
 {
     struct mg_uring *u = calloc(1, sizeof(*u));
     if (!u)
@@ -226,7 +228,7 @@ int uring_new(mg_worker *w)
     return 0;
 }
 
-void uring_free(mg_worker *w)
+static void uring_free(mg_worker *w)
 {
     struct mg_uring *u = w->uring;
     if (!u)
@@ -367,7 +369,7 @@ static int32_t op_result(mg_coroutine *co, int32_t r)
     return r == -ECANCELED && co->timed_out ? -ETIMEDOUT : r;
 }
 
-ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len)
+static ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len)
 {
     for (;;) {
         if (co->timed_out)
@@ -389,7 +391,7 @@ ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len)
     }
 }
 
-ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
+static ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
 {
     mg_worker *w = co->worker;
     size_t total = 0;
@@ -453,7 +455,7 @@ ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
 
 /* io_park's uring half: a one-shot poll for readable (MG_YIELD_READ) or
  * writable.  0: try the call again; -ETIMEDOUT. */
-int uring_poll(mg_coroutine *co, int reason)
+static int uring_poll(mg_coroutine *co, int reason)
 {
     if (co->timed_out)
         return -ETIMEDOUT;
@@ -481,7 +483,7 @@ static uint64_t park_user_data(int fd, uint64_t id)
     return ((uint64_t)(uint32_t)id << 32) | ((uint64_t)(uint32_t)fd << 3) | UD_PARK;
 }
 
-int uring_park(mg_worker *w, int fd, uint64_t id)
+static int uring_park(mg_worker *w, int fd, uint64_t id)
 {
     return submit_poll(w, fd, POLLIN | POLLRDHUP, park_user_data(fd, id));
 }
@@ -491,7 +493,7 @@ int uring_park(mg_worker *w, int fd, uint64_t id)
  * does (an ASGI app hears http.disconnect).  This poll for the hang-up is
  * that ear (pycall.c), cancelled when the round is over.  No pointer in its
  * user_data either: fd and id, checked against fd_table. */
-void uring_watch_hangup(mg_coroutine *co)
+static void uring_watch_hangup(mg_coroutine *co)
 {
     if (co->io_watch || co->fd < 0)
         return;
@@ -499,7 +501,7 @@ void uring_watch_hangup(mg_coroutine *co)
         co->io_watch = 1;
 }
 
-void uring_unwatch_hangup(mg_coroutine *co)
+static void uring_unwatch_hangup(mg_coroutine *co)
 {
     if (!co->io_watch)
         return;
@@ -509,7 +511,7 @@ void uring_unwatch_hangup(mg_coroutine *co)
 
 /* park_close's hook: the fd is about to be closed, and a poll holds the file
  * open (no FIN would leave) until it is cancelled. */
-void uring_unpark(mg_worker *w, int fd, uint64_t id)
+static void uring_unpark(mg_worker *w, int fd, uint64_t id)
 {
     submit_cancel(w, park_user_data(fd, id), 0, 0);
 }
@@ -623,7 +625,7 @@ static int uring_reap(mg_worker *w, int quiet)
     return n;
 }
 
-int uring_wait(mg_worker *w, int timeout_ms)
+static int uring_wait(mg_worker *w, int timeout_ms)
 {
     struct mg_uring *u = w->uring;
     int r = ring_enable(u);
@@ -691,7 +693,7 @@ static void cancel_each(mg_worker *w)
  * (-EALREADY: it is completing) is waited for, not spun on.  Tested by
  * tests/test_uring.py (test_a_stop_where_the_kernel_refuses_cancel_all_
  * finishes; MINGINX_TEST_URING_NO_CANCEL_ALL has the kernel refuse it). */
-void uring_drain(mg_worker *w)
+static void uring_drain(mg_worker *w)
 {
     struct mg_uring *u = w->uring;
     if (!u || !u->enabled)
@@ -733,3 +735,47 @@ void uring_drain(mg_worker *w)
         /* refused: the polls that hold files open get their cancels too, once */
     } while (u->inflight > 0 || (u->cancel_all_refused && each_rounds == 0));
 }
+
+/* ------------------------------------------------------------ the table */
+
+/* A new connection needs nothing: its first op is its registration. */
+static int uring_add(mg_worker *w, int fd)
+{
+    MG_UNUSED(w);
+    MG_UNUSED(fd);
+    return 0;
+}
+
+/* The listener's poll is derived from w->listen_fd and accept_resume_ms at
+ * each wait (control_polls): nothing to do at the time. */
+static int uring_listen(mg_worker *w, int fd)
+{
+    MG_UNUSED(w);
+    MG_UNUSED(fd);
+    return 0;
+}
+
+static void uring_unlisten(mg_worker *w, int fd)
+{
+    MG_UNUSED(w);
+    MG_UNUSED(fd);
+}
+
+const mg_backend mg_backend_uring = {
+    .name = "uring",
+    .wait_call = "io_uring_enter",
+    .init = uring_new, /* the ring polls the pipe and the eventfd itself */
+    .free = uring_free,
+    .wait = uring_wait,
+    .add = uring_add,
+    .listen = uring_listen,
+    .unlisten = uring_unlisten,
+    .poll = uring_poll,
+    .park = uring_park,
+    .unpark = uring_unpark,
+    .watch_hangup = uring_watch_hangup,
+    .unwatch_hangup = uring_unwatch_hangup,
+    .recv = uring_recv,
+    .sendv = uring_sendv,
+    .drain = uring_drain,
+};
