@@ -162,7 +162,7 @@ static ssize_t recv_more(mg_coroutine *co)
             n = recv_nowait(co, rb->data, room);
             if (n == -EAGAIN) {
                 /* (timed out: its keep-alive deadline came with the sweep; io_park says so) */
-                int lazy = co->idle && co->requests > 0 && !co->cancelled && !co->timed_out;
+                int lazy = co->idle && co->requests > 0 && !co->timed_out;
                 /* park_deadline_ms: unparked, and still no request (a blank line woke
                  * it): parked again at once, its old deadline kept; waiting the delay
                  * as a coroutine, it would hold a fresh keep-alive timeout, and a
@@ -328,7 +328,7 @@ static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int kee
  * RST that could destroy our response before the client reads it. */
 static void lingering_close(mg_coroutine *co)
 {
-    shutdown(co->fd, SHUT_WR);
+    shutdown_async(co); /* (TLS: close_notify, then FIN) */
     timer_set(co, MG_TIMER_LINGER);
     size_t total = 0;
     for (;;) {
@@ -423,8 +423,6 @@ void conn_entry(mg_coroutine *co)
                 }
                 return;
             }
-            if (n == -ECANCELED)
-                return; /* we are shutting down */
             if (n == -ETIMEDOUT) {
                 if (!co->idle && co->rb) {
                     send_error(co, 408, 0, 0);

@@ -285,6 +285,7 @@ mg_coroutine *coroutine_create_as(mg_worker *w, mg_entry_fn entry, void *arg, in
     co->arg = arg;
     co->id = id ? id : ++w->next_id;
     co->fd = fd;
+    co->tp = w->tp; /* (an unpark gives back the parked connection's) */
     co->waiting = -1;
     co->region = region;
     co->region_size = region_size;
@@ -340,6 +341,7 @@ void coroutine_destroy(mg_coroutine *co)
     if (co->next)
         co->next->prev = co->prev;
 
+    transport_free(co->tp, co->tp_ctx); /* (parked: the mg_parked has it now) */
     if (co->fd >= 0) {
         w->fd_table[co->fd] = NULL;
         close(co->fd); /* also removes it from the epoll set */

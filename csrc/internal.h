@@ -12,6 +12,16 @@
  *               stack and registers and returns to schedule().  Data arrives,
  *               epoll reports the fd, wake_fd() moves the coroutine back to the
  *               ready queue.
+ *
+ * Two seams under io.c, each a table of function pointers chosen once:
+ *   transport   a connection's bytes (co->tp: recv, sendv, sendfile or NULL,
+ *               cork, shutdown, pending, free).  transport.c holds the plain
+ *               socket's; a TLS one would be a second table, and nothing above
+ *               io.c would change.  Only the transports call recv, send,
+ *               sendmsg, sendfile or shutdown on a connection.
+ *   backend     how a worker waits (w->be: wait, poll, park, unpark, ...):
+ *               epoll.c (readiness) or uring.c (completions), picked in
+ *               worker_alloc, as redis ae.c includes one ae_<api>.c.
  *   conn.c      parse_http() (http.c), the static-file middleware (static.c),
  *               the response via send_async()/sendfile_async() (io.c).
  *   coroutine.c the entry returns, trampoline_start() sets finished = 1 and
@@ -158,20 +168,22 @@ struct mg_coroutine {
     mg_entry_fn entry; /* what trampoline_start() calls */
     void *arg;
     uint64_t id;
-    int fd;                    /* the connection's socket, or -1 */
-    int finished;              /* set by trampoline_start() when entry returns */
-    int waiting;               /* mg_yield it is parked on, -1 when not parked */
-    int woken_by;              /* 0, or EPOLL* bits that woke it */
-    int timed_out;             /* its timer fired while it waited */
-    int cancelled;             /* the worker is shutting down */
-    int idle;                  /* between requests: may be closed at shutdown */
-    int io_pending;            /* --io uring: an SQE of ours has no CQE yet (uring.c) */
-    int32_t io_res;            /* --io uring: the last CQE's res */
-    int io_watch;              /* --io uring: a hang-up poll is armed (uring_watch_hangup) */
-    int drained;               /* the last read emptied the socket, and epoll has reported
-                                    no input since: a recv now would only say EAGAIN */
-    mg_coroutine *next_ready;  /* ready-queue link */
-    mg_coroutine *prev, *next; /* the worker's list of live coroutines */
+    int fd;                        /* the connection's socket, or -1 */
+    const struct mg_transport *tp; /* its transport (w->tp when made): how its bytes move */
+    void *tp_ctx;                  /* the transport's state (TLS: its session), NULL for plain */
+    int finished;                  /* set by trampoline_start() when entry returns */
+    int waiting;                   /* mg_yield it is parked on, -1 when not parked */
+    int woken_by;                  /* 0, or EPOLL* bits that woke it */
+    int timed_out;                 /* its timer fired while it waited */
+    int idle;                      /* between requests: may be closed at shutdown */
+    int io_pending;                /* --io uring: an SQE of ours has no CQE yet (uring.c) */
+    int32_t io_res;                /* --io uring: the last CQE's res */
+    int io_watch;                  /* --io uring: a hang-up poll is armed (uring_watch_hangup) */
+    int drained;                   /* the transport's last read emptied it and the socket, and
+                                    no input was reported since: a read now would only say
+                                    EAGAIN (set by the transport's recv, cleared by wake_fd) */
+    mg_coroutine *next_ready;      /* ready-queue link */
+    mg_coroutine *prev, *next;     /* the worker's list of live coroutines */
     /* timer: one per coroutine, in at most one class list */
     int timer_class;
     int64_t deadline_ms;
@@ -224,16 +236,20 @@ typedef struct mg_parked {
     uint64_t id;                   /* the connection's id: its coroutines' id in the trace */
     uint32_t requests;             /* request heads read so far */
     int fd;
+    const struct mg_transport *tp; /* the connection's transport and its state, kept for the unpark */
+    void *tp_ctx;
 } mg_parked;
 
 /* ---------------------------------------------------------------- workers */
 struct mg_worker {
     struct mg_server *srv;
     int index;
-    int epfd;               /* this worker's epoll instance (-1 under --io uring) */
-    struct mg_uring *uring; /* --io uring: the ring (uring.c), NULL under epoll */
-    int pipe_r, pipe_w;     /* dispatch pipe: the acceptor writes fds to pipe_w */
-    int policy;             /* RDY_FIFO or RDY_LIFO */
+    const struct mg_backend *be;   /* how it waits: epoll.c or uring.c, chosen in worker_alloc */
+    const struct mg_transport *tp; /* the transport its new connections get (plain) */
+    int epfd;                      /* epoll.c's state: the epoll instance (-1 under --io uring) */
+    struct mg_uring *uring;        /* uring.c's state: the ring, NULL under epoll */
+    int pipe_r, pipe_w;            /* dispatch pipe: the acceptor writes fds to pipe_w */
+    int policy;                    /* RDY_FIFO or RDY_LIFO */
     size_t stack_size;
     /* ready queue: a singly-linked list; FIFO appends at the tail, LIFO pushes at the head */
     mg_coroutine *ready_head, *ready_tail;
@@ -383,35 +399,100 @@ MG_HIDDEN void worker_refresh_date(struct mg_worker *w);
  * too); NULL and *err = -errno on failure. */
 MG_HIDDEN struct mg_worker *worker_alloc(struct mg_server *srv, int policy, int stack_size, int *err);
 
-/* uring.c: the io_uring backend.  uring_new: 0 or -errno (w->uring set);
- * uring_wait: epoll_wait's counterpart (events into w->events, -1 and errno
- * on failure); the I/O calls as io.c's; uring_park/uring_unpark: a parked
- * connection's poll, armed and cancelled. */
-struct mg_uring;
-MG_HIDDEN int uring_new(struct mg_worker *w);
-MG_HIDDEN void uring_free(struct mg_worker *w);
-MG_HIDDEN unsigned uring_setup_flags(struct mg_worker *w);
-MG_HIDDEN int uring_wait(struct mg_worker *w, int timeout_ms);
-MG_HIDDEN void uring_drain(struct mg_worker *w);
-MG_HIDDEN ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len);
+/* ------------------------------------------------------------- backends */
+/* How a worker waits, chosen once per worker (worker_alloc sets w->be): the
+ * worker loop, io.c and pycall.c call these and never ask which it is.
+ * Contracts: 0 or -errno unless said. */
 struct iovec;
-MG_HIDDEN ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt);
-MG_HIDDEN int uring_poll(mg_coroutine *co, int reason);
-MG_HIDDEN int uring_park(struct mg_worker *w, int fd, uint64_t id);
-MG_HIDDEN void uring_unpark(struct mg_worker *w, int fd, uint64_t id);
-MG_HIDDEN void uring_watch_hangup(mg_coroutine *co);
-MG_HIDDEN void uring_unwatch_hangup(mg_coroutine *co);
+typedef struct mg_backend {
+    const char *name;                 /* "epoll", "uring" */
+    const char *wait_call;            /* the system call wait makes, for its error line */
+    int (*init)(struct mg_worker *w); /* the pipe and post fds watched; free undoes a partial init */
+    void (*free)(struct mg_worker *w);
+    /* wait for events or the timeout (ms, -1: none): their count, as epoll_events
+     * in w->events; -1 and errno on failure */
+    int (*wait)(struct mg_worker *w, int timeout_ms);
+    int (*add)(struct mg_worker *w, int fd); /* a new connection */
+    int (*listen)(struct mg_worker *w, int fd);
+    void (*unlisten)(struct mg_worker *w, int fd);
+    /* io_park: wait until co->fd is ready for reason (MG_YIELD_READ/WRITE).
+     * 0: try the call again; -ETIMEDOUT: the coroutine's timer fired */
+    int (*poll)(mg_coroutine *co, int reason);
+    /* a parked connection (worker_park): watched without a coroutine; unpark
+     * before its fd is closed */
+    int (*park)(struct mg_worker *w, int fd, uint64_t id);
+    void (*unpark)(struct mg_worker *w, int fd, uint64_t id);
+    /* a coroutine waiting for a deferred Python round: hear its client leave */
+    void (*watch_hangup)(mg_coroutine *co);
+    void (*unwatch_hangup)(mg_coroutine *co);
+    /* A completion backend's own I/O on the socket, used for a raw transport
+     * only (mg_transport.raw), as recv_async / sendv_async; NULL: io.c makes
+     * the transport's call and polls on EAGAIN (epoll). */
+    ssize_t (*recv)(mg_coroutine *co, void *buf, size_t len);
+    ssize_t (*sendv)(mg_coroutine *co, struct iovec *iov, int iovcnt);
+    /* the loop is over: afterwards nothing in flight names a stack or a buffer */
+    void (*drain)(struct mg_worker *w);
+} mg_backend;
+MG_HIDDEN extern const mg_backend mg_backend_epoll; /* epoll.c */
+MG_HIDDEN extern const mg_backend mg_backend_uring; /* uring.c */
+
+/* ----------------------------------------------------------- transports */
+/* A connection's bytes (co->tp), as nginx's ngx_connection_t recv/send
+ * pointers: a TLS transport swaps in its own table and nothing above io.c
+ * learns of it.  Each call tries once and never waits; -EAGAIN means "not
+ * now": io.c parks on the backend (io_park) in the call's direction and
+ * tries again.  EINTR is retried inside.  Counts are the connection's own
+ * bytes (under TLS: plaintext), which io.c adds to co->sent and bytes_out. */
+typedef struct mg_transport {
+    const char *name;
+    /* bytes read (> 0), 0 at EOF, -EAGAIN, -errno.  Sets co->drained when it
+     * holds nothing more and the socket is known empty (a read shorter than
+     * its room, or EAGAIN): until new input is reported no read is made */
+    ssize_t (*recv)(mg_coroutine *co, void *buf, size_t len);
+    /* bytes taken (> 0), -EAGAIN, -errno; a gone peer is -EPIPE, never SIGPIPE */
+    ssize_t (*sendv)(mg_coroutine *co, const struct iovec *iov, int iovcnt);
+    /* count bytes of file_fd from *offset (advanced): bytes (> 0), 0 (the
+     * file ended), -EAGAIN, -errno.  NULL: io.c preads and sends (TLS) */
+    ssize_t (*sendfile)(mg_coroutine *co, int file_fd, off_t *offset, size_t count);
+    void (*cork)(mg_coroutine *co, int on); /* hold partial frames back (NULL: no such thing) */
+    int (*shutdown)(mg_coroutine *co);      /* no more output: FIN (TLS: close_notify first) */
+    /* bytes it holds that the socket no longer shows (TLS: SSL_pending), NULL: never any.
+     * A connection holding some is not parked: no edge would come for them */
+    size_t (*pending)(mg_coroutine *co);
+    /* A connection turned away before it has a coroutine (the 503 of
+     * --max-connections): one try, MSG_DONTWAIT; bytes or -errno */
+    ssize_t (*send_early)(int fd, const void *buf, size_t len);
+    void (*free)(void *ctx); /* co->tp_ctx at the connection's end; NULL: nothing to free */
+    int raw;                 /* 1: its bytes are the socket's: a completion backend may move them */
+} mg_transport;
+MG_HIDDEN extern const mg_transport mg_transport_plain; /* transport.c */
+/* testhooks.c: MINGINX_TEST_NO_SENDFILE=1 gives new connections a plain
+ * transport without sendfile (a TLS transport's shape: io.c preads) */
+MG_HIDDEN extern const mg_transport mg_transport_plain_nosendfile;
+MG_HIDDEN int mg_test_no_sendfile(void);
+/* The connection's transport state goes (its end, or a park's close). */
+static inline void transport_free(const mg_transport *tp, void *ctx)
+{
+    if (ctx && tp->free)
+        tp->free(ctx);
+}
+
+/* uring.c: the io_uring backend's own (mg_backend_uring holds the rest). */
+struct mg_uring;
+MG_HIDDEN unsigned uring_setup_flags(struct mg_worker *w);
 /* testhooks.c: MINGINX_TEST_NO_URING=1 (io_uring_setup fails with ENOSYS),
- * MINGINX_TEST_URING_PLAIN=1 (no SINGLE_ISSUER|DEFER_TASKRUN: the fallback ring) */
+ * MINGINX_TEST_URING_PLAIN=1 (no SINGLE_ISSUER|DEFER_TASKRUN: the fallback ring),
+ * MINGINX_TEST_URING_NO_CANCEL_ALL=1 (ASYNC_CANCEL_ANY|ALL refused, as before 5.19) */
 MG_HIDDEN int mg_test_no_uring(void);
 MG_HIDDEN int mg_test_uring_plain(void);
+MG_HIDDEN int mg_test_uring_no_cancel_all(void);
 
 /* acceptor.c */
 MG_HIDDEN void dispatch(struct mg_server *srv, int fd);
 MG_HIDDEN void dispatch_flush(struct mg_server *srv);
 
 /* io.c: each returns bytes moved (>= 0, 0 = EOF for recv) or -errno;
- * -ETIMEDOUT when the coroutine's timer fired, -ECANCELED at shutdown. */
+ * -ETIMEDOUT when the coroutine's timer fired. */
 MG_HIDDEN ssize_t recv_async(mg_coroutine *co, void *buf, size_t len);
 /* recv_async's first half: one read, -EAGAIN instead of waiting. */
 MG_HIDDEN ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len);
@@ -419,9 +500,11 @@ MG_HIDDEN ssize_t send_async(mg_coroutine *co, const void *buf, size_t len);
 struct iovec;
 MG_HIDDEN ssize_t sendv_async(mg_coroutine *co, struct iovec *iov, int iovcnt);
 MG_HIDDEN ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count);
-MG_HIDDEN void set_cork(int fd, int on);
+MG_HIDDEN void set_cork(mg_coroutine *co, int on);
+/* No more output on the connection (the lingering close): 0 or -errno. */
+MG_HIDDEN int shutdown_async(mg_coroutine *co);
 /* Park on the fd until it is ready for `reason` (after a call said EAGAIN).
- * Returns 0 to try again, -ETIMEDOUT or -ECANCELED. */
+ * Returns 0 to try again, or -ETIMEDOUT. */
 MG_HIDDEN int io_park(mg_coroutine *co, int reason);
 
 /* conn.c */

@@ -1,57 +1,31 @@
 /* io.c - the coroutine's system calls: recv_async, send_async, sendfile_async, TCP_CORK.
  *
- * Each tries the call first (sockets are non-blocking).  EINTR: try again.
- * EAGAIN: park on the fd (coroutine_yield, back to schedule()) until wake_fd()
- * or a timer puts us back on the ready queue, then try again.  The results
- * follow the kernel's style: bytes moved, or -errno.
+ * Each tries the call first, through the connection's transport (co->tp:
+ * transport.c's plain socket), which never waits.  EAGAIN: park on the fd
+ * (io_park: the worker's backend, w->be; under epoll coroutine_yield, back
+ * to schedule()) until wake_fd() or a timer puts us back on the ready queue,
+ * then try again.  The results follow the kernel's style: bytes moved, or
+ * -errno; the bytes counted (co->sent, bytes_out) are the transport's, so
+ * under TLS they would be plaintext bytes.
  *
- * Under --io uring (w->uring set) recv_async, sendv_async and io_park go to
- * uring.c instead: the call is submitted and the coroutine waits for its
- * completion.  sendfile stays sendfile(2), whose EAGAIN io_park polls.
+ * A completion backend (--io uring) moves a raw transport's bytes itself:
+ * recv_async and sendv_async go to w->be->recv / ->sendv (uring.c), which
+ * submit the call and wait for its completion.  sendfile stays the
+ * transport's, whose EAGAIN io_park polls.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/sendfile.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
+#include <stdlib.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* recv(2), send(2) and sendmsg(2) through syscall(2).  glibc's wrappers are
- * cancellation points: each turns asynchronous cancellation on and off around
- * the system call (__pthread_enable/disable_asynccancel); with the wrappers
- * themselves that was about 120 instructions of a keep-alive request's 2,000,
- * syscall() 20 (bench/per_request.py), for threads nobody cancels (a worker
- * stops through w->stopping).  syscall() is no cancellation point; the result
- * is the same, -1 with errno on failure.  Under ASan the libc calls stay: its
- * interceptors check the buffers passed to them. */
-#if defined(__SANITIZE_ADDRESS__) || !defined(SYS_recvfrom) || !defined(SYS_sendto) || !defined(SYS_sendmsg)
-#define sock_recv(fd, buf, len, flags) recv(fd, buf, len, flags)
-#define sock_send(fd, buf, len, flags) send(fd, buf, len, flags)
-#define sock_sendmsg(fd, msg, flags)   sendmsg(fd, msg, flags)
-#else
-#define sock_recv(fd, buf, len, flags) ((ssize_t)syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL))
-#define sock_send(fd, buf, len, flags) ((ssize_t)syscall(SYS_sendto, fd, buf, len, flags, NULL, 0))
-#define sock_sendmsg(fd, msg, flags)   ((ssize_t)syscall(SYS_sendmsg, fd, msg, flags))
-#endif
-
 /* Park until the fd is ready for `reason`.  Returns 0 to retry the call, or
- * -ETIMEDOUT / -ECANCELED when the wait itself is over. */
+ * -ETIMEDOUT when the wait itself is over (the coroutine's timer fired). */
 int io_park(mg_coroutine *co, int reason)
 {
-    if (co->worker->uring)
-        return uring_poll(co, reason);
-    if (co->timed_out)
-        return -ETIMEDOUT;
-    if (co->cancelled && co->idle)
-        return -ECANCELED;
-    co->woken_by = 0;
-    coroutine_yield_io(co, reason); /* a read's wait: "recv_async -> EAGAIN, yield (read)" */
-    return 0;
+    return co->worker->be->poll(co, reason);
 }
 
 /* The step of a call that returned n (bytes, or -errno), with the trace on. */
@@ -61,31 +35,13 @@ static __attribute__((noinline, cold)) void trace_io(mg_coroutine *co, int event
 }
 
 /* One read that never waits: bytes, 0 at EOF, -EAGAIN, or -errno.
- * co->drained remembers that the socket is empty: a read shorter than the
- * room it had took all there was, and until epoll reports input again
- * (every arrival is a new edge; wake_fd() clears drained) a recv could only
- * say EAGAIN, so it is not made.  (nginx keeps the same: rev->ready.) */
+ * co->drained (set by the transport) says the read would only say EAGAIN:
+ * it is not made. */
 static inline ssize_t recv_once(mg_coroutine *co, void *buf, size_t len)
 {
     if (co->drained)
         return -EAGAIN;
-    for (;;) {
-        ssize_t n = sock_recv(co->fd, buf, len, 0);
-        if (n > 0) {
-            if ((size_t)n < len)
-                co->drained = 1;
-            return n;
-        }
-        if (n == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            co->drained = 1;
-            return -EAGAIN;
-        }
-        return -errno;
-    }
+    return co->tp->recv(co, buf, len);
 }
 
 ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len)
@@ -99,8 +55,9 @@ ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len)
 
 ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
 {
-    if (co->worker->uring)
-        return uring_recv(co, buf, len);
+    const mg_backend *be = co->worker->be;
+    if (be->recv && co->tp->raw)
+        return be->recv(co, buf, len);
     for (;;) {
         ssize_t n = recv_nowait(co, buf, len);
         if (n != -EAGAIN)
@@ -108,7 +65,7 @@ ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
         int r = io_park(co, MG_YIELD_READ);
         if (r < 0)
             return r;
-        co->drained = 0; /* woken (or timed out / cancelled): try the read again */
+        co->drained = 0; /* woken: try the read again */
     }
 }
 
@@ -119,8 +76,9 @@ static inline __attribute__((always_inline)) ssize_t sendv_all(mg_coroutine *co,
     size_t total = 0;
     int progressed = 1; /* arm the send timer afresh only after progress */
 
-    if (co->worker->uring)
-        return uring_sendv(co, iov, iovcnt);
+    const mg_backend *be = co->worker->be;
+    if (be->sendv && co->tp->raw)
+        return be->sendv(co, iov, iovcnt);
     for (;;) {
         /* an empty piece is already sent: waiting for EPOLLOUT to send
          * nothing would park until the send timeout */
@@ -130,12 +88,7 @@ static inline __attribute__((always_inline)) ssize_t sendv_all(mg_coroutine *co,
         }
         if (iovcnt == 0)
             break;
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-        /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE.
-         * One buffer goes through send(): the kernel then has no iovec
-         * array to copy in. */
-        ssize_t n = iovcnt == 1 ? sock_send(co->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL)
-                                : sock_sendmsg(co->fd, &msg, MSG_NOSIGNAL);
+        ssize_t n = co->tp->sendv(co, iov, iovcnt);
         if (n > 0) {
             total += (size_t)n;
             co->worker->stats.bytes_out += (uint64_t)n;
@@ -153,10 +106,8 @@ static inline __attribute__((always_inline)) ssize_t sendv_all(mg_coroutine *co,
             }
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
+        if (n != -EAGAIN && n != 0)
+            return n;
         if (progressed)
             timer_set(co, MG_TIMER_SEND); /* no progress for send_timeout: give up */
         progressed = 0;
@@ -183,6 +134,43 @@ ssize_t send_async(mg_coroutine *co, const void *buf, size_t len)
     return sendv_async(co, &iov, 1);
 }
 
+/* A transport without sendfile (TLS): the file is read into a buffer and
+ * sent through its sendv, MG_PREAD_CHUNK at a time.  Tested by
+ * tests/test_static.py (MINGINX_TEST_NO_SENDFILE). */
+#define MG_PREAD_CHUNK (64 * 1024)
+static __attribute__((noinline)) ssize_t sendfile_by_pread(mg_coroutine *co, int file_fd, off_t offset,
+                                                           size_t count)
+{
+    char *buf = malloc(count < MG_PREAD_CHUNK ? count : MG_PREAD_CHUNK);
+    if (!buf)
+        return -ENOMEM;
+    size_t left = count;
+    ssize_t r = 0;
+    while (left > 0) {
+        ssize_t n = pread(file_fd, buf, left < MG_PREAD_CHUNK ? left : MG_PREAD_CHUNK, offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = -errno;
+            break;
+        }
+        if (n == 0)
+            break; /* the file got shorter under us: the caller sees a short count */
+        struct iovec iov = {buf, (size_t)n};
+        ssize_t m = sendv_all(co, &iov, 1);
+        if (m < 0) {
+            r = m;
+            break;
+        }
+        offset += n;
+        left -= (size_t)n;
+        if (left > 0 && co->worker->ready_head)
+            coroutine_yield(co, MG_YIELD_READY); /* a large file lets the others run */
+    }
+    free(buf);
+    return r < 0 ? r : (ssize_t)(count - left);
+}
+
 static inline __attribute__((always_inline)) ssize_t sendfile_all(mg_coroutine *co, int file_fd, off_t offset,
                                                                   size_t count)
 {
@@ -190,8 +178,11 @@ static inline __attribute__((always_inline)) ssize_t sendfile_all(mg_coroutine *
     size_t left = count, since_yield = 0;
     int progressed = 1;
 
+    if (MG_UNLIKELY(!co->tp->sendfile))
+        return sendfile_by_pread(co, file_fd, offset, count);
     while (left > 0) {
-        ssize_t n = sendfile(co->fd, file_fd, &offset, left < MG_SENDFILE_CHUNK ? left : MG_SENDFILE_CHUNK);
+        ssize_t n =
+            co->tp->sendfile(co, file_fd, &offset, left < MG_SENDFILE_CHUNK ? left : MG_SENDFILE_CHUNK);
         if (n > 0) {
             left -= (size_t)n;
             since_yield += (size_t)n;
@@ -208,10 +199,8 @@ static inline __attribute__((always_inline)) ssize_t sendfile_all(mg_coroutine *
         }
         if (n == 0)
             break; /* the file got shorter under us: the caller sees a short count */
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
+        if (n != -EAGAIN)
+            return n;
         since_yield = 0;
         if (progressed)
             timer_set(co, MG_TIMER_SEND);
@@ -233,9 +222,15 @@ ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count
     return n;
 }
 
-/* TCP_CORK holds partial frames back until uncorked, so the header and the
- * first bytes of the file leave in one segment. */
-void set_cork(int fd, int on)
+/* Hold partial frames back around a head and the first piece of a file
+ * (static.c), where the transport has such a thing (TCP_CORK). */
+void set_cork(mg_coroutine *co, int on)
 {
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+    if (co->tp->cork)
+        co->tp->cork(co, on);
+}
+
+int shutdown_async(mg_coroutine *co)
+{
+    return co->tp->shutdown(co);
 }

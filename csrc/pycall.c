@@ -330,8 +330,8 @@ void run_python(mg_worker *w)
                      * test_a_client_that_sends_and_closes_at_once_is_http_disconnect) */
                     if (((mg_coroutine *)c->_co)->woken_by & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                         mg_py_gone(w->srv->cfg.app_id, w->index, c->id);
-                    else if (w->uring)
-                        uring_watch_hangup(c->_co); /* epoll's wake_fd hears it; uring polls */
+                    else
+                        w->be->watch_hangup(c->_co); /* epoll's wake_fd hears it; uring polls */
                 }
             } else {
                 call_done(w, c);
@@ -423,8 +423,7 @@ static int yield_to_python(mg_coroutine *co, int op)
     c->op = op;
     c->deferred = 0;
     coroutine_yield(co, MG_YIELD_PYTHON);
-    if (co->worker->uring)
-        uring_unwatch_hangup(co); /* the round is over: its hang-up poll too */
+    co->worker->be->unwatch_hangup(co); /* the round is over: its hang-up poll too */
     if (MG_LIKELY(!c->_pending))
         return 0;
     mg_worker *w = co->worker;

@@ -465,11 +465,11 @@ static int send_representation(mg_coroutine *co, mg_file *rep, int status, int64
     size_t first = (size_t)len;
     if (first > MG_CORK_BYTES - head_len)
         first = MG_CORK_BYTES - head_len;
-    set_cork(co->fd, 1);
+    set_cork(co, 1);
     if (send_async(co, head, head_len) < 0)
         return -1;
     ssize_t n = sendfile_async(co, rep->fd, (off_t)start, first);
-    set_cork(co->fd, 0);
+    set_cork(co, 0);
     if (n == (ssize_t)first && first < (size_t)len) {
         ssize_t m = sendfile_async(co, rep->fd, (off_t)start + (off_t)first, (size_t)len - first);
         n = m < 0 ? m : n + m;

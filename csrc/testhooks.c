@@ -29,6 +29,16 @@ int mg_test_uring_plain(void)
     return env_on("MINGINX_TEST_URING_PLAIN");
 }
 
+int mg_test_uring_no_cancel_all(void)
+{
+    return env_on("MINGINX_TEST_URING_NO_CANCEL_ALL");
+}
+
+int mg_test_no_sendfile(void)
+{
+    return env_on("MINGINX_TEST_NO_SENDFILE");
+}
+
 mg_worker *mg_test_worker_new(int policy, int stack_size, int *err)
 {
     if (policy < 0 || policy >= RDY_POLICY_MAX || stack_size < MG_MIN_STACK_SIZE) {

@@ -5,8 +5,10 @@
  * entry, SQE) and says "done, here is the result" (a completion, CQE).  The
  * coroutine API does not change:
  *
- *   recv_async / send_async / sendv_async (io.c) branch here when the worker
- *   runs uring: uring_recv() / uring_sendv() write an SQE whose user_data is
+ *   This file is mg_backend_uring (internal.h, struct mg_backend), chosen
+ *   once per worker in worker_alloc.  recv_async / send_async / sendv_async
+ *   (io.c) come here for a raw transport (the plain socket's bytes are the
+ *   wire's): uring_recv() / uring_sendv() write an SQE whose user_data is
  *   the coroutine, and uring_wait_op() yields.  io_park() (an idle read
  *   after recv said EAGAIN, sendfile's EAGAIN) becomes uring_poll(): a
  *   one-shot IORING_OP_POLL_ADD, which names no user memory.
@@ -65,7 +67,7 @@
 /* user_data: a coroutine pointer (8-aligned) with the low 3 bits saying what it is. */
 enum {
     UD_OP = 0,     /* co: its recv/send/poll */
-    UD_CANCEL = 1, /* an ASYNC_CANCEL we sent (no pointer) */
+    UD_CANCEL = 1, /* an ASYNC_CANCEL we sent (no pointer; UD_CANCEL_ALL: uring_drain's ANY|ALL) */
     UD_PIPE = 2,   /* the dispatch pipe's poll */
     UD_POST = 3,   /* the post eventfd's poll */
     UD_LISTEN = 4, /* --accept reuseport: the worker's listener */
@@ -74,6 +76,7 @@ enum {
     UD_HUP = 7,    /* a deferred Python round's hang-up watch: as UD_PARK */
     UD_MASK = 7
 };
+#define UD_CANCEL_ALL (UD_CANCEL | (1u << 3))
 _Static_assert(_Alignof(mg_coroutine) >= 8, "user_data keeps a tag in a coroutine pointer's low 3 bits");
 
 #define smp_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
@@ -95,6 +98,8 @@ struct mg_uring {
     size_t sq_size, cq_size, sqes_size;
     /* ops that name memory (coroutine ops) plus our cancels, CQE not yet seen */
     uint64_t inflight;
+    uint64_t cancels;       /* of which our counted cancels */
+    int cancel_all_refused; /* ASYNC_CANCEL_ANY|ALL said -EINVAL (kernels before 5.19) */
     int pipe_armed, post_armed;
     int listen_armed; /* fd the listener poll is armed on, -1: none */
 };
@@ -208,7 +213,7 @@ fail:;
     return err;
 }
 
-int uring_new(mg_worker *w)
+static int uring_new(mg_worker *w)
 {
     struct mg_uring *u = calloc(1, sizeof(*u));
     if (!u)
@@ -223,7 +228,7 @@ int uring_new(mg_worker *w)
     return 0;
 }
 
-void uring_free(mg_worker *w)
+static void uring_free(mg_worker *w)
 {
     struct mg_uring *u = w->uring;
     if (!u)
@@ -300,11 +305,12 @@ static void trace_submit(mg_worker *w, mg_coroutine *co, int fd, int opcode)
         trace_push(&w->ring, w->index, MG_EV_SUBMIT, co ? co->id : 0, fd, opcode);
 }
 
-/* Cancel the op whose user_data is `target` (its own CQE still comes).
- * counted: the cancel is in inflight until its CQE (uring_drain waits for it). */
-static int submit_cancel(mg_worker *w, uint64_t target, unsigned flags, int counted)
+/* Cancel the op whose user_data is `target` (its own CQE still comes), the
+ * cancel's own user_data being ud.  counted: the cancel is in inflight until
+ * its CQE (uring_drain waits for it). */
+static int submit_cancel_as(mg_worker *w, uint64_t ud, uint64_t target, unsigned flags, int counted)
 {
-    struct io_uring_sqe *sqe = sqe_get(w, counted ? UD_CANCEL : UD_FORGET);
+    struct io_uring_sqe *sqe = sqe_get(w, ud);
     if (!sqe)
         return -ENOMEM;
     sqe->opcode = IORING_OP_ASYNC_CANCEL;
@@ -312,7 +318,13 @@ static int submit_cancel(mg_worker *w, uint64_t target, unsigned flags, int coun
     sqe->addr = target;
     sqe->cancel_flags = flags;
     w->uring->inflight += counted != 0;
+    w->uring->cancels += counted != 0;
     return 0;
+}
+
+static int submit_cancel(mg_worker *w, uint64_t target, unsigned flags, int counted)
+{
+    return submit_cancel_as(w, counted ? UD_CANCEL : UD_FORGET, target, flags, counted);
 }
 
 /* A one-shot poll; the result is the poll mask (POLLIN ... = EPOLLIN ...). */
@@ -357,13 +369,11 @@ static int32_t op_result(mg_coroutine *co, int32_t r)
     return r == -ECANCELED && co->timed_out ? -ETIMEDOUT : r;
 }
 
-ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len)
+static ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len)
 {
     for (;;) {
         if (co->timed_out)
             return -ETIMEDOUT;
-        if (co->cancelled && co->idle)
-            return -ECANCELED;
         struct io_uring_sqe *sqe = sqe_get(co->worker, (uint64_t)(uintptr_t)co);
         if (!sqe)
             return -ENOMEM;
@@ -381,7 +391,7 @@ ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len)
     }
 }
 
-ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
+static ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
 {
     mg_worker *w = co->worker;
     size_t total = 0;
@@ -444,22 +454,21 @@ ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
 }
 
 /* io_park's uring half: a one-shot poll for readable (MG_YIELD_READ) or
- * writable.  0: try the call again; -ETIMEDOUT / -ECANCELED. */
-int uring_poll(mg_coroutine *co, int reason)
+ * writable.  0: try the call again; -ETIMEDOUT. */
+static int uring_poll(mg_coroutine *co, int reason)
 {
     if (co->timed_out)
         return -ETIMEDOUT;
-    if (co->cancelled && co->idle)
-        return -ECANCELED;
     co->woken_by = 0;
     unsigned events = reason == MG_YIELD_READ ? POLLIN | POLLRDHUP : POLLOUT;
     if (submit_poll(co->worker, co->fd, events, (uint64_t)(uintptr_t)co) < 0)
         return -ENOMEM;
     int32_t r = op_result(co, uring_wait_op(co, reason, IORING_OP_POLL_ADD));
-    if (r == -ECANCELED && !(co->cancelled && co->idle))
-        return 0; /* resumed for another reason (the idle sweep: park_due): try the call */
+    if (r == -ETIMEDOUT)
+        return r;
     if (r < 0)
-        return r == -ETIMEDOUT || r == -ECANCELED ? r : 0; /* other errors: the call says */
+        return 0; /* -ECANCELED: resumed for another reason (the idle sweep: park_due); other
+                     errors: the call says.  Either way, try the call */
     co->woken_by = r;
     if (r & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))
         co->drained = 0;
@@ -474,7 +483,7 @@ static uint64_t park_user_data(int fd, uint64_t id)
     return ((uint64_t)(uint32_t)id << 32) | ((uint64_t)(uint32_t)fd << 3) | UD_PARK;
 }
 
-int uring_park(mg_worker *w, int fd, uint64_t id)
+static int uring_park(mg_worker *w, int fd, uint64_t id)
 {
     return submit_poll(w, fd, POLLIN | POLLRDHUP, park_user_data(fd, id));
 }
@@ -484,7 +493,7 @@ int uring_park(mg_worker *w, int fd, uint64_t id)
  * does (an ASGI app hears http.disconnect).  This poll for the hang-up is
  * that ear (pycall.c), cancelled when the round is over.  No pointer in its
  * user_data either: fd and id, checked against fd_table. */
-void uring_watch_hangup(mg_coroutine *co)
+static void uring_watch_hangup(mg_coroutine *co)
 {
     if (co->io_watch || co->fd < 0)
         return;
@@ -492,7 +501,7 @@ void uring_watch_hangup(mg_coroutine *co)
         co->io_watch = 1;
 }
 
-void uring_unwatch_hangup(mg_coroutine *co)
+static void uring_unwatch_hangup(mg_coroutine *co)
 {
     if (!co->io_watch)
         return;
@@ -502,7 +511,7 @@ void uring_unwatch_hangup(mg_coroutine *co)
 
 /* park_close's hook: the fd is about to be closed, and a poll holds the file
  * open (no FIN would leave) until it is cancelled. */
-void uring_unpark(mg_worker *w, int fd, uint64_t id)
+static void uring_unpark(mg_worker *w, int fd, uint64_t id)
 {
     submit_cancel(w, park_user_data(fd, id), 0, 0);
 }
@@ -561,7 +570,12 @@ static int uring_reap(mg_worker *w, int quiet)
             }
             continue;
         }
-        case UD_CANCEL: u->inflight--; continue;
+        case UD_CANCEL:
+            u->inflight--;
+            u->cancels--;
+            if (ud == UD_CANCEL_ALL && res == -EINVAL)
+                u->cancel_all_refused = 1; /* uring_drain cancels op by op from now on */
+            continue;
         case UD_FORGET: continue;
         case UD_PIPE:
             u->pipe_armed = 0;
@@ -611,7 +625,7 @@ static int uring_reap(mg_worker *w, int quiet)
     return n;
 }
 
-int uring_wait(mg_worker *w, int timeout_ms)
+static int uring_wait(mg_worker *w, int timeout_ms)
 {
     struct mg_uring *u = w->uring;
     int r = ring_enable(u);
@@ -639,6 +653,28 @@ int uring_wait(mg_worker *w, int timeout_ms)
     return uring_reap(w, 0);
 }
 
+/* Cancel, op by op, what the ALL cancel would have: each coroutine's op and
+ * hang-up watch, each parked connection's poll, the control polls.  Each
+ * cancel is counted: uring_drain waits for its CQE. */
+static void cancel_each(mg_worker *w)
+{
+    struct mg_uring *u = w->uring;
+    for (mg_coroutine *co = w->all; co; co = co->next) {
+        if (co->io_pending)
+            submit_cancel(w, (uint64_t)(uintptr_t)co, 0, 1);
+        if (co->io_watch && co->fd >= 0)
+            submit_cancel(w, park_user_data(co->fd, co->id) - UD_PARK + UD_HUP, 0, 1);
+    }
+    for (mg_parked *p = w->park_head; p; p = p->next)
+        submit_cancel(w, park_user_data(p->fd, p->id), 0, 1);
+    if (u->pipe_armed)
+        submit_cancel(w, UD_PIPE, 0, 1);
+    if (u->post_armed)
+        submit_cancel(w, UD_POST, 0, 1);
+    if (u->listen_armed >= 0)
+        submit_cancel(w, UD_LISTEN, 0, 1);
+}
+
 /* The loop is over: cancel everything still in flight and wait for each
  * CQE, so no op names a stack, a buffer or the ring once they are freed.
  * At least once, with nothing counted in flight too: the polls (parked
@@ -647,17 +683,39 @@ int uring_wait(mg_worker *w, int timeout_ms)
  * its cancel and closed the fd; until the ring is freed (never, when a
  * handler thread outlives the grace period) that client would get no FIN.
  * Tested by tests/test_atk_uring.py (test_a_parked_connection_closed_at_a_
- * graceful_stop_gets_its_fin). */
-void uring_drain(mg_worker *w)
+ * graceful_stop_gets_its_fin).
+ *
+ * One IORING_ASYNC_CANCEL_ANY|ALL cancels everything at once, but kernels
+ * before 5.19 refuse those flags (-EINVAL, and nothing is cancelled): then
+ * each op is cancelled by its user_data (cancel_each).  A new round of
+ * cancels goes out only once the last round's CQEs are all back, and after
+ * the first two rounds at most every 100 ms: an op that outlives its cancel
+ * (-EALREADY: it is completing) is waited for, not spun on.  Tested by
+ * tests/test_uring.py (test_a_stop_where_the_kernel_refuses_cancel_all_
+ * finishes; MINGINX_TEST_URING_NO_CANCEL_ALL has the kernel refuse it). */
+static void uring_drain(mg_worker *w)
 {
     struct mg_uring *u = w->uring;
     if (!u || !u->enabled)
         return;
-    int64_t started = mg_now_ms();
-    int said = 0;
+    int64_t started = mg_now_ms(), next_round = started;
+    int said = 0, rounds = 0, each_rounds = 0;
+    /* MINGINX_TEST_URING_NO_CANCEL_ALL: the kernel refuses the flags for real
+     * (an unknown flag is -EINVAL on every kernel) */
+    unsigned all =
+        IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL | (mg_test_uring_no_cancel_all() ? 1u << 31 : 0);
     do {
-        submit_cancel(w, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL, 1);
-        struct __kernel_timespec ts = {.tv_sec = 1};
+        int64_t now = mg_now_ms();
+        if (u->cancels == 0 && now >= next_round) {
+            if (u->cancel_all_refused) {
+                cancel_each(w);
+                each_rounds++;
+            } else {
+                submit_cancel_as(w, UD_CANCEL_ALL, 0, all, 1);
+            }
+            next_round = now + (++rounds < 2 ? 0 : 100);
+        }
+        struct __kernel_timespec ts = {.tv_nsec = 100 * 1000000};
         struct io_uring_getevents_arg arg = {.ts = (uint64_t)(uintptr_t)&ts};
         unsigned wait_nr = u->inflight > 0; /* 0: no cancel could be queued (a full ring) */
         int r = sys_enter(u->fd, sq_pending(u), wait_nr, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
@@ -674,5 +732,50 @@ void uring_drain(mg_worker *w)
                    (unsigned long long)u->inflight);
             said = 1;
         }
-    } while (u->inflight > 0);
+        /* refused: the polls that hold files open get their cancels too, once */
+    } while (u->inflight > 0 || (u->cancel_all_refused && each_rounds == 0));
 }
+
+/* ------------------------------------------------------------ the table */
+
+/* A new connection needs nothing: its first op is its registration. */
+static int uring_add(mg_worker *w, int fd)
+{
+    MG_UNUSED(w);
+    MG_UNUSED(fd);
+    return 0;
+}
+
+/* The listener's poll is derived from w->listen_fd and accept_resume_ms at
+ * each wait (control_polls): nothing to do at the time. */
+static int uring_listen(mg_worker *w, int fd)
+{
+    MG_UNUSED(w);
+    MG_UNUSED(fd);
+    return 0;
+}
+
+static void uring_unlisten(mg_worker *w, int fd)
+{
+    MG_UNUSED(w);
+    MG_UNUSED(fd);
+}
+
+const mg_backend mg_backend_uring = {
+    .name = "uring",
+    .wait_call = "io_uring_enter",
+    .init = uring_new, /* the ring polls the pipe and the eventfd itself */
+    .free = uring_free,
+    .wait = uring_wait,
+    .add = uring_add,
+    .listen = uring_listen,
+    .unlisten = uring_unlisten,
+    .poll = uring_poll,
+    .park = uring_park,
+    .unpark = uring_unpark,
+    .watch_hangup = uring_watch_hangup,
+    .unwatch_hangup = uring_unwatch_hangup,
+    .recv = uring_recv,
+    .sendv = uring_sendv,
+    .drain = uring_drain,
+};

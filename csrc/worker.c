@@ -25,9 +25,12 @@
  * timeout, or the graceful stop's drain) is closed here; so is every one left
  * when the loop ends.  It still counts against --max-connections.
  *
- * Sockets are registered once, edge-triggered, for both directions.  That is
- * safe because a coroutine only parks after its recv/send returned EAGAIN:
- * any byte that arrives after that makes a new edge.
+ * The waiting itself is the worker's backend (w->be: epoll.c, or uring.c
+ * under --io uring), chosen once in worker_alloc; the loop below sees only
+ * epoll_events either way.  Under epoll, sockets are registered once,
+ * edge-triggered, for both directions.  That is safe because a coroutine
+ * only parks after its recv/send returned EAGAIN: any byte that arrives
+ * after that makes a new edge.
  */
 #include "internal.h"
 
@@ -198,9 +201,9 @@ static void park_unlink(mg_worker *w, mg_parked *p)
 static void park_close(mg_worker *w, mg_parked *p)
 {
     park_unlink(w, p);
-    if (w->uring)
-        uring_unpark(w, p->fd, p->id); /* its poll would hold the socket open */
-    close(p->fd);                      /* also removes it from the epoll set */
+    w->be->unpark(w, p->fd, p->id); /* (uring: its poll would hold the socket open) */
+    transport_free(p->tp, p->tp_ctx);
+    close(p->fd); /* also removes it from the epoll set */
     free(p);
 }
 
@@ -209,14 +212,21 @@ int worker_park(mg_coroutine *co)
     mg_worker *w = co->worker;
     if (co->fd < 0 || co->fd >= w->fd_table_size || co->rb || co->body_buf)
         return -1;
+    /* bytes the transport holds (TLS: decrypted, not read yet) would get no
+     * edge to unpark it: such a connection waits as a coroutine */
+    if (co->tp->pending && co->tp->pending(co) > 0)
+        return -1;
     mg_parked *p = malloc(sizeof(*p));
     if (!p)
         return -1; /* it waits as a coroutine, as before */
-    if (w->uring && uring_park(w, co->fd, co->id) < 0) {
+    if (w->be->park(w, co->fd, co->id) < 0) {
         free(p); /* --io uring: no poll, no parking */
         return -1;
     }
     p->fd = co->fd;
+    p->tp = co->tp; /* the transport and its state outlive the coroutine */
+    p->tp_ctx = co->tp_ctx;
+    co->tp_ctx = NULL;
     p->id = co->id;
     p->requests = co->requests;
     /* the deadline goes on: the keep-alive timer armed after the last request
@@ -244,10 +254,13 @@ static void unpark(mg_worker *w, mg_parked *p, uint32_t events)
     mg_coroutine *co = coroutine_create_as(w, conn_entry, NULL, fd, p->id);
     if (!co) {
         mg_log("minginx: coroutine_create (unpark): %s", strerror(errno));
+        transport_free(p->tp, p->tp_ctx);
         close(fd);
         free(p);
         return;
     }
+    co->tp = p->tp;
+    co->tp_ctx = p->tp_ctx;
     co->requests = p->requests; /* conn_entry: between requests, not a first one */
     co->park_deadline_ms = p->deadline_ms;
     free(p);
@@ -459,13 +472,12 @@ void worker_refresh_date(mg_worker *w)
 
 /* --------------------------------------------------------- dispatch pipe */
 
-/* Stop watching the listener (a stop, or accept4 out of fds).  --io uring has no
- * epoll set: uring.c control_polls derives its listener poll from listen_fd and
- * accept_resume_ms at each wait. */
+/* Stop watching the listener (a stop, or accept4 out of fds).  (--io uring
+ * has nothing to undo: uring.c control_polls derives its listener poll from
+ * listen_fd and accept_resume_ms at each wait.) */
 static void listener_unwatch(mg_worker *w)
 {
-    if (!w->uring)
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
+    w->be->unlisten(w, w->listen_fd);
 }
 
 static void begin_graceful_stop(mg_worker *w)
@@ -522,7 +534,7 @@ static void accept_from_pipe(mg_worker *w, int fd)
         buf_str(&busy, "Content-Type: text/plain\r\nRetry-After: 1\r\n");
         size_t head_len = head_finish(&busy, MG_FRAME_LENGTH, sizeof(body) - 1, 0);
         buf_put(&busy, body, sizeof(body) - 1);
-        ssize_t sent = busy.err ? -1 : send(fd, busy.p, busy.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t sent = busy.err ? -1 : w->tp->send_early(fd, busy.p, busy.len);
         if (w->alog)
             alog_rejected(w, fd, 503, sent > (ssize_t)head_len ? (uint64_t)(sent - (ssize_t)head_len) : 0);
         close(fd);
@@ -540,9 +552,9 @@ static void accept_from_pipe(mg_worker *w, int fd)
         close(fd);
         return;
     }
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.fd = fd};
-    if (!w->uring && epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        mg_log("minginx: epoll_ctl(ADD): %s", strerror(errno));
+    int r = w->be->add(w, fd);
+    if (r < 0) {
+        mg_log("minginx: epoll_ctl(ADD): %s", strerror(-r));
         coroutine_destroy(co);
         return;
     }
@@ -574,15 +586,10 @@ static void worker_accept(mg_worker *w)
 
 int mg_worker_listen(mg_worker *w, int listen_fd)
 {
-    if (w->uring) {
-        w->listen_fd = listen_fd; /* uring.c polls it */
-        return 0;
-    }
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = listen_fd};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, listen_fd, &ev) < 0)
-        return -errno;
-    w->listen_fd = listen_fd;
-    return 0;
+    int r = w->be->listen(w, listen_fd);
+    if (r == 0)
+        w->listen_fd = listen_fd;
+    return r;
 }
 
 /* The pipe carries 4-byte records (fds, or a negative command).  Writes of
@@ -627,7 +634,7 @@ mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
     }
     w->srv = srv;
     w->policy = policy;
-    w->epfd = w->pipe_r = w->pipe_w = w->listen_fd = w->post_fd = -1;
+    w->pipe_r = w->pipe_w = w->listen_fd = w->post_fd = -1; /* (w->epfd: the backend's init) */
     pthread_mutex_init(&w->post_lock, NULL);
     long ps = sysconf(_SC_PAGESIZE);
     w->stack_size = ((size_t)stack_size + (size_t)ps - 1) & ~((size_t)ps - 1);
@@ -636,6 +643,7 @@ mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
     /* bench/run.py --workload ideas switches the seed's ideas off one at a time */
     w->no_stack_pool = getenv("MINGINX_NO_STACK_POOL") != NULL;
     w->no_buffer_pool = getenv("MINGINX_NO_BUFFER_POOL") != NULL;
+    w->tp = mg_test_no_sendfile() ? &mg_transport_plain_nosendfile : &mg_transport_plain;
     w->fd_batch_len = MG_FD_BATCH;
     if (getenv("MINGINX_FD_BATCH")) {
         int n = atoi(getenv("MINGINX_FD_BATCH"));
@@ -664,23 +672,13 @@ mg_worker *worker_alloc(mg_server *srv, int policy, int stack_size, int *err)
     w->post_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->post_fd < 0)
         goto fail;
-    if (srv && srv->cfg.io == MG_IO_URING) {
-        int r = uring_new(w); /* the ring polls the pipe and the eventfd itself */
-        if (r < 0) {
-            errno = -r;
-            goto fail;
-        }
-        return w;
+    /* the backend, once: the only place that asks which (redis ae.c includes one ae_<api>.c) */
+    w->be = srv && srv->cfg.io == MG_IO_URING ? &mg_backend_uring : &mg_backend_epoll;
+    int r = w->be->init(w);
+    if (r < 0) {
+        errno = -r;
+        goto fail;
     }
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->epfd < 0)
-        goto fail;
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = w->pipe_r};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->pipe_r, &ev) < 0)
-        goto fail;
-    ev.data.fd = w->post_fd;
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->post_fd, &ev) < 0)
-        goto fail;
     return w;
 
 fail_nomem:
@@ -749,9 +747,8 @@ void mg_worker_free(mg_worker *w)
     coroutine_pool_drain(w);
     reqbuf_pool_drain(w);
     file_cache_free(w);
-    uring_free(w);
-    if (w->epfd >= 0)
-        close(w->epfd);
+    if (w->be)
+        w->be->free(w);
     if (w->pipe_r >= 0)
         close(w->pipe_r);
     if (w->pipe_w >= 0)
@@ -808,13 +805,13 @@ int mg_worker_run(mg_worker *w)
             stats_publish(w); /* once per iteration, never per request */
         int timeout = timers_next_timeout(w);
         /* the backend: readiness (epoll) or completions (uring.c), as epoll_events */
-        int n = w->uring ? uring_wait(w, timeout) : epoll_wait(w->epfd, w->events, MG_MAX_EVENTS, timeout);
+        int n = w->be->wait(w, timeout);
         w->now_ms = mg_now_ms();
         w->wall_sec = time(NULL); /* the Date line's clock: once a wakeup, as nginx's ngx_time_update */
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            mg_log("minginx: %s: %s", w->uring ? "io_uring_enter" : "epoll_wait", strerror(errno));
+            mg_log("minginx: %s: %s", w->be->wait_call, strerror(errno));
             break;
         }
         for (int i = 0; i < n; i++) {
@@ -841,7 +838,7 @@ int mg_worker_run(mg_worker *w)
     w->py_head = w->py_tail = NULL;
     w->ready_len = 0;
     orphan_pending(w);
-    uring_drain(w); /* --io uring: no SQE may name a stack or buffer freed below */
+    w->be->drain(w); /* --io uring: no SQE may name a stack or buffer freed below */
     while (w->all)
         coroutine_destroy(w->all);
     park_close_all(w);

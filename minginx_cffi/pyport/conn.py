@@ -44,7 +44,7 @@ from .coroutine import (
 )
 from .front import conn_client, conn_peer, request_client
 from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
-from .io import RECV_SIZE, Cancelled, io_park, recv_async, recv_now, send_async, trace_errno
+from .io import RECV_SIZE, io_park, recv_async, recv_now, send_async, trace_errno
 from .response import (
     FRAME_CHUNKED,
     FRAME_LENGTH,
@@ -112,7 +112,7 @@ def _lingering_close(co, buf):
             if not data:
                 break
             total += len(data)
-    except (OSError, Cancelled):
+    except OSError:
         pass
 
 
@@ -436,7 +436,7 @@ def _recv_or_park(co):
                 w.trace_push(EV_RECV_ASYNC, co, co.fd, len(data))
             co.park_due = False  # input after all: the delay starts afresh at the next wait
             return data
-        if co.cancelled or co.timed_out:  # (timed out: the deadline came with the sweep)
+        if co.timed_out:  # (timed out: the deadline came with the sweep)
             return (yield from recv_async(co, RECV_SIZE))
         # unparked and still no request (a blank line woke it): parked again at once,
         # its old deadline kept (C: recv_more)
@@ -555,7 +555,7 @@ def conn_entry(co):
             keep_alive = req.keep_alive and not w.stopping and w.durations[MG_TIMER_KEEPALIVE] > 0
             try:
                 st, body = yield from _read_body(co, req, buf, head, dispatch is not None, max_body)
-            except (Cancelled, OSError) as e:
+            except OSError as e:
                 if isinstance(e, ConnectionResetError):
                     co.status = 400  # a client gone mid-body: nginx logs 400, not 499
                 if w.trace:  # the request's last step, as C's (tests/test_atk_trace.py)
@@ -583,7 +583,7 @@ def conn_entry(co):
                 if w.alog is not None:
                     alog_request(co, None, None, co.status)
                 raise
-            except (Cancelled, TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 if w.trace:
                     w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 if w.alog is not None:
@@ -600,7 +600,7 @@ def conn_entry(co):
                     yield from _lingering_close(co, buf)
                 return
             del buf[:head]  # pipelining: what follows is the next request
-    except (Cancelled, TimeoutError, OSError):
+    except (TimeoutError, OSError):
         return
 
 

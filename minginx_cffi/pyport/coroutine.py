@@ -40,7 +40,6 @@ class Coroutine:
         "finished",
         "waiting",
         "timed_out",
-        "cancelled",
         "idle",
         "timer_class",
         "deadline",
@@ -95,7 +94,7 @@ def coroutine_create(w, entry, sock, id=0):
     co.fd = sock.fileno() if sock is not None else -1
     co.finished = 0
     co.waiting = -1
-    co.timed_out = co.cancelled = co.idle = False
+    co.timed_out = co.idle = False
     co.timer_class = MG_TIMER_NONE
     co.deadline = 0.0
     co.centry = None

@@ -3,8 +3,8 @@
 Generators used with ``yield from``: try the call (sockets are non-blocking);
 on EAGAIN park on the fd (``yield MG_YIELD_READ`` / ``MG_YIELD_WRITE``, back
 to schedule()) until wake_fd() or a timer resumes us.  Errors are raised:
-TimeoutError when the coroutine's timer fired, Cancelled at shutdown, and
-the socket's own OSError otherwise (csrc/io.c returns -errno instead).
+TimeoutError when the coroutine's timer fired, and the socket's own
+OSError otherwise (csrc/io.c returns -errno instead).
 """
 
 import errno
@@ -20,23 +20,15 @@ MG_CORK_BYTES = 256 * 1024  # head + file bytes sent under TCP_CORK (static.py)
 MG_SENDFILE_CHUNK = 256 * 1024  # bytes per os.sendfile() call, as lighttpd
 
 
-class Cancelled(Exception):
-    """The worker is shutting down and this connection was idle."""
-
-
 def io_park(co, reason):
     if co.timed_out:
         raise TimeoutError
-    if co.cancelled and co.idle:
-        raise Cancelled
     co.trace_yield = EV_RECV_ASYNC  # a read's wait: "recv_async -> EAGAIN, yield (read)"
     yield reason
 
 
 def trace_errno(e):
     """The -errno csrc/io.c returns where the port raises e."""
-    if isinstance(e, Cancelled):
-        return -errno.ECANCELED
     if isinstance(e, TimeoutError) and not e.errno:
         return -errno.ETIMEDOUT  # the coroutine's timer (io_park), as io.c's -ETIMEDOUT
     return -(e.errno or errno.EIO)
@@ -98,7 +90,7 @@ def send_async(co, data):
             w.stats["bytes_out"] += n
             co.sent += n
             progressed = True
-    except (OSError, Cancelled) as e:
+    except OSError as e:
         if w.trace:
             w.trace_push(EV_SEND_ASYNC, co, co.fd, trace_errno(e))
         raise
@@ -138,7 +130,7 @@ def sendfile_async(co, file_fd, offset, count):
             if since_yield >= MG_SEND_SLICE and w.ready:
                 since_yield = 0
                 yield MG_YIELD_READY
-    except (OSError, Cancelled) as e:
+    except OSError as e:
         if w.trace:
             w.trace_push(EV_SENDFILE_ASYNC, co, co.fd, trace_errno(e))
         raise
