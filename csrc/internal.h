@@ -266,7 +266,7 @@ struct mg_worker {
     size_t asan_sched_size;
     void *altstack; /* signal stack for the guard-page handler */
     stack_t old_altstack;
-    int max_conns;                     /* per worker; new ones beyond it get 503 (0: no limit) */
+    int max_conns;                     /* the process's --max-connections, over all its workers (0: none) */
     int no_stack_pool, no_buffer_pool; /* benchmarks only: MINGINX_NO_*_POOL */
     int fd_batch_len;                  /* fds read per pipe read (MG_FD_BATCH; MINGINX_FD_BATCH);
                                     set at creation, read by the acceptor too */

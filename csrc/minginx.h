@@ -95,7 +95,7 @@ typedef struct {
     int small_file_max;          /* files up to this many bytes are kept in memory */
     int app_id;                  /* >= 0: requests go to Python app number app_id first */
     int static_files;            /* 1: serve root's files (and requests Python passes on) */
-    int max_connections;         /* per worker: more get 503 and are closed (0: no limit) */
+    int max_connections;         /* open in this process, all workers: more get 503 and close (0: none) */
     int trace;                   /* 1: record the happy path's steps in per-worker rings */
     int stats_endpoint;          /* 1: GET /_minginx/stats and /_minginx/trace answer JSON */
     int switch_mode;             /* mg_switch_mode */

@@ -518,13 +518,29 @@ static void begin_graceful_stop(mg_worker *w)
             p->deadline_ms = drain;
 }
 
+/* The connections open in this process, every worker's (--max-connections is
+ * their total): coroutines and parked connections.  Each worker keeps its own
+ * counts; another's are read as Python reads them (racy, untorn words), so two
+ * workers admitting at the same moment may pass the limit by one each.  O(workers),
+ * and only with --max-connections set. */
+static int64_t server_conns_open(const mg_server *srv)
+{
+    int64_t n = 0;
+    for (int i = 0; i < srv->nworkers; i++) {
+        const mg_worker *o = srv->workers[i];
+        n += __atomic_load_n(&o->stats.coroutines_alive, __ATOMIC_RELAXED) +
+             (int64_t)__atomic_load_n(&o->stats.parked, __ATOMIC_RELAXED);
+    }
+    return n;
+}
+
 /* A new connection for this worker: from the dispatch pipe, or its own accept. */
 static void accept_from_pipe(mg_worker *w, int fd)
 {
     w->stats.connections++;
     TRACE(w, MG_EV_FD_BATCH, (mg_coroutine *)NULL, fd, 0);
     /* a parked connection is still open: it counts */
-    if (w->max_conns > 0 && w->stats.coroutines_alive + (int64_t)w->stats.parked >= w->max_conns) {
+    if (w->max_conns > 0 && server_conns_open(w->srv) >= w->max_conns) {
         /* over --max-connections: say so and close, never stall */
         static const char body[] = "Too many connections";
         char busy_mem[256];

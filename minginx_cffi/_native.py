@@ -143,7 +143,7 @@ def _c_value(row, config):
     """The value config.OPTIONS' row puts into its mg_config field (row.c)."""
     value = getattr(config, row.name)
     if row.name == "max_connections":
-        return config.max_connections_per_worker  # a total: each worker takes its share
+        return config.max_connections_per_process  # over its workers (worker.c server_conns_open)
     if row.name in _C_CHOICES:
         return _C_CHOICES[row.name][value]
     if row.kind is float:  # seconds; the C field counts milliseconds (*_ms)

@@ -348,7 +348,8 @@ def _rows() -> list[Option]:
             "max_connections",
             int,
             0,
-            "Open connections at most, over all workers; more get 503 (0: no limit).",
+            "Open connections at most, over all workers (with --processes, each process "
+            "takes its share, rounded up); more get 503 (0: no limit).",
             0,
             1 << 24,
             c="max_connections",
@@ -623,7 +624,7 @@ class Config:
     table's names (Server()'s keywords); what is not given is the row's default.
     Derived values (read-only attributes): nworkers, threads (0 without --app/--wsgi),
     static_files, add_headers (the --header lines), error_pages, forwarded_allow,
-    reuse_port, access_log (absolute), max_connections_per_worker, uring_flags (the
+    reuse_port, access_log (absolute), max_connections_per_process, uring_flags (the
     IORING_SETUP flags a ring gets here, with --io uring)."""
 
     __slots__ = ("_values", "_derived")
@@ -720,10 +721,10 @@ class Config:
         d["error_pages"] = error_pages(v["error_page"], d["root"])
         d["forwarded_allow"] = forwarded_allow(v["forwarded_allow_ips"])
         d["access_log"] = None if v["no_access_log"] else access_log_path(v["access_log"])
-        # --max-connections is a total over the process's workers: each takes its share
-        # (rounded up, so the total may exceed it by less than one per worker)
+        # --max-connections is a total over every worker (each engine counts all of a
+        # process's); with --processes each process takes its share, rounded up
         mc = v["max_connections"]
-        d["max_connections_per_worker"] = -(-mc // nworkers) if mc else 0
+        d["max_connections_per_process"] = -(-mc // v["processes"]) if mc else 0
 
     def _check_engine(self, v: dict[str, Any]) -> None:
         """A row the chosen engine lacks: any value but its default is one line."""

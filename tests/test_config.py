@@ -303,9 +303,10 @@ def test_server_takes_a_config(root):
     assert Server(cfg, grace=0.5).grace == 0.5  # keywords change the config's
 
 
-def test_max_connections_is_shared_over_the_workers(root):
-    assert Config(root=str(root), workers=4, max_connections=10).max_connections_per_worker == 3
-    assert Config(root=str(root), workers=4, max_connections=0).max_connections_per_worker == 0
+def test_max_connections_is_shared_over_the_processes(root):
+    assert Config(root=str(root), workers=4, max_connections=10).max_connections_per_process == 10
+    assert Config(root=str(root), processes=4, max_connections=10).max_connections_per_process == 3
+    assert Config(root=str(root), workers=4, max_connections=0).max_connections_per_process == 0
 
 
 def test_click_ranges_come_from_the_table():

@@ -616,13 +616,17 @@ def skip(reason):
 # The first match decides.  SKIP: why the command cannot run here, and what runs it instead.
 RULES = [
     (
-        r"^(python3 -m venv \.venv|\.venv/bin/pip install (\.|-e '\.\[test\]')|\.venv/bin/minginx-cffi serve)$",
+        r"^(python3 -m venv \.venv|\.venv/bin/pip install (\.|-e '\.\[test\]')"
+        r"|\.venv/bin/minginx-cffi serve)$",
         skip(
             "README's set-up on a fresh machine: tests/test_readme_setup.py runs the first line with "
             "Debian's python3 in a copy of the tree and serves; .ci/run runs the second as written"
         ),
     ),
-    (r"^\.venv/bin/python -m pytest -n auto$", skip("the whole suite: .ci/run runs README's line as written")),
+    (
+        r"^\.venv/bin/python -m pytest -n auto$",
+        skip("the whole suite: .ci/run runs README's line as written"),
+    ),
     (
         r"^(python3? -m )?pip install (-e )?('\.\[test\]'|\.)$",
         skip(

@@ -238,6 +238,27 @@ def test_max_connections_answers_503_never_stalls(make_server):
         s.close()
 
 
+def test_max_connections_is_a_total_over_the_workers(make_server):
+    """--max-connections 3 over 2 workers is 3 connections, whichever worker has them (it
+    was a share per worker, rounded up: 2 each, so 4 got in), counting idle and parked ones."""
+    srv = make_server(workers=2, max_connections=3)
+    held = []
+    try:
+        for _ in range(3):
+            c = Conn(srv.port)
+            assert c.request("GET", "/hello.txt").status == 200  # kept alive: still open
+            held.append(c)
+        assert wait_for(lambda: alive(srv) + sum(w["parked"] for w in srv.stats()) == 3)
+        for _ in range(4):  # dispatch goes round the workers: each of them must refuse
+            assert status_of(raw(srv.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", timeout=3)) == 503
+        held.pop().close()
+        assert wait_for(lambda: alive(srv) + sum(w["parked"] for w in srv.stats()) == 2)
+        assert Conn(srv.port).request("GET", "/hello.txt").status == 200
+    finally:
+        for c in held:
+            c.close()
+
+
 def test_20000_requests_memory_and_coroutines(make_server):
     srv = make_server(workers=2)
 

@@ -71,7 +71,7 @@ class Engine:
         self.cfg.update(
             root=config.root,
             static_files=config.static_files,
-            max_connections=config.max_connections_per_worker,
+            max_connections=config.max_connections_per_process,
             trace=bool(config.trace),
             stats=bool(config.stats),
             handler_timeout=config.handler_timeout if threads > 0 or asgi else 0,
@@ -99,6 +99,10 @@ class Engine:
     def share_stats(self, shared, slot):
         """As _native.Engine.share_stats: the workers publish into slot of shared."""
         self.shared = (shared, slot)
+
+    def conns_open(self):
+        """The connections open in this process, every worker's (--max-connections)."""
+        return sum(h._w.stats["coroutines_alive"] + h._w.stats["parked"] for h in self.workers)
 
     def acceptor_ring(self):
         """The acceptor's trace records (GET /_minginx/trace looks up a connection's accept)."""

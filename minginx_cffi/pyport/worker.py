@@ -649,7 +649,7 @@ class Worker:
         if self.trace:
             self.trace_push(EV_FD_BATCH, None, fd)
         limit = self.cfg["max_connections"]
-        if limit and self.stats["coroutines_alive"] + self.stats["parked"] >= limit:  # parked: open
+        if limit and self.engine.conns_open() >= limit:  # over all workers (parked ones are open)
             out = busy(self)
             try:  # over --max-connections: say so and close, never stall
                 n = os.write(fd, out)
