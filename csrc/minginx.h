@@ -239,17 +239,19 @@ typedef struct {
                                     response (static text), else NULL */
     int64_t length;    /* the handler's Content-Length, -1 if none */
     uint64_t sent;     /* body bytes accepted so far */
-    int _started, _chunked, _keep_alive, _head_only, _no_body;
-    mg_buf _out; /* bytes to send after this round */
+    int _started, _last, _keep_alive, _head_only, _no_body;
+    mg_buf _out;        /* this round's answer: the first holds [reason][fields][body], the rest body */
+    size_t _reason_len; /* bytes of the reason at the start of _out (0: the standard phrase) */
+    size_t _body_at;    /* where the body begins in _out (after the reason and the fields) */
+    int _nfields;       /* fields (fields_check's "name\0value\0" block) after the reason */
     void *_co;
     /* deferral: deferred is set by Python in mg_py_batch; the rest is the worker's */
     int deferred;     /* 1: Python answers this round later, with mg_call_post() */
     int _pending;     /* a deferred round not yet posted back (worker thread only) */
     int _orphan;      /* the coroutine gave up on it (handler timeout, shutdown):
                                     the late answer is dropped and the buffer freed */
-    int _fresh;       /* mg_call_start ran this round: the worker counts it */
-    int _status;      /* the status mg_call_start wrote */
-    size_t _head_len; /* bytes of the head mg_call_start wrote (the access log) */
+    int _fresh;       /* mg_call_start ran this round: the coroutine responds */
+    int _status;      /* the status mg_call_start checked */
     void *_worker;    /* mg_worker: whose completion list mg_call_post uses */
     void *_next_post; /* completion-list link */
     char *_body_buf;  /* an orphan's request body (co->body_buf), freed with it */
