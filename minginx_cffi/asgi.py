@@ -264,6 +264,9 @@ class Cycle:
         if self.state == DONE:
             raise RuntimeError("http.response.body after the response was complete")
         body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            # bytes(5) would be five NUL bytes: the app's error, raised into its send()
+            raise TypeError("http.response.body's body must be bytes, not %s" % type(body).__name__)
         more = bool(message.get("more_body", False))
         if self.state == DISCARD:
             if not more:
