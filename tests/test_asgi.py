@@ -570,3 +570,34 @@ def test_build_scope_decodes_like_uvicorn():
 
     s = build_scope(View(), "", "::", {})
     assert s["path"] == "/\u20ac\ufffd" and s["headers"] == [(b"host", b"H")]
+
+
+def test_a_loop_the_app_blocks_does_not_hang_the_stop(caplog):
+    """An async route that blocks its loop (a time.sleep, a busy loop) never lets the
+    loop stop: LoopThread.stop joined it with no timeout, so the shutdown hung for as
+    long as the app blocked.  Now the stop is bounded by its timeout, and says why."""
+    import minginx_cffi.asgi as asgi_mod
+
+    release = threading.Event()
+
+    async def app(scope, receive, send):  # no lifespan: the runner's startup goes on
+        if scope["type"] == "lifespan":
+            raise RuntimeError("no lifespan here")
+
+    runner = asgi_mod.Runner(app)
+    runner.start()
+
+    async def block():
+        release.wait(30)  # what a blocking call in an async route does to the loop
+
+    asyncio.run_coroutine_threadsafe(block(), runner.loop)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (runner.stop(timeout=1.0), done.set()), daemon=True)
+    start = time.monotonic()
+    t.start()
+    try:
+        assert done.wait(8), "the stop hung on a blocked loop"
+        assert time.monotonic() - start < 6
+        assert "did not stop within" in caplog.text
+    finally:
+        release.set()
