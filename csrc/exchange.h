@@ -27,7 +27,9 @@
 #define MINGINX_EXCHANGE_H
 
 #include <sys/types.h>
+#include <time.h>
 #include "internal.h"
+#include "response.h"
 
 /* One header field.  Trusted fields (the server's own) are not checked. */
 typedef struct mg_field {
@@ -91,16 +93,31 @@ typedef struct mg_exchange {
     mg_head_memo *_memo; /* _head is this memo's: busy while it is being sent */
 } mg_exchange;
 
-/* A request's exchange on co: its head goes into co->rb->out. */
-MG_HIDDEN void exchange_init(mg_exchange *x, mg_coroutine *co, int keep_alive, int head_only,
-                             int minor_version);
+/* A request's exchange on co: its head goes into co->rb->out (set at the
+ * first respond: a request answered without one never touches it). */
+static inline void exchange_init(mg_exchange *x, mg_coroutine *co, int keep_alive, int head_only,
+                                 int minor_version)
+{
+    x->co = co;
+    x->w = co->worker;
+    x->keep_alive = keep_alive;
+    x->head_only = head_only;
+    x->minor_version = minor_version;
+    x->status = 0;
+    x->_out.p = NULL; /* and not _heap: the out area, at the first respond */
+    x->_out._heap = 0;
+}
 /* The same writing its head into mem (when co->rb is not ours: a handler timed out). */
 MG_HIDDEN void exchange_init_mem(mg_exchange *x, mg_coroutine *co, char *mem, size_t cap);
 /* A detached exchange: no coroutine, nothing sent; the response's bytes gather
  * in mem (worker.c's 503 for a connection it turns away). */
 MG_HIDDEN void exchange_init_detached(mg_exchange *x, mg_worker *w, char *mem, size_t cap);
 /* Give back a head buffer grown for a large handler head. */
-MG_HIDDEN void exchange_release(mg_exchange *x);
+static inline void exchange_release(mg_exchange *x)
+{
+    if (MG_UNLIKELY(x->_out._heap))
+        buf_free(&x->_out);
+}
 
 MG_HIDDEN int exchange_respond(mg_exchange *x, const mg_head *h);
 /* exchange_respond for a file's representation: a 200 keep-alive head is kept
@@ -122,7 +139,13 @@ MG_HIDDEN int exchange_continue(mg_exchange *x);
 MG_HIDDEN const char *exchange_bytes(const mg_exchange *x, size_t *len);
 
 /* The Date field of the current second; wall: the caller's time(NULL), 0: read it. */
-MG_HIDDEN void date_refresh(mg_date_cache *d, time_t wall);
+MG_HIDDEN void date_set(mg_date_cache *d, time_t now);
+static inline void date_refresh(mg_date_cache *d, time_t wall)
+{
+    time_t now = wall ? wall : time(NULL);
+    if (MG_UNLIKELY(now != d->sec))
+        date_set(d, now);
+}
 /* fields_check()'s block of n fields as HTTP/1.1 field lines (mg_static_fields' answer). */
 MG_HIDDEN void h1_field_text(mg_buf *b, const char *block, size_t len, int n);
 

@@ -4,10 +4,11 @@
  * that static.c and pycall.c read per request, kept here so that each of
  * them has one place:
  *
- *   --header NAME: VALUE   checked once at start (mg_static_fields: the
- *                          handler writer's head_fields, plus the fields the
+ *   --header NAME: VALUE   checked once at start (mg_static_fields: a
+ *                          handler's fields_check, plus the fields the
  *                          static answers write themselves), copied into
- *                          srv->add_headers; static.c puts them on its 2xx
+ *                          srv->add_headers and read once as fields
+ *                          (srv->added); static.c puts them on its 2xx
  *                          and 3xx answers (nginx's add_header list).
  *   --error-page CODE=PATH read once at start by Python, copied here with its
  *                          Content-Type; static.c send_error uses the body.
@@ -55,7 +56,7 @@
 /* ------------------------------------------------------------ --header */
 
 /* The fields a static answer writes itself (static.c, cache.c file_describe),
- * beside those head_fields() keeps for the writer: a second copy would
+ * beside those fields_check() keeps for the writer: a second copy would
  * contradict the first. */
 static const char *const STATIC_OWNED[] = {
     "content-length",
@@ -91,7 +92,7 @@ int mg_static_fields(const char *block, size_t block_len, int n, char *out, size
     for (int i = 0; i < n && p < end; i++) {
         const char *nend = memchr(p, '\0', (size_t)(end - p));
         if (!nend)
-            break; /* malformed: head_fields says so */
+            break; /* malformed: fields_check says so */
         for (int k = 0; STATIC_OWNED[k]; k++) {
             if (eq_ci(p, (size_t)(nend - p), STATIC_OWNED[k])) {
                 *why = "the server writes this header itself";

@@ -45,11 +45,8 @@ typedef enum {
 
 /* ------------------------------------------------------------- the Date */
 
-void date_refresh(mg_date_cache *d, time_t wall)
+void date_set(mg_date_cache *d, time_t now)
 {
-    time_t now = wall ? wall : time(NULL);
-    if (now == d->sec)
-        return;
     d->sec = now;
     memcpy(d->line, "Date: ", 6);
     int n = http_date(d->line + 6, now);
@@ -128,10 +125,20 @@ static void account(mg_exchange *x, int status, size_t head_len)
     }
 }
 
+/* The buffer the head goes into: the request buffer's out area unless the
+ * exchange was given one (exchange_init_mem, exchange_init_detached). */
+static mg_buf *out_buf(mg_exchange *x)
+{
+    mg_buf *b = &x->_out;
+    if (!b->p && !b->_heap)
+        buf_fixed(b, x->co->rb->out, sizeof(x->co->rb->out));
+    return b;
+}
+
 static int respond(mg_exchange *x, const mg_head *h, size_t *date_at)
 {
     mg_worker *w = x->w;
-    mg_buf *b = &x->_out;
+    mg_buf *b = out_buf(x);
 
     if (h->block_len) {
         /* a handler's head may be larger than the fixed area: grow */
@@ -172,6 +179,7 @@ static int respond(mg_exchange *x, const mg_head *h, size_t *date_at)
     x->_framing = framing;
     x->_head = b->p;
     x->_head_len = b->len;
+    x->_memo = NULL;
     account(x, h->status, b->len);
     if (MG_UNLIKELY(b->err)) {
         /* a head that did not fit is never sent: the connection closes instead */
@@ -210,39 +218,77 @@ static void memo_keep(mg_exchange *x, mg_head_memo *m, char *room, size_t date_a
  * Date string the same way, and h2o its whole header block.  A send that
  * blocks halfway must not see the Date change under it: while one is parked
  * (busy), a new second builds its head afresh instead. */
+/* A new second for a kept head: its Date rewritten, unless a send from it is
+ * parked (or the line is not the kept length).  1: the head is current. */
+static int memo_redate(mg_head_memo *m, const mg_date_cache *d)
+{
+    if (m->busy || d->len != MG_DATE_LINE_LEN)
+        return 0;
+    memcpy(m->head + m->date_at, d->line, MG_DATE_LINE_LEN);
+    m->sec = d->sec;
+    return 1;
+}
+
+/* A kept head apart from its file's bytes (a large file, a long head): copied
+ * into the out area to be sent from there, so no Date rewrite can reach it. */
+static __attribute__((noinline)) void memo_copy(mg_exchange *x, mg_head_memo *m)
+{
+    mg_buf *b = out_buf(x);
+    buf_put(b, m->head, (size_t)m->len);
+    x->_head = b->p;
+    x->_memo = NULL;
+}
+
+/* Build the head afresh; keep it in m when it is a 200 keep-alive one and m
+ * has none yet. */
+static __attribute__((noinline)) int respond_keep(mg_exchange *x, const mg_head *h, mg_head_memo *m,
+                                                  char *room)
+{
+    size_t date_at;
+    int r = respond(x, h, &date_at);
+    if (r == 0 && m && !m->head && h->status == 200 && x->keep_alive && x->w->date.len == MG_DATE_LINE_LEN)
+        memo_keep(x, m, room, date_at);
+    return r;
+}
+
+/* exchange_respond_memo's other cases: a new second, a kept head apart from
+ * its file's bytes, none kept yet, or not a 200 keep-alive. */
+static __attribute__((noinline)) int respond_memo_slow(mg_exchange *x, const mg_head *h, mg_head_memo *m,
+                                                       char *room)
+{
+    mg_worker *w = x->w;
+    if (m && m->head && h->status == 200 && x->keep_alive) {
+        date_refresh(&w->date, w->wall_sec);
+        if (m->sec == w->date.sec || memo_redate(m, &w->date)) {
+            x->_framing = MG_FRAME_LENGTH;
+            x->_head_len = (size_t)m->len;
+            x->_head = m->head;
+            x->_memo = m;
+            if (!m->in_room)
+                memo_copy(x, m);
+            account(x, 200, (size_t)m->len);
+            return 0;
+        }
+    }
+    return respond_keep(x, h, m, room);
+}
+
 int exchange_respond_memo(mg_exchange *x, const mg_head *h, mg_head_memo *m, char *room)
 {
     mg_worker *w = x->w;
-    size_t date_at;
 
-    if (!m || h->status != 200 || !x->keep_alive || !x->co)
-        return respond(x, h, &date_at);
-    date_refresh(&w->date, w->wall_sec);
-    if (w->date.len != MG_DATE_LINE_LEN)
-        return respond(x, h, &date_at);
-    if (m->head) {
-        if (MG_UNLIKELY(m->sec != w->date.sec)) {
-            if (m->busy)
-                return respond(x, h, &date_at);
-            memcpy(m->head + m->date_at, w->date.line, MG_DATE_LINE_LEN);
-            m->sec = w->date.sec;
-        }
+    /* the common case, in a few loads: its kept head, in its file's room, of
+     * the second the worker's clock says (w->wall_sec, read once a wakeup) */
+    if (MG_LIKELY(m && m->head && m->in_room && h->status == 200 && x->keep_alive && m->sec == w->wall_sec &&
+                  w->date.sec == w->wall_sec)) {
         x->_framing = MG_FRAME_LENGTH;
-        if (m->in_room) {
-            x->_head = m->head;
-            x->_memo = m;
-        } else {
-            buf_put(&x->_out, m->head, (size_t)m->len);
-            x->_head = x->_out.p;
-        }
         x->_head_len = (size_t)m->len;
+        x->_head = m->head;
+        x->_memo = m;
         account(x, 200, (size_t)m->len);
         return 0;
     }
-    int r = respond(x, h, &date_at);
-    if (r == 0 && x->keep_alive)
-        memo_keep(x, m, room, date_at);
-    return r;
+    return respond_memo_slow(x, h, m, room);
 }
 
 void exchange_memo_free(mg_head_memo *m)
@@ -255,7 +301,8 @@ void exchange_memo_free(mg_head_memo *m)
 
 /* ------------------------------------------------------------- the body */
 
-int exchange_body(mg_exchange *x, const void *piece, size_t len, int last)
+/* exchange_body, but for a kept head right before its piece. */
+static __attribute__((noinline)) int body_send(mg_exchange *x, const void *piece, size_t len, int last)
 {
     struct iovec iov[4];
     int n = 0;
@@ -280,24 +327,39 @@ int exchange_body(mg_exchange *x, const void *piece, size_t len, int last)
         iov[n++] = (struct iovec){(void *)piece, len};
         iov[n++] = last ? (struct iovec){"\r\n0\r\n\r\n", 7} : (struct iovec){"\r\n", 2};
     } else if (len) {
-        if (n == 1 && x->_head + x->_head_len == (const char *)piece)
-            iov[0].iov_len += len; /* a kept head right before the file's bytes: one buffer */
-        else
-            iov[n++] = (struct iovec){(void *)piece, len};
+        iov[n++] = (struct iovec){(void *)piece, len};
     } else if (chunked && last) {
         iov[n++] = (struct iovec){"0\r\n\r\n", 5};
     }
+    mg_head_memo *m = x->_memo; /* the head is a kept one (a HEAD request's) */
     x->_head = NULL;
+    x->_memo = NULL;
     if (n == 0)
         return 0; /* a send of 0 bytes would park for a writability that never comes */
-    mg_head_memo *m = x->_memo;
-    x->_memo = NULL;
     if (m)
         m->busy++;
     ssize_t r = n == 1 ? send_async(x->co, iov[0].iov_base, iov[0].iov_len) : sendv_async(x->co, iov, n);
     if (m)
         m->busy--;
     return r < 0 ? -1 : 0;
+}
+
+int exchange_body(mg_exchange *x, const void *piece, size_t len, int last)
+{
+    mg_head_memo *m = x->_memo;
+    const char *head = x->_head;
+    if (MG_LIKELY(m && head && len && head + x->_head_len == (const char *)piece && !x->head_only)) {
+        /* a kept head right before its file's bytes: one send() of one buffer,
+         * busy so that a new second does not rewrite its Date under a parked send */
+        size_t n = x->_head_len + len;
+        x->_head = NULL;
+        x->_memo = NULL;
+        m->busy++;
+        ssize_t r = send_async(x->co, head, n);
+        m->busy--;
+        return r < 0 ? -1 : 0;
+    }
+    return body_send(x, piece, len, last);
 }
 
 int exchange_file(mg_exchange *x, int fd, off_t off, size_t len)
@@ -357,14 +419,6 @@ static void init(mg_exchange *x, mg_coroutine *co, mg_worker *w, char *mem, size
     x->_memo = NULL;
 }
 
-void exchange_init(mg_exchange *x, mg_coroutine *co, int keep_alive, int head_only, int minor_version)
-{
-    init(x, co, co->worker, co->rb->out, sizeof(co->rb->out));
-    x->keep_alive = keep_alive;
-    x->head_only = head_only;
-    x->minor_version = minor_version;
-}
-
 void exchange_init_mem(mg_exchange *x, mg_coroutine *co, char *mem, size_t cap)
 {
     int keep_alive = x->keep_alive, head_only = x->head_only, minor = x->minor_version;
@@ -378,12 +432,6 @@ void exchange_init_mem(mg_exchange *x, mg_coroutine *co, char *mem, size_t cap)
 void exchange_init_detached(mg_exchange *x, mg_worker *w, char *mem, size_t cap)
 {
     init(x, NULL, w, mem, cap);
-}
-
-void exchange_release(mg_exchange *x)
-{
-    if (x->_out._heap)
-        buf_free(&x->_out);
 }
 
 const char *exchange_bytes(const mg_exchange *x, size_t *len)

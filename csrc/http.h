@@ -109,7 +109,7 @@ typedef struct mg_request_s {
 } mg_request;
 
 /* tchar (RFC 9110 5.6.2): 1 for the bytes of a token (methods, field names, codings);
- * the request parser and the response writer (response.c) share this one table. */
+ * the request parser and the checker of a handler's fields (response.c) share this one table. */
 MG_HIDDEN extern const unsigned char mg_tchar[256];
 
 /* Parse results (negative) beside the HTTP statuses (positive). */

@@ -13,7 +13,9 @@
  *               epoll reports the fd, wake_fd() moves the coroutine back to the
  *               ready queue.
  *   conn.c      parse_http() (http.c), the static-file middleware (static.c),
- *               the response via send_async()/sendfile_async() (io.c).
+ *               which answers through the request's exchange (exchange.h):
+ *               h1.c writes it as HTTP/1.1 and sends it with
+ *               send_async()/sendfile_async() (io.c).
  *   coroutine.c the entry returns, trampoline_start() sets finished = 1 and
  *               schedule() calls coroutine_destroy().
  *
@@ -209,7 +211,7 @@ struct mg_coroutine {
     /* the access log's view of the response in flight (accesslog.c) */
     uint64_t sent;        /* bytes sent on this connection (io.c) */
     uint64_t log_sent0;   /* sent when this request's response began */
-    size_t head_bytes;    /* bytes of the response's head (head_finish's answer) */
+    size_t head_bytes;    /* bytes of the response's head (set by the exchange: h1.c account) */
     int64_t log_start_us; /* when the request began (json's request_time) */
     /* THE CLIENT of the request in flight, as handlers and the access log see
      * it: the peer, or with --proxy-headers and a trusted peer what

@@ -196,8 +196,8 @@ typedef enum {
 } mg_py_op;
 
 /* flags of mg_call_start().  Framing (Content-Length or chunked) and
- * Connection are decided by the response writer (response.c), never taken
- * from a handler's header list. */
+ * Connection are decided by the protocol module (h1.c), never taken from a
+ * handler's header list. */
 #define MG_RESP_STREAM 1 /* more body follows in later rounds (mg_call_chunk) */
 #define MG_RESP_CLOSE  4 /* close the connection after this response */
 
@@ -302,7 +302,7 @@ int mg_call_post(mg_pycall *c);
  * while a worker waits for the GIL is a thread handoff).  Returns 0. */
 int mg_call_post_many(mg_pycall **calls, int n);
 
-/* --header values checked as a handler's fields are (response.c head_fields),
+/* --header values checked as a handler's fields are (response.c fields_check),
  * and none the static responses write themselves (Content-Type, ETag,
  * Content-Range ...): block holds n fields as "name\0value\0" pairs; out gets
  * them as "Name: value\r\n" lines.  Returns 0; -EINVAL with *why (static
@@ -441,7 +441,7 @@ int mg_chunked_decode_split(const char *in, size_t len, size_t step, char *out, 
                             size_t *consumed);
 /* A handler's head as mg_call_start checks and writes it (test hook for
  * tests/test_response_writer.py and tests/fuzz_response.py): head_check_status,
- * then the status line and head_fields' lines of the n fields of block
+ * then the status line and h1.c's field lines of fields_check's n fields of block
  * ("name\0value\0" each) into out[0..*out_len), *length the Content-Length
  * (-1: none), *close whether a Connection field lists "close".  Returns 0,
  * -EINVAL (refused), or -ENOSPC (out_cap < 64 + reason_len + block_len + 2 * n

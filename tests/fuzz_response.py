@@ -2,7 +2,8 @@
 
 The invariant, first. For every handler head (status, reason, fields), the C
 writer (the test hook mg_test_head: what csrc/pycall.c mg_call_start runs on it,
-head_check_status then head_fields, fed by _dispatch.flatten_fields) and the
+head_check_status then fields_check, then csrc/h1.c's status and field lines,
+fed by _dispatch.flatten_fields) and the
 port's (pyport/response.py check_status, handler_fields):
   - never crash; C answers 0 (sent) or -EINVAL (refused), nothing else;
   - agree on sending or refusing it (a TypeError from as_bytes is a refusal:
