@@ -36,7 +36,7 @@ XDIST = $(shell $(PYTHON) -c "import xdist" 2>/dev/null && echo "-n auto")
 ASAN_RT = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
 test-asan:
 	rm -rf build/asan && mkdir -p build/asan
-	cp -r csrc minginx_cffi tests docs tools README.md pyproject.toml build/asan/
+	cp -r csrc minginx_cffi tests docs tools README.md pyproject.toml setup.py MANIFEST.in LICENSE build/asan/
 	rm -f build/asan/minginx_cffi/_minginx*.so
 	cd build/asan && MINGINX_WERROR=1 MINGINX_SANITIZE=asan $(PYTHON) minginx_cffi/_build.py > build.log 2>&1 || (cat build.log; exit 1)
 	cd build/asan && LD_PRELOAD=$(ASAN_RT) MINGINX_ENGINES=cffi,cffi-uring MINGINX_SANITIZED=1 MINGINX_TEST_SWITCH=fast \

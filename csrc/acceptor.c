@@ -81,6 +81,11 @@ fail:
     return NULL;
 }
 
+const mg_config *mg_server_config(const mg_server *srv)
+{
+    return &srv->cfg;
+}
+
 void mg_server_free(mg_server *srv)
 {
     if (!srv)

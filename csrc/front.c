@@ -185,8 +185,7 @@ int front_init(mg_server *srv)
         e->body_len = pg->body_len;
         e->ctype = mime_type(pg->path);
     }
-    srv->cfg.error_pages = NULL;
-    srv->cfg.error_pages_n = 0;
+    srv->cfg.error_pages = NULL; /* copied into srv->error_page; error_pages_n still counts them */
     if (cfg->forwarded_allow_n > 0) {
         srv->trusted = calloc((size_t)cfg->forwarded_allow_n, sizeof(mg_cidr));
         if (!srv->trusted)

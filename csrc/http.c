@@ -251,6 +251,50 @@ static int method_id(const char *m, size_t len)
     return MG_M_OTHER;
 }
 
+/* ------------------------------------------------------- the request line */
+
+/* request-line = method SP request-target SP HTTP-version CRLF, the line that
+ * begins at buf, within [buf, end).  MG_PARSE_OK with the views and *after just
+ * past its CRLF, or 400 (a line too long for its target: 414).  Every line of a
+ * head ends in CRLF: a bare LF, which RFC 9112 section 2.2 lets a server accept,
+ * is a 400 here, as gunicorn, llhttp's strict mode and Apache's
+ * HttpProtocolOptions Strict answer it: a front end that keeps a bare LF inside
+ * a field value ("Dummy: x\nContent-Length: 23") would otherwise see one head
+ * where we see another (docs/conformance.md, bare-lf-*). */
+static inline int parse_request_line(const char *buf, const char *end, mg_str *method, mg_str *target,
+                                     int *major, int *minor, const char **after)
+{
+    const char *p = buf;
+    const char *m = p;
+    while (p < end && mg_tchar[(unsigned char)*p])
+        p++;
+    if (p == m || p == end || *p != ' ')
+        return 400;
+    *method = (mg_str){m, (uint32_t)(p - m)};
+    p++;
+    const char *t = p;
+    p = skip_target(p, end);
+    if (p == t || p == end || *p != ' ')
+        return (p - buf > MG_MAX_REQUEST_LINE) ? 414 : 400;
+    *target = (mg_str){t, (uint32_t)(p - t)};
+    p++;
+    if (end - p < 10)
+        return 400;
+    *major = *minor = 1;
+    if (load8(p) != load8("HTTP/1.1")) { /* the version nearly every request has, in one compare */
+        if (memcmp(p, "HTTP/", 5) != 0 || p[5] < '0' || p[5] > '9' || p[6] != '.' || p[7] < '0' || p[7] > '9')
+            return 400;
+        *major = p[5] - '0';
+        *minor = p[7] - '0';
+    }
+    p += 8;
+    if (p[0] != '\r' || p[1] != '\n')
+        return 400; /* a bare CR, a bare LF, or more after the version */
+    *after = p + 2;
+    return MG_PARSE_OK;
+}
+
+
 /* ---------------------------------------------------- finding the head end */
 
 /* Does the LF at buf[i] end an empty line ("\n\n" or "\n\r\n")? */
@@ -301,10 +345,26 @@ int http_find_head_end(const char *buf, size_t len, size_t *scanned)
     }
 #endif
     *scanned = len;
-    /* Not complete yet: is a limit already broken? */
+    /* Not complete yet (a head split over reads: never on the keep-alive fast
+     * path).  What is here may already be a head no more bytes can mend: each
+     * connection waiting for the rest holds a slot for up to --header-timeout,
+     * so it is answered now, as nginx answers (a TLS ClientHello on the plain
+     * port is a 400 at once, not a 408 ten seconds later). */
+    if (len > 0 && !mg_tchar[(unsigned char)buf[0]])
+        return -400; /* no request line begins so: 0x16 (TLS), 0x80 (SSLv2), a space... */
     const char *nl = memchr(buf, '\n', len < MG_MAX_REQUEST_LINE + 1 ? len : MG_MAX_REQUEST_LINE + 1);
     if (!nl && len > MG_MAX_REQUEST_LINE)
         return -414;
+    if (nl) { /* the request line is whole: "GET / HTTP/5.6", a PROXY preamble, a bare CR */
+        mg_str method, target;
+        int major, minor;
+        const char *after;
+        int st = parse_request_line(buf, nl + 1, &method, &target, &major, &minor, &after);
+        if (st == MG_PARSE_OK && major != 1)
+            st = 505;
+        if (st != MG_PARSE_OK)
+            return -st;
+    }
     if (len > MG_MAX_REQUEST_LINE + MG_MAX_HEADER_BYTES)
         return -431;
     return 0;
@@ -596,36 +656,13 @@ int parse_http(const char *buf, size_t head_len, mg_request *req, mg_host_memo *
     req->header_len = (int)head_len;
     memset(req->hdr, 0xff, sizeof(req->hdr)); /* all -1 */
 
-    /* request-line = method SP request-target SP HTTP-version */
-    const char *m = p;
-    while (p < end && mg_tchar[(unsigned char)*p])
-        p++;
-    if (p == m || p == end || *p != ' ')
-        return 400;
-    req->method = (mg_str){m, (uint32_t)(p - m)};
-    req->method_id = method_id(m, (size_t)(p - m));
-    p++;
-    const char *t = p;
-    p = skip_target(p, end);
-    if (p == t || p == end || *p != ' ')
-        return (p - buf > MG_MAX_REQUEST_LINE) ? 414 : 400;
-    req->target = (mg_str){t, (uint32_t)(p - t)};
-    p++;
-    if (end - p < 9)
-        return 400;
-    int major = 1, minor = 1;
-    if (load8(p) != load8("HTTP/1.1")) { /* the version nearly every request has, in one compare */
-        if (memcmp(p, "HTTP/", 5) != 0 || p[5] < '0' || p[5] > '9' || p[6] != '.' || p[7] < '0' || p[7] > '9')
-            return 400;
-        major = p[5] - '0';
-        minor = p[7] - '0';
-    }
-    p += 8;
-    if (*p == '\r')
-        p++;
-    if (p == end || *p != '\n')
-        return 400;
-    p++;
+    const char *after;
+    int major, minor;
+    int st = parse_request_line(buf, end, &req->method, &req->target, &major, &minor, &after);
+    if (st != MG_PARSE_OK)
+        return st;
+    req->method_id = method_id(req->method.p, req->method.len);
+    p = after;
     if (p - buf > MG_MAX_REQUEST_LINE + 2)
         return 414;
     if (end - p > MG_MAX_HEADER_BYTES + 2)
@@ -642,13 +679,13 @@ int parse_http(const char *buf, size_t head_len, mg_request *req, mg_host_memo *
     te_codings te = {0, -1, 0, 0};
     conn_tokens ct = {0, 0};
     while (p < end) {
-        if (*p == '\n')
-            break; /* the empty line */
         if (*p == '\r') {
             if (p + 1 < end && p[1] == '\n')
-                break;
+                break; /* the empty line */
             return 400; /* bare CR */
         }
+        if (*p == '\n')
+            return 400; /* a bare LF: the empty line ends in CRLF too */
         if (*p == ' ' || *p == '\t')
             return 400; /* obs-fold, or whitespace before the first field */
         const char *name = p;
@@ -665,14 +702,9 @@ int parse_http(const char *buf, size_t head_len, mg_request *req, mg_host_memo *
         if (p == end)
             return 400;
         const char *ve = p;
-        if (*p == '\r') {
-            if (p + 1 >= end || p[1] != '\n')
-                return 400; /* bare CR */
-            p++;
-        }
-        if (*p != '\n')
-            return 400; /* NUL or another control byte */
-        p++;
+        if (*p != '\r' || p + 1 >= end || p[1] != '\n')
+            return 400; /* a bare CR, a bare LF (parse_request_line says why), NUL or a control byte */
+        p += 2;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
 

@@ -118,7 +118,9 @@ MG_HIDDEN extern const unsigned char mg_tchar[256];
 
 /* Look for the end of the head in buf[0..len); *scanned remembers how far an
  * earlier call got.  Returns the head length, 0 if not there yet, or a
- * negated HTTP status (-414, -431) when the bytes so far break a limit. */
+ * negated HTTP status when the bytes so far can be no head: -414, -431 (a
+ * limit broken), -400 (a first byte that starts no request line, or a whole
+ * request line that is not one), -505 (a whole request line of HTTP/2+). */
 MG_HIDDEN int http_find_head_end(const char *buf, size_t len, size_t *scanned);
 /* Parse a complete head of head_len bytes.  Returns MG_PARSE_OK or an HTTP
  * error status (400, 414, 431, 501, 505).  memo: the worker's (internal.h), or NULL. */

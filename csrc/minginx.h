@@ -313,6 +313,11 @@ int mg_static_fields(const char *block, size_t block_len, int n, char *out, size
 /* ---- server: shared, read-only configuration plus the acceptor ---- */
 mg_server *mg_server_new(const mg_config *cfg, int *err);
 void mg_server_free(mg_server *srv);
+/* The settings srv runs with: its copy of the mg_config it was made from.  root,
+ * add_headers and forwarded_allow point to the server's own copies; error_pages
+ * is NULL once copied (error_pages_n still counts them).  Read by
+ * tests/test_config.py, which walks config.OPTIONS. */
+const mg_config *mg_server_config(const mg_server *srv);
 /* Create worker number `index` and attach it to srv (dispatch targets). */
 mg_worker *mg_worker_new(mg_server *srv, int *err);
 void mg_worker_free(mg_worker *w);

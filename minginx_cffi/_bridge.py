@@ -19,7 +19,6 @@ import queue
 import threading
 import time
 import traceback
-from urllib.parse import unquote_to_bytes
 
 from ._dispatch import (
     ERROR_500_BODY,
@@ -33,7 +32,7 @@ from ._dispatch import (
     next_piece,
 )
 from ._minginx import ffi, lib
-from .asgi import ASGI, HTTP_VERSIONS, Cycle
+from .asgi import Cycle, http_scope
 
 assert (RESP_STREAM, RESP_CLOSE) == (lib.MG_RESP_STREAM, lib.MG_RESP_CLOSE), (
     "minginx.h and _dispatch.py disagree"
@@ -431,7 +430,7 @@ class AsgiBridge:
             lib.mg_call_post_many(posts, len(posts))
 
     def _scope(self, c):
-        """asgi.build_scope's scope, read straight from the call (no CallView, no
+        """asgi.http_scope's scope, read straight from the call (no CallView, no
         properties: the loop thread runs this per request).  Both engines' scopes are
         compared field by field in tests/test_asgi.py."""
         runner = self.runner
@@ -442,24 +441,18 @@ class AsgiBridge:
         headers = list(zip(parts[0:-1:2], parts[1::2]))
         if b"upgrade" in parts and not runner.warned_upgrade:
             runner.check_upgrade(headers)
-        raw = _unpack(c.path, c.path_len)
-        path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8", "replace")
-        root_path = runner.root_path
-        return {
-            "type": "http",
-            "asgi": ASGI,
-            "http_version": HTTP_VERSIONS[c.minor_version],
-            "method": _unpack(c.method, c.method_len).decode("ascii"),
-            "scheme": "https" if c.https else "http",
-            "path": root_path + path,
-            "raw_path": raw,
-            "query_string": _unpack(c.query, c.query_len) if c.query_len else b"",
-            "root_path": root_path,
-            "headers": headers,
-            "client": (_string(c.peer).decode("ascii"), c.peer_port),
-            "server": (runner.server, c.server_port),
-            "state": runner.state.copy(),
-        }
+        return http_scope(
+            _unpack(c.method, c.method_len).decode("ascii"),
+            c.minor_version,
+            "https" if c.https else "http",
+            _unpack(c.path, c.path_len),
+            _unpack(c.query, c.query_len) if c.query_len else b"",
+            headers,
+            (_string(c.peer).decode("ascii"), c.peer_port),
+            (runner.server, c.server_port),
+            runner.root_path,
+            runner.state,
+        )
 
     def _on_loop(self, work):
         cycles = self.cycles

@@ -36,8 +36,18 @@ import sys
 import time
 
 from . import _sockets
+from .config import Config, ConfigError
 from .log import logger
-from .server import Server, ServerError, check_spec, raise_fd_limit
+from .server import (
+    Server,
+    ServerError,
+    announce,
+    bind_another,
+    bind_listener,
+    open_access_log,
+    raise_fd_limit,
+    readable_dirs,
+)
 
 #: seconds between restarts of a slot whose process keeps dying: doubled per quick death
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 10.0
@@ -95,14 +105,15 @@ class Master:
         self, processes, options, fd=None, uds=None, user=None, group=None, pid_file=None, exits=False
     ):
         self.processes = processes
-        self.options = options  # Server() keywords, for every server process
+        self.options = options  # Config() keywords (the CLI's), checked in _open
+        self.config = None  # the Config every server process starts from
         self.fd, self.uds, self.user, self.group = fd, uds, user, group
         self.pid_file = pid_file
         # exits: the process ends when run() returns (the CLI), so the signals stay
         # ignored instead of getting back their old dispositions: a HUP, USR1 or second
         # INT that comes while it exits must not turn its exit status into "killed by"
         self.exits = exits
-        self.grace = options.get("grace", 5.0)
+        self.grace = 5.0  # the Config's, once _open made it
         self.listeners = []  # per slot: the listeners its process adopts
         self.uds_bound = None  # (path, inode) of the socket file we made
         self.wrote_pid = False
@@ -128,6 +139,8 @@ class Master:
         self.shared = None
         self.identity = None  # (_sockets.Identity, dirs it must read): --user/--group
         self.banks = {}  # generation -> its bank (0 or 1)
+        self.systemd = None  # _sockets.Notifier: Type=notify's messages (run() makes it)
+        self.detailed = set()  # generations whose error's detail was logged
 
     # -- set-up: everything the master can check, bind and drop before forking ----
 
@@ -136,6 +149,7 @@ class Master:
             # the handlers first: once the pid file is out, a HUP or TERM sent to the pid
             # in it must be handled, never kill the master with the defaults' action
             self._install_signals()
+            self.systemd = _sockets.Notifier()
             self._open()
             self._install_wakeup()  # after _open: fds handed in (3, --fd N) are read first
             self._loop()
@@ -147,21 +161,29 @@ class Master:
             raise ServerError("a server process failed")
 
     def _open(self):
-        options = self.options
-        specs = [
-            (flag, options.get(flag)) for flag in ("app", "wsgi", "asgi") if options.get(flag) is not None
-        ]
-        if len(specs) > 1:
-            raise ServerError("give one of --app, --wsgi or --asgi, not both")
-        for _flag, spec in specs:
-            if isinstance(spec, str):
-                check_spec(spec)
+        """Check every setting (one Config: without the application, so nothing is
+        imported here), bind the listeners, write the pid file, prepare the log."""
+        try:
+            config = self.config = Config(
+                **dict(
+                    self.options,
+                    processes=self.processes,
+                    fd=self.fd,
+                    uds=self.uds,
+                    user=self.user,
+                    group=self.group,
+                    pid_file=None,  # the master's: no server process writes it
+                )
+            )
+        except ConfigError as e:
+            raise ServerError(str(e)) from None
+        self.grace = config.grace
         handed = _sockets.systemd_sockets()
         if handed and (self.fd is not None or self.uds is not None):
             raise ServerError(
                 "systemd handed in a socket (LISTEN_FDS): --fd and --uds are for starting without it"
             )
-        if handed and options.get("accept") == "reuseport":
+        if handed and config.accept == "reuseport":
             raise ServerError(
                 "--accept reuseport binds a listener per worker: it cannot be "
                 "used with --fd, --uds or sockets handed in by systemd"
@@ -169,40 +191,23 @@ class Master:
         identity = None
         if self.user is not None or self.group is not None:
             identity = _sockets.Identity(self.user, self.group)
-        # Server() checks every other flag; without the app, so nothing is imported here
-        probe = Server(
-            **dict(
-                options,
-                app=None,
-                wsgi=None,
-                asgi=None,
-                pid_file=None,
-                processes=self.processes,
-                fd=self.fd,
-                uds=self.uds,
-                reuse_port=options.get("reuse_port") or self.processes > 1,
-            )
-        )
-        self.options = dict(options, processes=self.processes, pid_file=None, reuse_port=probe.reuse_port)
         if handed or self.fd is not None or self.uds is not None:
             # one socket, shared by every process (the kernel queues, they take turns)
             if handed:
                 sock = handed[0]
             else:
-                sock = probe.bind()
-                self.uds_bound, probe._uds_bound = probe._uds_bound, None
+                sock, self.uds_bound = bind_listener(config)
             self.listeners = [[sock]] * self.processes
         else:
-            per_process = probe.nworkers if probe.accept == "reuseport" else 1
-            socks = [probe.bind()]
+            per_process = config.nworkers if config.accept == "reuseport" else 1
+            socks = [bind_listener(config)[0]]
             try:
-                socks += [probe._bind_one() for _ in range(self.processes * per_process - 1)]
+                socks += [bind_another(socks[0], config) for _ in range(self.processes * per_process - 1)]
             except ServerError:
                 for s in socks:
                     s.close()
                 raise
             self.listeners = [socks[i * per_process : (i + 1) * per_process] for i in range(self.processes)]
-        probe._sock = None
         if self.pid_file:
             try:
                 with open(self.pid_file, "w") as f:
@@ -213,15 +218,37 @@ class Master:
         if identity is not None:
             # the server processes drop root as they start (_child); the master keeps it,
             # as nginx's and gunicorn's do, to remove its pid file and socket file at exit
-            dirs = [("root", probe.root)]
-            if specs:
-                dirs.append(("app directory", os.getcwd()))
-            self.identity = (identity, dirs)
+            self.identity = (identity, readable_dirs(config))
+        self._prepare_log()
         raise_fd_limit()  # once, for every process after it
-        if probe.stats_enabled:
+        if config.stats:
             from .procstats import SharedStats
 
-            self.shared = SharedStats(2 * self.processes, probe.nworkers)  # before any fork
+            self.shared = SharedStats(2 * self.processes, config.nworkers)  # before any fork
+
+    def _prepare_log(self):
+        """The access log file, made by the master (as nginx's: ngx_reopen_files) and
+        given to --user, so that server processes that dropped root can open it, at
+        start and at each SIGUSR1 reopen (after logrotate moved it away).  ServerError
+        if it cannot be opened."""
+        path = self.config.access_log
+        if path in (None, "-"):
+            return
+        fd = open_access_log(path)
+        try:
+            if self.identity is not None and not self.identity[0].noop:
+                identity = self.identity[0]
+                uid = identity.pw.pw_uid if identity.pw is not None else -1
+                gid = identity.gid if identity.gid is not None else -1
+                st = os.fstat(fd)
+                if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
+                    os.fchown(fd, uid, gid)
+        except OSError as e:
+            raise ServerError(
+                "cannot give the access log %s to %s: %s" % (path, self.identity[0].describe(), e.strerror)
+            ) from None
+        finally:
+            os.close(fd)
 
     def _install_signals(self):
         self._old_handlers = {s: signal.signal(s, self._on_signal) for s in MASTER_SIGNALS}
@@ -284,6 +311,9 @@ class Master:
                 poller.register(fd, select.POLLIN)
             polled = fds
             timeout = self._timeout()
+            ping = self.systemd.tick()  # WatchdogSec=: the master's loop is alive
+            if ping is not None:
+                timeout = ping if timeout is None else min(timeout, ping)
             for fd, _ in poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
                 if fd == self._wake_r:
                     try:
@@ -324,6 +354,11 @@ class Master:
                 p.banner = line[6:].decode(errors="replace")
             elif line.startswith(b"error ") and p.error is None:
                 p.error = line[6:].decode(errors="replace")
+            elif line.startswith(b"detail ") and p.generation not in self.detailed:
+                # what leads up to the error (an app's frames): once a generation, not
+                # once a process (every process of it imports the same app)
+                self.detailed.add(p.generation)
+                log(unescape(line[7:]), logging.ERROR)
 
     def _handle_signals(self):
         signals, self.signals = self.signals, []
@@ -338,6 +373,10 @@ class Master:
             elif signum == signal.SIGHUP:
                 self._reload()
             elif signum == signal.SIGUSR1:
+                try:
+                    self._prepare_log()  # a new file (logrotate moved the old), the user's
+                except ServerError as e:
+                    log(str(e), logging.ERROR)
                 self._send_all(signal.SIGUSR1)  # the processes reopen their access log
 
     def _send_all(self, signum):
@@ -350,6 +389,8 @@ class Master:
     def _stop(self, signum):
         """TERM/INT, passed on: each process finishes in-flight responses within --grace;
         a second one (QUIT_NOW) makes them cut off at once."""
+        if not self.stopping:
+            self.systemd.notify("STOPPING=1")
         self.stopping += 1
         self.restarts.clear()
         self.reloading = None
@@ -490,10 +531,12 @@ class Master:
             self.reload_again = True
             return
         log("SIGHUP: starting %d new server process%s" % (self.processes, "es" if self.processes > 1 else ""))
+        self.systemd.reloading()
         try:
             self.reloading = self._spawn_generation()
         except ServerError as e:
             log("reload failed: %s; the old processes keep serving" % e, logging.ERROR)
+            self.systemd.notify("READY=1", "STATUS=reload failed: %s" % e)
 
     def _check_reload(self):
         if self.stopping:
@@ -503,15 +546,13 @@ class Master:
             if len(current) == self.processes and all(p.ready for p in current):
                 self.booting = False
                 # the banner once every process serves: "serving" means all of them
+                banner = min(current, key=lambda p: p.slot).banner
                 try:
-                    banner = min(current, key=lambda p: p.slot).banner
-                    print(banner, flush=True)
-                    log(
-                        banner[len("minginx-cffi: ") :] if banner.startswith("minginx-cffi: ") else banner
-                    )  # stdout is for scripts; the log has it too
+                    announce(banner)
                 except OSError as e:  # no one to tell we serve: stop, say why
                     self._fail("cannot write to stdout: %s" % e.strerror)
                     return
+                self.systemd.notify("READY=1", "STATUS=%s" % banner, "MAINPID=%d" % os.getpid())
             elif self.reload_again:
                 return
         if self.reloading is not None:
@@ -526,6 +567,7 @@ class Master:
                 "reloaded: processes %s serve; %s finish their responses and stop"
                 % (" ".join(str(p.pid) for p in new), " ".join(str(p.pid) for p in old) or "no old ones")
             )
+            self.systemd.notify("READY=1", "STATUS=reloaded")
             kill_at = time.monotonic() + self.grace + KILL_AFTER
             for p in old:
                 p.kill_at = kill_at
@@ -539,6 +581,7 @@ class Master:
 
     def _reload_failed(self, message):
         log("reload failed: %s; the old processes keep serving" % message, logging.ERROR)
+        self.systemd.notify("READY=1", "STATUS=reload failed: %s" % message)
         for p in self.procs.values():
             if p.generation == self.reloading:
                 p.kill_at = time.monotonic() + self.grace + KILL_AFTER
@@ -634,15 +677,18 @@ class Master:
             def ready():
                 tell(ready_w, b"ready %s\n" % server.banner().encode(errors="replace"))
 
-            options = self.options
-            if stats_slot is not None:
-                options = dict(options, stats_slot=(self.shared, stats_slot))
-            server = Server(**options)  # imports the application, in this process
+            # checked anew here (the error pages read again at a reload), and the app imported
+            server = Server(
+                self.config.replace(),
+                stats_slot=(self.shared, stats_slot) if stats_slot is not None else None,
+            )
             holder.append(server)
             server.adopt(mine)
             server.serve_forever(quiet=True, ready=ready)
             code = 0
         except ServerError as e:
+            if e.detail:
+                tell(ready_w, b"detail %s\n" % escape(e.detail))
             tell(ready_w, b"error %s\n" % str(e).replace("\n", " ").encode(errors="replace"))
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
@@ -667,6 +713,15 @@ def stop_with_parent(master):
         return
     if os.getppid() != master:  # it died before the prctl: no signal will come
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def escape(text):
+    """Text as one line of the readiness pipe, its newlines as NULs (unescape undoes it)."""
+    return text.replace("\0", "?").encode(errors="replace").replace(b"\n", b"\0")
+
+
+def unescape(data):
+    return data.replace(b"\0", b"\n").decode(errors="replace")
 
 
 def tell(fd, message):

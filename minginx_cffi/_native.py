@@ -85,33 +85,9 @@ def _check(rc, what):
 
 
 def _stats_dict(st):
-    d = {
-        name: getattr(st, name)
-        for name in (
-            "connections",
-            "requests",
-            "bytes_out",
-            "switches",
-            "wakeups",
-            "timeouts",
-            "ready_max",
-            "coroutines_alive",
-            "coroutines_total",
-            "stack_pool",
-            "stacks_mapped",
-            "cache_hits",
-            "cache_misses",
-            "cache_entries",
-            "rejected",
-            "handler_timeouts",
-            "log_lines",
-            "log_dropped",
-            "parked",
-        )
-    }
+    """mg_stats as a dict: procstats.FIELDS by name, the yields nested by reason."""
+    d = {name: getattr(st, name) for name in _procstats.FIELDS if "." not in name}
     d["yields"] = {reason: st.yields[i] for i, reason in enumerate(YIELD_REASONS)}
-    d["py_batches"] = st.py_batches
-    d["py_calls"] = st.py_calls
     return d
 
 
@@ -153,104 +129,79 @@ def _by_time(rec):
     return rec[0]
 
 
-class Engine:
-    """The C server object: configuration, document root, workers, acceptor."""
+#: mg_config's enum fields by the row that fills them: the name given -> the C constant
+_C_CHOICES = {
+    "policy": POLICIES,
+    "switch": SWITCHES,
+    "accept": ACCEPT_MODES,
+    "io": IO_MODES,
+    "access_log_format": LOG_FORMATS,
+}
 
-    def __init__(
-        self,
-        root,
-        policy="lifo",
-        stack_size=DEFAULT_STACK_SIZE,
-        serve_dotfiles=False,
-        follow_symlinks=False,
-        header_timeout=10.0,
-        keepalive_timeout=15.0,
-        send_timeout=60.0,
-        max_body=1 << 20,
-        gzip_static=True,
-        open_file_cache=1024,
-        small_file_cache=16384,
-        dispatch=None,
-        static_files=True,
-        max_connections=0,
-        trace=False,
-        stats_endpoint=False,
-        switch=DEFAULT_SWITCH,
-        accept="dispatch",
-        threads=0,
-        io="epoll",
-        handler_timeout=0.0,
-        access_log_fd=None,
-        access_log_path=None,
-        access_log_format="combined",
-        add_headers=b"",
-        error_pages=(),
-        proxy_headers=False,
-        forwarded_allow=(),
-    ):
-        if policy not in POLICIES:
-            raise ValueError("policy must be one of %s" % ", ".join(POLICIES))
-        if stack_size < MIN_STACK_SIZE:
-            raise ValueError("stack size must be at least %d bytes" % MIN_STACK_SIZE)
-        self._root = ffi.new("char[]", os.fsencode(root))
+
+def _c_value(row, config):
+    """The value config.OPTIONS' row puts into its mg_config field (row.c)."""
+    value = getattr(config, row.name)
+    if row.name == "max_connections":
+        return config.max_connections_per_worker  # a total: each worker takes its share
+    if row.name in _C_CHOICES:
+        return _C_CHOICES[row.name][value]
+    if row.kind is float:  # seconds; the C field counts milliseconds (*_ms)
+        return config.ms(row.name)
+    if row.kind in (bool, "flag"):
+        return int(bool(value))
+    return int(value)
+
+
+class Engine:
+    """The C server object: configuration, document root, workers, acceptor.
+
+    ``Engine(config, dispatch)``: config is a config.Config (checked); dispatch the
+    handler's dispatcher (app.py, wsgi.py, asgi.Runner's) or None; access_log_fd an fd
+    to append the access log to (C duplicates it; the caller keeps its own)."""
+
+    def __init__(self, config, dispatch=None, access_log_fd=None):
+        from .config import OPTIONS
+
+        self.config = config
+        self._root = ffi.new("char[]", os.fsencode(config.root))
         cfg = ffi.new("mg_config *")
         cfg.root = self._root
-        cfg.policy = POLICIES[policy]
-        cfg.stack_size = int(stack_size)
-        cfg.serve_dotfiles = int(bool(serve_dotfiles))
-        cfg.follow_symlinks = int(bool(follow_symlinks))
-        cfg.header_timeout_ms = int(header_timeout * 1000)
-        cfg.keepalive_timeout_ms = int(keepalive_timeout * 1000)
-        cfg.send_timeout_ms = int(send_timeout * 1000)
-        cfg.max_body = int(max_body)
-        cfg.gzip_static = int(bool(gzip_static))
-        cfg.open_file_cache = int(open_file_cache)
-        cfg.small_file_max = int(small_file_cache)
+        # every row the C engine has that fills a field of mg_config
+        for row in OPTIONS:
+            if row.c is not None:
+                setattr(cfg, row.c, _c_value(row, config))
         asgi = getattr(dispatch, "asgi", None)  # an asgi.Runner: its calls are deferred
         # Inline handlers cannot time out (the worker runs them); pooled ones can, every
         # round; an ASGI app until its head only (a stream may wait for events, as SSE does).
-        cfg.handler_timeout_ms = int(handler_timeout * 1000) if threads > 0 or asgi else 0
+        if not (config.threads > 0 or asgi):
+            cfg.handler_timeout_ms = 0
         cfg.handler_timeout_head = int(asgi is not None)
-        bridge = (
-            AsgiBridge(asgi)
-            if asgi is not None
-            else Bridge(dispatch, threads)
-            if dispatch is not None
-            else None
-        )
-        cfg.app_id = bridge.app_id if bridge is not None else -1
-        cfg.static_files = int(bool(static_files))
-        cfg.max_connections = int(max_connections)
-        cfg.trace = int(bool(trace))
-        cfg.switch_mode = SWITCHES[switch]
-        cfg.accept_mode = ACCEPT_MODES[accept]
-        cfg.io = IO_MODES[io]
-        cfg.stats_endpoint = int(bool(stats_endpoint))
+        cfg.static_files = int(bool(config.static_files))
         # the access log: C duplicates the fd (the caller keeps its own) and reopens the path
-        if access_log_format not in LOG_FORMATS:
-            raise ValueError("access log format must be one of %s" % ", ".join(LOG_FORMATS))
-        self._log_path = ffi.new("char[]", os.fsencode(access_log_path)) if access_log_path else ffi.NULL
+        path = config.access_log if config.access_log not in (None, "-") else None
+        self._log_path = ffi.new("char[]", os.fsencode(path)) if path else ffi.NULL
         cfg.access_log = int(access_log_fd is not None)
         cfg.access_log_fd = access_log_fd if access_log_fd is not None else -1
         cfg.access_log_path = self._log_path
-        cfg.access_log_format = LOG_FORMATS[access_log_format]
         # in front of an app (csrc/front.c copies all of it in mg_server_new)
         keep = self._front = []
-        if add_headers:
-            keep.append(ffi.new("char[]", add_headers))
+        if config.add_headers:
+            keep.append(ffi.new("char[]", config.add_headers))
             cfg.add_headers = keep[-1]
+        error_pages = config.error_pages
         if error_pages:
             pages = ffi.new("mg_error_page[]", len(error_pages))
             keep.append(pages)
-            for i, (status, path, body) in enumerate(error_pages):
-                keep.append(ffi.new("char[]", os.fsencode(path)))
+            for i, (status, epath, body) in enumerate(error_pages):
+                keep.append(ffi.new("char[]", os.fsencode(epath)))
                 keep.append(ffi.new("char[]", body))
                 pages[i].status, pages[i].path = status, keep[-2]
                 pages[i].body, pages[i].body_len = keep[-1], len(body)
             cfg.error_pages, cfg.error_pages_n = pages, len(error_pages)
-        cfg.proxy_headers = int(bool(proxy_headers))
-        nets = [n for n in forwarded_allow if n != "*"]
-        cfg.forwarded_allow_all = int("*" in forwarded_allow)
+        forwarded = config.forwarded_allow
+        nets = [n for n in forwarded if n != "*"]
+        cfg.forwarded_allow_all = int("*" in forwarded)
         if nets:
             cidrs = ffi.new("mg_cidr[]", len(nets))
             keep.append(cidrs)
@@ -260,15 +211,38 @@ class Engine:
                 raw = net.network_address.packed
                 ffi.memmove(cidrs[i].addr, raw, len(raw))
             cfg.forwarded_allow, cfg.forwarded_allow_n = cidrs, len(nets)
-        self._trace_buf = ffi.new("mg_trace_rec[]", 4096) if trace else None
+        self._trace_buf = ffi.new("mg_trace_rec[]", 4096) if config.trace else None
         self._dropped = ffi.new("uint64_t *")
-        self.bridge = bridge
         self._shared = None  # share_stats: the region, as a cffi buffer
+        self.workers = []
+        # the handler bridge last: its pool threads start with it, and a failure below
+        # must stop them (and take the bridge out of the registry) before it raises
+        bridge = (
+            AsgiBridge(asgi)
+            if asgi is not None
+            else Bridge(dispatch, config.threads)
+            if dispatch is not None
+            else None
+        )
+        cfg.app_id = bridge.app_id if bridge is not None else -1
+        self.bridge = bridge
         err = ffi.new("int *")
         self._srv = lib.mg_server_new(cfg, err)
         if self._srv == ffi.NULL:
-            _raise_errno(err[0], "mg_server_new(%s)" % root)
-        self.workers = []
+            self._srv = None
+            self._drop_bridge()
+            _raise_errno(err[0], "mg_server_new(%s)" % config.root)
+
+    def c_config(self):
+        """The mg_config the C server runs with (mg_server_config): tests/test_config.py."""
+        return lib.mg_server_config(self._srv)
+
+    def _drop_bridge(self):
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:
+            if bridge.pool is not None:
+                bridge.pool.stop(None)
+            bridge.unregister()
 
     def share_stats(self, shared, slot):
         """--processes: publish the workers' counters into slot of a procstats.SharedStats
@@ -341,19 +315,18 @@ class Engine:
         if self._shared is not None:
             ffi.release(self._shared)  # the region may be unmapped now
             self._shared = None
-        if self.bridge is not None:
-            self.bridge.unregister()
-            self.bridge = None
+        self._drop_bridge()
 
 
-class RuntimeWorker:
+class RuntimeWorker(Worker):
     """A worker with no thread: the coroutine runtime alone, for its unit tests."""
 
     def __init__(self, policy="fifo", stack_size=DEFAULT_STACK_SIZE, log_size=4096, switch=DEFAULT_SWITCH):
         err = ffi.new("int *")
-        self._w = lib.mg_test_worker_new(POLICIES[policy], stack_size, err)
-        if self._w == ffi.NULL:
+        w = lib.mg_test_worker_new(POLICIES[policy], stack_size, err)
+        if w == ffi.NULL:
             _raise_errno(err[0], "mg_test_worker_new")
+        super().__init__(w, None)
         self.switch = (
             "fast"
             if lib.mg_test_worker_switch(self._w, SWITCHES[switch]) == lib.MG_SWITCH_FAST
@@ -379,16 +352,6 @@ class RuntimeWorker:
     @property
     def log(self):
         return [self._log[i] for i in range(self._log_len[0])]
-
-    def stats(self):
-        st = ffi.new("mg_stats *")
-        lib.mg_worker_stats(self._w, st)
-        return _stats_dict(st)
-
-    def free(self):
-        if self._w is not None:
-            lib.mg_worker_free(self._w)
-            self._w = None
 
 
 def static_fields(fields):

@@ -10,6 +10,7 @@ import os
 import pwd
 import socket
 import stat
+import time
 
 from .server import ServerError
 
@@ -44,6 +45,57 @@ def systemd_sockets():
     return [
         inherited_socket(SD_LISTEN_FDS_START, "the socket systemd handed in (fd %d)" % SD_LISTEN_FDS_START)
     ]
+
+
+class Notifier:
+    """systemd's Type=notify protocol (sd_notify(3)), for the master: READY=1 once every
+    server process serves, RELOADING=1 and READY=1 around a SIGHUP reload, STOPPING=1 at
+    a stop, and WATCHDOG=1 every half WatchdogSec= while the master's loop runs.
+
+    As sd_notify(unset_environment=1): NOTIFY_SOCKET and WATCHDOG_USEC/_PID are read once
+    and unset, so the server processes and the application never see them (systemd's
+    default NotifyAccess=main would ignore their messages anyway).  Without NOTIFY_SOCKET
+    every call is a no-op; a message that cannot be sent is dropped, as sd_notify's."""
+
+    def __init__(self):
+        addr = os.environ.pop("NOTIFY_SOCKET", None)
+        usec = os.environ.pop("WATCHDOG_USEC", None)
+        pid = os.environ.pop("WATCHDOG_PID", None)
+        self.addr = None
+        if addr and addr[0] in "/@":
+            self.addr = "\0" + addr[1:] if addr[0] == "@" else addr  # "@": the abstract namespace
+        self.watchdog = None  # seconds between pings
+        if self.addr and usec and usec.isdigit() and int(usec) > 0:
+            if not pid or (pid.isdigit() and int(pid) == os.getpid()):
+                self.watchdog = int(usec) / 1e6 / 2
+        self.next_ping = None if self.watchdog is None else time.monotonic() + self.watchdog
+
+    def notify(self, *fields):
+        """Send the fields ("READY=1", "STATUS=...") as one datagram: True if sent."""
+        if self.addr is None:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+                s.sendto("\n".join(fields).encode(errors="replace"), self.addr)
+            return True
+        except OSError:
+            return False
+
+    def reloading(self):
+        """RELOADING=1, with the CLOCK_MONOTONIC time Type=notify-reload asks for."""
+        self.notify(
+            "RELOADING=1", "MONOTONIC_USEC=%d" % (time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        )
+
+    def tick(self):
+        """WATCHDOG=1 if one is due; returns seconds until the next (None: no watchdog)."""
+        if self.next_ping is None:
+            return None
+        now = time.monotonic()
+        if now >= self.next_ping:
+            self.notify("WATCHDOG=1")
+            self.next_ping = now + self.watchdog
+        return max(0.0, self.next_ping - now)
 
 
 def inherited_socket(fd, what):

@@ -58,7 +58,7 @@ from urllib.parse import unquote_to_bytes
 
 from . import _dispatch
 
-__all__ = ["Runner", "LoopThread", "build_scope", "ClientDisconnected", "StartupFailed"]
+__all__ = ["Runner", "LoopThread", "build_scope", "http_scope", "ClientDisconnected", "StartupFailed"]
 
 log = _dispatch.log
 
@@ -145,28 +145,49 @@ class LoopThread:
         self.loop.close()
 
 
-def build_scope(view, root_path, server, state, headers=None):
-    """The HTTP connection scope (https://asgi.readthedocs.io/en/latest/specs/www.html).
+def http_scope(method, minor_version, scheme, raw_path, query, headers, client, server, root_path, state):
+    """The HTTP connection scope (https://asgi.readthedocs.io/en/latest/specs/www.html),
+    the one builder both engines use (the port through build_scope, the C bridge from
+    its call's fields: _bridge.AsgiBridge._scope).
 
     path is percent-decoded UTF-8 and, as the spec asks (and uvicorn does),
-    starts with root_path; raw_path is the path as sent, without root_path."""
-    raw = view.raw_path
-    path = unquote_to_bytes(raw).decode("utf-8", "replace") if b"%" in raw else raw.decode("utf-8", "replace")
+    starts with root_path; raw_path is the path as sent, without root_path.
+    server: (host, port); state: lifespan's, copied per request."""
+    if b"%" in raw_path:
+        path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+    else:
+        path = raw_path.decode("utf-8", "replace")
     return {
         "type": "http",
         "asgi": ASGI,
-        "http_version": HTTP_VERSIONS[view.minor_version],
-        "method": view.method,
-        "scheme": view.scheme,
+        "http_version": HTTP_VERSIONS[minor_version],
+        "method": method,
+        "scheme": scheme,
         "path": root_path + path,
-        "raw_path": raw,
-        "query_string": view.query,
+        "raw_path": raw_path,
+        "query_string": query,
         "root_path": root_path,
-        "headers": view.header_pairs(lower=True) if headers is None else headers,
-        "client": view.client,
-        "server": (server, view.server_port),
+        "headers": headers,
+        "client": client,
+        "server": server,
         "state": state.copy(),
     }
+
+
+def build_scope(view, root_path, server, state, headers=None):
+    """http_scope from a parsed request's view (the port's)."""
+    return http_scope(
+        view.method,
+        view.minor_version,
+        view.scheme,
+        view.raw_path,
+        view.query,
+        view.header_pairs(lower=True) if headers is None else headers,
+        view.client,
+        (server, view.server_port),
+        root_path,
+        state,
+    )
 
 
 class Cycle:

@@ -21,24 +21,21 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import ipaddress  # at start-up: after --user drops privileges, a lazy import may not read the stdlib
 import os
 import resource
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+import traceback
+from typing import Any, Callable
 
 from . import __version__, _native
+from . import config as _config
 from . import log as _log
+from .config import DEFAULT_HANDLER_TIMEOUT, DEFAULT_THREADS, ENGINE_NAMES, Config, ConfigError, default_root
 from .log import logger
-
-if TYPE_CHECKING:
-    from .app import App
 
 __all__ = [
     "Server",
@@ -47,96 +44,29 @@ __all__ = [
     "default_root",
     "load_app",
     "ENGINES",
-    "LIMITS",
     "DEFAULT_THREADS",
     "DEFAULT_HANDLER_TIMEOUT",
 ]
 
-#: Python threads running --app/--wsgi handlers (README: "Handlers that block").  Real
-#: handlers block (databases, HTTP calls, files), and one blocked inline freezes its whole
-#: worker, static files included; gunicorn gthread and Starlette's threadpool make the
-#: same choice.  --threads 0 keeps handlers inline, the fastest for ones that never block.
-DEFAULT_THREADS = 8
-#: seconds a pooled handler may run before its client gets 504 (0: no limit)
-DEFAULT_HANDLER_TIMEOUT = 60.0
 
-
-def _python_engine(*args, **kwargs):
+def _python_engine(config, dispatch, access_log_fd=None):
     from .pyport import Engine
 
-    return Engine(*args, **kwargs)
+    return Engine(config, dispatch, access_log_fd)
 
 
-#: engines by name (the CLI's --engine choices): the C core, or the pure-Python port
+#: engines by name (the CLI's --engine choices): the C core, or the pure-Python port;
+#: each is Engine(config, dispatch)
 ENGINES = {"cffi": _native.Engine, "python": _python_engine}
+assert tuple(ENGINES) == ENGINE_NAMES
 
 
 class ServerError(Exception):
-    """A problem the user can fix (a root that is not a directory, a port in use...)."""
+    """A problem the user can fix (a root that is not a directory, a port in use...).
+    Its message is one line; detail, where there is one, is what leads up to it (an app's
+    own frames when its import failed), logged before the line."""
 
-
-INT_MAX = (1 << 31) - 1  # the C engine's settings are C ints (minginx.h: mg_config)
-
-#: the numeric settings and their ranges, checked by Server() for every caller (the
-#: CLI's click ranges are made from this table too): what the C engine would
-#: overflow on (max_body past INT_MAX was a traceback), and what has no meaning
-LIMITS = {
-    "port": (int, 0, 65535),
-    "workers": (int, 1, _native.MAX_WORKERS),
-    "processes": (int, 1, 256),
-    "stack_size": (int, _native.MIN_STACK_SIZE, 64 << 20),
-    "max_body": (int, 0, INT_MAX),
-    "open_file_cache": (int, 0, 1 << 20),
-    "small_file_cache": (int, 0, 1 << 20),
-    "max_connections": (int, 0, 1 << 24),
-    "grace": (float, 0, 3600),
-    "header_timeout": (float, 0, 86400),  # seconds; x 1000 must fit an int of ms
-    "keepalive_timeout": (float, 0, 86400),
-    "send_timeout": (float, 0, 86400),
-    "threads": (int, 0, 1024),
-    "handler_timeout": (float, 0, 86400),
-}
-
-
-def check_limits(**values):
-    """Raise ServerError for a value of LIMITS that is not a number in its range
-    (NaN is not: click's FloatRange lets it through)."""
-    for name, value in values.items():
-        kind, lo, hi = LIMITS[name]
-        ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
-        if not ok or isinstance(value, bool) or not lo <= value <= hi:
-            raise ServerError(
-                "%s must be %s between %s and %s, not %r"
-                % (name.replace("_", "-"), "an integer" if kind is int else "a number", lo, hi, value)
-            )
-        if kind is float and 0 < value < 0.001 and name.endswith("timeout"):
-            # the engine counts milliseconds and reads 0 as "no limit"
-            raise ServerError(
-                "%s must be 0 (no limit) or at least 0.001 s, not %r" % (name.replace("_", "-"), value)
-            )
-
-
-#: access-log line formats (--access-log-format): nginx's combined, or one JSON object a line
-ACCESS_LOG_FORMATS = ("combined", "json")
-
-
-def check_access_log(access_log, access_log_format):
-    """(path or "-" or None, format), checked: the directory must exist and the file
-    must open for append (it is created, as nginx creates its logs at start)."""
-    if access_log_format not in ACCESS_LOG_FORMATS:
-        raise ServerError(
-            "access-log-format must be one of: %s, not %r"
-            % (", ".join(ACCESS_LOG_FORMATS), access_log_format)
-        )
-    if access_log is None or access_log is False:
-        return None, access_log_format
-    if not isinstance(access_log, (str, os.PathLike)) or not os.fspath(access_log):
-        raise ServerError("access-log must be a file path or '-' (stdout), not %r" % (access_log,))
-    access_log = os.fspath(access_log)
-    if access_log != "-":
-        access_log = os.path.abspath(access_log)  # SIGUSR1 reopens it whatever the cwd
-        os.close(open_access_log(access_log))
-    return access_log, access_log_format
+    detail: str | None = None
 
 
 def open_access_log(path):
@@ -151,9 +81,22 @@ def open_access_log(path):
         raise ServerError("cannot open the access log %s: %s" % (path, e.strerror)) from None
 
 
-def default_root():
-    """The demo site bundled with the package."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
+def same_file(fd1, fd2):
+    """fd1 and fd2 write to one file: one terminal, or one file or pipe (2>&1)."""
+    try:
+        a, b = os.fstat(fd1), os.fstat(fd2)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino, a.st_rdev) == (b.st_dev, b.st_ino, b.st_rdev)
+
+
+def announce(banner):
+    """The banner: a line on stdout (for scripts) and a record of the error log, but
+    once only where both reach the same place (a terminal, or 2>&1): the record then.
+    OSError if stdout cannot be written."""
+    if not same_file(1, 2):
+        print(banner, flush=True)
+    logger.info("%s", banner)
 
 
 def raise_fd_limit():
@@ -172,10 +115,10 @@ def raise_fd_limit():
 
 def check_spec(spec):
     """Split "module:attribute" without importing anything (serve()'s master checks it)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ServerError("%r: expected module:attribute, e.g. myapp:app" % spec)
-    return module_name, attr
+    try:
+        return _config.check_spec(spec)
+    except ConfigError as e:
+        raise ServerError(str(e)) from None
 
 
 def load_app(spec):
@@ -185,14 +128,39 @@ def load_app(spec):
         sys.path.insert(0, os.getcwd())
     try:
         obj = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ServerError("cannot import %r: %s" % (module_name, e)) from None
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module_name + ".").startswith(e.name + "."):
+            raise ServerError("cannot import %r: %s" % (module_name, e)) from None  # it is not there
+        raise _app_failure(module_name, e) from None
+    except Exception as e:  # SyntaxError, or what its code raised (DATABASE_URL is not set)
+        raise _app_failure(module_name, e) from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ServerError("module %r has no attribute %r" % (module_name, attr)) from None
     return obj
+
+
+def _app_failure(module_name, e):
+    """An exception raised while the app's module was imported, as uvicorn shows it: a
+    ServerError whose line sums it up and whose detail is the traceback of the app's own
+    frames (not the server's, not importlib's)."""
+    ours = (
+        os.path.dirname(os.path.abspath(__file__)) + os.sep,
+        os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep,
+        "<frozen importlib",
+    )
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(ours)]
+    lines = traceback.format_exception_only(type(e), e)
+    if frames:
+        lines = ["Traceback (most recent call last):\n"] + traceback.format_list(frames) + lines
+    what = "%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__
+    if isinstance(e, SyntaxError):
+        what = "SyntaxError: %s (%s, line %s)" % (e.msg, e.filename, e.lineno)
+    err = ServerError("cannot import %r: %s" % (module_name, what))
+    err.detail = "importing %r failed:\n%s" % (module_name, "".join(lines).rstrip())
+    return err
 
 
 def app_kind(obj):
@@ -238,109 +206,6 @@ def check_app_kind(flag, want, obj, spec):
         raise ServerError("--%s wants %s, got %s (%s)" % (flag, _KIND_NAMES[want], what, type(obj).__name__))
 
 
-def parse_header_options(values, engine):
-    """--header 'NAME: VALUE' (strings, or (name, value) pairs) as the static answers'
-    extra lines, checked by the engine's one header writer (csrc/response.c head_fields
-    through front.c mg_static_fields; pyport/response.py handler_fields)."""
-    if isinstance(values, str):
-        values = [values]
-    if engine == "python":
-        from .pyport.front import static_fields
-    else:
-        static_fields = _native.static_fields
-    fields = []
-    for v in values or ():
-        if isinstance(v, tuple) and len(v) == 2:
-            name, value, shown = v[0], v[1], "%s: %s" % v
-        elif isinstance(v, str):
-            name, sep, value = v.partition(":")
-            shown = v
-            if not sep:
-                raise ServerError("--header %r: expected 'NAME: VALUE'" % v)
-        else:
-            raise ServerError("--header %r: expected 'NAME: VALUE'" % (v,))
-        try:
-            field = (
-                name.encode("ascii") if isinstance(name, str) else bytes(name),
-                value.encode("utf-8") if isinstance(value, str) else bytes(value),
-            )
-        except (UnicodeError, TypeError):
-            raise ServerError("--header %r: the name is not ASCII" % (shown,)) from None
-        try:
-            static_fields([field])
-        except ValueError as e:
-            raise ServerError("--header %r: %s" % (shown, e)) from None
-        fields.append(field)
-    try:
-        return static_fields(fields) if fields else b""
-    except ValueError as e:
-        raise ServerError("--header: %s" % e) from None
-
-
-def parse_error_pages(values, root):
-    """--error-page CODE=PATH (strings, (code, path) pairs or a {code: path} dict) as
-    [(code, path relative to the root, the file's bytes)], read once, now."""
-    if isinstance(values, dict):
-        values = list(values.items())
-    elif isinstance(values, str):
-        values = [values]
-    root_real = os.path.realpath(root)
-    pages = {}
-    for v in values or ():
-        if isinstance(v, str):
-            code, sep, path = v.partition("=")
-            if not sep:
-                raise ServerError("--error-page %r: expected CODE=PATH, e.g. 404=/404.html" % v)
-        elif isinstance(v, tuple) and len(v) == 2:
-            code, path = v
-        else:
-            raise ServerError("--error-page %r: expected CODE=PATH" % (v,))
-        shown = "%s=%s" % (code, path)
-        try:
-            code = int(code)
-        except (TypeError, ValueError):
-            raise ServerError("--error-page %r: %r is not a status code" % (shown, code)) from None
-        if not 400 <= code <= 599:
-            raise ServerError("--error-page %r: the status must be 4xx or 5xx" % shown)
-        if not isinstance(path, str) or not path.strip("/"):
-            raise ServerError("--error-page %r: expected a file under the root" % shown)
-        full = os.path.realpath(os.path.join(root_real, path.lstrip("/")))
-        if not full.startswith(root_real.rstrip("/") + "/"):
-            raise ServerError("--error-page %r: %s is outside the root %s" % (shown, path, root))
-        try:
-            # a FIFO or a device would block (or never end) the read below: a regular file only
-            if not stat.S_ISREG(os.stat(full).st_mode):
-                raise ServerError("--error-page %r: %s is not a regular file" % (shown, path))
-            with open(full, "rb") as f:
-                body = f.read(_native.ERROR_PAGE_MAX + 1)
-        except OSError as e:
-            raise ServerError("--error-page %r: cannot read %s: %s" % (shown, path, e.strerror)) from None
-        if len(body) > _native.ERROR_PAGE_MAX:
-            raise ServerError(
-                "--error-page %r: %s is larger than %d bytes" % (shown, path, _native.ERROR_PAGE_MAX)
-            )
-        pages[code] = (code, os.path.relpath(full, root_real), body)
-    return list(pages.values())
-
-
-def parse_forwarded_allow_ips(value):
-    """--forwarded-allow-ips: comma-separated IPs and CIDRs, "*" for any (uvicorn's)."""
-    items = value.split(",") if isinstance(value, str) else list(value or ())
-    out = []
-    for item in items:
-        item = str(item).strip()
-        if not item:
-            continue
-        if item == "*":
-            out.append("*")
-            continue
-        try:
-            out.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ServerError("--forwarded-allow-ips: %r is not an IP address or network" % item) from None
-    return out
-
-
 class Server:
     """A minginx-cffi server: ``Server(root=...).serve_forever()``.
 
@@ -348,62 +213,21 @@ class Server:
     background thread instead and ``shutdown()`` stops it.
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str] | None = None,
-        host: str = "127.0.0.1",
-        port: int = 3094,
-        workers: int | None = None,
-        policy: str = "lifo",
-        grace: float = 5.0,
-        stack_size: int = _native.DEFAULT_STACK_SIZE,
-        serve_dotfiles: bool = False,
-        follow_symlinks: bool = False,
-        header_timeout: float = 10.0,
-        keepalive_timeout: float = 15.0,
-        send_timeout: float = 60.0,
-        max_body: int = 1 << 20,
-        gzip_static: bool = True,
-        open_file_cache: int = 1024,
-        small_file_cache: int = 16384,
-        app: App | str | None = None,
-        wsgi: Callable[..., Any] | str | None = None,
-        reuse_port: bool = False,
-        processes: int = 1,
-        engine: str = "cffi",
-        max_connections: int = 0,
-        pid_file: str | os.PathLike[str] | None = None,
-        trace: bool | str | Callable[..., Any] = False,
-        stats: bool = False,
-        switch: str = _native.DEFAULT_SWITCH,
-        accept: str = "dispatch",
-        io: str | None = None,
-        defer_accept: bool = True,
-        asgi: Callable[..., Any] | str | None = None,
-        root_path: str = "",
-        threads: int = DEFAULT_THREADS,
-        handler_timeout: float = DEFAULT_HANDLER_TIMEOUT,
-        log_level: str | None = None,
-        stats_slot: Any = None,
-        access_log: str | None = None,
-        access_log_format: str = "combined",
-        header: Iterable[str] = (),
-        error_page: Iterable[str] = (),
-        proxy_headers: bool = False,
-        forwarded_allow_ips: str | Iterable[str] = "127.0.0.1",
-        fd: Iterable[int] | int | None = None,
-        uds: str | None = None,
-        user: str | int | None = None,
-        group: str | int | None = None,
-    ) -> None:
-        # log_level: "debug".."critical" sets the "minginx_cffi" logger's level and C's
-        # (None: the embedding program's logging config decides); log.configure() is the
-        # CLI's.  stats_slot: (procstats.SharedStats, i), this process's slot (--processes).
-        if log_level is not None:
-            try:
-                _log.level_number(log_level)
-            except ValueError as e:
-                raise ServerError(str(e)) from None
+    def __init__(self, config: Config | None = None, *, stats_slot: Any = None, **settings: Any) -> None:
+        # config: a config.Config; or its settings as keywords (Server(root=..., port=0)),
+        # or both (the keywords change the config's).  stats_slot: (procstats.SharedStats,
+        # i), this process's slot (--processes).  log_level: "debug".."critical" sets the
+        # "minginx_cffi" logger's level and C's (None: the embedding program's logging
+        # config decides); log.configure() is the CLI's.
+        try:
+            if config is None:
+                config = Config(**settings)
+            elif settings:
+                config = config.replace(**settings)
+        except ConfigError as e:
+            raise ServerError(str(e)) from None
+        if not isinstance(config, Config):
+            raise ServerError("Server() takes a config.Config, not %r" % (config,))
         if stats_slot is not None:
             from .procstats import SharedStats
 
@@ -415,8 +239,7 @@ class Server:
             ):
                 raise ServerError("stats_slot must be (SharedStats, a slot index), not %r" % (stats_slot,))
         self.stats_slot = stats_slot
-        if sum(x is not None for x in (app, wsgi, asgi)) > 1:
-            raise ServerError("give one of --app, --wsgi or --asgi, not both")
+        app, wsgi, asgi = config.app, config.wsgi, config.asgi
         for flag, spec in (("app", app), ("wsgi", wsgi), ("asgi", asgi)):
             if spec is not None:
                 obj: Any = load_app(spec) if isinstance(spec, str) else spec
@@ -426,134 +249,45 @@ class Server:
                     obj if flag == "wsgi" else wsgi,
                     obj if flag == "asgi" else asgi,
                 )
-        if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
-            raise ServerError("root-path must start with / and not end with one, not %r" % root_path)
-        if log_level is not None:
-            _log.set_level(log_level)  # after the app's import: it may have configured logging
+        if config.log_level is not None:
+            _log.set_level(config.log_level)  # after the app's import: it may have configured logging
+        self.config = config
         self.app, self.wsgi, self.asgi = app, wsgi, asgi
-        self.root_path = root_path
+        self.root_path = config.root_path
         self._asgi_runner = None
-        if engine not in ENGINES:
-            raise ServerError("engine must be one of: %s" % ", ".join(ENGINES))
-        self.engine = engine
-        # With a handler and no --root, unknown paths are 404, not the demo site.
-        self.static_files = root is not None or (app is None and wsgi is None and asgi is None)
-        self.reuse_port = reuse_port
-        self.processes = processes
-        self.root = os.path.abspath(root if root is not None else default_root())
-        if not os.path.isdir(self.root):
-            raise ServerError("root %r is not a directory" % self.root)
-        if not os.access(self.root, os.R_OK | os.X_OK):
-            raise ServerError("root %r is not readable" % self.root)
-        self.host = host
-        self.port = port
-        self.nworkers = workers or os.cpu_count() or 1
-        if self.nworkers > _native.MAX_WORKERS and workers is None:
-            self.nworkers = _native.MAX_WORKERS
-        check_limits(
-            port=port,
-            workers=self.nworkers,
-            processes=processes,
-            stack_size=stack_size,
-            max_body=max_body,
-            open_file_cache=open_file_cache,
-            small_file_cache=small_file_cache,
-            max_connections=max_connections,
-            grace=grace,
-            header_timeout=header_timeout,
-            keepalive_timeout=keepalive_timeout,
-            send_timeout=send_timeout,
-            threads=threads,
-            handler_timeout=handler_timeout,
-        )
-        self.threads = threads if (app is not None or wsgi is not None) else 0
-        if policy not in _native.POLICIES:
-            raise ServerError("policy must be one of: %s" % ", ".join(_native.POLICIES))
-        self.policy = policy
-        self.grace = grace
-        self.pid_file = pid_file
+        # what the rest of the server reads, named as before
+        self.engine = config.engine
+        self.static_files = config.static_files
+        self.processes = config.processes
+        self.root = config.root
+        self.host, self.port = config.host, config.port
+        self.nworkers = config.nworkers
+        self.threads = config.threads
+        self.policy = config.policy
+        self.grace = config.grace
+        self.pid_file = config.pid_file
         # trace: True prints each step (--trace); a callable receives the records instead
-        self.trace = trace
-        self.stats_enabled = stats
-        if accept not in _native.ACCEPT_MODES:
-            raise ServerError("accept must be one of: %s" % ", ".join(_native.ACCEPT_MODES))
-        if accept == "reuseport" and engine != "cffi":
-            raise ServerError("--accept reuseport is for the cffi engine")
-        if switch not in _native.SWITCHES:
-            raise ServerError("switch must be one of: %s" % ", ".join(_native.SWITCHES))
-        if io is None:  # epoll; a test run's MINGINX_TEST_IO for the C engine (_native.default_io)
-            io = _native.default_io() if engine == "cffi" else "epoll"
-        if io not in _native.IO_MODES:
-            raise ServerError("io must be one of: %s" % ", ".join(_native.IO_MODES))
-        self.uring_flags = None
-        if io == "uring":
-            if engine != "cffi":
-                raise ServerError(
-                    "--io uring is for the cffi engine: the pure-Python port is "
-                    "epoll only (the standard library has no io_uring)"
-                )
-            try:
-                self.uring_flags = _native.uring_probe()
-            except OSError as e:
-                raise ServerError("--io uring: io_uring is not available: %s" % e.strerror) from None
-        self.io = io
-        self.accept = accept
-        self.switch = switch
-        self.reuse_port = reuse_port or accept == "reuseport"
-        self.defer_accept = defer_accept
+        self.trace = config.trace
+        self.stats_enabled = config.stats
+        self.uring_flags = config.uring_flags
+        self.io, self.accept, self.switch = config.io, config.accept, config.switch
+        self.reuse_port = config.reuse_port
+        self.defer_accept = config.defer_accept
         # Sockets handed in (--fd N, --uds PATH) and the user to become once bound
         # (--user/--group); serve() uses them for the CLI, a Server on its own too.
-        if fd is not None and uds is not None:
-            raise ServerError("give one of --fd or --uds, not both")
-        if (fd is not None or uds is not None) and accept == "reuseport":
-            raise ServerError(
-                "--accept reuseport binds a listener per worker: it cannot be "
-                "used with --fd, --uds or sockets handed in by systemd"
-            )
-        if fd is not None and (isinstance(fd, bool) or not isinstance(fd, int) or fd < 0):
-            raise ServerError("fd must be a file descriptor number, not %r" % (fd,))
-        self.fd, self.uds = fd, uds
+        self.fd, self.uds = config.fd, config.uds
         self._uds_bound = None  # the socket file bind() made, removed at the end
-        self.user, self.group = user, group
+        self.user, self.group = config.user, config.group
         self._listeners: list[socket.socket] = []
         self._adopted: list[socket.socket] = []  # reuseport: the other workers' listeners, from adopt()
         self._trace_thread = None
         self._trace_t0 = None
         self._trace_dropped = 0  # the engine's count of lapped records, as last printed
-        # in front of an app: files first, --header, --error-page, --proxy-headers
-        add_headers = parse_header_options(header, engine)
-        error_pages = parse_error_pages(error_page, self.root)
-        forwarded_allow = parse_forwarded_allow_ips(forwarded_allow_ips)
-        self.proxy_headers = bool(proxy_headers)
-        # --max-connections is a total: each worker takes its share
-        per_worker = -(-max_connections // self.nworkers) if max_connections else 0
-        self._engine_args = dict(
-            max_connections=per_worker,
-            trace=bool(trace),
-            switch=switch,
-            accept=accept,
-            stats_endpoint=bool(stats),
-            threads=self.threads,
-            handler_timeout=handler_timeout,
-            policy=policy,
-            stack_size=stack_size,
-            serve_dotfiles=serve_dotfiles,
-            follow_symlinks=follow_symlinks,
-            header_timeout=header_timeout,
-            keepalive_timeout=keepalive_timeout,
-            send_timeout=send_timeout,
-            max_body=max_body,
-            gzip_static=gzip_static,
-            open_file_cache=open_file_cache,
-            small_file_cache=small_file_cache,
-            add_headers=add_headers,
-            error_pages=error_pages,
-            proxy_headers=self.proxy_headers,
-            forwarded_allow=forwarded_allow,
-        )
-        if engine == "cffi":
-            self._engine_args["io"] = io  # the port has one backend: epoll
-        self.access_log, self.access_log_format = check_access_log(access_log, access_log_format)
+        self.proxy_headers = bool(config.proxy_headers)
+        self.access_log, self.access_log_format = config.access_log, config.access_log_format
+        self.access_log_fd = None  # an fd the master opened for us (--user): used before the path
+        if self.access_log not in (None, "-"):
+            os.close(open_access_log(self.access_log))  # created now, as nginx creates its logs
         self.fd_limit = None
         self._sock = None
         self._engine: Any = None
@@ -569,21 +303,7 @@ class Server:
 
     def _bind_one(self):
         """One more listener on the port bind() claimed, joining it with SO_REUSEPORT."""
-        sock = self._sock
-        s = socket.socket(sock.family, sock.type, sock.proto)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind(sock.getsockname())
-            self._tune_listener(s)
-            s.listen(65535)
-        except OSError as e:
-            s.close()
-            raise ServerError(
-                "cannot listen on %s port %s: %s" % (self.host, self.port, e.strerror)
-            ) from None
-        s.setblocking(False)
-        return s
+        return bind_another(self._sock, self.config)
 
     def adopt(self, sock):
         """Serve on listener(s) bound elsewhere: serve()'s master process hands each
@@ -601,77 +321,15 @@ class Server:
         else:
             self.host, self.port = name[0], name[1]
 
-    def _tune_listener(self, sock):
-        """Options every accepted connection inherits from its listener (Linux)."""
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return  # a Unix socket (--uds) has neither Nagle nor handshakes
-        # Responses go out whole (one sendmsg, or corked head + file): Nagle
-        # would only hold back a streamed response's last piece.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.defer_accept:
-            # The kernel completes the handshake but wakes accept only when the
-            # request's first bytes are in (or after 1 s and a SYN-ACK resent):
-            # one wake-up per connection instead of two, and a connect that
-            # never sends costs no fd.  h2o and Apache (AcceptFilter) do this
-            # by default; nginx has it as "listen ... deferred".
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
-
     def bind(self):
         """Claim the listening socket: --uds's Unix socket, --fd's inherited one, or
         host:port.  With user/group set, become that user once it is bound."""
         from . import _sockets
 
-        if self.uds is not None:
-            sock = _sockets.bind_unix(self.uds)
-            self._uds_bound = (self.uds, os.stat(self.uds).st_ino)
-        elif self.fd is not None:
-            sock = _sockets.inherited_socket(self.fd, "--fd %d" % self.fd)
-        else:
-            sock = self._bind_tcp()
-        if self.fd is not None:
-            self._tune_listener(sock)
+        sock, self._uds_bound = bind_listener(self.config)
         self.adopt(sock)
         if self.user is not None or self.group is not None:
-            _sockets.drop_privileges(self.user, self.group, self._readable_dirs())
-        return sock
-
-    def _readable_dirs(self):
-        """What the server reads after it drops root: the files, and the app's directory."""
-        dirs = [("root", self.root)]
-        if self.app is not None or self.wsgi is not None or self.asgi is not None:
-            dirs.append(("app directory", os.getcwd()))
-        return dirs
-
-    def _bind_tcp(self):
-        try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        except socket.gaierror as e:
-            raise ServerError("cannot resolve host %r: %s" % (self.host, e.strerror)) from None
-        family, stype, proto, _, addr = infos[0]
-        sock = socket.socket(family, stype, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # The first socket claims the port WITHOUT SO_REUSEPORT: Linux lets
-            # SO_REUSEPORT sockets of the same user share a port, so binding
-            # with it would quietly join another server already there (clients
-            # would alternate between the two sites).  Bound alone, this fails
-            # with EADDRINUSE if anyone listens there, whatever their flags;
-            # once it holds the port, SO_REUSEPORT is switched on so that our
-            # own other listeners (--accept reuseport, --processes) can join it.
-            # Tested by tests/test_cli.py::test_a_busy_port_is_refused.
-            sock.bind(addr)
-            if self.reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            self._tune_listener(sock)
-            # The kernel caps the backlog at net.core.somaxconn (4096 here);
-            # the seed's 10 was the cause of its 1.6 s latency spikes.
-            sock.listen(65535)
-        except OSError as e:
-            sock.close()
-            raise ServerError(
-                "cannot listen on %s port %s: %s" % (self.host, self.port, e.strerror)
-            ) from None
-        sock.setblocking(False)
+            _sockets.drop_privileges(self.user, self.group, readable_dirs(self.config))
         return sock
 
     def _start_workers(self):
@@ -693,19 +351,13 @@ class Server:
         elif self.asgi is not None:
             dispatch = self._start_asgi()
         try:
-            log_fd = open_access_log(self.access_log)
+            log_fd = self.access_log_fd
+            if log_fd is None:
+                log_fd = open_access_log(self.access_log)
             try:
-                self._engine = ENGINES[self.engine](
-                    self.root,
-                    dispatch=dispatch,
-                    static_files=self.static_files,
-                    access_log_fd=log_fd,
-                    access_log_path=self.access_log if self.access_log != "-" else None,
-                    access_log_format=self.access_log_format,
-                    **self._engine_args,
-                )
+                self._engine = ENGINES[self.engine](self.config, dispatch, access_log_fd=log_fd)
             finally:
-                if log_fd is not None and log_fd != 1:
+                if log_fd is not None and log_fd != 1 and log_fd != self.access_log_fd:
                     os.close(log_fd)  # the engine keeps a duplicate
         except ServerError:
             self._stop_asgi()
@@ -849,10 +501,9 @@ class Server:
                     ) from None
             if not quiet:
                 try:
-                    print(self.banner(), flush=True)
+                    announce(self.banner())
                 except OSError as e:
                     raise ServerError("cannot write to stdout: %s" % e.strerror) from None
-                logger.info(self.banner())  # stdout is for scripts; the log has it too
             if ready is not None:
                 ready()
             while not self._take_wakeups():
@@ -1084,6 +735,99 @@ class Server:
             self._engine = None
         self._pool_done = False
         self._threads = []
+
+
+# -- listeners: the Server's and the master's (which binds them all before it forks) --
+
+
+def tune_listener(sock, config):
+    """Options every accepted connection inherits from its listener (Linux)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket (--uds) has neither Nagle nor handshakes
+    # Responses go out whole (one sendmsg, or corked head + file): Nagle
+    # would only hold back a streamed response's last piece.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if config.defer_accept:
+        # The kernel completes the handshake but wakes accept only when the
+        # request's first bytes are in (or after 1 s and a SYN-ACK resent):
+        # one wake-up per connection instead of two, and a connect that
+        # never sends costs no fd.  h2o and Apache (AcceptFilter) do this
+        # by default; nginx has it as "listen ... deferred".
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+
+
+def bind_listener(config):
+    """The listening socket config names: --uds's Unix socket, --fd's inherited one, or
+    host:port.  Returns (socket, (path, inode) of the socket file made, or None)."""
+    from . import _sockets
+
+    uds_bound = None
+    if config.uds is not None:
+        sock = _sockets.bind_unix(config.uds)
+        uds_bound = (config.uds, os.stat(config.uds).st_ino)
+    elif config.fd is not None:
+        sock = _sockets.inherited_socket(config.fd, "--fd %d" % config.fd)
+        tune_listener(sock, config)
+    else:
+        sock = _bind_tcp(config)
+    return sock, uds_bound
+
+
+def _bind_tcp(config):
+    host, port = config.host, config.port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ServerError("cannot resolve host %r: %s" % (host, e.strerror)) from None
+    family, stype, proto, _, addr = infos[0]
+    sock = socket.socket(family, stype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # The first socket claims the port WITHOUT SO_REUSEPORT: Linux lets
+        # SO_REUSEPORT sockets of the same user share a port, so binding
+        # with it would quietly join another server already there (clients
+        # would alternate between the two sites).  Bound alone, this fails
+        # with EADDRINUSE if anyone listens there, whatever their flags;
+        # once it holds the port, SO_REUSEPORT is switched on so that our
+        # own other listeners (--accept reuseport, --processes) can join it.
+        # Tested by tests/test_cli.py::test_a_busy_port_is_refused.
+        sock.bind(addr)
+        if config.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        tune_listener(sock, config)
+        # The kernel caps the backlog at net.core.somaxconn (4096 here);
+        # the seed's 10 was the cause of its 1.6 s latency spikes.
+        sock.listen(65535)
+    except OSError as e:
+        sock.close()
+        raise ServerError("cannot listen on %s port %s: %s" % (host, port, e.strerror)) from None
+    sock.setblocking(False)
+    return sock
+
+
+def bind_another(sock, config):
+    """One more listener on the port sock holds, joining it with SO_REUSEPORT."""
+    s = socket.socket(sock.family, sock.type, sock.proto)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(sock.getsockname())
+        tune_listener(s, config)
+        s.listen(65535)
+    except OSError as e:
+        s.close()
+        host, port = sock.getsockname()[:2]
+        raise ServerError("cannot listen on %s port %s: %s" % (host, port, e.strerror)) from None
+    s.setblocking(False)
+    return s
+
+
+def readable_dirs(config):
+    """What the server reads after it drops root: the files, and the app's directory."""
+    dirs = [("root", config.root)]
+    if config.app is not None or config.wsgi is not None or config.asgi is not None:
+        dirs.append(("app directory", os.getcwd()))
+    return dirs
 
 
 def serve(processes: int = 1, log_level: str = "info", **options: Any) -> None:

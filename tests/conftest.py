@@ -425,3 +425,84 @@ def chromium_args(profile):
         "--disable-sync",
         "--user-data-dir=%s" % profile,
     ]
+
+
+# ------------------------------------------------------- a venv of Debian's own Python
+
+#: Debian's Python, with its PEP 668 marker: the Python a reader of README and
+#: docs/production.md has (pyenv's, which runs the suite, lives under /root, 0700)
+SYSTEM_PYTHON = "/usr/bin/python3"
+TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tree_digest():
+    """What an install of this tree is made from: the package, the C and the build files."""
+    h = hashlib.sha1()
+    for top in ("minginx_cffi", "csrc"):
+        for d, dirs, files in sorted(os.walk(os.path.join(TREE, top))):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith((".py", ".c", ".h", ".html", ".css", ".js", ".txt", ".svg", ".png", ".gz")):
+                    path = os.path.join(d, name)
+                    h.update(path[len(TREE) :].encode())
+                    with open(path, "rb") as f:
+                        h.update(f.read())
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
+        if os.path.exists(os.path.join(TREE, name)):  # make test-asan's copy has no setup.py
+            with open(os.path.join(TREE, name), "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def copy_tree(dest):
+    """The files an install reads, copied to dest (pip builds in the tree it is given)."""
+    ignore = shutil.ignore_patterns("*.so", "*.o", "__pycache__", "_minginx.c", "build", ".venv*")
+    for top in ("minginx_cffi", "csrc"):
+        shutil.copytree(os.path.join(TREE, top), os.path.join(dest, top), ignore=ignore)
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
+        if os.path.exists(os.path.join(TREE, name)):
+            shutil.copy(os.path.join(TREE, name), dest)
+
+
+def system_python_missing():
+    """Why Debian's Python cannot make a venv that builds this tree here, or None."""
+    import subprocess
+
+    if not os.path.exists(SYSTEM_PYTHON):
+        return "Debian's python3 is not installed"
+    probe = "import venv, ensurepip, sysconfig, os; assert os.path.exists(sysconfig.get_config_h_filename())"
+    if subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode:
+        return "Debian's python3 has no venv or headers (apt-get install python3-venv python3-dev)"
+    return None
+
+
+def system_install(commands, venv_name):
+    """Run commands (argv lists; "{venv}" in an argument is the venv's path) in a copy of
+    this tree with Debian's Python as python3, as a reader on a fresh machine does; the
+    venv, in a world-readable place (a page's User= runs it).  Made once per tree and set
+    of commands (every pytest-xdist worker waits for the first: a lock), kept under /tmp.
+    Returns the venv's path."""
+    import fcntl
+    import subprocess
+
+    key = hashlib.sha1(("%s %r" % (_tree_digest(), commands)).encode()).hexdigest()[:16]
+    base = "/tmp/minginx-system-%s" % key
+    venv = os.path.join(base, venv_name)
+    with open(base + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(base, "done")):
+            shutil.rmtree(base, ignore_errors=True)
+            src = os.path.join(base, "src")
+            os.makedirs(src)
+            os.chmod(base, 0o755)
+            copy_tree(src)
+            drop = ("LD_PRELOAD", "PYTHONPATH", "MINGINX_WERROR", "VIRTUAL_ENV")
+            env = {k: v for k, v in os.environ.items() if k not in drop}
+            for argv in commands:
+                argv = [a.replace("{venv}", venv) for a in argv]
+                if argv[0] == "python3":
+                    argv[0] = SYSTEM_PYTHON
+                r = subprocess.run(argv, cwd=src, capture_output=True, text=True, env=env)
+                assert r.returncode == 0, (argv, r.stdout, r.stderr)
+            open(os.path.join(base, "done"), "w").close()
+    return venv

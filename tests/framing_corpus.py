@@ -493,9 +493,23 @@ CASES = [
     Case(
         "lf-only-lines",
         b"GET /hello.txt HTTP/1.1\n" + H[:-2] + b"\n\n",
-        200,
-        False,
-        "9112 2.2: MAY take a single LF as a line end",
+        400,
+        True,
+        "9112 2.2: a recipient MAY take a bare LF as a line end; every line must end in CRLF here",
+    ),
+    Case(
+        "bare-lf-in-field-line",
+        b"GET /hello.txt HTTP/1.1\r\n" + H + b"Dummy: x\nContent-Length: 23\r\n\r\n",
+        400,
+        True,
+        "9112 2.2: a front end that keeps the bare LF in Dummy's value sees no Content-Length",
+    ),
+    Case(
+        "bare-lf-empty-line",
+        b"GET /hello.txt HTTP/1.1\r\n" + H + b"\n",
+        400,
+        True,
+        "9112 2.2: the empty line ends in CRLF too",
     ),
     Case("nul-in-name", get(headers=H + b"X-\x00A: 1\r\n"), 400, True, "9110 5.1: field-name = token"),
     Case(

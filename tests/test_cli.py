@@ -3,6 +3,8 @@
 import contextlib
 import mmap
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -33,6 +35,93 @@ def test_serve_default_demo_site():
         r = Conn(port).request("GET", "/")
         assert r.status == 200 and b"minginx-cffi" in r.body
         assert Conn(port).request("GET", "/style.css").header("content-type").startswith("text/css")
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+
+
+IMPORT_FAILURES = {
+    "runtime": (
+        'import os\n\n\ndef settings():\n    raise RuntimeError("DATABASE_URL is not set")\n\n\nsettings()\n',
+        ['badapp.py", line 8, in <module>', 'badapp.py", line 5, in settings'],
+        "cannot import 'badapp': RuntimeError: DATABASE_URL is not set",
+    ),
+    "syntax": (
+        "def app(environ, start_response:\n    pass\n",
+        ['badapp.py", line 1', "SyntaxError"],
+        "cannot import 'badapp': SyntaxError: ",
+    ),
+    "dependency": (
+        "import no_such_package_here\n",
+        ['badapp.py", line 1, in <module>'],
+        "cannot import 'badapp': ModuleNotFoundError: No module named 'no_such_package_here'",
+    ),
+}
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("kind", sorted(IMPORT_FAILURES))
+def test_an_app_that_fails_to_import_shows_its_frames_and_one_line(tmp_path, kind, processes):
+    """As uvicorn: the app's own frames (not the server's, not importlib's) and one summary
+    line, exit 1.  Before, a SyntaxError or an exception raised at import was a 27-line
+    [critical] traceback of the server's own frames."""
+    src, frames, summary = IMPORT_FAILURES[kind]
+    (tmp_path / "badapp.py").write_text(src)
+    p = subprocess.run(
+        CLI + ["serve", "--port", str(free_port()), "--wsgi", "badapp:app", "--processes", processes],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    for frame in frames:
+        assert frame in err, err
+    last = err.strip().splitlines()[-1]
+    assert summary in last and "[error]" in last, err
+    assert "minginx_cffi" not in err and "importlib" not in err and "[critical]" not in err, err
+    assert len(err.strip().splitlines()) <= 10, err
+
+
+def read_until(fd, needle, timeout=20):
+    out = b""
+    deadline = time.monotonic() + timeout
+    while needle not in out and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:  # EIO: the pty's other end closed
+                break
+    return out
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_the_banner_is_written_once_in_a_terminal(processes):
+    """stdout and stderr on one terminal: the banner once (the error log's record), not
+    the stdout line and then the same text again.  Piped apart, each still has it."""
+    main, other = pty.openpty()
+    port = free_port()
+    p = subprocess.Popen(
+        CLI + ["serve", "--port", str(port), "--workers", "1", "--processes", processes],
+        stdin=subprocess.DEVNULL,
+        stdout=other,
+        stderr=other,
+    )
+    os.close(other)
+    try:
+        out = read_until(main, b"serving")
+        assert Conn(port).request("GET", "/").status == 200  # serving: everything said is out
+        out += read_until(main, b"\n", timeout=0.5)
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+        os.close(main)
+    assert out.count(b"serving") == 1, out
+    p, port, banner = start("--workers", "1", "--processes", processes)
+    try:
+        assert "serving" in banner
+        assert b"serving" in read_until(p.stderr.fileno(), b"serving")
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0

@@ -62,6 +62,41 @@ def test_slowloris_is_cut_off_by_the_header_timeout(make_server):
     assert wait_for(lambda: alive(srv) == 0)
 
 
+@pytest.mark.parametrize(
+    "first, status",
+    [
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # a TLS ClientHello on the plain port
+        (b"\x80\x2e\x01\x00\x02\x00\x15", 400),  # SSLv2's
+        (b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n", 400),  # a PROXY protocol preamble
+        (b"GET / HTTP/5.6\r\n", 505),
+        (b"GET /\r HTTP/1.1\r\n", 400),  # a bare CR in the request line
+    ],
+    ids=["tls", "sslv2", "proxy", "http-5.6", "bare-cr"],
+)
+def test_a_head_no_bytes_can_mend_is_answered_at_once(make_server, first, status):
+    """Bytes that can begin no request, or a whole request line that is none, get their
+    answer and a close at once, as nginx's (a TLS ClientHello: 400 at once, not a 408
+    after --header-timeout): each connection waiting for the rest holds a slot."""
+    srv = make_server(header_timeout=30)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    t0 = time.monotonic()
+    s.sendall(first)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    took = time.monotonic() - t0
+    s.close()
+    assert status_of(out) == status and b"Connection: close" in out, out
+    assert took < 4, took  # far from the 30 s header timeout (a bound, not a speed claim)
+    assert wait_for(lambda: alive(srv) == 0)
+
+
 def open_fds():
     return len(os.listdir("/proc/self/fd"))
 

@@ -23,7 +23,6 @@ def check(data, status):
 OK = [
     ("simple", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
     ("http10 no host", b"GET / HTTP/1.0\r\n\r\n"),
-    ("lf only line ends", b"GET / HTTP/1.1\nHost: a\n\n"),
     ("leading empty line", b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
     ("absolute form", b"GET http://example.com/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n"),
     ("options asterisk", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
@@ -51,6 +50,15 @@ def test_valid_heads(name, data):
 
 
 BAD = [
+    # every line ends in CRLF: a bare LF is a 400 (csrc/http.c parse_request_line says why)
+    ("lf only line ends", b"GET / HTTP/1.1\nHost: a\n\n", 400),
+    (
+        "bare lf ending a field line",
+        b"GET / HTTP/1.1\r\nHost: a\r\nDummy: x\nContent-Length: 23\r\n\r\n",
+        400,
+    ),
+    ("bare lf ending the request line", b"GET / HTTP/1.1\nHost: a\r\n\r\n", 400),
+    ("bare lf as the empty line", b"GET / HTTP/1.1\r\nHost: a\r\n\n", 400),
     ("no host in 1.1", b"GET / HTTP/1.1\r\n\r\n", 400),
     ("two hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     ("bad host chars", b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n", 400),
@@ -272,9 +280,42 @@ def test_edge_bytes_of_both_classes_pass_the_block_scan():
 @pytest.mark.parametrize("pad", range(0, 34))
 @pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
 def test_the_end_of_the_head_at_every_offset(pad, eol):
-    head = b"GET / HTTP/1.1" + eol + b"Host: a" + eol + b"X: " + b"p" * pad + eol + eol
-    r = check(head, 0)
+    head = b"GET / HTTP/1.1\r\nHost: a" + eol + b"X: " + b"p" * pad + eol + eol
+    r = check(head, 0 if eol == b"\r\n" else 400)  # found, then refused: a bare LF
     assert r["header_len"] == len(head)
+
+
+# What no more bytes can mend is answered at once, before the head is whole: each waiting
+# connection holds a slot until --header-timeout (nginx answers a TLS ClientHello on a
+# plain port with 400 at once).  Prefixes of unfinished heads, C and the port alike.
+EARLY = [
+    ("tls client hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+    ("sslv2 hello", b"\x80\x2e\x01\x00\x02", 400),
+    ("a space first", b" GET / HTTP/1.1\r\n", 400),
+    ("http/5.6", b"GET / HTTP/5.6\r\nHost: a\r\n", 505),
+    ("proxy protocol preamble", b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\nGET / HTTP/1.1\r\n", 400),
+    ("bare cr in the request line", b"GET /\r HTTP/1.1\r\nHost: a\r\n", 400),
+    ("bare lf ending the request line", b"GET / HTTP/1.1\nHost: a\r\n", 400),
+    ("garbage version", b"GET / HTTQ/1.1\r\n", 400),
+]
+
+
+@pytest.mark.parametrize("name,data,status", EARLY, ids=[n for n, _, _ in EARLY])
+def test_a_head_no_bytes_can_mend_is_answered_before_it_ends(name, data, status):
+    from minginx_cffi.pyport import http as pyhttp
+
+    assert parse_request(data)["status"] == status
+    assert pyhttp.http_find_head_end(data) == -status
+
+
+@pytest.mark.parametrize(
+    "data", [b"G", b"GET", b"GET /a", b"GET / HTTP/1.1", b"GET / HTTP/1.1\r", b"GET / HTTP/1.1\r\nHo"]
+)
+def test_a_good_beginning_still_waits_for_the_rest(data):
+    from minginx_cffi.pyport import http as pyhttp
+
+    assert parse_request(data)["status"] == INCOMPLETE
+    assert pyhttp.http_find_head_end(data) == 0
 
 
 # The head-end search tests "LF after LF, or after CR LF" 16 lanes at a time, with

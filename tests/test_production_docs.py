@@ -14,7 +14,14 @@ import tempfile
 
 import pytest
 
-from conftest import Conn, free_port, socket_activate_env_args, tool_env, wait_for
+from conftest import (
+    Conn,
+    free_port,
+    system_install,
+    system_python_missing,
+    tool_env,
+    wait_for,
+)
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "production.md")
 CLI = [sys.executable, "-m", "minginx_cffi"]
@@ -39,10 +46,11 @@ def unit(name):
 
 @pytest.fixture
 def box():
-    """A world-readable directory standing in for /srv/www, /var/log/minginx and /run."""
+    """A world-readable directory standing in for /srv/www, /var/log and /run (with the
+    unit's RuntimeDirectory= and LogsDirectory=, root's until a test gives them to User=)."""
     d = tempfile.mkdtemp(prefix="minginx-prod-")
     os.chmod(d, 0o755)
-    for sub in ("www", "log", "run"):
+    for sub in ("www", "log", "run", "log/minginx", "run/minginx"):
         os.mkdir(os.path.join(d, sub))
         os.chmod(os.path.join(d, sub), 0o755)
     with open(os.path.join(d, "www", "index.html"), "w") as f:
@@ -52,14 +60,31 @@ def box():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def localise(text, box):
-    """The page's paths, put in the box."""
+def install_command():
+    """The page's install line: a venv of its own at /opt/minginx/venv."""
+    (line,) = [line for b in blocks("sh") for line in b.splitlines() if "/opt/minginx/venv" in line]
+    return line
+
+
+@pytest.fixture(scope="module")
+def venv():
+    """The page's install line run as a reader runs it, with Debian's python3 (PEP 668's
+    marker: outside a venv its pip refuses), in a copy of this tree."""
+    why = system_python_missing()
+    if why:
+        pytest.skip(why)
+    commands = [shlex.split(c.replace("/opt/minginx/venv", "{venv}")) for c in install_command().split("&&")]
+    return system_install(commands, "venv")
+
+
+def localise(text, box, venv=None):
+    """The page's paths, put in the box (and the page's venv, the one made from it)."""
+    if venv is not None:
+        text = text.replace("/opt/minginx/venv", venv)
     return (
-        text.replace("/usr/local/bin/minginx-cffi", " ".join(map(shlex.quote, CLI)))
-        .replace("/srv/www", os.path.join(box, "www"))
-        .replace("/var/log/minginx", os.path.join(box, "log"))
-        .replace("/run/minginx.pid", os.path.join(box, "run", "minginx.pid"))
-        .replace("/run/minginx.sock", os.path.join(box, "run", "minginx.sock"))
+        text.replace("/srv/www", os.path.join(box, "www"))
+        .replace("/var/log/minginx", os.path.join(box, "log", "minginx"))
+        .replace("/run/minginx", os.path.join(box, "run", "minginx"))
     )
 
 
@@ -70,9 +95,72 @@ def command(line, box):
     return CLI + argv[1:]
 
 
+def as_unit_user(service, box):
+    """The argv prefix that applies the unit's LimitNOFILE=, User= and Group= (as systemd
+    does, in that order: limits as root), and makes its RuntimeDirectory= and
+    LogsDirectory= in the box, owned by User= (as systemd makes them before ExecStart)."""
+    import grp
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("the unit's User= needs root to switch to")
+    for tool in ("setpriv", "prlimit"):
+        if shutil.which(tool) is None:
+            pytest.skip("%s is not installed (util-linux)" % tool)
+    uid, gid = pwd.getpwnam(service["User"]).pw_uid, grp.getgrnam(service["Group"]).gr_gid
+    for key, where in (("RuntimeDirectory", "run"), ("LogsDirectory", "log")):
+        d = os.path.join(box, where, service[key])
+        os.makedirs(d, exist_ok=True)
+        os.chown(d, uid, gid)
+    # LimitNOFILE=, capped by this machine's own hard limit (a container may not raise it)
+    n = nofile(service)
+    setpriv = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--init-groups"]
+    return ["prlimit", "--nofile=%d:%d" % (n, n)] + setpriv
+
+
+def nofile(service):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    want = int(service["LimitNOFILE"])
+    return want if hard == resource.RLIM_INFINITY else min(want, hard)
+
+
+class Notifications:
+    """The NOTIFY_SOCKET end: the datagrams a Type=notify service sends, as systemd reads them."""
+
+    def __init__(self, box):
+        import socket
+
+        self.path = os.path.join(box, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        os.chmod(self.path, 0o777)  # User= writes to it
+        self.sock.settimeout(0.1)
+        self.got = []
+
+    def read(self):
+        try:
+            while True:
+                self.got.append(self.sock.recv(4096).decode())
+        except OSError:
+            pass
+        return self.got
+
+    def wait(self, field, after=0, timeout=20):
+        assert wait_for(lambda: any(field in m.split("\n") for m in self.read()[after:]), timeout=timeout), (
+            field,
+            self.got,
+        )
+        return next(i for i, m in enumerate(self.got) if i >= after and field in m.split("\n"))
+
+    def close(self):
+        self.sock.close()
+
+
 class Running:
-    def __init__(self, argv, banner=True):
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def __init__(self, argv, banner=True, env=None):
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         if banner:
             self.wait_banner()
 
@@ -124,68 +212,99 @@ def log_lines(path, n, timeout=10):
     shutil.which("systemd-socket-activate") is None,
     reason="systemd-socket-activate is not installed (apt-get install systemd)",
 )
-def test_the_systemd_units_serve_reload_and_stop(box):
+def test_the_systemd_units_serve_reload_and_stop_as_the_units_user(box, venv):
+    """The page's units as systemd would run them: the socket handed in
+    (systemd-socket-activate), the unit's LimitNOFILE=, User=, Group=, RuntimeDirectory=
+    and LogsDirectory= applied, its ExecStart= with the page's venv, and Type=notify's
+    messages read from NOTIFY_SOCKET (READY, RELOADING, WATCHDOG, STOPPING)."""
     socket_unit, service = unit("minginx.socket"), unit("minginx.service")
     listen = socket_unit["ListenStream"]
     assert re.fullmatch(r"127\.0\.0\.1:\d+", listen)
+    assert service["Type"] == "notify" and service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["KillSignal"] == "SIGTERM"
     port = free_port()
+    notify = Notifications(box)
+    watchdog_usec = 400000  # a ping every 0.2 s (the page's WatchdogSec=30 would take 15 s)
     argv = (
         ["systemd-socket-activate", "-l", "127.0.0.1:%d" % port]
-        + socket_activate_env_args("PYTHONPATH")
-        + shlex.split(localise(service["ExecStart"], box))
+        + ["-E", "NOTIFY_SOCKET=%s" % notify.path, "-E", "WATCHDOG_USEC=%d" % watchdog_usec]
+        + as_unit_user(service, box)
+        + shlex.split(localise(service["ExecStart"], box, venv))
     )
-    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
-    assert service["KillSignal"] == "SIGTERM"
+    assert argv[argv.index("serve") - 1] == os.path.join(venv, "bin", "minginx-cffi")
     # systemd-socket-activate starts the server when the first connection comes
-    srv = Running(argv, banner=False)
+    srv = Running(argv, banner=False, env=tool_env())
     try:
         line = srv.p.stderr.readline().decode()
         assert "Listening on 127.0.0.1:%d" % port in line, line
         c = Conn(port)
         srv.wait_banner()
+        ready = notify.wait("READY=1")
+        assert "fd limit %d" % nofile(service) in srv.banner, srv.banner
         assert c.request("GET", "/index.html").status == 200
         c.close()
-        pid = int(open(os.path.join(box, "run", "minginx.pid")).read())
+        pid_file = os.path.join(box, "run", service["RuntimeDirectory"], "minginx.pid")
+        pid = int(open(pid_file).read())
         assert pid == srv.p.pid  # systemd-socket-activate execs the server: $MAINPID
+        assert status(pid)["Uid"].split() == [str(os.stat(pid_file).st_uid)] * 4 != ["0"] * 4
         os.kill(pid, signal.SIGHUP)  # ExecReload
-        assert wait_for(lambda: get(port, "/").status == 200)
-        lines = log_lines(os.path.join(box, "log", "access.log"), 2)
+        reloading = notify.wait("RELOADING=1", after=ready + 1)
+        notify.wait("READY=1", after=reloading + 1)
+        assert get(port, "/").status == 200
+        lines = log_lines(os.path.join(box, "log", service["LogsDirectory"], "access.log"), 2)
         assert all(COMBINED.match(line) for line in lines), lines
+        pings = len([m for m in notify.read() if m == "WATCHDOG=1"])
+        notify.wait("WATCHDOG=1", after=len(notify.got))
+        assert pings >= 1, notify.got
         # KillSignal, within TimeoutStopSec
         assert srv.stop(signal.SIGTERM, timeout=float(service["TimeoutStopSec"])) == 0
-        assert "reloaded" in srv.stderr, srv.stderr
-        assert not os.path.exists(os.path.join(box, "run", "minginx.pid"))
+        assert any("STOPPING=1" in m for m in notify.read()), notify.got
+        assert "reloaded" in srv.stderr and "[error]" not in srv.stderr, srv.stderr
+        assert not os.path.exists(pid_file)
     finally:
         srv.kill()
+        notify.close()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify_finds_nothing_in_the_units(tmp_path, venv):
+    """The page's units, ExecStart= pointing at the venv its install line made."""
+    import pwd
+
+    try:
+        pwd.getpwnam(unit("minginx.service")["User"])
+    except KeyError:
+        pytest.skip("no user %s here" % unit("minginx.service")["User"])
+    with open(DOC) as f:
+        text = f.read()
+    paths = []
+    for name in ("minginx.socket", "minginx.service"):
+        m = re.search(r"`/etc/systemd/system/%s`:\n\n```ini\n(.*?)^```$" % re.escape(name), text, re.S | re.M)
+        path = tmp_path / name
+        path.write_text(m.group(1).replace("/opt/minginx/venv", venv))
+        paths.append(str(path))
+    r = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no"] + paths, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (r.stdout, r.stderr)
 
 
 @pytest.mark.skipif(
     shutil.which("logrotate") is None, reason="logrotate is not installed (apt-get install logrotate)"
 )
-def test_the_logrotate_configuration_loses_no_line(box):
+def test_the_logrotate_configuration_loses_no_line(box, venv):
+    """The page's logrotate configuration (as root, as logrotate runs) rotating the log of
+    the unit's ExecStart= running as the unit's user: no line lost, the new file the server's."""
+    service = unit("minginx.service")
     conf = [b for b in blocks("conf") if b.startswith("/var/log/minginx/access.log {")]
     assert len(conf) == 1
     conf_path = os.path.join(box, "logrotate.conf")
     with open(conf_path, "w") as f:
         f.write(localise(conf[0], box))
     port = free_port()
-    log = os.path.join(box, "log", "access.log")
-    srv = Running(
-        CLI
-        + [
-            "serve",
-            "--root",
-            os.path.join(box, "www"),
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--access-log",
-            log,
-            "--pid-file",
-            os.path.join(box, "run", "minginx.pid"),
-        ]
-    )
+    log = os.path.join(box, "log", "minginx", "access.log")
+    argv = as_unit_user(service, box) + shlex.split(localise(service["ExecStart"], box, venv))
+    srv = Running(argv + ["--port", str(port), "--workers", "1"], env=tool_env())
     try:
         for _ in range(5):
             assert get(port, "/index.html").status == 200
@@ -207,6 +326,7 @@ def test_the_logrotate_configuration_loses_no_line(box):
         new = log_lines(log, 3)
         assert len(new) == 3 and all(" 404 " in line for line in new), new
         assert len(open(rotated).read().splitlines()) == 5
+        assert os.stat(log).st_uid == os.stat(os.path.dirname(log)).st_uid != 0
         assert srv.stop() == 0
     finally:
         srv.kill()
@@ -255,7 +375,7 @@ def test_nginx_in_front_over_the_unix_socket(box):
             pytest.fail("nginx in front does not answer: %s %s" % (err, log))
         assert get(port, "/index.html").body == b"<h1>production</h1>\n"
         # the client nginx saw (127.0.0.1, from X-Forwarded-For), not "unix:"
-        lines = log_lines(os.path.join(box, "log", "access.log"), 2)
+        lines = log_lines(os.path.join(box, "log", "minginx", "access.log"), 2)
         m = COMBINED.match(lines[-1])
         assert m and m.group(1) == "127.0.0.1" and m.group(5) == "200", lines
     finally:
@@ -264,7 +384,7 @@ def test_nginx_in_front_over_the_unix_socket(box):
             nginx.wait(10)
         assert srv.stop() == 0
         srv.kill()
-    assert not os.path.exists(os.path.join(box, "run", "minginx.sock"))  # removed at exit
+    assert not os.path.exists(os.path.join(box, "run", "minginx", "minginx.sock"))  # removed at exit
 
 
 def test_dropping_root_as_the_page_says(box):

@@ -30,7 +30,7 @@ import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
-DOCS = ["README.md", "docs/walkthrough.md", "docs/side-by-side.md"]
+DOCS = ["README.md", "docs/benchmarks.md", "docs/walkthrough.md", "docs/side-by-side.md"]
 REGION = re.compile(r"(<!-- figures:([a-z0-9-]+) -->\n)(.*?)(<!-- /figures -->)", re.S)
 HEAD = re.compile(r"^Measured (\S+) on (.*), with `([^`]*)`\.$")
 # the order of README's tables

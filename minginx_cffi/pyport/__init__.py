@@ -19,6 +19,7 @@ share one GIL, so workers here take turns rather than run in parallel.
 
 import time
 
+from ..config import OPTIONS
 from . import static
 from .acceptor import Acceptor
 from .accesslog import AccessLog
@@ -51,67 +52,36 @@ def _by_time(rec):
 
 
 class Engine:
-    """Same constructor and methods as minginx_cffi._native.Engine."""
+    """Same constructor and methods as minginx_cffi._native.Engine: ``Engine(config,
+    dispatch, access_log_fd=None)``; the rows the port lacks (config.OPTIONS' engines)
+    were refused by the Config."""
 
-    def __init__(
-        self,
-        root,
-        policy="lifo",
-        stack_size=0,
-        serve_dotfiles=False,
-        follow_symlinks=False,
-        header_timeout=10.0,
-        keepalive_timeout=15.0,
-        send_timeout=60.0,
-        max_body=1 << 20,
-        gzip_static=True,
-        open_file_cache=1024,
-        small_file_cache=16384,
-        dispatch=None,
-        static_files=True,
-        max_connections=0,
-        trace=False,
-        stats_endpoint=False,
-        switch="ucontext",
-        accept="dispatch",
-        threads=0,
-        handler_timeout=0.0,
-        access_log_fd=None,
-        access_log_path=None,
-        access_log_format="combined",
-        add_headers=b"",
-        error_pages=(),
-        proxy_headers=False,
-        forwarded_allow=(),
-    ):
-        if accept != "dispatch":
-            raise ValueError("the python engine accepts through dispatch pipes only")
+    def __init__(self, config, dispatch=None, access_log_fd=None):
         # As _native.Engine: inline handlers cannot time out (the worker runs them); pooled
         # ones can, every round; an ASGI app until its head (asgiport.py: START rounds only).
         asgi = getattr(dispatch, "asgi", None)
-        self.cfg = dict(
-            root=root,
-            policy=policy,
-            serve_dotfiles=serve_dotfiles,
-            follow_symlinks=follow_symlinks,
-            header_timeout=header_timeout,
-            keepalive_timeout=keepalive_timeout,
-            send_timeout=send_timeout,
-            max_body=max_body,
-            gzip_static=gzip_static,
-            open_file_cache=open_file_cache,
-            small_file_cache=small_file_cache,
-            static_files=static_files,
-            max_connections=max_connections,
-            trace=trace,
-            stats_endpoint=stats_endpoint,
-            handler_timeout=handler_timeout if threads > 0 or asgi else 0,
-            add_headers=add_headers or None,
-            proxy_headers=bool(proxy_headers),
-            forwarded_allow=[n for n in forwarded_allow if n != "*"],
-            forwarded_allow_all="*" in forwarded_allow,
-            error_pages=static.error_pages(error_pages),
+        threads = config.threads
+        self.config = config
+        # every row the port has, by its name, then what follows from the rows
+        self.cfg = {
+            row.name: getattr(config, row.name)
+            for row in OPTIONS
+            if row.engine_arg and "python" in row.engines
+        }
+        self.cfg.update(
+            root=config.root,
+            static_files=config.static_files,
+            max_connections=config.max_connections_per_worker,
+            trace=bool(config.trace),
+            stats=bool(config.stats),
+            handler_timeout=config.handler_timeout if threads > 0 or asgi else 0,
+            add_headers=config.add_headers or None,
+            forwarded_allow=[n for n in config.forwarded_allow if n != "*"],
+            forwarded_allow_all="*" in config.forwarded_allow,
+            error_pages=static.error_pages(config.error_pages),
         )
+        access_log_path = config.access_log if config.access_log != "-" else None
+        access_log_format = config.access_log_format
         # the access log's writer (accesslog.py): the fd is duplicated, the caller keeps its own
         self.alog = (
             AccessLog(access_log_fd, access_log_path, access_log_format)

@@ -613,7 +613,7 @@ def _answer(x, req, body):
         if not ok:
             return None
         r = 0
-    if r == 1 and cfg["stats_endpoint"] and req.path.startswith(b"/_minginx/"):
+    if r == 1 and cfg["stats"] and req.path.startswith(b"/_minginx/"):
         r = yield from stats_serve(x, req)
     # beside a handler: try_files $uri $uri/ @app (csrc/static.c static_try)
     if r == 1 and cfg["static_files"] and dispatch is not None:

@@ -46,6 +46,18 @@ def head_text(status, reason, fields):
     return status_line(status, reason) + field_lines(fields)
 
 
+def parse_lines(lines):
+    """--header's text as the server hands both engines (config.header_lines: b"Name:
+    value\r\n" lines, checked there) as (name, value) pairs (C: front.c added_fields)."""
+    out = []
+    for line in lines.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if line:
+            name, _, value = line.partition(b":")
+            out.append((name, value.lstrip(b" \t")))
+    return out
+
+
 class Exchange:
     """One request's answer (C: mg_exchange).  co None: detached (worker.py's 503): the
     bytes gather in out instead of being sent."""

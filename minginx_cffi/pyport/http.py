@@ -55,13 +55,15 @@ def header_id(name):
     return HEADER_NAMES.get(name.lower(), MG_H_OTHER)
 
 
-# request-line = method SP request-target SP HTTP-version
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e\x80-\xff]+) HTTP/(\d)\.(\d)\r?\n")
+# request-line = method SP request-target SP HTTP-version CRLF.  Every line of a head ends
+# in CRLF: a bare LF (RFC 9112 2.2 lets a server accept it) is a 400, as C's (csrc/http.c
+# parse_request_line says why: request smuggling past a front end that keeps one in a value)
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e\x80-\xff]+) HTTP/(\d)\.(\d)\r\n")
 # its first two parts, for a line it does not match (_broken_line_status)
 _METHOD_SP = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
 _TARGET_BYTES = re.compile(rb"[\x21-\x7e\x80-\xff]*")
-# field-line = field-name ":" OWS field-value OWS; a lone LF may end a line
-_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r?\n")
+# field-line = field-name ":" OWS field-value OWS CRLF
+_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n")
 # authority = uri-host [ ":" port ]: IP-literal, or reg-name / IPv4address (C: authority_ok)
 _REGNAME = rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
 _IP_LITERAL = rb"\[[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"
@@ -116,12 +118,29 @@ def http_find_head_end(buf, start=0):
         return i + 3
     if j >= 0:
         return j + 2
+    # not complete yet: bytes no more bytes can mend are answered now (C says why)
     n = len(buf)
-    if n > MG_MAX_REQUEST_LINE and buf.find(b"\n", 0, MG_MAX_REQUEST_LINE + 1) < 0:
+    if n and buf[0] not in _TCHAR:
+        return -400  # no request line begins so: 0x16 (TLS), 0x80 (SSLv2), a space...
+    nl = buf.find(b"\n", 0, MG_MAX_REQUEST_LINE + 1)
+    if n > MG_MAX_REQUEST_LINE and nl < 0:
         return -414
+    if nl >= 0:  # the request line is whole: "GET / HTTP/5.6", a PROXY preamble, a bare CR
+        st = request_line_status(buf, nl + 1)
+        if st:
+            return -st
     if n > MG_MAX_REQUEST_LINE + MG_MAX_HEADER_BYTES:
         return -431
     return 0
+
+
+def request_line_status(buf, line_end):
+    """0 for a request line buf[:line_end] (CRLF included) that parse_http would take,
+    else its status: 400, 414, or 505 (HTTP/2 and up), in C's order."""
+    m = _REQUEST_LINE.match(buf, 0, line_end)
+    if m is not None:
+        return 0 if m.group(3) == b"1" else 505
+    return _broken_line_status(buf, line_end)
 
 
 def _list(value):
@@ -146,15 +165,7 @@ def parse_http(buf, head_len):
     """Parse buf[:head_len]; returns (status, Request).  status 0 = OK, else an HTTP status."""
     m = _REQUEST_LINE.match(buf, 0, head_len)
     if m is None:
-        st = _broken_line_status(buf, head_len)
-        if st != 400:
-            return st, None
-        line = buf[: buf.find(b"\n", 0, head_len)]
-        # a valid-looking line with another version: 505 (C checks the same order)
-        v = re.match(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e\x80-\xff]+ HTTP/(\d)\.(\d)\r?$", line)
-        if v and v.group(1) != b"1":
-            return 505, None
-        return 400, None
+        return _broken_line_status(buf, head_len), None
     req = Request()
     req.method = m.group(1)
     req.target = m.group(2)
@@ -169,7 +180,9 @@ def parse_http(buf, head_len):
     req.header_len = head_len
     headers = []
     hdr = {}
-    end = head_len - (2 if buf[head_len - 2 : head_len] == b"\r\n" else 1)
+    if buf[head_len - 2 : head_len] != b"\r\n":
+        return 400, None  # the empty line is CRLF too (a head that ended at LF LF)
+    end = head_len - 2
     field = _FIELD.match
     while p < end:
         f = field(buf, p, head_len)

@@ -16,6 +16,7 @@ import stat
 import time
 
 from ..trace import EV_STATIC_SERVE
+from .h1 import parse_lines
 from .http import (
     MG_H_ACCEPT_ENCODING,
     MG_H_IF_MATCH,
@@ -381,9 +382,14 @@ ADDED_HEADER_STATUSES = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 
 
 
 def added_headers(w, status):
-    """--header's fields, (name, value) pairs (front.py static_fields)."""
-    fields = w.cfg["add_headers"]
-    return fields if fields and status in ADDED_HEADER_STATUSES else ()
+    """--header's fields as (name, value) pairs, read once from their lines (h1.py)."""
+    cfg = w.cfg
+    if not cfg["add_headers"] or status not in ADDED_HEADER_STATUSES:
+        return ()
+    fields = cfg.get("added_fields")
+    if fields is None:
+        fields = cfg["added_fields"] = parse_lines(cfg["add_headers"])
+    return fields
 
 
 def send_error(x, status, extra=()):
