@@ -70,10 +70,7 @@ static void file_close(mg_file *f)
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
-    if (!f->head_in_room)
-        free(f->head);
-    f->head = NULL;
-    f->head_in_room = 0;
+    exchange_memo_free(&f->memo);
     if (f->data)
         free(f->data - MG_HEAD_ROOM);
     f->data = NULL;
@@ -243,21 +240,18 @@ static void file_describe(mg_file *f, const struct stat *st, const mg_centry *e,
     *p++ = '"';
     f->etag_len = (int)(p - f->etag);
 
-    /* built once per file, not per response: the static path copies it whole */
-    mg_buf h;
-    buf_fixed(&h, f->hdr, sizeof(f->hdr));
-    buf_str(&h, "Content-Type: ");
-    buf_str(&h, ctype);
+    /* made once per file, not per response: the static path takes them whole */
+    mg_field *fl = f->fields;
+    int n = 0;
+    fl[n++] = (mg_field){"Content-Type", ctype, 12, (uint32_t)strlen(ctype)};
     if (is_gz)
-        buf_str(&h, "\r\nContent-Encoding: gzip");
+        fl[n++] = (mg_field)MG_FIELD_LIT("Content-Encoding", "gzip");
     if (gzip_static && e->compressible)
-        buf_str(&h, "\r\nVary: Accept-Encoding");
-    buf_str(&h, "\r\nLast-Modified: ");
-    buf_str(&h, e->last_modified);
-    buf_str(&h, "\r\nETag: ");
-    buf_put(&h, f->etag, (size_t)f->etag_len);
-    buf_str(&h, "\r\nAccept-Ranges: bytes\r\n");
-    f->hdr_len = h.err ? 0 : (int)h.len; /* cannot happen: 320 bytes hold the longest */
+        fl[n++] = (mg_field)MG_FIELD_LIT("Vary", "Accept-Encoding");
+    fl[n++] = (mg_field){"Last-Modified", e->last_modified, 13, (uint32_t)strlen(e->last_modified)};
+    fl[n++] = (mg_field){"ETag", f->etag, 4, (uint32_t)f->etag_len};
+    fl[n++] = (mg_field)MG_FIELD_LIT("Accept-Ranges", "bytes");
+    f->nfields = n;
 }
 
 static char *read_whole(int fd, int64_t size)
@@ -303,7 +297,7 @@ static int entry_fill(mg_worker *w, mg_centry *e, const char *rel, int dir_reque
 
     e->plain.fd = e->gz.fd = -1;
     e->plain.data = e->gz.data = NULL;
-    e->plain.head = e->gz.head = NULL;
+    e->plain.memo = e->gz.memo = (mg_head_memo){0};
     int fd = open_beneath(srv, srv->root_fd, rel_len ? rel : ".");
     if (fd < 0)
         return errno_status(errno);

@@ -4,6 +4,9 @@
 
 #include <sys/stat.h>
 #include "internal.h"
+#include "exchange.h"
+
+#define MG_FILE_FIELDS 8 /* fields of a file's own (cache.c file_describe) */
 
 /* One representation on disk: the file itself, or its pre-compressed FILE.gz. */
 typedef struct {
@@ -14,21 +17,18 @@ typedef struct {
     ino_t ino;
     char etag[64]; /* with its quotes */
     int etag_len;
-    char *data;    /* the whole file, when it is small enough; else NULL;
+    char *data; /* the whole file, when it is small enough; else NULL;
                                   * MG_HEAD_ROOM bytes before it are ours, for the kept head */
-    char hdr[320]; /* prebuilt: Content-Type ... Accept-Ranges, CRLF-terminated */
-    int hdr_len;
-    /* The whole head of a 200 keep-alive response, built by the first one
-     * (static.c send_representation) and reused by the next; NULL until then,
-     * and never for a request's scratch entry.  Only its Date changes.  With
-     * data, it sits right before the body (head_in_room), so head and body
-     * leave in one send(); else it is a malloc'd copy. */
-    char *head;
-    int head_len;
-    int head_date;    /* offset of the "Date: " line in head */
-    int head_in_room; /* head == data - head_len: not malloc'd */
-    int head_busy;    /* sends in progress straight from head */
-    time_t head_sec;  /* the second that line says */
+    /* the representation's own fields, made once per file, not per response
+     * (Content-Type, Content-Encoding, Vary, Last-Modified, ETag,
+     * Accept-Ranges): views of the strings of this entry */
+    mg_field fields[MG_FILE_FIELDS];
+    int nfields;
+    /* Its 200 keep-alive head, kept by the protocol module the first time
+     * (h1.c exchange_respond_memo) and reused with only its Date rewritten;
+     * never for a request's scratch entry.  With data, it sits right before
+     * the body, so head and body leave in one send(). */
+    mg_head_memo memo;
 } mg_file;
 
 /* bytes kept free before a small file's data, for its head (a typical one is

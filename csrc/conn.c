@@ -32,6 +32,7 @@
 
 #include "http.h"
 #include "response.h"
+#include "exchange.h"
 
 /* ------------------------------------------------------ the buffer pool */
 
@@ -245,9 +246,10 @@ static int body_recv(mg_coroutine *co)
  * co->body_buf; without keep it is thrown away.  Either way the bytes after
  * the body stay in the buffer: they are the next request.
  * Returns 0, an HTTP status to answer with (400, 408, 413, 500), or -errno. */
-static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int keep, const char **body,
+static int read_body(mg_exchange *x, mg_request *req, size_t head_len, int keep, const char **body,
                      size_t *body_len, int *in_place)
 {
+    mg_coroutine *co = x->co;
     mg_reqbuf *rb = co->rb;
     int64_t max = co->worker->srv ? co->worker->srv->cfg.max_body : 0;
 
@@ -262,10 +264,8 @@ static int read_body(mg_coroutine *co, mg_request *req, size_t head_len, int kee
      * to an HTTP/1.0 client (RFC 9110 section 15.2), and section 10.1.1 has
      * it ignore a 100-continue expectation received in HTTP/1.0. */
     if (req->expect_continue && req->minor_version >= 1 && rb->len == head_len) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (send_async(co, cont, sizeof(cont) - 1) < 0)
+        if (exchange_continue(x) < 0)
             return -EPIPE;
-        co->log_sent0 = co->sent; /* an interim response: not this response's bytes */
     }
 
     if (!req->chunked) {
@@ -425,7 +425,9 @@ void conn_entry(mg_coroutine *co)
             }
             if (n == -ETIMEDOUT) {
                 if (!co->idle && co->rb) {
-                    send_error(co, 408, 0, 0);
+                    mg_exchange x;
+                    exchange_init(&x, co, 0, 0, 1);
+                    send_error(&x, 408);
                     TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, co->status, ""); /* (as above) */
                     log_request(co, NULL);
                     lingering_close(co);
@@ -448,7 +450,9 @@ void conn_entry(mg_coroutine *co)
         if (status != MG_PARSE_OK) {
             /* A head we cannot read: its framing is unknown, so nothing after
              * it can be trusted as the next request.  Answer and close. */
-            send_error(co, status, 0, 0);
+            mg_exchange x;
+            exchange_init(&x, co, 0, 0, 1);
+            send_error(&x, status);
             TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, status, co->trace_req);
             log_request(co, NULL);
             lingering_close(co);
@@ -466,17 +470,21 @@ void conn_entry(mg_coroutine *co)
         /* --keepalive-timeout 0 is keep-alive off, as nginx's keepalive_timeout 0 */
         int keep_alive = req->keep_alive && !w->stopping && w->timers[MG_TIMER_KEEPALIVE].duration_ms > 0;
         int python = srv->cfg.app_id >= 0;
+        mg_exchange x; /* the request's answer (exchange.h) */
+        exchange_init(&x, co, keep_alive, req->method_id == MG_M_HEAD, req->minor_version);
         const char *body;
         size_t body_len;
         int in_place;
-        int bst = read_body(co, req, (size_t)head, python, &body, &body_len, &in_place);
+        int bst = read_body(&x, req, (size_t)head, python, &body, &body_len, &in_place);
         timer_clear(co);
         if (bst != 0) {
-            if (bst > 0)
-                send_error(co, bst, 0, req->method_id == MG_M_HEAD);
-            else if (bst == -ECONNRESET)
+            if (bst > 0) {
+                x.keep_alive = 0;
+                send_error(&x, bst);
+            } else if (bst == -ECONNRESET) {
                 co->status = 400; /* a client gone mid-body: nginx logs 400 ("client
                                      * prematurely closed connection"), not 499 */
+            }
             /* the request's last step, as for the others (tests/test_atk_trace.py) */
             TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, co->status, co->trace_req);
             log_request(co, req);
@@ -490,31 +498,27 @@ void conn_entry(mg_coroutine *co)
          * for any method it does not implement (RFC 9110 sections 9.3.6 and
          * 15.6.2).  "OPTIONS *" asks about the server itself (section 9.3.7):
          * the static files' OPTIONS answer, whatever the path, is that. */
-        int r = 1;
+        int r = MG_MW_PASS;
         if (req->target_form == MG_FORM_AUTHORITY)
-            r = send_error(co, 501, keep_alive, 0) < 0 ? -1 : 0;
+            r = send_error(&x, 501);
         else if (req->target_form == MG_FORM_ASTERISK)
-            r = static_serve(co, req, keep_alive);
+            r = static_serve(&x, req);
 
         /* -- the middleware chain: the static files, a Python handler --
          * With a handler and a root, nginx's "try_files $uri $uri/ @app": a
          * path naming a file under the root (or a directory with an index)
          * is answered from disk, everything else goes to the handler; what
          * the handler passes on (an App's unknown path) is 404. */
-        if (r == 1 && MG_UNLIKELY(srv->cfg.stats_endpoint))
-            r = stats_serve(co, req, keep_alive);
-        if (r == 1 && python && srv->cfg.static_files)
-            r = static_try(co, req, keep_alive);
-        if (r == 1 && python)
-            r = python_request(co, req, body, body_len, keep_alive);
-        if (r == 2) {
-            keep_alive = 0;
-            r = 0;
-        }
-        if (r == 1)
-            r = srv->cfg.static_files && !python
-                ? static_serve(co, req, keep_alive)
-                : (send_error(co, 404, keep_alive, req->method_id == MG_M_HEAD) < 0 ? -1 : 0);
+        if (r == MG_MW_PASS && MG_UNLIKELY(srv->cfg.stats_endpoint))
+            r = stats_serve(&x, req);
+        if (r == MG_MW_PASS && python && srv->cfg.static_files)
+            r = static_try(&x, req);
+        if (r == MG_MW_PASS && python)
+            r = python_request(&x, req, body, body_len);
+        if (r == MG_MW_PASS)
+            r = srv->cfg.static_files && !python ? static_serve(&x, req) : send_error(&x, 404);
+        exchange_release(&x);
+        keep_alive = x.keep_alive;
         free(co->body_buf);
         co->body_buf = NULL;
         TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, co->status, co->trace_req);

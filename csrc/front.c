@@ -4,10 +4,11 @@
  * that static.c and pycall.c read per request, kept here so that each of
  * them has one place:
  *
- *   --header NAME: VALUE   checked once at start (mg_static_fields: the
- *                          handler writer's head_fields, plus the fields the
+ *   --header NAME: VALUE   checked once at start (mg_static_fields: a
+ *                          handler's fields_check, plus the fields the
  *                          static answers write themselves), copied into
- *                          srv->add_headers; static.c puts them on its 2xx
+ *                          srv->add_headers and read once as fields
+ *                          (srv->added); static.c puts them on its 2xx
  *                          and 3xx answers (nginx's add_header list).
  *   --error-page CODE=PATH read once at start by Python, copied here with its
  *                          Content-Type; static.c send_error uses the body.
@@ -50,11 +51,12 @@
 #include "cache.h"
 #include "http.h"
 #include "response.h"
+#include "exchange.h"
 
 /* ------------------------------------------------------------ --header */
 
 /* The fields a static answer writes itself (static.c, cache.c file_describe),
- * beside those head_fields() keeps for the writer: a second copy would
+ * beside those fields_check() keeps for the writer: a second copy would
  * contradict the first. */
 static const char *const STATIC_OWNED[] = {
     "content-length",
@@ -90,7 +92,7 @@ int mg_static_fields(const char *block, size_t block_len, int n, char *out, size
     for (int i = 0; i < n && p < end; i++) {
         const char *nend = memchr(p, '\0', (size_t)(end - p));
         if (!nend)
-            break; /* malformed: head_fields says so */
+            break; /* malformed: fields_check says so */
         for (int k = 0; STATIC_OWNED[k]; k++) {
             if (eq_ci(p, (size_t)(nend - p), STATIC_OWNED[k])) {
                 *why = "the server writes this header itself";
@@ -102,15 +104,53 @@ int mg_static_fields(const char *block, size_t block_len, int n, char *out, size
             break;
         p = vend + 1;
     }
+    mg_buf checked;
+    buf_growable(&checked);
+    int r = fields_check(&checked, block, block_len, n, &info, why);
+    if (r < 0 || checked.err) {
+        buf_free(&checked);
+        return r < 0 ? r : -ENOMEM;
+    }
     buf_fixed(&b, out, out_cap < MG_ADD_HEADERS_MAX ? out_cap : MG_ADD_HEADERS_MAX);
-    int r = head_fields(&b, block, block_len, n, &info, why);
-    if (b.err) { /* before r: a fixed buffer that is full reads as "out of memory" there */
+    h1_field_text(&b, checked.p, checked.len, info.kept);
+    buf_free(&checked);
+    if (b.err) {
         *why = "the headers are longer than 1024 bytes";
         return -ENOSPC;
     }
-    if (r < 0)
-        return r;
     *out_len = b.len;
+    return 0;
+}
+
+/* --header's lines as fields, views into srv->add_headers.  The text is
+ * what mg_static_fields answered Python (checked there): one "Name: value"
+ * line each, ending in LF (HTTP/1.1's CRLF: the CR is dropped). */
+static int added_fields(mg_server *srv)
+{
+    const char *p = srv->add_headers, *end = p + srv->add_headers_len;
+    int n = 0;
+    for (const char *q = p; q < end; q++)
+        n += *q == '\n';
+    if (n == 0)
+        return 0;
+    if (!(srv->added = calloc((size_t)n, sizeof(mg_field))))
+        return -ENOMEM;
+    int i = 0;
+    while (p < end && i < n) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            break;
+        const char *line_end = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (!colon)
+            return -EINVAL;
+        const char *v = colon + 1;
+        while (v < line_end && (*v == ' ' || *v == '\t'))
+            v++;
+        srv->added[i++] = (mg_field){p, v, (uint32_t)(colon - p), (uint32_t)(line_end - v)};
+        p = nl + 1;
+    }
+    srv->nadded = i;
     return 0;
 }
 
@@ -126,6 +166,9 @@ int front_init(mg_server *srv)
             return -EINVAL;
         if (!(srv->add_headers = strdup(cfg->add_headers)))
             return -ENOMEM;
+        int r = added_fields(srv);
+        if (r < 0)
+            return r;
     }
     srv->cfg.add_headers = srv->add_headers;
     for (int i = 0; i < cfg->error_pages_n; i++) {
@@ -140,12 +183,7 @@ int front_init(mg_server *srv)
             return -ENOMEM;
         memcpy(e->body, pg->body, pg->body_len);
         e->body_len = pg->body_len;
-        mg_buf h;
-        buf_fixed(&h, e->ctype_hdr, sizeof(e->ctype_hdr) - 1);
-        buf_str(&h, "Content-Type: ");
-        buf_str(&h, mime_type(pg->path));
-        buf_str(&h, "\r\n");
-        e->ctype_hdr[h.len] = '\0';
+        e->ctype = mime_type(pg->path);
     }
     srv->cfg.error_pages = NULL; /* copied into srv->error_page; error_pages_n still counts them */
     if (cfg->forwarded_allow_n > 0) {
@@ -163,6 +201,9 @@ void front_free(mg_server *srv)
 {
     free(srv->add_headers);
     srv->add_headers = NULL;
+    free(srv->added);
+    srv->added = NULL;
+    srv->nadded = 0;
     for (int i = 0; i < 200; i++) {
         if (srv->error_page[i]) {
             free(srv->error_page[i]->body);

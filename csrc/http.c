@@ -681,7 +681,7 @@ int parse_http(const char *buf, size_t head_len, mg_request *req, mg_host_memo *
     while (p < end) {
         if (*p == '\r') {
             if (p + 1 < end && p[1] == '\n')
-                break; /* the empty line */
+                break;  /* the empty line */
             return 400; /* bare CR */
         }
         if (*p == '\n')

@@ -109,7 +109,7 @@ typedef struct mg_request_s {
 } mg_request;
 
 /* tchar (RFC 9110 5.6.2): 1 for the bytes of a token (methods, field names, codings);
- * the request parser and the response writer (response.c) share this one table. */
+ * the request parser and the checker of a handler's fields (response.c) share this one table. */
 MG_HIDDEN extern const unsigned char mg_tchar[256];
 
 /* Parse results (negative) beside the HTTP statuses (positive). */
@@ -177,14 +177,13 @@ struct mg_reqbuf {
 };
 
 /* --------------------------------------------------- responses (static.c) */
-/* The static-file middleware: answer req from the document root.  Returns 0
- * when the connection may carry another request, < 0 when it must close. */
-MG_HIDDEN int static_serve(mg_coroutine *co, mg_request *req, int keep_alive);
+/* The static-file middleware: answer req from the document root, through
+ * the request's exchange (exchange.h).  Returns an mg_mw_result. */
+struct mg_exchange;
+MG_HIDDEN int static_serve(struct mg_exchange *x, mg_request *req);
 /* Beside a handler: answer as static_serve() if the path names a file under
  * the root (or a directory with an index.html), whatever the method; else
- * return 1 without answering (the handler's turn). */
-MG_HIDDEN int static_try(mg_coroutine *co, mg_request *req, int keep_alive);
-/* A small HTML error response.  Returns what send_async() returned. */
-MG_HIDDEN ssize_t send_error(mg_coroutine *co, int status, int keep_alive, int head_only);
+ * MG_MW_PASS without answering (the handler's turn). */
+MG_HIDDEN int static_try(struct mg_exchange *x, mg_request *req);
 
 #endif /* MINGINX_HTTP_H */

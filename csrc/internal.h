@@ -23,7 +23,9 @@
  *               epoll.c (readiness) or uring.c (completions), picked in
  *               worker_alloc, as redis ae.c includes one ae_<api>.c.
  *   conn.c      parse_http() (http.c), the static-file middleware (static.c),
- *               the response via send_async()/sendfile_async() (io.c).
+ *               which answers through the request's exchange (exchange.h):
+ *               h1.c writes it as HTTP/1.1 and sends it with
+ *               send_async()/sendfile_async() (io.c).
  *   coroutine.c the entry returns, trampoline_start() sets finished = 1 and
  *               schedule() calls coroutine_destroy().
  *
@@ -88,6 +90,14 @@ typedef struct {
 
 typedef struct mg_coroutine mg_coroutine;
 typedef struct mg_reqbuf mg_reqbuf;
+
+/* The Date field for the current second, per thread that writes heads (a
+ * worker's); written by the protocol module (h1.c date_refresh). */
+typedef struct {
+    time_t sec;    /* the second line is for (0: none yet) */
+    int len;       /* bytes of line */
+    char line[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
+} mg_date_cache;
 
 /* ------------------------------------------------------------ access log */
 #define MG_ALOG_BUF        (64 * 1024) /* bytes per worker buffer */
@@ -213,7 +223,7 @@ struct mg_coroutine {
     /* the access log's view of the response in flight (accesslog.c) */
     uint64_t sent;        /* bytes sent on this connection (io.c) */
     uint64_t log_sent0;   /* sent when this request's response began */
-    size_t head_bytes;    /* bytes of the response's head (head_finish's answer) */
+    size_t head_bytes;    /* bytes of the response's head (set by the exchange: h1.c account) */
     int64_t log_start_us; /* when the request began (json's request_time) */
     /* THE CLIENT of the request in flight, as handlers and the access log see
      * it: the peer, or with --proxy-headers and a trusted peer what
@@ -310,11 +320,9 @@ struct mg_worker {
     mg_host_memo host_memo; /* the last Host that passed its check (parse_http) */
     /* timers */
     mg_timer_list timers[MG_TIMER_MAX];
-    int64_t now_ms;    /* CLOCK_MONOTONIC, refreshed after each epoll_wait */
-    time_t wall_sec;   /* time(NULL), read with now_ms after each wait: no call per response */
-    time_t date_sec;   /* second the cached Date header is for */
-    char date_hdr[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
-    int date_len;
+    int64_t now_ms;        /* CLOCK_MONOTONIC, refreshed after each epoll_wait */
+    time_t wall_sec;       /* time(NULL), read with now_ms after each wait: no call per response */
+    mg_date_cache date;    /* the Date field heads carry (h1.c) */
     mg_alog *alog;         /* the server's access log, NULL when off */
     mg_alog_buf *alog_buf; /* lines not yet handed to the writer */
     time_t alog_sec;       /* second alog_time is for */
@@ -355,6 +363,8 @@ struct mg_server {
     /* front.c: copies of cfg's --header lines, --error-page bodies, trusted peers */
     char *add_headers; /* NULL: none */
     size_t add_headers_len;
+    struct mg_field *added; /* the same as fields (views into add_headers) */
+    int nadded;
     struct mg_err_page *error_page[200]; /* by status - 400; NULL: the built-in page */
     mg_cidr *trusted;
     int trusted_n;
@@ -394,7 +404,6 @@ MG_HIDDEN void worker_idle_unlink(mg_coroutine *co);
 MG_HIDDEN void timer_set(mg_coroutine *co, int cls);
 MG_HIDDEN void timer_clear(mg_coroutine *co);
 MG_HIDDEN int64_t mg_now_ms(void);
-MG_HIDDEN void worker_refresh_date(struct mg_worker *w);
 /* A worker with its epoll set and dispatch pipe, no thread (testhooks.c uses it
  * too); NULL and *err = -errno on failure. */
 MG_HIDDEN struct mg_worker *worker_alloc(struct mg_server *srv, int policy, int stack_size, int *err);
@@ -515,9 +524,10 @@ MG_HIDDEN void reqbuf_pool_drain(struct mg_worker *w);
 /* Free pooled request buffers beyond keep. */
 MG_HIDDEN void reqbuf_pool_trim(struct mg_worker *w, int keep);
 
-/* stats.c: /_minginx/stats and /_minginx/trace; 1 if the path is not one of them */
+/* stats.c: /_minginx/stats and /_minginx/trace (an mg_mw_result: MG_MW_PASS if the path is not one of them) */
 struct mg_request_s;
-MG_HIDDEN int stats_serve(mg_coroutine *co, struct mg_request_s *req, int keep_alive);
+struct mg_exchange;
+MG_HIDDEN int stats_serve(struct mg_exchange *x, struct mg_request_s *req);
 /* Copy the worker's counters into its shared entry (w->shared), word by word. */
 MG_HIDDEN void stats_publish(struct mg_worker *w);
 
@@ -532,11 +542,11 @@ MG_HIDDEN void drain_posts(struct mg_worker *w);
 MG_HIDDEN void pycall_orphan(mg_coroutine *co);
 /* Free a posted orphan (worker thread, or mg_worker_free once no thread posts). */
 MG_HIDDEN void pycall_free_orphan(struct mg_worker *w, mg_pycall *c);
-/* Hand the request to Python.  Returns 1 if Python passed it on (static
- * files answer), 0 if answered (keep-alive), 2 if answered and the
- * connection must close, -1 if the connection broke. */
-MG_HIDDEN int python_request(mg_coroutine *co, struct mg_request_s *req, const char *body, size_t body_len,
-                             int keep_alive);
+/* Hand the request to Python: an mg_mw_result (MG_MW_PASS: Python passed it
+ * on, the static files answer; MG_MW_DONE with x->keep_alive cleared when
+ * the connection must close). */
+MG_HIDDEN int python_request(struct mg_exchange *x, struct mg_request_s *req, const char *body,
+                             size_t body_len);
 
 /* log.c: one record of the error log (minginx_cffi/log.py's layout), one write(2).
  * mg_log is mg_log_at(MG_LOG_ERROR, ...): what the engine reports is a problem. */
@@ -570,7 +580,7 @@ MG_HIDDEN const char *conn_client(mg_coroutine *co, int *port, int *https);
 struct mg_err_page {
     char *body;
     size_t body_len;
-    char ctype_hdr[96]; /* "Content-Type: ...\r\n" */
+    const char *ctype; /* its Content-Type (cache.c mime_type: a static string) */
 };
 
 /* helpers */

@@ -196,8 +196,8 @@ typedef enum {
 } mg_py_op;
 
 /* flags of mg_call_start().  Framing (Content-Length or chunked) and
- * Connection are decided by the response writer (response.c), never taken
- * from a handler's header list. */
+ * Connection are decided by the protocol module (h1.c), never taken from a
+ * handler's header list. */
 #define MG_RESP_STREAM 1 /* more body follows in later rounds (mg_call_chunk) */
 #define MG_RESP_CLOSE  4 /* close the connection after this response */
 
@@ -239,17 +239,19 @@ typedef struct {
                                     response (static text), else NULL */
     int64_t length;    /* the handler's Content-Length, -1 if none */
     uint64_t sent;     /* body bytes accepted so far */
-    int _started, _chunked, _keep_alive, _head_only, _no_body;
-    mg_buf _out; /* bytes to send after this round */
+    int _started, _last, _keep_alive, _head_only, _no_body;
+    mg_buf _out;        /* this round's answer: the first holds [reason][fields][body], the rest body */
+    size_t _reason_len; /* bytes of the reason at the start of _out (0: the standard phrase) */
+    size_t _body_at;    /* where the body begins in _out (after the reason and the fields) */
+    int _nfields;       /* fields (fields_check's "name\0value\0" block) after the reason */
     void *_co;
     /* deferral: deferred is set by Python in mg_py_batch; the rest is the worker's */
     int deferred;     /* 1: Python answers this round later, with mg_call_post() */
     int _pending;     /* a deferred round not yet posted back (worker thread only) */
     int _orphan;      /* the coroutine gave up on it (handler timeout, shutdown):
                                     the late answer is dropped and the buffer freed */
-    int _fresh;       /* mg_call_start ran this round: the worker counts it */
-    int _status;      /* the status mg_call_start wrote */
-    size_t _head_len; /* bytes of the head mg_call_start wrote (the access log) */
+    int _fresh;       /* mg_call_start ran this round: the coroutine responds */
+    int _status;      /* the status mg_call_start checked */
     void *_worker;    /* mg_worker: whose completion list mg_call_post uses */
     void *_next_post; /* completion-list link */
     char *_body_buf;  /* an orphan's request body (co->body_buf), freed with it */
@@ -300,7 +302,7 @@ int mg_call_post(mg_pycall *c);
  * while a worker waits for the GIL is a thread handoff).  Returns 0. */
 int mg_call_post_many(mg_pycall **calls, int n);
 
-/* --header values checked as a handler's fields are (response.c head_fields),
+/* --header values checked as a handler's fields are (response.c fields_check),
  * and none the static responses write themselves (Content-Type, ETag,
  * Content-Range ...): block holds n fields as "name\0value\0" pairs; out gets
  * them as "Name: value\r\n" lines.  Returns 0; -EINVAL with *why (static
@@ -444,7 +446,7 @@ int mg_chunked_decode_split(const char *in, size_t len, size_t step, char *out, 
                             size_t *consumed);
 /* A handler's head as mg_call_start checks and writes it (test hook for
  * tests/test_response_writer.py and tests/fuzz_response.py): head_check_status,
- * then the status line and head_fields' lines of the n fields of block
+ * then the status line and h1.c's field lines of fields_check's n fields of block
  * ("name\0value\0" each) into out[0..*out_len), *length the Content-Length
  * (-1: none), *close whether a Connection field lists "close".  Returns 0,
  * -EINVAL (refused), or -ENOSPC (out_cap < 64 + reason_len + block_len + 2 * n

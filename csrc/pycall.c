@@ -11,10 +11,11 @@
  *                             function: the GIL is taken once per batch, on
  *                             the worker thread's own stack
  *   Python (_bridge.py)       runs the handler; mg_call_start() / mg_call_chunk()
- *                             copy the response into the call's output buffer
+ *                             copy the status, fields and body into the call
  *   worker loop               add_to_ready() each coroutine of the batch
- *   coroutine                 sends the output in C (send_async); a streamed
- *                             body asks for the next piece with MG_PY_NEXT
+ *   coroutine                 answers through its exchange (exchange_respond,
+ *                             exchange_body); a streamed body asks for the
+ *                             next piece with MG_PY_NEXT
  *
  * Copying the output means Python objects never have to outlive the call.
  *
@@ -24,10 +25,12 @@
  * timer armed.  The handler thread fills the answer as above and calls
  * mg_call_post(): the call joins the worker's completion list and the
  * worker's eventfd fires; drain_posts() resumes the coroutine.  So nothing a
- * handler thread touches belongs to the worker alone: mg_call_start reads
- * the Date from a clock of its own thread, leaves the status and the request
- * count to the worker (c->_status, c->_fresh), and finds the request through
- * the buffer the call lives in, never through the coroutine.
+ * handler thread touches belongs to the worker alone: mg_call_start only
+ * checks and copies (the status, the fields through fields_check(), the body
+ * pieces: never wire bytes), the coroutine answers through its exchange
+ * (exchange.h) on the worker's thread, with the worker's Date and counters,
+ * and the call finds the request through the buffer it lives in, never
+ * through the coroutine.
  *
  * A round not posted within --handler-timeout: the coroutine wakes on its
  * timer, hands its request buffer and body (which the handler thread still
@@ -51,6 +54,7 @@
 
 #include "http.h"
 #include "response.h"
+#include "exchange.h"
 
 #define MG_PY_BATCH   64    /* calls handed to Python per GIL acquisition */
 #define MG_OUT_INLINE 16384 /* output buffers of this size are pooled */
@@ -68,31 +72,6 @@ static void pycall_release(mg_pycall *c)
 static mg_reqbuf *call_reqbuf(mg_pycall *c)
 {
     return (mg_reqbuf *)(void *)((char *)c - offsetof(mg_reqbuf, call));
-}
-
-/* head_start() refreshes and reads the worker's cached Date line, which only
- * the worker's thread may write: a handler thread keeps a clock of its own
- * (one per thread, freed with it). */
-static pthread_key_t clock_key;
-static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
-
-static void clock_key_make(void)
-{
-    (void)pthread_key_create(&clock_key, free);
-}
-
-static mg_worker *thread_clock(void)
-{
-    pthread_once(&clock_once, clock_key_make);
-    mg_worker *clk = pthread_getspecific(clock_key);
-    if (!clk) {
-        clk = calloc(1, sizeof(*clk)); /* only date_sec / date_hdr / date_len (wall_sec stays 0) */
-        if (clk && pthread_setspecific(clock_key, clk) != 0) {
-            free(clk);
-            clk = NULL;
-        }
-    }
-    return clk;
 }
 
 /* ------------------------------------------------------ the Python side API */
@@ -153,14 +132,11 @@ static size_t within_length(mg_pycall *c, size_t len)
 int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_len, const char *headers,
                   size_t headers_len, int n, const char *body, size_t body_len, int flags)
 {
-    mg_worker *w = c->_worker;
     mg_buf *out = &c->_out;
     mg_fields_info info;
     int r;
 
     c->error = NULL;
-    if (c->deferred && !(w = thread_clock()))
-        return -ENOMEM;
     if (c->_started) {
         c->error = "the response was already started";
         return -EINVAL;
@@ -169,54 +145,46 @@ int mg_call_start(mg_pycall *c, int status, const char *reason, size_t reason_le
         return r;
     out->len = 0;
     out->err = 0;
-    if (buf_reserve(out,
-                    512 + reason_len + headers_len + 2 * (size_t)(n > 0 ? n : 0) +
-                        ((flags & MG_RESP_STREAM) ? 0 : body_len) + 32) < 0)
+    if (buf_reserve(out, reason_len + headers_len + ((flags & MG_RESP_STREAM) ? 0 : body_len) + 32) < 0)
         return -ENOMEM;
-    head_start(out, w, status, reason, reason_len);
-    if ((r = head_fields(out, headers, headers_len, n, &info, &c->error)) < 0) {
+    buf_put(out, reason, reason_len);
+    if ((r = fields_check(out, headers, headers_len, n, &info, &c->error)) < 0) {
         out->len = 0;
         return r;
     }
+    c->_reason_len = reason_len;
+    c->_body_at = out->len;
+    c->_nfields = info.kept;
 
     int no_body = status_has_no_body(status);
     int streaming = (flags & MG_RESP_STREAM) && !c->_head_only && !no_body;
-    int framing;
     if (flags & MG_RESP_CLOSE || info.close)
         c->_keep_alive = 0;
+    /* the length the exchange frames the body with: the declared one, a
+     * single body's own, or -1 for a stream (chunked, or close-delimited) */
     c->length = no_body ? -1 : info.length;
+    if (!no_body && c->length < 0 && !(flags & MG_RESP_STREAM))
+        c->length = (int64_t)body_len;
     c->sent = 0;
     c->_no_body = no_body || c->_head_only;
-    if (no_body)
-        framing = MG_FRAME_NONE; /* RFC 9110 8.6: no Content-Length on 204, none needed on 304 */
-    else if (c->length >= 0)
-        framing = MG_FRAME_LENGTH;
-    else if (!(flags & MG_RESP_STREAM))
-        framing = MG_FRAME_LENGTH, c->length = (int64_t)body_len;
-    else if (c->_head_only)
-        framing = MG_FRAME_NONE; /* a HEAD of a stream: its length is not known */
-    else if (c->minor_version >= 1)
-        framing = MG_FRAME_CHUNKED, c->_chunked = 1;
-    else
-        framing = MG_FRAME_CLOSE, c->_keep_alive = 0; /* HTTP/1.0: the close ends the body */
     /* a single body that is not its declared length, or a stream whose first
      * piece is already longer: known now, so say close (the surplus is cut
      * and the connection closes after it) */
     if (!c->_no_body && (uint64_t)c->length != body_len &&
         (!(flags & MG_RESP_STREAM) || (c->length >= 0 && body_len > (uint64_t)c->length)))
         c->_keep_alive = 0;
-    c->_head_len = head_finish(out, framing, (uint64_t)(c->length < 0 ? 0 : c->length), c->_keep_alive);
     if (out->err)
         return -ENOMEM;
     c->_started = 1;
-    c->_status = status; /* the worker copies it to co->status and counts the request */
+    c->_status = status; /* the coroutine responds with it (python_request) */
     c->_fresh = 1;
+    c->_last = 0;
     c->more = streaming;
-    if (c->_no_body)
+    if (c->_no_body) {
+        c->_last = 1;
         return 0;
-    if (streaming)
-        return mg_call_chunk(c, body, body_len, 0);
-    return mg_call_chunk(c, body, body_len, 1);
+    }
+    return mg_call_chunk(c, body, body_len, !streaming);
 }
 
 int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last)
@@ -226,20 +194,15 @@ int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last)
         return -EINVAL;
     if (c->_no_body) {
         c->more = 0;
+        c->_last = 1;
         return 0;
     }
     size_t n = within_length(c, len);
     int cut = n < len;
-    if (buf_reserve(out, n + 32) < 0)
+    if (buf_reserve(out, n) < 0)
         return -ENOMEM;
-    if (c->_chunked && n > 0) {
-        buf_u64(out, n, 16);
-        buf_put(out, "\r\n", 2);
+    if (n > 0)
         buf_put(out, data, n);
-        buf_put(out, "\r\n", 2);
-    } else if (n > 0) {
-        buf_put(out, data, n);
-    }
     c->sent += n;
     if (cut) {
         c->more = 0; /* the stream is over: Python closes the iterator */
@@ -252,8 +215,7 @@ int mg_call_chunk(mg_pycall *c, const char *data, size_t len, int last)
         c->more = 0;
         return 1;
     }
-    if (last && c->_chunked)
-        buf_put(out, "0\r\n\r\n", 5);
+    c->_last = last; /* ended whole: the exchange ends the body (a chunked one's last chunk) */
     c->more = !last;
     return 0;
 }
@@ -276,14 +238,7 @@ static void call_done(mg_worker *w, mg_pycall *c)
         pycall_free_orphan(w, c);
         return;
     }
-    mg_coroutine *co = c->_co;
-    if (c->_fresh) {
-        c->_fresh = 0;
-        co->status = c->_status;
-        co->head_bytes = c->_head_len;
-        w->stats.requests++;
-    }
-    add_to_ready(w, co);
+    add_to_ready(w, c->_co);
 }
 
 /* Called by the worker loop, on the worker thread's own stack. */
@@ -436,29 +391,54 @@ static int yield_to_python(mg_coroutine *co, int op)
     return -ETIMEDOUT;
 }
 
-/* The 504 for a handler that timed out (RFC 9110 section 15.6.5), from a
- * buffer of our own: the request buffer went to the handler thread. */
-static int send_gateway_timeout(mg_coroutine *co, int head_only)
+/* The 504 for a handler that timed out (RFC 9110 section 15.6.5), its head
+ * in a buffer of our own: the request buffer went to the handler thread. */
+static int send_gateway_timeout(mg_exchange *x)
 {
     static const char body[] = "504 Gateway Timeout: the handler did not answer in time\n";
-    mg_worker *w = co->worker;
+    static const mg_field ctype = MG_FIELD_LIT("Content-Type", "text/plain; charset=utf-8");
     char mem[512];
-    mg_buf o;
-    buf_fixed(&o, mem, sizeof(mem));
-    head_start(&o, w, 504, "Gateway Timeout", 15);
-    buf_str(&o, "Content-Type: text/plain; charset=utf-8\r\n");
-    co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, 0);
-    if (!head_only)
-        buf_put(&o, body, sizeof(body) - 1);
-    co->status = 504;
-    w->stats.requests++;
-    if (!o.err)
-        (void)send_async(co, o.p, o.len);
-    return -1;
+    exchange_init_mem(x, x->co, mem, sizeof(mem));
+    x->keep_alive = 0;
+    mg_head h = {.status = 504,
+                 .reason = "Gateway Timeout",
+                 .reason_len = 15,
+                 .fields = &ctype,
+                 .nfields = 1,
+                 .length = sizeof(body) - 1};
+    if (exchange_respond(x, &h) == 0)
+        (void)exchange_body(x, body, sizeof(body) - 1, 1);
+    return MG_MW_BROKEN;
 }
 
-int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t body_len, int keep_alive)
+/* The round's answer through the exchange: the head once (the round
+ * mg_call_start ran), then the round's body piece; last ends the body. */
+static int answer_round(mg_exchange *x, mg_pycall *c)
 {
+    size_t at = 0;
+    if (c->_fresh) {
+        c->_fresh = 0;
+        if (!c->_keep_alive)
+            x->keep_alive = 0;
+        mg_head h = {.status = c->_status,
+                     .reason = c->_out.p,
+                     .reason_len = c->_reason_len,
+                     .block = c->_out.p + c->_reason_len,
+                     .block_len = c->_body_at - c->_reason_len,
+                     .block_n = c->_nfields,
+                     .length = c->length};
+        at = c->_body_at;
+        if (exchange_respond(x, &h) < 0)
+            return -1;
+    }
+    int r = exchange_body(x, c->_out.p + at, c->_out.len - at, !c->more && c->_last);
+    c->_out.len = 0;
+    return r;
+}
+
+int python_request(mg_exchange *x, mg_request *req, const char *body, size_t body_len)
+{
+    mg_coroutine *co = x->co;
     mg_worker *w = co->worker;
     mg_pycall *c = &co->rb->call;
 
@@ -480,10 +460,10 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     c->error = NULL;
     c->length = -1;
     c->sent = 0;
-    c->_chunked = 0;
+    c->_last = 0;
     c->_no_body = 0;
-    c->_keep_alive = keep_alive;
-    c->_head_only = req->method_id == MG_M_HEAD;
+    c->_keep_alive = x->keep_alive;
+    c->_head_only = x->head_only;
     c->_out.len = 0;
     c->_out.err = 0;
     c->_co = co;
@@ -499,38 +479,31 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
     c->server_port = co->server_port;
 
     if (yield_to_python(co, MG_PY_START) < 0)
-        return send_gateway_timeout(co, req->method_id == MG_M_HEAD);
+        return send_gateway_timeout(x);
     if (c->fallthrough && !c->_started)
-        return 1;
+        return MG_MW_PASS;
     if (!c->_started) {
         /* the handler failed in a way Python could not even report: 500; unless
          * the client has hung up, when there is nobody to answer (nginx logs 499) */
-        if (!(co->woken_by & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
-            send_error(co, 500, 0, c->_head_only);
-        return -1;
+        if (!(co->woken_by & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+            x->keep_alive = 0;
+            send_error(x, 500);
+        }
+        return MG_MW_BROKEN;
     }
     for (;;) {
-        if (c->_out.err) {
-            /* a write did not fit: what the buffer holds is not a response */
-            if (c->more && yield_to_python(co, MG_PY_ABORT) < 0)
-                return -1;
-            pycall_release(c);
-            return -1;
-        }
-        /* nothing to send happens (a stream cut or ended by Python): a send
-         * of 0 bytes would park for a writability that never comes */
-        ssize_t r = c->_out.len ? send_async(co, c->_out.p, c->_out.len) : 0;
-        c->_out.len = 0;
-        if (r < 0) {
+        /* a write that did not fit: what the buffer holds is not a response;
+         * or a send failed */
+        if (c->_out.err || answer_round(x, c) < 0) {
             if (c->more && yield_to_python(co, MG_PY_ABORT) < 0) /* close the iterator */
-                return -1;
+                return MG_MW_BROKEN;
             pycall_release(c);
-            return -1;
+            return MG_MW_BROKEN;
         }
         if (!c->more)
             break;
         if (yield_to_python(co, MG_PY_NEXT) < 0) /* sets more = 0 at the end, or on error */
-            return -1;                           /* timed out: the call is the pool's until it posts */
+            return MG_MW_BROKEN;                 /* timed out: the call is the pool's until it posts */
         if (MG_UNLIKELY(c->more && c->_out.len == 0 && !c->_out.err)) {
             /* a NEXT that produced nothing yet wants another round: asking
              * again could go on forever (each round is cheap, so it would
@@ -540,11 +513,13 @@ int python_request(mg_coroutine *co, mg_request *req, const char *body, size_t b
              * a BaseException on every __next__). */
             mg_log("minginx: a streamed response made no progress; closing the connection");
             if (yield_to_python(co, MG_PY_ABORT) < 0)
-                return -1;
+                return MG_MW_BROKEN;
             pycall_release(c);
-            return -1;
+            return MG_MW_BROKEN;
         }
     }
     pycall_release(c);
-    return c->_keep_alive ? 0 : 2;
+    if (!c->_keep_alive)
+        x->keep_alive = 0;
+    return MG_MW_DONE;
 }

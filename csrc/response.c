@@ -1,16 +1,14 @@
-/* response.c - the one output buffer (mg_buf) and the one writer of response heads.
+/* response.c - the one output buffer (mg_buf) and the one checker of a handler's status and fields.
  *
- * Theory of operation.  A response head is written in one place so that
- * what a handler hands over can be checked in one place.  The status line,
- * Server and Date come from head_start(); the framing (Content-Length,
- * chunked, or close-delimited) and Connection come from head_finish(),
- * decided from the response's state by the caller (static.c knows the file's
- * size, pycall.c the handler's declared length and the client's version),
- * never copied from a handler's list.  Between the two, the server's own
- * code writes trusted fields directly; a handler's fields go through
- * head_fields(), which validates every byte (RFC 9110 5.1, 5.5, 5.6.2) so
- * that no CR, LF or NUL from a handler can start a line of its own, and
- * strips the whitespace a field value may not begin or end with.
+ * Theory of operation.  What a handler hands over is checked in one place,
+ * protocol-neutrally, before any protocol sees it: fields_check() validates
+ * every byte of its fields (RFC 9110 5.1, 5.5, 5.6.2) so that no CR, LF or
+ * NUL from a handler can start a line of its own, strips the whitespace a
+ * field value may not begin or end with, drops the fields the server owns
+ * (framing, connection management, Date, Server) and leaves the rest as a
+ * field block the exchange's protocol module serializes (h1.c for HTTP/1.1;
+ * exchange.h).  The framing is the protocol's, decided from the declared
+ * length, never copied from a handler's list.
  * Tested by tests/test_hostile_handlers.py.
  */
 #include "response.h"
@@ -23,8 +21,6 @@
 #include <strings.h>
 
 #include "http.h"
-
-#define SERVER_HDR "Server: minginx-cffi\r\n"
 
 /* ------------------------------------------------------------ the buffer */
 
@@ -110,52 +106,6 @@ void buf_printf(mg_buf *b, const char *fmt, ...)
     b->err = 1;
 }
 
-/* -------------------------------------------------------------- the head */
-
-static void status_line(mg_buf *b, int status, const char *reason, size_t reason_len)
-{
-    if (status == 200 && !(reason && reason_len)) { /* nearly every response */
-        buf_put(b, "HTTP/1.1 200 OK\r\n", 17);
-        return;
-    }
-    buf_put(b, "HTTP/1.1 ", 9);
-    buf_u64(b, (uint64_t)(unsigned)status, 10);
-    buf_put(b, " ", 1);
-    if (reason && reason_len)
-        buf_put(b, reason, reason_len);
-    else
-        buf_str(b, http_reason(status));
-    buf_put(b, "\r\n", 2);
-}
-
-void head_start(mg_buf *b, mg_worker *w, int status, const char *reason, size_t reason_len)
-{
-    status_line(b, status, reason, reason_len);
-    buf_put(b, SERVER_HDR, sizeof(SERVER_HDR) - 1);
-    worker_refresh_date(w);
-    buf_put(b, w->date_hdr, (size_t)w->date_len);
-}
-
-size_t head_finish(mg_buf *b, int framing, uint64_t length, int keep_alive)
-{
-    switch (framing) {
-    case MG_FRAME_NONE:
-    case MG_FRAME_CLOSE: break;
-    case MG_FRAME_LENGTH:
-        buf_put(b, "Content-Length: ", 16);
-        buf_u64(b, length, 10);
-        buf_put(b, "\r\n", 2);
-        break;
-    case MG_FRAME_CHUNKED: buf_put(b, "Transfer-Encoding: chunked\r\n", 28); break;
-    default: mg_log("minginx: head_finish: framing %d is not an mg_framing", framing); abort();
-    }
-    if (keep_alive && framing != MG_FRAME_CLOSE)
-        buf_put(b, "Connection: keep-alive\r\n\r\n", 26);
-    else
-        buf_put(b, "Connection: close\r\n\r\n", 21);
-    return b->len;
-}
-
 /* ---------------------------------------------- checking a handler's head */
 
 /* Field names are tokens: mg_tchar (http.c), the one table the request parser uses too. */
@@ -224,11 +174,12 @@ static int lists_close(const char *v, size_t n)
     return 0;
 }
 
-int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info *info, const char **why)
+int fields_check(mg_buf *b, const char *block, size_t len, int n, mg_fields_info *info, const char **why)
 {
     const char *p = block, *end = block + len;
     info->length = -1;
     info->close = 0;
+    info->kept = 0;
     for (int i = 0; i < n; i++) {
         const char *name = p;
         const char *nend = p < end ? memchr(p, '\0', (size_t)(end - p)) : NULL;
@@ -317,48 +268,19 @@ int head_fields(mg_buf *b, const char *block, size_t len, int n, mg_fields_info 
             break;
         default: break;
         }
-        if (buf_reserve(b, nl + vl + 4) < 0) {
+        if (buf_reserve(b, nl + vl + 2) < 0) {
             *why = "out of memory";
             return -ENOMEM;
         }
         buf_put(b, name, nl);
-        buf_put(b, ": ", 2);
+        buf_put(b, "", 1);
         buf_put(b, value, vl);
-        buf_put(b, "\r\n", 2);
+        buf_put(b, "", 1);
+        info->kept++;
     }
     if (p != end) {
         *why = "a header name or value holds a NUL";
         return -EINVAL;
     }
-    return 0;
-}
-
-/* ------------------------------------------------------------ test hook */
-
-/* What mg_call_start (pycall.c) runs on a handler's head, without a worker or
- * a coroutine: the status check, then the status line and head_fields() into
- * out (no Server, Date, framing or Connection: those are the server's own).
- * For tests/fuzz_response.py and tests/test_response_writer.py. */
-int mg_test_head(int status, const char *reason, size_t reason_len, const char *block, size_t block_len,
-                 int n, char *out, size_t out_cap, size_t *out_len, int64_t *length, int *close)
-{
-    mg_fields_info info;
-    const char *why = NULL;
-    mg_buf b;
-    int r;
-
-    *out_len = 0;
-    if ((r = head_check_status(status, reason, reason_len, &why)) < 0)
-        return r;
-    buf_fixed(&b, out, out_cap);
-    status_line(&b, status, reason, reason_len);
-    r = head_fields(&b, block, block_len, n, &info, &why);
-    if (b.err)
-        return -ENOSPC;
-    if (r < 0)
-        return r;
-    *out_len = b.len;
-    *length = info.length;
-    *close = info.close;
     return 0;
 }

@@ -24,31 +24,23 @@
 #include "http.h"
 #include "cache.h"
 #include "response.h"
+#include "exchange.h"
 
-#define ALLOW_HDR "Allow: GET, HEAD, OPTIONS\r\n"
+static const mg_field ALLOW = MG_FIELD_LIT("Allow", "GET, HEAD, OPTIONS");
+static const mg_field CTYPE_HTML = MG_FIELD_LIT("Content-Type", "text/html; charset=utf-8");
 
 /* ------------------------------------------------------ a response head */
 
-/* Every head here is written by response.c's head_start()/head_finish(),
- * into the request buffer's fixed out area (never overflowing: see mg_buf). */
-static void out_area(mg_coroutine *co, mg_buf *o)
-{
-    buf_fixed(o, co->rb->out, sizeof(co->rb->out));
-}
+/* Every answer here goes through the request's exchange (exchange.h): a
+ * status and fields, then the body; the protocol module writes them. */
 
-static void put_status(mg_buf *o, mg_coroutine *co, int status)
-{
-    co->status = status;
-    head_start(o, co->worker, status, NULL, 0);
-}
-
-/* --header lines, on the statuses nginx's add_header puts them on (its
+/* --header fields, on the statuses nginx's add_header puts them on (its
  * list: 200, 201, 204, 206, 301, 302, 303, 304, 307, 308), never on errors. */
-static void put_added_headers(mg_buf *o, const mg_server *srv, int status)
+static void put_added(mg_head *h, const mg_server *srv)
 {
-    if (MG_LIKELY(!srv->add_headers))
+    if (MG_LIKELY(!srv->nadded))
         return;
-    switch (status) {
+    switch (h->status) {
     case 200:
     case 201:
     case 204:
@@ -58,76 +50,60 @@ static void put_added_headers(mg_buf *o, const mg_server *srv, int status)
     case 303:
     case 304:
     case 307:
-    case 308: buf_put(o, srv->add_headers, srv->add_headers_len); break;
+    case 308:
+        h->added = srv->added;
+        h->nadded = srv->nadded;
+        break;
     default: break;
     }
 }
 
-/* Send a finished head (and body) from the out area; a head that did not
- * fit is never sent: the connection closes instead. */
-static ssize_t send_out(mg_coroutine *co, const mg_buf *o)
-{
-    if (MG_UNLIKELY(o->err)) {
-        mg_log("minginx: a response head did not fit in %zu bytes; closing", o->cap);
-        return -ENOSPC;
-    }
-    return send_async(co, o->p, o->len);
-}
-
-/* An error page, with one optional extra header line (CRLF-terminated):
+/* An error page, with up to two fields of the server's own (Content-Range):
  * the --error-page file for the status if there is one (front.c), else a
  * small built-in HTML page. */
-static ssize_t send_error_with(mg_coroutine *co, int status, int keep_alive, int head_only, const char *extra,
-                               size_t extra_len)
+int send_error_fields(mg_exchange *x, int status, const mg_field *extra, int nextra)
 {
-    mg_buf o;
+    mg_field f[4];
+    int n = 0;
     char body_mem[160];
     mg_buf b;
+    const char *body;
+    size_t body_len;
 
-    out_area(co, &o);
-    const struct mg_err_page *page =
-        status >= 400 && status <= 599 ? co->worker->srv->error_page[status - 400] : NULL;
-    if (MG_UNLIKELY(page != NULL)) {
-        put_status(&o, co, status);
-        if (status == 405)
-            buf_str(&o, ALLOW_HDR);
-        if (extra)
-            buf_put(&o, extra, extra_len);
-        buf_str(&o, page->ctype_hdr);
-        co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, page->body_len, keep_alive);
-        co->worker->stats.requests++;
-        if (o.err || head_only || page->body_len == 0)
-            return send_out(co, &o);
-        struct iovec iov[2] = {{o.p, o.len}, {page->body, page->body_len}};
-        return sendv_async(co, iov, 2);
-    }
-    buf_fixed(&b, body_mem, sizeof(body_mem));
-    buf_str(&b, "<html><head><title>");
-    buf_u64(&b, (uint64_t)status, 10);
-    buf_str(&b, " ");
-    buf_str(&b, http_reason(status));
-    buf_str(&b, "</title></head><body><h1>");
-    buf_u64(&b, (uint64_t)status, 10);
-    buf_str(&b, " ");
-    buf_str(&b, http_reason(status));
-    buf_str(&b, "</h1></body></html>\n");
-
-    put_status(&o, co, status);
     if (status == 405)
-        buf_str(&o, ALLOW_HDR);
-    if (extra)
-        buf_put(&o, extra, extra_len);
-    buf_str(&o, "Content-Type: text/html; charset=utf-8\r\n");
-    co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, b.len, keep_alive);
-    if (!head_only)
-        buf_put(&o, b.p, b.len);
-    co->worker->stats.requests++;
-    return send_out(co, &o);
+        f[n++] = ALLOW;
+    for (int i = 0; i < nextra && i < 2; i++)
+        f[n++] = extra[i];
+    const struct mg_err_page *page =
+        status >= 400 && status <= 599 ? x->w->srv->error_page[status - 400] : NULL;
+    if (MG_UNLIKELY(page != NULL)) {
+        f[n++] = (mg_field){"Content-Type", page->ctype, 12, (uint32_t)strlen(page->ctype)};
+        body = page->body;
+        body_len = page->body_len;
+    } else {
+        buf_fixed(&b, body_mem, sizeof(body_mem));
+        buf_str(&b, "<html><head><title>");
+        buf_u64(&b, (uint64_t)status, 10);
+        buf_str(&b, " ");
+        buf_str(&b, http_reason(status));
+        buf_str(&b, "</title></head><body><h1>");
+        buf_u64(&b, (uint64_t)status, 10);
+        buf_str(&b, " ");
+        buf_str(&b, http_reason(status));
+        buf_str(&b, "</h1></body></html>\n");
+        f[n++] = CTYPE_HTML;
+        body = b.p;
+        body_len = b.len;
+    }
+    mg_head h = {.status = status, .fields = f, .nfields = n, .length = (int64_t)body_len};
+    if (exchange_respond(x, &h) < 0)
+        return MG_MW_BROKEN;
+    return exchange_body(x, body, body_len, 1);
 }
 
-ssize_t send_error(mg_coroutine *co, int status, int keep_alive, int head_only)
+int send_error(mg_exchange *x, int status)
 {
-    return send_error_with(co, status, keep_alive, head_only, NULL, 0);
+    return send_error_fields(x, status, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ paths */
@@ -344,144 +320,59 @@ static int if_range_holds(const mg_request *req, const mg_centry *e, const mg_fi
 
 /* ------------------------------------------------------------- answering */
 
-static int send_not_modified(mg_coroutine *co, const mg_centry *e, const mg_file *rep, int keep_alive)
+static int send_not_modified(mg_exchange *x, const mg_centry *e, const mg_file *rep)
 {
-    mg_buf o;
-
-    out_area(co, &o);
-    put_status(&o, co, 304);
-    buf_str(&o, "ETag: ");
-    buf_put(&o, rep->etag, (size_t)rep->etag_len);
-    buf_str(&o, "\r\nLast-Modified: ");
-    buf_str(&o, e->last_modified);
-    buf_str(&o, "\r\n");
-    if (co->worker->srv->cfg.gzip_static && e->compressible)
-        buf_str(&o, "Vary: Accept-Encoding\r\n");
-    put_added_headers(&o, co->worker->srv, 304);
-    co->head_bytes = head_finish(&o, MG_FRAME_NONE, 0, keep_alive);
-    co->worker->stats.requests++;
-    return send_out(co, &o) < 0 ? -1 : 0;
-}
-
-/* Keep the head just built in o as rep's 200 keep-alive head (see below). */
-static void keep_head(mg_worker *w, mg_file *rep, const mg_buf *o, size_t date_at)
-{
-    if (o->err)
-        return;
-    if (rep->data && o->len <= MG_HEAD_ROOM) {
-        rep->head = rep->data - o->len;
-        rep->head_in_room = 1;
-    } else if (!(rep->head = malloc(o->len))) {
-        return;
-    }
-    memcpy(rep->head, o->p, o->len);
-    rep->head_len = (int)o->len;
-    rep->head_date = (int)date_at;
-    rep->head_sec = w->date_sec;
+    mg_field f[3] = {
+        {"ETag", rep->etag, 4, (uint32_t)rep->etag_len},
+        {"Last-Modified", e->last_modified, 13, (uint32_t)strlen(e->last_modified)},
+        MG_FIELD_LIT("Vary", "Accept-Encoding"),
+    };
+    mg_head h = {.status = 304,
+                 .fields = f,
+                 .nfields = x->w->srv->cfg.gzip_static && e->compressible ? 3 : 2,
+                 .length = -1};
+    put_added(&h, x->w->srv);
+    if (exchange_respond(x, &h) < 0)
+        return MG_MW_BROKEN;
+    return exchange_end(x);
 }
 
 /* 200 or 206 for [start, start + len) of rep.  keep: rep belongs to a cached
- * entry, which may keep its 200 keep-alive head.
- *
- * That head is the same bytes for every response but its Date line: status
- * line, Server, Date, the file's prebuilt lines, --header lines,
- * Content-Length, Connection.  Building it took about a fifth of a
- * keep-alive request's instructions (bench/per_request.py); so the first 200
- * keep-alive response keeps a copy in rep, and later ones copy it into their
- * out area, with the worker's current Date line written over the old one
- * once a second (nginx caches its Date string the same way, and h2o its
- * whole header block).  A small file's kept head sits right before its bytes
- * in memory, so the response is one send() of one buffer, as the bare loop's
- * (bench/bare_loop.c).  A send that blocks halfway must not see the Date
- * change under it: while one is parked (head_busy), a new second builds its
- * head afresh instead. */
-static int send_representation(mg_coroutine *co, mg_file *rep, int status, int64_t start, int64_t len,
-                               int keep_alive, int head_only, int keep)
+ * entry, whose 200 keep-alive head the protocol module may keep in rep->memo
+ * (h1.c exchange_respond_memo: built once, its Date rewritten once a second;
+ * a small file's sits right before its bytes, so the response is one send()
+ * of one buffer, as the bare loop's, bench/bare_loop.c). */
+static int send_representation(mg_exchange *x, mg_file *rep, int status, int64_t start, int64_t len, int keep)
 {
-    mg_worker *w = co->worker;
-    mg_buf o;
+    mg_head h = {.status = status, .fields = rep->fields, .nfields = rep->nfields, .length = len};
+    mg_field f[MG_FILE_FIELDS + 1];
+    char range[80];
 
-    out_area(co, &o);
-    int kept = status == 200 && keep_alive && rep->head && (worker_refresh_date(w), w->date_len == 37);
-    if (kept && MG_UNLIKELY(rep->head_sec != w->date_sec)) {
-        if (rep->head_busy) {
-            kept = 0;
-        } else {
-            memcpy(rep->head + rep->head_date, w->date_hdr, (size_t)w->date_len);
-            rep->head_sec = w->date_sec;
-        }
+    if (status == 206) {
+        mg_buf o;
+        buf_fixed(&o, range, sizeof(range));
+        buf_str(&o, "bytes ");
+        buf_u64(&o, (uint64_t)start, 10);
+        buf_str(&o, "-");
+        buf_u64(&o, (uint64_t)(start + len - 1), 10);
+        buf_str(&o, "/");
+        buf_u64(&o, (uint64_t)rep->size, 10);
+        memcpy(f, rep->fields, (size_t)rep->nfields * sizeof(f[0]));
+        f[h.nfields++] = (mg_field){"Content-Range", range, 13, (uint32_t)o.len};
+        h.fields = f;
     }
-    if (kept && rep->head_in_room) {
-        co->status = 200;
-        co->head_bytes = (size_t)rep->head_len;
-        w->stats.requests++;
-        rep->head_busy++;
-        ssize_t n = send_async(co, rep->head, (size_t)rep->head_len + (head_only ? 0 : (size_t)len));
-        rep->head_busy--;
-        return n < 0 ? -1 : 0;
-    }
-    if (kept) {
-        co->status = 200;
-        buf_put(&o, rep->head, (size_t)rep->head_len);
-    } else {
-        put_status(&o, co, status);
-        size_t date_at = o.len - (size_t)w->date_len;
-        buf_put(&o, rep->hdr, (size_t)rep->hdr_len); /* Content-Type ... Accept-Ranges */
-        if (status == 206) {
-            buf_str(&o, "Content-Range: bytes ");
-            buf_u64(&o, (uint64_t)start, 10);
-            buf_str(&o, "-");
-            buf_u64(&o, (uint64_t)(start + len - 1), 10);
-            buf_str(&o, "/");
-            buf_u64(&o, (uint64_t)rep->size, 10);
-            buf_str(&o, "\r\n");
-        }
-        put_added_headers(&o, w->srv, status);
-        head_finish(&o, MG_FRAME_LENGTH, (uint64_t)len, keep_alive);
-        /* every Date line has one length (IMF-fixdate, years 1000-9999 here) */
-        if (status == 200 && keep_alive && keep && !rep->head && w->date_len == 37)
-            keep_head(w, rep, &o, date_at);
-    }
-    co->head_bytes = o.len;
-    w->stats.requests++;
-    if (MG_UNLIKELY(o.err))
-        return send_out(co, &o) < 0 ? -1 : 0;
-    char *head = o.p;
-    size_t head_len = o.len;
-
-    if (head_only || len == 0)
-        return send_async(co, head, head_len) < 0 ? -1 : 0;
-    if (rep->data) {
-        /* a small file from memory: head and body in one sendmsg() */
-        struct iovec iov[2] = {{head, head_len}, {rep->data + start, (size_t)len}};
-        return sendv_async(co, iov, 2) < 0 ? -1 : 0;
-    }
-    /* TCP_CORK around the head and the first piece of the file, so they
-     * leave in full segments together; then uncork and send the rest.
-     * Holding the cork for the whole of a large file, as nginx's tcp_nopush
-     * does, halves the throughput on loopback (1 MiB: 2.6 GB/s corked
-     * throughout, 5-6 GB/s uncorked after the first 256 KiB, the way
-     * lighttpd does it; bench/run.py --workload 1mib). */
-    size_t first = (size_t)len;
-    if (first > MG_CORK_BYTES - head_len)
-        first = MG_CORK_BYTES - head_len;
-    set_cork(co, 1);
-    if (send_async(co, head, head_len) < 0)
-        return -1;
-    ssize_t n = sendfile_async(co, rep->fd, (off_t)start, first);
-    set_cork(co, 0);
-    if (n == (ssize_t)first && first < (size_t)len) {
-        ssize_t m = sendfile_async(co, rep->fd, (off_t)start + (off_t)first, (size_t)len - first);
-        n = m < 0 ? m : n + m;
-    }
-    if (n != (ssize_t)len)
-        return -1; /* reset by the peer, or the file shrank: the length was promised */
-    return 0;
+    put_added(&h, x->w->srv);
+    if (exchange_respond_memo(x, &h, keep ? &rep->memo : NULL, rep->data) < 0)
+        return MG_MW_BROKEN;
+    if (len == 0)
+        return exchange_end(x);
+    if (rep->data) /* a small file from memory: head and body in one sendmsg() */
+        return exchange_body(x, rep->data + start, (size_t)len, 1);
+    return exchange_file(x, rep->fd, (off_t)start, (size_t)len);
 }
 
-static int serve_entry(mg_coroutine *co, mg_request *req, mg_centry *e, int keep_alive)
+static int serve_entry(mg_exchange *x, mg_request *req, mg_centry *e)
 {
-    int head_only = req->method_id == MG_M_HEAD;
     mg_file *rep = &e->plain;
     mg_str ae = header_value(req, MG_H_ACCEPT_ENCODING);
 
@@ -489,9 +380,9 @@ static int serve_entry(mg_coroutine *co, mg_request *req, mg_centry *e, int keep
         rep = &e->gz;
     int pre = evaluate_preconditions(req, e, rep);
     if (pre == 304)
-        return send_not_modified(co, e, rep, keep_alive);
+        return send_not_modified(x, e, rep);
     if (pre)
-        return send_error(co, pre, keep_alive, head_only) < 0 ? -1 : 0;
+        return send_error(x, pre);
 
     /* Range is defined for GET only (RFC 9110 section 14.2) */
     mg_str range = header_value(req, MG_H_RANGE);
@@ -499,18 +390,18 @@ static int serve_entry(mg_coroutine *co, mg_request *req, mg_centry *e, int keep
         int64_t start = 0, len = 0;
         int r = parse_range(range, rep->size, &start, &len);
         if (r == 1)
-            return send_representation(co, rep, 206, start, len, keep_alive, 0, 0);
+            return send_representation(x, rep, 206, start, len, 0);
         if (r == 416) {
-            char cr[64];
+            char cr[40];
             mg_buf o;
             buf_fixed(&o, cr, sizeof(cr));
-            buf_str(&o, "Content-Range: bytes */");
+            buf_str(&o, "bytes */");
             buf_u64(&o, (uint64_t)rep->size, 10);
-            buf_str(&o, "\r\n");
-            return send_error_with(co, 416, keep_alive, 0, o.p, o.len) < 0 ? -1 : 0;
+            mg_field f = {"Content-Range", cr, 13, (uint32_t)o.len};
+            return send_error_fields(x, 416, &f, 1);
         }
     }
-    return send_representation(co, rep, 200, 0, rep->size, keep_alive, head_only, !e->scratch);
+    return send_representation(x, rep, 200, 0, rep->size, !e->scratch);
 }
 
 /* May byte c stand as itself in the Location we build?  A path segment's
@@ -553,69 +444,66 @@ static size_t uri_encode(mg_buf *o, const char *s, size_t n, int query)
  * a link to another host (a network-path reference, RFC 3986 section 4.2).
  * "/" + rel cannot start with "//" or "/\" (a backslash is encoded).
  * Tested by tests/test_request_safety.py test_slash_redirect_stays_on_this_host. */
-static int redirect_slash(mg_coroutine *co, mg_request *req, int keep_alive, int head_only)
+static int redirect_slash(mg_exchange *x, mg_request *req)
 {
-    mg_buf o;
     static const char body[] = "<html><head><title>301 Moved Permanently</title></head>"
                                "<body><h1>301 Moved Permanently</h1></body></html>\n";
-    const char *rel = co->rb->path;
+    mg_reqbuf *rb = x->co->rb;
+    const char *rel = rb->path;
     size_t rel_len = strlen(rel);
 
-    out_area(co, &o);
     if (uri_encode(NULL, rel, rel_len, 0) + uri_encode(NULL, req->query.p, req->query.len, 1) + 64 >
-        sizeof(co->rb->out) - 256 - co->worker->srv->add_headers_len)
-        return send_error(co, 414, keep_alive, head_only) < 0 ? -1 : 0;
-    put_status(&o, co, 301);
-    buf_str(&o, "Location: /");
+        sizeof(rb->out) - 256 - x->w->srv->add_headers_len)
+        return send_error(x, 414);
+    /* the Location is written into the scratch path, free here: the
+     * directory's entry (if any) was given back; the check above keeps it
+     * far below that buffer's size, and the head within the out area */
+    mg_buf o;
+    buf_fixed(&o, rb->scratch_path, sizeof(rb->scratch_path));
+    buf_str(&o, "/");
     uri_encode(&o, rel, rel_len, 0);
     buf_str(&o, "/");
     if (req->query.len) {
         buf_str(&o, "?");
         uri_encode(&o, req->query.p, req->query.len, 1);
     }
-    buf_str(&o, "\r\nContent-Type: text/html; charset=utf-8\r\n");
-    put_added_headers(&o, co->worker->srv, 301);
-    co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, sizeof(body) - 1, keep_alive);
-    if (!head_only)
-        buf_put(&o, body, sizeof(body) - 1);
-    co->worker->stats.requests++;
-    return send_out(co, &o) < 0 ? -1 : 0;
+    mg_field f[2] = {{"Location", o.p, 8, (uint32_t)o.len}, CTYPE_HTML};
+    mg_head h = {.status = 301, .fields = f, .nfields = 2, .length = sizeof(body) - 1};
+    put_added(&h, x->w->srv);
+    if (exchange_respond(x, &h) < 0)
+        return MG_MW_BROKEN;
+    return exchange_body(x, body, sizeof(body) - 1, 1);
 }
 
-/* The methods a static file answers: GET and HEAD go on (returns 1),
+/* The methods a static file answers: GET and HEAD go on (MG_MW_PASS),
  * OPTIONS gets its Allow, the rest 405 (or 501 for one we do not know). */
-static int static_method(mg_coroutine *co, mg_request *req, int keep_alive)
+static int static_method(mg_exchange *x, mg_request *req)
 {
-    mg_server *srv = co->worker->srv;
-
     switch (req->method_id) {
     case MG_M_GET:
     case MG_M_HEAD: break;
     case MG_M_OPTIONS: {
-        mg_buf o;
-        out_area(co, &o);
         /* RFC 9110 9.3.7: a server MUST send Content-Length: 0 when the
          * answer has no content, and 8.6 forbids Content-Length on a 204. */
-        put_status(&o, co, 200);
-        buf_str(&o, ALLOW_HDR);
-        put_added_headers(&o, srv, 200);
-        co->head_bytes = head_finish(&o, MG_FRAME_LENGTH, 0, keep_alive);
-        co->worker->stats.requests++;
-        return send_out(co, &o) < 0 ? -1 : 0;
+        mg_head h = {.status = 200, .fields = &ALLOW, .nfields = 1, .length = 0};
+        put_added(&h, x->w->srv);
+        if (exchange_respond(x, &h) < 0)
+            return MG_MW_BROKEN;
+        return exchange_end(x);
     }
-    case MG_M_OTHER: return send_error(co, 501, keep_alive, 0) < 0 ? -1 : 0;
-    default: return send_error(co, 405, keep_alive, 0) < 0 ? -1 : 0;
+    case MG_M_OTHER: return send_error(x, 501);
+    default: return send_error(x, 405);
     }
-    return 1;
+    return MG_MW_PASS;
 }
 
-int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
+int static_serve(mg_exchange *x, mg_request *req)
 {
+    mg_coroutine *co = x->co;
     mg_server *srv = co->worker->srv;
-    int head_only = req->method_id == MG_M_HEAD;
     TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
-    int r = static_method(co, req, keep_alive);
-    if (r != 1)
+    int r = static_method(x, req);
+    if (r != MG_MW_PASS)
         return r;
 
     mg_centry *e = target_memo_get(co->worker, req);
@@ -625,17 +513,17 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
         int st =
             decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
         if (st)
-            return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
+            return send_error(x, st);
         e = file_open(co, rel, dir_request, &st);
         if (!e) {
             if (st == 301)
-                return redirect_slash(co, req, keep_alive, head_only);
-            return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
+                return redirect_slash(x, req);
+            return send_error(x, st);
         }
         target_memo_put(co->worker, req, e);
     }
     co->centry = e; /* released by coroutine_destroy() if we never get back */
-    r = serve_entry(co, req, e, keep_alive);
+    r = serve_entry(x, req, e);
     co->centry = NULL;
     file_release(co->worker, e);
     return r;
@@ -657,10 +545,10 @@ int static_serve(mg_coroutine *co, mg_request *req, int keep_alive)
  * nginx's try_files gives too; an app with a route there, "/api/" beside a
  * folder "api" of assets, is the more useful answer, and no listing is ever
  * shown either way.)  Tested by tests/test_front.py. */
-int static_try(mg_coroutine *co, mg_request *req, int keep_alive)
+int static_try(mg_exchange *x, mg_request *req)
 {
+    mg_coroutine *co = x->co;
     mg_server *srv = co->worker->srv;
-    int head_only = req->method_id == MG_M_HEAD;
     char *rel = co->rb->path;
     int dir_request, st;
 
@@ -668,29 +556,29 @@ int static_try(mg_coroutine *co, mg_request *req, int keep_alive)
     if (!e) {
         st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
         if (st == 400) /* a bad escape, %00, ".." above the root: as nginx, for every location */
-            return send_error(co, st, keep_alive, head_only) < 0 ? -1 : 0;
+            return send_error(x, st);
         if (st)
-            return 1; /* a dotfile, or a path too long to be a file name (414): not one of ours */
+            return MG_MW_PASS; /* a dotfile, or a path too long to be a file name (414): not one of ours */
         e = file_open(co, rel, dir_request, &st);
         if (!e) {
             if (st != 301)
-                return 1;
+                return MG_MW_PASS;
             /* a directory asked without its slash: a file only if it has an index */
             e = file_open(co, rel, 1, &st);
             if (!e)
-                return 1;
+                return MG_MW_PASS;
             TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
             file_release(co->worker, e);
-            int r = static_method(co, req, keep_alive);
-            return r != 1 ? r : redirect_slash(co, req, keep_alive, head_only);
+            int r = static_method(x, req);
+            return r != MG_MW_PASS ? r : redirect_slash(x, req);
         }
         target_memo_put(co->worker, req, e);
     }
     co->centry = e; /* released by coroutine_destroy() if we never get back */
     TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
-    int r = static_method(co, req, keep_alive);
-    if (r == 1)
-        r = serve_entry(co, req, e, keep_alive);
+    int r = static_method(x, req);
+    if (r == MG_MW_PASS)
+        r = serve_entry(x, req, e);
     co->centry = NULL;
     file_release(co->worker, e);
     return r;

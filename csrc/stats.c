@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/uio.h>
 
 #include "http.h"
 #include "response.h"
+#include "exchange.h"
 
 static const char *const EVENT_NAMES[] = {
     /* no size: a new last event without a name fails below */
@@ -336,45 +336,39 @@ static void trace_json(mg_buf *b, mg_coroutine *co)
     buf_printf(b, "],\"skipped\":%llu}\n", (unsigned long long)skipped);
 }
 
-int stats_serve(mg_coroutine *co, mg_request *req, int keep_alive)
+int stats_serve(mg_exchange *x, mg_request *req)
 {
     static const char prefix[] = "/_minginx/";
+    /* nosniff: the trace holds request paths, bytes a client chose; never read as HTML */
+    static const mg_field fields[] = {
+        MG_FIELD_LIT("Content-Type", "application/json"),
+        MG_FIELD_LIT("Cache-Control", "no-store"),
+        MG_FIELD_LIT("X-Content-Type-Options", "nosniff"),
+    };
     if (req->path.len < sizeof(prefix) - 1 || memcmp(req->path.p, prefix, sizeof(prefix) - 1) != 0)
-        return 1;
+        return MG_MW_PASS;
     const char *what = req->path.p + sizeof(prefix) - 1;
     size_t wlen = req->path.len - (sizeof(prefix) - 1);
     int is_stats = wlen == 5 && memcmp(what, "stats", 5) == 0;
     int is_trace = wlen == 5 && memcmp(what, "trace", 5) == 0;
     if (!is_stats && !is_trace)
-        return 1;
+        return MG_MW_PASS;
     if (req->method_id != MG_M_GET && req->method_id != MG_M_HEAD)
-        return send_error(co, 405, keep_alive, 0) < 0 ? -1 : 0;
+        return send_error(x, 405);
 
     mg_buf body;
     buf_growable(&body);
     if (is_stats)
-        stats_json(&body, co->worker->srv);
+        stats_json(&body, x->w->srv);
     else
-        trace_json(&body, co);
+        trace_json(&body, x->co);
     if (body.err) {
         buf_free(&body);
-        return send_error(co, 503, keep_alive, 0) < 0 ? -1 : 0;
+        return send_error(x, 503);
     }
-
-    mg_worker *w = co->worker;
-    char head_mem[512];
-    mg_buf head;
-    buf_fixed(&head, head_mem, sizeof(head_mem));
-    head_start(&head, w, 200, NULL, 0);
-    /* nosniff: the trace holds request paths, bytes a client chose; never read as HTML */
-    buf_str(&head,
-            "Content-Type: application/json\r\nCache-Control: no-store\r\n"
-            "X-Content-Type-Options: nosniff\r\n");
-    co->head_bytes = head_finish(&head, MG_FRAME_LENGTH, body.len, keep_alive);
-    struct iovec iov[2] = {{head.p, head.len}, {body.p, req->method_id == MG_M_HEAD ? 0 : body.len}};
-    co->status = 200;
-    w->stats.requests++; /* after the JSON: the numbers are those before this request */
-    ssize_t r = head.err ? -ENOSPC : sendv_async(co, iov, 2);
+    /* respond counts the request: after the JSON, whose numbers are those before it */
+    mg_head h = {.status = 200, .fields = fields, .nfields = 3, .length = (int64_t)body.len};
+    int r = exchange_respond(x, &h) < 0 ? MG_MW_BROKEN : exchange_body(x, body.p, body.len, 1);
     buf_free(&body);
-    return r < 0 ? -1 : 0;
+    return r;
 }

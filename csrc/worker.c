@@ -53,6 +53,7 @@
 #include "http.h"
 #include "cache.h"
 #include "response.h"
+#include "exchange.h"
 
 #define MG_CMD_STOP (-1) /* dispatch-pipe command: graceful stop */
 #define MG_CMD_EXIT (-2) /* dispatch-pipe command: leave now */
@@ -453,23 +454,6 @@ static void timers_expire(mg_worker *w)
     }
 }
 
-/* ------------------------------------------------------------------- Date */
-
-void worker_refresh_date(mg_worker *w)
-{
-    /* A worker's loop reads the clock once a wakeup (wall_sec).  A handler
-     * thread's clock (pycall.c thread_clock) is a worker struct with no loop:
-     * wall_sec stays 0 and the clock is read here, per response. */
-    time_t now = w->wall_sec ? w->wall_sec : time(NULL);
-    if (now == w->date_sec)
-        return;
-    w->date_sec = now;
-    memcpy(w->date_hdr, "Date: ", 6);
-    int n = http_date(w->date_hdr + 6, now);
-    memcpy(w->date_hdr + 6 + n, "\r\n", 2);
-    w->date_len = 6 + n + 2;
-}
-
 /* --------------------------------------------------------- dispatch pipe */
 
 /* Stop watching the listener (a stop, or accept4 out of fds).  (--io uring
@@ -529,7 +513,7 @@ static int64_t server_conns_open(const mg_server *srv)
     for (int i = 0; i < srv->nworkers; i++) {
         const mg_worker *o = srv->workers[i];
         n += __atomic_load_n(&o->stats.coroutines_alive, __ATOMIC_RELAXED) +
-             (int64_t)__atomic_load_n(&o->stats.parked, __ATOMIC_RELAXED);
+            (int64_t)__atomic_load_n(&o->stats.parked, __ATOMIC_RELAXED);
     }
     return n;
 }
@@ -543,14 +527,18 @@ static void accept_from_pipe(mg_worker *w, int fd)
     if (w->max_conns > 0 && server_conns_open(w->srv) >= w->max_conns) {
         /* over --max-connections: say so and close, never stall */
         static const char body[] = "Too many connections";
+        static const mg_field fields[] = {MG_FIELD_LIT("Content-Type", "text/plain"),
+                                          MG_FIELD_LIT("Retry-After", "1")};
         char busy_mem[256];
-        mg_buf busy;
-        buf_fixed(&busy, busy_mem, sizeof(busy_mem));
-        head_start(&busy, w, 503, NULL, 0);
-        buf_str(&busy, "Content-Type: text/plain\r\nRetry-After: 1\r\n");
-        size_t head_len = head_finish(&busy, MG_FRAME_LENGTH, sizeof(body) - 1, 0);
-        buf_put(&busy, body, sizeof(body) - 1);
-        ssize_t sent = busy.err ? -1 : w->tp->send_early(fd, busy.p, busy.len);
+        mg_exchange busy; /* detached: no coroutine, its bytes sent at once (the transport's send_early) */
+        exchange_init_detached(&busy, w, busy_mem, sizeof(busy_mem));
+        mg_head h = {.status = 503, .fields = fields, .nfields = 2, .length = sizeof(body) - 1};
+        size_t len = 0;
+        const char *bytes = NULL;
+        if (exchange_respond(&busy, &h) == 0 && exchange_body(&busy, body, sizeof(body) - 1, 1) == 0)
+            bytes = exchange_bytes(&busy, &len);
+        size_t head_len = busy.head_bytes;
+        ssize_t sent = bytes ? w->tp->send_early(fd, bytes, len) : -1;
         if (w->alog)
             alog_rejected(w, fd, 503, sent > (ssize_t)head_len ? (uint64_t)(sent - (ssize_t)head_len) : 0);
         close(fd);

@@ -52,6 +52,7 @@ import asyncio
 import concurrent.futures
 import sys
 import threading
+import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
@@ -91,10 +92,17 @@ class LoopThread:
     def __init__(self):
         self.loop = new_event_loop()
         self.thread = threading.Thread(target=self._run, name="minginx-asgi-loop", daemon=True)
+        self._lock = threading.Lock()
+        self._ended = False  # run_forever returned
+        self._abandoned = False  # stop() gave up waiting: the thread closes the loop itself
 
     def _run(self):
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+        with self._lock:
+            self._ended = True
+            if self._abandoned:
+                self.loop.close()
 
     def start(self):
         self.thread.start()
@@ -103,11 +111,15 @@ class LoopThread:
         """Run a coroutine on the loop from another thread; its result, or its exception."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def stop(self):
+    def stop(self, timeout=10.0):
         """Cancel what still runs (a task parked on a client that will never come back),
-        stop the loop, join the thread, close the loop."""
+        stop the loop, join the thread, close the loop: within timeout seconds.  An app
+        that blocks its loop (a time.sleep in an async route) never lets the loop stop:
+        then a warning says so and the thread is left behind (a daemon: it ends with
+        the process), rather than hang the shutdown."""
         if not self.thread.is_alive():
             return
+        deadline = time.monotonic() + timeout
 
         async def cancel_all():
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -116,11 +128,20 @@ class LoopThread:
             await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
-            self.run(cancel_all(), timeout=5)
+            self.run(cancel_all(), timeout=max(0.0, min(5.0, deadline - time.monotonic())))
         except (concurrent.futures.TimeoutError, RuntimeError):
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._abandoned = not self._ended
+        if self._abandoned:
+            log.warning(
+                "minginx: the ASGI event loop did not stop within %.1f s (the app blocks it); "
+                "leaving it behind",
+                timeout,
+            )
+            return
         self.loop.close()
 
 
@@ -285,6 +306,9 @@ class Cycle:
         if self.state == DONE:
             raise RuntimeError("http.response.body after the response was complete")
         body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            # bytes(5) would be five NUL bytes: the app's error, raised into its send()
+            raise TypeError("http.response.body's body must be bytes, not %s" % type(body).__name__)
         more = bool(message.get("more_body", False))
         if self.state == DISCARD:
             if not more:
@@ -457,13 +481,16 @@ class Runner:
         """Lifespan shutdown, then the loop goes (the engines' workers have stopped)."""
         if self.loop_thread is None:
             return
+        deadline = time.monotonic() + timeout
         try:
             if self.lifespan is not None:
                 self.loop_thread.run(self.lifespan.shutdown(), timeout)
         except Exception as e:
             log.error("minginx: ASGI lifespan shutdown: %s: %s", type(e).__name__, e)
         finally:
-            self.loop_thread.stop()
+            # the lifespan's time counts: the whole stop is bounded by timeout (a
+            # blocked loop times the lifespan out first), and the loop gets at least 1 s
+            self.loop_thread.stop(max(1.0, deadline - time.monotonic()))
             self.loop_thread = None
 
     def scope(self, view):

@@ -556,10 +556,10 @@ def error_pages(values: Any, root: str) -> tuple:
             raise ConfigError("--error-page %r: expected CODE=PATH" % (v,))
         shown = "%s=%s" % (code, path)
         try:
-            code = int(code)
+            status = int(code)
         except (TypeError, ValueError):
             raise ConfigError("--error-page %r: %r is not a status code" % (shown, code)) from None
-        if not 400 <= code <= 599:
+        if not 400 <= status <= 599:
             raise ConfigError("--error-page %r: the status must be 4xx or 5xx" % shown)
         if not isinstance(path, str) or not path.strip("/"):
             raise ConfigError("--error-page %r: expected a file under the root" % shown)
@@ -578,7 +578,7 @@ def error_pages(values: Any, root: str) -> tuple:
             raise ConfigError(
                 "--error-page %r: %s is larger than %d bytes" % (shown, path, _native.ERROR_PAGE_MAX)
             )
-        pages[code] = (code, os.path.relpath(full, root_real), body)
+        pages[status] = (status, os.path.relpath(full, root_real), body)
     return tuple(pages.values())
 
 

@@ -2,8 +2,9 @@
 
 The invariant, first. For every handler head (status, reason, fields), the C
 writer (the test hook mg_test_head: what csrc/pycall.c mg_call_start runs on it,
-head_check_status then head_fields, fed by _dispatch.flatten_fields) and the
-port's (pyport/response.py check_status, handler_fields):
+head_check_status then fields_check, then csrc/h1.c's status and field lines,
+fed by _dispatch.flatten_fields) and the
+port's (pyport/response.py check_status, handler_fields, then pyport/h1.py head_text):
   - never crash; C answers 0 (sent) or -EINVAL (refused), nothing else;
   - agree on sending or refusing it (a TypeError from as_bytes is a refusal:
     both engines answer it with a 500);
@@ -43,6 +44,7 @@ if FUZZING:
 with atheris.instrument_imports() if FUZZING else contextlib.nullcontext():
     from minginx_cffi import _dispatch
     from minginx_cffi._native import ffi, lib
+    from minginx_cffi.pyport import h1 as pyh1
     from minginx_cffi.pyport import response as pyresponse
 
 OWNED = {
@@ -120,14 +122,6 @@ class Int(int):
     """An int subclass (an IntEnum such as http.HTTPStatus is one), as an ASGI app might send."""
 
 
-class _NoWorker:
-    """What pyport head_start needs of a worker, without a Date line."""
-
-    @staticmethod
-    def date_header():
-        return b""
-
-
 def c_head(status, reason, make_fields):
     """The C writer's answer: None (refused) or (head bytes, length, close)."""
     try:
@@ -153,12 +147,10 @@ def port_head(status, reason, make_fields):
     """The port's answer, in the same shape (its head without Server and Date)."""
     try:
         pyresponse.check_status(status, reason)
-        lines, length, close = pyresponse.handler_fields(make_fields())
+        fields, length, close = pyresponse.handler_fields(make_fields())
     except (pyresponse.Refused, TypeError):
         return None
-    start = pyresponse.head_start(_NoWorker, status, reason)
-    assert start.endswith(pyresponse.SERVER)
-    return start[: -len(pyresponse.SERVER)] + lines, length, bool(close)
+    return pyh1.head_text(status, reason, fields), length, bool(close)
 
 
 def well_formed(head, fields):

@@ -381,14 +381,20 @@ async def broken_app(scope, receive, send):
         await send({"type": "http.response.start", "status": 1000, "headers": []})
         await send({"type": "http.response.body", "body": b"no"})
         return
+    if path == "/int-body":  # bytes(5) would be five NUL bytes
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": 5})
+        return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"part", "more_body": True})
     if path == "/raise-mid":
         raise KeyError("after start")
+    if path == "/int-body-mid":
+        await send({"type": "http.response.body", "body": 5})
     # /unfinished: returns without the last piece
 
 
-@pytest.mark.parametrize("path", ["/nothing", "/raise", "/bad-header", "/bad-status"])
+@pytest.mark.parametrize("path", ["/nothing", "/raise", "/bad-header", "/bad-status", "/int-body"])
 def test_no_usable_response_is_a_500(make_server, path):
     srv = make_server(asgi=broken_app, root=None)
     c = Conn(srv.port)
@@ -397,13 +403,29 @@ def test_no_usable_response_is_a_500(make_server, path):
     assert c.request("GET", "/nothing").status == 500  # the connection lives on
 
 
-@pytest.mark.parametrize("path", ["/raise-mid", "/unfinished"])
+@pytest.mark.parametrize("path", ["/raise-mid", "/unfinished", "/int-body-mid"])
 def test_a_stream_the_app_abandons_is_cut(make_server, path):
     srv = make_server(asgi=broken_app, root=None)
     c = Conn(srv.port)
     c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
     assert c.closed_by_peer()
     assert c.buf.startswith(b"HTTP/1.1 200") and c.buf.endswith(b"4\r\npart\r\n")  # no last chunk
+
+
+@pytest.mark.parametrize("path", ["/int-body", "/int-body-mid"])
+def test_a_body_that_is_not_bytes_is_the_apps_error_and_logged(make_server, path, caplog):
+    """ "body": 5 was bytes(5), five NUL bytes sent as the body: now a TypeError in the
+    app's send(), which the app does not catch, so its error (a 500 before the head
+    went out, a cut stream after it), logged with the reason."""
+    srv = make_server(asgi=broken_app, root=None)
+    c = Conn(srv.port)
+    if path == "/int-body":
+        r = c.request("GET", path)
+        assert r.status == 500 and b"\0" not in r.body
+    else:
+        c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        assert c.closed_by_peer() and b"\0" not in c.buf
+    assert wait_for(lambda: "body must be bytes" in caplog.text), caplog.text
 
 
 async def slow_app(scope, receive, send):
@@ -548,3 +570,34 @@ def test_build_scope_decodes_like_uvicorn():
 
     s = build_scope(View(), "", "::", {})
     assert s["path"] == "/\u20ac\ufffd" and s["headers"] == [(b"host", b"H")]
+
+
+def test_a_loop_the_app_blocks_does_not_hang_the_stop(caplog):
+    """An async route that blocks its loop (a time.sleep, a busy loop) never lets the
+    loop stop: LoopThread.stop joined it with no timeout, so the shutdown hung for as
+    long as the app blocked.  Now the stop is bounded by its timeout, and says why."""
+    import minginx_cffi.asgi as asgi_mod
+
+    release = threading.Event()
+
+    async def app(scope, receive, send):  # no lifespan: the runner's startup goes on
+        if scope["type"] == "lifespan":
+            raise RuntimeError("no lifespan here")
+
+    runner = asgi_mod.Runner(app)
+    runner.start()
+
+    async def block():
+        release.wait(30)  # what a blocking call in an async route does to the loop
+
+    asyncio.run_coroutine_threadsafe(block(), runner.loop)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (runner.stop(timeout=1.0), done.set()), daemon=True)
+    start = time.monotonic()
+    t.start()
+    try:
+        assert done.wait(8), "the stop hung on a blocked loop"
+        assert time.monotonic() - start < 6
+        assert "did not stop within" in caplog.text
+    finally:
+        release.set()

@@ -574,7 +574,7 @@ def make_build(s, cmd):
     ).stdout
     assert where.startswith(os.path.join(copy, "minginx_cffi")), where  # the editable install of the copy
     assert server_header() == "minginx-cffi"
-    response_c = os.path.join(copy, "csrc", "response.c")
+    response_c = os.path.join(copy, "csrc", "h1.c")
     with open(response_c) as f:
         text = f.read()
     assert '"Server: minginx-cffi\\r\\n"' in text

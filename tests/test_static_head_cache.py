@@ -1,4 +1,4 @@
-"""The kept 200 head (csrc/static.c send_representation): later responses equal a fresh one.
+"""The kept 200 head (csrc/h1.c exchange_respond_memo): later responses equal a fresh one.
 
 The C engine keeps each cached file's 200 keep-alive head and copies it, writing the
 current Date line over the old one once a second; these tests would fail if a kept head

@@ -187,3 +187,29 @@ def test_threads_setting_serves_handlers(make_server, threads):
     )
     for _ in range(5):
         assert _get(srv.port, "/fast").body == b"fast"
+
+
+def test_a_handler_threads_answer_has_the_workers_head(make_server):
+    """The head of an answer a handler thread gives is written on the worker (the exchange,
+    csrc/h1.c), as an inline one's: same fields in the same order, and the worker's Date
+    of this second.  The C engine's handler threads used to write heads themselves, with a
+    whole mg_worker calloc'd per thread to hold a Date line (pycall.c thread_clock)."""
+    import email.utils
+
+    app = App()
+
+    @app.route("/t")
+    def t(request):
+        return "threaded"
+
+    heads = []
+    for threads in (0, 4):
+        srv = make_server(app=app, root=None, threads=threads, workers=1)
+        c = Conn(srv.port)
+        for _ in range(8):
+            r = c.request("GET", "/t")
+            assert (r.status, r.body) == (200, b"threaded")
+            date = email.utils.parsedate_to_datetime(r.header("date")).timestamp()
+            assert abs(date - time.time()) < 3
+            heads.append([k.lower() for k, _ in r.headers])
+    assert all(h == heads[0] for h in heads), heads

@@ -31,29 +31,20 @@ import traceback
 from .. import _dispatch
 from ..trace import EV_RUN_PYTHON
 from .coroutine import MG_TIMER_PYTHON, MG_YIELD_PYTHON
-from .io import send_async
-from .response import (
-    FRAME_CHUNKED,
-    FRAME_LENGTH,
-    FRAME_NONE,
-    Refused,
-    check_status,
-    framing_for,
-    handler_fields,
-    head_finish,
-    head_start,
-)
+from .response import Refused, body_length, check_status, handler_fields
 from .static import send_gateway_timeout
 from .worker import HandlerTimedOut, Job, give_up
 
 log = _dispatch.log
-_ERROR_500_LINES = handler_fields(_dispatch.ERROR_500_FIELDS)[0]
+_ERROR_500_FIELDS = handler_fields(_dispatch.ERROR_500_FIELDS)[0]
 
 
 class PortReply:
     """asgi.py's reply for one port request.  Its methods run on the loop thread, each
-    while a round is open; the coroutine reads what they left (status, head_rest, out,
-    more, keep_alive) only after the round is posted back (the post lock orders it)."""
+    while a round is open; the coroutine reads what they left (status, fields, out,
+    more, last, keep_alive) only after the round is posted back (the post lock orders it):
+    the validated status, fields and body pieces, never wire bytes; the coroutine
+    answers them through its exchange (h1.py)."""
 
     __slots__ = (
         "loop",
@@ -61,30 +52,29 @@ class PortReply:
         "cycle",
         "where",
         "head_only",
-        "minor_version",
         "keep_alive",
-        "framing",
         "length",
         "sent",
         "status",
-        "head_rest",
+        "fields",
         "out",
         "more",
+        "last",
     )
 
-    def __init__(self, loop, where, head_only, minor_version, keep_alive):
+    def __init__(self, loop, where, head_only, keep_alive):
         self.loop = loop
         self.job = None  # the open round, posted back by the answer
         self.cycle = None  # asgi.Cycle, set on the loop by begin()
         self.where = where
         self.head_only = head_only
-        self.minor_version = minor_version
         self.keep_alive = keep_alive
-        self.framing, self.length, self.sent = FRAME_NONE, -1, 0
-        self.status = 0  # nonzero: a head to write before out
-        self.head_rest = b""  # the head after the status line and Date
-        self.out = b""
+        self.length, self.sent = -1, 0
+        self.status = 0  # nonzero: the exchange responds with it before out
+        self.fields = None  # the head's checked fields, once there is a head
+        self.out = b""  # this round's body bytes
         self.more = False  # the engine takes more pieces (a NEXT round follows)
+        self.last = False  # the body ended whole (a chunked one gets its last chunk)
 
     def _post(self, out, more):
         self.out, self.more = out, more
@@ -104,7 +94,7 @@ class PortReply:
             log.error("minginx: ASGI call for %s failed:\n%s", self.where, traceback.format_exc().rstrip())
             if self.job is not None:
                 self.keep_alive = False
-                if self.head_rest:
+                if self.fields is not None:
                     self.cut()
                 else:
                     self.error_500()
@@ -135,15 +125,14 @@ class PortReply:
             return False
         if close:
             self.keep_alive = False
-        framing, length, skip, must_close = framing_for(
-            status, length, more, len(body), self.head_only, self.minor_version
-        )
+        length, skip, must_close = body_length(status, length, more, len(body), self.head_only)
         if must_close:
             self.keep_alive = False
-        self.framing, self.length = framing, length
+        self.length = length
         self.status = status
-        self.head_rest = lines + head_finish(framing, length, self.keep_alive)
+        self.fields = lines
         if skip:
+            self.last = True
             return self._post(b"", False)
         out, over = self._frame(body, not more)
         return self._post(out, more and not over)
@@ -156,17 +145,20 @@ class PortReply:
     def error_500(self):
         body = _dispatch.ERROR_500_BODY
         self.status = 500
-        self.head_rest = _ERROR_500_LINES + head_finish(FRAME_LENGTH, len(body), self.keep_alive)
-        self._post(b"" if self.head_only else body, False)
+        self.fields = _ERROR_500_FIELDS
+        self.length = len(body)
+        self.last = True
+        self._post(body, False)
 
     def cut(self):
         """The stream ends without its end: the connection closes (no last chunk)."""
         self.status = 0
         self.keep_alive = False
+        self.last = False
         self._post(b"", False)
 
     def _frame(self, data, last):
-        """(bytes to send, True when the body is over early: cut to its Content-Length)."""
+        """(the piece to send, True when the body is over early: cut to its Content-Length)."""
         over = False
         length = self.length
         if length >= 0 and self.sent + len(data) > length:
@@ -179,19 +171,14 @@ class PortReply:
             self.keep_alive = False
             over = True
         self.sent += len(data)
-        if self.framing == FRAME_CHUNKED:
-            out = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
-            if last:
-                out += b"0\r\n\r\n"
-        else:
-            out = data
+        self.last = last and not over
         if last and not over and 0 <= length and self.sent < length:
             log.error(
                 "minginx: ASGI app for %s: the body is shorter than its Content-Length: connection closed",
                 self.where,
             )
             self.keep_alive = False
-        return out, over
+        return data, over
 
 
 def _round(co, reply, timed, fn, *args):
@@ -260,13 +247,15 @@ def _tell(loop, fn):
         pass
 
 
-def asgi_request(co, view, keep_alive, runner):
-    """Serve one request with the ASGI app; returns 0 (answered, keep-alive) or 2 (close)."""
+def asgi_request(x, view, runner):
+    """Serve one request with the ASGI app through its exchange; returns 0 (answered:
+    x.keep_alive cleared when the connection must close)."""
+    co = x.co
     w = co.worker
     w.stats["py_calls"] += 1
     w.stats["py_batches"] += 1
     where = "%s %s" % (view.method, view.raw_path.decode("latin-1"))
-    reply = PortReply(runner.loop, where, view.method == "HEAD", view.minor_version, keep_alive)
+    reply = PortReply(runner.loop, where, view.method == "HEAD", x.keep_alive)
     try:
         scope = runner.scope(view)
     except Exception:
@@ -276,20 +265,22 @@ def asgi_request(co, view, keep_alive, runner):
         try:
             yield from _round(co, reply, True, reply.begin, runner, scope, view.body)
         except HandlerTimedOut:
-            yield from send_gateway_timeout(co, reply.head_only)
+            yield from send_gateway_timeout(x)
             raise  # conn_entry closes the connection
-    w.stats["requests"] += 1
     while True:
-        out = reply.out
-        if reply.status:
-            out = head_start(w, reply.status) + reply.head_rest + out
         try:
-            if out:
-                yield from send_async(co, out)
+            if not reply.keep_alive:
+                x.keep_alive = False
+            if reply.status:
+                x.respond(reply.status, reply.fields, reply.length)
+                reply.status = 0
+            yield from x.body(reply.out, not reply.more and reply.last)
         except BaseException:
             if reply.more:  # the client is gone mid-stream: the app hears it (ABORT)
                 _tell(reply.loop, reply.abort)
             raise
         if not reply.more:
-            return 0 if reply.keep_alive else 2
+            if not reply.keep_alive:
+                x.keep_alive = False
+            return 0
         yield from _round(co, reply, False, reply.want_next)  # not timed: SSE waits for events

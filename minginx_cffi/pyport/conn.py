@@ -43,18 +43,10 @@ from .coroutine import (
     MG_YIELD_READ,
 )
 from .front import conn_client, conn_peer, request_client
+from .h1 import Exchange
 from .http import MG_FORM_ASTERISK, MG_FORM_AUTHORITY, Chunked, http_find_head_end, parse_http
-from .io import RECV_SIZE, io_park, recv_async, recv_now, send_async, trace_errno
-from .response import (
-    FRAME_CHUNKED,
-    FRAME_LENGTH,
-    Refused,
-    check_status,
-    framing_for,
-    handler_fields,
-    head_finish,
-    head_start,
-)
+from .io import RECV_SIZE, io_park, recv_async, recv_now, trace_errno
+from .response import Refused, body_length, check_status, handler_fields
 from .static import send_error, send_gateway_timeout, static_serve, static_try
 from .worker import HandlerTimedOut, call_python, close_later, handler_raised
 
@@ -126,26 +118,27 @@ def _body_recv(co, size):
     return data
 
 
-def _read_body(co, req, buf, head, keep, max_body):
+def _read_body(x, req, buf, head, keep, max_body):
     """The body after the head: (status, body).  buf keeps what follows it.
     A body that stops arriving for header_timeout is (408, b"")."""
+    co = x.co
     try:
-        return (yield from _read_body_timed(co, req, buf, head, keep, max_body))
+        return (yield from _read_body_timed(x, req, buf, head, keep, max_body))
     except TimeoutError:
         return 408, b""
     finally:
         co.worker.timer_clear(co)
 
 
-def _read_body_timed(co, req, buf, head, keep, max_body):
+def _read_body_timed(x, req, buf, head, keep, max_body):
+    co = x.co
     if not req.chunked and req.content_length <= 0:
         return 0, b""
     if not req.chunked and req.content_length > max_body:
         return 413, b""
     # never a 1xx to HTTP/1.0 (RFC 9110 sections 10.1.1 and 15.2)
     if req.expect_continue and req.minor_version >= 1 and len(buf) == head:
-        yield from send_async(co, b"HTTP/1.1 100 Continue\r\n\r\n")
-        co.status, co.head_bytes, co.log_sent0 = 0, None, co.sent  # interim: not this response's
+        yield from x.continue_()
     parts = []
     if not req.chunked:
         left = req.content_length
@@ -171,16 +164,18 @@ def _read_body_timed(co, req, buf, head, keep, max_body):
         buf += yield from _body_recv(co, RECV_SIZE)
 
 
-_ERROR_500_LINES = handler_fields(_dispatch.ERROR_500_FIELDS)[0]
+_ERROR_500_FIELDS = handler_fields(_dispatch.ERROR_500_FIELDS)[0]
 
 
-def _python_request(co, req, body, keep_alive, dispatch):
-    """Run the handler; returns 1 (fall through), 0 (answered, keep-alive), 2 (answered, close).
+def _python_request(x, req, body, dispatch):
+    """Run the handler; returns 1 (fall through), 0 (answered: x.keep_alive cleared when the
+    connection must close).
 
     The head is checked and framed by response.py as csrc/pycall.c +
     csrc/response.c do: a refused head is a 500, a body longer than its
     Content-Length is cut to it, a short one or a stream that raises closes
     the connection (no terminating chunk), and the iterator is always closed."""
+    co = x.co
     w = co.worker
     view = ConnView(co, req, body)
     w.stats["py_calls"] += 1
@@ -192,7 +187,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
     try:
         result = yield from call_python(co, run, dispatch, view, late=_close_result)
     except HandlerTimedOut:
-        yield from send_gateway_timeout(co, head_only)
+        yield from send_gateway_timeout(x)
         raise  # conn_entry closes the connection
     except GeneratorExit:
         raise  # destroyed while the round ran (shutdown)
@@ -218,7 +213,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
                 body = b""
     except HandlerTimedOut as e:  # the first piece of a stream took too long
         close_later(co, it, e.job, run)
-        yield from send_gateway_timeout(co, head_only)
+        yield from send_gateway_timeout(x)
         raise
     except GeneratorExit:
         raise
@@ -233,27 +228,20 @@ def _python_request(co, req, body, keep_alive, dispatch):
         if it is not None:
             _dispatch.close_iter(it)
         it = None
-        status, reason, lines, length, close = 500, b"", _ERROR_500_LINES, -1, False
+        status, reason, lines, length, close = 500, b"", _ERROR_500_FIELDS, -1, False
         body, flags, stream = _dispatch.ERROR_500_BODY, 0, False
     try:
         if flags & _dispatch.RESP_CLOSE or close:
-            keep_alive = False
-        framing, length, skip, must_close = framing_for(
-            status,
-            length,
-            stream,
-            (len(first) if first is not None else 0) if stream else len(body),
-            head_only,
-            req.minor_version,
-        )
+            x.keep_alive = False
+        first_len = (len(first) if first is not None else 0) if stream else len(body)
+        length, skip, must_close = body_length(status, length, stream, first_len, head_only)
         if must_close:
-            keep_alive = False
-        w.stats["requests"] += 1
-        head = head_start(w, status, reason) + lines + head_finish(framing, length, keep_alive)
+            x.keep_alive = False
+        x.respond(status, lines, length, reason)
         where = None
         if skip:
-            yield from send_async(co, head)
-            return 0 if keep_alive else 2
+            yield from x.end()
+            return 0
         sent = 0
         piece = body if not stream else first
         while piece is not None:
@@ -261,10 +249,7 @@ def _python_request(co, req, body, keep_alive, dispatch):
                 piece = piece[: length - sent]
                 where = "the body is longer than its Content-Length: cut to it, connection closed"
             sent += len(piece)
-            if framing == FRAME_CHUNKED:
-                piece = b"%x\r\n%s\r\n" % (len(piece), piece)
-            yield from send_async(co, head + piece if head else piece)
-            head = b""
+            yield from x.body(piece, False)
             if where or not stream:
                 break
             try:
@@ -278,15 +263,16 @@ def _python_request(co, req, body, keep_alive, dispatch):
                     view.raw_path.decode("latin-1"),
                     traceback.format_exc().rstrip(),
                 )
-                return 2
+                x.keep_alive = False
+                return 0
         if where is None and length >= 0 and sent < length:
             where = "the body is shorter than its Content-Length: connection closed"
         if where is not None:
             log.error("minginx: handler for %s %s: %s", view.method, view.raw_path.decode("latin-1"), where)
-            return 2
-        if framing == FRAME_CHUNKED:
-            yield from send_async(co, b"0\r\n\r\n")
-        return 0 if keep_alive else 2
+            x.keep_alive = False
+            return 0
+        yield from x.end()
+        return 0
     finally:
         if it is not None:
             close_later(co, it, co.py_job or _timed_out_job(), run)
@@ -337,13 +323,21 @@ def _find_dispatch(ring, fd, worker, before_us):
     return []
 
 
-def stats_serve(co, req, keep_alive):
+_STATS_FIELDS = [
+    (b"Content-Type", b"application/json"),
+    (b"Cache-Control", b"no-store"),
+    (b"X-Content-Type-Options", b"nosniff"),
+]
+
+
+def stats_serve(x, req):
     """GET /_minginx/stats and /_minginx/trace (csrc/stats.c); 1 if not one of them."""
+    co = x.co
     w = co.worker
     if req.path not in (b"/_minginx/stats", b"/_minginx/trace"):
         return 1
     if req.method not in (b"GET", b"HEAD"):
-        yield from send_error(co, 405, keep_alive, False)
+        yield from send_error(x, 405)
         return 0
     import json
 
@@ -405,14 +399,8 @@ def stats_serve(co, req, keep_alive):
             "skipped": skipped,
         }
     body = (json.dumps(data, separators=(",", ":")) + "\n").encode()
-    out = (
-        head_start(w, 200)
-        + b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
-        + b"X-Content-Type-Options: nosniff\r\n"
-        + head_finish(FRAME_LENGTH, len(body), keep_alive)
-    )
-    yield from send_async(co, out if req.method == b"HEAD" else out + body)
-    w.stats["requests"] += 1
+    x.respond(200, _STATS_FIELDS, len(body))  # counts the request: after the numbers
+    yield from x.body(body)
     return 0
 
 
@@ -507,7 +495,7 @@ def conn_entry(co):
                         data = yield from recv_async(co, RECV_SIZE)
                 except TimeoutError:
                     if not co.idle:
-                        yield from send_error(co, 408, False, False)
+                        yield from send_error(Exchange(co), 408)
                         if w.trace:  # no text: no request line parsed (csrc/conn.c)
                             w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, "")
                         if w.alog is not None:
@@ -539,7 +527,7 @@ def conn_entry(co):
                 co.trace_req = "" if status else request_text(req.method, req.path or req.target)
                 w.trace_push(EV_PARSE_HTTP, co, co.fd, status, co.trace_req)
             if status:
-                yield from send_error(co, status, False, False)
+                yield from send_error(Exchange(co), status)
                 if w.trace:
                     w.trace_push(EV_HANDLER_DONE, co, co.fd, status, co.trace_req)
                 if w.alog is not None:
@@ -553,8 +541,9 @@ def conn_entry(co):
 
             # --keepalive-timeout 0 is keep-alive off, as nginx's keepalive_timeout 0
             keep_alive = req.keep_alive and not w.stopping and w.durations[MG_TIMER_KEEPALIVE] > 0
+            x = Exchange(co, keep_alive, req.method == b"HEAD", req.minor_version)  # its answer (h1.py)
             try:
-                st, body = yield from _read_body(co, req, buf, head, dispatch is not None, max_body)
+                st, body = yield from _read_body(x, req, buf, head, dispatch is not None, max_body)
             except OSError as e:
                 if isinstance(e, ConnectionResetError):
                     co.status = 400  # a client gone mid-body: nginx logs 400, not 499
@@ -564,7 +553,8 @@ def conn_entry(co):
                     alog_request(co, req, buf, co.status)
                 raise
             if st:
-                yield from send_error(co, st, False, req.method == b"HEAD")
+                x.keep_alive = False
+                yield from send_error(x, st)
                 if w.trace:
                     w.trace_push(EV_HANDLER_DONE, co, co.fd, co.status, co.trace_req)
                 if w.alog is not None:
@@ -572,7 +562,7 @@ def conn_entry(co):
                 yield from _lingering_close(co, buf)
                 return
             try:
-                keep_alive = yield from _answer(co, req, body, keep_alive, buf)
+                keep_alive = yield from _answer(x, req, body)
             except HandlerTimedOut:
                 # the 504 sent, or a response broken off: the request's last step all
                 # the same (C: conn_entry traces it whatever the middleware returned)
@@ -604,9 +594,10 @@ def conn_entry(co):
         return
 
 
-def _answer(co, req, body, keep_alive, buf):
-    """The middleware chain (C: conn_entry's): returns keep_alive, or None when
-    the response broke off and the connection is over."""
+def _answer(x, req, body):
+    """The middleware chain (C: conn_entry's), through the request's exchange: returns
+    keep_alive, or None when the response broke off and the connection is over."""
+    co = x.co
     w = co.worker
     cfg = w.cfg
     dispatch = w.engine.dispatch
@@ -615,35 +606,31 @@ def _answer(co, req, body, keep_alive, buf):
     # CONNECT 501 (RFC 9110 9.3.6), "OPTIONS *" the server's OPTIONS answer (9.3.7)
     r = 1
     if req.target_form == MG_FORM_AUTHORITY:
-        yield from send_error(co, 501, keep_alive, False)
+        yield from send_error(x, 501)
         r = 0
     elif req.target_form == MG_FORM_ASTERISK:
-        ok = yield from static_serve(co, req, keep_alive)
+        ok = yield from static_serve(x, req)
         if not ok:
             return None
         r = 0
     if r == 1 and cfg["stats"] and req.path.startswith(b"/_minginx/"):
-        r = yield from stats_serve(co, req, keep_alive)
+        r = yield from stats_serve(x, req)
     # beside a handler: try_files $uri $uri/ @app (csrc/static.c static_try)
     if r == 1 and cfg["static_files"] and dispatch is not None:
-        ok = yield from static_try(co, req, keep_alive)
+        ok = yield from static_try(x, req)
         if ok is False:
             return None
         if ok:
             r = 0
     if r == 1 and asgi is not None:
-        r = yield from asgi_request(co, ConnView(co, req, body), keep_alive, asgi)
-        if r == 2:
-            keep_alive, r = False, 0
+        r = yield from asgi_request(x, ConnView(co, req, body), asgi)
     elif r == 1 and dispatch is not None:
-        r = yield from _python_request(co, req, body, keep_alive, dispatch)
-        if r == 2:
-            keep_alive, r = False, 0
+        r = yield from _python_request(x, req, body, dispatch)
     if r == 1:
         if cfg["static_files"] and dispatch is None:
-            ok = yield from static_serve(co, req, keep_alive)
+            ok = yield from static_serve(x, req)
             if not ok:
                 return None
         else:
-            yield from send_error(co, 404, keep_alive, req.method == b"HEAD")
-    return keep_alive
+            yield from send_error(x, 404)
+    return x.keep_alive

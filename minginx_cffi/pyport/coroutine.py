@@ -102,7 +102,7 @@ def coroutine_create(w, entry, sock, id=0):
     co.hup = False  # the peer hung up (EPOLLRDHUP/HUP/ERR seen): worker.wake_fd
     co.status = 0  # the status of the response begun (io.send_async reads it off the head)
     co.sent = co.log_sent0 = 0  # bytes sent on the connection; when this response began
-    co.head_bytes = None  # bytes of this response's head, once its first send is seen
+    co.head_bytes = None  # bytes of this response's head, once it responds (h1.py Exchange)
     co.log_start = 0.0
     co.peer = None  # (address, port), looked up once (front.conn_peer)
     co.client = None  # THE CLIENT of the request in flight (front.py: request_client, conn_client)

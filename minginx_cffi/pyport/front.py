@@ -46,16 +46,17 @@ ADD_HEADERS_MAX = 1024
 
 
 def static_fields(fields):
-    """--header fields as lines, checked by the handler writer (response.handler_fields) and
-    against the static answers' own fields (csrc/front.c mg_static_fields); ValueError(why)."""
+    """--header fields as (name, value) pairs, checked as a handler's are
+    (response.handler_fields) and against the static answers' own fields (csrc/front.c
+    mg_static_fields); ValueError(why).  The C engine's limit is on their HTTP/1.1 lines."""
     fields = list(fields)
     for name, _ in fields:
         if bytes(name).lower() in STATIC_OWNED:
             raise ValueError("the server writes this header itself")
-    lines, _, _ = handler_fields(fields)
-    if len(lines) > ADD_HEADERS_MAX:
+    pairs, _, _ = handler_fields(fields)
+    if sum(len(n) + len(v) + 4 for n, v in pairs) > ADD_HEADERS_MAX:
         raise ValueError("the headers are longer than 1024 bytes")
-    return lines
+    return pairs
 
 
 def _packed(text):

@@ -66,13 +66,6 @@ def send_async(co, data):
     """Send all of data; returns its length."""
     w = co.worker
     send = co.sock.send
-    if co.head_bytes is None:
-        # a response's first send begins with its whole head (as in the C, where
-        # head_finish() answers its length): the access log's status and body bytes
-        end = data.find(b"\r\n\r\n") if data[:5] == b"HTTP/" else -1
-        co.head_bytes = end + 4 if end >= 0 else 0
-        if end >= 0:
-            co.status = int(data[9:12])
     view = memoryview(data)
     total = len(data)
     progressed = True

@@ -16,6 +16,7 @@ import stat
 import time
 
 from ..trace import EV_STATIC_SERVE
+from .h1 import parse_lines
 from .http import (
     MG_H_ACCEPT_ENCODING,
     MG_H_IF_MATCH,
@@ -31,11 +32,10 @@ from .http import (
     http_reason,
     parse_range,
 )
-from .io import MG_CORK_BYTES, send_async, sendfile_async, set_cork
 from .linux import O_PATH
-from .response import FRAME_LENGTH, FRAME_NONE, head_finish, head_start
 
-ALLOW = b"Allow: GET, HEAD, OPTIONS\r\n"
+ALLOW = (b"Allow", b"GET, HEAD, OPTIONS")
+CTYPE_HTML = (b"Content-Type", b"text/html; charset=utf-8")
 MIME = {
     "html": ("text/html; charset=utf-8", 1),
     "htm": ("text/html; charset=utf-8", 1),
@@ -132,7 +132,7 @@ def _errno_status(e):
 class Rep:
     """One representation: the file or its FILE.gz (C: mg_file)."""
 
-    __slots__ = ("fd", "size", "mtime_ns", "dev", "ino", "etag", "data", "hdr")
+    __slots__ = ("fd", "size", "mtime_ns", "dev", "ino", "etag", "data", "fields")
 
     def close(self):
         if self.fd >= 0:
@@ -212,19 +212,18 @@ class FileCache:
         r.dev, r.ino = st.st_dev, st.st_ino
         nsec = st.st_mtime_ns % 1000000000
         r.etag = ('"%x-%x%s"' % (int(st.st_mtime), st.st_size, (".%x" % nsec) if nsec else "")).encode()
-        h = ["Content-Type: ", ctype, "\r\n"]
+        # the representation's own fields, made once per file (C: cache.c file_describe)
+        f = [(b"Content-Type", ctype.encode())]
         if is_gz:
-            h.append("Content-Encoding: gzip\r\n")
+            f.append((b"Content-Encoding", b"gzip"))
         if self.gzip_static and e.compressible:
-            h.append("Vary: Accept-Encoding\r\n")
-        h += [
-            "Last-Modified: ",
-            e.last_modified,
-            "\r\nETag: ",
-            r.etag.decode(),
-            "\r\nAccept-Ranges: bytes\r\n",
+            f.append((b"Vary", b"Accept-Encoding"))
+        f += [
+            (b"Last-Modified", e.last_modified.encode()),
+            (b"ETag", r.etag),
+            (b"Accept-Ranges", b"bytes"),
         ]
-        r.hdr = "".join(h).encode()
+        r.fields = f
         r.data = None
         return r
 
@@ -347,25 +346,23 @@ class FileCache:
 # ---------------------------------------------------------------- responses
 
 
-# Every head is written by response.py (head_start ... head_finish), as in the C.
+# Every answer goes through the request's Exchange (h1.py), as in the C.
 
 
 _GATEWAY_TIMEOUT_BODY = b"504 Gateway Timeout: the handler did not answer in time\n"
 
 
-def send_gateway_timeout(co, head_only):
+def send_gateway_timeout(x):
     """The 504 for a handler past --handler-timeout (RFC 9110 section 15.6.5; C: pycall.c
     send_gateway_timeout), for App/WSGI and ASGI rounds alike; the connection closes."""
-    w = co.worker
-    w.stats["requests"] += 1
-    body = b"" if head_only else _GATEWAY_TIMEOUT_BODY
-    yield from send_async(
-        co,
-        head_start(w, 504, b"Gateway Timeout")
-        + b"Content-Type: text/plain; charset=utf-8\r\n"
-        + head_finish(FRAME_LENGTH, len(_GATEWAY_TIMEOUT_BODY), False)
-        + body,
+    x.keep_alive = False
+    x.respond(
+        504,
+        [(b"Content-Type", b"text/plain; charset=utf-8")],
+        len(_GATEWAY_TIMEOUT_BODY),
+        b"Gateway Timeout",
     )
+    yield from x.body(_GATEWAY_TIMEOUT_BODY)
 
 
 def mime_type(path):
@@ -376,49 +373,42 @@ def mime_type(path):
 
 
 def error_pages(pages):
-    """--error-page: {status: (Content-Type line, body)} (C: front.c front_init)."""
-    return {
-        status: (b"Content-Type: %s\r\n" % mime_type(path).encode(), bytes(body))
-        for status, path, body in pages
-    }
+    """--error-page: {status: (Content-Type, body)} (C: front.c front_init)."""
+    return {status: (mime_type(path).encode(), bytes(body)) for status, path, body in pages}
 
 
-# --header lines go on these statuses, as nginx's add_header (C: static.c put_added_headers)
+# --header fields go on these statuses, as nginx's add_header (C: static.c put_added)
 ADDED_HEADER_STATUSES = frozenset((200, 201, 204, 206, 301, 302, 303, 304, 307, 308))
 
 
 def added_headers(w, status):
-    lines = w.cfg["add_headers"]
-    return lines if lines and status in ADDED_HEADER_STATUSES else b""
+    """--header's fields as (name, value) pairs, read once from their lines (h1.py)."""
+    cfg = w.cfg
+    if not cfg["add_headers"] or status not in ADDED_HEADER_STATUSES:
+        return ()
+    fields = cfg.get("added_fields")
+    if fields is None:
+        fields = cfg["added_fields"] = parse_lines(cfg["add_headers"])
+    return fields
 
 
-def send_error(co, status, keep_alive, head_only, extra=b""):
-    w = co.worker
+def send_error(x, status, extra=()):
+    """An error page: the --error-page file for the status, else a small HTML page."""
+    w = x.w
+    fields = [ALLOW] if status == 405 else []
+    fields += extra
     page = w.cfg["error_pages"].get(status)
     if page is not None:  # --error-page: its file is the body, the status stays
-        out = [head_start(w, status)]
-        if status == 405:
-            out.append(ALLOW)
-        out += [extra, page[0], head_finish(FRAME_LENGTH, len(page[1]), keep_alive)]
-        if not head_only:
-            out.append(page[1])
-        w.stats["requests"] += 1
-        yield from send_async(co, b"".join(out))
-        return
-    body = (
-        "<html><head><title>%d %s</title></head><body><h1>%d %s</h1></body></html>\n"
-        % (status, http_reason(status), status, http_reason(status))
-    ).encode()
-    out = [head_start(w, status)]
-    if status == 405:
-        out.append(ALLOW)
-    out.append(extra)
-    out.append(b"Content-Type: text/html; charset=utf-8\r\n")
-    out.append(head_finish(FRAME_LENGTH, len(body), keep_alive))
-    if not head_only:
-        out.append(body)
-    w.stats["requests"] += 1
-    yield from send_async(co, b"".join(out))
+        fields.append((b"Content-Type", page[0]))
+        body = page[1]
+    else:
+        body = (
+            "<html><head><title>%d %s</title></head><body><h1>%d %s</h1></body></html>\n"
+            % (status, http_reason(status), status, http_reason(status))
+        ).encode()
+        fields.append(CTYPE_HTML)
+    x.respond(status, fields, len(body))
+    yield from x.body(body)
 
 
 def _preconditions(req, e, rep):
@@ -456,35 +446,21 @@ def _if_range_holds(req, e, rep):
     return t is not None and t == e.mtime
 
 
-def _send_rep(co, rep, status, start, length, keep_alive, head_only):
-    w = co.worker
-    head = [head_start(w, status), rep.hdr]
+def _send_rep(x, rep, status, start, length):
+    fields = rep.fields
     if status == 206:
-        head.append(b"Content-Range: bytes %d-%d/%d\r\n" % (start, start + length - 1, rep.size))
-    head.append(added_headers(w, status))
-    head.append(head_finish(FRAME_LENGTH, length, keep_alive))
-    w.stats["requests"] += 1
-    if head_only or length == 0:
-        yield from send_async(co, b"".join(head))
+        fields = fields + [(b"Content-Range", b"bytes %d-%d/%d" % (start, start + length - 1, rep.size))]
+    x.respond(status, fields, length, added=added_headers(x.w, status))
+    if length == 0:
+        yield from x.end()
         return True
-    if rep.data is not None:
-        head.append(rep.data[start : start + length] if status == 206 else rep.data)
-        yield from send_async(co, b"".join(head))  # one send: head and body
+    if rep.data is not None:  # one send: head and body
+        yield from x.body(rep.data[start : start + length] if status == 206 else rep.data)
         return True
-    # cork the head and the first piece only (static.c says why)
-    head = b"".join(head)
-    first = min(length, MG_CORK_BYTES - len(head))
-    set_cork(co, True)
-    yield from send_async(co, head)
-    n = yield from sendfile_async(co, rep.fd, start, first)
-    set_cork(co, False)
-    if n == first and first < length:
-        n += yield from sendfile_async(co, rep.fd, start + first, length - first)
-    return n == length
+    return (yield from x.file(rep.fd, start, length))
 
 
-def _serve_entry(co, req, e, keep_alive):
-    head_only = req.method == b"HEAD"
+def _serve_entry(x, req, e):
     rep = e.plain
     if e.gz is not None:
         ae = req.get(MG_H_ACCEPT_ENCODING)
@@ -492,62 +468,50 @@ def _serve_entry(co, req, e, keep_alive):
             rep = e.gz
     pre = _preconditions(req, e, rep)
     if pre == 304:
-        w = co.worker
-        out = [
-            head_start(w, 304),
-            b"ETag: ",
-            rep.etag,
-            b"\r\nLast-Modified: ",
-            e.last_modified.encode(),
-            b"\r\n",
-        ]
-        if co.worker.cfg["gzip_static"] and e.compressible:
-            out.append(b"Vary: Accept-Encoding\r\n")
-        out.append(added_headers(w, 304))
-        out.append(head_finish(FRAME_NONE, 0, keep_alive))
-        w.stats["requests"] += 1
-        yield from send_async(co, b"".join(out))
+        w = x.w
+        fields = [(b"ETag", rep.etag), (b"Last-Modified", e.last_modified.encode())]
+        if w.cfg["gzip_static"] and e.compressible:
+            fields.append((b"Vary", b"Accept-Encoding"))
+        x.respond(304, fields, -1, added=added_headers(w, 304))
+        yield from x.end()
         return True
     if pre:
-        yield from send_error(co, pre, keep_alive, head_only)
+        yield from send_error(x, pre)
         return True
     rng = req.get(MG_H_RANGE)
     if rng is not None and req.method == b"GET" and _if_range_holds(req, e, rep):
         r, start, length = parse_range(rng, rep.size)
         if r == 1:
-            return (yield from _send_rep(co, rep, 206, start, length, keep_alive, False))
+            return (yield from _send_rep(x, rep, 206, start, length))
         if r == 416:
-            yield from send_error(co, 416, keep_alive, False, b"Content-Range: bytes */%d\r\n" % rep.size)
+            yield from send_error(x, 416, [(b"Content-Range", b"bytes */%d" % rep.size)])
             return True
-    return (yield from _send_rep(co, rep, 200, 0, rep.size, keep_alive, head_only))
+    return (yield from _send_rep(x, rep, 200, 0, rep.size))
 
 
-def _static_method(co, req, keep_alive):
+def _static_method(x, req):
     """GET and HEAD go on (None); OPTIONS gets its Allow, the rest 405 or 501 (True)."""
-    w = co.worker
     m = req.method
     if m != b"GET" and m != b"HEAD":
         if m == b"OPTIONS":
-            w.stats["requests"] += 1
-            yield from send_async(
-                co,
-                head_start(w, 200) + ALLOW + added_headers(w, 200) + head_finish(FRAME_LENGTH, 0, keep_alive),
-            )
+            x.respond(200, [ALLOW], 0, added=added_headers(x.w, 200))
+            yield from x.end()
             return True
         from .http import METHODS
 
-        yield from send_error(co, 405 if m in METHODS else 501, keep_alive, False)
+        yield from send_error(x, 405 if m in METHODS else 501)
         return True
     return None
 
 
-def static_serve(co, req, keep_alive):
-    """Answer req from the root.  Returns True if the connection may go on."""
+def static_serve(x, req):
+    """Answer req from the root through its exchange.  Returns True if answered (the
+    connection goes on as x.keep_alive says), False if it broke."""
+    co = x.co
     w = co.worker
-    head_only = req.method == b"HEAD"
     if w.trace:
         w.trace_push(EV_STATIC_SERVE, co, co.fd)
-    r = yield from _static_method(co, req, keep_alive)
+    r = yield from _static_method(x, req)
     if r is not None:
         return r
     try:
@@ -555,12 +519,12 @@ def static_serve(co, req, keep_alive):
         e = w.cache.file_open(rel.decode("utf-8", "surrogateescape"), is_dir)
     except HTTPStatus as s:
         if s.status == 301:
-            return (yield from _redirect_slash(co, req, keep_alive, head_only))
-        yield from send_error(co, s.status, keep_alive, head_only)
+            return (yield from _redirect_slash(x, req))
+        yield from send_error(x, s.status)
         return True
     co.centry = e
     try:
-        return (yield from _serve_entry(co, req, e, keep_alive))
+        return (yield from _serve_entry(x, req, e))
     finally:
         co.centry = None
         e.release()
@@ -576,11 +540,11 @@ def _uri_encode(s, keep):
     return b"".join(bytes((c,)) if c in keep else b"%%%02X" % c for c in s)
 
 
-def _redirect_slash(co, req, keep_alive, head_only):
+def _redirect_slash(x, req):
     """301 to the directory with a slash (C: redirect_slash): Location from the
     decoded, normalised path re-encoded, never the raw target, so it cannot
     start with "//" or "/\\" and point at another host."""
-    w = co.worker
+    w = x.w
     body = (
         b"<html><head><title>301 Moved Permanently</title></head>"
         b"<body><h1>301 Moved Permanently</h1></body></html>\n"
@@ -589,33 +553,23 @@ def _redirect_slash(co, req, keep_alive, head_only):
     loc = b"/" + _uri_encode(rel, _URI_PATH_KEEP) + b"/"
     if req.query:
         loc += b"?" + _uri_encode(req.query, _URI_QUERY_KEEP)
-    out = [
-        head_start(w, 301),
-        b"Location: ",
-        loc,
-        b"\r\nContent-Type: text/html; charset=utf-8\r\n",
-        added_headers(w, 301),
-        head_finish(FRAME_LENGTH, len(body), keep_alive),
-    ]
-    if not head_only:
-        out.append(body)
-    w.stats["requests"] += 1
-    yield from send_async(co, b"".join(out))
+    x.respond(301, [(b"Location", loc), CTYPE_HTML], len(body), added=added_headers(w, 301))
+    yield from x.body(body)
     return True
 
 
-def static_try(co, req, keep_alive):
+def static_try(x, req):
     """try_files $uri $uri/ @app (C: static.c static_try, which says why): None when the path
     names no file under the root (nor a directory with an index), without answering; else
     static_serve's answer, whatever the method (a POST to a file is 405)."""
+    co = x.co
     w = co.worker
-    head_only = req.method == b"HEAD"
     try:
         rel, is_dir = decode_path(req.path, w.cfg["serve_dotfiles"])
         rel = rel.decode("utf-8", "surrogateescape")
     except HTTPStatus as s:
         if s.status == 400:  # cannot name anything: 400 as nginx, for every location
-            yield from send_error(co, s.status, keep_alive, head_only)
+            yield from send_error(x, s.status)
             return True
         return None  # a dotfile, or too long to be a file name (414): not one of our files
     try:
@@ -629,18 +583,18 @@ def static_try(co, req, keep_alive):
             return None
         if w.trace:
             w.trace_push(EV_STATIC_SERVE, co, co.fd)
-        r = yield from _static_method(co, req, keep_alive)
+        r = yield from _static_method(x, req)
         if r is not None:
             return r
-        return (yield from _redirect_slash(co, req, keep_alive, head_only))
+        return (yield from _redirect_slash(x, req))
     co.centry = e
     if w.trace:
         w.trace_push(EV_STATIC_SERVE, co, co.fd)
     try:
-        r = yield from _static_method(co, req, keep_alive)
+        r = yield from _static_method(x, req)
         if r is not None:
             return r
-        return (yield from _serve_entry(co, req, e, keep_alive))
+        return (yield from _serve_entry(x, req, e))
     finally:
         co.centry = None
         e.release()

@@ -69,7 +69,6 @@ from .coroutine import (
     coroutine_create,
     coroutine_destroy,
 )
-from .http import http_date
 from .io import RECV_SIZE
 from .linux import EPOLLRDHUP
 from .ring import TraceRing
@@ -103,15 +102,15 @@ BUSY_BODY = b"Too many connections"
 
 
 def busy(w):
-    """The 503 for a connection over --max-connections (csrc/worker.c), from the one writer."""
-    from .response import FRAME_LENGTH, head_finish, head_start
+    """The 503 for a connection over --max-connections (csrc/worker.c), through a detached
+    exchange: (its bytes, how many of them are its head)."""
+    from .h1 import Exchange
 
-    return (
-        head_start(w, 503)
-        + b"Content-Type: text/plain\r\nRetry-After: 1\r\n"
-        + head_finish(FRAME_LENGTH, len(BUSY_BODY), False)
-        + BUSY_BODY
-    )
+    x = Exchange(None, w=w)
+    x.respond(503, [(b"Content-Type", b"text/plain"), (b"Retry-After", b"1")], len(BUSY_BODY))
+    for _ in x.body(BUSY_BODY):  # detached: nothing is sent, nothing waits
+        pass
+    return x.out, x.head_bytes
 
 
 class Parked:
@@ -331,7 +330,7 @@ class Worker:
             self.cfg["handler_timeout"],
             MG_DRAIN_IDLE,
         ]
-        self.date_sec = -1
+        self.date_sec = -1  # the Date field heads carry, for this second (h1.py date_line)
         self.date_hdr = b""
         self.cache = FileCache(self, self.cfg["open_file_cache"])
         self.trace = self.cfg["trace"]
@@ -575,13 +574,6 @@ class Worker:
                 ):
                     self.add_to_ready(co)  # a pooled round: call_python gives it up (504)
 
-    def date_header(self):
-        sec = int(time.time())
-        if sec != self.date_sec:
-            self.date_sec = sec
-            self.date_hdr = ("Date: %s\r\n" % http_date(sec)).encode()
-        return self.date_hdr
-
     # -- handler threads' completions (csrc/pycall.c: mg_call_post, drain_posts) --
 
     def post(self, job):
@@ -650,13 +642,12 @@ class Worker:
             self.trace_push(EV_FD_BATCH, None, fd)
         limit = self.cfg["max_connections"]
         if limit and self.engine.conns_open() >= limit:  # over all workers (parked ones are open)
-            out = busy(self)
+            out, head = busy(self)
             try:  # over --max-connections: say so and close, never stall
                 n = os.write(fd, out)
             except OSError:
                 n = -1
             if self.alog is not None:
-                head = out.find(b"\r\n\r\n") + 4
                 alog_rejected(self, fd, 503, n - head if n > head else 0)
             os.close(fd)
             self.stats["rejected"] += 1
