@@ -140,6 +140,7 @@ class Master:
         self.identity = None  # (_sockets.Identity, dirs it must read): --user/--group
         self.banks = {}  # generation -> its bank (0 or 1)
         self.systemd = None  # _sockets.Notifier: Type=notify's messages (run() makes it)
+        self.watcher = None  # _reload.Watcher: --reload's inotify
         self.detailed = set()  # generations whose error's detail was logged
 
     # -- set-up: everything the master can check, bind and drop before forking ----
@@ -220,6 +221,22 @@ class Master:
             # as nginx's and gunicorn's do, to remove its pid file and socket file at exit
             self.identity = (identity, readable_dirs(config))
         self._prepare_log()
+        if config.reload:
+            from ._reload import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, Watcher, WatchError
+
+            try:
+                self.watcher = Watcher(
+                    config.reload_dir or [os.getcwd()],
+                    config.reload_include or DEFAULT_INCLUDE,
+                    config.reload_exclude or DEFAULT_EXCLUDE,
+                )
+            except WatchError as e:
+                raise ServerError("--reload: %s" % e.strerror) from None
+            where = ", ".join(sorted(set(self.watcher.dirs.values()))[:3])
+            log(
+                "--reload: watching %d directories (%s%s)"
+                % (len(self.watcher.dirs), where, ", ..." if len(self.watcher.dirs) > 3 else "")
+            )
         raise_fd_limit()  # once, for every process after it
         if config.stats:
             from .procstats import SharedStats
@@ -263,6 +280,9 @@ class Master:
         self.signals.append(signum)  # handled by the loop; the wake-up fd ends its poll
 
     def _close(self):
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
         for s, h in self._old_handlers.items():
             # SIG_IGN for SIGCHLD would mean "reap them for me": never for it
             signal.signal(s, signal.SIG_IGN if self.exits and s != signal.SIGCHLD else h)
@@ -305,6 +325,8 @@ class Master:
         polled = set()
         while self.procs or (not self.stopping and (self.restarts or self.reloading)):
             fds = {self._wake_r} | {p.ready_r for p in self.procs.values() if p.ready_r >= 0}
+            if self.watcher is not None and not self.stopping:
+                fds.add(self.watcher.fd)
             for fd in polled - fds:
                 poller.unregister(fd)
             for fd in fds - polled:
@@ -314,6 +336,9 @@ class Master:
             ping = self.systemd.tick()  # WatchdogSec=: the master's loop is alive
             if ping is not None:
                 timeout = ping if timeout is None else min(timeout, ping)
+            quiet = self.watcher.due() if self.watcher is not None else None  # --reload
+            if quiet is not None:
+                timeout = quiet if timeout is None else min(timeout, quiet)
             for fd, _ in poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
                 if fd == self._wake_r:
                     try:
@@ -321,17 +346,31 @@ class Master:
                             pass
                     except BlockingIOError:
                         pass
+                elif self.watcher is not None and fd == self.watcher.fd:
+                    self.watcher.read()
                 else:
                     for p in [p for p in self.procs.values() if p.ready_r == fd]:
                         self._read_pipe(p)
             self._handle_signals()
             self._reap()
+            self._reload_on_change()
             self._check_reload()
             self._start_restarts()
             self._kill_overdue()
         # after the last process exited: the server's one table, from every slot
         if self.shared is not None and not self.failure:
             logger.info("%s", self.shared.table())
+
+    def _reload_on_change(self):
+        """--reload: a quiet tree after changes is a reload, through SIGHUP's path."""
+        if self.watcher is None or self.stopping:
+            return
+        changed = self.watcher.take()
+        if changed:
+            first = os.path.relpath(changed[0]) if changed[0].startswith("/") else changed[0]
+            more = " and %d more" % (len(changed) - 1) if len(changed) > 1 else ""
+            log("--reload: %s%s changed" % (first, more))
+            self._reload()
 
     def _timeout(self):
         """Seconds until the next restart or kill is due (None: only an event wakes us)."""
@@ -665,6 +704,8 @@ class Master:
             os.close(self._wake_r)
             os.close(self._wake_w)
             os.close(ready_r)  # the master's end of this process's own pipe
+            if self.watcher is not None:
+                os.close(self.watcher.fd)  # the master's alone (--reload)
             for p in self.procs.values():
                 if p.ready_r >= 0:
                     os.close(p.ready_r)

@@ -306,6 +306,42 @@ def _rows() -> list[Option]:
             engine_arg=False,
         ),
         o(
+            "reload",
+            "flag",
+            False,
+            "For development: reload (as SIGHUP does) when a file under --reload-dir changes.",
+            engine_arg=False,
+            show_default=False,
+        ),
+        o(
+            "reload_dir",
+            "multi",
+            (),
+            "A directory --reload watches, with its subdirectories (repeatable; default: the current one).",
+            metavar="DIR",
+            engine_arg=False,
+            show_default=False,
+        ),
+        o(
+            "reload_include",
+            "multi",
+            (),
+            "Files whose change reloads, a glob pattern (repeatable; default: *.py).",
+            metavar="GLOB",
+            engine_arg=False,
+            show_default=False,
+        ),
+        o(
+            "reload_exclude",
+            "multi",
+            (),
+            "Files whose change never reloads, a glob pattern "
+            "(repeatable; default: .*, *~, *.py[cod], *.swp).",
+            metavar="GLOB",
+            engine_arg=False,
+            show_default=False,
+        ),
+        o(
             "fd",
             "fd",
             None,
@@ -717,6 +753,11 @@ class Config:
             )
         if fd is not None and (isinstance(fd, bool) or not isinstance(fd, int) or fd < 0):
             raise ConfigError("fd must be a file descriptor number, not %r" % (fd,))
+        for rd in v["reload_dir"] or ():
+            if not isinstance(rd, (str, os.PathLike)) or not os.path.isdir(rd):
+                raise ConfigError("--reload-dir %r is not a directory" % (rd,))
+        if (v["reload_dir"] or v["reload_include"] or v["reload_exclude"]) and not v["reload"]:
+            raise ConfigError("--reload-dir, --reload-include and --reload-exclude go with --reload")
         d["add_headers"] = header_lines(v["header"])
         d["error_pages"] = error_pages(v["error_page"], d["root"])
         d["forwarded_allow"] = forwarded_allow(v["forwarded_allow_ips"])

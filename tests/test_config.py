@@ -64,6 +64,9 @@ def sample(row, root):
         "header": ("X-Test: 1",),
         "error_page": ("404=/404.html",),
         "forwarded_allow_ips": "10.0.0.0/8",
+        "reload_dir": (str(root),),
+        "reload_include": ("*.cfg",),
+        "reload_exclude": ("skip_*",),
         "app": "myapp:app",
         "wsgi": "myapp:app",
         "asgi": "myapp:app",
@@ -181,9 +184,21 @@ SERVER_ATTR = {
 }
 
 
+#: rows only the master process reads (their behaviour: tests/test_reload.py)
+MASTER_ROWS = {"reload", "reload_dir", "reload_include", "reload_exclude"}
+
+
 @pytest.mark.parametrize("row", [r for r in OPTIONS if not r.engine_arg], ids=lambda r: r.name)
 def test_each_server_row_reaches_the_server(row, root):
     _, value = sample(row, root)
+    if row.name in MASTER_ROWS:
+        import minginx_cffi._master as master
+
+        with open(master.__file__) as f:
+            assert "config.%s" % row.name in f.read(), row.name
+        kw = {row.name: value} if row.name == "reload" else {"reload": True, row.name: value}
+        assert Config(root=str(root), **kw).values()[row.name] == value
+        return
     if row.name in ("app", "wsgi", "asgi"):
         srv = Server(root=str(root), **{row.name: _hello_for(row.name)})
         assert getattr(srv, row.name) is not None
@@ -238,6 +253,8 @@ def test_each_cli_flag_fills_its_row(row, root):
         args = [flag]
     else:
         args = [flag, text]
+    if row.name.startswith("reload_"):
+        args += ["--reload"]  # they go with it
     ctx = serve_command.make_context(
         "serve", list(args) + ([] if row.name == "root" else ["--root", str(root)])
     )
