@@ -166,7 +166,7 @@ class Bridge:
             result = self.dispatch(view)
         except BaseException:
             log.error(
-                "minginx: handler for %s %s raised:\n%s",
+                "minginx-cffi: handler for %s %s raised:\n%s",
                 view.method,
                 view.raw_path.decode("latin-1"),
                 traceback.format_exc().rstrip(),
@@ -198,7 +198,7 @@ class Bridge:
             )
         except BaseException:
             log.error(
-                "minginx: handler for %s %s gave an unusable response:\n%s",
+                "minginx-cffi: handler for %s %s gave an unusable response:\n%s",
                 view.method,
                 view.raw_path.decode("latin-1"),
                 traceback.format_exc().rstrip(),
@@ -207,7 +207,7 @@ class Bridge:
         if r is None or r < 0:
             if r is not None:
                 log.error(
-                    "minginx: handler for %s %s: response refused: %s",
+                    "minginx-cffi: handler for %s %s: response refused: %s",
                     view.method,
                     view.raw_path.decode("latin-1"),
                     _c_error(c),
@@ -219,7 +219,10 @@ class Bridge:
             return
         if r == 1:
             log.error(
-                "minginx: handler for %s %s: %s", view.method, view.raw_path.decode("latin-1"), _c_error(c)
+                "minginx-cffi: handler for %s %s: %s",
+                view.method,
+                view.raw_path.decode("latin-1"),
+                _c_error(c),
             )
         if it is not None:
             if c.more:
@@ -246,16 +249,16 @@ class Bridge:
             )
         except BaseException:
             log.error(
-                "minginx: response iterator of %s raised mid-stream; closing the connection:\n%s",
+                "minginx-cffi: response iterator of %s raised mid-stream; closing the connection:\n%s",
                 where,
                 traceback.format_exc().rstrip(),
             )
             self.cut(c)
             return
         if r == 1:
-            log.error("minginx: handler for %s: %s", where, _c_error(c))
+            log.error("minginx-cffi: handler for %s: %s", where, _c_error(c))
         if r < 0:
-            log.error("minginx: handler for %s: %s; closing the connection", where, _c_error(c))
+            log.error("minginx-cffi: handler for %s: %s; closing the connection", where, _c_error(c))
             self.cut(c)
         elif not c.more:
             del self.streams[key]
@@ -311,19 +314,19 @@ class _CallReply:
             )
         except Exception:
             log.error(
-                "minginx: ASGI app for %s gave an unusable response:\n%s",
+                "minginx-cffi: ASGI app for %s gave an unusable response:\n%s",
                 self.where,
                 traceback.format_exc().rstrip(),
             )
             r = None
         if r is None or r < 0:
             if r is not None:
-                log.error("minginx: ASGI app for %s: response refused: %s", self.where, _c_error(c))
+                log.error("minginx-cffi: ASGI app for %s: response refused: %s", self.where, _c_error(c))
             if not c._started:
                 _answer_500(c)
             c.more = 0
         elif r == 1:
-            log.error("minginx: ASGI app for %s: %s", self.where, _c_error(c))
+            log.error("minginx-cffi: ASGI app for %s: %s", self.where, _c_error(c))
         taking = bool(c.more)
         self._post()
         return taking
@@ -335,13 +338,13 @@ class _CallReply:
             r = lib.mg_call_chunk(c, data, len(data), 1 if last else 0)
         except Exception:
             log.error(
-                "minginx: ASGI app for %s sent an unusable piece; closing the connection:\n%s",
+                "minginx-cffi: ASGI app for %s sent an unusable piece; closing the connection:\n%s",
                 self.where,
                 traceback.format_exc().rstrip(),
             )
             r = -1
         if r == 1:
-            log.error("minginx: ASGI app for %s: %s", self.where, _c_error(c))
+            log.error("minginx-cffi: ASGI app for %s: %s", self.where, _c_error(c))
         elif r < 0:
             c.more = 0
             c._keep_alive = 0
@@ -479,7 +482,7 @@ class AsgiBridge:
                     if cycle is not None:
                         cycle.abort()
             except Exception:
-                log.exception("minginx: ASGI call failed")
+                log.exception("minginx-cffi: ASGI call failed")
                 if op != _OP_ABORT:  # answer the round all the same, or it waits for the timeout
                     cycles.pop(key, None)
                     if not c._started:
@@ -491,13 +494,13 @@ class AsgiBridge:
 
 def _batch_error(exc, value, tb):
     # Each call is contained in mg_py_batch's loop; this guards the loop itself.
-    log.error("minginx: error in mg_py_batch:\n%s", "".join(traceback.format_exception(exc, value, tb)))
+    log.error("minginx-cffi: error in mg_py_batch:\n%s", "".join(traceback.format_exception(exc, value, tb)))
     return 0
 
 
 def _contain(bridge, c, op):
     """A call whose op raised out of the Bridge: fail it alone."""
-    log.error("minginx: handler call failed:\n%s", traceback.format_exc().rstrip())
+    log.error("minginx-cffi: handler call failed:\n%s", traceback.format_exc().rstrip())
     try:
         if op == _OP_START:
             if not c._started:
@@ -507,7 +510,7 @@ def _contain(bridge, c, op):
         else:
             bridge.cut(c)
     except BaseException:
-        log.exception("minginx: containing a failed handler call failed")
+        log.exception("minginx-cffi: containing a failed handler call failed")
 
 
 def _run_one(bridge, c):
@@ -565,7 +568,7 @@ class HandlerPool:
                     contexts[key] = ctx
             except BaseException:  # (SystemExit, CancelledError...): the thread must live on
                 log.error(
-                    "minginx: handler thread: a round raised past its containment:\n%s",
+                    "minginx-cffi: handler thread: a round raised past its containment:\n%s",
                     traceback.format_exc().rstrip(),
                 )
             finally:

@@ -80,4 +80,4 @@ def close_iter(it):
         try:
             close()
         except BaseException:
-            log.exception("minginx: closing a response iterator raised")
+            log.exception("minginx-cffi: closing a response iterator raised")

@@ -305,7 +305,7 @@ class Engine:
 
     def free(self):
         if not self.stop_pool(0):
-            raise RuntimeError("minginx: engine freed while a handler thread runs")
+            raise RuntimeError("minginx-cffi: engine freed while a handler thread runs")
         for w in self.workers:
             w.free()
         self.workers = []

@@ -481,7 +481,7 @@ def make_dispatch(app: App) -> Callable[[Any], Any]:
         except HTTPError as e:
             response = Response(e.message if e.message is not None else "%d\n" % e.status, e.status)
         except UnusableResponse as e:
-            _dispatch.log.error("minginx: %s", e)
+            _dispatch.log.error("minginx-cffi: %s", e)
             response = Response("Internal Server Error\n", 500)
         return (response.status, b"", encode_headers(response.headers.items()), response.body, 0)
 

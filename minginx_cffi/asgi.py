@@ -137,7 +137,7 @@ class LoopThread:
             self._abandoned = not self._ended
         if self._abandoned:
             log.warning(
-                "minginx: the ASGI event loop did not stop within %.1f s (the app blocks it); "
+                "minginx-cffi: the ASGI event loop did not stop within %.1f s (the app blocks it); "
                 "leaving it behind",
                 timeout,
             )
@@ -233,16 +233,30 @@ class Cycle:
         try:
             await app(scope, self.receive, self.send)
         except BaseException as e:
+            # uvicorn's line, "Exception in ASGI application", the one people search logs for
             if self.gone or self.hup:  # the app noticed the client leaving (Starlette: ClientDisconnect)
-                log.info("minginx: ASGI app for %s: client gone (%s)", self.where, type(e).__name__)
+                log.info("minginx-cffi: ASGI app for %s: client gone (%s)", self.where, type(e).__name__)
+            elif self.state == DONE:
+                # answered whole, then raised: Starlette's ServerErrorMiddleware sends its 500
+                # and re-raises for the server to log; nothing was cut
+                log.error(
+                    "minginx-cffi: Exception in ASGI application (%s)\n%s",
+                    self.where,
+                    traceback.format_exc().rstrip(),
+                )
             elif self.state != START and self.state != HEAD:
                 log.error(
-                    "minginx: ASGI app for %s raised after its response started:\n%s",
+                    "minginx-cffi: Exception in ASGI application (%s), after its response began: "
+                    "the response is cut\n%s",
                     self.where,
                     traceback.format_exc().rstrip(),
                 )
             else:
-                log.error("minginx: ASGI app for %s raised:\n%s", self.where, traceback.format_exc().rstrip())
+                log.error(
+                    "minginx-cffi: Exception in ASGI application (%s): 500\n%s",
+                    self.where,
+                    traceback.format_exc().rstrip(),
+                )
             self._end_early()
             if isinstance(e, asyncio.CancelledError):
                 raise  # the task was cancelled (shutdown): asyncio must see it
@@ -250,7 +264,9 @@ class Cycle:
             # thread only): re-raised, they would end the loop thread for every request
         else:
             if self.state != DONE and self.state != DISCARD and not (self.gone or self.hup):
-                log.error("minginx: ASGI app for %s returned without completing its response", self.where)
+                log.error(
+                    "minginx-cffi: ASGI app for %s returned without completing its response", self.where
+                )
             self._end_early()
 
     def _end_early(self):
@@ -413,7 +429,7 @@ class Lifespan:
             raise StartupFailed(_one_line(message) or "lifespan.startup.failed")
         if kind != "lifespan.startup.complete":
             self.supported = False
-            log.info("minginx: the ASGI app does not support lifespan (%s)", message)
+            log.info("minginx-cffi: the ASGI app does not support lifespan (%s)", message)
 
     async def shutdown(self):
         if not self.supported or self.task.done():
@@ -422,7 +438,7 @@ class Lifespan:
         await self.inbox.put({"type": "lifespan.shutdown"})
         kind, message = await self.answer
         if kind != "lifespan.shutdown.complete":
-            log.error("minginx: ASGI lifespan shutdown failed: %s", message)
+            log.error("minginx-cffi: ASGI lifespan shutdown failed: %s", message)
 
     async def _main(self, scope):
         try:
@@ -431,7 +447,7 @@ class Lifespan:
             if self.answer.done() and self.answer.result()[0] == "lifespan.startup.failed":
                 pass  # Starlette re-raises what it reported: the message says it all
             elif self.answer.done():
-                log.error("minginx: ASGI lifespan raised:\n%s", traceback.format_exc().rstrip())
+                log.error("minginx-cffi: ASGI lifespan raised:\n%s", traceback.format_exc().rstrip())
             else:
                 self.answer.set_result(("raised", "%s: %s" % (type(e).__name__, e)))
             if isinstance(e, asyncio.CancelledError):
@@ -486,7 +502,7 @@ class Runner:
             if self.lifespan is not None:
                 self.loop_thread.run(self.lifespan.shutdown(), timeout)
         except Exception as e:
-            log.error("minginx: ASGI lifespan shutdown: %s: %s", type(e).__name__, e)
+            log.error("minginx-cffi: ASGI lifespan shutdown: %s: %s", type(e).__name__, e)
         finally:
             # the lifespan's time counts: the whole stop is bounded by timeout (a
             # blocked loop times the lifespan out first), and the loop gets at least 1 s
@@ -506,7 +522,8 @@ class Runner:
                 # RFC 9110 7.8: a server may ignore Upgrade; the request is plain HTTP
                 self.warned_upgrade = True
                 log.warning(
-                    "minginx: WebSocket upgrade requested: not supported, the request is served as plain HTTP"
+                    "minginx-cffi: WebSocket upgrade requested: not supported, "
+                    "the request is served as plain HTTP"
                 )
 
     def begin(self, scope, body, reply, where=None):

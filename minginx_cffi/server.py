@@ -694,7 +694,7 @@ class Server:
     def _free(self, summary=True):
         # The engine's memory is the workers' memory: never free it under a running thread.
         if any(t.is_alive() for t in self._threads):
-            raise RuntimeError("minginx: engine freed while its workers run")
+            raise RuntimeError("minginx-cffi: engine freed while its workers run")
         self._close_listeners()
         if self._trace_thread is not None:
             self._trace_stop.set()

@@ -601,3 +601,61 @@ def test_a_loop_the_app_blocks_does_not_hang_the_stop(caplog):
         assert "did not stop within" in caplog.text
     finally:
         release.set()
+
+
+BOOM_SRC = """
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+app = FastAPI()
+
+
+@app.get("/boom")
+def boom():
+    raise ValueError("the database said no")
+
+
+@app.get("/cut")
+def cut():
+    def pieces():
+        yield b"first piece\\n"
+        raise ValueError("the stream broke")
+
+    return StreamingResponse(pieces())
+"""
+
+
+def test_an_asgi_500_is_logged_as_uvicorn_logs_it(tmp_path, engine):
+    """Starlette's ServerErrorMiddleware answers 500 and re-raises for the server to log:
+    that is 'Exception in ASGI application' with the traceback, as uvicorn logs it, not a
+    failure mid-stream.  A stream that breaks after its head is the one that says it is cut."""
+    (tmp_path / "boom.py").write_text(BOOM_SRC)
+    port = free_port()
+    p = subprocess.Popen(
+        CLI + ["serve", "--engine", engine, "--port", str(port), "--workers", "1", "--asgi", "boom:app"],
+        cwd=str(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert b"serving" in p.stdout.readline()
+        r = Conn(port).request("GET", "/boom")
+        assert r.status == 500
+        c = Conn(port)
+        c.sock.sendall(b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        c.sock.settimeout(10)
+        while True:  # the cut: the connection closes with the chunked body unfinished
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        assert b"first piece" in got and not got.endswith(b"0\r\n\r\n"), got
+    finally:
+        p.terminate()
+        err = p.communicate(timeout=20)[1].decode()
+    boom = [x for x in err.splitlines() if "(GET /boom)" in x]
+    assert boom and "[error]" in boom[0] and "Exception in ASGI application (GET /boom)" in boom[0], err
+    assert "cut" not in boom[0] and "ValueError: the database said no" in err, err
+    cut = [x for x in err.splitlines() if "(GET /cut)" in x]
+    assert cut and "after its response began: the response is cut" in cut[0], err

@@ -327,7 +327,7 @@ def test_system_exit_and_keyboard_interrupt_from_a_handler_are_its_500(wsgi_srv,
     handler's own, and fails its request alone; the server goes on."""
     resps = Wire(_talk(wsgi_srv.port, _get(path))).responses()
     assert [r[0] for r in resps] == [500, 200], resps
-    assert "minginx: handler for GET %s" % path in caplog.text
+    assert "minginx-cffi: handler for GET %s" % path in caplog.text
 
 
 def test_app_handler_cancelled_is_its_500(app_srv):

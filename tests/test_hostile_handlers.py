@@ -386,7 +386,7 @@ REFUSED_WSGI = [
 def test_wsgi_bad_answer_is_500_beside_good_requests(wsgi_srv, path, caplog):
     resps = beside_good(wsgi_srv.port, lambda: exchange(wsgi_srv.port, path))
     _status_500(resps)
-    assert "minginx: handler for GET %s" % path in caplog.text
+    assert "minginx-cffi: handler for GET %s" % path in caplog.text
 
 
 REFUSED_APP = [

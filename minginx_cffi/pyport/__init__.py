@@ -144,7 +144,7 @@ class Engine:
 
     def free(self):
         if not self.stop_pool(0):
-            raise RuntimeError("minginx: engine freed while a handler thread runs")
+            raise RuntimeError("minginx-cffi: engine freed while a handler thread runs")
         for h in self.workers:
             h.free()
         self.workers = []

@@ -234,7 +234,9 @@ class AccessLog:
             except OSError as e:
                 if not self.write_error:
                     self.write_error = True
-                    log_error("minginx: access log: write: %s; lines are dropped while it fails" % e.strerror)
+                    log_error(
+                        "minginx-cffi: access log: write: %s; lines are dropped while it fails" % e.strerror
+                    )
                 if len(view) < len(data) and data[len(data) - len(view) - 1] != 0x0A:
                     self.torn = True  # the cut line is dropped (counted); its start stays
                 return bytes(view).count(b"\n")
@@ -248,7 +250,8 @@ class AccessLog:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
             log_error(
-                "minginx: access log: open(%s): %s; still writing to the old file" % (self.path, e.strerror)
+                "minginx-cffi: access log: open(%s): %s; still writing to the old file"
+                % (self.path, e.strerror)
             )
             return
         os.close(self.fd)
@@ -286,11 +289,13 @@ class AccessLog:
         self.thread.join()
         if self.dropped_late:
             log_error(
-                "minginx: access log: %d lines dropped at shutdown: the log took nothing "
+                "minginx-cffi: access log: %d lines dropped at shutdown: the log took nothing "
                 "for %d ms" % (self.dropped_late, STUCK * 1000)
             )
         if self.unclaimed:  # the workers have stopped: no stats will count these
-            log_error("minginx: access log: %d lines dropped at shutdown: the writes failed" % self.unclaimed)
+            log_error(
+                "minginx-cffi: access log: %d lines dropped at shutdown: the writes failed" % self.unclaimed
+            )
         os.close(self.fd)
 
 

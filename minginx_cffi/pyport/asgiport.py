@@ -91,7 +91,9 @@ class PortReply:
         try:
             fn(*args)
         except Exception:
-            log.error("minginx: ASGI call for %s failed:\n%s", self.where, traceback.format_exc().rstrip())
+            log.error(
+                "minginx-cffi: ASGI call for %s failed:\n%s", self.where, traceback.format_exc().rstrip()
+            )
             if self.job is not None:
                 self.keep_alive = False
                 if self.fields is not None:
@@ -120,7 +122,7 @@ class PortReply:
             body = bytes(body)
         except Exception as e:
             why = str(e) if isinstance(e, Refused) else traceback.format_exc().rstrip()
-            log.error("minginx: ASGI app for %s: response refused: %s", self.where, why)
+            log.error("minginx-cffi: ASGI app for %s: response refused: %s", self.where, why)
             self.error_500()
             return False
         if close:
@@ -164,7 +166,7 @@ class PortReply:
         if length >= 0 and self.sent + len(data) > length:
             data = data[: length - self.sent]
             log.error(
-                "minginx: ASGI app for %s: the body is longer than its Content-Length: cut "
+                "minginx-cffi: ASGI app for %s: the body is longer than its Content-Length: cut "
                 "to it, connection closed",
                 self.where,
             )
@@ -174,7 +176,8 @@ class PortReply:
         self.last = last and not over
         if last and not over and 0 <= length and self.sent < length:
             log.error(
-                "minginx: ASGI app for %s: the body is shorter than its Content-Length: connection closed",
+                "minginx-cffi: ASGI app for %s: the body is shorter than its Content-Length: "
+                "connection closed",
                 self.where,
             )
             self.keep_alive = False
@@ -259,7 +262,7 @@ def asgi_request(x, view, runner):
     try:
         scope = runner.scope(view)
     except Exception:
-        log.error("minginx: ASGI scope for %s:\n%s", where, traceback.format_exc().rstrip())
+        log.error("minginx-cffi: ASGI scope for %s:\n%s", where, traceback.format_exc().rstrip())
         reply.error_500()
     else:
         try:

@@ -192,7 +192,7 @@ def _python_request(x, req, body, dispatch):
     except GeneratorExit:
         raise  # destroyed while the round ran (shutdown)
     except BaseException:  # a handler's own raise, whatever its class (see _bridge.Bridge)
-        log.exception("minginx: handler for %s %s raised", view.method, view.raw_path.decode("latin-1"))
+        log.exception("minginx-cffi: handler for %s %s raised", view.method, view.raw_path.decode("latin-1"))
         result = (500, b"", _dispatch.ERROR_500_FIELDS, _dispatch.ERROR_500_BODY, 0)
     if result is _dispatch.FALLTHROUGH:
         return 1
@@ -220,7 +220,7 @@ def _python_request(x, req, body, dispatch):
     except BaseException as e:
         why = str(e) if isinstance(e, Refused) else traceback.format_exc().rstrip()
         log.error(
-            "minginx: handler for %s %s: response refused: %s",
+            "minginx-cffi: handler for %s %s: response refused: %s",
             view.method,
             view.raw_path.decode("latin-1"),
             why,
@@ -258,7 +258,7 @@ def _python_request(x, req, body, dispatch):
                 raise
             except BaseException:
                 log.error(
-                    "minginx: response iterator of %s %s raised mid-stream; closing the connection:\n%s",
+                    "minginx-cffi: response iterator of %s %s raised mid-stream; closing the connection:\n%s",
                     view.method,
                     view.raw_path.decode("latin-1"),
                     traceback.format_exc().rstrip(),
@@ -268,7 +268,9 @@ def _python_request(x, req, body, dispatch):
         if where is None and length >= 0 and sent < length:
             where = "the body is shorter than its Content-Length: connection closed"
         if where is not None:
-            log.error("minginx: handler for %s %s: %s", view.method, view.raw_path.decode("latin-1"), where)
+            log.error(
+                "minginx-cffi: handler for %s %s: %s", view.method, view.raw_path.decode("latin-1"), where
+            )
             x.keep_alive = False
             return 0
         yield from x.end()

@@ -242,7 +242,7 @@ def give_up(job, what):
     job.orphan = True
     w.stats["handler_timeouts"] += 1
     logging.getLogger("minginx_cffi").error(
-        "minginx: %s still running after %g s: connection closed, its answer will be dropped",
+        "minginx-cffi: %s still running after %g s: connection closed, its answer will be dropped",
         what,
         w.durations[MG_TIMER_PYTHON],
     )
