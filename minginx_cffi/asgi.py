@@ -127,10 +127,16 @@ class LoopThread:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+        coro = cancel_all()
         try:
-            self.run(cancel_all(), timeout=max(0.0, min(5.0, deadline - time.monotonic())))
-        except (concurrent.futures.TimeoutError, RuntimeError):
-            pass
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # the loop is closed: it never ran, and must not warn it was never awaited
+            coro.close()
+        else:
+            try:
+                fut.result(max(0.0, min(5.0, deadline - time.monotonic())))
+            except (concurrent.futures.TimeoutError, RuntimeError, asyncio.CancelledError):
+                pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
