@@ -131,7 +131,7 @@ static mg_buf *out_buf(mg_exchange *x)
 {
     mg_buf *b = &x->_out;
     if (!b->p && !b->_heap)
-        buf_fixed(b, x->co->rb->out, sizeof(x->co->rb->out));
+        buf_fixed(b, x->co->conn->rb->out, sizeof(x->co->conn->rb->out));
     return b;
 }
 
@@ -397,7 +397,7 @@ int exchange_continue(mg_exchange *x)
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
     if (send_async(x->co, cont, sizeof(cont) - 1) < 0)
         return -1;
-    x->co->log_sent0 = x->co->sent; /* an interim response: not this response's bytes */
+    x->co->log_sent0 = x->co->conn->sent; /* an interim response: not this response's bytes */
     return 0;
 }
 

@@ -252,7 +252,7 @@ void run_python(mg_worker *w)
             mg_coroutine *co = w->py_head;
             w->py_head = co->next_ready;
             co->next_ready = NULL;
-            batch[n++] = &co->rb->call;
+            batch[n++] = &co->conn->rb->call;
         }
         w->py_tail = w->py_head ? w->py_tail : NULL;
         while (w->py_orphans && n < MG_PY_BATCH) {
@@ -268,7 +268,7 @@ void run_python(mg_worker *w)
             for (int i = 0; i < n; i++) /* each call's coroutine: an orphan's is gone */
                 if (!batch[i]->_orphan)
                     TRACE(w, MG_EV_RUN_PYTHON, (mg_coroutine *)batch[i]->_co,
-                          ((mg_coroutine *)batch[i]->_co)->fd, n);
+                          ((mg_coroutine *)batch[i]->_co)->conn->fd, n);
         mg_py_batch(w->srv->cfg.app_id, batch, n); /* takes the GIL once */
         for (int i = 0; i < n; i++) {
             mg_pycall *c = batch[i];
@@ -341,7 +341,7 @@ void drain_posts(mg_worker *w)
         if (!c->_orphan) {
             mg_coroutine *co = c->_co;
             timer_clear(co);
-            TRACE(w, MG_EV_WAKE_PYTHON, co, co->fd, c->op);
+            TRACE(w, MG_EV_WAKE_PYTHON, co, co->conn->fd, c->op);
         }
         call_done(w, c);
         c = next;
@@ -350,12 +350,12 @@ void drain_posts(mg_worker *w)
 
 void pycall_orphan(mg_coroutine *co)
 {
-    mg_pycall *c = &co->rb->call;
+    mg_pycall *c = &co->conn->rb->call;
     c->_orphan = 1;
     c->_co = NULL;
     c->_body_buf = co->body_buf; /* c->body may point into it */
     co->body_buf = NULL;
-    co->rb = NULL;
+    co->conn->rb = NULL;
 }
 
 void pycall_free_orphan(mg_worker *w, mg_pycall *c)
@@ -370,11 +370,11 @@ void pycall_free_orphan(mg_worker *w, mg_pycall *c)
 /* ------------------------------------------------------- the coroutine side */
 
 /* Returns 0 when Python answered; -ETIMEDOUT when a deferred round outlived
- * --handler-timeout: the call is an orphan now (co->rb is gone), and the
+ * --handler-timeout: the call is an orphan now (co->conn->rb is gone), and the
  * caller must not touch it again. */
 static int yield_to_python(mg_coroutine *co, int op)
 {
-    mg_pycall *c = &co->rb->call;
+    mg_pycall *c = &co->conn->rb->call;
     c->op = op;
     c->deferred = 0;
     coroutine_yield(co, MG_YIELD_PYTHON);
@@ -440,7 +440,7 @@ int python_request(mg_exchange *x, mg_request *req, const char *body, size_t bod
 {
     mg_coroutine *co = x->co;
     mg_worker *w = co->worker;
-    mg_pycall *c = &co->rb->call;
+    mg_pycall *c = &co->conn->rb->call;
 
     c->id = ++w->next_request_id;
     c->worker = w->index;
@@ -476,7 +476,7 @@ int python_request(mg_exchange *x, mg_request *req, const char *body, size_t bod
     /* the client as the access log sees it too (front.c: request_client) */
     const char *client = conn_client(co, &c->peer_port, &c->https);
     memcpy(c->peer, client, sizeof(c->peer));
-    c->server_port = co->server_port;
+    c->server_port = co->conn->server_port;
 
     if (yield_to_python(co, MG_PY_START) < 0)
         return send_gateway_timeout(x);

@@ -438,7 +438,7 @@ static size_t uri_encode(mg_buf *o, const char *s, size_t n, int query)
 
 /* 301 to the same directory with a slash, query kept (as nginx does).
  * Location is built from rel, the decoded and normalised path static_serve
- * has just looked up (co->rb->path: no empty, "." or ".." segments, no
+ * has just looked up (co->conn->rb->path: no empty, "." or ".." segments, no
  * leading slash), re-encoded; never from the raw target, which made
  * "GET //evil.example/../docs" answer "Location: //evil.example/../docs/",
  * a link to another host (a network-path reference, RFC 3986 section 4.2).
@@ -448,7 +448,7 @@ static int redirect_slash(mg_exchange *x, mg_request *req)
 {
     static const char body[] = "<html><head><title>301 Moved Permanently</title></head>"
                                "<body><h1>301 Moved Permanently</h1></body></html>\n";
-    mg_reqbuf *rb = x->co->rb;
+    mg_reqbuf *rb = x->co->conn->rb;
     const char *rel = rb->path;
     size_t rel_len = strlen(rel);
 
@@ -501,17 +501,17 @@ int static_serve(mg_exchange *x, mg_request *req)
 {
     mg_coroutine *co = x->co;
     mg_server *srv = co->worker->srv;
-    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
+    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->conn->fd, 0);
     int r = static_method(x, req);
     if (r != MG_MW_PASS)
         return r;
 
     mg_centry *e = target_memo_get(co->worker, req);
     if (!e) {
-        char *rel = co->rb->path;
+        char *rel = co->conn->rb->path;
         int dir_request;
-        int st =
-            decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
+        int st = decode_path(req->path, rel, sizeof(co->conn->rb->path) - 16, srv->cfg.serve_dotfiles,
+                             &dir_request);
         if (st)
             return send_error(x, st);
         e = file_open(co, rel, dir_request, &st);
@@ -549,12 +549,13 @@ int static_try(mg_exchange *x, mg_request *req)
 {
     mg_coroutine *co = x->co;
     mg_server *srv = co->worker->srv;
-    char *rel = co->rb->path;
+    char *rel = co->conn->rb->path;
     int dir_request, st;
 
     mg_centry *e = target_memo_get(co->worker, req);
     if (!e) {
-        st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
+        st = decode_path(req->path, rel, sizeof(co->conn->rb->path) - 16, srv->cfg.serve_dotfiles,
+                         &dir_request);
         if (st == 400) /* a bad escape, %00, ".." above the root: as nginx, for every location */
             return send_error(x, st);
         if (st)
@@ -567,7 +568,7 @@ int static_try(mg_exchange *x, mg_request *req)
             e = file_open(co, rel, 1, &st);
             if (!e)
                 return MG_MW_PASS;
-            TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
+            TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->conn->fd, 0);
             file_release(co->worker, e);
             int r = static_method(x, req);
             return r != MG_MW_PASS ? r : redirect_slash(x, req);
@@ -575,7 +576,7 @@ int static_try(mg_exchange *x, mg_request *req)
         target_memo_put(co->worker, req, e);
     }
     co->centry = e; /* released by coroutine_destroy() if we never get back */
-    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
+    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->conn->fd, 0);
     int r = static_method(x, req);
     if (r == MG_MW_PASS)
         r = serve_entry(x, req, e);
