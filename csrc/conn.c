@@ -46,9 +46,6 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
         rb = malloc(sizeof(*rb)); /* only while the pool warms up */
         if (!rb)
             return NULL;
-        buf_growable(&rb->call._out);
-        rb->call._pending = 0; /* worker.c: orphan_pending reads these of any buffer */
-        rb->call._orphan = 0;
     }
     rb->next_free = NULL;
     rb->len = 0;
@@ -59,7 +56,6 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
 void reqbuf_put(mg_worker *w, mg_reqbuf *rb)
 {
     if (w->reqbuf_pool_len >= MG_REQBUF_POOL_MAX || w->no_buffer_pool) {
-        buf_free(&rb->call._out);
         free(rb);
         return;
     }
@@ -74,14 +70,65 @@ void reqbuf_pool_trim(mg_worker *w, int keep)
         mg_reqbuf *rb = w->reqbuf_pool;
         w->reqbuf_pool = rb->next_free;
         w->reqbuf_pool_len--;
-        buf_free(&rb->call._out);
         free(rb);
+    }
+}
+
+mg_xstate *xstate_get(mg_worker *w)
+{
+    mg_xstate *xs = w->xstate_pool;
+    if (xs) {
+        w->xstate_pool = xs->next_free;
+        w->xstate_pool_len--;
+    } else {
+        xs = malloc(sizeof(*xs)); /* only while the pool warms up */
+        if (!xs)
+            return NULL;
+        buf_growable(&xs->call._out);
+        xs->call._pending = 0; /* worker.c: orphan_pending reads these of any one */
+        xs->call._orphan = 0;
+    }
+    xs->next_free = NULL;
+    xs->orphan_rb = NULL;
+    return xs;
+}
+
+void xstate_put(mg_worker *w, mg_xstate *xs)
+{
+    if (w->xstate_pool_len >= MG_REQBUF_POOL_MAX || w->no_buffer_pool) {
+        buf_free(&xs->call._out);
+        free(xs);
+        return;
+    }
+    xs->next_free = w->xstate_pool;
+    w->xstate_pool = xs;
+    w->xstate_pool_len++;
+}
+
+void xstate_pool_trim(mg_worker *w, int keep)
+{
+    while (w->xstate_pool_len > keep) {
+        mg_xstate *xs = w->xstate_pool;
+        w->xstate_pool = xs->next_free;
+        w->xstate_pool_len--;
+        buf_free(&xs->call._out);
+        free(xs);
     }
 }
 
 void reqbuf_pool_drain(mg_worker *w)
 {
     reqbuf_pool_trim(w, 0);
+    xstate_pool_trim(w, 0);
+}
+
+/* The request's own state, taken once a request needs it (a head to parse,
+ * or answer) and kept while the connection keeps its input buffer. */
+static inline mg_xstate *conn_xstate(mg_coroutine *co)
+{
+    if (MG_UNLIKELY(!co->xs))
+        co->xs = xstate_get(co->worker);
+    return co->xs;
 }
 
 /* ----------------------------------------------------------- addresses */
@@ -174,6 +221,10 @@ static ssize_t recv_more(mg_coroutine *co)
                      * the delay, no stack either: parked */
                     reqbuf_put(w, rb);
                     co->conn->rb = NULL;
+                    if (co->xs) { /* (no request in flight: nothing views it) */
+                        xstate_put(w, co->xs);
+                        co->xs = NULL;
+                    }
                     if (lazy && worker_park(co) == 0)
                         return -EINPROGRESS;
                 }
@@ -424,7 +475,7 @@ void conn_entry(mg_coroutine *co)
                 return;
             }
             if (n == -ETIMEDOUT) {
-                if (!co->idle && co->conn->rb) {
+                if (!co->idle && co->conn->rb && conn_xstate(co)) {
                     mg_exchange x;
                     exchange_init(&x, co, 0, 0, 1);
                     send_error(&x, 408);
@@ -443,7 +494,9 @@ void conn_entry(mg_coroutine *co)
         timer_clear(co);
 
         mg_reqbuf *rb = co->conn->rb;
-        mg_request *req = &rb->req;
+        if (!conn_xstate(co))
+            return; /* out of memory: the connection closes, as for a buffer */
+        mg_request *req = &co->xs->req;
         int status = head < 0 ? -head : parse_http(rb->data, (size_t)head, req, &w->host_memo);
         if (MG_UNLIKELY(w->trace))
             trace_parse(co, req, status);

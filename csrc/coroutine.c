@@ -358,6 +358,8 @@ void coroutine_destroy(mg_coroutine *co)
     free(co->body_buf);
     if (co->conn->rb)
         reqbuf_put(w, co->conn->rb);
+    if (co->xs)
+        xstate_put(w, co->xs);
     w->stats.coroutines_alive--;
     region_put(w, co->region);
 }

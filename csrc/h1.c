@@ -125,13 +125,13 @@ static void account(mg_exchange *x, int status, size_t head_len)
     }
 }
 
-/* The buffer the head goes into: the request buffer's out area unless the
+/* The buffer the head goes into: the request's out area (co->xs) unless the
  * exchange was given one (exchange_init_mem, exchange_init_detached). */
 static mg_buf *out_buf(mg_exchange *x)
 {
     mg_buf *b = &x->_out;
     if (!b->p && !b->_heap)
-        buf_fixed(b, x->co->conn->rb->out, sizeof(x->co->conn->rb->out));
+        buf_fixed(b, x->co->xs->out, sizeof(x->co->xs->out));
     return b;
 }
 

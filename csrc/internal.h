@@ -90,6 +90,7 @@ typedef struct {
 
 typedef struct mg_coroutine mg_coroutine;
 typedef struct mg_reqbuf mg_reqbuf;
+typedef struct mg_xstate mg_xstate;
 
 /* The Date field for the current second, per thread that writes heads (a
  * worker's); written by the protocol module (h1.c date_refresh). */
@@ -173,9 +174,10 @@ MG_HIDDEN void trace_parse(mg_coroutine *co, const struct mg_request_s *req, int
  * serves it (co->conn).  It lives in its coroutine's region, under the
  * mg_coroutine (coroutine.c coroutine_create_as): one mmap, as a connection
  * has exactly one coroutine at a time, and a park ends that coroutine,
- * handing what must last (fd, transport, id, requests) to an mg_parked.  What
- * a request needs (its parsed head, scratch entry, Python call) is the
- * request buffer's, co->conn->rb; what schedules it is the coroutine's. */
+ * handing what must last (fd, transport, id, requests) to an mg_parked.  Its
+ * input buffer is co->conn->rb; what a request needs (its parsed head,
+ * scratch entry, Python call) is an mg_xstate's, co->xs (http.h); what
+ * schedules it is the coroutine's. */
 typedef struct mg_conn {
     int fd;                        /* the connection's socket, or -1 */
     const struct mg_transport *tp; /* its transport (w->tp when made): how its bytes move */
@@ -183,8 +185,7 @@ typedef struct mg_conn {
     int drained;                   /* the transport's last read emptied it and the socket, and
                                     no input was reported since: a read now would only say
                                     EAGAIN (set by the transport's recv, cleared by wake_fd) */
-    mg_reqbuf *rb;                 /* request buffer (the input buffer and the request in
-                                    flight), held only while a request is in flight */
+    mg_reqbuf *rb;                 /* the input buffer, held only while a request is in flight */
     uint32_t requests;             /* request heads read on this connection (0: none yet) */
     int park_due;                  /* idle past MG_PARK_DELAY_MS: park at its next EAGAIN */
     int64_t park_deadline_ms;      /* made at an unpark: the parked connection's deadline,
@@ -240,6 +241,7 @@ struct mg_coroutine {
     int64_t idle_since_ms;               /* when it began to wait (w->now_ms) */
     int idle_linked;                     /* on the idle list now */
     /* the request in flight (issue 26 step 4: an exchange's, next) */
+    mg_xstate *xs;            /* its own state (http.h), held as long as co->conn->rb */
     struct mg_centry *centry; /* file being sent (cache.c), released by coroutine_destroy */
     int status;               /* status of the last response started (for the trace) */
     /* the access log's view of the response in flight (accesslog.c) */
@@ -323,6 +325,8 @@ struct mg_worker {
     int stack_pool_len;
     mg_reqbuf *reqbuf_pool;
     int reqbuf_pool_len;
+    mg_xstate *xstate_pool; /* (the same for the requests' own state) */
+    int xstate_pool_len;
     struct mg_file_cache *cache; /* open-file cache (cache.c), NULL when off */
     /* the last request path the static files resolved to a cache entry
      * (static.c target_memo_*): its raw bytes and the entry, NULL once that
@@ -536,6 +540,10 @@ MG_HIDDEN void reqbuf_put(struct mg_worker *w, mg_reqbuf *rb);
 MG_HIDDEN void reqbuf_pool_drain(struct mg_worker *w);
 /* Free pooled request buffers beyond keep. */
 MG_HIDDEN void reqbuf_pool_trim(struct mg_worker *w, int keep);
+/* The same for the requests' own state (http.h: mg_xstate). */
+MG_HIDDEN mg_xstate *xstate_get(struct mg_worker *w);
+MG_HIDDEN void xstate_put(struct mg_worker *w, mg_xstate *xs);
+MG_HIDDEN void xstate_pool_trim(struct mg_worker *w, int keep);
 
 /* stats.c: /_minginx/stats and /_minginx/trace (an mg_mw_result: MG_MW_PASS if the path is not one of them) */
 struct mg_request_s;

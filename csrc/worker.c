@@ -149,11 +149,11 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
     int want = co->waiting == MG_YIELD_READ ? (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
         : co->waiting == MG_YIELD_WRITE     ? (EPOLLOUT | EPOLLHUP | EPOLLERR)
                                             : 0;
-    if (co->waiting == MG_YIELD_PYTHON && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && co->conn->rb &&
-        co->conn->rb->call._pending) {
+    if (co->waiting == MG_YIELD_PYTHON && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && co->xs &&
+        co->xs->call._pending) {
         /* parked in a deferred call: an ASGI app hears http.disconnect (tests/test_asgi.py:
          * test_a_client_leaving_a_parked_request_is_http_disconnect) */
-        mg_py_gone(w->srv->cfg.app_id, w->index, co->conn->rb->call.id);
+        mg_py_gone(w->srv->cfg.app_id, w->index, co->xs->call.id);
     }
     if (events & (uint32_t)want) {
         w->stats.wakeups++;
@@ -211,7 +211,7 @@ static void park_close(mg_worker *w, mg_parked *p)
 int worker_park(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
-    if (co->conn->fd < 0 || co->conn->fd >= w->fd_table_size || co->conn->rb || co->body_buf)
+    if (co->conn->fd < 0 || co->conn->fd >= w->fd_table_size || co->conn->rb || co->xs || co->body_buf)
         return -1;
     /* bytes the transport holds (TLS: decrypted, not read yet) would get no
      * edge to unpark it: such a connection waits as a coroutine */
@@ -348,8 +348,9 @@ static void pools_trim(mg_worker *w)
     w->pool_trim_ms = w->now_ms + MG_POOL_TRIM_MS;
     if (w->stack_pool_len > MG_POOL_KEEP)
         coroutine_pool_trim(w, MG_POOL_KEEP);
-    if (w->reqbuf_pool_len > MG_POOL_KEEP) {
+    if (w->reqbuf_pool_len > MG_POOL_KEEP || w->xstate_pool_len > MG_POOL_KEEP) {
         reqbuf_pool_trim(w, MG_POOL_KEEP);
+        xstate_pool_trim(w, MG_POOL_KEEP);
         malloc_trim(0); /* freed buffers sit amid the heap: give their pages back */
     }
 }
@@ -410,7 +411,8 @@ static int timers_next_timeout(mg_worker *w)
     if (w->park_head && w->park_head->deadline_ms != INT64_MAX &&
         (best < 0 || w->park_head->deadline_ms < best))
         best = w->park_head->deadline_ms;
-    if ((w->stack_pool_len > MG_POOL_KEEP || w->reqbuf_pool_len > MG_POOL_KEEP) &&
+    if ((w->stack_pool_len > MG_POOL_KEEP || w->reqbuf_pool_len > MG_POOL_KEEP ||
+         w->xstate_pool_len > MG_POOL_KEEP) &&
         (best < 0 || w->pool_trim_ms < best))
         best = w->pool_trim_ms; /* a burst is over: trim its pools on time */
     if (w->accept_resume_ms && (best < 0 || w->accept_resume_ms < best))
@@ -441,12 +443,11 @@ static void timers_expire(mg_worker *w)
             timer_clear(co);
             co->timed_out = 1;
             w->stats.timeouts++;
-            if (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON && co->conn->rb &&
-                co->conn->rb->call._pending) {
+            if (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON && co->xs && co->xs->call._pending) {
                 /* the round is given up (pycall.c: 504, orphaned): an ASGI app still
                  * holding the request hears http.disconnect, here on the worker's own
                  * stack (tests/test_atk_handlers.py) */
-                mg_py_gone(w->srv->cfg.app_id, w->index, co->conn->rb->call.id);
+                mg_py_gone(w->srv->cfg.app_id, w->index, co->xs->call.id);
             }
             if (co->waiting == MG_YIELD_READ || co->waiting == MG_YIELD_WRITE ||
                 (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON))
@@ -775,7 +776,7 @@ void mg_worker_free(mg_worker *w)
 static void orphan_pending(mg_worker *w)
 {
     for (mg_coroutine *co = w->all; co; co = co->next)
-        if (co->conn->rb && co->conn->rb->call._pending && !co->conn->rb->call._orphan)
+        if (co->xs && co->xs->call._pending && !co->xs->call._orphan)
             pycall_orphan(co);
 }
 
