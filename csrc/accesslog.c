@@ -626,15 +626,15 @@ void alog_request(mg_coroutine *co, mg_request *req, int status)
     mg_worker *w = co->worker;
     alog_fields f = {0};
     f.addr = conn_client_addr(co);
-    if (co->rb && co->rb->len) {
-        f.request = co->rb->data;
-        f.request_len = request_line(co->rb->data, co->rb->len);
+    if (co->conn->rb && co->conn->rb->len) {
+        f.request = co->conn->rb->data;
+        f.request_len = request_line(co->conn->rb->data, co->conn->rb->len);
         if (f.request_len == 0)
             f.request = NULL;
     }
     /* nginx's 499: the client went away before any response began */
     f.status = status ? status : 499;
-    uint64_t sent = co->sent - co->log_sent0;
+    uint64_t sent = co->conn->sent - co->log_sent0;
     f.body_bytes = status && sent > co->head_bytes ? sent - co->head_bytes : 0;
     if (req) {
         /* two fields the server does not act on: a scan, done only for the log */

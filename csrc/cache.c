@@ -491,11 +491,11 @@ mg_centry *file_open(mg_coroutine *co, const char *rel, int dir_request, int *st
         pathbuf = e->key + key_len + 1;
         pathcap = key_len + 19;
     } else {
-        e = &co->rb->scratch;
+        e = &co->xs->scratch;
         memset(e, 0, sizeof(*e));
         e->scratch = 1;
-        pathbuf = co->rb->scratch_path;
-        pathcap = sizeof(co->rb->scratch_path);
+        pathbuf = co->xs->scratch_path;
+        pathcap = sizeof(co->xs->scratch_path);
     }
     int st = entry_fill(w, e, rel, dir_request, pathbuf, pathcap);
     if (st) {

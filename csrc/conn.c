@@ -16,7 +16,7 @@
  * read for MG_PARK_DELAY_MS (lazy parking: a busy keep-alive connection keeps
  * both, worker.c idle_sweep): worker_park() keeps only the fd and a few bytes
  * (mg_parked), and conn_entry returns.  When input comes, wake_fd() makes a new coroutine for
- * the fd (same id, co->requests > 0) and conn_entry goes on as the old one
+ * the fd (same id, co->conn->requests > 0) and conn_entry goes on as the old one
  * would have: waiting for a next request on a keep-alive connection.  So
  * 10,000 idle keep-alive connections hold no stack at all (nginx's design;
  * docs/walkthrough.md weighs the trade).
@@ -46,9 +46,6 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
         rb = malloc(sizeof(*rb)); /* only while the pool warms up */
         if (!rb)
             return NULL;
-        buf_growable(&rb->call._out);
-        rb->call._pending = 0; /* worker.c: orphan_pending reads these of any buffer */
-        rb->call._orphan = 0;
     }
     rb->next_free = NULL;
     rb->len = 0;
@@ -59,7 +56,6 @@ mg_reqbuf *reqbuf_get(mg_worker *w)
 void reqbuf_put(mg_worker *w, mg_reqbuf *rb)
 {
     if (w->reqbuf_pool_len >= MG_REQBUF_POOL_MAX || w->no_buffer_pool) {
-        buf_free(&rb->call._out);
         free(rb);
         return;
     }
@@ -74,14 +70,65 @@ void reqbuf_pool_trim(mg_worker *w, int keep)
         mg_reqbuf *rb = w->reqbuf_pool;
         w->reqbuf_pool = rb->next_free;
         w->reqbuf_pool_len--;
-        buf_free(&rb->call._out);
         free(rb);
+    }
+}
+
+mg_xstate *xstate_get(mg_worker *w)
+{
+    mg_xstate *xs = w->xstate_pool;
+    if (xs) {
+        w->xstate_pool = xs->next_free;
+        w->xstate_pool_len--;
+    } else {
+        xs = malloc(sizeof(*xs)); /* only while the pool warms up */
+        if (!xs)
+            return NULL;
+        buf_growable(&xs->call._out);
+        xs->call._pending = 0; /* worker.c: orphan_pending reads these of any one */
+        xs->call._orphan = 0;
+    }
+    xs->next_free = NULL;
+    xs->orphan_rb = NULL;
+    return xs;
+}
+
+void xstate_put(mg_worker *w, mg_xstate *xs)
+{
+    if (w->xstate_pool_len >= MG_REQBUF_POOL_MAX || w->no_buffer_pool) {
+        buf_free(&xs->call._out);
+        free(xs);
+        return;
+    }
+    xs->next_free = w->xstate_pool;
+    w->xstate_pool = xs;
+    w->xstate_pool_len++;
+}
+
+void xstate_pool_trim(mg_worker *w, int keep)
+{
+    while (w->xstate_pool_len > keep) {
+        mg_xstate *xs = w->xstate_pool;
+        w->xstate_pool = xs->next_free;
+        w->xstate_pool_len--;
+        buf_free(&xs->call._out);
+        free(xs);
     }
 }
 
 void reqbuf_pool_drain(mg_worker *w)
 {
     reqbuf_pool_trim(w, 0);
+    xstate_pool_trim(w, 0);
+}
+
+/* The request's own state, taken once a request needs it (a head to parse,
+ * or answer) and kept while the connection keeps its input buffer. */
+static inline mg_xstate *conn_xstate(mg_coroutine *co)
+{
+    if (MG_UNLIKELY(!co->xs))
+        co->xs = xstate_get(co->worker);
+    return co->xs;
 }
 
 /* ----------------------------------------------------------- addresses */
@@ -90,32 +137,32 @@ void reqbuf_pool_drain(mg_worker *w)
  * handlers (pycall.c) and the access log both read them from here. */
 void conn_addresses(mg_coroutine *co)
 {
-    if (co->addr_known)
+    if (co->conn->addr_known)
         return;
     struct sockaddr_storage sa;
     socklen_t sl = sizeof(sa);
-    co->peer[0] = '\0';
-    if (getpeername(co->fd, (struct sockaddr *)&sa, &sl) == 0) {
+    co->conn->peer[0] = '\0';
+    if (getpeername(co->conn->fd, (struct sockaddr *)&sa, &sl) == 0) {
         if (sa.ss_family == AF_INET) {
             struct sockaddr_in *in = (struct sockaddr_in *)&sa;
-            inet_ntop(AF_INET, &in->sin_addr, co->peer, sizeof(co->peer));
-            co->peer_port = ntohs(in->sin_port);
+            inet_ntop(AF_INET, &in->sin_addr, co->conn->peer, sizeof(co->conn->peer));
+            co->conn->peer_port = ntohs(in->sin_port);
         } else if (sa.ss_family == AF_INET6) {
             struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
-            inet_ntop(AF_INET6, &in6->sin6_addr, co->peer, sizeof(co->peer));
-            co->peer_port = ntohs(in6->sin6_port);
+            inet_ntop(AF_INET6, &in6->sin6_addr, co->conn->peer, sizeof(co->conn->peer));
+            co->conn->peer_port = ntohs(in6->sin6_port);
         } else if (sa.ss_family == AF_UNIX) {
             /* --uds: a proxy's unnamed socket, no address; nginx's $remote_addr says "unix:" */
-            co->peer_unix = 1;
-            strcpy(co->peer, "unix:");
+            co->conn->peer_unix = 1;
+            strcpy(co->conn->peer, "unix:");
         }
     }
     sl = sizeof(sa);
-    if (getsockname(co->fd, (struct sockaddr *)&sa, &sl) == 0 &&
+    if (getsockname(co->conn->fd, (struct sockaddr *)&sa, &sl) == 0 &&
         (sa.ss_family == AF_INET || sa.ss_family == AF_INET6))
-        co->server_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                                         : ((struct sockaddr_in *)&sa)->sin_port);
-    co->addr_known = 1;
+        co->conn->server_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                                               : ((struct sockaddr_in *)&sa)->sin_port);
+    co->conn->addr_known = 1;
 }
 
 const char *conn_client_addr(mg_coroutine *co)
@@ -124,7 +171,7 @@ const char *conn_client_addr(mg_coroutine *co)
     const char *client = conn_client(co, &port, &https); /* proxy headers applied */
     if (client[0])
         return client;
-    return co->peer_unix ? "unix:" : "-"; /* as nginx writes a Unix-socket client's $remote_addr */
+    return co->conn->peer_unix ? "unix:" : "-"; /* as nginx writes a Unix-socket client's $remote_addr */
 }
 
 /* The access log's line for this request (a no-op with the log off). */
@@ -148,9 +195,9 @@ static ssize_t recv_more(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
     for (;;) {
-        if (!co->rb && !(co->rb = reqbuf_get(w)))
+        if (!co->conn->rb && !(co->conn->rb = reqbuf_get(w)))
             return -ENOMEM;
-        mg_reqbuf *rb = co->rb;
+        mg_reqbuf *rb = co->conn->rb;
         size_t room = sizeof(rb->data) - rb->len;
         if (room == 0)
             return -ENOBUFS;
@@ -163,17 +210,21 @@ static ssize_t recv_more(mg_coroutine *co)
             n = recv_nowait(co, rb->data, room);
             if (n == -EAGAIN) {
                 /* (timed out: its keep-alive deadline came with the sweep; io_park says so) */
-                int lazy = co->idle && co->requests > 0 && !co->timed_out;
+                int lazy = co->idle && co->conn->requests > 0 && !co->timed_out;
                 /* park_deadline_ms: unparked, and still no request (a blank line woke
                  * it): parked again at once, its old deadline kept; waiting the delay
                  * as a coroutine, it would hold a fresh keep-alive timeout, and a
                  * blank line every 50 ms would keep it so (tests/test_atk_park_asgi.py:
                  * test_blank_lines_dripped_on_an_unparked_connection_do_not_extend_the_keepalive) */
-                if (!lazy || co->park_due || co->park_deadline_ms) {
+                if (!lazy || co->conn->park_due || co->conn->park_deadline_ms) {
                     /* a long wait ahead: no buffer held meanwhile; and idle past
                      * the delay, no stack either: parked */
                     reqbuf_put(w, rb);
-                    co->rb = NULL;
+                    co->conn->rb = NULL;
+                    if (co->xs) { /* (no request in flight: nothing views it) */
+                        xstate_put(w, co->xs);
+                        co->xs = NULL;
+                    }
                     if (lazy && worker_park(co) == 0)
                         return -EINPROGRESS;
                 }
@@ -184,10 +235,10 @@ static ssize_t recv_more(mg_coroutine *co)
                     worker_idle_unlink(co);
                 if (r < 0)
                     return r;
-                co->drained = 0;
+                co->conn->drained = 0;
                 continue;
             }
-            co->park_due = 0; /* input after all: the delay starts afresh at the next wait */
+            co->conn->park_due = 0; /* input after all: the delay starts afresh at the next wait */
         }
         if (n > 0)
             rb->len += (size_t)n;
@@ -250,7 +301,7 @@ static int read_body(mg_exchange *x, mg_request *req, size_t head_len, int keep,
                      size_t *body_len, int *in_place)
 {
     mg_coroutine *co = x->co;
-    mg_reqbuf *rb = co->rb;
+    mg_reqbuf *rb = co->conn->rb;
     int64_t max = co->worker->srv ? co->worker->srv->cfg.max_body : 0;
 
     *body = NULL;
@@ -332,8 +383,8 @@ static void lingering_close(mg_coroutine *co)
     timer_set(co, MG_TIMER_LINGER);
     size_t total = 0;
     for (;;) {
-        if (co->rb)
-            co->rb->len = 0;
+        if (co->conn->rb)
+            co->conn->rb->len = 0;
         ssize_t n = recv_more(co);
         if (n <= 0)
             break;
@@ -348,9 +399,9 @@ static void lingering_close(mg_coroutine *co)
 void conn_entry(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
-    int first = co->requests == 0; /* else an unparked connection, between requests */
+    int first = co->conn->requests == 0; /* else an unparked connection, between requests */
 
-    TRACE(w, MG_EV_ENTRY, co, co->fd, 0);
+    TRACE(w, MG_EV_ENTRY, co, co->conn->fd, 0);
     /* the log needs the peer's address even if it resets the connection before
      * its line is made (getpeername then fails: ENOTCONN): take it now */
     if (MG_UNLIKELY(w->alog != NULL))
@@ -358,7 +409,7 @@ void conn_entry(mg_coroutine *co)
     for (;;) {
         /* -- a request head -- */
         co->idle = 1;
-        co->client_known = 0; /* a new request: its client is the peer until request_client */
+        co->conn->client_known = 0; /* a new request: its client is the peer until request_client */
         /* Stopping (the response just sent was begun before the stop, with the
          * "Connection" it had then): not the keep-alive timeout but the drain an
          * idle connection gets at the stop (worker.c begin_graceful_stop), then
@@ -382,7 +433,7 @@ void conn_entry(mg_coroutine *co)
          * heads come in one read, and a timer_set per request is not free */
         int header_timer_due = 0;
         for (;;) {
-            mg_reqbuf *rb = co->rb;
+            mg_reqbuf *rb = co->conn->rb;
             if (rb && rb->len > 0) {
                 if (co->idle) {
                     /* RFC 9112 section 2.2: empty lines before a request-line are ignored */
@@ -395,7 +446,7 @@ void conn_entry(mg_coroutine *co)
                         co->idle = 0; /* a request has begun: it has header_timeout to finish */
                         co->status = 0;
                         co->head_bytes = 0;
-                        co->log_sent0 = co->sent;
+                        co->log_sent0 = co->conn->sent;
                         if (MG_UNLIKELY(w->alog != NULL))
                             co->log_start_us = alog_now_us();
                         header_timer_due = !first || wait == MG_TIMER_DRAIN;
@@ -414,7 +465,7 @@ void conn_entry(mg_coroutine *co)
             if (n == 0 || n == -ECONNRESET) {
                 /* closed between requests: nothing to log; mid-head: nginx's line,
                  * 400 with what came of the request line (tests/test_atk_logs.py) */
-                if (!co->idle && co->rb) {
+                if (!co->idle && co->conn->rb) {
                     co->status = 400;
                     /* the request's last step; no text: it has no request line parsed,
                      * and trace_req may still be the previous request's */
@@ -424,7 +475,7 @@ void conn_entry(mg_coroutine *co)
                 return;
             }
             if (n == -ETIMEDOUT) {
-                if (!co->idle && co->rb) {
+                if (!co->idle && co->conn->rb && conn_xstate(co)) {
                     mg_exchange x;
                     exchange_init(&x, co, 0, 0, 1);
                     send_error(&x, 408);
@@ -438,12 +489,14 @@ void conn_entry(mg_coroutine *co)
                 return;
         }
         first = 0;
-        co->requests++;
-        co->park_deadline_ms = 0; /* a request: a keep-alive wait after it starts afresh */
+        co->conn->requests++;
+        co->conn->park_deadline_ms = 0; /* a request: a keep-alive wait after it starts afresh */
         timer_clear(co);
 
-        mg_reqbuf *rb = co->rb;
-        mg_request *req = &rb->req;
+        mg_reqbuf *rb = co->conn->rb;
+        if (!conn_xstate(co))
+            return; /* out of memory: the connection closes, as for a buffer */
+        mg_request *req = &co->xs->req;
         int status = head < 0 ? -head : parse_http(rb->data, (size_t)head, req, &w->host_memo);
         if (MG_UNLIKELY(w->trace))
             trace_parse(co, req, status);
@@ -524,7 +577,7 @@ void conn_entry(mg_coroutine *co)
         TRACE_TEXT(w, MG_EV_HANDLER_DONE, co, co->status, co->trace_req);
         /* a handler that timed out took the request buffer with it (pycall_orphan):
          * its bytes are no longer ours to read, so that line says "-" for them */
-        log_request(co, co->rb == rb ? req : NULL);
+        log_request(co, co->conn->rb == rb ? req : NULL);
         if (in_place)
             head += (int)body_len; /* the body was read in place: it goes with the head */
         if (r < 0)

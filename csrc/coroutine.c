@@ -2,11 +2,12 @@
  *
  * Memory: each coroutine lives in one anonymous mapping,
  *
- *     region                                               region + region_size
- *     | guard (PROT_NONE, GUARD_SIZE) | stack, grows down <-- | struct mg_coroutine |
+ *     region                                                         region + region_size
+ *     | guard (PROT_NONE, GUARD_SIZE) | stack, grows down <-- | mg_conn | mg_coroutine |
  *
- * so a stack overflow faults on the guard instead of silently writing over a
- * neighbour, and the struct and the first stack frames share a page.  The
+ * (the connection's state, co->conn, lives as long as its coroutine: a park
+ * ends both, keeping an mg_parked), so a stack overflow faults on the guard instead of silently writing over a
+ * neighbour, and the structs and the first stack frames share a page.  The
  * guard is four pages, not one: the largest frame in csrc/ is about 4.2 KiB
  * (cache.c entry_fresh, gcc -fstack-usage), and a frame larger than the guard
  * could step over it into the next mapping.  _build.py adds
@@ -166,10 +167,10 @@ static void trampoline_body(mg_coroutine *co)
     mg_worker *w = co->worker;
 
     ASAN_FINISH(NULL, &w->asan_sched_bottom, &w->asan_sched_size);
-    TRACE(w, MG_EV_TRAMPOLINE_START, co, co->fd, 0);
+    TRACE(w, MG_EV_TRAMPOLINE_START, co, co->conn->fd, 0);
     co->entry(co);
     co->finished = 1;
-    TRACE(w, MG_EV_FINISHED, co, co->fd, 0);
+    TRACE(w, MG_EV_FINISHED, co, co->conn->fd, 0);
     /* Back to schedule(), which sees finished and calls coroutine_destroy().
      * This context is never resumed again (NULL: ASan may forget this stack). */
     ASAN_START(NULL, w->asan_sched_bottom, w->asan_sched_size);
@@ -280,16 +281,21 @@ mg_coroutine *coroutine_create_as(mg_worker *w, mg_entry_fn entry, void *arg, in
     uintptr_t top = ((uintptr_t)region + region_size - sizeof(mg_coroutine)) & ~(uintptr_t)63;
     mg_coroutine *co = (mg_coroutine *)top;
     memset(co, 0, sizeof(*co));
+    /* its connection just below it; the stack below that */
+    top = (top - sizeof(mg_conn)) & ~(uintptr_t)63;
+    mg_conn *conn = (mg_conn *)top;
+    memset(conn, 0, sizeof(*conn));
+    co->conn = conn;
     co->worker = w;
     co->entry = entry;
     co->arg = arg;
     co->id = id ? id : ++w->next_id;
-    co->fd = fd;
-    co->tp = w->tp; /* (an unpark gives back the parked connection's) */
+    co->conn->fd = fd;
+    co->conn->tp = w->tp; /* (an unpark gives back the parked connection's) */
     co->waiting = -1;
     co->region = region;
     co->region_size = region_size;
-    co->vg_stack = VALGRIND_STACK_REGISTER((char *)region + guard_size(), (char *)co);
+    co->vg_stack = VALGRIND_STACK_REGISTER((char *)region + guard_size(), (char *)conn);
 
     char *stack_lo = (char *)region + guard_size();
 #if MG_HAVE_FAST_SWITCH
@@ -331,7 +337,7 @@ void coroutine_destroy(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
 
-    TRACE(w, MG_EV_COROUTINE_DESTROY, co, co->fd, 0);
+    TRACE(w, MG_EV_COROUTINE_DESTROY, co, co->conn->fd, 0);
     timer_clear(co);
     worker_idle_unlink(co);
     if (co->prev)
@@ -341,17 +347,19 @@ void coroutine_destroy(mg_coroutine *co)
     if (co->next)
         co->next->prev = co->prev;
 
-    transport_free(co->tp, co->tp_ctx); /* (parked: the mg_parked has it now) */
-    if (co->fd >= 0) {
-        w->fd_table[co->fd] = NULL;
-        close(co->fd); /* also removes it from the epoll set */
+    transport_free(co->conn->tp, co->conn->tp_ctx); /* (parked: the mg_parked has it now) */
+    if (co->conn->fd >= 0) {
+        w->fd_table[co->conn->fd] = NULL;
+        close(co->conn->fd); /* also removes it from the epoll set */
     }
     if (co->centry)
         file_release(w, co->centry);
     VALGRIND_STACK_DEREGISTER(co->vg_stack);
     free(co->body_buf);
-    if (co->rb)
-        reqbuf_put(w, co->rb);
+    if (co->conn->rb)
+        reqbuf_put(w, co->conn->rb);
+    if (co->xs)
+        xstate_put(w, co->xs);
     w->stats.coroutines_alive--;
     region_put(w, co->region);
 }
@@ -366,7 +374,7 @@ void coroutine_resume(mg_worker *w, mg_coroutine *co)
     w->current = co;
     co->waiting = -1;
     w->stats.switches++;
-    TRACE(w, MG_EV_SCHEDULE, co, co->fd, 0);
+    TRACE(w, MG_EV_SCHEDULE, co, co->conn->fd, 0);
     ASAN_START(&w->asan_fake_stack, co->ctx.uc_stack.ss_sp, co->ctx.uc_stack.ss_size);
 #if MG_HAVE_FAST_SWITCH
     if (w->fast_switch)
@@ -391,10 +399,10 @@ static inline __attribute__((always_inline)) void yield_to_schedule(mg_coroutine
 
     w->stats.yields[reason]++;
     if (io)
-        TRACE(w, reason == MG_YIELD_READ ? MG_EV_RECV_ASYNC : MG_EV_YIELD, co, co->fd,
+        TRACE(w, reason == MG_YIELD_READ ? MG_EV_RECV_ASYNC : MG_EV_YIELD, co, co->conn->fd,
               reason == MG_YIELD_READ ? -EAGAIN : reason);
     else
-        TRACE(w, MG_EV_YIELD, co, co->fd, reason);
+        TRACE(w, MG_EV_YIELD, co, co->conn->fd, reason);
     co->waiting = reason;
     if (reason == MG_YIELD_READY) {
         add_to_ready_tail(w, co); /* letting the others run: behind them, whatever the policy */

@@ -93,7 +93,7 @@ typedef struct mg_exchange {
     mg_head_memo *_memo; /* _head is this memo's: busy while it is being sent */
 } mg_exchange;
 
-/* A request's exchange on co: its head goes into co->rb->out (set at the
+/* A request's exchange on co: its head goes into co->xs->out (set at the
  * first respond: a request answered without one never touches it). */
 static inline void exchange_init(mg_exchange *x, mg_coroutine *co, int keep_alive, int head_only,
                                  int minor_version)
@@ -107,7 +107,7 @@ static inline void exchange_init(mg_exchange *x, mg_coroutine *co, int keep_aliv
     x->_out.p = NULL; /* and not _heap: the out area, at the first respond */
     x->_out._heap = 0;
 }
-/* The same writing its head into mem (when co->rb is not ours: a handler timed out). */
+/* The same writing its head into mem (when co->xs is not ours: a handler timed out). */
 MG_HIDDEN void exchange_init_mem(mg_exchange *x, mg_coroutine *co, char *mem, size_t cap);
 /* A detached exchange: no coroutine, nothing sent; the response's bytes gather
  * in mem (worker.c's 503 for a connection it turns away). */

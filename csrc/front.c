@@ -14,7 +14,7 @@
  *                          Content-Type; static.c send_error uses the body.
  *   --proxy-headers        request_client() runs once per request, right
  *                          after the head is parsed, and leaves THE CLIENT
- *                          (co->client, client_port, client_https) that
+ *                          (co->conn->client, client_port, client_https) that
  *                          handlers (pycall.c) and the access log read
  *                          through conn_client().
  *
@@ -219,16 +219,16 @@ void front_free(mg_server *srv)
 
 const char *conn_client(mg_coroutine *co, int *port, int *https)
 {
-    if (!co->client_known) {
+    if (!co->conn->client_known) {
         conn_addresses(co);
-        memcpy(co->client, co->peer, sizeof(co->client));
-        co->client_port = co->peer_port;
-        co->client_https = 0;
-        co->client_known = 1;
+        memcpy(co->conn->client, co->conn->peer, sizeof(co->conn->client));
+        co->conn->client_port = co->conn->peer_port;
+        co->conn->client_https = 0;
+        co->conn->client_known = 1;
     }
-    *port = co->client_port;
-    *https = co->client_https;
-    return co->client;
+    *port = co->conn->client_port;
+    *https = co->conn->client_https;
+    return co->conn->client;
 }
 
 /* s[0..n) as an IP address: 4 or 6 (the bytes in addr), 0 if it is not one. */
@@ -422,10 +422,10 @@ static void set_client(mg_coroutine *co, const char *p, size_t n)
     int fam = parse_ip(p, n, a);
     if (!fam)
         return; /* garbage: the peer stays */
-    if (inet_ntop(fam == 4 ? AF_INET : AF_INET6, a, co->client, sizeof(co->client)))
-        co->client_port = 0;
+    if (inet_ntop(fam == 4 ? AF_INET : AF_INET6, a, co->conn->client, sizeof(co->conn->client)))
+        co->conn->client_port = 0;
     else
-        memcpy(co->client, co->peer, sizeof(co->client));
+        memcpy(co->conn->client, co->conn->peer, sizeof(co->conn->client));
 }
 
 void request_client(mg_coroutine *co, const mg_request *req)
@@ -433,9 +433,9 @@ void request_client(mg_coroutine *co, const mg_request *req)
     mg_server *srv = co->worker->srv;
     int port, https;
 
-    co->client_known = 0;
+    co->conn->client_known = 0;
     (void)conn_client(co, &port, &https); /* the peer, to start with */
-    if (!srv->cfg.forwarded_allow_all && !trusted(srv, co->peer, strlen(co->peer)))
+    if (!srv->cfg.forwarded_allow_all && !trusted(srv, co->conn->peer, strlen(co->conn->peer)))
         return; /* an untrusted peer's headers change nothing */
 
     fwd_list xff, fwd;
@@ -466,7 +466,7 @@ void request_client(mg_coroutine *co, const mg_request *req)
         if (e)
             set_client(co, e->p, e->n);
         if (xfp && is_scheme(xfp->p, xfp->len, &https))
-            co->client_https = https;
+            co->conn->client_https = https;
         return;
     }
     const fwd_entry *e = fwd_choose(srv, &fwd);
@@ -474,5 +474,5 @@ void request_client(mg_coroutine *co, const mg_request *req)
         return;
     set_client(co, e->p, e->n);
     if (e->proto && is_scheme(e->proto, e->proto_n, &https))
-        co->client_https = https;
+        co->conn->client_https = https;
 }

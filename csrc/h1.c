@@ -125,13 +125,13 @@ static void account(mg_exchange *x, int status, size_t head_len)
     }
 }
 
-/* The buffer the head goes into: the request buffer's out area unless the
+/* The buffer the head goes into: the request's out area (co->xs) unless the
  * exchange was given one (exchange_init_mem, exchange_init_detached). */
 static mg_buf *out_buf(mg_exchange *x)
 {
     mg_buf *b = &x->_out;
     if (!b->p && !b->_heap)
-        buf_fixed(b, x->co->rb->out, sizeof(x->co->rb->out));
+        buf_fixed(b, x->co->xs->out, sizeof(x->co->xs->out));
     return b;
 }
 
@@ -397,7 +397,7 @@ int exchange_continue(mg_exchange *x)
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
     if (send_async(x->co, cont, sizeof(cont) - 1) < 0)
         return -1;
-    x->co->log_sent0 = x->co->sent; /* an interim response: not this response's bytes */
+    x->co->log_sent0 = x->co->conn->sent; /* an interim response: not this response's bytes */
     return 0;
 }
 

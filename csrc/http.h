@@ -161,19 +161,31 @@ MG_HIDDEN int parse_range(mg_str v, int64_t size, int64_t *start, int64_t *len);
 MG_HIDDEN int http_date(char *out, time_t t);
 
 /* ----------------------------------------------- connection buffers (conn.c) */
-/* A request buffer is held by a connection only while a request is in
- * flight; an idle keep-alive connection gives it back to the worker's pool. */
+/* Two lifetimes, each pooled per worker and held only while a request is in
+ * flight (an idle keep-alive connection gives both back):
+ *   mg_reqbuf  the connection's input buffer (co->conn->rb): bytes read from
+ *              the socket, a request head and maybe its body, and what follows
+ *              (the next request, pipelined);
+ *   mg_xstate  one request's own state (co->xs): its parsed head (views into
+ *              the input buffer), its path, its head's out area, the static
+ *              scratch entry and the Python call.  HTTP/2 will hold one per
+ *              stream, beside one input buffer per connection. */
 struct mg_reqbuf {
     mg_reqbuf *next_free;
-    size_t len;     /* bytes in data */
-    size_t scanned; /* how far the head-end search got */
+    size_t len;                /* bytes in data */
+    size_t scanned;            /* how far the head-end search got */
+    char data[MG_REQBUF_DATA]; /* bytes read from the socket */
+};
+
+struct mg_xstate {
+    mg_xstate *next_free;
+    mg_reqbuf *orphan_rb; /* an orphaned call's input buffer (its req's views point into it) */
     mg_request req;
     char path[4096];   /* the decoded, normalised path */
     char out[2048];    /* the response head being built */
     mg_centry scratch; /* the file, when the open-file cache is off or full */
     mg_pycall call;    /* the request as Python sees it (pycall.c) */
     char scratch_path[4096 + 32];
-    char data[MG_REQBUF_DATA]; /* bytes read from the socket */
 };
 
 /* --------------------------------------------------- responses (static.c) */

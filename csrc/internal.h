@@ -14,7 +14,7 @@
  *               ready queue.
  *
  * Two seams under io.c, each a table of function pointers chosen once:
- *   transport   a connection's bytes (co->tp: recv, sendv, sendfile or NULL,
+ *   transport   a connection's bytes (co->conn->tp: recv, sendv, sendfile or NULL,
  *               cork, shutdown, pending, free).  transport.c holds the plain
  *               socket's; a TLS one would be a second table, and nothing above
  *               io.c would change.  Only the transports call recv, send,
@@ -90,6 +90,7 @@ typedef struct {
 
 typedef struct mg_coroutine mg_coroutine;
 typedef struct mg_reqbuf mg_reqbuf;
+typedef struct mg_xstate mg_xstate;
 
 /* The Date field for the current second, per thread that writes heads (a
  * worker's); written by the protocol module (h1.c date_refresh). */
@@ -162,11 +163,48 @@ MG_HIDDEN int trace_find_dispatch(mg_trace_ring *r, int fd, int worker, uint64_t
 #define TRACE_TEXT(w, ev, co, arg, text)                                                                     \
     do {                                                                                                     \
         if (MG_UNLIKELY((w)->trace))                                                                         \
-            trace_push_text(&(w)->ring, (w)->index, (ev), (co)->id, (co)->fd, (arg), (text));                \
+            trace_push_text(&(w)->ring, (w)->index, (ev), (co)->id, (co)->conn->fd, (arg), (text));          \
     } while (0)
 /* parse_http's step: copies "METHOD /path" into co->trace_req (status 0), or "" (a bad head). */
 struct mg_request_s;
 MG_HIDDEN void trace_parse(mg_coroutine *co, const struct mg_request_s *req, int status);
+
+/* ------------------------------------------------------------ connections */
+/* A connection: what lasts from its accept to its close, whatever coroutine
+ * serves it (co->conn).  It lives in its coroutine's region, under the
+ * mg_coroutine (coroutine.c coroutine_create_as): one mmap, as a connection
+ * has exactly one coroutine at a time, and a park ends that coroutine,
+ * handing what must last (fd, transport, id, requests) to an mg_parked.  Its
+ * input buffer is co->conn->rb; what a request needs (its parsed head,
+ * scratch entry, Python call) is an mg_xstate's, co->xs (http.h); what
+ * schedules it is the coroutine's. */
+typedef struct mg_conn {
+    int fd;                        /* the connection's socket, or -1 */
+    const struct mg_transport *tp; /* its transport (w->tp when made): how its bytes move */
+    void *tp_ctx;                  /* the transport's state (TLS: its session), NULL for plain */
+    int drained;                   /* the transport's last read emptied it and the socket, and
+                                    no input was reported since: a read now would only say
+                                    EAGAIN (set by the transport's recv, cleared by wake_fd) */
+    mg_reqbuf *rb;                 /* the input buffer, held only while a request is in flight */
+    uint32_t requests;             /* request heads read on this connection (0: none yet) */
+    int park_due;                  /* idle past MG_PARK_DELAY_MS: park at its next EAGAIN */
+    int64_t park_deadline_ms;      /* made at an unpark: the parked connection's deadline,
+                                    kept should it park again without a request (0: none) */
+    uint64_t sent;                 /* bytes sent on this connection (io.c) */
+    /* the connection's addresses, looked up once (conn.c: conn_addresses) */
+    int addr_known;
+    int peer_unix; /* an AF_UNIX peer: peer is "", the log prints "unix:" */
+    int peer_port, server_port;
+    char peer[48];
+    /* THE CLIENT of the request in flight, as handlers and the access log see
+     * it: the peer, or with --proxy-headers and a trusted peer what
+     * X-Forwarded-For / Forwarded say.  Set once per request, after its head
+     * is parsed, by front.c request_client(); read it with conn_client(). */
+    int client_known; /* 0: not looked at for this request yet */
+    int client_port;  /* 0 when forwarded (as uvicorn: the proxy's port is not the client's) */
+    int client_https; /* 1: X-Forwarded-Proto / Forwarded proto said https */
+    char client[48];  /* address, text */
+} mg_conn;
 
 /* ------------------------------------------------------------ coroutines */
 typedef void (*mg_entry_fn)(mg_coroutine *co);
@@ -178,63 +216,40 @@ struct mg_coroutine {
     mg_entry_fn entry; /* what trampoline_start() calls */
     void *arg;
     uint64_t id;
-    int fd;                        /* the connection's socket, or -1 */
-    const struct mg_transport *tp; /* its transport (w->tp when made): how its bytes move */
-    void *tp_ctx;                  /* the transport's state (TLS: its session), NULL for plain */
-    int finished;                  /* set by trampoline_start() when entry returns */
-    int waiting;                   /* mg_yield it is parked on, -1 when not parked */
-    int woken_by;                  /* 0, or EPOLL* bits that woke it */
-    int timed_out;                 /* its timer fired while it waited */
-    int idle;                      /* between requests: may be closed at shutdown */
-    int io_pending;                /* --io uring: an SQE of ours has no CQE yet (uring.c) */
-    int32_t io_res;                /* --io uring: the last CQE's res */
-    int io_watch;                  /* --io uring: a hang-up poll is armed (uring_watch_hangup) */
-    int drained;                   /* the transport's last read emptied it and the socket, and
-                                    no input was reported since: a read now would only say
-                                    EAGAIN (set by the transport's recv, cleared by wake_fd) */
-    mg_coroutine *next_ready;      /* ready-queue link */
-    mg_coroutine *prev, *next;     /* the worker's list of live coroutines */
+    mg_conn *conn;             /* its connection (in its region, below this struct) */
+    int finished;              /* set by trampoline_start() when entry returns */
+    int waiting;               /* mg_yield it is parked on, -1 when not parked */
+    int woken_by;              /* 0, or EPOLL* bits that woke it */
+    int timed_out;             /* its timer fired while it waited */
+    int idle;                  /* between requests: may be closed at shutdown */
+    int io_pending;            /* --io uring: an SQE of ours has no CQE yet (uring.c) */
+    int32_t io_res;            /* --io uring: the last CQE's res */
+    int io_watch;              /* --io uring: a hang-up poll is armed (uring_watch_hangup) */
+    mg_coroutine *next_ready;  /* ready-queue link */
+    mg_coroutine *prev, *next; /* the worker's list of live coroutines */
     /* timer: one per coroutine, in at most one class list */
     int timer_class;
     int64_t deadline_ms;
     mg_coroutine *timer_prev, *timer_next;
-    /* memory: one mmap holding [guard page][stack] with this struct at the top */
+    /* memory: one mmap holding [guard page][stack][mg_conn] with this struct at the top */
     void *region;
     size_t region_size;
     void *asan_fake_stack; /* ASan's bookkeeping across switches (test-asan builds) */
     unsigned vg_stack;     /* valgrind's id for this stack (0 outside valgrind) */
-    /* connection state (conn.c) */
-    mg_reqbuf *rb;            /* request buffer, held only while a request is in flight */
-    struct mg_centry *centry; /* file being sent (cache.c), released by coroutine_destroy */
-    int status;               /* status of the last response started (for the trace) */
-    uint32_t requests;        /* request heads read on this connection (0: none yet) */
-    int64_t park_deadline_ms; /* made at an unpark: the parked connection's deadline,
-                                    kept should it park again without a request (0: none) */
     /* lazy parking (worker.c: worker_idle_link, idle_sweep): waiting between requests */
     mg_coroutine *idle_prev, *idle_next; /* the worker's idle list, oldest first */
     int64_t idle_since_ms;               /* when it began to wait (w->now_ms) */
     int idle_linked;                     /* on the idle list now */
-    int park_due;                        /* idle past MG_PARK_DELAY_MS: park at its next EAGAIN */
-    /* the connection's addresses, looked up once (conn.c: conn_addresses) */
-    int addr_known;
-    int peer_unix; /* an AF_UNIX peer: peer is "", the log prints "unix:" */
-    int peer_port, server_port;
-    char peer[48];
+    /* the request in flight (issue 26 step 4: an exchange's, next) */
+    mg_xstate *xs;            /* its own state (http.h), held as long as co->conn->rb */
+    struct mg_centry *centry; /* file being sent (cache.c), released by coroutine_destroy */
+    int status;               /* status of the last response started (for the trace) */
     /* the access log's view of the response in flight (accesslog.c) */
-    uint64_t sent;        /* bytes sent on this connection (io.c) */
     uint64_t log_sent0;   /* sent when this request's response began */
     size_t head_bytes;    /* bytes of the response's head (set by the exchange: h1.c account) */
     int64_t log_start_us; /* when the request began (json's request_time) */
-    /* THE CLIENT of the request in flight, as handlers and the access log see
-     * it: the peer, or with --proxy-headers and a trusted peer what
-     * X-Forwarded-For / Forwarded say.  Set once per request, after its head
-     * is parsed, by front.c request_client(); read it with conn_client(). */
-    int client_known;   /* 0: not looked at for this request yet */
-    int client_port;    /* 0 when forwarded (as uvicorn: the proxy's port is not the client's) */
-    int client_https;   /* 1: X-Forwarded-Proto / Forwarded proto said https */
-    char client[48];    /* address, text */
-    char *body_buf;     /* a request body too large for rb, or chunked (malloc) */
-    char trace_req[64]; /* with --trace: "METHOD /path" of the request in flight (trace_parse) */
+    char *body_buf;       /* a request body too large for rb, or chunked (malloc) */
+    char trace_req[64];   /* with --trace: "METHOD /path" of the request in flight (trace_parse) */
 };
 
 /* An idle keep-alive connection without a coroutine (worker.c: worker_park):
@@ -310,6 +325,8 @@ struct mg_worker {
     int stack_pool_len;
     mg_reqbuf *reqbuf_pool;
     int reqbuf_pool_len;
+    mg_xstate *xstate_pool; /* (the same for the requests' own state) */
+    int xstate_pool_len;
     struct mg_file_cache *cache; /* open-file cache (cache.c), NULL when off */
     /* the last request path the static files resolved to a cache entry
      * (static.c target_memo_*): its raw bytes and the entry, NULL once that
@@ -394,7 +411,7 @@ MG_HIDDEN void add_to_ready_tail(struct mg_worker *w, mg_coroutine *co);
 MG_HIDDEN void schedule(struct mg_worker *w);
 MG_HIDDEN void wake_fd(struct mg_worker *w, int fd, uint32_t events);
 /* An idle keep-alive connection (its request buffer already given back) keeps
- * only its fd and an mg_parked: its coroutine may end.  0: parked (co->fd is
+ * only its fd and an mg_parked: its coroutine may end.  0: parked (co->conn->fd is
  * -1 now, so the coroutine's end leaves the socket open), -1: keep waiting. */
 MG_HIDDEN int worker_park(mg_coroutine *co);
 /* Lazy parking: onto / off the worker's idle list (waiting between requests,
@@ -424,7 +441,7 @@ typedef struct mg_backend {
     int (*add)(struct mg_worker *w, int fd); /* a new connection */
     int (*listen)(struct mg_worker *w, int fd);
     void (*unlisten)(struct mg_worker *w, int fd);
-    /* io_park: wait until co->fd is ready for reason (MG_YIELD_READ/WRITE).
+    /* io_park: wait until co->conn->fd is ready for reason (MG_YIELD_READ/WRITE).
      * 0: try the call again; -ETIMEDOUT: the coroutine's timer fired */
     int (*poll)(mg_coroutine *co, int reason);
     /* a parked connection (worker_park): watched without a coroutine; unpark
@@ -446,15 +463,15 @@ MG_HIDDEN extern const mg_backend mg_backend_epoll; /* epoll.c */
 MG_HIDDEN extern const mg_backend mg_backend_uring; /* uring.c */
 
 /* ----------------------------------------------------------- transports */
-/* A connection's bytes (co->tp), as nginx's ngx_connection_t recv/send
+/* A connection's bytes (co->conn->tp), as nginx's ngx_connection_t recv/send
  * pointers: a TLS transport swaps in its own table and nothing above io.c
  * learns of it.  Each call tries once and never waits; -EAGAIN means "not
  * now": io.c parks on the backend (io_park) in the call's direction and
  * tries again.  EINTR is retried inside.  Counts are the connection's own
- * bytes (under TLS: plaintext), which io.c adds to co->sent and bytes_out. */
+ * bytes (under TLS: plaintext), which io.c adds to co->conn->sent and bytes_out. */
 typedef struct mg_transport {
     const char *name;
-    /* bytes read (> 0), 0 at EOF, -EAGAIN, -errno.  Sets co->drained when it
+    /* bytes read (> 0), 0 at EOF, -EAGAIN, -errno.  Sets co->conn->drained when it
      * holds nothing more and the socket is known empty (a read shorter than
      * its room, or EAGAIN): until new input is reported no read is made */
     ssize_t (*recv)(mg_coroutine *co, void *buf, size_t len);
@@ -471,7 +488,7 @@ typedef struct mg_transport {
     /* A connection turned away before it has a coroutine (the 503 of
      * --max-connections): one try, MSG_DONTWAIT; bytes or -errno */
     ssize_t (*send_early)(int fd, const void *buf, size_t len);
-    void (*free)(void *ctx); /* co->tp_ctx at the connection's end; NULL: nothing to free */
+    void (*free)(void *ctx); /* co->conn->tp_ctx at the connection's end; NULL: nothing to free */
     int raw;                 /* 1: its bytes are the socket's: a completion backend may move them */
 } mg_transport;
 MG_HIDDEN extern const mg_transport mg_transport_plain; /* transport.c */
@@ -523,6 +540,10 @@ MG_HIDDEN void reqbuf_put(struct mg_worker *w, mg_reqbuf *rb);
 MG_HIDDEN void reqbuf_pool_drain(struct mg_worker *w);
 /* Free pooled request buffers beyond keep. */
 MG_HIDDEN void reqbuf_pool_trim(struct mg_worker *w, int keep);
+/* The same for the requests' own state (http.h: mg_xstate). */
+MG_HIDDEN mg_xstate *xstate_get(struct mg_worker *w);
+MG_HIDDEN void xstate_put(struct mg_worker *w, mg_xstate *xs);
+MG_HIDDEN void xstate_pool_trim(struct mg_worker *w, int keep);
 
 /* stats.c: /_minginx/stats and /_minginx/trace (an mg_mw_result: MG_MW_PASS if the path is not one of them) */
 struct mg_request_s;
@@ -573,7 +594,7 @@ MG_HIDDEN int64_t alog_now_us(void);
 MG_HIDDEN int front_init(struct mg_server *srv); /* 0 or -errno; front_free undoes it */
 MG_HIDDEN void front_free(struct mg_server *srv);
 struct mg_request_s;
-/* Fill co->client* for the request just parsed (the effective client). */
+/* Fill co->conn->client* for the request just parsed (the effective client). */
 MG_HIDDEN void request_client(mg_coroutine *co, const struct mg_request_s *req);
 /* The request's client: address text, *port, *https (looked up on first use). */
 MG_HIDDEN const char *conn_client(mg_coroutine *co, int *port, int *https);

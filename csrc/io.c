@@ -1,11 +1,11 @@
 /* io.c - the coroutine's system calls: recv_async, send_async, sendfile_async, TCP_CORK.
  *
- * Each tries the call first, through the connection's transport (co->tp:
+ * Each tries the call first, through the connection's transport (co->conn->tp:
  * transport.c's plain socket), which never waits.  EAGAIN: park on the fd
  * (io_park: the worker's backend, w->be; under epoll coroutine_yield, back
  * to schedule()) until wake_fd() or a timer puts us back on the ready queue,
  * then try again.  The results follow the kernel's style: bytes moved, or
- * -errno; the bytes counted (co->sent, bytes_out) are the transport's, so
+ * -errno; the bytes counted (co->conn->sent, bytes_out) are the transport's, so
  * under TLS they would be plaintext bytes.
  *
  * A completion backend (--io uring) moves a raw transport's bytes itself:
@@ -31,17 +31,18 @@ int io_park(mg_coroutine *co, int reason)
 /* The step of a call that returned n (bytes, or -errno), with the trace on. */
 static __attribute__((noinline, cold)) void trace_io(mg_coroutine *co, int event, ssize_t n)
 {
-    trace_push(&co->worker->ring, co->worker->index, event, co->id, co->fd, n > INT_MAX ? INT_MAX : (int)n);
+    trace_push(&co->worker->ring, co->worker->index, event, co->id, co->conn->fd,
+               n > INT_MAX ? INT_MAX : (int)n);
 }
 
 /* One read that never waits: bytes, 0 at EOF, -EAGAIN, or -errno.
- * co->drained (set by the transport) says the read would only say EAGAIN:
+ * co->conn->drained (set by the transport) says the read would only say EAGAIN:
  * it is not made. */
 static inline ssize_t recv_once(mg_coroutine *co, void *buf, size_t len)
 {
-    if (co->drained)
+    if (co->conn->drained)
         return -EAGAIN;
-    return co->tp->recv(co, buf, len);
+    return co->conn->tp->recv(co, buf, len);
 }
 
 ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len)
@@ -56,7 +57,7 @@ ssize_t recv_nowait(mg_coroutine *co, void *buf, size_t len)
 ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
 {
     const mg_backend *be = co->worker->be;
-    if (be->recv && co->tp->raw)
+    if (be->recv && co->conn->tp->raw)
         return be->recv(co, buf, len);
     for (;;) {
         ssize_t n = recv_nowait(co, buf, len);
@@ -65,7 +66,7 @@ ssize_t recv_async(mg_coroutine *co, void *buf, size_t len)
         int r = io_park(co, MG_YIELD_READ);
         if (r < 0)
             return r;
-        co->drained = 0; /* woken: try the read again */
+        co->conn->drained = 0; /* woken: try the read again */
     }
 }
 
@@ -77,7 +78,7 @@ static inline __attribute__((always_inline)) ssize_t sendv_all(mg_coroutine *co,
     int progressed = 1; /* arm the send timer afresh only after progress */
 
     const mg_backend *be = co->worker->be;
-    if (be->sendv && co->tp->raw)
+    if (be->sendv && co->conn->tp->raw)
         return be->sendv(co, iov, iovcnt);
     for (;;) {
         /* an empty piece is already sent: waiting for EPOLLOUT to send
@@ -88,11 +89,11 @@ static inline __attribute__((always_inline)) ssize_t sendv_all(mg_coroutine *co,
         }
         if (iovcnt == 0)
             break;
-        ssize_t n = co->tp->sendv(co, iov, iovcnt);
+        ssize_t n = co->conn->tp->sendv(co, iov, iovcnt);
         if (n > 0) {
             total += (size_t)n;
             co->worker->stats.bytes_out += (uint64_t)n;
-            co->sent += (uint64_t)n;
+            co->conn->sent += (uint64_t)n;
             progressed = 1;
             size_t left = (size_t)n;
             while (iovcnt > 0 && left >= iov->iov_len) {
@@ -178,16 +179,16 @@ static inline __attribute__((always_inline)) ssize_t sendfile_all(mg_coroutine *
     size_t left = count, since_yield = 0;
     int progressed = 1;
 
-    if (MG_UNLIKELY(!co->tp->sendfile))
+    if (MG_UNLIKELY(!co->conn->tp->sendfile))
         return sendfile_by_pread(co, file_fd, offset, count);
     while (left > 0) {
         ssize_t n =
-            co->tp->sendfile(co, file_fd, &offset, left < MG_SENDFILE_CHUNK ? left : MG_SENDFILE_CHUNK);
+            co->conn->tp->sendfile(co, file_fd, &offset, left < MG_SENDFILE_CHUNK ? left : MG_SENDFILE_CHUNK);
         if (n > 0) {
             left -= (size_t)n;
             since_yield += (size_t)n;
             w->stats.bytes_out += (uint64_t)n;
-            co->sent += (uint64_t)n;
+            co->conn->sent += (uint64_t)n;
             progressed = 1;
             /* A fast reader on loopback can take a large file without the
              * socket ever filling up: let the other coroutines have a turn. */
@@ -226,11 +227,11 @@ ssize_t sendfile_async(mg_coroutine *co, int file_fd, off_t offset, size_t count
  * (static.c), where the transport has such a thing (TCP_CORK). */
 void set_cork(mg_coroutine *co, int on)
 {
-    if (co->tp->cork)
-        co->tp->cork(co, on);
+    if (co->conn->tp->cork)
+        co->conn->tp->cork(co, on);
 }
 
 int shutdown_async(mg_coroutine *co)
 {
-    return co->tp->shutdown(co);
+    return co->conn->tp->shutdown(co);
 }

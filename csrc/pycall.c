@@ -4,7 +4,7 @@
  * checks its recursion and C stack depth against the thread's own stack), and
  * the C loops must not hold the GIL.  So:
  *
- *   coroutine (conn.c)        python_request(): fill rb->call from the parsed
+ *   coroutine (conn.c)        python_request(): fill co->xs->call from the parsed
  *                             request, coroutine_yield(MG_YIELD_PYTHON)
  *   worker loop (worker.c)    after schedule(): run_python() hands every pending
  *                             call to mg_py_batch(), a cffi extern "Python"
@@ -68,10 +68,10 @@ static void pycall_release(mg_pycall *c)
     c->_out.err = 0;
 }
 
-/* The request buffer a call lives in: an orphan's coroutine no longer holds it. */
-static mg_reqbuf *call_reqbuf(mg_pycall *c)
+/* The request state a call lives in: an orphan's coroutine no longer holds it. */
+static mg_xstate *call_xstate(mg_pycall *c)
 {
-    return (mg_reqbuf *)(void *)((char *)c - offsetof(mg_reqbuf, call));
+    return (mg_xstate *)(void *)((char *)c - offsetof(mg_xstate, call));
 }
 
 /* ------------------------------------------------------ the Python side API */
@@ -79,7 +79,7 @@ static mg_reqbuf *call_reqbuf(mg_pycall *c)
 int mg_call_header(mg_pycall *c, int i, const char **name, size_t *name_len, const char **value,
                    size_t *value_len)
 {
-    mg_request *req = &call_reqbuf(c)->req;
+    mg_request *req = &call_xstate(c)->req;
     if (i < 0 || i >= req->num_headers)
         return -EINVAL;
     *name = req->headers[i].name.p;
@@ -94,7 +94,7 @@ _Static_assert(MG_HEADERS_CAP >= MG_MAX_HEADER_BYTES,
 
 int mg_call_headers(mg_pycall *c, char *out, size_t cap, int lower)
 {
-    mg_request *req = &call_reqbuf(c)->req;
+    mg_request *req = &call_xstate(c)->req;
     size_t at = 0;
     for (int i = 0; i < req->num_headers; i++) {
         const mg_header *h = &req->headers[i];
@@ -252,7 +252,7 @@ void run_python(mg_worker *w)
             mg_coroutine *co = w->py_head;
             w->py_head = co->next_ready;
             co->next_ready = NULL;
-            batch[n++] = &co->rb->call;
+            batch[n++] = &co->xs->call;
         }
         w->py_tail = w->py_head ? w->py_tail : NULL;
         while (w->py_orphans && n < MG_PY_BATCH) {
@@ -268,7 +268,7 @@ void run_python(mg_worker *w)
             for (int i = 0; i < n; i++) /* each call's coroutine: an orphan's is gone */
                 if (!batch[i]->_orphan)
                     TRACE(w, MG_EV_RUN_PYTHON, (mg_coroutine *)batch[i]->_co,
-                          ((mg_coroutine *)batch[i]->_co)->fd, n);
+                          ((mg_coroutine *)batch[i]->_co)->conn->fd, n);
         mg_py_batch(w->srv->cfg.app_id, batch, n); /* takes the GIL once */
         for (int i = 0; i < n; i++) {
             mg_pycall *c = batch[i];
@@ -341,7 +341,7 @@ void drain_posts(mg_worker *w)
         if (!c->_orphan) {
             mg_coroutine *co = c->_co;
             timer_clear(co);
-            TRACE(w, MG_EV_WAKE_PYTHON, co, co->fd, c->op);
+            TRACE(w, MG_EV_WAKE_PYTHON, co, co->conn->fd, c->op);
         }
         call_done(w, c);
         c = next;
@@ -350,12 +350,14 @@ void drain_posts(mg_worker *w)
 
 void pycall_orphan(mg_coroutine *co)
 {
-    mg_pycall *c = &co->rb->call;
+    mg_pycall *c = &co->xs->call;
     c->_orphan = 1;
     c->_co = NULL;
     c->_body_buf = co->body_buf; /* c->body may point into it */
     co->body_buf = NULL;
-    co->rb = NULL;
+    co->xs->orphan_rb = co->conn->rb; /* the request's views (and c->body) point into it */
+    co->conn->rb = NULL;
+    co->xs = NULL;
 }
 
 void pycall_free_orphan(mg_worker *w, mg_pycall *c)
@@ -364,17 +366,20 @@ void pycall_free_orphan(mg_worker *w, mg_pycall *c)
     c->_body_buf = NULL;
     c->_orphan = 0;
     pycall_release(c);
-    reqbuf_put(w, call_reqbuf(c));
+    mg_xstate *xs = call_xstate(c);
+    if (xs->orphan_rb)
+        reqbuf_put(w, xs->orphan_rb);
+    xstate_put(w, xs);
 }
 
 /* ------------------------------------------------------- the coroutine side */
 
 /* Returns 0 when Python answered; -ETIMEDOUT when a deferred round outlived
- * --handler-timeout: the call is an orphan now (co->rb is gone), and the
+ * --handler-timeout: the call is an orphan now (co->xs and co->conn->rb are gone), and the
  * caller must not touch it again. */
 static int yield_to_python(mg_coroutine *co, int op)
 {
-    mg_pycall *c = &co->rb->call;
+    mg_pycall *c = &co->xs->call;
     c->op = op;
     c->deferred = 0;
     coroutine_yield(co, MG_YIELD_PYTHON);
@@ -440,7 +445,7 @@ int python_request(mg_exchange *x, mg_request *req, const char *body, size_t bod
 {
     mg_coroutine *co = x->co;
     mg_worker *w = co->worker;
-    mg_pycall *c = &co->rb->call;
+    mg_pycall *c = &co->xs->call;
 
     c->id = ++w->next_request_id;
     c->worker = w->index;
@@ -476,7 +481,7 @@ int python_request(mg_exchange *x, mg_request *req, const char *body, size_t bod
     /* the client as the access log sees it too (front.c: request_client) */
     const char *client = conn_client(co, &c->peer_port, &c->https);
     memcpy(c->peer, client, sizeof(c->peer));
-    c->server_port = co->server_port;
+    c->server_port = co->conn->server_port;
 
     if (yield_to_python(co, MG_PY_START) < 0)
         return send_gateway_timeout(x);

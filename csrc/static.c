@@ -438,7 +438,7 @@ static size_t uri_encode(mg_buf *o, const char *s, size_t n, int query)
 
 /* 301 to the same directory with a slash, query kept (as nginx does).
  * Location is built from rel, the decoded and normalised path static_serve
- * has just looked up (co->rb->path: no empty, "." or ".." segments, no
+ * has just looked up (co->xs->path: no empty, "." or ".." segments, no
  * leading slash), re-encoded; never from the raw target, which made
  * "GET //evil.example/../docs" answer "Location: //evil.example/../docs/",
  * a link to another host (a network-path reference, RFC 3986 section 4.2).
@@ -448,18 +448,18 @@ static int redirect_slash(mg_exchange *x, mg_request *req)
 {
     static const char body[] = "<html><head><title>301 Moved Permanently</title></head>"
                                "<body><h1>301 Moved Permanently</h1></body></html>\n";
-    mg_reqbuf *rb = x->co->rb;
-    const char *rel = rb->path;
+    mg_xstate *xs = x->co->xs;
+    const char *rel = xs->path;
     size_t rel_len = strlen(rel);
 
     if (uri_encode(NULL, rel, rel_len, 0) + uri_encode(NULL, req->query.p, req->query.len, 1) + 64 >
-        sizeof(rb->out) - 256 - x->w->srv->add_headers_len)
+        sizeof(xs->out) - 256 - x->w->srv->add_headers_len)
         return send_error(x, 414);
     /* the Location is written into the scratch path, free here: the
      * directory's entry (if any) was given back; the check above keeps it
      * far below that buffer's size, and the head within the out area */
     mg_buf o;
-    buf_fixed(&o, rb->scratch_path, sizeof(rb->scratch_path));
+    buf_fixed(&o, xs->scratch_path, sizeof(xs->scratch_path));
     buf_str(&o, "/");
     uri_encode(&o, rel, rel_len, 0);
     buf_str(&o, "/");
@@ -501,17 +501,17 @@ int static_serve(mg_exchange *x, mg_request *req)
 {
     mg_coroutine *co = x->co;
     mg_server *srv = co->worker->srv;
-    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
+    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->conn->fd, 0);
     int r = static_method(x, req);
     if (r != MG_MW_PASS)
         return r;
 
     mg_centry *e = target_memo_get(co->worker, req);
     if (!e) {
-        char *rel = co->rb->path;
+        char *rel = co->xs->path;
         int dir_request;
         int st =
-            decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
+            decode_path(req->path, rel, sizeof(co->xs->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
         if (st)
             return send_error(x, st);
         e = file_open(co, rel, dir_request, &st);
@@ -549,12 +549,12 @@ int static_try(mg_exchange *x, mg_request *req)
 {
     mg_coroutine *co = x->co;
     mg_server *srv = co->worker->srv;
-    char *rel = co->rb->path;
+    char *rel = co->xs->path;
     int dir_request, st;
 
     mg_centry *e = target_memo_get(co->worker, req);
     if (!e) {
-        st = decode_path(req->path, rel, sizeof(co->rb->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
+        st = decode_path(req->path, rel, sizeof(co->xs->path) - 16, srv->cfg.serve_dotfiles, &dir_request);
         if (st == 400) /* a bad escape, %00, ".." above the root: as nginx, for every location */
             return send_error(x, st);
         if (st)
@@ -567,7 +567,7 @@ int static_try(mg_exchange *x, mg_request *req)
             e = file_open(co, rel, 1, &st);
             if (!e)
                 return MG_MW_PASS;
-            TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
+            TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->conn->fd, 0);
             file_release(co->worker, e);
             int r = static_method(x, req);
             return r != MG_MW_PASS ? r : redirect_slash(x, req);
@@ -575,7 +575,7 @@ int static_try(mg_exchange *x, mg_request *req)
         target_memo_put(co->worker, req, e);
     }
     co->centry = e; /* released by coroutine_destroy() if we never get back */
-    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->fd, 0);
+    TRACE(co->worker, MG_EV_STATIC_SERVE, co, co->conn->fd, 0);
     int r = static_method(x, req);
     if (r == MG_MW_PASS)
         r = serve_entry(x, req, e);

@@ -286,7 +286,7 @@ static void trace_json(mg_buf *b, mg_coroutine *co)
     buf_printf(b,
                "{\"engine\":\"cffi\",\"enabled\":%s,\"worker\":%d,\"coroutine\":%llu,\"fd\":%d,"
                "\"events\":[",
-               w->trace ? "true" : "false", w->index, (unsigned long long)co->id, co->fd);
+               w->trace ? "true" : "false", w->index, (unsigned long long)co->id, co->conn->fd);
     if (w->trace) {
         /* walk back to find our first record, then print forward */
         uint64_t h = w->ring.head, lo = h > MG_TRACE_RING ? h - MG_TRACE_RING : 0, first = h;
@@ -305,11 +305,11 @@ static void trace_json(mg_buf *b, mg_coroutine *co)
         mg_trace_rec acc[2];
         if (first > lo && first < h) {
             mg_trace_rec *prev = &w->ring.recs[(first - 1) & (MG_TRACE_RING - 1)];
-            if ((prev->event == MG_EV_FD_BATCH || prev->event == MG_EV_ACCEPT) && prev->fd == co->fd)
+            if ((prev->event == MG_EV_FD_BATCH || prev->event == MG_EV_ACCEPT) && prev->fd == co->conn->fd)
                 first--, pre = 1;
             prev = &w->ring.recs[first & (MG_TRACE_RING - 1)];
             if (prev->event == MG_EV_FD_BATCH)
-                pre += trace_find_dispatch(&w->srv->ring, co->fd, w->index, prev->t_us, acc);
+                pre += trace_find_dispatch(&w->srv->ring, co->conn->fd, w->index, prev->t_us, acc);
         }
         /* at most TRACE_JSON_MAX: the connection's first TRACE_JSON_HEAD (its accept
          * and first coroutine) and its latest; "skipped" says how many are between */

@@ -110,7 +110,7 @@ void trace_parse(mg_coroutine *co, const mg_request *req, int status)
     }
     t[at] = '\0';
     mg_worker *w = co->worker;
-    trace_push_text(&w->ring, w->index, MG_EV_PARSE_HTTP, co->id, co->fd, status, t);
+    trace_push_text(&w->ring, w->index, MG_EV_PARSE_HTTP, co->id, co->conn->fd, status, t);
 }
 
 int mg_trace_drain(mg_server *srv, int ring, mg_trace_rec *out, int max, uint64_t *dropped)

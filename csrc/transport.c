@@ -45,10 +45,10 @@
 static ssize_t plain_recv(mg_coroutine *co, void *buf, size_t len)
 {
     for (;;) {
-        ssize_t n = sock_recv(co->fd, buf, len, 0);
+        ssize_t n = sock_recv(co->conn->fd, buf, len, 0);
         if (n > 0) {
             if ((size_t)n < len)
-                co->drained = 1;
+                co->conn->drained = 1;
             return n;
         }
         if (n == 0)
@@ -56,7 +56,7 @@ static ssize_t plain_recv(mg_coroutine *co, void *buf, size_t len)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            co->drained = 1;
+            co->conn->drained = 1;
             return -EAGAIN;
         }
         return -errno;
@@ -71,10 +71,10 @@ static ssize_t plain_sendv(mg_coroutine *co, const struct iovec *iov, int iovcnt
          * array to copy in. */
         ssize_t n;
         if (iovcnt == 1) {
-            n = sock_send(co->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL);
+            n = sock_send(co->conn->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL);
         } else {
             struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-            n = sock_sendmsg(co->fd, &msg, MSG_NOSIGNAL);
+            n = sock_sendmsg(co->conn->fd, &msg, MSG_NOSIGNAL);
         }
         if (n >= 0)
             return n;
@@ -87,7 +87,7 @@ static ssize_t plain_sendv(mg_coroutine *co, const struct iovec *iov, int iovcnt
 static ssize_t plain_sendfile(mg_coroutine *co, int file_fd, off_t *offset, size_t count)
 {
     for (;;) {
-        ssize_t n = sendfile(co->fd, file_fd, offset, count);
+        ssize_t n = sendfile(co->conn->fd, file_fd, offset, count);
         if (n >= 0)
             return n;
         if (errno == EINTR)
@@ -100,12 +100,12 @@ static ssize_t plain_sendfile(mg_coroutine *co, int file_fd, off_t *offset, size
  * first bytes of the file leave in one segment. */
 static void plain_cork(mg_coroutine *co, int on)
 {
-    (void)setsockopt(co->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+    (void)setsockopt(co->conn->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
 }
 
 static int plain_shutdown(mg_coroutine *co)
 {
-    return shutdown(co->fd, SHUT_WR) < 0 ? -errno : 0;
+    return shutdown(co->conn->fd, SHUT_WR) < 0 ? -errno : 0;
 }
 
 static ssize_t plain_send_early(int fd, const void *buf, size_t len)

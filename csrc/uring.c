@@ -347,7 +347,7 @@ static int32_t uring_wait_op(mg_coroutine *co, int reason, int opcode)
 {
     mg_worker *w = co->worker;
     int cancel_sent = 0;
-    trace_submit(w, co, co->fd, opcode);
+    trace_submit(w, co, co->conn->fd, opcode);
     co->io_pending = 1;
     w->uring->inflight++;
     do {
@@ -378,15 +378,15 @@ static ssize_t uring_recv(mg_coroutine *co, void *buf, size_t len)
         if (!sqe)
             return -ENOMEM;
         sqe->opcode = IORING_OP_RECV;
-        sqe->fd = co->fd;
+        sqe->fd = co->conn->fd;
         sqe->addr = (uint64_t)(uintptr_t)buf;
         sqe->len = (unsigned)(len > 0x7fffffff ? 0x7fffffff : len);
         int32_t r = op_result(co, uring_wait_op(co, MG_YIELD_READ, IORING_OP_RECV));
         if (r == -EINTR || r == -EAGAIN)
             continue;
         /* a short read emptied the socket: recv_nowait need not ask again */
-        co->drained = r >= 0 && (size_t)r < len;
-        TRACE(co->worker, MG_EV_RECV_ASYNC, co, co->fd, r);
+        co->conn->drained = r >= 0 && (size_t)r < len;
+        TRACE(co->worker, MG_EV_RECV_ASYNC, co, co->conn->fd, r);
         return r;
     }
 }
@@ -416,7 +416,7 @@ static ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
             return -ENOMEM;
         int opcode = iovcnt == 1 ? IORING_OP_SEND : IORING_OP_SENDMSG;
         sqe->opcode = (uint8_t)opcode;
-        sqe->fd = co->fd;
+        sqe->fd = co->conn->fd;
         sqe->msg_flags = MSG_NOSIGNAL;
         if (iovcnt == 1) {
             sqe->addr = (uint64_t)(uintptr_t)iov->iov_base;
@@ -429,7 +429,7 @@ static ssize_t uring_sendv(mg_coroutine *co, struct iovec *iov, int iovcnt)
         if (n > 0) {
             total += (size_t)n;
             w->stats.bytes_out += (uint64_t)n;
-            co->sent += (uint64_t)n;
+            co->conn->sent += (uint64_t)n;
             progressed = 1;
             size_t left = (size_t)n;
             while (iovcnt > 0 && left >= iov->iov_len) {
@@ -461,7 +461,7 @@ static int uring_poll(mg_coroutine *co, int reason)
         return -ETIMEDOUT;
     co->woken_by = 0;
     unsigned events = reason == MG_YIELD_READ ? POLLIN | POLLRDHUP : POLLOUT;
-    if (submit_poll(co->worker, co->fd, events, (uint64_t)(uintptr_t)co) < 0)
+    if (submit_poll(co->worker, co->conn->fd, events, (uint64_t)(uintptr_t)co) < 0)
         return -ENOMEM;
     int32_t r = op_result(co, uring_wait_op(co, reason, IORING_OP_POLL_ADD));
     if (r == -ETIMEDOUT)
@@ -471,7 +471,7 @@ static int uring_poll(mg_coroutine *co, int reason)
                      errors: the call says.  Either way, try the call */
     co->woken_by = r;
     if (r & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))
-        co->drained = 0;
+        co->conn->drained = 0;
     return 0;
 }
 
@@ -495,9 +495,10 @@ static int uring_park(mg_worker *w, int fd, uint64_t id)
  * user_data either: fd and id, checked against fd_table. */
 static void uring_watch_hangup(mg_coroutine *co)
 {
-    if (co->io_watch || co->fd < 0)
+    if (co->io_watch || co->conn->fd < 0)
         return;
-    if (submit_poll(co->worker, co->fd, POLLRDHUP, park_user_data(co->fd, co->id) - UD_PARK + UD_HUP) == 0)
+    if (submit_poll(co->worker, co->conn->fd, POLLRDHUP,
+                    park_user_data(co->conn->fd, co->id) - UD_PARK + UD_HUP) == 0)
         co->io_watch = 1;
 }
 
@@ -506,7 +507,7 @@ static void uring_unwatch_hangup(mg_coroutine *co)
     if (!co->io_watch)
         return;
     co->io_watch = 0;
-    submit_cancel(co->worker, park_user_data(co->fd, co->id) - UD_PARK + UD_HUP, 0, 0);
+    submit_cancel(co->worker, park_user_data(co->conn->fd, co->id) - UD_PARK + UD_HUP, 0, 0);
 }
 
 /* park_close's hook: the fd is about to be closed, and a poll holds the file
@@ -563,7 +564,7 @@ static int uring_reap(mg_worker *w, int quiet)
             co->io_pending = 0;
             co->io_res = res;
             u->inflight--;
-            TRACE(w, MG_EV_COMPLETE, co, co->fd, res);
+            TRACE(w, MG_EV_COMPLETE, co, co->conn->fd, res);
             if (!quiet && co->waiting != MG_YIELD_READY) {
                 w->stats.wakeups++;
                 add_to_ready(w, co);
@@ -662,8 +663,8 @@ static void cancel_each(mg_worker *w)
     for (mg_coroutine *co = w->all; co; co = co->next) {
         if (co->io_pending)
             submit_cancel(w, (uint64_t)(uintptr_t)co, 0, 1);
-        if (co->io_watch && co->fd >= 0)
-            submit_cancel(w, park_user_data(co->fd, co->id) - UD_PARK + UD_HUP, 0, 1);
+        if (co->io_watch && co->conn->fd >= 0)
+            submit_cancel(w, park_user_data(co->conn->fd, co->id) - UD_PARK + UD_HUP, 0, 1);
     }
     for (mg_parked *p = w->park_head; p; p = p->next)
         submit_cancel(w, park_user_data(p->fd, p->id), 0, 1);

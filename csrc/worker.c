@@ -78,7 +78,7 @@ int64_t mg_now_ms(void)
  * bench/run.py --workload 1mib). */
 static void ready_insert(mg_worker *w, mg_coroutine *co, int at_head)
 {
-    TRACE(w, MG_EV_ADD_TO_READY, co, co->fd, 0);
+    TRACE(w, MG_EV_ADD_TO_READY, co, co->conn->fd, 0);
     co->waiting = MG_YIELD_READY; /* queued: wake_fd() leaves it alone */
     co->next_ready = NULL;
     if (at_head || !w->ready_tail) {
@@ -145,15 +145,15 @@ void wake_fd(mg_worker *w, int fd, uint32_t events)
     }
     co->woken_by |= (int)events;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        co->drained = 0; /* new input (or EOF): the next read is worth a system call */
+        co->conn->drained = 0; /* new input (or EOF): the next read is worth a system call */
     int want = co->waiting == MG_YIELD_READ ? (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
         : co->waiting == MG_YIELD_WRITE     ? (EPOLLOUT | EPOLLHUP | EPOLLERR)
                                             : 0;
-    if (co->waiting == MG_YIELD_PYTHON && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && co->rb &&
-        co->rb->call._pending) {
+    if (co->waiting == MG_YIELD_PYTHON && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && co->xs &&
+        co->xs->call._pending) {
         /* parked in a deferred call: an ASGI app hears http.disconnect (tests/test_asgi.py:
          * test_a_client_leaving_a_parked_request_is_http_disconnect) */
-        mg_py_gone(w->srv->cfg.app_id, w->index, co->rb->call.id);
+        mg_py_gone(w->srv->cfg.app_id, w->index, co->xs->call.id);
     }
     if (events & (uint32_t)want) {
         w->stats.wakeups++;
@@ -211,37 +211,37 @@ static void park_close(mg_worker *w, mg_parked *p)
 int worker_park(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
-    if (co->fd < 0 || co->fd >= w->fd_table_size || co->rb || co->body_buf)
+    if (co->conn->fd < 0 || co->conn->fd >= w->fd_table_size || co->conn->rb || co->xs || co->body_buf)
         return -1;
     /* bytes the transport holds (TLS: decrypted, not read yet) would get no
      * edge to unpark it: such a connection waits as a coroutine */
-    if (co->tp->pending && co->tp->pending(co) > 0)
+    if (co->conn->tp->pending && co->conn->tp->pending(co) > 0)
         return -1;
     mg_parked *p = malloc(sizeof(*p));
     if (!p)
         return -1; /* it waits as a coroutine, as before */
-    if (w->be->park(w, co->fd, co->id) < 0) {
+    if (w->be->park(w, co->conn->fd, co->id) < 0) {
         free(p); /* --io uring: no poll, no parking */
         return -1;
     }
-    p->fd = co->fd;
-    p->tp = co->tp; /* the transport and its state outlive the coroutine */
-    p->tp_ctx = co->tp_ctx;
-    co->tp_ctx = NULL;
+    p->fd = co->conn->fd;
+    p->tp = co->conn->tp; /* the transport and its state outlive the coroutine */
+    p->tp_ctx = co->conn->tp_ctx;
+    co->conn->tp_ctx = NULL;
     p->id = co->id;
-    p->requests = co->requests;
+    p->requests = co->conn->requests;
     /* the deadline goes on: the keep-alive timer armed after the last request
      * (or, for a coroutine made at an unpark, the parked one's, drain included) */
-    if (co->park_deadline_ms)
-        p->deadline_ms = co->park_deadline_ms;
+    if (co->conn->park_deadline_ms)
+        p->deadline_ms = co->conn->park_deadline_ms;
     else
         p->deadline_ms = co->timer_class != MG_TIMER_NONE ? co->deadline_ms : INT64_MAX;
-    TRACE(w, MG_EV_PARK, co, co->fd, (int)co->requests);
+    TRACE(w, MG_EV_PARK, co, co->conn->fd, (int)co->conn->requests);
     park_link(w, p);
     w->park_table[p->fd] = p;
     w->fd_table[p->fd] = NULL;
     w->stats.parked++;
-    co->fd = -1; /* the coroutine's end (coroutine_destroy) leaves the socket open */
+    co->conn->fd = -1; /* the coroutine's end (coroutine_destroy) leaves the socket open */
     return 0;
 }
 
@@ -260,10 +260,10 @@ static void unpark(mg_worker *w, mg_parked *p, uint32_t events)
         free(p);
         return;
     }
-    co->tp = p->tp;
-    co->tp_ctx = p->tp_ctx;
-    co->requests = p->requests; /* conn_entry: between requests, not a first one */
-    co->park_deadline_ms = p->deadline_ms;
+    co->conn->tp = p->tp;
+    co->conn->tp_ctx = p->tp_ctx;
+    co->conn->requests = p->requests; /* conn_entry: between requests, not a first one */
+    co->conn->park_deadline_ms = p->deadline_ms;
     free(p);
     w->stats.wakeups++;
     add_to_ready(w, co);
@@ -289,7 +289,7 @@ void worker_idle_link(mg_coroutine *co)
 {
     mg_worker *w = co->worker;
     co->idle_since_ms = w->now_ms;
-    co->park_due = 0;
+    co->conn->park_due = 0;
     co->idle_linked = 1;
     co->idle_next = NULL;
     co->idle_prev = w->idle_tail;
@@ -327,7 +327,7 @@ static void idle_sweep(mg_worker *w)
         worker_idle_unlink(co);
         if (co->waiting != MG_YIELD_READ)
             continue; /* already on its way (queued by input or a timer) */
-        co->park_due = 1;
+        co->conn->park_due = 1;
         add_to_ready(w, co);
     }
 }
@@ -348,8 +348,9 @@ static void pools_trim(mg_worker *w)
     w->pool_trim_ms = w->now_ms + MG_POOL_TRIM_MS;
     if (w->stack_pool_len > MG_POOL_KEEP)
         coroutine_pool_trim(w, MG_POOL_KEEP);
-    if (w->reqbuf_pool_len > MG_POOL_KEEP) {
+    if (w->reqbuf_pool_len > MG_POOL_KEEP || w->xstate_pool_len > MG_POOL_KEEP) {
         reqbuf_pool_trim(w, MG_POOL_KEEP);
+        xstate_pool_trim(w, MG_POOL_KEEP);
         malloc_trim(0); /* freed buffers sit amid the heap: give their pages back */
     }
 }
@@ -410,7 +411,8 @@ static int timers_next_timeout(mg_worker *w)
     if (w->park_head && w->park_head->deadline_ms != INT64_MAX &&
         (best < 0 || w->park_head->deadline_ms < best))
         best = w->park_head->deadline_ms;
-    if ((w->stack_pool_len > MG_POOL_KEEP || w->reqbuf_pool_len > MG_POOL_KEEP) &&
+    if ((w->stack_pool_len > MG_POOL_KEEP || w->reqbuf_pool_len > MG_POOL_KEEP ||
+         w->xstate_pool_len > MG_POOL_KEEP) &&
         (best < 0 || w->pool_trim_ms < best))
         best = w->pool_trim_ms; /* a burst is over: trim its pools on time */
     if (w->accept_resume_ms && (best < 0 || w->accept_resume_ms < best))
@@ -441,11 +443,11 @@ static void timers_expire(mg_worker *w)
             timer_clear(co);
             co->timed_out = 1;
             w->stats.timeouts++;
-            if (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON && co->rb && co->rb->call._pending) {
+            if (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON && co->xs && co->xs->call._pending) {
                 /* the round is given up (pycall.c: 504, orphaned): an ASGI app still
                  * holding the request hears http.disconnect, here on the worker's own
                  * stack (tests/test_atk_handlers.py) */
-                mg_py_gone(w->srv->cfg.app_id, w->index, co->rb->call.id);
+                mg_py_gone(w->srv->cfg.app_id, w->index, co->xs->call.id);
             }
             if (co->waiting == MG_YIELD_READ || co->waiting == MG_YIELD_WRITE ||
                 (c == MG_TIMER_PYTHON && co->waiting == MG_YIELD_PYTHON))
@@ -488,13 +490,13 @@ static void begin_graceful_stop(mg_worker *w)
     int64_t drain = w->now_ms + MG_DRAIN_IDLE_MS;
     for (mg_coroutine *co = w->all; co; co = co->next) {
         /* (park_deadline_ms: unparked in this batch, conn_entry not yet begun) */
-        if (!(co->idle || co->park_deadline_ms) || co->timed_out ||
+        if (!(co->idle || co->conn->park_deadline_ms) || co->timed_out ||
             (co->waiting != MG_YIELD_READ && co->waiting != MG_YIELD_READY))
             continue;
         if (co->timer_class == MG_TIMER_NONE || co->deadline_ms > drain)
             timer_set(co, MG_TIMER_DRAIN);
-        if (co->park_deadline_ms > drain)
-            co->park_deadline_ms = drain; /* unparked: the deadline it parks again with */
+        if (co->conn->park_deadline_ms > drain)
+            co->conn->park_deadline_ms = drain; /* unparked: the deadline it parks again with */
     }
     /* parked ones too: min(deadline, now + drain) keeps the list in order */
     for (mg_parked *p = w->park_head; p; p = p->next)
@@ -774,7 +776,7 @@ void mg_worker_free(mg_worker *w)
 static void orphan_pending(mg_worker *w)
 {
     for (mg_coroutine *co = w->all; co; co = co->next)
-        if (co->rb && co->rb->call._pending && !co->rb->call._orphan)
+        if (co->xs && co->xs->call._pending && !co->xs->call._orphan)
             pycall_orphan(co);
 }
 

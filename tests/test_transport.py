@@ -22,7 +22,7 @@ CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
 #: the files allowed to move a connection's bytes: the transport, and the io_uring
 #: backend's RECV / SEND / SENDMSG SQEs (a raw transport's bytes, moved by the ring)
 TRANSPORT_FILES = {"transport.c"}
-#: a call of the C library's (not a transport's op through co->tp->...)
+#: a call of the C library's (not a transport's op through co->conn->tp->...)
 SOCKET_CALL = re.compile(
     r"(?<!->)(?<!\.)\b(recv|recvfrom|recvmsg|send|sendto|sendmsg|sendfile|shutdown)\s*\("
 )
@@ -90,7 +90,7 @@ def test_a_transport_without_sendfile_serves_ranges(nosendfile_server, site_root
 
 
 def test_bytes_out_counts_the_connections_bytes(nosendfile_server, site_root):
-    """co->sent and bytes_out count what the transport took (under TLS: plaintext)."""
+    """co->conn->sent and bytes_out count what the transport took (under TLS: plaintext)."""
     srv = nosendfile_server
     before = sum(w["bytes_out"] for w in srv.stats())
     c = Conn(srv.port)
