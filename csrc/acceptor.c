@@ -127,7 +127,7 @@ static void dispatch_flush_one(mg_server *srv, mg_worker *w)
     for (int k = 0; k < srv->nworkers && r == -EAGAIN; k++)
         r = pipe_write_fds(srv->workers[(w->index + k) % srv->nworkers], w->dispatch_q, n);
     if (r < 0) {
-        mg_log("minginx: dispatch: %s; closing %d connection%s", strerror(-r), n, n > 1 ? "s" : "");
+        mg_log("minginx-cffi: dispatch: %s; closing %d connection%s", strerror(-r), n, n > 1 ? "s" : "");
         for (int i = 0; i < n; i++)
             close(w->dispatch_q[i]);
     }
@@ -181,9 +181,10 @@ static int accept_batch(mg_server *srv, int listen_fd)
             case ENFILE:
             case ENOBUFS:
             case ENOMEM:
-                mg_log("minginx: accept4: %s; pausing accepts for %d ms", strerror(errno), ACCEPT_BACKOFF_MS);
+                mg_log("minginx-cffi: accept4: %s; pausing accepts for %d ms", strerror(errno),
+                       ACCEPT_BACKOFF_MS);
                 return 1;
-            default: mg_log("minginx: accept4: %s", strerror(errno)); return 1;
+            default: mg_log("minginx-cffi: accept4: %s", strerror(errno)); return 1;
             }
         }
         if (MG_UNLIKELY(srv->trace))

@@ -158,7 +158,7 @@ static uint64_t write_buf(mg_alog *lg, mg_alog_buf *b)
             continue;
         if (!lg->write_error) {
             lg->write_error = 1;
-            mg_log("minginx: access log: write: %s; lines are dropped while it fails",
+            mg_log("minginx-cffi: access log: write: %s; lines are dropped while it fails",
                    w < 0 ? strerror(errno) : "wrote nothing");
         }
         if (off > 0 && b->data[off - 1] != '\n')
@@ -173,7 +173,8 @@ static void reopen_file(mg_alog *lg)
 {
     int fd = open(lg->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
-        mg_log("minginx: access log: open(%s): %s; still writing to the old file", lg->path, strerror(errno));
+        mg_log("minginx-cffi: access log: open(%s): %s; still writing to the old file", lg->path,
+               strerror(errno));
         return;
     }
     close(lg->fd);
@@ -281,10 +282,10 @@ void alog_free(mg_server *srv)
     pthread_mutex_unlock(&lg->lock);
     pthread_join(lg->thread, NULL);
     if (lg->dropped_late)
-        mg_log("minginx: access log: %llu lines dropped at shutdown: the log took nothing for %d ms",
+        mg_log("minginx-cffi: access log: %llu lines dropped at shutdown: the log took nothing for %d ms",
                (unsigned long long)lg->dropped_late, STUCK_MS);
     if (lg->unclaimed) /* the workers have stopped: no stats will count these */
-        mg_log("minginx: access log: %llu lines dropped at shutdown: the writes failed",
+        mg_log("minginx-cffi: access log: %llu lines dropped at shutdown: the writes failed",
                (unsigned long long)lg->unclaimed);
     while (lg->free_bufs) {
         mg_alog_buf *b = lg->free_bufs;

@@ -179,7 +179,8 @@ static void trampoline_body(mg_coroutine *co)
         mg_fast_switch(&co->sp, w->sched_sp);
 #endif
     swapcontext(&co->ctx, &w->sched_ctx);
-    mg_log_at(MG_LOG_CRITICAL, "minginx: finished coroutine %llu was resumed", (unsigned long long)co->id);
+    mg_log_at(MG_LOG_CRITICAL, "minginx-cffi: finished coroutine %llu was resumed",
+              (unsigned long long)co->id);
     abort();
 }
 
@@ -382,7 +383,7 @@ void coroutine_resume(mg_worker *w, mg_coroutine *co)
     else
 #endif
         if (swapcontext(&w->sched_ctx, &co->ctx) < 0) {
-        mg_log_at(MG_LOG_CRITICAL, "minginx: swapcontext: %s", strerror(errno));
+        mg_log_at(MG_LOG_CRITICAL, "minginx-cffi: swapcontext: %s", strerror(errno));
         abort();
     }
     ASAN_FINISH(w->asan_fake_stack, NULL, NULL);
@@ -421,7 +422,7 @@ static inline __attribute__((always_inline)) void yield_to_schedule(mg_coroutine
     else
 #endif
         if (swapcontext(&co->ctx, &w->sched_ctx) < 0) {
-        mg_log_at(MG_LOG_CRITICAL, "minginx: swapcontext: %s", strerror(errno));
+        mg_log_at(MG_LOG_CRITICAL, "minginx-cffi: swapcontext: %s", strerror(errno));
         abort();
     }
     ASAN_FINISH(co->asan_fake_stack, &w->asan_sched_bottom, &w->asan_sched_size);

@@ -104,6 +104,11 @@ static inline void exchange_init(mg_exchange *x, mg_coroutine *co, int keep_aliv
     x->head_only = head_only;
     x->minor_version = minor_version;
     x->status = 0;
+    x->head_bytes = 0;
+    x->_framing = 0; /* MG_FRAME_NONE (response.h may not be read yet here) */
+    x->_head = NULL; /* a body before a respond sends no stale head */
+    x->_head_len = 0;
+    x->_memo = NULL;
     x->_out.p = NULL; /* and not _heap: the out area, at the first respond */
     x->_out._heap = 0;
 }

@@ -140,13 +140,19 @@ static int respond(mg_exchange *x, const mg_head *h, size_t *date_at)
     mg_worker *w = x->w;
     mg_buf *b = out_buf(x);
 
+    /* A graceful stop began while this request was in flight: its response is the
+     * connection's last, and says so (RFC 9112 section 9.6: a server that means to
+     * close sends "close"), not a keep-alive the drain then breaks. */
+    if (MG_UNLIKELY(w->stopping))
+        x->keep_alive = 0;
+
     if (h->block_len) {
         /* a handler's head may be larger than the fixed area: grow */
         size_t need = 256 + h->reason_len + h->block_len + 2 * (size_t)h->block_n;
         if (b->cap - b->len < need && !b->_heap) {
             buf_growable(b);
             if (buf_reserve(b, need) < 0) {
-                mg_log("minginx: out of memory for a response head; closing");
+                mg_log("minginx-cffi: out of memory for a response head; closing");
                 return -1;
             }
         }
@@ -170,7 +176,7 @@ static int respond(mg_exchange *x, const mg_head *h, size_t *date_at)
         buf_put(b, "\r\n", 2);
         break;
     case MG_FRAME_CHUNKED: buf_put(b, "Transfer-Encoding: chunked\r\n", 28); break;
-    default: mg_log("minginx: respond: framing %d is not an mg_framing", framing); abort();
+    default: mg_log("minginx-cffi: respond: framing %d is not an mg_framing", framing); abort();
     }
     if (x->keep_alive)
         buf_put(b, "Connection: keep-alive\r\n\r\n", 26);
@@ -183,7 +189,7 @@ static int respond(mg_exchange *x, const mg_head *h, size_t *date_at)
     account(x, h->status, b->len);
     if (MG_UNLIKELY(b->err)) {
         /* a head that did not fit is never sent: the connection closes instead */
-        mg_log("minginx: a response head did not fit in %zu bytes; closing", b->cap);
+        mg_log("minginx-cffi: a response head did not fit in %zu bytes; closing", b->cap);
         x->_head = NULL;
         return -1;
     }
@@ -279,6 +285,8 @@ int exchange_respond_memo(mg_exchange *x, const mg_head *h, mg_head_memo *m, cha
 
     /* the common case, in a few loads: its kept head, in its file's room, of
      * the second the worker's clock says (w->wall_sec, read once a wakeup) */
+    if (MG_UNLIKELY(w->stopping))
+        x->keep_alive = 0; /* the last response of a graceful stop (respond says why) */
     if (MG_LIKELY(m && m->head && m->in_room && h->status == 200 && x->keep_alive && m->sec == w->wall_sec &&
                   w->date.sec == w->wall_sec)) {
         x->_framing = MG_FRAME_LENGTH;

@@ -388,7 +388,7 @@ static int yield_to_python(mg_coroutine *co, int op)
         return 0;
     mg_worker *w = co->worker;
     w->stats.handler_timeouts++;
-    mg_log("minginx: handler for %.*s %.*s still running after %lld ms (%s): connection closed, "
+    mg_log("minginx-cffi: handler for %.*s %.*s still running after %lld ms (%s): connection closed, "
            "its answer will be dropped",
            c->method_len, c->method, c->path_len, c->path, (long long)w->timers[MG_TIMER_PYTHON].duration_ms,
            op == MG_PY_START ? "504 sent" : "mid-response");
@@ -516,7 +516,7 @@ int python_request(mg_exchange *x, mg_request *req, const char *body, size_t bod
              * returns an empty piece; this guards the contract itself.
              * Tested by tests/test_atk_response.py (an iterator that raises
              * a BaseException on every __next__). */
-            mg_log("minginx: a streamed response made no progress; closing the connection");
+            mg_log("minginx-cffi: a streamed response made no progress; closing the connection");
             if (yield_to_python(co, MG_PY_ABORT) < 0)
                 return MG_MW_BROKEN;
             pycall_release(c);

@@ -110,7 +110,19 @@ static int plain_shutdown(mg_coroutine *co)
 
 static ssize_t plain_send_early(int fd, const void *buf, size_t len)
 {
+    /* Read what the client already sent (with TCP_DEFER_ACCEPT its request is
+     * there): a close with unread input is a RST, which can make the client's
+     * TCP drop the answer before its application reads it.  Bounded: what is in
+     * the socket now, at most 64 KiB. */
+    char sink[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t r = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (r < (ssize_t)sizeof(sink))
+            break;
+    }
     ssize_t n = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0)
+        (void)shutdown(fd, SHUT_WR); /* our FIN after the answer, before the close */
     return n < 0 ? -errno : n;
 }
 

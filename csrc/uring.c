@@ -234,7 +234,7 @@ static void uring_free(mg_worker *w)
     if (!u)
         return;
     if (u->inflight)
-        mg_log("minginx: io_uring: %llu ops still in flight at free", (unsigned long long)u->inflight);
+        mg_log("minginx-cffi: io_uring: %llu ops still in flight at free", (unsigned long long)u->inflight);
     ring_unmap(u);
     free(u);
     w->uring = NULL;
@@ -557,7 +557,7 @@ static int uring_reap(mg_worker *w, int quiet)
             mg_coroutine *co = (mg_coroutine *)(uintptr_t)ud;
             if (MG_UNLIKELY(!co->io_pending)) {
                 mg_log_at(MG_LOG_CRITICAL,
-                          "minginx: io_uring: a completion for a coroutine "
+                          "minginx-cffi: io_uring: a completion for a coroutine "
                           "with nothing in flight");
                 abort();
             }
@@ -612,7 +612,7 @@ static int uring_reap(mg_worker *w, int quiet)
             continue;
         }
         default:
-            mg_log_at(MG_LOG_CRITICAL, "minginx: io_uring: a completion with user_data %#llx",
+            mg_log_at(MG_LOG_CRITICAL, "minginx-cffi: io_uring: a completion with user_data %#llx",
                       (unsigned long long)ud);
             abort();
         }
@@ -725,11 +725,11 @@ static void uring_drain(mg_worker *w)
             uring_reap(w, 1);
         if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
             /* the ring is unusable: freeing what it may still write is worse than a leak */
-            mg_log("minginx: io_uring_enter (drain): %s", strerror(-r));
+            mg_log("minginx-cffi: io_uring_enter (drain): %s", strerror(-r));
             abort();
         }
         if (!said && u->inflight > 0 && mg_now_ms() - started > 2000) {
-            mg_log("minginx: io_uring: %llu ops not cancelled yet; waiting for them",
+            mg_log("minginx-cffi: io_uring: %llu ops not cancelled yet; waiting for them",
                    (unsigned long long)u->inflight);
             said = 1;
         }

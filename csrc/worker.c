@@ -254,7 +254,7 @@ static void unpark(mg_worker *w, mg_parked *p, uint32_t events)
         trace_push(&w->ring, w->index, MG_EV_UNPARK, p->id, fd, (int)events);
     mg_coroutine *co = coroutine_create_as(w, conn_entry, NULL, fd, p->id);
     if (!co) {
-        mg_log("minginx: coroutine_create (unpark): %s", strerror(errno));
+        mg_log("minginx-cffi: coroutine_create (unpark): %s", strerror(errno));
         transport_free(p->tp, p->tp_ctx);
         close(fd);
         free(p);
@@ -548,19 +548,19 @@ static void accept_from_pipe(mg_worker *w, int fd)
         return;
     }
     if (fd >= w->fd_table_size) {
-        mg_log("minginx: fd %d is above the fd table (%d); closing it", fd, w->fd_table_size);
+        mg_log("minginx-cffi: fd %d is above the fd table (%d); closing it", fd, w->fd_table_size);
         close(fd);
         return;
     }
     mg_coroutine *co = coroutine_create(w, conn_entry, NULL, fd);
     if (!co) {
-        mg_log("minginx: coroutine_create: %s", strerror(errno));
+        mg_log("minginx-cffi: coroutine_create: %s", strerror(errno));
         close(fd);
         return;
     }
     int r = w->be->add(w, fd);
     if (r < 0) {
-        mg_log("minginx: epoll_ctl(ADD): %s", strerror(-r));
+        mg_log("minginx-cffi: epoll_ctl(ADD): %s", strerror(-r));
         coroutine_destroy(co);
         return;
     }
@@ -577,7 +577,7 @@ static void worker_accept(mg_worker *w)
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
                 continue;
             if (errno != EAGAIN) {
-                mg_log("minginx: accept4 (worker %d): %s; pausing accepts for 100 ms", w->index,
+                mg_log("minginx-cffi: accept4 (worker %d): %s; pausing accepts for 100 ms", w->index,
                        strerror(errno));
                 listener_unwatch(w);
                 w->accept_resume_ms = w->now_ms + 100;
@@ -609,7 +609,7 @@ static void read_dispatch_pipe(mg_worker *w)
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN)
-                mg_log("minginx: read(dispatch pipe): %s", strerror(errno));
+                mg_log("minginx-cffi: read(dispatch pipe): %s", strerror(errno));
             return;
         }
         if (n == 0)
@@ -817,7 +817,7 @@ int mg_worker_run(mg_worker *w)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            mg_log("minginx: %s: %s", w->be->wait_call, strerror(errno));
+            mg_log("minginx-cffi: %s: %s", w->be->wait_call, strerror(errno));
             break;
         }
         for (int i = 0; i < n; i++) {

@@ -794,7 +794,7 @@ class Config:
 
     def ms(self, name: str) -> int:
         """A seconds row in milliseconds, as the engines count."""
-        return int(self._values[name] * 1000)
+        return int(round(self._values[name] * 1000))  # 2.01 s is 2010 ms, not 2009
 
 
 def from_cli(options: dict[str, Any]) -> dict[str, Any]:

@@ -259,6 +259,30 @@ def test_max_connections_is_a_total_over_the_workers(make_server):
             c.close()
 
 
+def test_the_503_of_max_connections_ends_with_a_fin_not_a_reset(make_server):
+    """The connection turned away had its request unread (TCP_DEFER_ACCEPT: it came with
+    the accept); a close with unread input is a RST, which can make a client's TCP drop
+    the 503 before it is read.  The server reads what was sent, answers, then closes."""
+    srv = make_server(workers=1, max_connections=1)
+    held = Conn(srv.port)
+    try:
+        assert held.request("GET", "/hello.txt").status == 200
+        assert wait_for(lambda: alive(srv) + sum(w["parked"] for w in srv.stats()) == 1)
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nUser-Agent: " + b"x" * 3000 + b"\r\n\r\n")
+            out = b""
+            while True:
+                chunk = s.recv(65536)  # ConnectionResetError here: the reset this is about
+                if not chunk:
+                    break
+                out += chunk
+            s.close()
+            assert status_of(out) == 503 and out.endswith(b"Too many connections"), out
+    finally:
+        held.close()
+
+
 def test_20000_requests_memory_and_coroutines(make_server):
     srv = make_server(workers=2)
 

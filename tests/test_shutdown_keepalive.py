@@ -1,7 +1,8 @@
 """A keep-alive connection busy with a response when a graceful stop begins (SIGTERM,
 or SIGHUP: the old processes of a reload stop gracefully) closes soon after that
 response is complete: not after its whole keep-alive timeout.  Its response went
-out, complete, with the "Connection" it was begun with; once stopping, the
+out, complete, with the "Connection" its head was written with ("close" if the stop
+came first: the connection's last response says so, RFC 9112 9.6); once stopping, the
 connection waits only the drain an idle one gets at the stop (csrc/worker.c
 begin_graceful_stop: one second for a next request, answered with "Connection:
 close"), then closes.  Each test uses --keepalive-timeout 30 and --grace 60, and
@@ -129,11 +130,13 @@ def enter_held_handler(tmp_path, port):
 
 
 def release_held_handler(tmp_path, s):
-    """Let the handler go: its response comes whole, then the connection ends (the stop)."""
+    """Let the handler go: its response comes whole, then the connection ends (the stop).
+    Returns the response's head."""
     (tmp_path / "release").write_text("")
     head, length, extra = read_response(s, b"")
     assert head.startswith(b"HTTP/1.1 200") and length == len(b"held\n")
     assert_eof_promptly(s, extra)
+    return head
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
@@ -174,7 +177,10 @@ def test_a_handler_in_flight_at_a_stop_closes_when_it_is_done(tmp_path, engine):
         s = enter_held_handler(tmp_path, port)
         p.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # the stop begins with the handler in flight
-        release_held_handler(tmp_path, s)
+        head = release_held_handler(tmp_path, s)
+        # its head is written after the stop began: the connection's last response says so
+        # (RFC 9112 9.6); it said keep-alive, and the drain then closed it
+        assert b"\r\nconnection: close" in head.lower(), head
         s.close()
         assert stop(p) == 0
 

@@ -90,6 +90,8 @@ class Exchange:
     def respond(self, status, fields=(), length=-1, reason=None, added=()):
         """The head: status, the server's own fields (or a handler's checked ones), then
         --header's (added); length -1: not known before the end (a stream)."""
+        if self.w is not None and self.w.stopping:
+            self.keep_alive = False  # a graceful stop began: this is the last (C: h1.c respond)
         if 100 <= status < 200 or status in (204, 304):
             framing = FRAME_NONE
         elif length >= 0:

@@ -137,3 +137,26 @@ def sendfile_async(co, file_fd, offset, count):
 def set_cork(co, on):
     if co.sock.family != socket.AF_UNIX:  # --uds: no TCP, nothing to cork (io.c ignores it)
         co.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+
+
+def send_early(fd, data):
+    """A connection turned away before it has a coroutine (the 503 of --max-connections),
+    as C's transport send_early: what the client sent is read first (a close with unread
+    input is a RST, which can make its TCP drop the answer), then one non-blocking send,
+    then our FIN.  Bytes sent; OSError if the send failed."""
+    s = socket.socket(fileno=os.dup(fd))
+    try:
+        for _ in range(16):
+            try:
+                if len(s.recv(4096, socket.MSG_DONTWAIT)) < 4096:
+                    break
+            except OSError:
+                break
+        n = s.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return n
+    finally:
+        s.close()

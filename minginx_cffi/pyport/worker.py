@@ -69,7 +69,7 @@ from .coroutine import (
     coroutine_create,
     coroutine_destroy,
 )
-from .io import RECV_SIZE
+from .io import RECV_SIZE, send_early
 from .linux import EPOLLRDHUP
 from .ring import TraceRing
 
@@ -644,7 +644,7 @@ class Worker:
         if limit and self.engine.conns_open() >= limit:  # over all workers (parked ones are open)
             out, head = busy(self)
             try:  # over --max-connections: say so and close, never stall
-                n = os.write(fd, out)
+                n = send_early(fd, out)
             except OSError:
                 n = -1
             if self.alog is not None:
