@@ -9,7 +9,9 @@
  *   - a bare CR, NUL or other control byte in a field is rejected;
  *   - Content-Length together with Transfer-Encoding is rejected and the
  *     connection closed (section 6.3), as is a list of differing lengths;
- *   - a lone LF is accepted as a line end (section 2.2 allows it).
+ *   - every line, of the head and of a chunked body, ends in CRLF: a lone LF,
+ *     which section 2.2 lets a recipient accept, is a 400 (a front end that
+ *     keeps it inside a value would see other fields: parse_request_line).
  * Tested by tests/test_http_parse.py, each rule whole and byte by byte.
  */
 #include "http.h"
@@ -788,11 +790,11 @@ int parse_http(const char *buf, size_t head_len, mg_request *req, mg_host_memo *
  *   ext-name   = token;  ext-val = token / quoted-string
  *   last-chunk = 1*("0") [ chunk-ext ] CRLF,  then trailer-section CRLF
  *
- * Line ends follow the head parser: a lone LF ends a line (RFC 9112 section
- * 2.2), a CR must be followed by LF.  One exception, for safety: a line that
- * has a chunk extension must end in CRLF.  A lone LF there is where parsers
- * disagree ("2;\nxx\r\n" is a 2-byte chunk to one and an extension running
- * to the CRLF to another), so it is 400, never a line end.  Trailer fields
+ * Line ends follow the head parser: every line ends in CRLF (section 7.1
+ * writes CRLF; the lone LF that section 2.2 lets a recipient accept is a 400
+ * here, as in the head, parse_request_line says why).  A bare LF is where
+ * parsers disagree ("2;\nxx\r\n" is a 2-byte chunk to one and an extension
+ * running to the CRLF to another).  Trailer fields
  * are field lines exactly as the head parser reads them (token name, colon,
  * no obs-fold, no CTL or bare CR in the value); their values are dropped.
  * Extensions and trailers together are limited to MG_MAX_CHUNK_EXT bytes per
@@ -898,10 +900,8 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
                 d->state = CH_SIZE_BWS;
             else if (c == '\r')
                 d->state = CH_SIZE_LF;
-            else if (c == '\n')
-                d->state = after_size; /* a lone LF: only a line with no extension */
             else
-                bad = 1;
+                bad = 1; /* a bare LF too: every line of the coding ends in CRLF */
             break;
         }
         case CH_SIZE_BWS:
@@ -989,10 +989,8 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
         case CH_DATA_CR:
             if (c == '\r')
                 d->state = CH_DATA_LF;
-            else if (c == '\n')
-                d->state = CH_SIZE; /* a lone LF ends the data too */
             else
-                bad = 1;
+                bad = 1; /* chunk-data CRLF, a bare LF included */
             if (d->state == CH_SIZE) {
                 d->hex_digits = 0;
                 d->remaining = 0;
@@ -1010,8 +1008,6 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
         case CH_TRAILER:
             if (c == '\r')
                 d->state = CH_END_LF;
-            else if (c == '\n')
-                d->state = CH_DONE;
             else if (mg_tchar[c])
                 d->state = CH_TRAILER_NAME;
             else
@@ -1026,8 +1022,6 @@ int chunked_decode(mg_chunked *d, char *buf, size_t *len, size_t *consumed)
         case CH_TRAILER_VALUE:
             if (c == '\r')
                 d->state = CH_TRAILER_LF;
-            else if (c == '\n')
-                d->state = CH_TRAILER;
             else if (!is_value_char(c))
                 bad = 1;
             break;

@@ -736,12 +736,20 @@ class Master:
         except BaseException:
             logger.critical("minginx-cffi: server process %d failed", os.getpid(), exc_info=True)
         finally:
-            for f in (sys.stdout, sys.stderr):
-                try:
-                    f.flush()
-                except (OSError, ValueError):
-                    pass
-            os._exit(code)
+            # Whatever comes now, this process ends here: a FAILED_STOP whose handler
+            # raises SystemExit during the flush (another process failed at the same
+            # moment) would otherwise unwind into the master's own frames, forked with it
+            # (a [critical] "uncaught exception" from a copy of the master).
+            try:
+                for s in (FAILED_STOP, QUIT_NOW):
+                    signal.signal(s, signal.SIG_IGN)
+                for f in (sys.stdout, sys.stderr):
+                    try:
+                        f.flush()
+                    except (OSError, ValueError):
+                        pass
+            finally:
+                os._exit(code)
 
 
 def stop_with_parent(master):

@@ -324,18 +324,23 @@ CASES = [
     Case(
         "chunk-data-lf-only",
         chunked(b"5\r\nhello\n0\r\n\r\n"),
-        200,
-        False,
-        "9112 2.2 (MAY take LF as a line end; nginx does)",
-        body=b"hello",
+        400,
+        True,
+        "9112 7.1: chunk-data CRLF; 2.2's MAY for a bare LF is refused, as in the head",
     ),
     Case(
         "chunked-all-lf",
         chunked(b"5\nhello\n0\n\n"),
-        200,
-        False,
-        "9112 2.2 (MAY take LF as a line end; nginx does)",
-        body=b"hello",
+        400,
+        True,
+        "9112 7.1: every line of the coding ends in CRLF (a bare LF: 400, as in the head)",
+    ),
+    Case(
+        "trailer-bare-lf",
+        chunked(b"0\r\nX-T: 1\n\r\n"),
+        400,
+        True,
+        "9112 7.1.2: trailer fields are field lines, ended by CRLF as in the head",
     ),
     Case(
         "chunk-size-bare-cr", chunked(b"5\rhello\r\n0\r\n\r\n"), 400, True, "9112 2.2: a bare CR is invalid"

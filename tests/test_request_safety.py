@@ -122,9 +122,7 @@ CHUNKED_OK = [
     ("ext quoted", b'2;a="b;c\\"d"\r\nxx\r\n0\r\n\r\n', "xx"),
     ("ext names", b"2;a;b=c\r\nxx\r\n0;z\r\n\r\n", "xx"),
     ("ext BWS", b"2 ; a = b ;c\r\nxx\r\n0\r\n\r\n", "xx"),
-    ("lone LF lines, no ext", b"2\nxx\n0\n\n", "xx"),
     ("trailer", b"2\r\nxx\r\n0\r\nX-T: v\r\nY:\r\n\r\n", "xx"),
-    ("trailer lone LF", b"2\r\nxx\r\n0\r\nX-T: v\n\n", "xx"),
     ("16 hex digits", b"0000000000000002\r\nxx\r\n0\r\n\r\n", "xx"),
     ("upper hex", b"A\r\n0123456789\r\n0\r\n\r\n", "0123456789"),
     ("ext limit exact", b"1;" + b"a" * 4095 + b"\r\nx\r\n0\r\n\r\n", "x"),
@@ -132,6 +130,11 @@ CHUNKED_OK = [
 ]
 
 CHUNKED_BAD = [
+    # every line of the coding ends in CRLF, as every line of the head (csrc/http.c)
+    ("lone LF lines, no ext", b"2\nxx\n0\n\n"),
+    ("lone LF after the data", b"2\r\nxx\n0\r\n\r\n"),
+    ("trailer lone LF", b"2\r\nxx\r\n0\r\nX-T: v\n\n"),
+    ("last line lone LF", b"2\r\nxx\r\n0\r\n\n"),
     ("LF right after ;", b"2;\nxx\r\n0\r\n\r\n"),
     ("LF ends ext name", b"2;a\nxx\r\n0\r\n\r\n"),
     ("LF ends ext value", b"2;a=b\nxx\r\n0\r\n\r\n"),

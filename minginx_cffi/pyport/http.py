@@ -375,11 +375,11 @@ _NEXT = {
     CH_EXT_TOKEN: {"t": CH_EXT_TOKEN, b";": CH_EXT_NAME0, "w": CH_EXT_BWS, b"\r": CH_SIZE_LF},
     CH_EXT_VAL_END: {b";": CH_EXT_NAME0, "w": CH_EXT_BWS, b"\r": CH_SIZE_LF},
     CH_EXT_BWS: {b";": CH_EXT_NAME0, "w": CH_EXT_BWS},
-    CH_DATA_CR: {b"\r": CH_DATA_LF, b"\n": CH_SIZE},
+    CH_DATA_CR: {b"\r": CH_DATA_LF},
     CH_DATA_LF: {b"\n": CH_SIZE},
-    CH_TRAILER: {b"\r": CH_END_LF, b"\n": CH_DONE, "t": CH_TRAILER_NAME},
+    CH_TRAILER: {b"\r": CH_END_LF, "t": CH_TRAILER_NAME},
     CH_TRAILER_NAME: {"t": CH_TRAILER_NAME, b":": CH_TRAILER_VALUE},
-    CH_TRAILER_VALUE: {b"\r": CH_TRAILER_LF, b"\n": CH_TRAILER, "v": CH_TRAILER_VALUE},
+    CH_TRAILER_VALUE: {b"\r": CH_TRAILER_LF, "v": CH_TRAILER_VALUE},
     CH_TRAILER_LF: {b"\n": CH_TRAILER},
     CH_END_LF: {b"\n": CH_DONE},
 }
@@ -441,8 +441,6 @@ class Chunked:
                         new = CH_SIZE_BWS
                     elif c == 13:
                         new = CH_SIZE_LF
-                    elif c == 10:  # a lone LF: only a line with no extension
-                        new = CH_DATA if self.remaining else CH_TRAILER
             elif st == CH_SIZE_LF:
                 if c == 10:
                     new = CH_DATA if self.remaining else CH_TRAILER
