@@ -151,7 +151,12 @@ def _app_failure(module_name, e):
         os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep,
         "<frozen importlib",
     )
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(ours)]
+    frames = [
+        f
+        for f in traceback.extract_tb(e.__traceback__)
+        if not f.filename.startswith(ours)
+        and "frozen importlib" not in f.filename  # PyPy: "<builtin>/frozen ..."
+    ]
     lines = traceback.format_exception_only(type(e), e)
     if frames:
         lines = ["Traceback (most recent call last):\n"] + traceback.format_list(frames) + lines

@@ -152,7 +152,8 @@ def send_early(fd, data):
                     break
             except OSError:
                 break
-        n = s.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        # PyPy's socket module has no MSG_NOSIGNAL; Python ignores SIGPIPE anyway
+        n = s.send(data, socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0))
         try:
             s.shutdown(socket.SHUT_WR)
         except OSError:
