@@ -126,30 +126,23 @@ static ssize_t plain_send_early(int fd, const void *buf, size_t len)
     return n < 0 ? -errno : n;
 }
 
-const mg_transport mg_transport_plain = {
-    .name = "plain",
-    .recv = plain_recv,
-    .sendv = plain_sendv,
-    .sendfile = plain_sendfile,
-    .cork = plain_cork,
-    .shutdown = plain_shutdown,
-    .pending = NULL,
-    .send_early = plain_send_early,
-    .free = NULL,
-    .raw = 1,
-};
+/* The plain socket's table; sendfile_fn is its one variable part. */
+#define PLAIN_TRANSPORT(name_, sendfile_fn)                                                                  \
+    {                                                                                                        \
+        .name = (name_),                                                                                     \
+        .recv = plain_recv,                                                                                  \
+        .sendv = plain_sendv,                                                                                \
+        .sendfile = (sendfile_fn),                                                                           \
+        .cork = plain_cork,                                                                                  \
+        .shutdown = plain_shutdown,                                                                          \
+        .pending = NULL,                                                                                     \
+        .send_early = plain_send_early,                                                                      \
+        .free = NULL,                                                                                        \
+        .raw = 1,                                                                                            \
+    }
+
+const mg_transport mg_transport_plain = PLAIN_TRANSPORT("plain", plain_sendfile);
 
 /* The same without sendfile, so the tests reach io.c's pread fallback (the
  * path a TLS transport takes): MINGINX_TEST_NO_SENDFILE=1 (testhooks.c). */
-const mg_transport mg_transport_plain_nosendfile = {
-    .name = "plain-nosendfile",
-    .recv = plain_recv,
-    .sendv = plain_sendv,
-    .sendfile = NULL,
-    .cork = plain_cork,
-    .shutdown = plain_shutdown,
-    .pending = NULL,
-    .send_early = plain_send_early,
-    .free = NULL,
-    .raw = 1,
-};
+const mg_transport mg_transport_plain_nosendfile = PLAIN_TRANSPORT("plain-nosendfile", NULL);

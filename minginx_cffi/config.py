@@ -71,7 +71,6 @@ class Option:
     c: str | None = None  # the mg_config field _native.Engine fills from it
     engine_arg: bool = True  # False: the server or the master consumes it, not an engine
     cli: bool = True  # False: a keyword of Server() only
-    flag: str | None = None  # the CLI's spelling, "--name" by default; "--x/--no-x" for a pair
     metavar: str | None = None
     show_default: bool = True
     envvar: str | None = None
@@ -80,7 +79,8 @@ class Option:
 
     @property
     def cli_flag(self) -> str:
-        return self.flag or "--" + self.name.replace("_", "-")
+        """The CLI's spelling: "--name" ("--x/--no-x" for a bool: click_options)."""
+        return "--" + self.name.replace("_", "-")
 
     @property
     def shown(self) -> str:
@@ -512,12 +512,6 @@ def _check_number(row: Option, value: Any) -> None:
     if kind is float and 0 < value < 0.001 and row.name.endswith("timeout"):
         # the engine counts milliseconds and reads 0 as "no limit"
         raise ConfigError("%s must be 0 (no limit) or at least 0.001 s, not %r" % (row.shown, value))
-
-
-def check_limits(**values: Any) -> None:
-    """ConfigError for a value of a numeric row outside its range."""
-    for name, value in values.items():
-        _check_number(BY_NAME[name], value)
 
 
 def _check_row(row: Option, value: Any) -> None:
